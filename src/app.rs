@@ -1,0 +1,135 @@
+//! The gateway process: connect, migrate, start background tasks and the HTTP server.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::auth::ClientRegistry;
+use crate::config::Settings;
+use crate::exchange::{TxLog, TxLogHandle};
+use crate::http::{self, AppState, Metrics};
+use crate::store::{Store, StoreError};
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Database connection or migration.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Could not bind the listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway: its address, state and server handle.
+pub struct Gateway {
+    /// The address the HTTP server listens on.
+    pub addr: SocketAddr,
+    /// Shared state (store, transaction log, ...).
+    pub state: Arc<AppState>,
+    server: actix_web::dev::ServerHandle,
+    server_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    txlog_task: TxLogHandle,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Connects to the database, migrates if configured, and starts serving.
+    pub async fn start(settings: Settings) -> Result<Gateway, AppError> {
+        let started = Instant::now();
+        let store = Store::connect(&settings.database).await?;
+        if settings.database.migrate_on_start {
+            store.migrate().await?;
+        }
+        let listener = TcpListener::bind(&settings.http.bind).map_err(|source| AppError::Bind {
+            addr: settings.http.bind.clone(),
+            source,
+        })?;
+        Self::start_on(settings, store, listener, started).await
+    }
+
+    /// Starts on an existing store and listener (tests bind port 0).
+    pub async fn start_on(
+        settings: Settings,
+        store: Store,
+        listener: TcpListener,
+        started: Instant,
+    ) -> Result<Gateway, AppError> {
+        let addr = listener.local_addr().map_err(|source| AppError::Bind {
+            addr: settings.http.bind.clone(),
+            source,
+        })?;
+        let (txlog, txlog_task) = TxLog::start(store.clone(), settings.transaction_log.clone());
+        let state = Arc::new(AppState {
+            clients: ClientRegistry::from_settings(&settings.clients),
+            settings: Arc::new(settings),
+            store: store.clone(),
+            txlog,
+            metrics: Metrics::new(),
+            started,
+        });
+        let server = http::serve(state.clone(), listener).map_err(|source| AppError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let handle = server.handle();
+        let server_task = tokio::spawn(server);
+        let background = vec![tokio::spawn(prune_loop(store))];
+        tracing::info!(%addr, database = state.store.backend().name(), "medgate listening");
+        Ok(Gateway {
+            addr,
+            state,
+            server: handle,
+            server_task,
+            txlog_task,
+            background,
+        })
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves until the server stops (Ctrl-C / SIGTERM), then drains background work.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = match self.server_task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        for b in &self.background {
+            b.abort();
+        }
+        drop(self.state);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.txlog_task).await;
+        result
+    }
+
+    /// Stops gracefully (used by tests and the demo).
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        let _ = self.server_task.await;
+        for b in &self.background {
+            b.abort();
+        }
+        self.state.txlog.flush().await;
+    }
+}
+
+/// Deletes transaction log records whose retention ended, once an hour.
+async fn prune_loop(store: Store) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match store.prune_transactions(crate::store::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "transaction log pruned"),
+            Err(e) => tracing::warn!(error = %e, "transaction log prune failed"),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Codecs at the edges: XML (secure parsing, canonicalization, signatures), SOAP, FHIR.
+
+pub mod fhir;
+pub mod soap;
+pub mod xml;

@@ -1,0 +1,5 @@
+//! XML handling shared by every XML codec: a bounded, entity-free parser.
+
+pub mod dom;
+
+pub use dom::{Element, Limits, XmlError};

@@ -1,0 +1,368 @@
+//! Typed gateway settings: a TOML file overlaid with `MEDGATE_*` environment variables.
+//!
+//! Nested keys are reached from the environment with a double underscore:
+//! `MEDGATE_DATABASE__URL` sets `database.url`, `MEDGATE_HTTP__BIND` sets `http.bind`.
+
+use std::fmt;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// A secret string: usable by the code, never printed by `Debug` or `Display`.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where the value is actually used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+/// Every setting of one gateway process.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Name of this gateway instance (used in logs, metrics and federation).
+    pub instance: String,
+    /// HTTP listener.
+    pub http: HttpSettings,
+    /// Database connection.
+    pub database: DatabaseSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Transaction log (message store) policy.
+    pub transaction_log: TransactionLogSettings,
+    /// API clients known to the gateway.
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address and port to listen on, e.g. `0.0.0.0:8080`.
+    pub bind: String,
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Number of HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Public base URL used in links the gateway emits (FHIR `next` links, WSDL address).
+    pub public_url: Option<String>,
+}
+
+/// Database settings.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user@host:port/db` or `sqlite://path/to/file.db`.
+    pub url: String,
+    /// Password for PostgreSQL, kept apart from the URL so that it is never logged.
+    pub password: Option<Secret>,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// Seconds to wait for a free connection before failing a request.
+    pub acquire_timeout_secs: u64,
+    /// Apply pending migrations when the gateway starts.
+    pub migrate_on_start: bool,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+/// Hides a password embedded in a connection URL.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+/// Log output settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` for terminals, `json` for log collectors, `auto` picks by whether stderr is a terminal.
+    pub format: LogFormat,
+    /// Filter in `tracing` syntax, e.g. `info,medgate=debug`.
+    pub filter: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured when on a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+}
+
+/// What the transaction log keeps of message bodies.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BodyPolicy {
+    /// Request and response bodies are stored.
+    Full,
+    /// Only metadata (sizes, status, timings) is stored.
+    MetadataOnly,
+    /// Nothing is recorded for this route.
+    None,
+}
+
+/// Transaction log settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionLogSettings {
+    /// Body policy for routes that no rule below matches.
+    pub default_bodies: BodyPolicy,
+    /// Days a record is kept for routes that no rule below matches.
+    pub default_retention_days: u32,
+    /// Largest body stored per message; longer bodies are cut and marked truncated.
+    pub max_stored_body_bytes: usize,
+    /// Per-route rules; the longest matching path prefix wins.
+    #[serde(default)]
+    pub routes: Vec<RoutePolicy>,
+}
+
+/// Storage rule for requests whose path starts with `prefix`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutePolicy {
+    /// Path prefix, e.g. `/fhir/Appointment`.
+    pub prefix: String,
+    /// What to keep of bodies.
+    pub bodies: BodyPolicy,
+    /// Days to keep records; falls back to the default.
+    pub retention_days: Option<u32>,
+}
+
+/// One API client and what it may do.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// Stable client identifier recorded in logs and audit.
+    pub id: String,
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: String,
+    /// SHA-256 of the bearer token, hex encoded (`printf %s TOKEN | sha256sum`).
+    pub token_sha256: Secret,
+    /// Organization OIDs this client may act for; empty means none.
+    #[serde(default)]
+    pub organizations: Vec<String>,
+    /// Granted scopes, e.g. `schedule:read`, `appointment:write`, `admin`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            instance: "medgate".into(),
+            http: HttpSettings {
+                bind: "127.0.0.1:8080".into(),
+                max_body_bytes: 10 * 1024 * 1024,
+                workers: 0,
+                public_url: None,
+            },
+            database: DatabaseSettings {
+                url: "sqlite://medgate.db".into(),
+                password: None,
+                max_connections: 16,
+                acquire_timeout_secs: 5,
+                migrate_on_start: true,
+            },
+            log: LogSettings {
+                format: LogFormat::Auto,
+                filter: "info".into(),
+            },
+            transaction_log: TransactionLogSettings {
+                default_bodies: BodyPolicy::MetadataOnly,
+                default_retention_days: 30,
+                max_stored_body_bytes: 256 * 1024,
+                routes: Vec::new(),
+            },
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// A settings file or environment variable that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist.
+    #[error("configuration file {0} not found")]
+    NotFound(String),
+    /// A key is missing, unknown or has the wrong type; the message names it.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads defaults, then the TOML file (if given), then `MEDGATE_*` variables, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::NotFound(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("MEDGATE_").split("__"));
+        Self::from_figment(figment)
+    }
+
+    /// Extracts and validates settings from an assembled figment.
+    pub fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
+        let settings: Settings = figment.extract().map_err(|e| {
+            let mut out = Vec::new();
+            for err in e {
+                out.push(describe_figment_error(&err));
+            }
+            ConfigError::Invalid(out.join("; "))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks rules that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("key `{key}`: {why}")));
+        if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
+            return bad("http.bind", "expected HOST:PORT with a numeric IP address");
+        }
+        if self.http.max_body_bytes < 1024 {
+            return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            return bad(
+                "database.url",
+                "must start with postgres://, postgresql:// or sqlite:",
+            );
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            if c.id.trim().is_empty() {
+                return bad(&format!("clients[{i}].id"), "must not be empty");
+            }
+            if !seen.insert(c.id.clone()) {
+                return bad(&format!("clients[{i}].id"), "duplicate client id");
+            }
+            let hash = c.token_sha256.expose();
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad(
+                    &format!("clients[{i}].token_sha256"),
+                    "expected 64 hex characters (SHA-256 of the token)",
+                );
+            }
+            for (j, oid) in c.organizations.iter().enumerate() {
+                if let Err(e) = crate::model::Oid::parse(oid) {
+                    return bad(&format!("clients[{i}].organizations[{j}]"), &e.to_string());
+                }
+            }
+        }
+        for (i, r) in self.transaction_log.routes.iter().enumerate() {
+            if !r.prefix.starts_with('/') {
+                return bad(
+                    &format!("transaction_log.routes[{i}].prefix"),
+                    "must start with /",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe_figment_error(err: &figment::Error) -> String {
+    let key = if err.path.is_empty() {
+        None
+    } else {
+        Some(err.path.join("."))
+    };
+    let source = err
+        .metadata
+        .as_ref()
+        .map(|m| m.name.to_string())
+        .unwrap_or_default();
+    match key {
+        Some(k) => format!("key `{k}`: {} ({source})", err.kind),
+        None => format!("{} ({source})", err.kind),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_redacted_in_debug() {
+        let mut s = Settings::default();
+        s.database.password = Some(Secret::new("hunter2"));
+        s.database.url = "postgres://gw:pw@db/medgate".into();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(!dbg.contains(":pw@"), "{dbg}");
+        assert!(dbg.contains("[redacted]"));
+    }
+
+    #[test]
+    fn bad_type_names_the_key() {
+        let fig = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string("[http]\nmax_body_bytes = \"lots\"\n"));
+        let err = Settings::from_figment(fig).unwrap_err().to_string();
+        assert!(err.contains("http.max_body_bytes"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let fig = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string("[database]\nulr = \"x\"\n"));
+        let err = Settings::from_figment(fig).unwrap_err().to_string();
+        assert!(err.contains("ulr"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let fig = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string("[http]\nbind = \"nowhere\"\n"));
+        let err = Settings::from_figment(fig).unwrap_err().to_string();
+        assert!(err.contains("http.bind"), "{err}");
+    }
+}

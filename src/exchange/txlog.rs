@@ -1,0 +1,171 @@
+//! The transaction log (message store): every inbound request and outbound call is recorded.
+//!
+//! Recording never blocks a request on the database: records go through a bounded channel to
+//! one writer task that inserts them in batches. Readers call [`TxLog::flush`] first, which
+//! waits until everything recorded before the call is stored, so an operator always sees
+//! the request they just made.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{BodyPolicy, TransactionLogSettings};
+use crate::store::transactions::TransactionRecord;
+use crate::store::Store;
+
+/// Whether a record describes a request we received or a call we made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A request a client sent to the gateway.
+    Inbound,
+    /// A call the gateway made to an external system.
+    Outbound,
+}
+
+impl Direction {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+enum Msg {
+    Record(Box<TransactionRecord>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The storage decision for one route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDecision {
+    /// Body policy.
+    pub bodies: BodyPolicy,
+    /// Retention in days.
+    pub retention_days: u32,
+}
+
+/// Handle used by producers and readers of the transaction log.
+#[derive(Clone)]
+pub struct TxLog {
+    tx: mpsc::Sender<Msg>,
+    settings: std::sync::Arc<TransactionLogSettings>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The writer task; await it after dropping every [`TxLog`] to drain the queue.
+pub type TxLogHandle = tokio::task::JoinHandle<()>;
+
+const QUEUE: usize = 16_384;
+const BATCH: usize = 500;
+
+impl TxLog {
+    /// Starts the writer task on the current runtime.
+    pub fn start(store: Store, settings: TransactionLogSettings) -> (TxLog, TxLogHandle) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let handle = tokio::spawn(writer(store, rx));
+        (
+            TxLog {
+                tx,
+                settings: std::sync::Arc::new(settings),
+                dropped: Default::default(),
+            },
+            handle,
+        )
+    }
+
+    /// The policy for a path: the longest matching route prefix, else the defaults.
+    pub fn decide(&self, path: &str) -> RouteDecision {
+        let s = &self.settings;
+        s.routes
+            .iter()
+            .filter(|r| path.starts_with(&r.prefix))
+            .max_by_key(|r| r.prefix.len())
+            .map(|r| RouteDecision {
+                bodies: r.bodies,
+                retention_days: r.retention_days.unwrap_or(s.default_retention_days),
+            })
+            .unwrap_or(RouteDecision {
+                bodies: s.default_bodies,
+                retention_days: s.default_retention_days,
+            })
+    }
+
+    /// Largest stored body.
+    pub fn max_body(&self) -> usize {
+        self.settings.max_stored_body_bytes
+    }
+
+    /// Queues a record. When the queue is full the record is counted as dropped and logged,
+    /// never blocking the request that produced it.
+    pub fn record(&self, record: TransactionRecord) {
+        if let Err(e) = self.tx.try_send(Msg::Record(Box::new(record))) {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %e, "transaction log queue full; record dropped");
+        }
+    }
+
+    /// Records dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until every record queued before this call is stored.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        }
+    }
+}
+
+async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch: Vec<TransactionRecord> = Vec::with_capacity(BATCH);
+    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        // Take whatever is already queued, up to one batch, then write once.
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Record(r) => batch.push(*r),
+                Msg::Flush(w) => waiters.push(w),
+            }
+            if batch.len() >= BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !batch.is_empty() {
+            let mut attempt = 0;
+            loop {
+                match store.insert_transactions(&batch).await {
+                    Ok(()) => break,
+                    Err(e) if attempt < 3 => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "transaction log write failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, lost = batch.len(), "transaction log write failed");
+                        break;
+                    }
+                }
+            }
+            batch.clear();
+        }
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// Cuts a body to the storage limit; returns the stored bytes and whether they were cut.
+pub fn clip_body(body: &[u8], max: usize) -> (Vec<u8>, bool) {
+    if body.len() > max {
+        (body[..max].to_vec(), true)
+    } else {
+        (body.to_vec(), false)
+    }
+}

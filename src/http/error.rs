@@ -1,0 +1,289 @@
+//! The HTTP error model: one error type, rendered as the route's protocol expects.
+//!
+//! FHIR routes answer `OperationOutcome`, SOAP routes a SOAP 1.1/1.2 Fault, everything else
+//! a small JSON problem document. Every error carries a stable machine code and a human
+//! message naming the field at fault; internal causes are logged, never returned.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::codec::fhir::{IssueType, OperationOutcome, FHIR_JSON};
+use crate::codec::soap::{self, Fault, FaultSide, SoapVersion};
+
+/// Which protocol a route speaks; decides how errors are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `/fhir/...`
+    Fhir,
+    /// `/soap/...`
+    Soap(SoapVersion),
+    /// `/api/...` (admin and operations JSON API)
+    Api,
+    /// Health, readiness, metrics: no authentication.
+    Open,
+}
+
+impl Protocol {
+    /// Classifies a request by path and content type.
+    pub fn of(path: &str, content_type: Option<&str>) -> Protocol {
+        if path == "/fhir" || path.starts_with("/fhir/") {
+            Protocol::Fhir
+        } else if path == "/soap" || path.starts_with("/soap/") {
+            let v12 = content_type.is_some_and(|c| c.starts_with("application/soap+xml"));
+            Protocol::Soap(if v12 {
+                SoapVersion::V12
+            } else {
+                SoapVersion::V11
+            })
+        } else if path.starts_with("/api/") {
+            Protocol::Api
+        } else {
+            Protocol::Open
+        }
+    }
+
+    /// Name recorded in the transaction log and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Fhir => "fhir",
+            Protocol::Soap(_) => "soap",
+            Protocol::Api => "api",
+            Protocol::Open => "open",
+        }
+    }
+}
+
+/// Per-request context visible to error rendering and logging.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// Request id (echoed in `X-Request-Id`).
+    pub request_id: String,
+    /// Protocol of the route.
+    pub protocol: Protocol,
+}
+
+tokio::task_local! {
+    /// The context of the request being served by the current task.
+    pub static REQUEST: RequestContext;
+}
+
+/// The current request's context, if inside one.
+pub fn current() -> Option<RequestContext> {
+    REQUEST.try_with(Clone::clone).ok()
+}
+
+/// An error answered to a client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// FHIR issue type (also guides SOAP fault side).
+    pub issue: IssueType,
+    /// Stable machine code, e.g. `INVALID_SNILS`.
+    pub code: &'static str,
+    /// Human message.
+    pub message: String,
+    /// The field at fault (FHIRPath for FHIR, element path for SOAP, parameter name).
+    pub field: Option<String>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ApiError {
+    /// A general constructor.
+    pub fn new(
+        status: StatusCode,
+        issue: IssueType,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            issue,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// Names the field at fault.
+    pub fn at(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// 400: an invalid value in a named field.
+    pub fn invalid(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, IssueType::Value, code, message).at(field)
+    }
+
+    /// 400: a required field is missing.
+    pub fn required(field: impl Into<String>) -> Self {
+        let field = field.into();
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Required,
+            "REQUIRED_FIELD_MISSING",
+            format!("required field `{field}` is missing"),
+        )
+        .at(field)
+    }
+
+    /// 400: the message as a whole cannot be read.
+    pub fn malformed(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, IssueType::Invalid, code, message)
+    }
+
+    /// 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, IssueType::NotFound, code, message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            IssueType::Login,
+            "UNAUTHORIZED",
+            message,
+        )
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "FORBIDDEN",
+            message,
+        )
+    }
+
+    /// 409.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, IssueType::Conflict, code, message)
+    }
+
+    /// 413.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueType::TooCostly,
+            "PAYLOAD_TOO_LARGE",
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    }
+
+    /// 500: logs the cause with the request id and returns a generic message.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(cause = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::Exception,
+            "INTERNAL_ERROR",
+            "internal error; quote the request id to support",
+        )
+    }
+
+    /// Renders for a protocol; the response carries an [`ErrorInfo`] extension for the log.
+    pub fn render(&self, protocol: Protocol, request_id: &str) -> HttpResponse {
+        let mut res = self.render_body(protocol, request_id);
+        res.extensions_mut().insert(ErrorInfo {
+            status: self.status,
+            code: self.code,
+        });
+        res
+    }
+
+    fn render_body(&self, protocol: Protocol, request_id: &str) -> HttpResponse {
+        let mut builder = HttpResponse::build(self.status);
+        match protocol {
+            Protocol::Fhir => {
+                let body = OperationOutcome::error(
+                    self.issue,
+                    self.code,
+                    &self.message,
+                    self.field.as_deref(),
+                    request_id,
+                );
+                builder
+                    .content_type(FHIR_JSON)
+                    .body(serde_json::to_vec(&body).unwrap_or_default())
+            }
+            Protocol::Soap(version) => {
+                let side = if self.status.is_server_error() {
+                    FaultSide::Receiver
+                } else {
+                    FaultSide::Sender
+                };
+                let body = soap::fault(
+                    version,
+                    &Fault {
+                        side,
+                        code: self.code,
+                        message: &self.message,
+                        field: self.field.as_deref(),
+                        request_id,
+                    },
+                );
+                // SOAP 1.1 over HTTP answers every fault with 500; 1.2 keeps 4xx for senders.
+                let status = match version {
+                    SoapVersion::V11 if !matches!(self.status.as_u16(), 401 | 413) => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                    _ => self.status,
+                };
+                HttpResponse::build(status)
+                    .content_type(version.content_type())
+                    .body(body)
+            }
+            Protocol::Api | Protocol::Open => builder.json(json!({
+                "error": self.code,
+                "message": self.message,
+                "field": self.field,
+                "request_id": request_id,
+            })),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let ctx = current().unwrap_or(RequestContext {
+            request_id: String::new(),
+            protocol: Protocol::Api,
+        });
+        self.render(ctx.protocol, &ctx.request_id)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// The class and code of an error answer, attached to its response.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorInfo {
+    /// The status the error stands for (a SOAP 1.1 fault is sent as 500 whatever it is).
+    pub status: StatusCode,
+    /// Machine code.
+    pub code: &'static str,
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,57 @@
+//! Liveness, readiness and metrics: open routes for orchestrators and scrapers.
+
+use actix_web::web::Data;
+use actix_web::HttpResponse;
+use serde_json::json;
+
+use super::AppState;
+
+/// `GET /healthz`: the process is up and serving.
+pub async fn healthz(state: Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "instance": state.settings.instance,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+    }))
+}
+
+/// `GET /readyz`: the database answers and every migration is applied.
+pub async fn readyz(state: Data<AppState>) -> HttpResponse {
+    match state.store.check_ready().await {
+        Ok(()) => HttpResponse::Ok().json(json!({
+            "status": "ready",
+            "database": state.store.backend().name(),
+        })),
+        Err(reason) => {
+            tracing::warn!(%reason, "not ready");
+            HttpResponse::ServiceUnavailable().json(json!({
+                "status": "not-ready",
+                "database": state.store.backend().name(),
+                "reason": reason,
+            }))
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(state: Data<AppState>) -> HttpResponse {
+    let (open, idle) = state.store.pool_stats();
+    state
+        .metrics
+        .db_pool
+        .with_label_values(&["open"])
+        .set(i64::from(open));
+    state
+        .metrics
+        .db_pool
+        .with_label_values(&["idle"])
+        .set(idle as i64);
+    state
+        .metrics
+        .txlog_dropped
+        .set(state.txlog.dropped() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}

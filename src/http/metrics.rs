@@ -1,0 +1,91 @@
+//! Prometheus metrics of the HTTP server and the database pool.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// The gateway's metric families.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by method, route pattern and status.
+    pub requests: IntCounterVec,
+    /// Request latency by method and route pattern.
+    pub latency: HistogramVec,
+    /// Database pool connections by state (`open`, `idle`).
+    pub db_pool: IntGaugeVec,
+    /// Transaction log records dropped because its queue was full.
+    pub txlog_dropped: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers the families.
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("medgate".into()), None)
+            .expect("static registry prefix is valid");
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests served"),
+            &["method", "route", "status"],
+        )
+        .expect("static metric definition");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
+            ),
+            &["method", "route"],
+        )
+        .expect("static metric definition");
+        let db_pool = IntGaugeVec::new(
+            Opts::new("db_pool_connections", "Database pool connections"),
+            &["state"],
+        )
+        .expect("static metric definition");
+        let txlog_dropped = IntGauge::new(
+            "txlog_dropped_total",
+            "Transaction log records dropped because the queue was full",
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(db_pool.clone()),
+            Box::new(txlog_dropped.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            db_pool,
+            txlog_dropped,
+        }
+    }
+
+    /// Records one served request.
+    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+        self.latency
+            .with_label_values(&[method, route])
+            .observe(seconds);
+    }
+
+    /// Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

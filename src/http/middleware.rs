@@ -1,0 +1,314 @@
+//! The gateway middleware wrapped around every route.
+//!
+//! In order: request id in and out, a tracing span carrying it, the body size limit (413),
+//! client authentication for protected protocols (401), panic containment (no request ever
+//! ends without an answer), metrics, and the transaction log record.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::web::{Bytes, BytesMut, Data};
+use actix_web::{Error, HttpMessage};
+use futures_util::{FutureExt, StreamExt};
+use tracing::Instrument;
+
+use super::error::{ApiError, Protocol, RequestContext, REQUEST};
+use super::AppState;
+use crate::auth::AuthError;
+use crate::config::BodyPolicy;
+use crate::store::transactions::TransactionRecord;
+
+/// Request id header, accepted from the client and always returned.
+pub const REQUEST_ID: &str = "x-request-id";
+/// Correlation id header, propagated across hops.
+pub const CORRELATION_ID: &str = "x-correlation-id";
+
+fn header_id(req: &ServiceRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+}
+
+/// The middleware function; install with `actix_web::middleware::from_fn(gateway)`.
+pub async fn gateway(
+    mut req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = Instant::now();
+    let started_at = crate::store::now_ms();
+    let state = req
+        .app_data::<Data<AppState>>()
+        .cloned()
+        .expect("AppState is registered by the app factory");
+    let request_id =
+        header_id(&req, REQUEST_ID).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let correlation_id = header_id(&req, CORRELATION_ID).unwrap_or_else(|| request_id.clone());
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let protocol = Protocol::of(req.path(), content_type.as_deref());
+    let method = req.method().to_string();
+    let path = req.path().to_string();
+    let ctx = RequestContext {
+        request_id: request_id.clone(),
+        protocol,
+    };
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        client = tracing::field::Empty
+    );
+
+    let work = async move {
+        let limit = state.settings.http.max_body_bytes;
+        let mut fin = Finish {
+            decision: state.txlog.decide(&path),
+            request_id,
+            correlation_id,
+            protocol,
+            method,
+            path,
+            started,
+            started_at,
+            client_id: None,
+            request_body: Bytes::new(),
+            error: None,
+        };
+
+        // Read the body under the size limit; it is put back for the handler.
+        match read_body(&mut req, limit).await {
+            Ok(b) => fin.request_body = b,
+            Err(e) => {
+                let res = e.render(protocol, &fin.request_id);
+                fin.error = Some(e.code.to_string());
+                return Ok(finish(&state, req.into_parts().0, res, fin).await);
+            }
+        }
+        req.set_payload(actix_http::Payload::from(fin.request_body.clone()));
+
+        // Authentication for protected protocols.
+        let open = matches!(protocol, Protocol::Open) || is_public(&fin.path, req.query_string());
+        if !open {
+            let header = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            match state.clients.authenticate(header) {
+                Ok(client) => {
+                    fin.client_id = Some(client.id.clone());
+                    tracing::Span::current().record("client", client.id.as_str());
+                    req.extensions_mut().insert(client);
+                }
+                Err(e) => {
+                    let err = ApiError::unauthorized(e.to_string());
+                    let mut res = err.render(protocol, &fin.request_id);
+                    if e != AuthError::Unknown || protocol == Protocol::Fhir {
+                        res.headers_mut().insert(
+                            actix_web::http::header::WWW_AUTHENTICATE,
+                            HeaderValue::from_static("Bearer realm=\"medgate\""),
+                        );
+                    }
+                    fin.error = Some("UNAUTHORIZED".into());
+                    return Ok(finish(&state, req.into_parts().0, res, fin).await);
+                }
+            }
+        }
+
+        let outcome = AssertUnwindSafe(next.call(req)).catch_unwind().await;
+        let (http_req, res) = match outcome {
+            Ok(Ok(res)) => {
+                let (r, res) = res.into_parts();
+                fin.error = res.error().map(|e| e.to_string());
+                (r, res)
+            }
+            Ok(Err(e)) => {
+                fin.error = Some(e.to_string());
+                (detached_request(&fin.method, &fin.path), e.error_response())
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                let err = ApiError::internal(format!("handler panicked: {what}"));
+                fin.error = Some("panic".into());
+                (
+                    detached_request(&fin.method, &fin.path),
+                    err.render(protocol, &fin.request_id),
+                )
+            }
+        };
+        Ok(finish(&state, http_req, res, fin).await)
+    };
+    REQUEST.scope(ctx, work.instrument(span)).await
+}
+
+/// A stand-in request for answering after the real one was consumed by a failed handler
+/// (the router needs sole ownership of the request, so it cannot be cloned beforehand).
+fn detached_request(method: &str, path: &str) -> actix_web::HttpRequest {
+    actix_web::test::TestRequest::default()
+        .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap_or_default())
+        .uri(path)
+        .to_http_request()
+}
+
+/// Paths under protected prefixes that are public by nature (FHIR metadata, WSDL).
+fn is_public(path: &str, query: &str) -> bool {
+    path == "/fhir/metadata" || (path.starts_with("/soap/") && query.eq_ignore_ascii_case("wsdl"))
+}
+
+async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(limit));
+    }
+    let mut payload = req.take_payload();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::malformed(
+                "BODY_READ_FAILED",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+struct Finish {
+    request_id: String,
+    correlation_id: String,
+    protocol: Protocol,
+    method: String,
+    path: String,
+    started: Instant,
+    started_at: i64,
+    client_id: Option<String>,
+    decision: crate::exchange::txlog::RouteDecision,
+    request_body: Bytes,
+    error: Option<String>,
+}
+
+async fn finish(
+    state: &AppState,
+    req: actix_web::HttpRequest,
+    res: actix_web::HttpResponse,
+    f: Finish,
+) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    let info = res.extensions().get::<super::error::ErrorInfo>().copied();
+    let class = info.map_or(status, |i| i.status);
+    let error = f.error.or_else(|| info.map(|i| i.code.to_string()));
+    let (mut res, response_body) = if f.decision.bodies == BodyPolicy::Full {
+        let (res, body) = res.into_parts();
+        let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+        (res.set_body(BoxBody::new(bytes.clone())), Some(bytes))
+    } else {
+        (res, None)
+    };
+    let response_bytes = match &response_body {
+        Some(b) => b.len() as i64,
+        None => match res.body().size() {
+            actix_web::body::BodySize::Sized(n) => n as i64,
+            _ => -1,
+        },
+    };
+    if let Ok(v) = HeaderValue::from_str(&f.request_id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), v);
+    }
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let elapsed = f.started.elapsed();
+    state
+        .metrics
+        .observe(&f.method, &route, status.as_u16(), elapsed.as_secs_f64());
+    if status.is_server_error() {
+        tracing::warn!(status = status.as_u16(), route = %route, "request failed");
+    } else {
+        tracing::debug!(status = status.as_u16(), route = %route, "request served");
+    }
+
+    if f.decision.bodies != BodyPolicy::None && f.protocol != Protocol::Open {
+        let operation = req
+            .extensions()
+            .get::<Operation>()
+            .map(|o| o.0.clone())
+            .unwrap_or_else(|| format!("{} {route}", f.method));
+        let max = state.txlog.max_body();
+        let (request_body, response_body, truncated) = match response_body {
+            Some(resp) if f.decision.bodies == BodyPolicy::Full => {
+                let (a, t1) = crate::exchange::txlog::clip_body(&f.request_body, max);
+                let (b, t2) = crate::exchange::txlog::clip_body(&resp, max);
+                (Some(a), Some(b), t1 || t2)
+            }
+            _ => (None, None, false),
+        };
+        let status_text =
+            if class.is_success() || class.is_redirection() || class.is_informational() {
+                "ok"
+            } else if class.is_client_error() {
+                "client-error"
+            } else {
+                "server-error"
+            };
+        state.txlog.record(TransactionRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            correlation_id: f.correlation_id,
+            request_id: f.request_id,
+            client_id: f.client_id,
+            direction: "inbound".into(),
+            protocol: f.protocol.name().into(),
+            operation,
+            method: f.method,
+            target: f.path,
+            status: status_text.into(),
+            http_status: Some(i32::from(status.as_u16())),
+            error: error.map(|e| e.chars().take(500).collect()),
+            started_at: f.started_at,
+            duration_us: elapsed.as_micros() as i64,
+            request_bytes: f.request_body.len() as i64,
+            response_bytes,
+            body_policy: match f.decision.bodies {
+                BodyPolicy::Full => "full",
+                _ => "metadata-only",
+            }
+            .into(),
+            request_body,
+            response_body,
+            truncated,
+            rerun_of: None,
+            expires_at: f.started_at + i64::from(f.decision.retention_days) * 86_400_000,
+        });
+    }
+    ServiceResponse::new(req, res)
+}
+
+/// The business operation of a request (e.g. a SOAP method), set by handlers for the log.
+#[derive(Debug, Clone)]
+pub struct Operation(pub String);

@@ -1,0 +1,107 @@
+//! The HTTP edge (actix-web): routes per protocol, thin handlers, error mapping.
+
+pub mod admin;
+pub mod error;
+pub mod fhir;
+pub mod health;
+pub mod metrics;
+pub mod middleware;
+pub mod soap;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{Payload, Server};
+use actix_web::web::{self, Data};
+use actix_web::{App, FromRequest, HttpMessage, HttpRequest, HttpServer};
+
+use crate::auth::{Client, ClientRegistry};
+use crate::config::Settings;
+use crate::exchange::TxLog;
+use crate::store::Store;
+pub use error::{ApiError, ApiResult, Protocol};
+pub use metrics::Metrics;
+
+/// Everything handlers share.
+pub struct AppState {
+    /// Settings the process started with.
+    pub settings: Arc<Settings>,
+    /// Database.
+    pub store: Store,
+    /// Transaction log.
+    pub txlog: TxLog,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Known API clients.
+    pub clients: ClientRegistry,
+    /// Process start time.
+    pub started: Instant,
+}
+
+/// The authenticated client of the current request; every protected handler takes one.
+#[derive(Debug, Clone)]
+pub struct Principal(pub Arc<Client>);
+
+impl std::ops::Deref for Principal {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.0
+    }
+}
+
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Principal, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(
+            req.extensions()
+                .get::<Arc<Client>>()
+                .cloned()
+                .map(Principal)
+                .ok_or_else(|| {
+                    ApiError::unauthorized("this route requires an authenticated client")
+                }),
+        )
+    }
+}
+
+/// Registers every route on an actix `App`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .service(web::scope("/api/admin").configure(admin::routes))
+        .service(web::scope("/fhir").configure(fhir::routes))
+        .service(web::scope("/soap").configure(soap::routes))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> ApiResult<actix_web::HttpResponse> {
+    Err(ApiError::not_found(
+        "NO_SUCH_ROUTE",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+/// Starts the HTTP server on an already bound listener.
+pub fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+    let workers = match state.settings.http.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let data = Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(usize::MAX))
+            .wrap(actix_web::middleware::from_fn(middleware::gateway))
+            .configure(routes)
+    })
+    .workers(workers)
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

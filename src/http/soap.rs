@@ -1,0 +1,152 @@
+//! SOAP services under `/soap`: the portal booking hub (HubService).
+
+use actix_web::web::{self, Bytes, Data};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+
+use super::error::current;
+use super::middleware::Operation;
+use super::{ApiError, AppState, Principal};
+use crate::codec::soap::{self, SoapError, SoapRequest, SoapVersion};
+use crate::codec::xml::{Element, Limits};
+
+/// Target namespace of the hub service.
+pub const HUB_NS: &str = "http://tempuri.org/";
+/// Prefix of every hub SOAPAction.
+pub const HUB_ACTION: &str = "http://tempuri.org/IHubService/";
+
+/// Registers the SOAP routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/hub", web::post().to(hub));
+}
+
+fn soap_action(req: &HttpRequest, parsed: &SoapRequest) -> Option<String> {
+    match parsed.version {
+        SoapVersion::V11 => req
+            .headers()
+            .get("soapaction")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_matches('"').to_string()),
+        SoapVersion::V12 => req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ct| {
+                ct.split(';')
+                    .filter_map(|p| p.trim().strip_prefix("action="))
+                    .map(|a| a.trim_matches('"').to_string())
+                    .next()
+            })
+            .or_else(|| parsed.wsa_action.clone()),
+    }
+}
+
+fn fault(version: SoapVersion, err: &ApiError) -> HttpResponse {
+    let rid = current().map(|c| c.request_id).unwrap_or_default();
+    err.render(super::Protocol::Soap(version), &rid)
+}
+
+fn xml_error(e: SoapError) -> ApiError {
+    match e {
+        SoapError::Xml(x) => ApiError::malformed("MALFORMED_XML", x.to_string()),
+        SoapError::NotEnvelope(m) => ApiError::malformed("NOT_SOAP_ENVELOPE", m),
+    }
+}
+
+async fn hub(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: Bytes,
+) -> HttpResponse {
+    let default_version = match super::error::current().map(|c| c.protocol) {
+        Some(super::Protocol::Soap(v)) => v,
+        _ => SoapVersion::V11,
+    };
+    let limits = Limits {
+        max_bytes: state.settings.http.max_body_bytes,
+        ..Limits::default()
+    };
+    let parsed = match soap::parse_request(&body, &limits) {
+        Ok(p) => p,
+        Err(e) => return fault(default_version, &xml_error(e)),
+    };
+    let version = parsed.version;
+    let op = parsed.operation.name.clone();
+    req.extensions_mut().insert(Operation(format!("hub.{op}")));
+    let expected = format!("{HUB_ACTION}{op}");
+    match soap_action(&req, &parsed) {
+        Some(a) if a == expected => {}
+        Some(a) => {
+            return fault(
+                version,
+                &ApiError::invalid(
+                    "SOAP_ACTION_MISMATCH",
+                    "SOAPAction",
+                    format!("SOAPAction {a:?} does not match the body operation {op}; expected {expected:?}"),
+                ),
+            )
+        }
+        None => {
+            return fault(
+                version,
+                &ApiError::required("SOAPAction"),
+            )
+        }
+    }
+    if parsed.operation.ns != HUB_NS {
+        return fault(
+            version,
+            &ApiError::invalid(
+                "WRONG_NAMESPACE",
+                op.clone(),
+                format!(
+                    "operation element must be in namespace {HUB_NS}, found {:?}",
+                    parsed.operation.ns
+                ),
+            ),
+        );
+    }
+    let result = match op.as_str() {
+        "GetLPUList" => get_lpu_list(&state, &principal, &parsed.operation).await,
+        other => Err(ApiError::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            crate::codec::fhir::IssueType::NotSupported,
+            "UNKNOWN_OPERATION",
+            format!("operation {other} is not offered by this service"),
+        )
+        .at(other.to_string())),
+    };
+    match result {
+        Ok(body_xml) => HttpResponse::Ok()
+            .content_type(version.content_type())
+            .body(soap::envelope(version, "", &body_xml)),
+        Err(e) => fault(version, &e),
+    }
+}
+
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::codec::xml::dom::escape_text(s)
+}
+
+async fn get_lpu_list(
+    state: &AppState,
+    _principal: &Principal,
+    op: &Element,
+) -> Result<String, ApiError> {
+    let district = op.child_text("IdDistrict");
+    let orgs = state
+        .store
+        .list_organizations(district, None, 0, 10_000)
+        .await?;
+    let mut out = String::from(
+        r#"<GetLPUListResponse xmlns="http://tempuri.org/"><GetLPUListResult><ListLPU>"#,
+    );
+    for o in &orgs {
+        out.push_str(&format!(
+            "<Clinic><IdLPU>{}</IdLPU><LPUFullName>{}</LPUFullName><LPUShortName>{}</LPUShortName><District>{}</District><Address>{}</Address></Clinic>",
+            esc(&o.oid), esc(&o.name), esc(&o.short_name), esc(&o.district), esc(&o.address)
+        ));
+    }
+    out.push_str("</ListLPU><Success>true</Success></GetLPUListResult></GetLPUListResponse>");
+    Ok(out)
+}

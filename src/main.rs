@@ -1,0 +1,111 @@
+//! The `medgate` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use medgate::app::Gateway;
+use medgate::config::Settings;
+use medgate::store::Store;
+
+/// medgate: regional healthcare data-exchange gateway (schedules and booking, referrals,
+/// medical documents; SOAP and FHIR R4 at the edges).
+#[derive(Parser, Debug)]
+#[command(name = "medgate", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway with a configuration file (plus MEDGATE_* environment overrides).
+    Serve {
+        /// TOML configuration file; see deploy/medgate.example.toml.
+        #[arg(long, short, env = "MEDGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        /// TOML configuration file naming the database.
+        #[arg(long, short, env = "MEDGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and print the effective settings (secrets redacted).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Run a self-contained demo: embedded SQLite, seeded region, demo client `demo-token`.
+    Demo {
+        /// Port to listen on (127.0.0.1).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Directory for the demo database; created if missing.
+        #[arg(long, default_value = "./medgate-demo-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve { config } => {
+            let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+            medgate::telemetry::init(&settings.log);
+            let gw = Gateway::start(settings).await.map_err(|e| e.to_string())?;
+            gw.run_until_stopped().await.map_err(|e| e.to_string())
+        }
+        Command::Migrate { config } => {
+            let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+            medgate::telemetry::init(&settings.log);
+            let store = Store::connect(&settings.database)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.migrate().await.map_err(|e| e.to_string())?;
+            println!("migrations applied ({})", store.backend().name());
+            Ok(())
+        }
+        Command::CheckConfig { file } => {
+            let settings = Settings::load(Some(&file)).map_err(|e| e.to_string())?;
+            println!("{} is valid\n{settings:#?}", file.display());
+            Ok(())
+        }
+        Command::Demo { port, data_dir } => {
+            std::fs::create_dir_all(&data_dir)
+                .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+            let settings = medgate::demo::settings(port, &data_dir);
+            medgate::telemetry::init(&settings.log);
+            let gw = Gateway::start(settings).await.map_err(|e| e.to_string())?;
+            medgate::demo::seed(&gw.state.store)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "medgate demo on {url}\n  demo client token: {token}\n  try: curl -H 'Authorization: Bearer {token}' {url}/fhir/Organization\n  stop with Ctrl-C",
+                url = gw.url(),
+                token = medgate::demo::DEMO_TOKEN
+            );
+            gw.run_until_stopped().await.map_err(|e| e.to_string())
+        }
+    }
+}

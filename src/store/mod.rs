@@ -1,0 +1,180 @@
+//! The only place with SQL. One logical schema on PostgreSQL (production) and SQLite (embedded).
+//!
+//! Queries go through `sqlx::Any` with portable SQL and `$n` placeholders, so one code path
+//! serves both backends; the few statements that must differ (row locking, advisory locks)
+//! branch on [`Backend`]. Times are stored as BIGINT epoch milliseconds, identifiers as TEXT
+//! and flags as small integers, which `Any` decodes identically on both backends.
+
+pub mod organizations;
+pub mod transactions;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+use crate::config::DatabaseSettings;
+
+/// Migrations for PostgreSQL, embedded in the binary.
+pub static PG_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+/// Migrations for SQLite, embedded in the binary.
+pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Which database engine a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: production.
+    Postgres,
+    /// SQLite: embedded default and demo.
+    Sqlite,
+}
+
+impl Backend {
+    /// Picks the backend from a database URL.
+    pub fn from_url(url: &str) -> Option<Backend> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else {
+            None
+        }
+    }
+
+    /// Lower-case name used in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL names no supported backend.
+    #[error("unsupported database URL (expected postgres:// or sqlite:)")]
+    UnsupportedUrl,
+    /// The database could not be reached or a query failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be decoded into the model.
+    #[error("corrupt stored value in {what}: {detail}")]
+    Corrupt {
+        /// Table and column.
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// A connection pool to the gateway database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects using the settings; the password is added to the URL only in memory.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(&settings.url).ok_or(StoreError::UnsupportedUrl)?;
+        let mut url = settings.url.clone();
+        if let (Backend::Postgres, Some(pw)) = (backend, &settings.password) {
+            if let Ok(mut u) = url::Url::parse(&url) {
+                if u.set_password(Some(pw.expose())).is_ok() {
+                    url = u.to_string();
+                }
+            }
+        }
+        if backend == Backend::Sqlite && !url.contains("mode=") {
+            url.push_str(if url.contains('?') { "&" } else { "?" });
+            url.push_str("mode=rwc");
+        }
+        let options = AnyConnectOptions::from_str(&url)?;
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs));
+        if backend == Backend::Sqlite {
+            pool_options = pool_options
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .min_connections(1);
+        }
+        let pool = pool_options.connect_with(options).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The underlying pool (for modules of this layer).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Postgres => &PG_MIGRATOR,
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+        }
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Readiness: the database answers and the newest embedded migration is applied.
+    pub async fn check_ready(&self) -> Result<(), String> {
+        let latest = self.migrator().iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| format!("database not reachable or not migrated: {e}"))?;
+        match applied {
+            Some(v) if v >= latest => Ok(()),
+            Some(v) => Err(format!("migrations pending: applied {v}, latest {latest}")),
+            None => Err("no migrations applied".into()),
+        }
+    }
+
+    /// Pool statistics: (open connections, idle connections).
+    pub fn pool_stats(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch, UTC: the stored form of every timestamp.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Converts a stored timestamp back to UTC time.
+pub fn from_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

@@ -1,0 +1,5 @@
+//! Black-box tests: the gateway on a random loopback port over real HTTP, on a fresh
+//! database per test. Every test that touches storage runs on PostgreSQL and on SQLite.
+
+mod foundation;
+mod support;

@@ -1,0 +1,221 @@
+//! Test harness: fresh databases and a running gateway.
+
+use std::net::TcpListener;
+use std::time::Instant;
+
+use medgate::app::Gateway;
+use medgate::config::{BodyPolicy, ClientSettings, Secret, Settings};
+use medgate::store::{Backend, Store};
+
+/// The PostgreSQL server the tests use (trust auth); override with `MEDGATE_TEST_PG`.
+pub fn pg_admin_url() -> String {
+    std::env::var("MEDGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A database created for one test and dropped afterwards.
+pub struct TestDb {
+    /// URL of the fresh database.
+    pub url: String,
+    backend: Backend,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// Creates a fresh database; panics (fails the test) when PostgreSQL is unreachable.
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                TestDb {
+                    url,
+                    backend,
+                    name: String::new(),
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let admin = pg_admin_url();
+                let name = format!("medgate_t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {admin} is not reachable ({e}); store tests need it — start it with `pg_ctlcluster --skip-systemctl-redirect 15 main start`")
+                });
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let _ = conn.close().await;
+                let mut u = url::Url::parse(&admin).expect("admin url");
+                u.set_path(&format!("/{name}"));
+                TestDb {
+                    url: u.to_string(),
+                    backend,
+                    name,
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// A connected, migrated store on this database.
+    pub async fn store(&self) -> Store {
+        let mut s = Settings::default();
+        s.database.url = self.url.clone();
+        s.database.max_connections = 8;
+        let store = Store::connect(&s.database).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a separate thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Bearer token of the test admin client.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// Bearer token of a client without admin scopes.
+pub const PORTAL_TOKEN: &str = "test-portal-token";
+
+/// Settings for a test gateway on `db`.
+pub fn settings(db: &TestDb) -> Settings {
+    let mut s = Settings::default();
+    s.http.bind = "127.0.0.1:0".into();
+    s.http.workers = 2;
+    s.database.url = db.url.clone();
+    s.database.max_connections = 8;
+    s.transaction_log.default_bodies = BodyPolicy::Full;
+    let client = |id: &str, token: &str, scopes: &[&str]| ClientSettings {
+        id: id.into(),
+        name: id.into(),
+        token_sha256: Secret::new(hex::encode(medgate::auth::token_hash(token))),
+        organizations: vec![],
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+    };
+    s.clients = vec![
+        client("admin", ADMIN_TOKEN, &["admin"]),
+        client(
+            "portal",
+            PORTAL_TOKEN,
+            &["schedule:read", "appointment:write"],
+        ),
+    ];
+    s
+}
+
+/// A gateway running for one test.
+pub struct TestGateway {
+    /// The gateway.
+    pub gw: Gateway,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// Keeps the database alive until the gateway is gone.
+    pub db: TestDb,
+}
+
+impl TestGateway {
+    /// Starts a gateway on a fresh database of `backend` with default test settings.
+    pub async fn start(backend: Backend) -> TestGateway {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts with settings adjusted by `tweak`.
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestGateway {
+        let db = TestDb::new(backend).await;
+        let mut s = settings(&db);
+        tweak(&mut s);
+        let store = db.store().await;
+        medgate::demo::seed(&store).await.expect("seed");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let gw = Gateway::start_on(s, store, listener, Instant::now())
+            .await
+            .expect("start gateway");
+        TestGateway {
+            gw,
+            http: reqwest::Client::new(),
+            db,
+        }
+    }
+
+    /// Absolute URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gw.url())
+    }
+
+    /// GET with the admin token.
+    pub async fn get_admin(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// POST a SOAP 1.1 message with the given action.
+    pub async fn soap(&self, action: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/soap/hub"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "text/xml; charset=utf-8")
+            .header("soapaction", format!("\"{action}\""))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Stops the gateway and drops the database.
+    pub async fn stop(self) {
+        self.gw.stop().await;
+        drop(self.db);
+    }
+}
+
+/// Declares a test body once and runs it on both backends as `<name>::postgres` and
+/// `<name>::sqlite`.
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[$m:meta])* async fn $name:ident($b:ident: Backend) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(#[$m])*
+            async fn run($b: medgate::store::Backend) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run(medgate::store::Backend::Postgres).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run(medgate::store::Backend::Sqlite).await
+            }
+        }
+    };
+}
