@@ -333,3 +333,64 @@ both_backends! {
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+/// A handler that panics never leaves a client without an answer: the middleware contains it
+/// and answers in the route's protocol with the request id, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_handler_is_contained() {
+    use actix_web::{web, App, HttpServer};
+    let t = TestGateway::start(medgate::store::Backend::Sqlite).await;
+    let data = web::Data::from(t.gw.state.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(actix_web::middleware::from_fn(
+                medgate::http::middleware::gateway,
+            ))
+            .route(
+                "/fhir/Boom",
+                web::get().to(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("deliberate test panic");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/fhir/Fine", web::get().to(|| async { "fine" }))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = http
+            .get(format!("http://{addr}/fhir/Boom"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("x-request-id", "panic-1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let o: Value = r.json().await.unwrap();
+        assert_eq!(issue(&o)["code"], "exception");
+        assert_eq!(issue(&o)["diagnostics"], "request id panic-1");
+        assert!(
+            !o.to_string().contains("deliberate"),
+            "panic text must not leak: {o}"
+        );
+    }
+    let r = http
+        .get(format!("http://{addr}/fhir/Fine"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "fine");
+    handle.stop(true).await;
+    t.stop().await;
+}
