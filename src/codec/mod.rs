@@ -1,5 +1,6 @@
 //! Codecs at the edges: XML (secure parsing, canonicalization, signatures), SOAP, FHIR.
 
+pub mod cda;
 pub mod fhir;
 pub mod soap;
 pub mod xml;

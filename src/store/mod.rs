@@ -5,7 +5,9 @@
 //! branch on [`Backend`]. Times are stored as BIGINT epoch milliseconds, identifiers as TEXT
 //! and flags as small integers, which `Any` decodes identically on both backends.
 
+pub mod documents;
 pub mod organizations;
+pub mod outbox;
 pub mod transactions;
 
 use std::str::FromStr;

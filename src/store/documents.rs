@@ -1,0 +1,374 @@
+//! Stored medical documents, their status history, and the registration outbox entry that
+//! is written in the same transaction as the document.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::outbox::{enqueue, NewOutboxItem};
+use super::{now_ms, Store, StoreError};
+
+/// A document as stored (bytes exactly as accepted).
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredDocument {
+    /// Local UID given by the submitter (unique forever).
+    pub id: String,
+    /// Organization OID (custodian).
+    pub org_oid: String,
+    /// Document kind code (reference book 1.2.643.5.1.13.13.11.1522).
+    pub kind_code: String,
+    /// Version of the kind reference book.
+    pub kind_version: String,
+    /// Patient SNILS (digits).
+    #[serde(skip)]
+    pub patient_snils: String,
+    /// Author SNILS (digits).
+    #[serde(skip)]
+    pub author_snils: String,
+    /// Client that submitted it.
+    pub submitted_by: String,
+    /// Hash of the submission, to tell a replay from a different document with the same UID.
+    pub request_hash: String,
+    /// The exact accepted bytes.
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    /// Media type of the content.
+    pub content_type: String,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+    /// GOST R 34.11-2012 (256) of the content, hex.
+    pub streebog256: String,
+    /// Detached CMS of the organization.
+    #[serde(skip)]
+    pub org_signature: Vec<u8>,
+    /// Detached CMS of the doctor.
+    #[serde(skip)]
+    pub doctor_signature: Vec<u8>,
+    /// True when the gateway made the signatures.
+    pub signed_by_gateway: bool,
+    /// `queued`, `sent`, `registered`, `rejected`, `dead-lettered`.
+    pub status: String,
+    /// Registry number once registered.
+    pub emdr_id: Option<String>,
+    /// Registration time (epoch ms).
+    pub registered_at: Option<i64>,
+    /// WS-Addressing MessageID of the last registration request.
+    pub message_id: Option<String>,
+    /// `retryable`, `data` (the clinic must fix it) or `gateway`.
+    pub error_class: Option<String>,
+    /// Registry error codes, comma separated.
+    pub error_codes: Option<String>,
+    /// Registry error messages.
+    pub error_message: Option<String>,
+    /// The document this one re-submits, for reruns.
+    pub rerun_of: Option<String>,
+    /// Accepted at (epoch ms).
+    pub created_at: i64,
+    /// Last change (epoch ms).
+    pub updated_at: i64,
+}
+
+/// One entry of a document's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentEvent {
+    /// When (epoch ms).
+    pub at: i64,
+    /// Status entered.
+    pub status: String,
+    /// What happened.
+    pub detail: String,
+}
+
+/// Outcome of an insert: new, or the earlier document with the same UID.
+#[derive(Debug)]
+pub enum Inserted {
+    /// Stored and queued.
+    New,
+    /// A document with this UID already exists.
+    Existing(Box<StoredDocument>),
+}
+
+/// Filters for listing documents.
+#[derive(Debug, Default, Clone)]
+pub struct DocumentFilter {
+    /// Exact status.
+    pub status: Option<String>,
+    /// Organization OID.
+    pub org_oid: Option<String>,
+    /// Kind code.
+    pub kind_code: Option<String>,
+    /// Error class.
+    pub error_class: Option<String>,
+    /// Keyset cursor: ids greater than this.
+    pub after_id: Option<String>,
+}
+
+const COLUMNS: &str = "id, org_oid, kind_code, kind_version, patient_snils, author_snils, \
+    submitted_by, request_hash, content, content_type, sha256, streebog256, org_signature, \
+    doctor_signature, signed_by_gateway, status, emdr_id, registered_at, message_id, \
+    error_class, error_codes, error_message, rerun_of, created_at, updated_at";
+
+impl Store {
+    /// Stores a document and enqueues its registration, atomically. A document whose UID
+    /// exists already is not touched; the existing one is returned.
+    pub async fn insert_document(
+        &self,
+        d: &StoredDocument,
+        registration: &NewOutboxItem,
+    ) -> Result<Inserted, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let now = now_ms();
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO documents ({COLUMNS}) VALUES \
+             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25) \
+             ON CONFLICT (id) DO NOTHING"
+        ))
+        .bind(d.id.clone())
+        .bind(d.org_oid.clone())
+        .bind(d.kind_code.clone())
+        .bind(d.kind_version.clone())
+        .bind(d.patient_snils.clone())
+        .bind(d.author_snils.clone())
+        .bind(d.submitted_by.clone())
+        .bind(d.request_hash.clone())
+        .bind(d.content.clone())
+        .bind(d.content_type.clone())
+        .bind(d.sha256.clone())
+        .bind(d.streebog256.clone())
+        .bind(d.org_signature.clone())
+        .bind(d.doctor_signature.clone())
+        .bind(i32::from(d.signed_by_gateway))
+        .bind(d.status.clone())
+        .bind(d.emdr_id.clone())
+        .bind(d.registered_at)
+        .bind(d.message_id.clone())
+        .bind(d.error_class.clone())
+        .bind(d.error_codes.clone())
+        .bind(d.error_message.clone())
+        .bind(d.rerun_of.clone())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            let existing = self.get_document(&d.id).await?.ok_or(StoreError::Corrupt {
+                what: "documents.id",
+                detail: "conflicting row vanished".into(),
+            })?;
+            return Ok(Inserted::Existing(Box::new(existing)));
+        }
+        add_event(
+            &mut tx,
+            &d.id,
+            now,
+            &d.status,
+            "accepted and queued for registration",
+        )
+        .await?;
+        enqueue(&mut tx, registration, now).await?;
+        tx.commit().await?;
+        Ok(Inserted::New)
+    }
+
+    /// One document by local UID.
+    pub async fn get_document(&self, id: &str) -> Result<Option<StoredDocument>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM documents WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// The document a registration message was about.
+    pub async fn document_by_message(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<StoredDocument>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM documents WHERE message_id = $1"
+        ))
+        .bind(message_id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Documents matching the filter, in id order, at most `limit`.
+    pub async fn list_documents(
+        &self,
+        f: &DocumentFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredDocument>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM documents WHERE 1=1");
+        let mut args: Vec<String> = Vec::new();
+        for (col, v) in [
+            ("status", &f.status),
+            ("org_oid", &f.org_oid),
+            ("kind_code", &f.kind_code),
+            ("error_class", &f.error_class),
+        ] {
+            if let Some(v) = v {
+                args.push(v.clone());
+                sql.push_str(&format!(" AND {col} = ${}", args.len()));
+            }
+        }
+        if let Some(v) = &f.after_id {
+            args.push(v.clone());
+            sql.push_str(&format!(" AND id > ${}", args.len()));
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", limit.clamp(1, 1000)));
+        let mut q = sqlx::query(&sql);
+        for a in args {
+            q = q.bind(a);
+        }
+        let rows = q.fetch_all(self.pool()).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// History of a document, oldest first.
+    pub async fn document_events(&self, id: &str) -> Result<Vec<DocumentEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, status, detail FROM document_events WHERE document_id = $1 ORDER BY at, id",
+        )
+        .bind(id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DocumentEvent {
+                    at: r.try_get("at")?,
+                    status: r.try_get("status")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Moves a document to a new status and records why. Final states (`registered`,
+    /// `rejected`) are not left again except by `allow_from_final`.
+    pub async fn update_document_status(
+        &self,
+        id: &str,
+        change: &StatusChange,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let now = now_ms();
+        let guard = if change.allow_from_final {
+            ""
+        } else {
+            " AND status NOT IN ('registered', 'rejected')"
+        };
+        let done = sqlx::query(&format!(
+            "UPDATE documents SET status = $2, updated_at = $3, \
+             emdr_id = COALESCE($4, emdr_id), registered_at = COALESCE($5, registered_at), \
+             message_id = COALESCE($6, message_id), error_class = $7, error_codes = $8, \
+             error_message = $9 WHERE id = $1{guard}"
+        ))
+        .bind(id.to_string())
+        .bind(change.status.clone())
+        .bind(now)
+        .bind(change.emdr_id.clone())
+        .bind(change.registered_at)
+        .bind(change.message_id.clone())
+        .bind(change.error_class.clone())
+        .bind(change.error_codes.clone())
+        .bind(change.error_message.clone())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            add_event(&mut tx, id, now, &change.status, &change.detail).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Documents sent before `sent_before` (epoch ms) still awaiting the registry's answer.
+    pub async fn documents_awaiting_result(
+        &self,
+        sent_before: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredDocument>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM documents WHERE status = 'sent' AND updated_at < $1 ORDER BY updated_at LIMIT $2"
+        ))
+        .bind(sent_before)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+}
+
+/// A status change with its details.
+#[derive(Debug, Clone, Default)]
+pub struct StatusChange {
+    /// New status.
+    pub status: String,
+    /// History text.
+    pub detail: String,
+    /// Registry number.
+    pub emdr_id: Option<String>,
+    /// Registration time.
+    pub registered_at: Option<i64>,
+    /// Message id of the request sent.
+    pub message_id: Option<String>,
+    /// Error class.
+    pub error_class: Option<String>,
+    /// Error codes.
+    pub error_codes: Option<String>,
+    /// Error message.
+    pub error_message: Option<String>,
+    /// Permit leaving a final state (operator rerun).
+    pub allow_from_final: bool,
+}
+
+async fn add_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+    now: i64,
+    status: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO document_events (id, document_id, at, status, detail) VALUES ($1,$2,$3,$4,$5)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(id.to_string())
+    .bind(now)
+    .bind(status.to_string())
+    .bind(detail.chars().take(2000).collect::<String>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn decode(row: &AnyRow) -> Result<StoredDocument, StoreError> {
+    Ok(StoredDocument {
+        id: row.try_get("id")?,
+        org_oid: row.try_get("org_oid")?,
+        kind_code: row.try_get("kind_code")?,
+        kind_version: row.try_get("kind_version")?,
+        patient_snils: row.try_get("patient_snils")?,
+        author_snils: row.try_get("author_snils")?,
+        submitted_by: row.try_get("submitted_by")?,
+        request_hash: row.try_get("request_hash")?,
+        content: row.try_get("content")?,
+        content_type: row.try_get("content_type")?,
+        sha256: row.try_get("sha256")?,
+        streebog256: row.try_get("streebog256")?,
+        org_signature: row.try_get("org_signature")?,
+        doctor_signature: row.try_get("doctor_signature")?,
+        signed_by_gateway: row.try_get::<i32, _>("signed_by_gateway")? != 0,
+        status: row.try_get("status")?,
+        emdr_id: row.try_get("emdr_id")?,
+        registered_at: row.try_get("registered_at")?,
+        message_id: row.try_get("message_id")?,
+        error_class: row.try_get("error_class")?,
+        error_codes: row.try_get("error_codes")?,
+        error_message: row.try_get("error_message")?,
+        rerun_of: row.try_get("rerun_of")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}

@@ -1,0 +1,193 @@
+//! The outbox table: durable outbound effects, claimed safely by several workers and
+//! several gateway processes.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{Backend, Store, StoreError};
+
+/// One queued outbound effect.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxItem {
+    /// Item id (UUIDv7).
+    pub id: String,
+    /// Destination system, e.g. `remd`.
+    pub destination: String,
+    /// What to do, e.g. `register-document`.
+    pub kind: String,
+    /// The aggregate the effect belongs to (e.g. the document id).
+    pub aggregate_id: String,
+    /// Effect-specific JSON.
+    pub payload: String,
+    /// `pending`, `inflight`, `done` or `dead`.
+    pub status: String,
+    /// Delivery attempts so far.
+    pub attempts: i32,
+    /// Earliest time of the next attempt (epoch ms).
+    pub next_attempt_at: i64,
+    /// Last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// A new item to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewOutboxItem {
+    /// Destination system.
+    pub destination: String,
+    /// What to do.
+    pub kind: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// JSON payload.
+    pub payload: String,
+    /// When it becomes due (epoch ms).
+    pub due_at: i64,
+}
+
+const COLUMNS: &str =
+    "id, destination, kind, aggregate_id, payload, status, attempts, next_attempt_at, last_error";
+
+/// Enqueues an item inside the caller's transaction (same transaction as the state change).
+pub async fn enqueue(
+    tx: &mut Transaction<'_, Any>,
+    item: &NewOutboxItem,
+    now: i64,
+) -> Result<String, StoreError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
+         next_attempt_at, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,'pending',0,$6,$7,$7)",
+    )
+    .bind(id.clone())
+    .bind(item.destination.clone())
+    .bind(item.kind.clone())
+    .bind(item.aggregate_id.clone())
+    .bind(item.payload.clone())
+    .bind(item.due_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(id)
+}
+
+impl Store {
+    /// Claims up to `limit` due items for `worker` until `lease_until`. Items whose lease
+    /// expired (their worker died) are due again. On PostgreSQL concurrent claimers skip each
+    /// other's rows (`FOR UPDATE SKIP LOCKED`); SQLite has a single writer.
+    pub async fn claim_outbox(
+        &self,
+        destination: &str,
+        worker: &str,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET status = 'inflight', locked_by = $1, locked_until = $2, \
+             attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM outbox WHERE destination = $4 AND \
+               ((status = 'pending' AND next_attempt_at <= $3) OR (status = 'inflight' AND locked_until < $3)) \
+               ORDER BY next_attempt_at LIMIT $5{lock}) \
+             RETURNING {COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(worker.to_string())
+            .bind(lease_until)
+            .bind(now)
+            .bind(destination.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Marks an item delivered, if `worker` still holds it.
+    pub async fn complete_outbox(
+        &self,
+        id: &str,
+        worker: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'done', locked_by = NULL, locked_until = NULL, \
+             last_error = NULL, updated_at = $3 WHERE id = $1 AND locked_by = $2 AND status = 'inflight'",
+        )
+        .bind(id.to_string())
+        .bind(worker.to_string())
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Schedules another attempt, or dead-letters when `next_attempt_at` is `None`.
+    pub async fn retry_outbox(
+        &self,
+        id: &str,
+        worker: &str,
+        error: &str,
+        next_attempt_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (status, next) = match next_attempt_at {
+            Some(t) => ("pending", t),
+            None => ("dead", now),
+        };
+        let done = sqlx::query(
+            "UPDATE outbox SET status = $3, next_attempt_at = $4, last_error = $5, locked_by = NULL, \
+             locked_until = NULL, updated_at = $6 WHERE id = $1 AND locked_by = $2 AND status = 'inflight'",
+        )
+        .bind(id.to_string())
+        .bind(worker.to_string())
+        .bind(status)
+        .bind(next)
+        .bind(error.chars().take(1000).collect::<String>())
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Items of one aggregate, oldest first (for history and reruns).
+    pub async fn outbox_for(&self, aggregate_id: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE aggregate_id = $1 ORDER BY id"
+        ))
+        .bind(aggregate_id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Counts items by status for a destination.
+    pub async fn outbox_counts(&self, destination: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM outbox WHERE destination = $1 GROUP BY status ORDER BY status",
+        )
+        .bind(destination.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+}
+
+fn decode(row: &AnyRow) -> Result<OutboxItem, StoreError> {
+    Ok(OutboxItem {
+        id: row.try_get("id")?,
+        destination: row.try_get("destination")?,
+        kind: row.try_get("kind")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        payload: row.try_get("payload")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+    })
+}
