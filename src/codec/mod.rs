@@ -2,5 +2,6 @@
 
 pub mod cda;
 pub mod fhir;
+pub mod remd;
 pub mod soap;
 pub mod xml;

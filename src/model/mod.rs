@@ -4,5 +4,6 @@
 //! a value of one of these types is valid by construction.
 
 pub mod ids;
+pub mod remd;
 
 pub use ids::{Icd10, IdError, NsiCode, Oid, PolicyNumber, Snils};
