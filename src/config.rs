@@ -50,6 +50,94 @@ pub struct Settings {
     /// API clients known to the gateway.
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
+    /// Registration of documents in the REMD registry; absent means documents are refused.
+    #[serde(default)]
+    pub remd: Option<RemdSettings>,
+    /// Keys the gateway signs with, per organization and per doctor.
+    #[serde(default)]
+    pub signing: SigningSettings,
+}
+
+/// The registry of electronic medical documents and delivery to it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemdSettings {
+    /// Registry endpoint (SOAP 1.2).
+    pub url: String,
+    /// Client system id sent in the transport header.
+    pub client_entity_id: String,
+    /// Public URL of this gateway's `/soap/remd/callback` (WS-Addressing ReplyTo).
+    pub callback_url: String,
+    /// Public URL of this gateway's `/soap/remd/provider` (where the registry fetches files).
+    pub file_url: String,
+    /// Seconds to wait for the registry's synchronous answer.
+    #[serde(default = "default_remd_timeout")]
+    pub timeout_secs: u64,
+    /// Delays between attempts, in seconds; after the last the item is dead-lettered.
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule_secs: Vec<u64>,
+    /// Seconds after which a missing verdict is asked for with `getRegistryItem`.
+    #[serde(default = "default_callback_timeout")]
+    pub callback_timeout_secs: u64,
+    /// Concurrent deliveries per gateway process.
+    #[serde(default = "default_remd_workers")]
+    pub workers: usize,
+    /// Largest accepted document, in bytes.
+    #[serde(default = "default_max_document")]
+    pub max_document_bytes: usize,
+}
+
+fn default_remd_timeout() -> u64 {
+    10
+}
+fn default_retry_schedule() -> Vec<u64> {
+    vec![10, 60, 300, 1800, 7200, 43200]
+}
+fn default_callback_timeout() -> u64 {
+    600
+}
+fn default_remd_workers() -> usize {
+    8
+}
+fn default_max_document() -> usize {
+    5 * 1024 * 1024
+}
+
+/// Signing keys held by the gateway.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    /// One entry per key.
+    #[serde(default)]
+    pub keys: Vec<KeySettings>,
+}
+
+/// Whose signature a key makes.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyRole {
+    /// The organization's signature (owner is its OID).
+    Organization,
+    /// A doctor's personal signature (owner is the doctor's SNILS).
+    Doctor,
+}
+
+/// A key and certificate from PEM files or a PKCS#12 file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// Organization OID or doctor SNILS.
+    pub owner: String,
+    /// Organization or doctor.
+    pub role: KeyRole,
+    /// PEM certificate (with `private_key`).
+    pub certificate: Option<String>,
+    /// PEM private key (with `certificate`).
+    pub private_key: Option<String>,
+    /// PKCS#12 file holding key and certificate (instead of the two PEM files).
+    pub pkcs12: Option<String>,
+    /// Passphrase of the private key or PKCS#12 file.
+    pub passphrase: Option<Secret>,
 }
 
 /// HTTP listener settings.
@@ -213,6 +301,8 @@ impl Default for Settings {
                 routes: Vec::new(),
             },
             clients: Vec::new(),
+            remd: None,
+            signing: SigningSettings::default(),
         }
     }
 }
@@ -296,6 +386,42 @@ impl Settings {
                 if let Err(e) = crate::model::Oid::parse(oid) {
                     return bad(&format!("clients[{i}].organizations[{j}]"), &e.to_string());
                 }
+            }
+        }
+        if let Some(r) = &self.remd {
+            for (key, value) in [
+                ("remd.url", &r.url),
+                ("remd.callback_url", &r.callback_url),
+                ("remd.file_url", &r.file_url),
+            ] {
+                if url::Url::parse(value).is_err() {
+                    return bad(key, "must be an absolute URL");
+                }
+            }
+            if r.retry_schedule_secs.is_empty() {
+                return bad("remd.retry_schedule_secs", "needs at least one delay");
+            }
+            if r.workers == 0 {
+                return bad("remd.workers", "must be at least 1");
+            }
+        }
+        for (i, k) in self.signing.keys.iter().enumerate() {
+            let pem = k.certificate.is_some() && k.private_key.is_some();
+            if pem == k.pkcs12.is_some() {
+                return bad(
+                    &format!("signing.keys[{i}]"),
+                    "give either certificate + private_key (PEM) or pkcs12",
+                );
+            }
+            let owner_ok = match k.role {
+                KeyRole::Organization => crate::model::Oid::parse_organization(&k.owner).is_ok(),
+                KeyRole::Doctor => crate::model::Snils::parse(&k.owner).is_ok(),
+            };
+            if !owner_ok {
+                return bad(
+                    &format!("signing.keys[{i}].owner"),
+                    "must be an organization OID (role organization) or a SNILS (role doctor)",
+                );
             }
         }
         for (i, r) in self.transaction_log.routes.iter().enumerate() {

@@ -4,6 +4,7 @@
 //! [`model`] (identifiers, aggregates) ← [`codec`] (FHIR, SOAP, XML) ← [`store`] (SQL) ←
 //! [`exchange`] (transaction log, outbox) ← [`http`] (actix-web edge) and [`app`] (process).
 
+pub mod adapters;
 pub mod app;
 pub mod auth;
 pub mod codec;
@@ -12,5 +13,7 @@ pub mod demo;
 pub mod exchange;
 pub mod http;
 pub mod model;
+pub mod sign;
+pub mod sim;
 pub mod store;
 pub mod telemetry;

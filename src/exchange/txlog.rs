@@ -169,3 +169,121 @@ pub fn clip_body(body: &[u8], max: usize) -> (Vec<u8>, bool) {
         (body.to_vec(), false)
     }
 }
+
+/// Builder of the transaction log record of one outbound call.
+#[derive(Debug, Clone)]
+pub struct OutboundCall {
+    protocol: String,
+    operation: String,
+    target: String,
+    correlation_id: String,
+    started_at: i64,
+    request: Vec<u8>,
+}
+
+impl OutboundCall {
+    /// Starts describing a call to `target` (URL) of `protocol` (adapter name).
+    pub fn new(protocol: &str, operation: &str, target: &str, correlation_id: &str) -> Self {
+        OutboundCall {
+            protocol: protocol.to_string(),
+            operation: operation.to_string(),
+            target: target.to_string(),
+            correlation_id: correlation_id.to_string(),
+            started_at: crate::store::now_ms(),
+            request: Vec::new(),
+        }
+    }
+
+    /// Keeps the request body (stored according to the route policy of the adapter).
+    pub fn request_body(&mut self, body: &[u8]) {
+        self.request = body.to_vec();
+    }
+
+    fn record(
+        &self,
+        started: std::time::Instant,
+        status: &str,
+        http_status: Option<u16>,
+        response: &[u8],
+        error: Option<String>,
+    ) -> TransactionRecord {
+        let request_id = crate::http::error::current()
+            .map(|c| c.request_id)
+            .unwrap_or_else(|| self.correlation_id.clone());
+        TransactionRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            correlation_id: self.correlation_id.clone(),
+            request_id,
+            client_id: None,
+            direction: Direction::Outbound.as_str().into(),
+            protocol: self.protocol.clone(),
+            operation: self.operation.clone(),
+            method: "POST".into(),
+            target: self.target.clone(),
+            status: status.into(),
+            http_status: http_status.map(i32::from),
+            error: error.map(|e| e.chars().take(500).collect()),
+            started_at: self.started_at,
+            duration_us: started.elapsed().as_micros() as i64,
+            request_bytes: self.request.len() as i64,
+            response_bytes: response.len() as i64,
+            body_policy: "full".into(),
+            request_body: Some(self.request.clone()),
+            response_body: Some(response.to_vec()),
+            truncated: false,
+            rerun_of: None,
+            expires_at: self.started_at + 30 * 86_400_000,
+        }
+    }
+
+    /// The record of a call that got an HTTP answer.
+    pub fn answered(
+        &self,
+        started: std::time::Instant,
+        http_status: u16,
+        response: &[u8],
+        error: Option<String>,
+    ) -> TransactionRecord {
+        let status = match (&error, http_status) {
+            (None, 200..=399) => "ok",
+            (_, 400..=499) => "client-error",
+            _ => "server-error",
+        };
+        self.record(started, status, Some(http_status), response, error)
+    }
+
+    /// The record of a call that got no answer.
+    pub fn failed(&self, started: std::time::Instant, error: &str) -> TransactionRecord {
+        self.record(started, "failed", None, &[], Some(error.to_string()))
+    }
+}
+
+impl TxLog {
+    /// Applies the policy for `target`'s adapter to an outbound record (bodies, retention).
+    pub fn record_outbound(&self, mut record: TransactionRecord) {
+        let decision = self.decide(&format!("/outbound/{}", record.protocol));
+        match decision.bodies {
+            BodyPolicy::None => return,
+            BodyPolicy::MetadataOnly => {
+                record.request_body = None;
+                record.response_body = None;
+                record.body_policy = "metadata-only".into();
+            }
+            BodyPolicy::Full => {
+                let max = self.max_body();
+                let mut truncated = false;
+                for body in [&mut record.request_body, &mut record.response_body] {
+                    if let Some(b) = body.as_mut() {
+                        if b.len() > max {
+                            b.truncate(max);
+                            truncated = true;
+                        }
+                    }
+                }
+                record.truncated = truncated;
+            }
+        }
+        record.expires_at = record.started_at + i64::from(decision.retention_days) * 86_400_000;
+        self.record(record);
+    }
+}

@@ -283,6 +283,69 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Records the WS-Addressing MessageID a registration is sent with.
+    pub async fn set_document_message(&self, id: &str, message_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE documents SET message_id = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(message_id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Queues a document for registration again (registry lost it, asked us to retry, or an
+    /// operator reran it), atomically with the new outbox item.
+    pub async fn requeue_document(
+        &self,
+        id: &str,
+        detail: &str,
+        registration: &NewOutboxItem,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE documents SET status = 'queued', updated_at = $2, error_class = NULL,              error_codes = NULL, error_message = NULL WHERE id = $1 AND status <> 'registered'",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        add_event(&mut tx, id, now, "queued", detail).await?;
+        enqueue(&mut tx, registration, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Marks a sent document as still awaited (after polling), without changing its status.
+    pub async fn touch_document(&self, id: &str, detail: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let now = now_ms();
+        sqlx::query("UPDATE documents SET updated_at = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        add_event(&mut tx, id, now, "sent", detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Counts documents by status.
+    pub async fn document_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM documents GROUP BY status ORDER BY status",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+
     /// Documents sent before `sent_before` (epoch ms) still awaiting the registry's answer.
     pub async fn documents_awaiting_result(
         &self,

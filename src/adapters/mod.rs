@@ -1,0 +1,4 @@
+//! Clients of external systems. Each reads its profile from configuration; contracts,
+//! samples and default profiles live in `adapters/<system>/` at the repository root.
+
+pub mod remd;

@@ -1,0 +1,220 @@
+//! Client of the registry of electronic medical documents (REMD-style SOAP 1.2).
+
+use std::time::{Duration, Instant};
+
+use crate::codec::remd::{
+    read_errors, Addressing, RegisterDocument, RegistryError, RegistryItem, NS_SERVICE,
+};
+use crate::codec::soap;
+use crate::codec::xml::{dom, Limits};
+use crate::exchange::txlog::{OutboundCall, TxLog};
+
+/// Why a registry call did not give an answer we can use.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemdCallError {
+    /// No answer in time.
+    #[error("registry did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Connection refused, reset, DNS...
+    #[error("registry unreachable: {0}")]
+    Transport(String),
+    /// The registry answered with error codes.
+    #[error("registry refused: {}", .0.iter().map(|e| format!("{} ({})", e.code, e.message)).collect::<Vec<_>>().join(", "))]
+    Refused(Vec<RegistryError>),
+    /// The answer could not be read.
+    #[error("unreadable registry answer: {0}")]
+    Malformed(String),
+}
+
+impl RemdCallError {
+    /// Error codes for classification (transport failures count as retryable codes).
+    pub fn codes(&self) -> Vec<String> {
+        match self {
+            RemdCallError::Refused(errors) => errors.iter().map(|e| e.code.clone()).collect(),
+            RemdCallError::Timeout(_) => vec!["ASYNC_RESPONSE_TIMEOUT".into()],
+            RemdCallError::Transport(_) | RemdCallError::Malformed(_) => {
+                vec!["INTERNAL_ERROR".into()]
+            }
+        }
+    }
+}
+
+/// Answer to `getRegistryItem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemStatus {
+    /// Registered.
+    Registered(RegistryItem),
+    /// Received, verdict pending.
+    InProgress,
+    /// The registry never saw it or rejected it.
+    NotFound,
+}
+
+/// A configured registry client.
+#[derive(Clone)]
+pub struct RemdClient {
+    http: reqwest::Client,
+    url: String,
+    client_entity_id: String,
+    callback_url: String,
+    timeout: Duration,
+    txlog: TxLog,
+}
+
+impl RemdClient {
+    /// Builds a client for the registry at `url`.
+    pub fn new(
+        url: &str,
+        client_entity_id: &str,
+        callback_url: &str,
+        timeout: Duration,
+        txlog: TxLog,
+    ) -> RemdClient {
+        RemdClient {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .pool_max_idle_per_host(32)
+                .build()
+                .unwrap_or_default(),
+            url: url.to_string(),
+            client_entity_id: client_entity_id.to_string(),
+            callback_url: callback_url.to_string(),
+            timeout,
+            txlog,
+        }
+    }
+
+    fn addressing(&self, action: &str, message_id: &str) -> Addressing {
+        Addressing {
+            action: action.to_string(),
+            message_id: message_id.to_string(),
+            to: self.url.clone(),
+            reply_to: Some(self.callback_url.clone()),
+            relates_to: None,
+            client_entity_id: self.client_entity_id.clone(),
+        }
+    }
+
+    async fn call(
+        &self,
+        action: &str,
+        message_id: &str,
+        correlation_id: &str,
+        body: String,
+    ) -> Result<dom::Element, RemdCallError> {
+        let envelope = self.addressing(action, message_id).envelope(&body);
+        let started = Instant::now();
+        let mut call =
+            OutboundCall::new("remd", &format!("remd.{action}"), &self.url, correlation_id);
+        call.request_body(envelope.as_bytes());
+        let sent = self
+            .http
+            .post(&self.url)
+            .header(
+                "content-type",
+                format!("application/soap+xml; charset=utf-8; action=\"{action}\""),
+            )
+            .body(envelope)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let err = if e.is_timeout() {
+                    RemdCallError::Timeout(self.timeout)
+                } else {
+                    RemdCallError::Transport(e.to_string())
+                };
+                self.txlog
+                    .record_outbound(call.failed(started, &err.to_string()));
+                return Err(err);
+            }
+        };
+        let status = response.status().as_u16();
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let err = RemdCallError::Transport(e.to_string());
+                self.txlog
+                    .record_outbound(call.failed(started, &err.to_string()));
+                return Err(err);
+            }
+        };
+        let limits = Limits {
+            max_bytes: 4 * 1024 * 1024,
+            ..Limits::default()
+        };
+        let parsed = soap::parse_request(&bytes, &limits);
+        let result = match parsed {
+            Err(e) => Err(RemdCallError::Malformed(format!("HTTP {status}: {e}"))),
+            Ok(p) if p.operation.name == "Fault" => {
+                let detail = p
+                    .operation
+                    .child("Detail")
+                    .or_else(|| p.operation.child("detail"));
+                let mut errors = detail.map(read_errors).unwrap_or_default();
+                if errors.is_empty() {
+                    errors.push(RegistryError {
+                        code: "INTERNAL_ERROR".into(),
+                        message: format!("fault without error items (HTTP {status})"),
+                    });
+                }
+                Err(RemdCallError::Refused(errors))
+            }
+            Ok(p) => Ok(p.operation),
+        };
+        self.txlog.record_outbound(call.answered(
+            started,
+            status,
+            &bytes,
+            result.as_ref().err().map(|e| e.to_string()),
+        ));
+        result
+    }
+
+    /// Sends `registerDocument`; `Ok` means the registry acknowledged receipt.
+    pub async fn register(
+        &self,
+        request: &RegisterDocument,
+        message_id: &str,
+    ) -> Result<(), RemdCallError> {
+        let el = self
+            .call(
+                "registerDocument",
+                message_id,
+                &request.local_uid,
+                request.to_xml(),
+            )
+            .await?;
+        match el.child_text("status") {
+            Some("success") | Some("accepted") => Ok(()),
+            other => Err(RemdCallError::Malformed(format!(
+                "unexpected acknowledgement status {other:?}"
+            ))),
+        }
+    }
+
+    /// Asks the registry about a document by local UID.
+    pub async fn get_registry_item(&self, local_uid: &str) -> Result<ItemStatus, RemdCallError> {
+        let body = format!(
+            r#"<getRegistryItemRequest xmlns="{NS_SERVICE}"><localUid>{}</localUid></getRegistryItemRequest>"#,
+            dom::escape_text(local_uid)
+        );
+        let message_id = format!("urn:uuid:{}", uuid::Uuid::now_v7());
+        let el = self
+            .call("getRegistryItem", &message_id, local_uid, body)
+            .await?;
+        Ok(match el.child_text("status") {
+            Some("registered") => match RegistryItem::from_parent(&el) {
+                Some(item) => ItemStatus::Registered(item),
+                None => {
+                    return Err(RemdCallError::Malformed(
+                        "registered without registryItem".into(),
+                    ))
+                }
+            },
+            Some("in-progress") => ItemStatus::InProgress,
+            _ => ItemStatus::NotFound,
+        })
+    }
+}
