@@ -16,6 +16,9 @@ pub enum AppError {
     /// Database connection or migration.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A signing key could not be loaded.
+    #[error("{0}")]
+    Keys(String),
     /// Could not bind the listener.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -65,7 +68,21 @@ impl Gateway {
             source,
         })?;
         let (txlog, txlog_task) = TxLog::start(store.clone(), settings.transaction_log.clone());
+        crate::sign::init_crypto();
+        let keys = crate::sign::KeyRing::load(&settings.signing.keys).map_err(AppError::Keys)?;
+        let remd = settings.remd.as_ref().map(|r| {
+            let client = crate::adapters::remd::RemdClient::new(
+                &r.url,
+                &r.client_entity_id,
+                &r.callback_url,
+                Duration::from_secs(r.timeout_secs),
+                txlog.clone(),
+            );
+            (r.clone(), client)
+        });
+        let documents = crate::services::documents::Documents::new(store.clone(), keys, remd);
         let state = Arc::new(AppState {
+            documents: documents.clone(),
             clients: ClientRegistry::from_settings(&settings.clients),
             settings: Arc::new(settings),
             store: store.clone(),
@@ -79,7 +96,8 @@ impl Gateway {
         })?;
         let handle = server.handle();
         let server_task = tokio::spawn(server);
-        let background = vec![tokio::spawn(prune_loop(store))];
+        let mut background = vec![tokio::spawn(prune_loop(store))];
+        background.extend(documents.spawn_workers());
         tracing::info!(%addr, database = state.store.backend().name(), "medgate listening");
         Ok(Gateway {
             addr,

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod exchange;
 pub mod http;
 pub mod model;
+pub mod services;
 pub mod sign;
 pub mod sim;
 pub mod store;

@@ -58,6 +58,18 @@ impl Addressing {
         h
     }
 
+    /// Headers of an answer to the message `relates_to`, sent by `sender`.
+    pub fn reply(relates_to: &str, sender: &str) -> Addressing {
+        Addressing {
+            action: "response".into(),
+            message_id: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
+            to: String::new(),
+            reply_to: None,
+            relates_to: Some(relates_to.to_string()),
+            client_entity_id: sender.to_string(),
+        }
+    }
+
     /// Reads the addressing headers of a parsed request.
     pub fn from_header(header: Option<&Element>) -> Addressing {
         let wsa = |name: &str| {

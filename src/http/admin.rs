@@ -12,10 +12,12 @@ use crate::store::transactions::{TransactionFilter, TransactionRecord};
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/transactions", web::get().to(list_transactions))
-        .route("/transactions/{id}", web::get().to(get_transaction));
+        .route("/transactions/{id}", web::get().to(get_transaction))
+        .configure(super::documents::admin_routes);
 }
 
-fn require(principal: &Principal, scope: &str) -> ApiResult<()> {
+/// Refuses a client without `scope` (or `admin`) with 403 naming the scope.
+pub fn require(principal: &Principal, scope: &str) -> ApiResult<()> {
     if principal.has_scope(scope) {
         Ok(())
     } else {

@@ -14,6 +14,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/metadata", web::get().to(metadata))
         .route("/Organization", web::get().to(search_organizations))
         .route("/Organization/{id}", web::get().to(read_organization))
+        .configure(super::documents::fhir_routes)
         .default_service(web::to(unknown));
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP edge (actix-web): routes per protocol, thin handlers, error mapping.
 
 pub mod admin;
+pub mod documents;
 pub mod error;
 pub mod fhir;
 pub mod health;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Known API clients.
     pub clients: ClientRegistry,
+    /// Documents service.
+    pub documents: crate::services::documents::Documents,
     /// Process start time.
     pub started: Instant,
 }

@@ -16,7 +16,8 @@ pub const HUB_ACTION: &str = "http://tempuri.org/IHubService/";
 
 /// Registers the SOAP routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/hub", web::post().to(hub));
+    cfg.route("/hub", web::post().to(hub))
+        .configure(super::documents::soap_routes);
 }
 
 fn soap_action(req: &HttpRequest, parsed: &SoapRequest) -> Option<String> {

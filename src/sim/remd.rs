@@ -223,17 +223,9 @@ impl RemdSim {
 }
 
 fn reply(body: &str, relates_to: &str) -> HttpResponse {
-    let a = Addressing {
-        action: "response".into(),
-        message_id: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
-        to: String::new(),
-        reply_to: None,
-        relates_to: Some(relates_to.to_string()),
-        client_entity_id: "remd-sim".into(),
-    };
     HttpResponse::Ok()
         .content_type(SoapVersion::V12.content_type())
-        .body(a.envelope(body))
+        .body(Addressing::reply(relates_to, "remd-sim").envelope(body))
 }
 
 fn fault(code: &str, message: &str, server_side: bool) -> HttpResponse {
@@ -516,5 +508,49 @@ async fn decide(
             return;
         }
         tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+    }
+}
+
+/// The registry's checks of a fetched file: the GOST digest matches the registered one, each
+/// signature checksum matches, and each signature verifies over the bytes with one signer.
+pub struct CryptoCheck;
+
+impl DocumentCheck for CryptoCheck {
+    fn check(&self, request: &RegisterDocument, file: &[u8]) -> Vec<RegistryError> {
+        use crate::sign::{digest, verify_detached_cms, DigestAlgorithm, SignError};
+        let mut errors = Vec::new();
+        let err = |code: &str, message: String| RegistryError {
+            code: code.into(),
+            message,
+        };
+        match digest(DigestAlgorithm::Streebog256, file) {
+            Ok(d) if hex::encode(&d) == request.content_digest.to_ascii_lowercase() => {}
+            Ok(_) => errors.push(err(
+                "DIGEST_MISMATCH",
+                "fetched file does not match the registered digest".into(),
+            )),
+            Err(e) => errors.push(err("VALSYS_INTERNAL_ERROR", e.to_string())),
+        }
+        for s in &request.signatures {
+            if crate::codec::remd::sha256_hex(&s.cms) != s.checksum.to_ascii_lowercase() {
+                errors.push(err(
+                    "SIGNATURE_VERIFICATION_ERROR",
+                    format!("{} signature checksum mismatch", s.role),
+                ));
+                continue;
+            }
+            match verify_detached_cms(file, &s.cms, None) {
+                Ok(_) => {}
+                Err(SignError::MultipleSigners(n)) => errors.push(err(
+                    "MULTIPLE_SIGNERS",
+                    format!("{} signature has {n} signers", s.role),
+                )),
+                Err(e) => errors.push(err(
+                    "SIGNATURE_VERIFICATION_ERROR",
+                    format!("{} signature: {e}", s.role),
+                )),
+            }
+        }
+        errors
     }
 }

@@ -1,5 +1,6 @@
 //! Black-box tests: the gateway on a random loopback port over real HTTP, on a fresh
 //! database per test. Every test that touches storage runs on PostgreSQL and on SQLite.
 
+mod documents;
 mod foundation;
 mod support;

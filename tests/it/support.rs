@@ -100,6 +100,12 @@ impl Drop for TestDb {
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// Bearer token of a client without admin scopes.
 pub const PORTAL_TOKEN: &str = "test-portal-token";
+/// Bearer token of a clinic acting for [`CLINIC_ORG`].
+pub const CLINIC_TOKEN: &str = "test-clinic-token";
+/// Bearer token the registry simulator uses for callbacks and file fetches.
+pub const REMD_TOKEN: &str = "test-remd-token";
+/// The organization the test clinic acts for.
+pub const CLINIC_ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
 
 /// Settings for a test gateway on `db`.
 pub fn settings(db: &TestDb) -> Settings {
@@ -109,20 +115,23 @@ pub fn settings(db: &TestDb) -> Settings {
     s.database.url = db.url.clone();
     s.database.max_connections = 8;
     s.transaction_log.default_bodies = BodyPolicy::Full;
-    let client = |id: &str, token: &str, scopes: &[&str]| ClientSettings {
+    let client = |id: &str, token: &str, orgs: &[&str], scopes: &[&str]| ClientSettings {
         id: id.into(),
         name: id.into(),
         token_sha256: Secret::new(hex::encode(medgate::auth::token_hash(token))),
-        organizations: vec![],
+        organizations: orgs.iter().map(|s| s.to_string()).collect(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
     };
     s.clients = vec![
-        client("admin", ADMIN_TOKEN, &["admin"]),
+        client("admin", ADMIN_TOKEN, &[], &["admin"]),
         client(
             "portal",
             PORTAL_TOKEN,
+            &[],
             &["schedule:read", "appointment:write"],
         ),
+        client("clinic", CLINIC_TOKEN, &[CLINIC_ORG], &["documents:write"]),
+        client("remd", REMD_TOKEN, &[], &["remd:callback"]),
     ];
     s
 }
@@ -147,10 +156,11 @@ impl TestGateway {
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestGateway {
         let db = TestDb::new(backend).await;
         let mut s = settings(&db);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        s.http.public_url = Some(format!("http://{}", listener.local_addr().expect("addr")));
         tweak(&mut s);
         let store = db.store().await;
         medgate::demo::seed(&store).await.expect("seed");
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let gw = Gateway::start_on(s, store, listener, Instant::now())
             .await
             .expect("start gateway");

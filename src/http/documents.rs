@@ -1,0 +1,620 @@
+//! Document routes: FHIR `DocumentReference` intake and status for clinics, the registry's
+//! callback and file endpoints, and the operator's document API.
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes, Data, Path, Query};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::current;
+use super::middleware::Operation;
+use super::{ApiError, ApiResult, AppState, Principal, Protocol};
+use crate::codec::fhir::{IssueType, FHIR_JSON};
+use crate::codec::remd::{Addressing, RegisterResult, NS_CALLBACK, NS_SERVICE};
+use crate::codec::soap::{self, SoapVersion};
+use crate::codec::xml::{dom, Limits};
+use crate::services::documents::{DocumentError, Field, Submission};
+use crate::store::documents::{DocumentFilter, StoredDocument};
+
+/// FHIR routes (under `/fhir`).
+pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/DocumentReference", web::post().to(submit_fhir))
+        .route("/DocumentReference/{id}", web::get().to(read_fhir));
+}
+
+/// Registry-facing SOAP routes (under `/soap`).
+pub fn soap_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/remd/callback", web::post().to(remd_callback))
+        .route("/remd/provider", web::post().to(remd_provider));
+}
+
+/// Operator routes (under `/api/admin`).
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/documents", web::get().to(admin_list))
+        .route("/documents/rerun", web::post().to(admin_rerun_set))
+        .route("/documents/{id}", web::get().to(admin_show))
+        .route("/documents/{id}/rerun", web::post().to(admin_rerun));
+}
+
+fn fhir_path(field: Field) -> &'static str {
+    match field {
+        Field::LocalUid => "DocumentReference.masterIdentifier.value",
+        Field::Kind => "DocumentReference.type.coding[0]",
+        Field::Organization => "DocumentReference.custodian.identifier.value",
+        Field::Patient => "DocumentReference.subject.identifier.value",
+        Field::Author => "DocumentReference.author[0].identifier.value",
+        Field::Content => "DocumentReference.content[0].attachment.data",
+        Field::OrgSignature => "DocumentReference.content.where(attachment.title='organization')",
+        Field::DoctorSignature => "DocumentReference.content.where(attachment.title='doctor')",
+    }
+}
+
+fn to_api(e: DocumentError) -> ApiError {
+    match e {
+        DocumentError::Invalid {
+            code,
+            field,
+            path,
+            message,
+        } => {
+            let at = match path {
+                Some(p) => format!("{} ({p})", fhir_path(field)),
+                None => fhir_path(field).to_string(),
+            };
+            let status = if code == "METADATA_MISMATCH" || code.starts_with("CDA_") {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError::new(status, IssueType::Invalid, code, message).at(at)
+        }
+        DocumentError::Forbidden(org) => ApiError::forbidden(format!(
+            "client may not submit documents for organization {org}"
+        )),
+        DocumentError::Duplicate(uid) => ApiError::new(
+            StatusCode::CONFLICT,
+            IssueType::Duplicate,
+            "NOT_UNIQUE_PROVIDED_ID",
+            format!("a different document was already accepted with local UID {uid}"),
+        )
+        .at("DocumentReference.masterIdentifier.value"),
+        DocumentError::NotConfigured => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::NotSupported,
+            "REGISTRATION_NOT_CONFIGURED",
+            "document registration is not configured on this gateway",
+        ),
+        DocumentError::Store(e) => ApiError::internal(e),
+        DocumentError::Signing(e) => ApiError::internal(format!("gateway signing: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+struct Identifier {
+    value: Option<String>,
+}
+#[derive(Deserialize)]
+struct Reference {
+    identifier: Option<Identifier>,
+}
+#[derive(Deserialize)]
+struct Coding {
+    system: Option<String>,
+    version: Option<String>,
+    code: Option<String>,
+}
+#[derive(Deserialize)]
+struct CodeableConcept {
+    coding: Option<Vec<Coding>>,
+}
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Attachment {
+    content_type: Option<String>,
+    data: Option<String>,
+    title: Option<String>,
+}
+#[derive(Deserialize)]
+struct Content {
+    attachment: Attachment,
+}
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DocumentReferenceIn {
+    resource_type: String,
+    master_identifier: Option<Identifier>,
+    #[serde(rename = "type")]
+    kind: Option<CodeableConcept>,
+    subject: Option<Reference>,
+    author: Option<Vec<Reference>>,
+    custodian: Option<Reference>,
+    content: Option<Vec<Content>>,
+}
+
+fn ident(r: &Option<Reference>, path: &str) -> ApiResult<String> {
+    r.as_ref()
+        .and_then(|r| r.identifier.as_ref())
+        .and_then(|i| i.value.clone())
+        .map(|v| v.trim_start_matches("urn:oid:").to_string())
+        .ok_or_else(|| ApiError::required(path))
+}
+
+fn submission(d: DocumentReferenceIn) -> ApiResult<Submission> {
+    if d.resource_type != "DocumentReference" {
+        return Err(ApiError::invalid(
+            "WRONG_RESOURCE_TYPE",
+            "resourceType",
+            format!("expected DocumentReference, got {}", d.resource_type),
+        ));
+    }
+    let local_uid = d
+        .master_identifier
+        .and_then(|m| m.value)
+        .ok_or_else(|| ApiError::required("DocumentReference.masterIdentifier.value"))?;
+    let coding = d
+        .kind
+        .and_then(|k| k.coding)
+        .and_then(|c| {
+            c.into_iter()
+                .find(|c| c.system.as_deref() == Some("urn:oid:1.2.643.5.1.13.13.11.1522"))
+        })
+        .ok_or_else(|| {
+            ApiError::required(
+                "DocumentReference.type.coding.where(system='urn:oid:1.2.643.5.1.13.13.11.1522')",
+            )
+        })?;
+    let kind_code = coding
+        .code
+        .ok_or_else(|| ApiError::required("DocumentReference.type.coding[0].code"))?;
+    let kind_version = coding
+        .version
+        .ok_or_else(|| ApiError::required("DocumentReference.type.coding[0].version"))?;
+    let patient_snils = ident(&d.subject, "DocumentReference.subject.identifier.value")?;
+    let author_snils = ident(
+        &d.author.and_then(|a| a.into_iter().next()),
+        "DocumentReference.author[0].identifier.value",
+    )?;
+    let org_oid = ident(&d.custodian, "DocumentReference.custodian.identifier.value")?;
+    let contents = d.content.unwrap_or_default();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut doc: Option<(Vec<u8>, String)> = None;
+    let (mut org_sig, mut doc_sig) = (None, None);
+    for (i, c) in contents.into_iter().enumerate() {
+        let path = format!("DocumentReference.content[{i}].attachment.data");
+        let data = c
+            .attachment
+            .data
+            .ok_or_else(|| ApiError::required(path.clone()))?;
+        let bytes = b64.decode(data.as_bytes()).map_err(|e| {
+            ApiError::invalid("INVALID_BASE64", path.clone(), format!("not base64: {e}"))
+        })?;
+        let ct = c.attachment.content_type.unwrap_or_default();
+        if ct == "application/pkcs7-signature" {
+            match c.attachment.title.as_deref() {
+                Some("organization") => org_sig = Some(bytes),
+                Some("doctor") => doc_sig = Some(bytes),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "UNKNOWN_SIGNATURE_ROLE",
+                        format!("DocumentReference.content[{i}].attachment.title"),
+                        "a signature attachment's title must be `organization` or `doctor`",
+                    ))
+                }
+            }
+        } else if doc.is_none() {
+            doc = Some((
+                bytes,
+                if ct.is_empty() {
+                    "application/xml".into()
+                } else {
+                    ct
+                },
+            ));
+        } else {
+            return Err(ApiError::invalid(
+                "TOO_MANY_DOCUMENTS",
+                format!("DocumentReference.content[{i}]"),
+                "exactly one document attachment is allowed",
+            ));
+        }
+    }
+    let (content, content_type) =
+        doc.ok_or_else(|| ApiError::required("DocumentReference.content[0].attachment.data"))?;
+    Ok(Submission {
+        local_uid,
+        kind_code,
+        kind_version,
+        org_oid,
+        patient_snils,
+        author_snils,
+        content,
+        content_type,
+        org_signature: org_sig,
+        doctor_signature: doc_sig,
+    })
+}
+
+/// The FHIR view of a stored document (metadata and status, not the bytes).
+pub fn document_reference(d: &StoredDocument, base: &str) -> Value {
+    let mut identifiers =
+        vec![json!({"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", d.id)})];
+    if let Some(e) = &d.emdr_id {
+        identifiers.push(json!({"system": "urn:medgate:remd:emdrId", "value": e}));
+    }
+    let mut v = json!({
+        "resourceType": "DocumentReference",
+        "id": d.id,
+        "meta": {"lastUpdated": crate::store::from_ms(d.updated_at).to_rfc3339()},
+        "extension": [{
+            "url": "https://medgate.example/fhir/StructureDefinition/registration-status",
+            "valueCode": d.status
+        }],
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", d.id)},
+        "identifier": identifiers,
+        "status": "current",
+        "docStatus": if d.status == "registered" { "final" } else { "preliminary" },
+        "type": {"coding": [{"system": "urn:oid:1.2.643.5.1.13.13.11.1522", "version": d.kind_version, "code": d.kind_code}]},
+        "subject": {"identifier": {"system": "urn:oid:1.2.643.100.3", "value": d.patient_snils}},
+        "date": crate::store::from_ms(d.created_at).to_rfc3339(),
+        "author": [{"identifier": {"system": "urn:oid:1.2.643.100.3", "value": d.author_snils}}],
+        "custodian": {"reference": format!("Organization/{}", d.org_oid), "identifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:oid:{}", d.org_oid)}},
+        "content": [{"attachment": {"contentType": d.content_type, "size": d.content.len(), "url": format!("{base}/DocumentReference/{}", d.id)}}],
+    });
+    if let (Some(class), Some(codes)) = (&d.error_class, &d.error_codes) {
+        if let Some(a) = v["extension"].as_array_mut() {
+            a.push(json!({"url": "https://medgate.example/fhir/StructureDefinition/registration-error", "extension": [
+                {"url": "class", "valueCode": class},
+                {"url": "codes", "valueString": codes},
+                {"url": "message", "valueString": d.error_message.clone().unwrap_or_default()}
+            ]}));
+        }
+    }
+    v
+}
+
+async fn submit_fhir(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    req.extensions_mut()
+        .insert(Operation("fhir.DocumentReference.create".into()));
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let parsed: DocumentReferenceIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            "INVALID_JSON",
+            e.inner().to_string(),
+        )
+        .at(if path == "." {
+            "DocumentReference".to_string()
+        } else {
+            format!("DocumentReference.{path}")
+        })
+    })?;
+    let submission = submission(parsed)?;
+    let (doc, new) = state
+        .documents
+        .submit(&principal, submission)
+        .await
+        .map_err(to_api)?;
+    let base = super::fhir::base_url(&state, &req);
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status)
+        .content_type(FHIR_JSON)
+        .insert_header(("location", format!("{base}/DocumentReference/{}", doc.id)))
+        .body(document_reference(&doc, &base).to_string()))
+}
+
+async fn read_fhir(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: Path<String>,
+) -> ApiResult<HttpResponse> {
+    let doc = state.store.get_document(&id).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "DOCUMENT_NOT_FOUND",
+            format!("no document with local UID {id}"),
+        )
+        .at("DocumentReference.id")
+    })?;
+    let org = crate::model::Oid::parse(&doc.org_oid).map_err(ApiError::internal)?;
+    if !principal.may_act_for(&org) {
+        return Err(ApiError::forbidden(
+            "client may not read documents of this organization",
+        ));
+    }
+    let base = super::fhir::base_url(&state, &req);
+    Ok(HttpResponse::Ok()
+        .content_type(FHIR_JSON)
+        .body(document_reference(&doc, &base).to_string()))
+}
+
+fn require_scope(p: &Principal, scope: &str) -> ApiResult<()> {
+    if p.has_scope(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "client `{}` lacks the scope `{scope}`",
+            p.id
+        )))
+    }
+}
+
+fn soap12_fault(err: &ApiError) -> HttpResponse {
+    let rid = current().map(|c| c.request_id).unwrap_or_default();
+    err.render(Protocol::Soap(SoapVersion::V12), &rid)
+}
+
+fn soap12_reply(relates_to: &str, body: &str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(SoapVersion::V12.content_type())
+        .body(Addressing::reply(relates_to, "medgate").envelope(body))
+}
+
+/// Checks the registry's scope and parses its SOAP 1.2 message, expecting `operation`.
+fn registry_request(
+    principal: &Principal,
+    body: &[u8],
+    operation: &str,
+) -> Result<soap::SoapRequest, Box<HttpResponse>> {
+    require_scope(principal, "remd:callback").map_err(|e| Box::new(soap12_fault(&e)))?;
+    let parsed = soap::parse_request(body, &Limits::default()).map_err(|e| {
+        Box::new(soap12_fault(&ApiError::malformed(
+            "MALFORMED_XML",
+            e.to_string(),
+        )))
+    })?;
+    if parsed.operation.name != operation {
+        return Err(Box::new(soap12_fault(&ApiError::invalid(
+            "UNKNOWN_OPERATION",
+            parsed.operation.name.clone(),
+            format!("expected {operation}"),
+        ))));
+    }
+    Ok(parsed)
+}
+
+async fn remd_callback(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: Bytes,
+) -> HttpResponse {
+    req.extensions_mut()
+        .insert(Operation("remd.registerDocumentResult".into()));
+    let parsed = match registry_request(&principal, &body, "registerDocumentResult") {
+        Ok(p) if p.operation.ns == NS_CALLBACK => p,
+        Ok(p) => {
+            return soap12_fault(&ApiError::invalid(
+                "WRONG_NAMESPACE",
+                "registerDocumentResult",
+                format!(
+                    "expected namespace {NS_CALLBACK}, found {:?}",
+                    p.operation.ns
+                ),
+            ))
+        }
+        Err(fault) => return *fault,
+    };
+    let result = match RegisterResult::from_element(&parsed.operation) {
+        Ok(r) => r,
+        Err(e) => {
+            return soap12_fault(&ApiError::invalid(
+                "INVALID_RESULT",
+                e.field.clone(),
+                e.to_string(),
+            ))
+        }
+    };
+    let addressing = Addressing::from_header(parsed.header.as_ref());
+    match state.documents.apply_result(&result).await {
+        Ok(_) => soap12_reply(
+            &addressing.message_id,
+            &format!(
+                r#"<registerDocumentResultResponse xmlns="{NS_CALLBACK}"><status>accepted</status></registerDocumentResultResponse>"#
+            ),
+        ),
+        Err(e) => soap12_fault(&to_api(e)),
+    }
+}
+
+async fn remd_provider(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: Bytes,
+) -> HttpResponse {
+    req.extensions_mut()
+        .insert(Operation("remd.getDocumentFile".into()));
+    let parsed = match registry_request(&principal, &body, "getDocumentFileRequest") {
+        Ok(p) => p,
+        Err(fault) => return *fault,
+    };
+    let Some(uid) = parsed.operation.child_text("localUid") else {
+        return soap12_fault(&ApiError::required("localUid"));
+    };
+    let doc = match state.store.get_document(uid).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return soap12_fault(
+                &ApiError::not_found(
+                    "DOCUMENT_NOT_FOUND",
+                    format!("no document with local UID {uid}"),
+                )
+                .at("localUid"),
+            )
+        }
+        Err(e) => return soap12_fault(&ApiError::internal(e)),
+    };
+    let addressing = Addressing::from_header(parsed.header.as_ref());
+    soap12_reply(
+        &addressing.message_id,
+        &format!(
+            r#"<getDocumentFileResponse xmlns="{NS_SERVICE}"><localUid>{}</localUid><contentType>{}</contentType><content>{}</content><digest algorithm="gostr34112012-256">{}</digest><digest algorithm="sha256">{}</digest></getDocumentFileResponse>"#,
+            dom::escape_text(&doc.id),
+            dom::escape_text(&doc.content_type),
+            base64::engine::general_purpose::STANDARD.encode(&doc.content),
+            doc.streebog256,
+            doc.sha256
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFilter {
+    status: Option<String>,
+    org: Option<String>,
+    kind: Option<String>,
+    error_class: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+fn summary(d: &StoredDocument) -> Value {
+    let who = d.error_class.as_deref().map(|c| match c {
+        "data" => "the clinic that submitted the document",
+        "gateway" | "unknown" => "the regional gateway operator",
+        _ => "nobody: retried automatically",
+    });
+    json!({
+        "id": d.id,
+        "status": d.status,
+        "organization": d.org_oid,
+        "kind": {"code": d.kind_code, "version": d.kind_version},
+        "emdr_id": d.emdr_id,
+        "registered_at": d.registered_at.map(|t| crate::store::from_ms(t).to_rfc3339()),
+        "error": d.error_class.as_ref().map(|c| json!({"class": c, "codes": d.error_codes, "message": d.error_message, "to_be_fixed_by": who})),
+        "signed_by_gateway": d.signed_by_gateway,
+        "digests": {"sha256": d.sha256, "gost3411_2012_256": d.streebog256},
+        "submitted_by": d.submitted_by,
+        "created_at": crate::store::from_ms(d.created_at).to_rfc3339(),
+        "updated_at": crate::store::from_ms(d.updated_at).to_rfc3339(),
+    })
+}
+
+fn filter_of(f: &AdminFilter) -> DocumentFilter {
+    DocumentFilter {
+        status: f.status.clone(),
+        org_oid: f.org.clone(),
+        kind_code: f.kind.clone(),
+        error_class: f.error_class.clone(),
+        after_id: f.cursor.clone(),
+    }
+}
+
+async fn admin_list(
+    state: Data<AppState>,
+    principal: Principal,
+    q: Result<Query<AdminFilter>, actix_web::Error>,
+) -> ApiResult<HttpResponse> {
+    require_scope(&principal, "documents:read")?;
+    let Query(f) = q.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
+    let limit = f.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "INVALID_LIMIT",
+            "limit",
+            "`limit` must be from 1 to 1000",
+        ));
+    }
+    let items = state.store.list_documents(&filter_of(&f), limit).await?;
+    let next_cursor = (items.len() as u32 == limit)
+        .then(|| items.last().map(|d| d.id.clone()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({
+        "items": items.iter().map(summary).collect::<Vec<_>>(),
+        "count": items.len(),
+        "next_cursor": next_cursor,
+        "totals": state.store.document_counts().await?.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    })))
+}
+
+async fn admin_show(
+    state: Data<AppState>,
+    principal: Principal,
+    id: Path<String>,
+) -> ApiResult<HttpResponse> {
+    require_scope(&principal, "documents:read")?;
+    let doc = state.store.get_document(&id).await?.ok_or_else(|| {
+        ApiError::not_found("DOCUMENT_NOT_FOUND", format!("no document {id}")).at("id")
+    })?;
+    let mut v = summary(&doc);
+    v["history"] =
+        json!(state.store.document_events(&id).await?.iter().map(|e| json!({
+        "at": crate::store::from_ms(e.at).to_rfc3339(), "status": e.status, "detail": e.detail
+    })).collect::<Vec<_>>());
+    v["deliveries"] = json!(state.store.outbox_for(&id).await?);
+    Ok(HttpResponse::Ok().json(v))
+}
+
+async fn admin_rerun(
+    state: Data<AppState>,
+    principal: Principal,
+    id: Path<String>,
+) -> ApiResult<HttpResponse> {
+    require_scope(&principal, "documents:rerun")?;
+    let doc = state.store.get_document(&id).await?.ok_or_else(|| {
+        ApiError::not_found("DOCUMENT_NOT_FOUND", format!("no document {id}")).at("id")
+    })?;
+    if !matches!(doc.status.as_str(), "rejected" | "dead-lettered") {
+        return Err(ApiError::conflict(
+            "NOT_RERUNNABLE",
+            format!(
+                "document is {}; only rejected or dead-lettered documents are rerun",
+                doc.status
+            ),
+        ));
+    }
+    state
+        .documents
+        .rerun(&id, &principal.id)
+        .await
+        .map_err(to_api)?;
+    Ok(HttpResponse::Accepted()
+        .json(json!({"id": *id, "status": "queued", "rerun_by": principal.id})))
+}
+
+async fn admin_rerun_set(
+    state: Data<AppState>,
+    principal: Principal,
+    q: Result<Query<AdminFilter>, actix_web::Error>,
+) -> ApiResult<HttpResponse> {
+    require_scope(&principal, "documents:rerun")?;
+    let Query(f) = q.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
+    let status = f.status.clone().unwrap_or_default();
+    if !matches!(status.as_str(), "rejected" | "dead-lettered") {
+        return Err(ApiError::invalid(
+            "INVALID_STATUS",
+            "status",
+            "a filtered rerun needs status=rejected or status=dead-lettered",
+        ));
+    }
+    let items = state
+        .store
+        .list_documents(&filter_of(&f), f.limit.unwrap_or(1000).clamp(1, 1000))
+        .await?;
+    let mut ids = Vec::new();
+    for d in items {
+        if state
+            .documents
+            .rerun(&d.id, &principal.id)
+            .await
+            .map_err(to_api)?
+        {
+            ids.push(d.id);
+        }
+    }
+    Ok(HttpResponse::Accepted().json(json!({"requeued": ids.len(), "ids": ids})))
+}

@@ -1,0 +1,3 @@
+//! The rules of the domain, written against the model and the store.
+
+pub mod documents;

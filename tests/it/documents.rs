@@ -1,0 +1,366 @@
+//! Documents end to end: intake through FHIR, GOST signing, registration in the registry
+//! simulator with faults, verdicts by callback and by polling, operator views.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use medgate::config::{KeyRole, KeySettings, RemdSettings};
+use medgate::sim::remd::{CryptoCheck, Faults, RemdSim, RemdSimConfig};
+use medgate::store::Backend;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::support::*;
+
+const PATIENT: &str = "112-233-445 95";
+const AUTHOR: &str = "123-456-789 64";
+
+fn keys_dir() -> String {
+    format!("{}/tests/fixtures/keys", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn key(owner: &str, role: KeyRole, name: &str) -> KeySettings {
+    KeySettings {
+        owner: owner.into(),
+        role,
+        certificate: Some(format!("{}/{name}.cert.pem", keys_dir())),
+        private_key: Some(format!("{}/{name}.key.pem", keys_dir())),
+        pkcs12: None,
+        passphrase: None,
+    }
+}
+
+struct Setup {
+    t: TestGateway,
+    sim: RemdSim,
+}
+
+async fn setup(
+    backend: Backend,
+    sim_config: RemdSimConfig,
+    retry: Vec<u64>,
+    callback_timeout: u64,
+) -> Setup {
+    let sim = RemdSim::start(RemdSimConfig {
+        gateway_token: REMD_TOKEN.into(),
+        check: Some(Arc::new(CryptoCheck)),
+        ..sim_config
+    })
+    .unwrap();
+    let url = sim.url.clone();
+    let t = TestGateway::start_with(backend, move |s| {
+        let base = s.http.public_url.clone().unwrap();
+        s.remd = Some(RemdSettings {
+            url,
+            client_entity_id: "medgate-test".into(),
+            callback_url: format!("{base}/soap/remd/callback"),
+            file_url: format!("{base}/soap/remd/provider"),
+            timeout_secs: 2,
+            retry_schedule_secs: retry,
+            callback_timeout_secs: callback_timeout,
+            workers: 4,
+            max_document_bytes: 1024 * 1024,
+        });
+        s.signing.keys = vec![
+            key(CLINIC_ORG, KeyRole::Organization, "org-gost256"),
+            key(AUTHOR, KeyRole::Doctor, "doctor-gost256"),
+        ];
+    })
+    .await;
+    Setup { t, sim }
+}
+
+fn cda(number: u64) -> String {
+    medgate::codec::cda::sample_document(CLINIC_ORG, "11223344595", "12345678964", number, 200)
+}
+
+fn document_reference(uid: &str, doc: &str, signatures: &[(&str, Vec<u8>)]) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut content = vec![
+        json!({"attachment": {"contentType": "application/x-hl7-cda+xml", "data": b64.encode(doc)}}),
+    ];
+    for (role, cms) in signatures {
+        content.push(json!({"attachment": {"contentType": "application/pkcs7-signature", "title": role, "data": b64.encode(cms)}}));
+    }
+    json!({
+        "resourceType": "DocumentReference",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{uid}")},
+        "status": "current",
+        "type": {"coding": [{"system": "urn:oid:1.2.643.5.1.13.13.11.1522", "version": "5.12", "code": "4"}]},
+        "subject": {"identifier": {"system": "urn:oid:1.2.643.100.3", "value": PATIENT}},
+        "author": [{"identifier": {"system": "urn:oid:1.2.643.100.3", "value": AUTHOR}}],
+        "custodian": {"identifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:oid:{CLINIC_ORG}")}},
+        "content": content,
+    })
+}
+
+async fn submit(t: &TestGateway, body: &Value) -> reqwest::Response {
+    t.http
+        .post(t.url("/fhir/DocumentReference"))
+        .bearer_auth(CLINIC_TOKEN)
+        .header("content-type", "application/fhir+json")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn status_of(v: &Value) -> String {
+    v["extension"][0]["valueCode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn wait_status(t: &TestGateway, uid: &str, want: &str, secs: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v: Value = t
+            .http
+            .get(t.url(&format!("/fhir/DocumentReference/{uid}")))
+            .bearer_auth(CLINIC_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status_of(&v) == want {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "document {uid} never reached {want}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn issue(o: &Value) -> &Value {
+    assert_eq!(o["resourceType"], "OperationOutcome", "{o}");
+    &o["issue"][0]
+}
+
+both_backends! {
+    async fn gost_signed_document_is_registered_once(backend: Backend) {
+        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1, 1, 1], 30).await;
+        let uid = uuid::Uuid::new_v4().to_string();
+        let r = submit(&t, &document_reference(&uid, &cda(1), &[])).await;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        assert_eq!(v["id"], uid);
+        let v = wait_status(&t, &uid, "registered", 15).await;
+        assert_eq!(v["docStatus"], "final");
+        let emdr = v["identifier"][1]["value"].as_str().unwrap();
+        assert!(emdr.starts_with("16.62.23.09."), "{v}");
+        // The registry fetched the bytes, its GOST digest and both GOST signatures checked out.
+        assert_eq!(sim.registrations(&uid), 1);
+        assert_eq!(sim.counters().rejected, 0);
+        // The stored organization signature is GOST and verifies independently with openssl.
+        let doc = t.gw.state.store.get_document(&uid).await.unwrap().unwrap();
+        assert!(doc.signed_by_gateway);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("doc.xml"), &doc.content).unwrap();
+        std::fs::write(dir.path().join("org.p7s"), &doc.org_signature).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["cms", "-verify", "-binary", "-inform", "DER", "-noverify", "-in", "org.p7s", "-content", "doc.xml", "-out", "/dev/null"])
+            .current_dir(dir.path())
+            .env("OPENSSL_CONF", format!("{}/openssl-gost.cnf", keys_dir()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // The operator sees the history and the outbound calls.
+        let shown: Value = t.get_admin(&format!("/api/admin/documents/{uid}")).await.json().await.unwrap();
+        let statuses: Vec<&str> = shown["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+        assert_eq!(statuses, ["queued", "sent", "registered"], "{shown}");
+        let calls: Value = t.get_admin(&format!("/api/admin/transactions?operation=remd.registerDocument&correlation_id={uid}")).await.json().await.unwrap();
+        assert_eq!(calls["count"], 1, "{calls}");
+        sim.stop().await;
+        t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn invalid_documents_are_refused_naming_the_field(backend: Backend) {
+        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+        let uid = uuid::Uuid::new_v4().to_string();
+        let bad_realm = cda(2).replace(r#"<realmCode code="RU"/>"#, r#"<realmCode code="US"/>"#);
+        let r = submit(&t, &document_reference(&uid, &bad_realm, &[])).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let o: Value = r.json().await.unwrap();
+        assert!(issue(&o)["expression"][0].as_str().unwrap().contains("ClinicalDocument/realmCode/@code"), "{o}");
+
+        let mut body = document_reference(&uid, &cda(2), &[]);
+        body["subject"]["identifier"]["value"] = json!("123-456-789 64");
+        let o: Value = submit(&t, &body).await.json().await.unwrap();
+        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "METADATA_MISMATCH", "{o}");
+        assert!(issue(&o)["expression"][0].as_str().unwrap().starts_with("DocumentReference.subject"), "{o}");
+
+        let mut body = document_reference(&uid, &cda(2), &[]);
+        body["subject"]["identifier"]["value"] = json!("112-233-445 94");
+        let o: Value = submit(&t, &body).await.json().await.unwrap();
+        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "INVALID_SNILS");
+
+        let mut body = document_reference("not-a-uuid", &cda(2), &[]);
+        let o: Value = submit(&t, &body).await.json().await.unwrap();
+        assert_eq!(issue(&o)["expression"][0], "DocumentReference.masterIdentifier.value");
+        body["content"][0]["attachment"]["data"] = json!("%%%");
+        body["masterIdentifier"]["value"] = json!(uid);
+        let o: Value = submit(&t, &body).await.json().await.unwrap();
+        assert_eq!(issue(&o)["expression"][0], "DocumentReference.content[0].attachment.data");
+        let r = t.http.post(t.url("/fhir/DocumentReference")).bearer_auth(CLINIC_TOKEN).body("{\"resourceType\": 5}").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let o: Value = r.json().await.unwrap();
+        assert_eq!(issue(&o)["expression"][0], "DocumentReference.resourceType");
+
+        // A bomb in the document is refused before anything is stored.
+        let bomb = r#"<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><ClinicalDocument xmlns="urn:hl7-org:v3">&b;</ClinicalDocument>"#;
+        let o: Value = submit(&t, &document_reference(&uid, bomb, &[])).await.json().await.unwrap();
+        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "CDA_FORBIDDEN_DTD");
+        // Another organization's clinic may not submit.
+        let other = cda(2).replace(CLINIC_ORG, "1.2.643.5.1.13.13.12.2.77.7002");
+        let mut body = document_reference(&uid, &other, &[]);
+        body["custodian"]["identifier"]["value"] = json!("urn:oid:1.2.643.5.1.13.13.12.2.77.7002");
+        assert_eq!(submit(&t, &body).await.status(), StatusCode::FORBIDDEN);
+        assert!(t.gw.state.store.get_document(&uid).await.unwrap().is_none());
+        sim.stop().await;
+        t.stop().await;
+    }
+}
+
+fn cms(name: &str, data: &[u8]) -> Vec<u8> {
+    use medgate::sign::Signer;
+    let dir = keys_dir();
+    medgate::sign::LocalSigner::from_pem(
+        &std::fs::read(format!("{dir}/{name}.key.pem")).unwrap(),
+        &std::fs::read(format!("{dir}/{name}.cert.pem")).unwrap(),
+        None,
+    )
+    .unwrap()
+    .sign_detached_cms(data)
+    .unwrap()
+}
+
+both_backends! {
+    async fn incoming_signatures_are_verified(backend: Backend) {
+        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+        let doc = cda(3);
+        let org_sig = cms("org-ec", doc.as_bytes());
+        let wrong = cms("doctor-ec", b"some other bytes");
+        let uid = uuid::Uuid::new_v4().to_string();
+        let r = submit(&t, &document_reference(&uid, &doc, &[("organization", org_sig.clone()), ("doctor", wrong)])).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let o: Value = r.json().await.unwrap();
+        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "SIGNATURE_MISMATCH", "{o}");
+        assert!(issue(&o)["expression"][0].as_str().unwrap().contains("doctor"), "{o}");
+        // Signed by someone who is not the author.
+        let r = submit(&t, &document_reference(&uid, &doc, &[("organization", org_sig.clone()), ("doctor", cms("org-ec", doc.as_bytes()))])).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "org certificate has no SNILS, so only a SNILS mismatch is refused");
+        // Correct ECDSA signatures from the clinic are accepted and registered.
+        let uid2 = uuid::Uuid::new_v4().to_string();
+        let r = submit(&t, &document_reference(&uid2, &doc, &[("organization", org_sig), ("doctor", cms("doctor-ec", doc.as_bytes()))])).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        wait_status(&t, &uid2, "registered", 15).await;
+        sim.stop().await;
+        t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn duplicate_submission_returns_the_first_result(backend: Backend) {
+        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+        let uid = uuid::Uuid::new_v4().to_string();
+        let body = document_reference(&uid, &cda(4), &[]);
+        let first = submit(&t, &body).await;
+        assert_eq!(first.status(), StatusCode::CREATED);
+        let first: Value = first.json().await.unwrap();
+        let again = submit(&t, &body).await;
+        assert_eq!(again.status(), StatusCode::OK);
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(again["id"], first["id"]);
+        assert_eq!(again["date"], first["date"]);
+        let different = submit(&t, &document_reference(&uid, &cda(5), &[])).await;
+        assert_eq!(different.status(), StatusCode::CONFLICT);
+        wait_status(&t, &uid, "registered", 15).await;
+        assert_eq!(sim.registrations(&uid), 1);
+        sim.stop().await;
+        t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn transient_registry_faults_are_retried_until_success(backend: Backend) {
+        let faults = Faults { rate_limit: 1.0, ..Faults::default() };
+        let Setup { t, sim } = setup(backend, RemdSimConfig { faults, ..RemdSimConfig::default() }, vec![0, 0, 1, 1, 1, 1], 30).await;
+        let uid = uuid::Uuid::new_v4().to_string();
+        assert_eq!(submit(&t, &document_reference(&uid, &cda(6), &[])).await.status(), StatusCode::CREATED);
+        // Wait until a few attempts failed, then let the registry recover.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sim.counters().received < 3 {
+            assert!(std::time::Instant::now() < deadline, "no retries happened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let d = t.gw.state.store.get_document(&uid).await.unwrap().unwrap();
+        assert_eq!(d.status, "queued");
+        assert_eq!(d.error_class.as_deref(), Some("retryable"));
+        sim.set_faults(Faults::default());
+        wait_status(&t, &uid, "registered", 15).await;
+        assert_eq!(sim.registrations(&uid), 1);
+        let deliveries = t.gw.state.store.outbox_for(&uid).await.unwrap();
+        assert!(deliveries[0].attempts >= 3, "{deliveries:?}");
+        sim.stop().await;
+        t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn data_errors_are_not_retried_and_name_who_fixes_them(backend: Backend) {
+        let config = RemdSimConfig { known_orgs: Some(["1.2.643.5.1.13.13.12.2.77.9999".to_string()].into()), ..RemdSimConfig::default() };
+        let Setup { t, sim } = setup(backend, config, vec![0, 0, 0], 30).await;
+        let uid = uuid::Uuid::new_v4().to_string();
+        submit(&t, &document_reference(&uid, &cda(7), &[])).await;
+        let v = wait_status(&t, &uid, "rejected", 15).await;
+        assert_eq!(v["extension"][1]["extension"][0]["valueCode"], "data", "{v}");
+        assert_eq!(v["extension"][1]["extension"][1]["valueString"], "ORG_NOT_FOUND_IN_FRMO");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(sim.counters().received, 1, "a data error must not be retried");
+        let list: Value = t.get_admin("/api/admin/documents?status=rejected&error_class=data").await.json().await.unwrap();
+        assert_eq!(list["count"], 1);
+        assert_eq!(list["items"][0]["error"]["to_be_fixed_by"], "the clinic that submitted the document");
+        // Rerun after the fix (here: the registry now knows the organization is irrelevant; the
+        // rerun is queued and tried again exactly once more).
+        let r = t.http.post(t.url(&format!("/api/admin/documents/{uid}/rerun"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        wait_status(&t, &uid, "rejected", 15).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sim.counters().received < 2 {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = t.http.post(t.url(&format!("/api/admin/documents/{uid}/rerun"))).bearer_auth(CLINIC_TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        sim.stop().await;
+        t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn lost_callback_is_recovered_by_polling(backend: Backend) {
+        let faults = Faults { lost_callback: 1.0, ..Faults::default() };
+        let Setup { t, sim } = setup(backend, RemdSimConfig { faults, ..RemdSimConfig::default() }, vec![1], 1).await;
+        let uid = uuid::Uuid::new_v4().to_string();
+        submit(&t, &document_reference(&uid, &cda(8), &[])).await;
+        wait_status(&t, &uid, "registered", 20).await;
+        assert_eq!(sim.counters().callbacks_sent, 0);
+        assert_eq!(sim.counters().callbacks_lost, 1);
+        assert_eq!(sim.registrations(&uid), 1);
+        let shown: Value = t.get_admin(&format!("/api/admin/documents/{uid}")).await.json().await.unwrap();
+        let last = shown["history"].as_array().unwrap().last().unwrap().clone();
+        assert!(last["detail"].as_str().unwrap().contains("recovered by polling"), "{shown}");
+        sim.stop().await;
+        t.stop().await;
+    }
+}
