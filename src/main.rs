@@ -88,7 +88,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::CheckConfig { file } => {
             let settings = Settings::load(Some(&file)).map_err(|e| e.to_string())?;
-            println!("{} is valid\n{settings:#?}", file.display());
+            use std::io::Write;
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(
+                std::io::stdout(),
+                "{} is valid\n{settings:#?}",
+                file.display()
+            );
             Ok(())
         }
         Command::Demo { port, data_dir } => {

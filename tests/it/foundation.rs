@@ -394,3 +394,69 @@ async fn panicking_handler_is_contained() {
     handle.stop(true).await;
     t.stop().await;
 }
+
+/// The configurations shipped in `deploy/` load through the real loader.
+#[test]
+fn shipped_configurations_are_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::path::PathBuf::from(format!("{root}/deploy/medgate.example.toml"));
+    let s = medgate::config::Settings::load(Some(&example)).unwrap();
+    assert!(s.remd.is_some());
+    assert_eq!(s.signing.keys.len(), 2);
+    // The Kubernetes ConfigMap embeds a TOML file under `medgate.toml: |`.
+    let cm = std::fs::read_to_string(format!("{root}/deploy/k8s/configmap.yaml")).unwrap();
+    let body: String = cm
+        .split_once("medgate.toml: |\n")
+        .unwrap()
+        .1
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("medgate.toml");
+    std::fs::write(&file, body).unwrap();
+    let s = medgate::config::Settings::load(Some(&file)).unwrap();
+    assert_eq!(s.http.bind, "0.0.0.0:8080");
+}
+
+/// `medgate demo` from the built binary serves readiness on its port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_binary_becomes_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_medgate"))
+        .args(["demo", "--port", &port.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let mut ready = false;
+    for _ in 0..300 {
+        if let Ok(r) = http.get(&url).send().await {
+            if r.status() == StatusCode::OK {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "demo never became ready");
+    let orgs: Value = http
+        .get(format!("http://127.0.0.1:{port}/fhir/Organization"))
+        .bearer_auth(medgate::demo::DEMO_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(orgs["entry"].as_array().unwrap().len(), 12);
+    child.kill().await.unwrap();
+}
