@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use crate::config::{BodyPolicy, ClientSettings, RoutePolicy, Secret, Settings};
+use crate::config::{
+    BodyPolicy, ClientSettings, KeyRole, KeySettings, RemdSettings, RoutePolicy, Secret, Settings,
+};
 use crate::store::organizations::Organization;
 use crate::store::{Store, StoreError};
 
@@ -32,6 +34,114 @@ pub fn settings(port: u16, data_dir: &Path) -> Settings {
         scopes: vec!["admin".into()],
     }];
     s
+}
+
+/// The organization whose keys the demo holds.
+pub const DEMO_ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
+/// The demo doctor's (fake, checksum-valid) SNILS.
+pub const DEMO_DOCTOR_SNILS: &str = "12345678964";
+
+/// Points the demo gateway at a registry simulator and at the demo keys.
+pub fn with_registry(mut s: Settings, registry_url: &str, keys: Vec<KeySettings>) -> Settings {
+    let base = format!("http://{}", s.http.bind);
+    s.remd = Some(RemdSettings {
+        url: registry_url.to_string(),
+        client_entity_id: "medgate-demo".into(),
+        callback_url: format!("{base}/soap/remd/callback"),
+        file_url: format!("{base}/soap/remd/provider"),
+        timeout_secs: 5,
+        retry_schedule_secs: vec![2, 10, 30, 120],
+        callback_timeout_secs: 30,
+        workers: 4,
+        max_document_bytes: 5 * 1024 * 1024,
+    });
+    s.signing.keys = keys;
+    s
+}
+
+/// Creates (once) demo signing keys in `dir`: ECDSA P-256 with self-signed certificates for
+/// [`DEMO_ORG`] and the demo doctor. Demo only; production keys come from the operator.
+pub fn ensure_keys(dir: &Path) -> Result<Vec<KeySettings>, String> {
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let make = |name: &str, subject: &[(Nid, &str)]| -> Result<(String, String), String> {
+        let key_path = dir.join(format!("{name}.key.pem"));
+        let cert_path = dir.join(format!("{name}.cert.pem"));
+        if !key_path.exists() || !cert_path.exists() {
+            let e = |e: openssl::error::ErrorStack| e.to_string();
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(e)?;
+            let key = PKey::from_ec_key(EcKey::generate(&group).map_err(e)?).map_err(e)?;
+            let mut n = X509NameBuilder::new().map_err(e)?;
+            for (nid, v) in subject {
+                n.append_entry_by_nid(*nid, v).map_err(e)?;
+            }
+            let n = n.build();
+            let mut b = X509Builder::new().map_err(e)?;
+            b.set_version(2).map_err(e)?;
+            b.set_subject_name(&n).map_err(e)?;
+            b.set_issuer_name(&n).map_err(e)?;
+            b.set_pubkey(&key).map_err(e)?;
+            let serial = openssl::bn::BigNum::from_u32(rand_serial())
+                .map_err(e)?
+                .to_asn1_integer()
+                .map_err(e)?;
+            b.set_serial_number(&serial).map_err(e)?;
+            let not_before = openssl::asn1::Asn1Time::days_from_now(0).map_err(e)?;
+            b.set_not_before(&not_before).map_err(e)?;
+            let not_after = openssl::asn1::Asn1Time::days_from_now(365).map_err(e)?;
+            b.set_not_after(&not_after).map_err(e)?;
+            b.sign(&key, openssl::hash::MessageDigest::sha256())
+                .map_err(e)?;
+            std::fs::write(&key_path, key.private_key_to_pem_pkcs8().map_err(e)?)
+                .map_err(|e| e.to_string())?;
+            std::fs::write(&cert_path, b.build().to_pem().map_err(e)?)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok((
+            key_path.display().to_string(),
+            cert_path.display().to_string(),
+        ))
+    };
+    let (org_key, org_cert) = make(
+        "demo-org",
+        &[
+            (Nid::COUNTRYNAME, "RU"),
+            (Nid::ORGANIZATIONNAME, "City Polyclinic No. 1 (demo)"),
+            (Nid::COMMONNAME, "City Polyclinic No. 1 (demo)"),
+        ],
+    )?;
+    let (doc_key, doc_cert) = make(
+        "demo-doctor",
+        &[
+            (Nid::COUNTRYNAME, "RU"),
+            (Nid::COMMONNAME, "Synthetic Doctor (demo)"),
+            (Nid::from_raw(1006), DEMO_DOCTOR_SNILS),
+        ],
+    )?;
+    Ok(vec![
+        KeySettings {
+            owner: DEMO_ORG.into(),
+            role: KeyRole::Organization,
+            certificate: Some(org_cert),
+            private_key: Some(org_key),
+            pkcs12: None,
+            passphrase: None,
+        },
+        KeySettings {
+            owner: DEMO_DOCTOR_SNILS.into(),
+            role: KeyRole::Doctor,
+            certificate: Some(doc_cert),
+            private_key: Some(doc_key),
+            pkcs12: None,
+            passphrase: None,
+        },
+    ])
+}
+
+fn rand_serial() -> u32 {
+    (uuid::Uuid::new_v4().as_u128() as u32) & 0x7fff_ffff
 }
 
 /// The demo region's organizations.

@@ -102,14 +102,23 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
             let settings = medgate::demo::settings(port, &data_dir);
             medgate::telemetry::init(&settings.log);
+            let registry = medgate::sim::remd::RemdSim::start(medgate::sim::remd::RemdSimConfig {
+                gateway_token: medgate::demo::DEMO_TOKEN.into(),
+                check: Some(std::sync::Arc::new(medgate::sim::remd::CryptoCheck)),
+                ..Default::default()
+            })
+            .map_err(|e| format!("registry simulator: {e}"))?;
+            let keys = medgate::demo::ensure_keys(&data_dir)?;
+            let settings = medgate::demo::with_registry(settings, &registry.url, keys);
             let gw = Gateway::start(settings).await.map_err(|e| e.to_string())?;
             medgate::demo::seed(&gw.state.store)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
-                "medgate demo on {url}\n  demo client token: {token}\n  try: curl -H 'Authorization: Bearer {token}' {url}/fhir/Organization\n  stop with Ctrl-C",
+                "medgate demo on {url}\n  demo client token: {token}\n  registry simulator: {registry}\n  try: curl -H 'Authorization: Bearer {token}' {url}/fhir/Organization\n  submit a document: curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/fhir+json' --data @adapters/remd/samples/document-reference.json {url}/fhir/DocumentReference\n  stop with Ctrl-C",
                 url = gw.url(),
-                token = medgate::demo::DEMO_TOKEN
+                token = medgate::demo::DEMO_TOKEN,
+                registry = registry.url
             );
             gw.run_until_stopped().await.map_err(|e| e.to_string())
         }

@@ -364,3 +364,62 @@ both_backends! {
         t.stop().await;
     }
 }
+
+both_backends! {
+    async fn shipped_sample_document_is_accepted_and_registered(backend: Backend) {
+        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+        let sample = std::fs::read(format!("{}/adapters/remd/samples/document-reference.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let r = t.http.post(t.url("/fhir/DocumentReference")).bearer_auth(CLINIC_TOKEN)
+            .header("content-type", "application/fhir+json").body(sample).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v = wait_status(&t, "6f1c9a52-3d0e-4b8a-9b1e-2f5d7c8e9a01", "registered", 15).await;
+        assert_eq!(v["custodian"]["reference"], format!("Organization/{CLINIC_ORG}"));
+        sim.stop().await;
+        t.stop().await;
+    }
+}
+
+/// Callbacks as the codec writes them validate against the schema the gateway publishes.
+#[test]
+fn callback_messages_match_the_published_schema() {
+    use medgate::codec::remd::{RegisterResult, RegistryError, RegistryItem};
+    let dir = tempfile::tempdir().unwrap();
+    let ok = RegisterResult {
+        relates_to_message: "urn:uuid:1".into(),
+        status: "success".into(),
+        item: Some(RegistryItem {
+            emdr_id: "16.62.23.09.000000001".into(),
+            local_uid: "6f1c9a52-3d0e-4b8a-9b1e-2f5d7c8e9a01".into(),
+            registration_date_time: chrono::Utc::now().to_rfc3339(),
+        }),
+        errors: vec![],
+    };
+    let bad = RegisterResult {
+        relates_to_message: "urn:uuid:2".into(),
+        status: "error".into(),
+        item: None,
+        errors: vec![RegistryError {
+            code: "DIGEST_MISMATCH".into(),
+            message: "a & b < c".into(),
+        }],
+    };
+    for (i, r) in [ok, bad].iter().enumerate() {
+        std::fs::write(dir.path().join(format!("{i}.xml")), r.to_xml()).unwrap();
+    }
+    let script = format!(
+        "from lxml import etree\nimport glob\ns = etree.XMLSchema(etree.parse('{}/schemas/remd-callback.xsd'))\nfor f in sorted(glob.glob('{}/*.xml')):\n    s.assertValid(etree.parse(f))\nprint('valid')\n",
+        env!("CARGO_MANIFEST_DIR"),
+        dir.path().display()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
+}
