@@ -679,7 +679,7 @@ impl Documents {
         let config = crate::exchange::delivery::WorkerConfig {
             destination: DESTINATION.into(),
             concurrency: settings.workers,
-            lease: Duration::from_secs(settings.timeout_secs * 3 + 30),
+            lease: Duration::from_secs(settings.timeout_secs * 3 + 5),
             idle_poll: Duration::from_millis(500),
         };
         let worker = tokio::spawn(crate::exchange::delivery::run(
