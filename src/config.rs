@@ -85,6 +85,13 @@ pub struct RemdSettings {
     /// Largest accepted document, in bytes.
     #[serde(default = "default_max_document")]
     pub max_document_bytes: usize,
+    /// Run delivery workers in this process; `false` makes an intake-only node.
+    #[serde(default = "default_true")]
+    pub deliver: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_remd_timeout() -> u64 {

@@ -54,6 +54,7 @@ pub fn with_registry(mut s: Settings, registry_url: &str, keys: Vec<KeySettings>
         callback_timeout_secs: 30,
         workers: 4,
         max_document_bytes: 5 * 1024 * 1024,
+        deliver: true,
     });
     s.signing.keys = keys;
     s

@@ -7,6 +7,7 @@
 pub mod adapters;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod demo;

@@ -36,6 +36,11 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Load commands that measure the gateway (figures for BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Run a self-contained demo: embedded SQLite, seeded region, demo client `demo-token`.
     Demo {
         /// Port to listen on (127.0.0.1).
@@ -44,6 +49,32 @@ enum Command {
         /// Directory for the demo database; created if missing.
         #[arg(long, default_value = "./medgate-demo-data")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Document intake through HTTP on PostgreSQL: validation, two GOST CMS signatures,
+    /// durable enqueue; with `openssl cms -sign` per-process signing side by side.
+    Documents {
+        /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg: String,
+        /// Documents to submit.
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Concurrent requests.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Document size in bytes.
+        #[arg(long, default_value_t = 10_240)]
+        size: usize,
+        /// Directory holding org-gost256.* and doctor-gost256.* PEM files.
+        #[arg(long, default_value = "tests/fixtures/keys")]
+        keys: PathBuf,
+        /// Signatures made with one `openssl cms -sign` process each (0 to skip).
+        #[arg(long, default_value_t = 300)]
+        openssl_count: usize,
     },
 }
 
@@ -95,6 +126,29 @@ async fn run(cli: Cli) -> Result<(), String> {
                 "{} is valid\n{settings:#?}",
                 file.display()
             );
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Documents {
+                    pg,
+                    count,
+                    concurrency,
+                    size,
+                    keys,
+                    openssl_count,
+                },
+        } => {
+            let report = medgate::bench::documents(medgate::bench::DocumentBench {
+                pg_admin_url: pg,
+                count,
+                concurrency,
+                size,
+                keys,
+                openssl_count,
+            })
+            .await?;
+            println!("{report}");
             Ok(())
         }
         Command::Demo { port, data_dir } => {

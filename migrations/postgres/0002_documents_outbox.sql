@@ -29,6 +29,10 @@ CREATE TABLE documents (
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL
 );
+-- Exact bytes are stored for retrieval, not compressed: saves CPU on every intake.
+ALTER TABLE documents ALTER COLUMN content SET STORAGE EXTERNAL;
+ALTER TABLE documents ALTER COLUMN org_signature SET STORAGE EXTERNAL;
+ALTER TABLE documents ALTER COLUMN doctor_signature SET STORAGE EXTERNAL;
 CREATE INDEX documents_status ON documents (status, updated_at);
 CREATE INDEX documents_org ON documents (org_oid, created_at);
 CREATE INDEX documents_kind ON documents (kind_code, created_at);

@@ -359,8 +359,12 @@ impl Documents {
             error_codes: None,
             error_message: None,
             rerun_of: None,
-            created_at: 0,
+            created_at: now_ms(),
             updated_at: 0,
+        };
+        let doc = StoredDocument {
+            updated_at: doc.created_at,
+            ..doc
         };
         match self
             .store
@@ -369,8 +373,7 @@ impl Documents {
         {
             Inserted::New => {
                 self.wake.notify_waiters();
-                let stored = self.store.get_document(&uid).await?.unwrap_or(doc);
-                Ok((stored, true))
+                Ok((doc, true))
             }
             Inserted::Existing(existing) if existing.request_hash == doc.request_hash => {
                 Ok((*existing, false))
@@ -671,6 +674,9 @@ impl Documents {
         let Some((settings, _)) = &self.remd else {
             return Vec::new();
         };
+        if !settings.deliver {
+            return Vec::new();
+        }
         let svc = self.clone();
         let handler: crate::exchange::delivery::Handler = Arc::new(move |item| {
             let svc = svc.clone();

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::outbox::{enqueue, NewOutboxItem};
-use super::{now_ms, Store, StoreError};
+use super::{now_ms, Backend, Store, StoreError};
 
 /// A document as stored (bytes exactly as accepted).
 #[derive(Debug, Clone, Serialize)]
@@ -116,59 +116,62 @@ impl Store {
         d: &StoredDocument,
         registration: &NewOutboxItem,
     ) -> Result<Inserted, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let now = now_ms();
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO documents ({COLUMNS}) VALUES \
-             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25) \
-             ON CONFLICT (id) DO NOTHING"
-        ))
-        .bind(d.id.clone())
-        .bind(d.org_oid.clone())
-        .bind(d.kind_code.clone())
-        .bind(d.kind_version.clone())
-        .bind(d.patient_snils.clone())
-        .bind(d.author_snils.clone())
-        .bind(d.submitted_by.clone())
-        .bind(d.request_hash.clone())
-        .bind(d.content.clone())
-        .bind(d.content_type.clone())
-        .bind(d.sha256.clone())
-        .bind(d.streebog256.clone())
-        .bind(d.org_signature.clone())
-        .bind(d.doctor_signature.clone())
-        .bind(i32::from(d.signed_by_gateway))
-        .bind(d.status.clone())
-        .bind(d.emdr_id.clone())
-        .bind(d.registered_at)
-        .bind(d.message_id.clone())
-        .bind(d.error_class.clone())
-        .bind(d.error_codes.clone())
-        .bind(d.error_message.clone())
-        .bind(d.rerun_of.clone())
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            tx.rollback().await?;
-            let existing = self.get_document(&d.id).await?.ok_or(StoreError::Corrupt {
-                what: "documents.id",
-                detail: "conflicting row vanished".into(),
-            })?;
-            return Ok(Inserted::Existing(Box::new(existing)));
+        let now = if d.created_at > 0 { d.created_at } else { now_ms() };
+        let inserted = match self.backend() {
+            // One statement: the document, its first history event and its outbox item are
+            // written atomically in a single round trip.
+            Backend::Postgres => {
+                let sql = format!(
+                    "WITH d AS (INSERT INTO documents ({COLUMNS}) VALUES \
+                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$24) \
+                     ON CONFLICT (id) DO NOTHING RETURNING id), \
+                     e AS (INSERT INTO document_events (id, document_id, at, status, detail) \
+                       SELECT $25, id, $24, $16, 'accepted and queued for registration' FROM d), \
+                     o AS (INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
+                       next_attempt_at, created_at, updated_at) \
+                       SELECT $26, $27, $28, id, $29, 'pending', 0, $30, $24, $24 FROM d) \
+                     SELECT COUNT(*) AS n FROM d"
+                );
+                let n: i64 = bind_document(sqlx::query_scalar(&sql), d, now)
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(registration.destination.clone())
+                    .bind(registration.kind.clone())
+                    .bind(registration.payload.clone())
+                    .bind(registration.due_at)
+                    .fetch_one(self.pool())
+                    .await?;
+                n == 1
+            }
+            Backend::Sqlite => {
+                let mut tx = self.pool().begin().await?;
+                let sql = format!(
+                    "INSERT INTO documents ({COLUMNS}) VALUES \
+                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$24) \
+                     ON CONFLICT (id) DO NOTHING RETURNING id"
+                );
+                let done: Option<String> = bind_document(sqlx::query_scalar(&sql), d, now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if done.is_some() {
+                    add_event(&mut tx, &d.id, now, &d.status, "accepted and queued for registration").await?;
+                    enqueue(&mut tx, registration, now).await?;
+                    tx.commit().await?;
+                    true
+                } else {
+                    tx.rollback().await?;
+                    false
+                }
+            }
+        };
+        if inserted {
+            return Ok(Inserted::New);
         }
-        add_event(
-            &mut tx,
-            &d.id,
-            now,
-            &d.status,
-            "accepted and queued for registration",
-        )
-        .await?;
-        enqueue(&mut tx, registration, now).await?;
-        tx.commit().await?;
-        Ok(Inserted::New)
+        let existing = self.get_document(&d.id).await?.ok_or(StoreError::Corrupt {
+            what: "documents.id",
+            detail: "conflicting row vanished".into(),
+        })?;
+        Ok(Inserted::Existing(Box::new(existing)))
     }
 
     /// One document by local UID.
@@ -404,6 +407,38 @@ async fn add_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Binds the 24 document columns ($1..$24, `created_at` and `updated_at` both `now`).
+fn bind_document<'q, O>(
+    q: sqlx::query::QueryScalar<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
+    d: &StoredDocument,
+    now: i64,
+) -> sqlx::query::QueryScalar<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
+    q.bind(d.id.clone())
+        .bind(d.org_oid.clone())
+        .bind(d.kind_code.clone())
+        .bind(d.kind_version.clone())
+        .bind(d.patient_snils.clone())
+        .bind(d.author_snils.clone())
+        .bind(d.submitted_by.clone())
+        .bind(d.request_hash.clone())
+        .bind(d.content.clone())
+        .bind(d.content_type.clone())
+        .bind(d.sha256.clone())
+        .bind(d.streebog256.clone())
+        .bind(d.org_signature.clone())
+        .bind(d.doctor_signature.clone())
+        .bind(i32::from(d.signed_by_gateway))
+        .bind(d.status.clone())
+        .bind(d.emdr_id.clone())
+        .bind(d.registered_at)
+        .bind(d.message_id.clone())
+        .bind(d.error_class.clone())
+        .bind(d.error_codes.clone())
+        .bind(d.error_message.clone())
+        .bind(d.rerun_of.clone())
+        .bind(now)
 }
 
 fn decode(row: &AnyRow) -> Result<StoredDocument, StoreError> {

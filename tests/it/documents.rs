@@ -62,6 +62,7 @@ async fn setup(
             callback_timeout_secs: callback_timeout,
             workers: 4,
             max_document_bytes: 1024 * 1024,
+            deliver: true,
         });
         s.signing.keys = vec![
             key(CLINIC_ORG, KeyRole::Organization, "org-gost256"),

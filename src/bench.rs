@@ -1,0 +1,297 @@
+//! Load commands (`medgate bench ...`): real HTTP against an in-process gateway on
+//! PostgreSQL, reporting throughput and latency percentiles. Figures go to BENCHMARKS.md.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures_util::StreamExt;
+use sqlx::Connection;
+
+use crate::app::Gateway;
+use crate::config::{
+    BodyPolicy, ClientSettings, KeyRole, KeySettings, RemdSettings, Secret, Settings,
+};
+
+/// Options of `medgate bench documents`.
+#[derive(Debug, Clone)]
+pub struct DocumentBench {
+    /// PostgreSQL server URL with rights to create a database (a fresh one is made and dropped).
+    pub pg_admin_url: String,
+    /// Documents to submit.
+    pub count: usize,
+    /// Concurrent HTTP requests.
+    pub concurrency: usize,
+    /// Size of each CDA document in bytes (approximately).
+    pub size: usize,
+    /// Directory with `org-gost256.*.pem` and `doctor-gost256.*.pem`.
+    pub keys: PathBuf,
+    /// Signatures to make with one `openssl cms -sign` process each, for comparison.
+    pub openssl_count: usize,
+}
+
+/// Results of a run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Documents accepted.
+    pub accepted: usize,
+    /// Wall time of the submission phase.
+    pub elapsed: Duration,
+    /// Latency percentiles (p50, p90, p99, max).
+    pub latency: [Duration; 4],
+    /// `openssl cms -sign` processes per second (one signature each), if measured.
+    pub openssl_per_sec: Option<f64>,
+    /// Document size in bytes.
+    pub doc_bytes: usize,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = self.accepted as f64 / self.elapsed.as_secs_f64();
+        writeln!(
+            f,
+            "documents accepted:   {} of {} bytes each in {:.2} s",
+            self.accepted,
+            self.doc_bytes,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(f, "gateway throughput:   {rate:.0} documents/s (intake + validation + 2 GOST CMS signatures + durable enqueue, through HTTP, PostgreSQL)")?;
+        writeln!(
+            f,
+            "latency p50/p90/p99/max: {:.1} / {:.1} / {:.1} / {:.1} ms",
+            ms(self.latency[0]),
+            ms(self.latency[1]),
+            ms(self.latency[2]),
+            ms(self.latency[3])
+        )?;
+        if let Some(o) = self.openssl_per_sec {
+            writeln!(f, "openssl cms -sign, one process per signature: {o:.0} signatures/s = {:.0} documents/s at 2 signatures each", o / 2.0)?;
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs the document intake benchmark.
+pub async fn documents(opts: DocumentBench) -> Result<Report, String> {
+    crate::sign::init_crypto();
+    if !crate::sign::init_crypto().gost_available {
+        return Err("GOST engine unavailable: install libengine-gost-openssl".into());
+    }
+    let name = format!("medgate_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&opts.pg_admin_url)
+        .await
+        .map_err(|e| format!("PostgreSQL: {e}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut url = url::Url::parse(&opts.pg_admin_url).map_err(|e| e.to_string())?;
+    url.set_path(&format!("/{name}"));
+    let result = run(&opts, url.as_str()).await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+    let mut report = result?;
+    if opts.openssl_count > 0 {
+        report.openssl_per_sec = Some(openssl_rate(&opts)?);
+    }
+    Ok(report)
+}
+
+const ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
+const TOKEN: &str = "bench-token";
+
+fn key(opts: &DocumentBench, owner: &str, role: KeyRole, name: &str) -> KeySettings {
+    KeySettings {
+        owner: owner.into(),
+        role,
+        certificate: Some(
+            opts.keys
+                .join(format!("{name}.cert.pem"))
+                .display()
+                .to_string(),
+        ),
+        private_key: Some(
+            opts.keys
+                .join(format!("{name}.key.pem"))
+                .display()
+                .to_string(),
+        ),
+        pkcs12: None,
+        passphrase: None,
+    }
+}
+
+fn document(n: usize, size: usize) -> String {
+    let base = crate::codec::cda::sample_document(ORG, "11223344595", "12345678964", n as u64, 0);
+    crate::codec::cda::sample_document(
+        ORG,
+        "11223344595",
+        "12345678964",
+        n as u64,
+        size.saturating_sub(base.len()),
+    )
+}
+
+async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
+    let mut s = Settings::default();
+    s.http.bind = "127.0.0.1:0".into();
+    s.database.url = db_url.to_string();
+    s.database.max_connections = 32;
+    s.log.filter = "warn".into();
+    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
+    s.clients = vec![ClientSettings {
+        id: "bench".into(),
+        name: "bench".into(),
+        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
+        organizations: vec![ORG.into()],
+        scopes: vec!["documents:write".into()],
+    }];
+    s.remd = Some(RemdSettings {
+        url: "http://127.0.0.1:9/unused".into(),
+        client_entity_id: "bench".into(),
+        callback_url: "http://127.0.0.1:9/cb".into(),
+        file_url: "http://127.0.0.1:9/file".into(),
+        timeout_secs: 10,
+        retry_schedule_secs: vec![60],
+        callback_timeout_secs: 600,
+        workers: 1,
+        max_document_bytes: 5 * 1024 * 1024,
+        deliver: false,
+    });
+    s.signing.keys = vec![
+        key(opts, ORG, KeyRole::Organization, "org-gost256"),
+        key(opts, "12345678964", KeyRole::Doctor, "doctor-gost256"),
+    ];
+    let store = crate::store::Store::connect(&s.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let gw = Gateway::start_on(s, store, listener, Instant::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    let endpoint = format!("{}/fhir/DocumentReference", gw.url());
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bodies: Vec<Vec<u8>> = (0..opts.count)
+        .map(|i| {
+            let v = serde_json::json!({
+                "resourceType": "DocumentReference",
+                "masterIdentifier": {"value": format!("urn:uuid:{}", uuid::Uuid::new_v4())},
+                "type": {"coding": [{"system": "urn:oid:1.2.643.5.1.13.13.11.1522", "version": "5.12", "code": "4"}]},
+                "subject": {"identifier": {"value": "11223344595"}},
+                "author": [{"identifier": {"value": "12345678964"}}],
+                "custodian": {"identifier": {"value": ORG}},
+                "content": [{"attachment": {"contentType": "application/x-hl7-cda+xml", "data": b64.encode(document(i, opts.size))}}],
+            });
+            serde_json::to_vec(&v).unwrap_or_default()
+        })
+        .collect();
+    let doc_bytes = document(0, opts.size).len();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.concurrency)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let bar = indicatif::ProgressBar::new(opts.count as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} documents {per_sec} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    // Warm-up: connections, caches.
+    for b in bodies.iter().take(opts.concurrency.min(opts.count)) {
+        let _ = http
+            .post(&endpoint)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/fhir+json")
+            .body(b.clone())
+            .send()
+            .await;
+    }
+    let started = Instant::now();
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(opts.count)));
+    let accepted = futures_util::stream::iter(bodies.into_iter().skip(opts.concurrency.min(opts.count)))
+        .map(|b| {
+            let http = http.clone();
+            let endpoint = endpoint.clone();
+            let latencies = latencies.clone();
+            let bar = bar.clone();
+            async move {
+                let t = Instant::now();
+                let ok = matches!(
+                    http.post(&endpoint).bearer_auth(TOKEN).header("content-type", "application/fhir+json").body(b).send().await,
+                    Ok(r) if r.status().as_u16() == 201
+                );
+                if let Ok(mut l) = latencies.lock() {
+                    l.push(t.elapsed());
+                }
+                bar.inc(1);
+                ok
+            }
+        })
+        .buffer_unordered(opts.concurrency)
+        .filter(|ok| futures_util::future::ready(*ok))
+        .count()
+        .await;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    gw.stop().await;
+    let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    l.sort();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Report {
+        accepted,
+        elapsed,
+        latency: [
+            pct(0.50),
+            pct(0.90),
+            pct(0.99),
+            l.last().copied().unwrap_or_default(),
+        ],
+        openssl_per_sec: None,
+        doc_bytes,
+    })
+}
+
+fn openssl_rate(opts: &DocumentBench) -> Result<f64, String> {
+    let dir = std::env::temp_dir().join(format!("medgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let conf = dir.join("gost.cnf");
+    std::fs::write(&conf, "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n[engine_section]\ngost = gost_section\n[gost_section]\nengine_id = gost\ndefault_algorithms = ALL\n").map_err(|e| e.to_string())?;
+    let doc = dir.join("doc.xml");
+    std::fs::write(&doc, document(0, opts.size)).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    for i in 0..opts.openssl_count {
+        let out = std::process::Command::new("openssl")
+            .args(["cms", "-sign", "-binary", "-outform", "DER", "-nosmimecap"])
+            .arg("-in")
+            .arg(&doc)
+            .arg("-out")
+            .arg(dir.join(format!("{i}.p7s")))
+            .arg("-signer")
+            .arg(opts.keys.join("org-gost256.cert.pem"))
+            .arg("-inkey")
+            .arg(opts.keys.join("org-gost256.key.pem"))
+            .env("OPENSSL_CONF", &conf)
+            .output()
+            .map_err(|e| format!("openssl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "openssl cms -sign failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let rate = opts.openssl_count as f64 / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rate)
+}
