@@ -52,6 +52,9 @@ pub enum SignError {
     /// The signature does not verify over the data.
     #[error("the signature does not match the document bytes")]
     Mismatch,
+    /// The signer certificate does not chain to a trusted authority.
+    #[error("the signer certificate is not trusted: {0}")]
+    Untrusted(String),
     /// Signing failed inside OpenSSL.
     #[error("signing failed: {0}")]
     Signing(String),
@@ -184,6 +187,9 @@ pub fn verify_detached_cms(
             let text = first_error(&e);
             if text.contains("signer certificate not found") {
                 SignError::NoSignerCertificate
+            } else if e.to_string().contains("certificate verify error") {
+                let reason = e.to_string();
+                SignError::Untrusted(reason.rsplit(':').next().unwrap_or("").trim().to_string())
             } else {
                 SignError::Mismatch
             }

@@ -116,7 +116,11 @@ impl Store {
         d: &StoredDocument,
         registration: &NewOutboxItem,
     ) -> Result<Inserted, StoreError> {
-        let now = if d.created_at > 0 { d.created_at } else { now_ms() };
+        let now = if d.created_at > 0 {
+            d.created_at
+        } else {
+            now_ms()
+        };
         let inserted = match self.backend() {
             // One statement: the document, its first history event and its outbox item are
             // written atomically in a single round trip.
@@ -154,7 +158,14 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
                 if done.is_some() {
-                    add_event(&mut tx, &d.id, now, &d.status, "accepted and queued for registration").await?;
+                    add_event(
+                        &mut tx,
+                        &d.id,
+                        now,
+                        &d.status,
+                        "accepted and queued for registration",
+                    )
+                    .await?;
                     enqueue(&mut tx, registration, now).await?;
                     tx.commit().await?;
                     true
