@@ -69,7 +69,11 @@ impl Gateway {
         })?;
         let (txlog, txlog_task) = TxLog::start(store.clone(), settings.transaction_log.clone());
         crate::sign::init_crypto();
-        let keys = crate::sign::KeyRing::load(&settings.signing.keys).map_err(AppError::Keys)?;
+        let key_settings = settings.signing.keys.clone();
+        let keys = tokio::task::spawn_blocking(move || crate::sign::KeyRing::load(&key_settings))
+            .await
+            .map_err(|e| AppError::Keys(e.to_string()))?
+            .map_err(AppError::Keys)?;
         let remd = settings.remd.as_ref().map(|r| {
             let client = crate::adapters::remd::RemdClient::new(
                 &r.url,

@@ -125,6 +125,7 @@ fn key(opts: &DocumentBench, owner: &str, role: KeyRole, name: &str) -> KeySetti
         ),
         pkcs12: None,
         passphrase: None,
+        remote: None,
     }
 }
 

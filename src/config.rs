@@ -145,6 +145,27 @@ pub struct KeySettings {
     pub pkcs12: Option<String>,
     /// Passphrase of the private key or PKCS#12 file.
     pub passphrase: Option<Secret>,
+    /// A key held by an external signing service instead of files.
+    pub remote: Option<RemoteKeySettings>,
+}
+
+/// A key that lives in an external signing service (certified token, HSM).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteKeySettings {
+    /// Base URL of the signing service.
+    pub url: String,
+    /// The key's id in the service.
+    pub key_id: String,
+    /// Bearer token for the service.
+    pub token: Secret,
+    /// Seconds to wait for a signature.
+    #[serde(default = "default_remote_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_remote_timeout() -> u64 {
+    5
 }
 
 /// HTTP listener settings.
@@ -414,11 +435,20 @@ impl Settings {
         }
         for (i, k) in self.signing.keys.iter().enumerate() {
             let pem = k.certificate.is_some() && k.private_key.is_some();
-            if pem == k.pkcs12.is_some() {
+            let sources = [pem, k.pkcs12.is_some(), k.remote.is_some()];
+            if sources.iter().filter(|x| **x).count() != 1 {
                 return bad(
                     &format!("signing.keys[{i}]"),
-                    "give either certificate + private_key (PEM) or pkcs12",
+                    "give exactly one of: certificate + private_key (PEM), pkcs12, remote",
                 );
+            }
+            if let Some(r) = &k.remote {
+                if url::Url::parse(&r.url).is_err() {
+                    return bad(
+                        &format!("signing.keys[{i}].remote.url"),
+                        "must be an absolute URL",
+                    );
+                }
             }
             let owner_ok = match k.role {
                 KeyRole::Organization => crate::model::Oid::parse_organization(&k.owner).is_ok(),

@@ -129,6 +129,7 @@ pub fn ensure_keys(dir: &Path) -> Result<Vec<KeySettings>, String> {
             private_key: Some(org_key),
             pkcs12: None,
             passphrase: None,
+            remote: None,
         },
         KeySettings {
             owner: DEMO_DOCTOR_SNILS.into(),
@@ -137,6 +138,7 @@ pub fn ensure_keys(dir: &Path) -> Result<Vec<KeySettings>, String> {
             private_key: Some(doc_key),
             pkcs12: None,
             passphrase: None,
+            remote: None,
         },
     ])
 }

@@ -87,6 +87,15 @@ fn to_api(e: DocumentError) -> ApiError {
             "document registration is not configured on this gateway",
         ),
         DocumentError::Store(e) => ApiError::internal(e),
+        DocumentError::Signing(crate::sign::SignError::Remote(e)) => {
+            tracing::warn!(error = %e, "signing service unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Transient,
+                "SIGNER_UNAVAILABLE",
+                "the signing service holding this organization's keys is unavailable; nothing was stored, retry later",
+            )
+        }
         DocumentError::Signing(e) => ApiError::internal(format!("gateway signing: {e}")),
     }
 }

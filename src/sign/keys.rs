@@ -132,12 +132,22 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Loads every configured key; the first unreadable key is an error naming it.
+    ///
+    /// Keys held by a signing service are looked up there (blocking HTTP): call from
+    /// start-up code or `spawn_blocking`.
     pub fn load(keys: &[KeySettings]) -> Result<KeyRing, String> {
         let mut map: HashMap<(KeyRole, String), Arc<dyn Signer>> = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
-            let signer =
-                LocalSigner::from_settings(k).map_err(|e| format!("signing.keys[{i}]: {e}"))?;
-            map.insert((k.role, owner_key(k.role, &k.owner)), Arc::new(signer));
+            let signer: Arc<dyn Signer> = match &k.remote {
+                Some(r) => Arc::new(
+                    super::RemoteSigner::connect(r)
+                        .map_err(|e| format!("signing.keys[{i}]: {e}"))?,
+                ),
+                None => Arc::new(
+                    LocalSigner::from_settings(k).map_err(|e| format!("signing.keys[{i}]: {e}"))?,
+                ),
+            };
+            map.insert((k.role, owner_key(k.role, &k.owner)), signer);
         }
         Ok(KeyRing {
             signers: Arc::new(map),

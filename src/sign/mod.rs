@@ -7,8 +7,10 @@
 
 mod ffi;
 mod keys;
+mod remote;
 
 pub use keys::{KeyRing, LocalSigner};
+pub use remote::RemoteSigner;
 
 use std::sync::OnceLock;
 
@@ -55,6 +57,9 @@ pub enum SignError {
     /// The signer certificate does not chain to a trusted authority.
     #[error("the signer certificate is not trusted: {0}")]
     Untrusted(String),
+    /// The external signing service failed or is unreachable.
+    #[error("signing service: {0}")]
+    Remote(String),
     /// Signing failed inside OpenSSL.
     #[error("signing failed: {0}")]
     Signing(String),
@@ -117,7 +122,7 @@ pub fn digest(alg: DigestAlgorithm, data: &[u8]) -> Result<Vec<u8>, SignError> {
 }
 
 /// Signature algorithms the gateway holds keys for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
     /// GOST R 34.10-2012, 256-bit key.

@@ -2,6 +2,7 @@
 //! latency and faults. Used by `medgate demo`, the tests and the benchmarks.
 
 pub mod remd;
+pub mod signer;
 
 /// A cheap random number in [0, 1) for fault injection.
 pub fn roll() -> f64 {

@@ -29,6 +29,24 @@ fn key(owner: &str, role: KeyRole, name: &str) -> KeySettings {
         private_key: Some(format!("{}/{name}.key.pem", keys_dir())),
         pkcs12: None,
         passphrase: None,
+        remote: None,
+    }
+}
+
+fn remote_key(owner: &str, role: KeyRole, url: &str, key_id: &str) -> KeySettings {
+    KeySettings {
+        owner: owner.into(),
+        role,
+        certificate: None,
+        private_key: None,
+        pkcs12: None,
+        passphrase: None,
+        remote: Some(medgate::config::RemoteKeySettings {
+            url: url.into(),
+            key_id: key_id.into(),
+            token: medgate::config::Secret::new("signer-token"),
+            timeout_secs: 2,
+        }),
     }
 }
 
@@ -423,4 +441,65 @@ fn callback_messages_match_the_published_schema() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
+}
+
+both_backends! {
+    async fn keys_in_an_external_signing_service(backend: Backend) {
+        let load = |name: &str| {
+            medgate::sign::LocalSigner::from_pem(
+                &std::fs::read(format!("{}/{name}.key.pem", keys_dir())).unwrap(),
+                &std::fs::read(format!("{}/{name}.cert.pem", keys_dir())).unwrap(),
+                None,
+            )
+            .unwrap()
+        };
+        let signer = medgate::sim::signer::SignerSim::start(
+            "signer-token",
+            [("org-1".to_string(), load("org-gost512")), ("doc-1".to_string(), load("doctor-gost256"))].into(),
+        )
+        .unwrap();
+        let sim = RemdSim::start(RemdSimConfig { gateway_token: REMD_TOKEN.into(), check: Some(Arc::new(CryptoCheck)), ..RemdSimConfig::default() }).unwrap();
+        let (registry, signer_url) = (sim.url.clone(), signer.url.clone());
+        let t = TestGateway::start_with(backend, move |s| {
+            let base = s.http.public_url.clone().unwrap();
+            s.remd = Some(RemdSettings {
+                url: registry,
+                client_entity_id: "t".into(),
+                callback_url: format!("{base}/soap/remd/callback"),
+                file_url: format!("{base}/soap/remd/provider"),
+                timeout_secs: 2,
+                retry_schedule_secs: vec![1],
+                callback_timeout_secs: 30,
+                workers: 2,
+                max_document_bytes: 1024 * 1024,
+                deliver: true,
+            });
+            s.signing.keys = vec![
+                remote_key(CLINIC_ORG, KeyRole::Organization, &signer_url, "org-1"),
+                remote_key(AUTHOR, KeyRole::Doctor, &signer_url, "doc-1"),
+            ];
+        })
+        .await;
+        let uid = uuid::Uuid::new_v4().to_string();
+        assert_eq!(submit(&t, &document_reference(&uid, &cda(9), &[])).await.status(), StatusCode::CREATED);
+        wait_status(&t, &uid, "registered", 15).await;
+        assert_eq!(signer.signatures(), 2);
+        let doc = t.gw.state.store.get_document(&uid).await.unwrap().unwrap();
+        let v = medgate::sign::verify_detached_cms(&doc.content, &doc.org_signature, None).unwrap();
+        assert_eq!(v.ogrn.as_deref(), Some("1027700000001"));
+
+        // The token is unavailable: a clear 503, nothing stored, the clinic retries later.
+        signer.set_down(true);
+        let uid2 = uuid::Uuid::new_v4().to_string();
+        let r = submit(&t, &document_reference(&uid2, &cda(10), &[])).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let o: Value = r.json().await.unwrap();
+        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "SIGNER_UNAVAILABLE");
+        assert!(t.gw.state.store.get_document(&uid2).await.unwrap().is_none());
+        signer.set_down(false);
+        assert_eq!(submit(&t, &document_reference(&uid2, &cda(10), &[])).await.status(), StatusCode::CREATED);
+        signer.stop().await;
+        sim.stop().await;
+        t.stop().await;
+    }
 }
