@@ -26,7 +26,8 @@ pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
 
 /// Registry-facing SOAP routes (under `/soap`).
 pub fn soap_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/remd/callback", web::post().to(remd_callback))
+    cfg.route("/documents", web::post().to(soap_documents))
+        .route("/remd/callback", web::post().to(remd_callback))
         .route("/remd/provider", web::post().to(remd_provider));
 }
 
@@ -51,7 +52,34 @@ fn fhir_path(field: Field) -> &'static str {
     }
 }
 
+fn soap_path(field: Field) -> &'static str {
+    match field {
+        Field::LocalUid => "SubmitDocument/LocalUid",
+        Field::Kind => "SubmitDocument/Kind",
+        Field::Organization => "SubmitDocument/Organization",
+        Field::Patient => "SubmitDocument/PatientSnils",
+        Field::Author => "SubmitDocument/AuthorSnils",
+        Field::Content => "SubmitDocument/Document",
+        Field::OrgSignature => "SubmitDocument/OrganizationSignature",
+        Field::DoctorSignature => "SubmitDocument/DoctorSignature",
+    }
+}
+
+/// Namespace of the gateway's document service for SOAP-speaking MIS.
+pub const DOCUMENTS_NS: &str = "urn:medgate:documents:v1";
+
+/// The SOAP document service.
+pub const DOCUMENTS: super::soap::Service = super::soap::Service {
+    namespace: DOCUMENTS_NS,
+    action_prefix: "urn:medgate:documents:v1/",
+    log_name: "documents",
+};
+
 fn to_api(e: DocumentError) -> ApiError {
+    to_api_with(e, fhir_path)
+}
+
+fn to_api_with(e: DocumentError, path_of: fn(Field) -> &'static str) -> ApiError {
     match e {
         DocumentError::Invalid {
             code,
@@ -60,8 +88,8 @@ fn to_api(e: DocumentError) -> ApiError {
             message,
         } => {
             let at = match path {
-                Some(p) => format!("{} ({p})", fhir_path(field)),
-                None => fhir_path(field).to_string(),
+                Some(p) => format!("{} ({p})", path_of(field)),
+                None => path_of(field).to_string(),
             };
             let status = if code == "METADATA_MISMATCH" || code.starts_with("CDA_") {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -626,4 +654,126 @@ async fn admin_rerun_set(
         }
     }
     Ok(HttpResponse::Accepted().json(json!({"requeued": ids.len(), "ids": ids})))
+}
+
+async fn soap_documents(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: Bytes,
+) -> HttpResponse {
+    let parsed = match super::soap::accept(&state, &req, &body, &DOCUMENTS) {
+        Ok(p) => p,
+        Err(f) => return *f,
+    };
+    let op = &parsed.operation;
+    let result = match op.name.as_str() {
+        "SubmitDocument" => soap_submit(&state, &principal, op).await,
+        "GetDocumentStatus" => soap_status(&state, &principal, op).await,
+        other => Err(super::soap::unknown_operation(other)),
+    };
+    super::soap::answer(parsed.version, result)
+}
+
+fn soap_text(op: &dom::Element, name: &str) -> ApiResult<String> {
+    op.child_text(name)
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::required(format!("{}/{name}", op.name)))
+}
+
+fn soap_base64(op: &dom::Element, name: &str) -> ApiResult<Option<Vec<u8>>> {
+    match op.child_text(name) {
+        None => Ok(None),
+        Some(t) => {
+            let compact: String = t.split_ascii_whitespace().collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .map(Some)
+                .map_err(|e| {
+                    ApiError::invalid(
+                        "INVALID_BASE64",
+                        format!("{}/{name}", op.name),
+                        format!("not base64: {e}"),
+                    )
+                })
+        }
+    }
+}
+
+async fn soap_submit(
+    state: &AppState,
+    principal: &Principal,
+    op: &dom::Element,
+) -> ApiResult<String> {
+    let kind = op
+        .child("Kind")
+        .ok_or_else(|| ApiError::required("SubmitDocument/Kind"))?;
+    let content = soap_base64(op, "Document")?
+        .ok_or_else(|| ApiError::required("SubmitDocument/Document"))?;
+    let submission = Submission {
+        local_uid: soap_text(op, "LocalUid")?,
+        kind_code: kind
+            .attr("code")
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::required("SubmitDocument/Kind/@code"))?,
+        kind_version: kind
+            .attr("version")
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::required("SubmitDocument/Kind/@version"))?,
+        org_oid: soap_text(op, "Organization")?,
+        patient_snils: soap_text(op, "PatientSnils")?,
+        author_snils: soap_text(op, "AuthorSnils")?,
+        content_type: op
+            .child("Document")
+            .and_then(|d| d.attr("contentType"))
+            .unwrap_or("application/x-hl7-cda+xml")
+            .to_string(),
+        content,
+        org_signature: soap_base64(op, "OrganizationSignature")?,
+        doctor_signature: soap_base64(op, "DoctorSignature")?,
+    };
+    let (doc, new) = state
+        .documents
+        .submit(principal, submission)
+        .await
+        .map_err(|e| to_api_with(e, soap_path))?;
+    Ok(format!(
+        r#"<SubmitDocumentResponse xmlns="{DOCUMENTS_NS}"><LocalUid>{}</LocalUid><Status>{}</Status><Replay>{}</Replay><Sha256>{}</Sha256><Gost3411Digest>{}</Gost3411Digest></SubmitDocumentResponse>"#,
+        doc.id, doc.status, !new, doc.sha256, doc.streebog256
+    ))
+}
+
+async fn soap_status(
+    state: &AppState,
+    principal: &Principal,
+    op: &dom::Element,
+) -> ApiResult<String> {
+    let uid = soap_text(op, "LocalUid")?;
+    let doc = state.store.get_document(&uid).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "DOCUMENT_NOT_FOUND",
+            format!("no document with local UID {uid}"),
+        )
+        .at("GetDocumentStatus/LocalUid")
+    })?;
+    let org = crate::model::Oid::parse(&doc.org_oid).map_err(ApiError::internal)?;
+    if !principal.may_act_for(&org) {
+        return Err(ApiError::forbidden(
+            "client may not read documents of this organization",
+        ));
+    }
+    let opt = |name: &str, v: &Option<String>| {
+        v.as_ref()
+            .map(|x| format!("<{name}>{}</{name}>", dom::escape_text(x)))
+            .unwrap_or_default()
+    };
+    Ok(format!(
+        r#"<GetDocumentStatusResponse xmlns="{DOCUMENTS_NS}"><LocalUid>{}</LocalUid><Status>{}</Status>{}{}{}{}</GetDocumentStatusResponse>"#,
+        doc.id,
+        doc.status,
+        opt("EmdrId", &doc.emdr_id),
+        opt("ErrorClass", &doc.error_class),
+        opt("ErrorCodes", &doc.error_codes),
+        opt("ErrorMessage", &doc.error_message),
+    ))
 }

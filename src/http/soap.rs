@@ -53,12 +53,24 @@ fn xml_error(e: SoapError) -> ApiError {
     }
 }
 
-async fn hub(
-    state: Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
-    body: Bytes,
-) -> HttpResponse {
+/// A SOAP service the gateway publishes: its namespace, SOAPAction prefix and log name.
+pub struct Service {
+    /// Target namespace of the operation elements.
+    pub namespace: &'static str,
+    /// SOAPAction = prefix + operation name.
+    pub action_prefix: &'static str,
+    /// Prefix of the operation name in the transaction log, e.g. `hub`.
+    pub log_name: &'static str,
+}
+
+/// Parses a request to `service`: bounded envelope, SOAPAction matching the operation,
+/// operation in the service namespace. A refusal is the Fault to answer.
+pub fn accept(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+    service: &Service,
+) -> Result<SoapRequest, Box<HttpResponse>> {
     let default_version = match super::error::current().map(|c| c.protocol) {
         Some(super::Protocol::Soap(v)) => v,
         _ => SoapVersion::V11,
@@ -67,62 +79,88 @@ async fn hub(
         max_bytes: state.settings.http.max_body_bytes,
         ..Limits::default()
     };
-    let parsed = match soap::parse_request(&body, &limits) {
-        Ok(p) => p,
-        Err(e) => return fault(default_version, &xml_error(e)),
-    };
+    let parsed = soap::parse_request(body, &limits)
+        .map_err(|e| Box::new(fault(default_version, &xml_error(e))))?;
     let version = parsed.version;
     let op = parsed.operation.name.clone();
-    req.extensions_mut().insert(Operation(format!("hub.{op}")));
-    let expected = format!("{HUB_ACTION}{op}");
-    match soap_action(&req, &parsed) {
+    req.extensions_mut()
+        .insert(Operation(format!("{}.{op}", service.log_name)));
+    let expected = format!("{}{op}", service.action_prefix);
+    match soap_action(req, &parsed) {
         Some(a) if a == expected => {}
         Some(a) => {
-            return fault(
+            return Err(Box::new(fault(
                 version,
                 &ApiError::invalid(
                     "SOAP_ACTION_MISMATCH",
                     "SOAPAction",
                     format!("SOAPAction {a:?} does not match the body operation {op}; expected {expected:?}"),
                 ),
-            )
+            )))
         }
-        None => {
-            return fault(
-                version,
-                &ApiError::required("SOAPAction"),
-            )
-        }
+        None => return Err(Box::new(fault(version, &ApiError::required("SOAPAction")))),
     }
-    if parsed.operation.ns != HUB_NS {
-        return fault(
+    if parsed.operation.ns != service.namespace {
+        return Err(Box::new(fault(
             version,
             &ApiError::invalid(
                 "WRONG_NAMESPACE",
                 op.clone(),
                 format!(
-                    "operation element must be in namespace {HUB_NS}, found {:?}",
-                    parsed.operation.ns
+                    "operation element must be in namespace {}, found {:?}",
+                    service.namespace, parsed.operation.ns
                 ),
             ),
-        );
+        )));
     }
-    let result = match op.as_str() {
-        "GetLPUList" => get_lpu_list(&state, &principal, &parsed.operation).await,
-        other => Err(ApiError::new(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            crate::codec::fhir::IssueType::NotSupported,
-            "UNKNOWN_OPERATION",
-            format!("operation {other} is not offered by this service"),
-        )
-        .at(other.to_string())),
-    };
+    Ok(parsed)
+}
+
+/// The portal booking hub.
+pub const HUB: Service = Service {
+    namespace: HUB_NS,
+    action_prefix: HUB_ACTION,
+    log_name: "hub",
+};
+
+/// An answer envelope for an operation result, or a Fault.
+pub fn answer(version: SoapVersion, result: Result<String, ApiError>) -> HttpResponse {
     match result {
         Ok(body_xml) => HttpResponse::Ok()
             .content_type(version.content_type())
             .body(soap::envelope(version, "", &body_xml)),
         Err(e) => fault(version, &e),
     }
+}
+
+/// The unknown-operation Fault.
+pub fn unknown_operation(op: &str) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::BAD_REQUEST,
+        crate::codec::fhir::IssueType::NotSupported,
+        "UNKNOWN_OPERATION",
+        format!("operation {op} is not offered by this service"),
+    )
+    .at(op.to_string())
+}
+
+async fn hub(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: Bytes,
+) -> HttpResponse {
+    let parsed = match accept(&state, &req, &body, &HUB) {
+        Ok(p) => p,
+        Err(f) => return *f,
+    };
+    let version = parsed.version;
+    let op = parsed.operation.name.clone();
+    let result = match op.as_str() {
+        "GetLPUList" => get_lpu_list(&state, &principal, &parsed.operation).await,
+        other => Err(unknown_operation(other)),
+    };
+    answer(version, result)
 }
 
 fn esc(s: &str) -> std::borrow::Cow<'_, str> {

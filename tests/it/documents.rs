@@ -503,3 +503,51 @@ both_backends! {
         t.stop().await;
     }
 }
+
+fn soap_submit(uid: &str, doc: &str, patient: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><SubmitDocument xmlns="urn:medgate:documents:v1"><LocalUid>{uid}</LocalUid><Kind code="4" version="5.12"/><Organization>{CLINIC_ORG}</Organization><PatientSnils>{patient}</PatientSnils><AuthorSnils>{AUTHOR}</AuthorSnils><Document contentType="application/x-hl7-cda+xml">{}</Document></SubmitDocument></s:Body></s:Envelope>"#,
+        b64.encode(doc)
+    )
+}
+
+both_backends! {
+    async fn soap_intake_for_soap_speaking_mis(backend: Backend) {
+        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+        let post = |action: &str, body: String| {
+            t.http.post(t.url("/soap/documents")).bearer_auth(CLINIC_TOKEN)
+                .header("content-type", "text/xml; charset=utf-8")
+                .header("soapaction", format!("\"urn:medgate:documents:v1/{action}\""))
+                .body(body).send()
+        };
+        let uid = uuid::Uuid::new_v4().to_string();
+        let r = post("SubmitDocument", soap_submit(&uid, &cda(11), PATIENT)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let text = r.text().await.unwrap();
+        assert!(text.contains("<Status>queued</Status>") && text.contains("<Replay>false</Replay>"), "{text}");
+        let again = post("SubmitDocument", soap_submit(&uid, &cda(11), PATIENT)).await.unwrap().text().await.unwrap();
+        assert!(again.contains("<Replay>true</Replay>"), "{again}");
+        wait_status(&t, &uid, "registered", 15).await;
+        let status = post("GetDocumentStatus", format!(r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><GetDocumentStatus xmlns="urn:medgate:documents:v1"><LocalUid>{uid}</LocalUid></GetDocumentStatus></s:Body></s:Envelope>"#)).await.unwrap().text().await.unwrap();
+        assert!(status.contains("<Status>registered</Status>") && status.contains("<EmdrId>16.62.23.09."), "{status}");
+
+        // A bad field gets a Fault naming the element.
+        let uid2 = uuid::Uuid::new_v4().to_string();
+        let fault = post("SubmitDocument", soap_submit(&uid2, &cda(12), "112-233-445 94")).await.unwrap().text().await.unwrap();
+        assert!(fault.contains("<mg:code>INVALID_SNILS</mg:code>") && fault.contains("<mg:field>SubmitDocument/PatientSnils</mg:field>"), "{fault}");
+        let fault = post("SubmitDocument", soap_submit(&uid2, &cda(12).replace("POCD_MT000040", "X"), PATIENT)).await.unwrap().text().await.unwrap();
+        assert!(fault.contains("ClinicalDocument/typeId/@extension"), "{fault}");
+
+        // SOAP 1.2 works the same way.
+        let v12 = soap_submit(&uid2, &cda(12), PATIENT)
+            .replace("http://schemas.xmlsoap.org/soap/envelope/", "http://www.w3.org/2003/05/soap-envelope");
+        let r = t.http.post(t.url("/soap/documents")).bearer_auth(CLINIC_TOKEN)
+            .header("content-type", "application/soap+xml; charset=utf-8; action=\"urn:medgate:documents:v1/SubmitDocument\"")
+            .body(v12).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.text().await.unwrap().contains("http://www.w3.org/2003/05/soap-envelope"));
+        sim.stop().await;
+        t.stop().await;
+    }
+}
