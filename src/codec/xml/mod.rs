@@ -1,5 +1,6 @@
 //! XML handling shared by every XML codec: a bounded, entity-free parser.
 
+pub mod c14n;
 pub mod dom;
 
 pub use dom::{Element, Limits, XmlError};
