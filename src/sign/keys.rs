@@ -116,6 +116,20 @@ impl Signer for LocalSigner {
         self.cert.to_der().unwrap_or_default()
     }
 
+    fn sign_raw(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        let md = self.algorithm.digest().message_digest()?;
+        let e = |e: openssl::error::ErrorStack| SignError::Signing(e.to_string());
+        let mut signer = openssl::sign::Signer::new(md, &self.key).map_err(e)?;
+        let sig = signer.sign_oneshot_to_vec(data).map_err(e)?;
+        if self.algorithm != Algorithm::EcdsaP256 {
+            return Ok(sig);
+        }
+        let parsed = openssl::ecdsa::EcdsaSig::from_der(&sig).map_err(e)?;
+        let mut raw = parsed.r().to_vec_padded(32).map_err(e)?;
+        raw.extend(parsed.s().to_vec_padded(32).map_err(e)?);
+        Ok(raw)
+    }
+
     fn sign_detached_cms(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
         let flags = CMSOptions::DETACHED | CMSOptions::BINARY | CMSOptions::NOSMIMECAP;
         let cms = CmsContentInfo::sign(Some(&self.cert), Some(&self.key), None, Some(data), flags)

@@ -144,6 +144,59 @@ pub trait Signer: Send + Sync {
     fn certificate_der(&self) -> Vec<u8>;
     /// Detached CMS (DER) over `data`, signer certificate included, signing time present.
     fn sign_detached_cms(&self, data: &[u8]) -> Result<Vec<u8>, SignError>;
+    /// A raw signature over `data` as XMLDSig carries it in `SignatureValue`: RSA PKCS#1 v1.5
+    /// with SHA-256, ECDSA as r||s (32 + 32 bytes), GOST as the engine produces it.
+    fn sign_raw(&self, data: &[u8]) -> Result<Vec<u8>, SignError>;
+}
+
+impl Algorithm {
+    /// The digest a raw signature of this algorithm uses.
+    pub fn digest(self) -> DigestAlgorithm {
+        match self {
+            Algorithm::Gost2012_256 => DigestAlgorithm::Streebog256,
+            Algorithm::Gost2012_512 => DigestAlgorithm::Streebog512,
+            Algorithm::EcdsaP256 | Algorithm::Rsa => DigestAlgorithm::Sha256,
+        }
+    }
+}
+
+/// Verifies a raw signature (the inverse of [`Signer::sign_raw`]) with the public key of a
+/// DER certificate.
+pub fn verify_raw(
+    alg: Algorithm,
+    certificate_der: &[u8],
+    data: &[u8],
+    signature: &[u8],
+) -> Result<(), SignError> {
+    init_crypto();
+    let cert = X509::from_der(certificate_der)
+        .map_err(|e| SignError::KeyMaterial(format!("certificate: {e}")))?;
+    let key = cert
+        .public_key()
+        .map_err(|e| SignError::KeyMaterial(e.to_string()))?;
+    let der;
+    let sig = if alg == Algorithm::EcdsaP256 {
+        if signature.len() != 64 {
+            return Err(SignError::Mismatch);
+        }
+        let r = openssl::bn::BigNum::from_slice(&signature[..32])
+            .map_err(|e| SignError::Signing(e.to_string()))?;
+        let s = openssl::bn::BigNum::from_slice(&signature[32..])
+            .map_err(|e| SignError::Signing(e.to_string()))?;
+        der = openssl::ecdsa::EcdsaSig::from_private_components(r, s)
+            .and_then(|x| x.to_der())
+            .map_err(|e| SignError::Signing(e.to_string()))?;
+        der.as_slice()
+    } else {
+        signature
+    };
+    let md = alg.digest().message_digest()?;
+    let mut v =
+        openssl::sign::Verifier::new(md, &key).map_err(|e| SignError::Signing(e.to_string()))?;
+    match v.verify_oneshot(sig, data) {
+        Ok(true) => Ok(()),
+        _ => Err(SignError::Mismatch),
+    }
 }
 
 /// Facts of a verified signature.

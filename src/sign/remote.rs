@@ -90,6 +90,16 @@ impl Signer for RemoteSigner {
     }
 
     fn sign_detached_cms(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.request(data, "cms-detached")
+    }
+
+    fn sign_raw(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.request(data, "raw")
+    }
+}
+
+impl RemoteSigner {
+    fn request(&self, data: &[u8], format: &str) -> Result<Vec<u8>, SignError> {
         let url = format!(
             "{}/keys/{}/sign",
             self.settings.url.trim_end_matches('/'),
@@ -99,7 +109,7 @@ impl Signer for RemoteSigner {
             .client()?
             .post(url)
             .bearer_auth(self.settings.token.expose())
-            .json(&serde_json::json!({"data": b64().encode(data), "format": "cms-detached"}))
+            .json(&serde_json::json!({"data": b64().encode(data), "format": format}))
             .send()
             .and_then(|r| r.error_for_status())
             .and_then(|r| r.json())

@@ -74,8 +74,9 @@ async fn sign(
     if !authorized(&state, &req) {
         return HttpResponse::Unauthorized().finish();
     }
-    if body.format != "cms-detached" {
-        return HttpResponse::BadRequest().json(serde_json::json!({"error": "only cms-detached"}));
+    if body.format != "cms-detached" && body.format != "raw" {
+        return HttpResponse::BadRequest()
+            .json(serde_json::json!({"error": "format must be cms-detached or raw"}));
     }
     let Some(key) = state.keys.get(id.as_str()) else {
         return HttpResponse::NotFound().json(serde_json::json!({"error": "no such key"}));
@@ -84,7 +85,12 @@ async fn sign(
     let Ok(data) = b64.decode(body.data.as_bytes()) else {
         return HttpResponse::BadRequest().json(serde_json::json!({"error": "data is not base64"}));
     };
-    match key.sign_detached_cms(&data) {
+    let signed = if body.format == "raw" {
+        key.sign_raw(&data)
+    } else {
+        key.sign_detached_cms(&data)
+    };
+    match signed {
         Ok(cms) => {
             state.signatures.fetch_add(1, Ordering::Relaxed);
             HttpResponse::Ok().json(

@@ -23,6 +23,9 @@ pub struct Selection<'a> {
     /// Canonicalize only the element whose attribute `(namespace, local name)` equals the
     /// value; `None` canonicalizes the whole document.
     pub id: Option<((&'a str, &'a str), &'a str)>,
+    /// Canonicalize only the element with this `(namespace, local name)`, which must occur
+    /// exactly once (used for `SignedInfo`).
+    pub element: Option<(&'a str, &'a str)>,
     /// Leave out every element with this `(namespace, local name)` and its content.
     pub exclude: Option<(&'a str, &'a str)>,
     /// Prefixes treated by inclusive rules (`InclusiveNamespaces PrefixList`); `#default`
@@ -71,7 +74,8 @@ pub fn canonicalize(
     let mut out = Vec::with_capacity(xml.len());
     let mut stack: Vec<Frame> = Vec::new();
     // Depth (stack length) at which output started, and at which an excluded subtree began.
-    let mut output_from: Option<usize> = if sel.id.is_none() { Some(0) } else { None };
+    let whole = sel.id.is_none() && sel.element.is_none();
+    let mut output_from: Option<usize> = if whole { Some(0) } else { None };
     let mut excluded_at: Option<usize> = None;
     let mut found = 0usize;
     let mut root_seen = false;
@@ -121,6 +125,18 @@ pub fn canonicalize(
                         if output_from.is_none() {
                             output_from = Some(depth);
                         }
+                    }
+                }
+                if sel
+                    .element
+                    .is_some_and(|x| x == (ns.as_str(), local.as_str()))
+                {
+                    found += 1;
+                    if found > 1 {
+                        return Err(C14nError::Ambiguous(format!("element {local}")));
+                    }
+                    if output_from.is_none() {
+                        output_from = Some(depth);
                     }
                 }
                 let emitting = output_from.is_some() && excluded_at.is_none();
@@ -206,6 +222,11 @@ pub fn canonicalize(
     if let Some(((_, local), value)) = sel.id {
         if found == 0 {
             return Err(C14nError::NotFound(format!("{local}={value}")));
+        }
+    }
+    if let Some((_, local)) = sel.element {
+        if found == 0 {
+            return Err(C14nError::NotFound(format!("element {local}")));
         }
     }
     Ok(out)
@@ -414,7 +435,7 @@ fn close(
     if *excluded_at == Some(depth) {
         *excluded_at = None;
     }
-    if sel.id.is_some() && *output_from == Some(depth) {
+    if (sel.id.is_some() || sel.element.is_some()) && *output_from == Some(depth) {
         // The selected subtree is complete; nothing after it belongs to the output.
         *output_from = None;
         *excluded_at = Some(usize::MAX);
@@ -478,7 +499,7 @@ mod tests {
         let sel = Selection {
             id: Some((("urn:u", "Id"), "b1")),
             exclude: Some(("urn:sig", "S")),
-            inclusive_prefixes: &[],
+            ..Selection::default()
         };
         let out = canonicalize(doc.as_bytes(), &sel, &Limits::default()).unwrap();
         assert_eq!(

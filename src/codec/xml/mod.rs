@@ -2,5 +2,6 @@
 
 pub mod c14n;
 pub mod dom;
+pub mod dsig;
 
 pub use dom::{Element, Limits, XmlError};
