@@ -74,16 +74,29 @@ impl Gateway {
             .await
             .map_err(|e| AppError::Keys(e.to_string()))?
             .map_err(AppError::Keys)?;
-        let remd = settings.remd.as_ref().map(|r| {
-            let client = crate::adapters::remd::RemdClient::new(
-                &r.url,
-                &r.client_entity_id,
-                &r.callback_url,
-                Duration::from_secs(r.timeout_secs),
-                txlog.clone(),
-            );
-            (r.clone(), client)
-        });
+        let remd = match settings.remd.as_ref() {
+            None => None,
+            Some(r) => {
+                let mut client = crate::adapters::remd::RemdClient::new(
+                    &r.url,
+                    &r.client_entity_id,
+                    &r.callback_url,
+                    Duration::from_secs(r.timeout_secs),
+                    txlog.clone(),
+                );
+                if let Some(owner) = &r.message_key {
+                    let key = keys
+                        .get(crate::config::KeyRole::Organization, owner)
+                        .ok_or_else(|| {
+                            AppError::Keys(format!(
+                            "remd.message_key: no organization key for {owner} in [[signing.keys]]"
+                        ))
+                        })?;
+                    client = client.with_message_signer(key);
+                }
+                Some((r.clone(), client))
+            }
+        };
         let documents = crate::services::documents::Documents::new(store.clone(), keys, remd);
         let state = Arc::new(AppState {
             documents: documents.clone(),

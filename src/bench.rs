@@ -165,6 +165,7 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         workers: 1,
         max_document_bytes: 5 * 1024 * 1024,
         deliver: false,
+        message_key: None,
     });
     s.signing.keys = vec![
         key(opts, ORG, KeyRole::Organization, "org-gost256"),

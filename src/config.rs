@@ -88,6 +88,10 @@ pub struct RemdSettings {
     /// Run delivery workers in this process; `false` makes an intake-only node.
     #[serde(default = "default_true")]
     pub deliver: bool,
+    /// Owner (organization OID) of the `[[signing.keys]]` entry with which every outbound
+    /// registry message is signed (XMLDSig in WS-Security); unset sends unsigned messages.
+    #[serde(default)]
+    pub message_key: Option<String>,
 }
 
 fn default_true() -> bool {

@@ -55,6 +55,7 @@ pub fn with_registry(mut s: Settings, registry_url: &str, keys: Vec<KeySettings>
         workers: 4,
         max_document_bytes: 5 * 1024 * 1024,
         deliver: true,
+        message_key: None,
     });
     s.signing.keys = keys;
     s

@@ -59,6 +59,7 @@ pub struct RemdClient {
     callback_url: String,
     timeout: Duration,
     txlog: TxLog,
+    message_signer: Option<std::sync::Arc<dyn crate::sign::Signer>>,
 }
 
 impl RemdClient {
@@ -81,7 +82,14 @@ impl RemdClient {
             callback_url: callback_url.to_string(),
             timeout,
             txlog,
+            message_signer: None,
         }
+    }
+
+    /// Signs every outbound message with this key (XMLDSig, WS-Security).
+    pub fn with_message_signer(mut self, signer: std::sync::Arc<dyn crate::sign::Signer>) -> Self {
+        self.message_signer = Some(signer);
+        self
     }
 
     fn addressing(&self, action: &str, message_id: &str) -> Addressing {
@@ -102,7 +110,31 @@ impl RemdClient {
         correlation_id: &str,
         body: String,
     ) -> Result<dom::Element, RemdCallError> {
-        let envelope = self.addressing(action, message_id).envelope(&body);
+        let addressing = self.addressing(action, message_id);
+        let envelope = match &self.message_signer {
+            None => addressing.envelope(&body),
+            Some(signer) => {
+                let signer = signer.clone();
+                let header = addressing.header_xml();
+                tokio::task::spawn_blocking(move || {
+                    crate::codec::xml::dsig::sign_envelope(
+                        crate::codec::soap::SoapVersion::V12,
+                        &header,
+                        &body,
+                        signer.as_ref(),
+                        &Limits::default(),
+                    )
+                })
+                .await
+                .map_err(|e| RemdCallError::Transport(format!("signing task: {e}")))?
+                .map_err(|e| {
+                    RemdCallError::Refused(vec![RegistryError {
+                        code: "MESSAGE_SIGNATURE_INVALID".into(),
+                        message: format!("could not sign the message: {e}"),
+                    }])
+                })?
+            }
+        };
         let started = Instant::now();
         let mut call =
             OutboundCall::new("remd", &format!("remd.{action}"), &self.url, correlation_id);

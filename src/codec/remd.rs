@@ -32,7 +32,8 @@ pub struct Addressing {
 }
 
 impl Addressing {
-    fn header_xml(&self) -> String {
+    /// The header blocks (WS-Addressing and transport header) as XML.
+    pub fn header_xml(&self) -> String {
         let mut h = format!(
             r#"<wsa:Action xmlns:wsa="{NS_WSA}">{}</wsa:Action><wsa:MessageID xmlns:wsa="{NS_WSA}">{}</wsa:MessageID><wsa:To xmlns:wsa="{NS_WSA}">{}</wsa:To>"#,
             esc(&self.action),

@@ -121,6 +121,11 @@ pub const KNOWN_CODES: &[(&str, ErrorClass, &str)] = &[
         "the document fails the registry's schema for its kind",
     ),
     (
+        "MESSAGE_SIGNATURE_INVALID",
+        ErrorClass::Gateway,
+        "the gateway's message signature (XMLDSig) is missing or invalid",
+    ),
+    (
         "CLIENT_NOT_AUTHORIZED",
         ErrorClass::Gateway,
         "the gateway's client system id is not authorized",

@@ -64,6 +64,8 @@ pub struct RemdSimConfig {
     pub check: Option<Arc<dyn DocumentCheck>>,
     /// Faults active from the start.
     pub faults: Faults,
+    /// Refuse `registerDocument` messages without a valid XMLDSig signature.
+    pub require_signed_messages: bool,
 }
 
 impl Default for RemdSimConfig {
@@ -75,6 +77,7 @@ impl Default for RemdSimConfig {
             fetch_file: true,
             check: None,
             faults: Faults::default(),
+            require_signed_messages: false,
         }
     }
 }
@@ -97,6 +100,7 @@ struct State {
     registrations: Mutex<HashMap<String, u32>>,
     seq: AtomicU64,
     received: AtomicU64,
+    signed_messages: AtomicU64,
     duplicates: AtomicU64,
     rejected: AtomicU64,
     callbacks_sent: AtomicU64,
@@ -141,6 +145,7 @@ impl RemdSim {
             registrations: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(14_000),
             received: AtomicU64::new(0),
+            signed_messages: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             callbacks_sent: AtomicU64::new(0),
@@ -199,6 +204,11 @@ impl RemdSim {
             .unwrap_or_default()
     }
 
+    /// `registerDocument` messages whose XMLDSig signature verified.
+    pub fn signed_messages(&self) -> u64 {
+        self.state.signed_messages.load(Ordering::Relaxed)
+    }
+
     /// Counters so far.
     pub fn counters(&self) -> Counters {
         let s = &self.state;
@@ -254,6 +264,21 @@ async fn endpoint(state: Data<State>, body: Bytes) -> HttpResponse {
         Err(e) => return fault("SCHEMA_VALIDATION_ERROR", &e.to_string(), false),
     };
     let addressing = Addressing::from_header(req.header.as_ref());
+    let signed = req
+        .header
+        .as_ref()
+        .and_then(|h| h.child_ns(crate::codec::xml::dsig::NS_WSSE, "Security"))
+        .is_some();
+    let must =
+        state.config.require_signed_messages && req.operation.name == "registerDocumentRequest";
+    if signed || must {
+        match crate::codec::xml::dsig::verify_envelope(&body, &Limits::default()) {
+            Ok(_) => {
+                state.signed_messages.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => return fault("MESSAGE_SIGNATURE_INVALID", &e.to_string(), false),
+        }
+    }
     match req.operation.name.as_str() {
         "registerDocumentRequest" => register(state, faults, addressing, &req.operation).await,
         "getRegistryItemRequest" => {

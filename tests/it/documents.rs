@@ -61,6 +61,16 @@ async fn setup(
     retry: Vec<u64>,
     callback_timeout: u64,
 ) -> Setup {
+    setup_with(backend, sim_config, retry, callback_timeout, |_| {}).await
+}
+
+async fn setup_with(
+    backend: Backend,
+    sim_config: RemdSimConfig,
+    retry: Vec<u64>,
+    callback_timeout: u64,
+    tweak: impl FnOnce(&mut medgate::config::Settings) + Send + 'static,
+) -> Setup {
     let sim = RemdSim::start(RemdSimConfig {
         gateway_token: REMD_TOKEN.into(),
         check: Some(Arc::new(CryptoCheck)),
@@ -81,11 +91,13 @@ async fn setup(
             workers: 4,
             max_document_bytes: 1024 * 1024,
             deliver: true,
+            message_key: None,
         });
         s.signing.keys = vec![
             key(CLINIC_ORG, KeyRole::Organization, "org-gost256"),
             key(AUTHOR, KeyRole::Doctor, "doctor-gost256"),
         ];
+        tweak(s);
     })
     .await;
     Setup { t, sim }
@@ -473,6 +485,7 @@ both_backends! {
                 workers: 2,
                 max_document_bytes: 1024 * 1024,
                 deliver: true,
+            message_key: None,
             });
             s.signing.keys = vec![
                 remote_key(CLINIC_ORG, KeyRole::Organization, &signer_url, "org-1"),
@@ -547,6 +560,42 @@ both_backends! {
             .body(v12).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         assert!(r.text().await.unwrap().contains("http://www.w3.org/2003/05/soap-envelope"));
+        sim.stop().await;
+        t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn registry_messages_are_signed_with_xmldsig(backend: Backend) {
+        let config = RemdSimConfig { require_signed_messages: true, ..RemdSimConfig::default() };
+        let Setup { t, sim } = setup_with(backend, config, vec![1], 30, |s| {
+            if let Some(r) = s.remd.as_mut() {
+                r.message_key = Some(CLINIC_ORG.into());
+            }
+        })
+        .await;
+        let uid = uuid::Uuid::new_v4().to_string();
+        submit(&t, &document_reference(&uid, &cda(13), &[])).await;
+        wait_status(&t, &uid, "registered", 15).await;
+        assert!(sim.signed_messages() >= 1);
+        // The logged outbound message carries the GOST XMLDSig.
+        t.gw.state.txlog.flush().await;
+        let calls = t.gw.state.store.list_transactions(&medgate::store::transactions::TransactionFilter {
+            operation: Some("remd.registerDocument".into()),
+            ..Default::default()
+        }, 10).await.unwrap();
+        let body = String::from_utf8(calls[0].request_body.clone().unwrap()).unwrap();
+        assert!(body.contains("gostr34102012-gostr34112012-256"), "{body}");
+        sim.stop().await;
+        t.stop().await;
+
+        // Unsigned messages are refused by such a registry with a code the operator owns.
+        let config = RemdSimConfig { require_signed_messages: true, ..RemdSimConfig::default() };
+        let Setup { t, sim } = setup(backend, config, vec![0], 30).await;
+        let uid = uuid::Uuid::new_v4().to_string();
+        submit(&t, &document_reference(&uid, &cda(14), &[])).await;
+        let v = wait_status(&t, &uid, "rejected", 15).await;
+        assert_eq!(v["extension"][1]["extension"][0]["valueCode"], "gateway", "{v}");
         sim.stop().await;
         t.stop().await;
     }
