@@ -1,13 +1,13 @@
 //! Client of the registry of electronic medical documents (REMD-style SOAP 1.2).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::codec::remd::{
     read_errors, Addressing, RegisterDocument, RegistryError, RegistryItem, NS_SERVICE,
 };
 use crate::codec::soap;
 use crate::codec::xml::{dom, Limits};
-use crate::exchange::txlog::{OutboundCall, TxLog};
+use crate::exchange::txlog::TxLog;
 
 /// Why a registry call did not give an answer we can use.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,6 +35,15 @@ impl RemdCallError {
             RemdCallError::Transport(_) | RemdCallError::Malformed(_) => {
                 vec!["INTERNAL_ERROR".into()]
             }
+        }
+    }
+}
+
+impl From<super::exchange::NoAnswer> for RemdCallError {
+    fn from(e: super::exchange::NoAnswer) -> Self {
+        match e {
+            super::exchange::NoAnswer::Timeout(d) => RemdCallError::Timeout(d),
+            super::exchange::NoAnswer::Transport(m) => RemdCallError::Transport(m),
         }
     }
 }
@@ -135,73 +144,46 @@ impl RemdClient {
                 })?
             }
         };
-        let started = Instant::now();
-        let mut call =
-            OutboundCall::new("remd", &format!("remd.{action}"), &self.url, correlation_id);
-        call.request_body(envelope.as_bytes());
-        let sent = self
-            .http
-            .post(&self.url)
-            .header(
-                "content-type",
-                format!("application/soap+xml; charset=utf-8; action=\"{action}\""),
-            )
-            .body(envelope)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let err = if e.is_timeout() {
-                    RemdCallError::Timeout(self.timeout)
-                } else {
-                    RemdCallError::Transport(e.to_string())
-                };
-                self.txlog
-                    .record_outbound(call.failed(started, &err.to_string()));
-                return Err(err);
-            }
-        };
-        let status = response.status().as_u16();
-        let bytes = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                let err = RemdCallError::Transport(e.to_string());
-                self.txlog
-                    .record_outbound(call.failed(started, &err.to_string()));
-                return Err(err);
-            }
-        };
         let limits = Limits {
             max_bytes: 4 * 1024 * 1024,
             ..Limits::default()
         };
-        let parsed = soap::parse_request(&bytes, &limits);
-        let result = match parsed {
-            Err(e) => Err(RemdCallError::Malformed(format!("HTTP {status}: {e}"))),
-            Ok(p) if p.operation.name == "Fault" => {
-                let detail = p
-                    .operation
-                    .child("Detail")
-                    .or_else(|| p.operation.child("detail"));
-                let mut errors = detail.map(read_errors).unwrap_or_default();
-                if errors.is_empty() {
-                    errors.push(RegistryError {
-                        code: "INTERNAL_ERROR".into(),
-                        message: format!("fault without error items (HTTP {status})"),
-                    });
-                }
-                Err(RemdCallError::Refused(errors))
-            }
-            Ok(p) => Ok(p.operation),
+        let request = super::exchange::Request {
+            adapter: "remd",
+            operation: format!("remd.{action}"),
+            url: &self.url,
+            correlation_id,
+            headers: vec![(
+                "content-type",
+                format!("application/soap+xml; charset=utf-8; action=\"{action}\""),
+            )],
+            body: envelope,
         };
-        self.txlog.record_outbound(call.answered(
-            started,
-            status,
-            &bytes,
-            result.as_ref().err().map(|e| e.to_string()),
-        ));
-        result
+        super::exchange::exchange(
+            &self.http,
+            &self.txlog,
+            self.timeout,
+            request,
+            |status, bytes| match soap::parse_request(bytes, &limits) {
+                Err(e) => Err(RemdCallError::Malformed(format!("HTTP {status}: {e}"))),
+                Ok(p) if p.operation.name == "Fault" => {
+                    let detail = p
+                        .operation
+                        .child("Detail")
+                        .or_else(|| p.operation.child("detail"));
+                    let mut errors = detail.map(read_errors).unwrap_or_default();
+                    if errors.is_empty() {
+                        errors.push(RegistryError {
+                            code: "INTERNAL_ERROR".into(),
+                            message: format!("fault without error items (HTTP {status})"),
+                        });
+                    }
+                    Err(RemdCallError::Refused(errors))
+                }
+                Ok(p) => Ok(p.operation),
+            },
+        )
+        .await
     }
 
     /// Sends `registerDocument`; `Ok` means the registry acknowledged receipt.

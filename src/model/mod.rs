@@ -5,5 +5,6 @@
 
 pub mod ids;
 pub mod remd;
+pub mod schedule;
 
 pub use ids::{Icd10, IdError, NsiCode, Oid, PolicyNumber, Snils};

@@ -1,3 +1,4 @@
 //! The rules of the domain, written against the model and the store.
 
 pub mod documents;
+pub mod schedule_sync;

@@ -1,6 +1,7 @@
 //! Simulators of external systems, speaking their real message formats, with injectable
 //! latency and faults. Used by `medgate demo`, the tests and the benchmarks.
 
+pub mod emias;
 pub mod remd;
 pub mod signer;
 

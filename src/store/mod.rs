@@ -8,6 +8,7 @@
 pub mod documents;
 pub mod organizations;
 pub mod outbox;
+pub mod schedules;
 pub mod transactions;
 
 use std::str::FromStr;

@@ -5,4 +5,5 @@ mod cli;
 mod crash;
 mod documents;
 mod foundation;
+mod schedules;
 mod support;

@@ -1,0 +1,235 @@
+//! Client of the city-wide MIS (EMIAS-style SOAP 1.1; contract in `adapters/emias/`).
+
+use std::time::Duration;
+
+use crate::codec::soap;
+use crate::codec::xml::dom::{escape_text as esc, Element, Limits};
+use crate::exchange::txlog::TxLog;
+use crate::model::schedule::Channels;
+use crate::store::schedules::{Practitioner, SlotRow};
+
+/// Namespace of the MIS operations.
+pub const NS: &str = "urn:medgate:sim:emias:v1";
+
+/// Source name of records that come from this system.
+pub const SOURCE: &str = "emias";
+
+/// Why a call to the MIS failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmiasError {
+    /// No answer in time.
+    #[error("MIS did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Connection failure.
+    #[error("MIS unreachable: {0}")]
+    Transport(String),
+    /// The MIS answered with a Fault.
+    #[error("MIS refused ({code}): {message}")]
+    Fault {
+        /// Machine code from the Fault detail.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// The answer could not be read.
+    #[error("unreadable MIS answer: {0}")]
+    Malformed(String),
+}
+
+impl From<super::exchange::NoAnswer> for EmiasError {
+    fn from(e: super::exchange::NoAnswer) -> Self {
+        match e {
+            super::exchange::NoAnswer::Timeout(d) => EmiasError::Timeout(d),
+            super::exchange::NoAnswer::Transport(m) => EmiasError::Transport(m),
+        }
+    }
+}
+
+/// A configured client.
+#[derive(Clone)]
+pub struct EmiasClient {
+    http: reqwest::Client,
+    url: String,
+    timeout: Duration,
+    txlog: TxLog,
+}
+
+impl EmiasClient {
+    /// A client of the MIS at `url`.
+    pub fn new(url: &str, timeout: Duration, txlog: TxLog) -> EmiasClient {
+        EmiasClient {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .unwrap_or_default(),
+            url: url.to_string(),
+            timeout,
+            txlog,
+        }
+    }
+
+    async fn call(&self, op: &str, inner: &str) -> Result<Element, EmiasError> {
+        let body = format!(r#"<{op} xmlns="{NS}">{inner}</{op}>"#);
+        let envelope = soap::envelope(soap::SoapVersion::V11, "", &body);
+        let limits = Limits {
+            max_bytes: 64 * 1024 * 1024,
+            max_elements: 2_000_000,
+            ..Limits::default()
+        };
+        let request = super::exchange::Request {
+            adapter: SOURCE,
+            operation: format!("emias.{op}"),
+            url: &self.url,
+            correlation_id: op,
+            headers: vec![
+                ("content-type", "text/xml; charset=utf-8".into()),
+                ("soapaction", format!("\"{NS}/{op}\"")),
+            ],
+            body: envelope,
+        };
+        super::exchange::exchange(
+            &self.http,
+            &self.txlog,
+            self.timeout,
+            request,
+            |_, bytes| match soap::parse_request(bytes, &limits) {
+                Err(e) => Err(EmiasError::Malformed(e.to_string())),
+                Ok(p) if p.operation.name == "Fault" => {
+                    let detail = p.operation.path(&["detail", "error"]);
+                    Err(EmiasError::Fault {
+                        code: detail
+                            .and_then(|d| d.child_text("code"))
+                            .unwrap_or("UNKNOWN")
+                            .to_string(),
+                        message: detail
+                            .and_then(|d| d.child_text("message"))
+                            .unwrap_or("")
+                            .to_string(),
+                    })
+                }
+                Ok(p) => Ok(p.operation),
+            },
+        )
+        .await
+    }
+
+    /// Doctors of an organization.
+    pub async fn resources(&self, org: &str) -> Result<Vec<Practitioner>, EmiasError> {
+        let el = self
+            .call("GetResources", &format!("<OrgOid>{}</OrgOid>", esc(org)))
+            .await?;
+        el.children_named("Resource")
+            .map(|r| {
+                let need = |n: &str| {
+                    r.child_text(n)
+                        .map(str::to_string)
+                        .ok_or_else(|| EmiasError::Malformed(format!("Resource/{n} missing")))
+                };
+                let id = need("Id")?;
+                Ok(Practitioner {
+                    id: format!("{SOURCE}:{id}"),
+                    org_oid: need("OrgOid")?,
+                    source: SOURCE.into(),
+                    external_id: id,
+                    snils: need("Snils")?,
+                    family: need("Family")?,
+                    given: need("Given")?,
+                    specialty_code: r
+                        .child("Specialty")
+                        .and_then(|s| s.attr("code"))
+                        .unwrap_or("")
+                        .to_string(),
+                    specialty_version: r
+                        .child("Specialty")
+                        .and_then(|s| s.attr("version"))
+                        .unwrap_or("")
+                        .to_string(),
+                    position_code: r
+                        .child("Position")
+                        .and_then(|s| s.attr("code"))
+                        .unwrap_or("")
+                        .to_string(),
+                    room: r.child_text("Room").unwrap_or("").to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// One page of an organization's schedule; the second value is the next page token.
+    pub async fn schedule_page(
+        &self,
+        org: &str,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+        page: Option<&str>,
+        specialty_of: &dyn Fn(&str) -> String,
+    ) -> Result<(Vec<SlotRow>, Option<String>), EmiasError> {
+        let inner = format!(
+            "<OrgOid>{}</OrgOid><From>{from}</From><To>{to}</To><PageSize>5000</PageSize>{}",
+            esc(org),
+            page.map(|p| format!("<PageToken>{}</PageToken>", esc(p)))
+                .unwrap_or_default()
+        );
+        let el = self.call("GetSchedule", &inner).await?;
+        let time = |s: Option<&str>, what: &str| -> Result<i64, EmiasError> {
+            s.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_millis())
+                .ok_or_else(|| EmiasError::Malformed(format!("Slot/{what} is not a time")))
+        };
+        let mut rows = Vec::new();
+        for s in el
+            .child("Slots")
+            .map(|x| x.children_named("Slot").collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let id = s
+                .child_text("Id")
+                .ok_or_else(|| EmiasError::Malformed("Slot/Id missing".into()))?;
+            let resource = s.child_text("ResourceId").unwrap_or("");
+            let practitioner_id = format!("{SOURCE}:{resource}");
+            rows.push(SlotRow {
+                id: format!("{SOURCE}:{id}"),
+                org_oid: org.to_string(),
+                specialty_code: specialty_of(&practitioner_id),
+                practitioner_id,
+                start_at: time(s.child_text("Start"), "Start")?,
+                end_at: time(s.child_text("End"), "End")?,
+                status: s.child_text("Status").unwrap_or("free").to_string(),
+                channels: Channels::parse_list(s.child_text("Channels").unwrap_or(""))
+                    .ok_or_else(|| {
+                        EmiasError::Malformed("Slot/Channels has an unknown channel".into())
+                    })?
+                    .0,
+                source: SOURCE.into(),
+            });
+        }
+        Ok((rows, el.child_text("NextPageToken").map(str::to_string)))
+    }
+
+    /// Slot changes since `token`: (slot id, kind) pairs and the new token.
+    pub async fn changes(
+        &self,
+        token: &str,
+    ) -> Result<(Vec<(String, String)>, String), EmiasError> {
+        let el = self
+            .call("GetChanges", &format!("<Token>{}</Token>", esc(token)))
+            .await?;
+        let changes = el
+            .child("Changes")
+            .map(|c| {
+                c.children_named("Change")
+                    .filter_map(|x| {
+                        Some((
+                            format!("{SOURCE}:{}", x.child_text("SlotId")?),
+                            x.child_text("Kind")?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let token = el
+            .child_text("Token")
+            .ok_or_else(|| EmiasError::Malformed("Token missing".into()))?;
+        Ok((changes, token.to_string()))
+    }
+}

@@ -1,0 +1,485 @@
+//! A city-wide MIS (EMIAS-style) simulator: the owner of schedules and slots of many clinics.
+//!
+//! SOAP 1.1, namespace [`NS`]. Operations: `GetResources`, `GetSchedule` (paged),
+//! `CreateAppointment`, `CancelAppointment`, `GetChanges` (since a change token). The region
+//! is generated deterministically from its size, so any number of slots costs no memory:
+//! a slot is a function of (doctor, day, index), and only state changes (bookings,
+//! withdrawals) are stored. Faults: latency, error rate, hanging requests, and "doctor falls
+//! ill" (all slots of a doctor on a day withdrawn, reported through `GetChanges`).
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web::{self, Bytes, Data};
+use actix_web::{App, HttpResponse, HttpServer};
+use chrono::{Days, NaiveDate, TimeZone, Utc};
+
+use super::roll;
+use crate::codec::soap::{self, Fault, FaultSide, SoapVersion};
+use crate::codec::xml::dom::{escape_text as esc, Element, Limits};
+use crate::model::schedule::{Channel, Channels};
+use crate::model::Snils;
+
+pub use crate::adapters::emias::NS;
+/// Specialty reference book and the version the simulator cites.
+pub const SPECIALTY_BOOK_VERSION: &str = "4.12";
+
+/// Size and shape of the simulated region.
+#[derive(Debug, Clone)]
+pub struct Region {
+    /// Number of clinics (OIDs `1.2.643.5.1.13.13.12.2.77.7001` upwards).
+    pub clinics: u32,
+    /// Doctors in the whole region, spread over the clinics.
+    pub doctors: u32,
+    /// Days of schedule from `first_day`.
+    pub days: u32,
+    /// Slots per doctor per working day.
+    pub slots_per_day: u32,
+    /// Minutes per slot.
+    pub slot_minutes: u32,
+    /// First day of the schedule.
+    pub first_day: NaiveDate,
+}
+
+impl Region {
+    /// The demo region: 12 clinics, 150 doctors, 30 days, 16 slots of 20 minutes a day.
+    pub fn demo(first_day: NaiveDate) -> Region {
+        Region {
+            clinics: 12,
+            doctors: 150,
+            days: 30,
+            slots_per_day: 16,
+            slot_minutes: 20,
+            first_day,
+        }
+    }
+
+    /// OID of clinic `i` (0-based).
+    pub fn clinic_oid(&self, i: u32) -> String {
+        format!("1.2.643.5.1.13.13.12.2.77.{}", 7001 + i)
+    }
+
+    fn clinic_of(&self, doctor: u32) -> u32 {
+        doctor % self.clinics.max(1)
+    }
+
+    fn doctors_of(&self, clinic: u32) -> impl Iterator<Item = u32> + '_ {
+        (0..self.doctors).filter(move |d| self.clinic_of(*d) == clinic)
+    }
+}
+
+const SPECIALTIES: [(&str, &str); 6] = [
+    ("27", "therapist"),
+    ("49", "general practitioner"),
+    ("76", "cardiologist"),
+    ("39", "neurologist"),
+    ("93", "ophthalmologist"),
+    ("20", "surgeon"),
+];
+const FAMILIES: [&str; 8] = [
+    "Ivanova",
+    "Petrov",
+    "Sidorova",
+    "Smirnov",
+    "Kuznetsova",
+    "Popov",
+    "Vasilieva",
+    "Sokolov",
+];
+const GIVEN: [&str; 6] = ["Anna", "Sergei", "Olga", "Dmitry", "Elena", "Pavel"];
+
+/// A generated doctor.
+#[derive(Debug, Clone)]
+pub struct Doctor {
+    /// Id in the simulator.
+    pub id: String,
+    /// Clinic OID.
+    pub org_oid: String,
+    /// Fake, checksum-valid SNILS.
+    pub snils: String,
+    /// Family name.
+    pub family: String,
+    /// Given name.
+    pub given: String,
+    /// Specialty code (book 1.2.643.5.1.13.13.11.1066).
+    pub specialty: String,
+    /// Position code (book 1.2.643.5.1.13.13.11.1002).
+    pub position: String,
+    /// Room.
+    pub room: String,
+}
+
+fn doctor(region: &Region, d: u32) -> Doctor {
+    let nine = 100_000_000 + d * 7919 % 800_000_000;
+    let digits: Vec<u8> = format!("{nine:09}").bytes().map(|b| b - b'0').collect();
+    let snils = format!("{nine:09}{:02}", Snils::check_number(&digits));
+    let (spec, _) = SPECIALTIES[(d as usize) % SPECIALTIES.len()];
+    Doctor {
+        id: format!("D{d:05}"),
+        org_oid: region.clinic_oid(region.clinic_of(d)),
+        snils,
+        family: FAMILIES[(d as usize) % FAMILIES.len()].into(),
+        given: GIVEN[(d as usize / 3) % GIVEN.len()].into(),
+        specialty: spec.into(),
+        position: "109".into(),
+        room: format!("{}", 100 + d % 40),
+    }
+}
+
+/// Channels a generated slot allows: most slots all channels; some kept off the internet.
+fn channels_of(index: u32) -> Channels {
+    match index % 8 {
+        0 => Channels::of(&[Channel::Registry, Channel::Doctor]),
+        1 => Channels::of(&[
+            Channel::Registry,
+            Channel::Phone,
+            Channel::Doctor,
+            Channel::Referral,
+        ]),
+        _ => Channels::ALL,
+    }
+}
+
+/// Faults to inject.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Added latency.
+    pub latency: Duration,
+    /// Probability of an `INTERNAL_ERROR` Fault.
+    pub error_rate: f64,
+    /// Probability of hanging for `hang`.
+    pub timeout_rate: f64,
+    /// How long a hanging request hangs.
+    pub hang: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum SlotState {
+    Booked { appointment: String },
+    Withdrawn,
+}
+
+struct State {
+    region: Region,
+    faults: RwLock<Faults>,
+    slots: Mutex<HashMap<String, SlotState>>,
+    changes: Mutex<Vec<(String, &'static str)>>,
+    appointments: Mutex<HashMap<String, String>>,
+}
+
+/// A running simulator.
+pub struct EmiasSim {
+    /// Endpoint URL.
+    pub url: String,
+    state: Arc<State>,
+    handle: ServerHandle,
+}
+
+impl EmiasSim {
+    /// Starts on a random loopback port.
+    pub fn start(region: Region) -> std::io::Result<EmiasSim> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            region,
+            faults: RwLock::new(Faults::default()),
+            slots: Mutex::new(HashMap::new()),
+            changes: Mutex::new(Vec::new()),
+            appointments: Mutex::new(HashMap::new()),
+        });
+        let data = Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/emias", web::post().to(endpoint))
+        })
+        .workers(2)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(EmiasSim {
+            url: format!("http://{addr}/emias"),
+            state,
+            handle,
+        })
+    }
+
+    /// Replaces the faults.
+    pub fn set_faults(&self, f: Faults) {
+        if let Ok(mut g) = self.state.faults.write() {
+            *g = f;
+        }
+    }
+
+    /// The doctor falls ill: every slot of `doctor_id` on `day` is withdrawn.
+    pub fn withdraw_day(&self, doctor_id: &str, day: NaiveDate) -> usize {
+        let r = &self.state.region;
+        let Some(offset) = day
+            .signed_duration_since(r.first_day)
+            .num_days()
+            .try_into()
+            .ok()
+        else {
+            return 0;
+        };
+        let offset: u32 = offset;
+        let (Ok(mut slots), Ok(mut changes)) = (self.state.slots.lock(), self.state.changes.lock())
+        else {
+            return 0;
+        };
+        let mut n = 0;
+        for i in 0..r.slots_per_day {
+            let id = slot_id(doctor_id, r.first_day + Days::new(u64::from(offset)), i);
+            slots.insert(id.clone(), SlotState::Withdrawn);
+            changes.push((id, "withdrawn"));
+            n += 1;
+        }
+        n
+    }
+
+    /// The generated doctors of a clinic.
+    pub fn doctors(&self, org_oid: &str) -> Vec<Doctor> {
+        let r = &self.state.region;
+        (0..r.clinics)
+            .filter(|c| r.clinic_oid(*c) == org_oid)
+            .flat_map(|c| r.doctors_of(c).map(|d| doctor(r, d)).collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Stops the simulator.
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+fn slot_id(doctor_id: &str, day: NaiveDate, index: u32) -> String {
+    format!("{doctor_id}-{}-{index:02}", day.format("%Y%m%d"))
+}
+
+fn fault(code: &str, message: &str, server: bool) -> HttpResponse {
+    let body = soap::fault(
+        SoapVersion::V11,
+        &Fault {
+            side: if server {
+                FaultSide::Receiver
+            } else {
+                FaultSide::Sender
+            },
+            code,
+            message,
+            field: None,
+            request_id: "emias-sim",
+        },
+    );
+    HttpResponse::InternalServerError()
+        .content_type(SoapVersion::V11.content_type())
+        .body(body)
+}
+
+fn reply(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(SoapVersion::V11.content_type())
+        .body(soap::envelope(SoapVersion::V11, "", &body))
+}
+
+async fn endpoint(state: Data<State>, body: Bytes) -> HttpResponse {
+    let faults = state.faults.read().map(|f| f.clone()).unwrap_or_default();
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
+    }
+    if roll() < faults.timeout_rate {
+        tokio::time::sleep(faults.hang.max(Duration::from_secs(1))).await;
+    }
+    if roll() < faults.error_rate {
+        return fault("INTERNAL_ERROR", "simulated MIS failure", true);
+    }
+    let req = match soap::parse_request(&body, &Limits::default()) {
+        Ok(r) => r,
+        Err(e) => return fault("BAD_REQUEST", &e.to_string(), false),
+    };
+    let op = &req.operation;
+    match op.name.as_str() {
+        "GetResources" => get_resources(&state, op),
+        "GetSchedule" => get_schedule(&state, op),
+        "CreateAppointment" => create_appointment(&state, op),
+        "CancelAppointment" => cancel_appointment(&state, op),
+        "GetChanges" => get_changes(&state, op),
+        other => fault("UNKNOWN_OPERATION", other, false),
+    }
+}
+
+fn get_resources(state: &State, op: &Element) -> HttpResponse {
+    let r = &state.region;
+    let org = op.child_text("OrgOid");
+    let mut out = format!(r#"<GetResourcesResponse xmlns="{NS}">"#);
+    for d in 0..r.doctors {
+        let doc = doctor(r, d);
+        if org.is_some_and(|o| o != doc.org_oid) {
+            continue;
+        }
+        out.push_str(&format!(
+            r#"<Resource><Id>{}</Id><OrgOid>{}</OrgOid><Snils>{}</Snils><Family>{}</Family><Given>{}</Given><Specialty code="{}" version="{SPECIALTY_BOOK_VERSION}"/><Position code="{}"/><Room>{}</Room></Resource>"#,
+            doc.id, doc.org_oid, doc.snils, esc(&doc.family), esc(&doc.given), doc.specialty, doc.position, esc(&doc.room)
+        ));
+    }
+    out.push_str("</GetResourcesResponse>");
+    reply(out)
+}
+
+/// Page cursor: (doctor index within the clinic's list, day offset).
+fn get_schedule(state: &State, op: &Element) -> HttpResponse {
+    let r = &state.region;
+    let Some(org) = op.child_text("OrgOid") else {
+        return fault("BAD_REQUEST", "OrgOid is required", false);
+    };
+    let parse_day = |n: &str| {
+        op.child_text(n)
+            .and_then(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d").ok())
+    };
+    let (Some(from), Some(to)) = (parse_day("From"), parse_day("To")) else {
+        return fault(
+            "BAD_REQUEST",
+            "From and To must be dates (YYYY-MM-DD)",
+            false,
+        );
+    };
+    let page_size: usize = op
+        .child_text("PageSize")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5000)
+        .clamp(1, 50_000);
+    let (mut doc_pos, mut day_pos): (usize, i64) = op
+        .child_text("PageToken")
+        .and_then(|t| t.split_once(':'))
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .unwrap_or((0, 0));
+    let doctors: Vec<u32> = (0..r.clinics)
+        .filter(|c| r.clinic_oid(*c) == org)
+        .flat_map(|c| r.doctors_of(c).collect::<Vec<_>>())
+        .collect();
+    let first = from.max(r.first_day);
+    let last = to.min(r.first_day + Days::new(u64::from(r.days)));
+    let span = last.signed_duration_since(first).num_days().max(0);
+    let overrides = state.slots.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut out = format!(r#"<GetScheduleResponse xmlns="{NS}"><Slots>"#);
+    let mut emitted = 0usize;
+    let mut next = None;
+    'outer: while doc_pos < doctors.len() {
+        let doc = doctor(r, doctors[doc_pos]);
+        while day_pos < span {
+            if emitted + r.slots_per_day as usize > page_size && emitted > 0 {
+                next = Some(format!("{doc_pos}:{day_pos}"));
+                break 'outer;
+            }
+            let day = first + Days::new(day_pos as u64);
+            let is_workday = day.format("%u").to_string().parse::<u32>().unwrap_or(1) <= 6;
+            if is_workday {
+                for i in 0..r.slots_per_day {
+                    let id = slot_id(&doc.id, day, i);
+                    let start = Utc
+                        .from_utc_datetime(&day.and_hms_opt(5, 0, 0).unwrap_or_default())
+                        + chrono::Duration::minutes(i64::from(i * r.slot_minutes));
+                    let end = start + chrono::Duration::minutes(i64::from(r.slot_minutes));
+                    let status = match overrides.get(&id) {
+                        Some(SlotState::Booked { .. }) => "busy",
+                        Some(SlotState::Withdrawn) => "withdrawn",
+                        None => "free",
+                    };
+                    out.push_str(&format!(
+                        "<Slot><Id>{id}</Id><ResourceId>{}</ResourceId><Start>{}</Start><End>{}</End><Status>{status}</Status><Channels>{}</Channels></Slot>",
+                        doc.id,
+                        start.to_rfc3339(),
+                        end.to_rfc3339(),
+                        channels_of(i).to_list()
+                    ));
+                    emitted += 1;
+                }
+            }
+            day_pos += 1;
+        }
+        doc_pos += 1;
+        day_pos = 0;
+    }
+    out.push_str("</Slots>");
+    if let Some(n) = next {
+        out.push_str(&format!("<NextPageToken>{n}</NextPageToken>"));
+    }
+    out.push_str("</GetScheduleResponse>");
+    reply(out)
+}
+
+fn create_appointment(state: &State, op: &Element) -> HttpResponse {
+    let Some(slot) = op.child_text("SlotId") else {
+        return fault("BAD_REQUEST", "SlotId is required", false);
+    };
+    let Ok(mut slots) = state.slots.lock() else {
+        return fault("INTERNAL_ERROR", "state", true);
+    };
+    match slots.get(slot) {
+        Some(SlotState::Booked { .. }) => {
+            return fault("SLOT_TAKEN", "the slot is already booked", false)
+        }
+        Some(SlotState::Withdrawn) => {
+            return fault("SLOT_WITHDRAWN", "the slot was withdrawn", false)
+        }
+        None => {}
+    }
+    let appointment = format!("A-{}", uuid::Uuid::new_v4().simple());
+    slots.insert(
+        slot.to_string(),
+        SlotState::Booked {
+            appointment: appointment.clone(),
+        },
+    );
+    if let Ok(mut a) = state.appointments.lock() {
+        a.insert(appointment.clone(), slot.to_string());
+    }
+    reply(format!(
+        r#"<CreateAppointmentResponse xmlns="{NS}"><AppointmentId>{appointment}</AppointmentId></CreateAppointmentResponse>"#
+    ))
+}
+
+fn cancel_appointment(state: &State, op: &Element) -> HttpResponse {
+    let Some(id) = op.child_text("AppointmentId") else {
+        return fault("BAD_REQUEST", "AppointmentId is required", false);
+    };
+    let slot = state
+        .appointments
+        .lock()
+        .ok()
+        .and_then(|mut a| a.remove(id));
+    let Some(slot) = slot else {
+        return fault("APPOINTMENT_NOT_FOUND", "no such appointment", false);
+    };
+    if let Ok(mut s) = state.slots.lock() {
+        if matches!(s.get(&slot), Some(SlotState::Booked { appointment }) if appointment == id) {
+            s.remove(&slot);
+        }
+    }
+    reply(format!(
+        r#"<CancelAppointmentResponse xmlns="{NS}"><Cancelled>true</Cancelled></CancelAppointmentResponse>"#
+    ))
+}
+
+fn get_changes(state: &State, op: &Element) -> HttpResponse {
+    let since: usize = op
+        .child_text("Token")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let changes = state.changes.lock().map(|c| c.clone()).unwrap_or_default();
+    let mut out = format!(r#"<GetChangesResponse xmlns="{NS}"><Changes>"#);
+    for (id, kind) in changes.iter().skip(since) {
+        out.push_str(&format!(
+            "<Change><SlotId>{id}</SlotId><Kind>{kind}</Kind></Change>"
+        ));
+    }
+    out.push_str(&format!(
+        "</Changes><Token>{}</Token></GetChangesResponse>",
+        changes.len()
+    ));
+    reply(out)
+}

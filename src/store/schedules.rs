@@ -1,0 +1,372 @@
+//! Practitioners and slots synchronized from clinic systems: bulk upserts, withdrawal of
+//! slots that vanished from the source, and keyset-paged slot search.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// A practitioner (doctor) as synchronized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Practitioner {
+    /// `source:external id`.
+    pub id: String,
+    /// Organization OID.
+    pub org_oid: String,
+    /// Source system.
+    pub source: String,
+    /// Id in the source system.
+    pub external_id: String,
+    /// SNILS digits.
+    pub snils: String,
+    /// Family name.
+    pub family: String,
+    /// Given names.
+    pub given: String,
+    /// Specialty code (reference book 1.2.643.5.1.13.13.11.1066).
+    pub specialty_code: String,
+    /// Version of that reference book.
+    pub specialty_version: String,
+    /// Position code (reference book 1.2.643.5.1.13.13.11.1002).
+    pub position_code: String,
+    /// Room.
+    pub room: String,
+}
+
+/// A slot as synchronized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRow {
+    /// `source:external id`.
+    pub id: String,
+    /// Organization OID.
+    pub org_oid: String,
+    /// Practitioner id.
+    pub practitioner_id: String,
+    /// Specialty code of the practitioner.
+    pub specialty_code: String,
+    /// Start (epoch ms).
+    pub start_at: i64,
+    /// End (epoch ms).
+    pub end_at: i64,
+    /// `free`, `busy`, `withdrawn`.
+    pub status: String,
+    /// Channel bit mask.
+    pub channels: i32,
+    /// Source system.
+    pub source: String,
+}
+
+/// Filters of a slot search; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct SlotQuery {
+    /// Organization OID.
+    pub org_oid: Option<String>,
+    /// Practitioner id.
+    pub practitioner_id: Option<String>,
+    /// Specialty code.
+    pub specialty_code: Option<String>,
+    /// Status.
+    pub status: Option<String>,
+    /// Start at or after (epoch ms).
+    pub start_from: Option<i64>,
+    /// Start before (epoch ms).
+    pub start_to: Option<i64>,
+    /// Keyset cursor: after (start_at, id).
+    pub after: Option<(i64, String)>,
+}
+
+const CHUNK: usize = 500;
+
+impl Store {
+    /// Inserts or updates practitioners in multi-row statements.
+    pub async fn upsert_practitioners(
+        &self,
+        rows: &[Practitioner],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for chunk in rows.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO practitioners (id, org_oid, source, external_id, snils, family, given, \
+                 specialty_code, specialty_version, position_code, room, active, updated_at) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 13);
+            sql.push_str(
+                " ON CONFLICT (id) DO UPDATE SET org_oid = excluded.org_oid, snils = excluded.snils, \
+                 family = excluded.family, given = excluded.given, specialty_code = excluded.specialty_code, \
+                 specialty_version = excluded.specialty_version, position_code = excluded.position_code, \
+                 room = excluded.room, active = 1, updated_at = excluded.updated_at",
+            );
+            let mut q = sqlx::query(&sql);
+            for p in chunk {
+                q = q
+                    .bind(p.id.clone())
+                    .bind(p.org_oid.clone())
+                    .bind(p.source.clone())
+                    .bind(p.external_id.clone())
+                    .bind(p.snils.clone())
+                    .bind(p.family.clone())
+                    .bind(p.given.clone())
+                    .bind(p.specialty_code.clone())
+                    .bind(p.specialty_version.clone())
+                    .bind(p.position_code.clone())
+                    .bind(p.room.clone())
+                    .bind(1i32)
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts or updates slots in multi-row statements, stamping them with `synced_at`.
+    pub async fn upsert_slots(&self, rows: &[SlotRow], synced_at: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for chunk in rows.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO slots (id, org_oid, practitioner_id, specialty_code, start_at, end_at, \
+                 status, channels, source, synced_at) VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 10);
+            sql.push_str(
+                " ON CONFLICT (id) DO UPDATE SET start_at = excluded.start_at, end_at = excluded.end_at, \
+                 status = excluded.status, channels = excluded.channels, synced_at = excluded.synced_at",
+            );
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q
+                    .bind(s.id.clone())
+                    .bind(s.org_oid.clone())
+                    .bind(s.practitioner_id.clone())
+                    .bind(s.specialty_code.clone())
+                    .bind(s.start_at)
+                    .bind(s.end_at)
+                    .bind(s.status.clone())
+                    .bind(s.channels)
+                    .bind(s.source.clone())
+                    .bind(synced_at);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks withdrawn the slots of `org` in `[from, to)` that a full sync at `synced_at`
+    /// did not see; returns their ids.
+    pub async fn withdraw_unseen_slots(
+        &self,
+        source: &str,
+        org: &str,
+        from: i64,
+        to: i64,
+        synced_at: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE slots SET status = 'withdrawn', synced_at = $5 WHERE source = $1 AND org_oid = $2 \
+             AND start_at >= $3 AND start_at < $4 AND synced_at < $5 AND status <> 'withdrawn' RETURNING id",
+        )
+        .bind(source.to_string())
+        .bind(org.to_string())
+        .bind(from)
+        .bind(to)
+        .bind(synced_at)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(ids)
+    }
+
+    /// Slots matching the query, ordered by (start, id), at most `limit`.
+    pub async fn search_slots(
+        &self,
+        q: &SlotQuery,
+        limit: u32,
+    ) -> Result<Vec<SlotRow>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, org_oid, practitioner_id, specialty_code, start_at, end_at, status, channels, source \
+             FROM slots WHERE 1=1",
+        );
+        enum A {
+            T(String),
+            I(i64),
+        }
+        let mut args: Vec<A> = Vec::new();
+        for (col, v) in [
+            ("org_oid", &q.org_oid),
+            ("practitioner_id", &q.practitioner_id),
+            ("specialty_code", &q.specialty_code),
+            ("status", &q.status),
+        ] {
+            if let Some(v) = v {
+                args.push(A::T(v.clone()));
+                sql.push_str(&format!(" AND {col} = ${}", args.len()));
+            }
+        }
+        if let Some(v) = q.start_from {
+            args.push(A::I(v));
+            sql.push_str(&format!(" AND start_at >= ${}", args.len()));
+        }
+        if let Some(v) = q.start_to {
+            args.push(A::I(v));
+            sql.push_str(&format!(" AND start_at < ${}", args.len()));
+        }
+        if let Some((start, id)) = &q.after {
+            args.push(A::I(*start));
+            let a = args.len();
+            args.push(A::T(id.clone()));
+            let b = args.len();
+            sql.push_str(&format!(
+                " AND (start_at > ${a} OR (start_at = ${a} AND id > ${b}))"
+            ));
+        }
+        sql.push_str(&format!(
+            " ORDER BY start_at, id LIMIT {}",
+            limit.clamp(1, 1000)
+        ));
+        let mut query = sqlx::query(&sql);
+        for a in args {
+            query = match a {
+                A::T(s) => query.bind(s),
+                A::I(i) => query.bind(i),
+            };
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        rows.iter().map(decode_slot).collect()
+    }
+
+    /// Practitioners of an organization (or all), ordered by id.
+    pub async fn list_practitioners(
+        &self,
+        org: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Practitioner>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, org_oid, source, external_id, snils, family, given, specialty_code, specialty_version, \
+             position_code, room FROM practitioners WHERE ($1 = '' OR org_oid = $1) ORDER BY id LIMIT $2",
+        )
+        .bind(org.unwrap_or("").to_string())
+        .bind(i64::from(limit.clamp(1, 10_000)))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Practitioner {
+                    id: r.try_get("id")?,
+                    org_oid: r.try_get("org_oid")?,
+                    source: r.try_get("source")?,
+                    external_id: r.try_get("external_id")?,
+                    snils: r.try_get("snils")?,
+                    family: r.try_get("family")?,
+                    given: r.try_get("given")?,
+                    specialty_code: r.try_get("specialty_code")?,
+                    specialty_version: r.try_get("specialty_version")?,
+                    position_code: r.try_get("position_code")?,
+                    room: r.try_get("room")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets the status of slots by id; returns how many changed.
+    pub async fn set_slots_status(
+        &self,
+        ids: &[String],
+        status: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut n = 0;
+        let mut tx = self.pool().begin().await?;
+        for id in ids {
+            n += sqlx::query(
+                "UPDATE slots SET status = $2, synced_at = $3 WHERE id = $1 AND status <> $2",
+            )
+            .bind(id.clone())
+            .bind(status.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The stored change token of a source and scope.
+    pub async fn change_token(
+        &self,
+        source: &str,
+        scope: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT change_token FROM sync_state WHERE source = $1 AND scope = $2",
+        )
+        .bind(source.to_string())
+        .bind(scope.to_string())
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Stores the change token of a source and scope.
+    pub async fn set_change_token(
+        &self,
+        source: &str,
+        scope: &str,
+        token: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sync_state (source, scope, change_token, synced_at) VALUES ($1,$2,$3,$4)              ON CONFLICT (source, scope) DO UPDATE SET change_token = excluded.change_token, synced_at = excluded.synced_at",
+        )
+        .bind(source.to_string())
+        .bind(scope.to_string())
+        .bind(token.to_string())
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Counts slots by status for an organization (or all).
+    pub async fn slot_counts(&self, org: Option<&str>) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM slots WHERE ($1 = '' OR org_oid = $1) GROUP BY status ORDER BY status",
+        )
+        .bind(org.unwrap_or("").to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+}
+
+fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", r * cols + c + 1));
+        }
+        sql.push(')');
+    }
+}
+
+fn decode_slot(r: &AnyRow) -> Result<SlotRow, StoreError> {
+    Ok(SlotRow {
+        id: r.try_get("id")?,
+        org_oid: r.try_get("org_oid")?,
+        practitioner_id: r.try_get("practitioner_id")?,
+        specialty_code: r.try_get("specialty_code")?,
+        start_at: r.try_get("start_at")?,
+        end_at: r.try_get("end_at")?,
+        status: r.try_get("status")?,
+        channels: r.try_get("channels")?,
+        source: r.try_get("source")?,
+    })
+}

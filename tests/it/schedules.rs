@@ -1,0 +1,84 @@
+//! Schedule sync from the city MIS simulator: full sync (idempotent, bulk), withdrawn slots
+//! through the change feed, MIS faults leaving the store unchanged, outbound calls logged.
+
+use std::time::Duration;
+
+use chrono::{Days, NaiveDate};
+use medgate::adapters::emias::EmiasClient;
+use medgate::services::schedule_sync::{full_sync, incremental_sync, SyncError};
+use medgate::sim::emias::{EmiasSim, Faults, Region};
+use medgate::store::schedules::SlotQuery;
+
+use crate::both_backends;
+use crate::support::*;
+
+fn first_day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 23).unwrap() // a Monday
+}
+
+fn region() -> Region {
+    Region {
+        clinics: 2,
+        doctors: 6,
+        days: 7,
+        slots_per_day: 4,
+        slot_minutes: 20,
+        first_day: first_day(),
+    }
+}
+
+both_backends! {
+    async fn full_and_incremental_sync(backend: Backend) {
+        let t = TestGateway::start(backend).await;
+        let sim = EmiasSim::start(region()).unwrap();
+        let client = EmiasClient::new(&sim.url, Duration::from_secs(2), t.gw.state.txlog.clone());
+        let store = &t.gw.state.store;
+        let org = "1.2.643.5.1.13.13.12.2.77.7001";
+        // 3 doctors in this clinic, 6 working days (Sunday off) of 4 slots.
+        let r = full_sync(store, &client, org, first_day(), 7, &|_| {}).await.unwrap();
+        assert_eq!((r.practitioners, r.slots, r.withdrawn), (3, 72, 0));
+        let again = full_sync(store, &client, org, first_day(), 7, &|_| {}).await.unwrap();
+        assert_eq!(again, r, "a second full sync changes nothing");
+        let counts = store.slot_counts(Some(org)).await.unwrap();
+        assert_eq!(counts, vec![("free".to_string(), 72)]);
+
+        // The doctor falls ill on Tuesday: the change feed withdraws the day's slots.
+        let doctor = &sim.doctors(org)[0];
+        assert_eq!(sim.withdraw_day(&doctor.id, first_day() + Days::new(1)), 4);
+        let inc = incremental_sync(store, &client).await.unwrap();
+        assert_eq!(inc.withdrawn, 4);
+        assert_eq!(incremental_sync(store, &client).await.unwrap().withdrawn, 0, "token advanced");
+        let withdrawn = store.search_slots(&SlotQuery { status: Some("withdrawn".into()), ..Default::default() }, 100).await.unwrap();
+        assert_eq!(withdrawn.len(), 4);
+        assert!(withdrawn.iter().all(|s| s.practitioner_id == format!("emias:{}", doctor.id)));
+
+        // Keyset paging returns every slot once, in time order.
+        let mut seen = Vec::new();
+        let mut q = SlotQuery { org_oid: Some(org.into()), ..Default::default() };
+        loop {
+            let page = store.search_slots(&q, 10).await.unwrap();
+            if page.is_empty() { break; }
+            let last = page.last().unwrap();
+            q.after = Some((last.start_at, last.id.clone()));
+            seen.extend(page.into_iter().map(|s| (s.start_at, s.id)));
+        }
+        assert_eq!(seen.len(), 72);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+
+        // MIS failure: a typed error, nothing withdrawn or changed.
+        sim.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
+        let err = full_sync(store, &client, org, first_day(), 7, &|_| {}).await.unwrap_err();
+        assert!(matches!(err, SyncError::Mis(medgate::adapters::emias::EmiasError::Fault { ref code, .. }) if code == "INTERNAL_ERROR"), "{err}");
+        sim.set_faults(Faults { timeout_rate: 1.0, hang: Duration::from_secs(3), ..Faults::default() });
+        let err = full_sync(store, &client, org, first_day(), 7, &|_| {}).await.unwrap_err();
+        assert!(matches!(err, SyncError::Mis(medgate::adapters::emias::EmiasError::Timeout(_))), "{err}");
+        assert_eq!(store.slot_counts(Some(org)).await.unwrap(), vec![("free".to_string(), 68), ("withdrawn".to_string(), 4)]);
+
+        // Outbound calls are in the transaction log.
+        let calls: serde_json::Value = t.get_admin("/api/admin/transactions?operation=emias.GetSchedule").await.json().await.unwrap();
+        assert_eq!(calls["count"], 2, "one page per successful full sync: {calls}");
+        assert_eq!(calls["items"][0]["direction"], "outbound");
+        sim.stop().await;
+        t.stop().await;
+    }
+}
