@@ -15,6 +15,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/Organization", web::get().to(search_organizations))
         .route("/Organization/{id}", web::get().to(read_organization))
         .configure(super::documents::fhir_routes)
+        .configure(super::fhir_schedule::routes)
         .default_service(web::to(unknown));
 }
 

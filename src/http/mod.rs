@@ -4,6 +4,7 @@ pub mod admin;
 pub mod documents;
 pub mod error;
 pub mod fhir;
+pub mod fhir_schedule;
 pub mod health;
 pub mod metrics;
 pub mod middleware;

@@ -82,3 +82,94 @@ both_backends! {
         t.stop().await;
     }
 }
+
+/// Validates FHIR resources with PyPI's `fhir.resources` (its R4B models: the revision of
+/// R4 the package ships; these resources are structurally the same).
+pub fn validate_fhir(resources: &[serde_json::Value]) {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, r) in resources.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("{i}.json")), r.to_string()).unwrap();
+    }
+    let script = format!(
+        "import json, glob\nfrom fhir.resources.R4B import get_fhir_model_class\nn = 0\nfor f in sorted(glob.glob('{}/*.json')):\n    d = json.load(open(f))\n    get_fhir_model_class(d['resourceType']).model_validate(d)\n    n += 1\nprint(n)\n",
+        dir.path().display()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "invalid FHIR: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        resources.len().to_string()
+    );
+}
+
+both_backends! {
+    async fn fhir_slot_search(backend: Backend) {
+        use reqwest::StatusCode;
+        use serde_json::Value;
+        let t = TestGateway::start(backend).await;
+        let sim = EmiasSim::start(region()).unwrap();
+        let client = EmiasClient::new(&sim.url, Duration::from_secs(2), t.gw.state.txlog.clone());
+        let org = "1.2.643.5.1.13.13.12.2.77.7002";
+        full_sync(&t.gw.state.store, &client, org, first_day(), 7, &|_| {}).await.unwrap();
+        let get = |path: String| {
+            let http = t.http.clone();
+            let url = t.url(&path);
+            async move { http.get(url).bearer_auth(PORTAL_TOKEN).send().await.unwrap() }
+        };
+        // One day of one clinic: 3 doctors x 4 slots, paged by 5.
+        let mut next = Some(format!("/fhir/Slot?organization=Organization/{org}&start=ge2026-11-24&start=lt2026-11-25&_count=5"));
+        let mut slots: Vec<Value> = Vec::new();
+        let mut pages = 0;
+        while let Some(path) = next {
+            let r = get(path).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            let b: Value = r.json().await.unwrap();
+            assert_eq!(b["type"], "searchset");
+            slots.extend(b["entry"].as_array().unwrap().iter().map(|e| e["resource"].clone()));
+            next = b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next")
+                .map(|l| l["url"].as_str().unwrap().trim_start_matches(&t.gw.url()).to_string());
+            pages += 1;
+        }
+        assert_eq!((slots.len(), pages), (12, 3));
+        assert!(slots.iter().all(|s| s["start"].as_str().unwrap().starts_with("2026-11-24")));
+        // Channels are carried; the first slot of each doctor's day is kept off the internet.
+        assert!(slots.iter().any(|s| !s["extension"].as_array().unwrap().iter().any(|e| e["valueCode"] == "internet")));
+        // Filter by practitioner and status: 6 working days x 4 slots.
+        let practitioner = slots[0]["schedule"]["reference"].as_str().unwrap().trim_start_matches("Schedule/").to_string();
+        let b: Value = get(format!("/fhir/Slot?practitioner=Practitioner/{practitioner}&status=free&_count=100")).await.json().await.unwrap();
+        assert_eq!(b["entry"].as_array().unwrap().len(), 24);
+        let prs: Value = get(format!("/fhir/Practitioner?organization={org}")).await.json().await.unwrap();
+        let practitioners: Vec<Value> = prs["entry"].as_array().unwrap().iter().map(|e| e["resource"].clone()).collect();
+        assert_eq!(practitioners.len(), 3);
+        let mut all = slots.clone();
+        all.extend(practitioners);
+        all.push(prs.clone());
+        validate_fhir(&all);
+
+        // Bad input names the parameter.
+        for (query, field) in [
+            ("start=tomorrow", "start"),
+            ("organization=clinic-7", "organization"),
+            ("_count=0", "_count"),
+            ("status=maybe", "status"),
+            ("start=ge2026-11-25&start=lt2026-11-24", "start"),
+            ("_cursor=%25%25%25", "_cursor"),
+            ("colour=red", "colour"),
+        ] {
+            let r = get(format!("/fhir/Slot?{query}")).await;
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+            let o: Value = r.json().await.unwrap();
+            assert_eq!(o["issue"][0]["expression"][0], field, "{query}: {o}");
+        }
+        sim.stop().await;
+        t.stop().await;
+    }
+}
