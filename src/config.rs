@@ -56,6 +56,30 @@ pub struct Settings {
     /// Keys the gateway signs with, per organization and per doctor.
     #[serde(default)]
     pub signing: SigningSettings,
+    /// The city-wide MIS (EMIAS-style) that owns schedules; absent means no schedule sync.
+    #[serde(default)]
+    pub emias: Option<EmiasSettings>,
+}
+
+/// The city-wide MIS adapter.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmiasSettings {
+    /// SOAP endpoint.
+    pub url: String,
+    /// Seconds to wait for an answer.
+    #[serde(default = "default_emias_timeout")]
+    pub timeout_secs: u64,
+    /// Days of schedule to synchronize, from today.
+    #[serde(default = "default_days_ahead")]
+    pub days_ahead: u32,
+}
+
+fn default_emias_timeout() -> u64 {
+    30
+}
+fn default_days_ahead() -> u32 {
+    30
 }
 
 /// The registry of electronic medical documents and delivery to it.
@@ -335,6 +359,7 @@ impl Default for Settings {
             clients: Vec::new(),
             remd: None,
             signing: SigningSettings::default(),
+            emias: None,
         }
     }
 }

@@ -168,3 +168,104 @@ pub fn organizations() -> Vec<Organization> {
 pub async fn seed(store: &Store) -> Result<(), StoreError> {
     store.upsert_organizations(&organizations()).await
 }
+
+/// The running demo: the gateway and the simulators it talks to.
+pub struct Demo {
+    gateway: crate::app::Gateway,
+    registry: crate::sim::remd::RemdSim,
+    mis: crate::sim::emias::EmiasSim,
+}
+
+impl Demo {
+    /// Starts the simulators and the gateway on `port`, seeds the region and synchronizes
+    /// the city MIS's schedules in the background.
+    pub async fn start(port: u16, data_dir: &Path) -> Result<Demo, String> {
+        let settings = settings(port, data_dir);
+        crate::telemetry::init(&settings.log);
+        let registry = crate::sim::remd::RemdSim::start(crate::sim::remd::RemdSimConfig {
+            gateway_token: DEMO_TOKEN.into(),
+            check: Some(std::sync::Arc::new(crate::sim::remd::CryptoCheck)),
+            ..Default::default()
+        })
+        .map_err(|e| format!("registry simulator: {e}"))?;
+        let today = chrono::Utc::now().date_naive();
+        let mis = crate::sim::emias::EmiasSim::start(crate::sim::emias::Region::demo(today))
+            .map_err(|e| format!("city MIS simulator: {e}"))?;
+        let keys = ensure_keys(data_dir)?;
+        let mut settings = with_registry(settings, &registry.url, keys);
+        settings.emias = Some(crate::config::EmiasSettings {
+            url: mis.url.clone(),
+            timeout_secs: 30,
+            days_ahead: 30,
+        });
+        let gateway = crate::app::Gateway::start(settings)
+            .await
+            .map_err(|e| e.to_string())?;
+        seed(&gateway.state.store)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (store, txlog, url) = (
+            gateway.state.store.clone(),
+            gateway.state.txlog.clone(),
+            mis.url.clone(),
+        );
+        tokio::spawn(async move {
+            let client = crate::adapters::emias::EmiasClient::new(
+                &url,
+                std::time::Duration::from_secs(30),
+                txlog,
+            );
+            let mut slots = 0;
+            for org in organizations() {
+                match crate::services::schedule_sync::full_sync(
+                    &store,
+                    &client,
+                    &org.oid,
+                    today,
+                    30,
+                    &|_| {},
+                )
+                .await
+                {
+                    Ok(r) => slots += r.slots,
+                    Err(e) => {
+                        tracing::warn!(org = %org.oid, error = %e, "demo schedule sync failed")
+                    }
+                }
+            }
+            println!("  schedules synchronized from the city MIS simulator: {slots} slots");
+        });
+        Ok(Demo {
+            gateway,
+            registry,
+            mis,
+        })
+    }
+
+    /// Tells the newcomer what runs where and what to try.
+    pub fn print_welcome(&self) {
+        let url = self.gateway.url();
+        let t = DEMO_TOKEN;
+        println!(
+            "medgate demo on {url}\n  demo client token: {t}\n  registry simulator: {}\n  city MIS simulator: {}\n  \
+             try: curl -H 'Authorization: Bearer {t}' {url}/fhir/Organization\n  \
+             free slots: curl -H 'Authorization: Bearer {t}' '{url}/fhir/Slot?organization={DEMO_ORG}&status=free&_count=5'\n  \
+             submit a document: curl -H 'Authorization: Bearer {t}' -H 'Content-Type: application/fhir+json' --data @adapters/remd/samples/document-reference.json {url}/fhir/DocumentReference\n  \
+             stop with Ctrl-C",
+            self.registry.url, self.mis.url
+        );
+    }
+
+    /// Serves until stopped.
+    pub async fn run(self) -> Result<(), String> {
+        let Demo {
+            gateway,
+            registry,
+            mis,
+        } = self;
+        let result = gateway.run_until_stopped().await.map_err(|e| e.to_string());
+        registry.stop().await;
+        mis.stop().await;
+        result
+    }
+}

@@ -70,6 +70,11 @@ enum Command {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
+    /// Synchronize data from external systems.
+    Sync {
+        #[command(subcommand)]
+        what: SyncCommand,
+    },
     /// Load commands that measure the gateway (figures for BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -83,6 +88,22 @@ enum Command {
         /// Directory for the demo database; created if missing.
         #[arg(long, default_value = "./medgate-demo-data")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SyncCommand {
+    /// Schedules and slots from the city-wide MIS (`[emias]` in the configuration).
+    Schedules {
+        /// TOML configuration file.
+        #[arg(long, short, env = "MEDGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only this organization (FRMO OID); default: every known organization.
+        #[arg(long)]
+        org: Option<String>,
+        /// Full sync of the whole window (else: incremental from the change token).
+        #[arg(long)]
+        full: bool,
     },
 }
 
@@ -241,6 +262,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Sync {
+            what: SyncCommand::Schedules { config, org, full },
+        } => {
+            let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+            medgate::telemetry::init(&settings.log);
+            sync_schedules(settings, org, full).await
+        }
         Command::Bench {
             what:
                 BenchCommand::Documents {
@@ -267,27 +295,79 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Demo { port, data_dir } => {
             std::fs::create_dir_all(&data_dir)
                 .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-            let settings = medgate::demo::settings(port, &data_dir);
-            medgate::telemetry::init(&settings.log);
-            let registry = medgate::sim::remd::RemdSim::start(medgate::sim::remd::RemdSimConfig {
-                gateway_token: medgate::demo::DEMO_TOKEN.into(),
-                check: Some(std::sync::Arc::new(medgate::sim::remd::CryptoCheck)),
-                ..Default::default()
-            })
-            .map_err(|e| format!("registry simulator: {e}"))?;
-            let keys = medgate::demo::ensure_keys(&data_dir)?;
-            let settings = medgate::demo::with_registry(settings, &registry.url, keys);
-            let gw = Gateway::start(settings).await.map_err(|e| e.to_string())?;
-            medgate::demo::seed(&gw.state.store)
-                .await
-                .map_err(|e| e.to_string())?;
-            println!(
-                "medgate demo on {url}\n  demo client token: {token}\n  registry simulator: {registry}\n  try: curl -H 'Authorization: Bearer {token}' {url}/fhir/Organization\n  submit a document: curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/fhir+json' --data @adapters/remd/samples/document-reference.json {url}/fhir/DocumentReference\n  stop with Ctrl-C",
-                url = gw.url(),
-                token = medgate::demo::DEMO_TOKEN,
-                registry = registry.url
-            );
-            gw.run_until_stopped().await.map_err(|e| e.to_string())
+            let demo = medgate::demo::Demo::start(port, &data_dir).await?;
+            demo.print_welcome();
+            demo.run().await
         }
     }
+}
+
+async fn sync_schedules(settings: Settings, org: Option<String>, full: bool) -> Result<(), String> {
+    use medgate::services::schedule_sync::{full_sync, incremental_sync};
+    let emias = settings
+        .emias
+        .clone()
+        .ok_or("no [emias] section in the configuration")?;
+    let store = Store::connect(&settings.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let (txlog, writer) =
+        medgate::exchange::TxLog::start(store.clone(), settings.transaction_log.clone());
+    let client = medgate::adapters::emias::EmiasClient::new(
+        &emias.url,
+        std::time::Duration::from_secs(emias.timeout_secs),
+        txlog.clone(),
+    );
+    let result = if full {
+        let orgs = match org {
+            Some(o) => vec![medgate::model::Oid::parse_organization(&o)
+                .map_err(|e| format!("--org: {e}"))?
+                .to_string()],
+            None => store
+                .list_organizations(None, None, 0, 100_000)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|o| o.oid)
+                .collect(),
+        };
+        let bar = indicatif::ProgressBar::new(orgs.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} organizations  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let today = chrono::Utc::now().date_naive();
+        let mut total = medgate::services::schedule_sync::SyncReport::default();
+        for o in orgs {
+            bar.set_message(o.clone());
+            let base = total.slots;
+            let r = full_sync(&store, &client, &o, today, emias.days_ahead, &|n| {
+                bar.set_message(format!("{o}: {} slots", base + n))
+            })
+            .await
+            .map_err(|e| format!("{o}: {e}"))?;
+            total.practitioners += r.practitioners;
+            total.slots += r.slots;
+            total.withdrawn += r.withdrawn;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(total)
+    } else {
+        incremental_sync(&store, &client)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    txlog.flush().await;
+    // Every log handle must be gone before the writer can finish.
+    drop(client);
+    drop(txlog);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
+    let r = result?;
+    println!(
+        "schedules synchronized: {} practitioners, {} slots, {} withdrawn",
+        r.practitioners, r.slots, r.withdrawn
+    );
+    Ok(())
 }

@@ -162,7 +162,7 @@ impl EmiasClient {
         from: chrono::NaiveDate,
         to: chrono::NaiveDate,
         page: Option<&str>,
-        specialty_of: &dyn Fn(&str) -> String,
+        specialty_of: &(dyn Fn(&str) -> String + Sync),
     ) -> Result<(Vec<SlotRow>, Option<String>), EmiasError> {
         let inner = format!(
             "<OrgOid>{}</OrgOid><From>{from}</From><To>{to}</To><PageSize>5000</PageSize>{}",

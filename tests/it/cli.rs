@@ -106,3 +106,88 @@ fn every_command_has_help() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_schedules_command() {
+    let day = chrono::Utc::now().date_naive();
+    let sim = medgate::sim::emias::EmiasSim::start(medgate::sim::emias::Region {
+        clinics: 1,
+        doctors: 2,
+        days: 30,
+        slots_per_day: 3,
+        slot_minutes: 20,
+        first_day: day,
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("medgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"sqlite://{}\"\n[emias]\nurl = \"{}\"\ndays_ahead = 7\n",
+            dir.path().join("g.db").display(),
+            sim.url
+        ),
+    )
+    .unwrap();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_medgate"));
+            for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MEDGATE_")) {
+                cmd.env_remove(k);
+            }
+            cmd.args(args).output().unwrap()
+        })
+    };
+    let cfg = config.display().to_string();
+    let org = "1.2.643.5.1.13.13.12.2.77.7001".to_string();
+    let out = run(vec![
+        "sync".into(),
+        "schedules".into(),
+        "--config".into(),
+        cfg.clone(),
+        "--full".into(),
+        "--org".into(),
+        org,
+    ])
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("2 practitioners") && text.contains(" slots"),
+        "{text}"
+    );
+    let out = run(vec![
+        "sync".into(),
+        "schedules".into(),
+        "--config".into(),
+        cfg.clone(),
+        "--full".into(),
+        "--org".into(),
+        "not-an-oid".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--org"));
+    let out = run(vec![
+        "sync".into(),
+        "schedules".into(),
+        "--config".into(),
+        cfg,
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 withdrawn"));
+    sim.stop().await;
+}
