@@ -79,6 +79,25 @@ async fn metadata(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
                     {"name": "name", "type": "string"},
                     {"name": "_count", "type": "number"}
                 ]
+            }, {
+                "type": "Practitioner",
+                "interaction": [{"code": "search-type"}],
+                "searchParam": [{"name": "organization", "type": "reference"}]
+            }, {
+                "type": "Slot",
+                "interaction": [{"code": "search-type"}],
+                "searchParam": [
+                    {"name": "organization", "type": "reference"},
+                    {"name": "practitioner", "type": "reference"},
+                    {"name": "schedule", "type": "reference"},
+                    {"name": "specialty", "type": "token"},
+                    {"name": "start", "type": "date"},
+                    {"name": "status", "type": "token"},
+                    {"name": "_count", "type": "number"}
+                ]
+            }, {
+                "type": "DocumentReference",
+                "interaction": [{"code": "create"}, {"code": "read"}]
             }]
         }]
     });

@@ -152,6 +152,7 @@ both_backends! {
         let mut all = slots.clone();
         all.extend(practitioners);
         all.push(prs.clone());
+        all.push(get("/fhir/metadata".into()).await.json().await.unwrap());
         validate_fhir(&all);
 
         // Bad input names the parameter.
