@@ -297,3 +297,95 @@ fn openssl_rate(opts: &DocumentBench) -> Result<f64, String> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rate)
 }
+
+/// Options of `medgate bench sync`.
+#[derive(Debug, Clone)]
+pub struct SyncBench {
+    /// PostgreSQL URL allowed to create a database.
+    pub pg_admin_url: String,
+    /// Slots to generate in the simulated city MIS (approximately).
+    pub slots: u64,
+    /// Organizations synchronized concurrently.
+    pub parallel: usize,
+}
+
+/// Full sync of a simulated region into a fresh PostgreSQL database; returns (slots, time).
+pub async fn sync(opts: SyncBench) -> Result<(usize, Duration), String> {
+    let name = format!("medgate_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&opts.pg_admin_url)
+        .await
+        .map_err(|e| format!("PostgreSQL: {e}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut url = url::Url::parse(&opts.pg_admin_url).map_err(|e| e.to_string())?;
+    url.set_path(&format!("/{name}"));
+    let result = run_sync(&opts, url.as_str()).await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+    result
+}
+
+async fn run_sync(opts: &SyncBench, db_url: &str) -> Result<(usize, Duration), String> {
+    let mut s = Settings::default();
+    s.database.url = db_url.to_string();
+    s.database.max_connections = 8;
+    let store = crate::store::Store::connect(&s.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let day = chrono::Utc::now().date_naive();
+    // 30 days hold 25-26 working days of 16 slots.
+    let doctors = (opts.slots / (26 * 16)).max(1) as u32;
+    let region = crate::sim::emias::Region {
+        doctors,
+        ..crate::sim::emias::Region::demo(day)
+    };
+    let orgs: Vec<String> = (0..region.clinics).map(|c| region.clinic_oid(c)).collect();
+    let sim = crate::sim::emias::EmiasSim::start(region).map_err(|e| e.to_string())?;
+    let (txlog, _writer) = crate::exchange::TxLog::start(store.clone(), s.transaction_log.clone());
+    let client =
+        crate::adapters::emias::EmiasClient::new(&sim.url, Duration::from_secs(120), txlog);
+    let bar = indicatif::ProgressBar::new(opts.slots);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos} slots {per_sec} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let results: Vec<Result<usize, String>> = futures_util::stream::iter(orgs)
+        .map(|org| {
+            let (store, client, bar, total) =
+                (store.clone(), client.clone(), bar.clone(), total.clone());
+            async move {
+                let last = std::sync::atomic::AtomicUsize::new(0);
+                let r = crate::services::schedule_sync::full_sync(
+                    &store,
+                    &client,
+                    &org,
+                    day,
+                    30,
+                    &|n| {
+                        let prev = last.swap(n, std::sync::atomic::Ordering::Relaxed);
+                        bar.inc((n - prev) as u64);
+                    },
+                )
+                .await
+                .map_err(|e| format!("{org}: {e}"))?;
+                total.fetch_add(r.slots, std::sync::atomic::Ordering::Relaxed);
+                Ok(r.slots)
+            }
+        })
+        .buffer_unordered(opts.parallel.max(1))
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    sim.stop().await;
+    for r in results {
+        r?;
+    }
+    Ok((total.load(std::sync::atomic::Ordering::Relaxed), elapsed))
+}

@@ -109,6 +109,18 @@ enum SyncCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Full schedule sync of a simulated city MIS into a fresh PostgreSQL database.
+    Sync {
+        /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg: String,
+        /// Slots in the simulated region (approximately).
+        #[arg(long, default_value_t = 1_000_000)]
+        slots: u64,
+        /// Organizations synchronized concurrently.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+    },
     /// Document intake through HTTP on PostgreSQL: validation, two GOST CMS signatures,
     /// durable enqueue; with `openssl cms -sign` per-process signing side by side.
     Documents {
@@ -268,6 +280,27 @@ async fn run(cli: Cli) -> Result<(), String> {
             let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
             medgate::telemetry::init(&settings.log);
             sync_schedules(settings, org, full).await
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Sync {
+                    pg,
+                    slots,
+                    parallel,
+                },
+        } => {
+            let (n, t) = medgate::bench::sync(medgate::bench::SyncBench {
+                pg_admin_url: pg,
+                slots,
+                parallel,
+            })
+            .await?;
+            println!(
+                "full sync: {n} slots in {:.1} s = {:.0} slots/s (simulated city MIS over SOAP -> PostgreSQL, {parallel} organizations at a time)",
+                t.as_secs_f64(),
+                n as f64 / t.as_secs_f64()
+            );
+            Ok(())
         }
         Command::Bench {
             what:
