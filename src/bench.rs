@@ -307,10 +307,12 @@ pub struct SyncBench {
     pub slots: u64,
     /// Organizations synchronized concurrently.
     pub parallel: usize,
+    /// Keep the database afterwards (its URL is returned) for further measurements.
+    pub keep: bool,
 }
 
 /// Full sync of a simulated region into a fresh PostgreSQL database; returns (slots, time).
-pub async fn sync(opts: SyncBench) -> Result<(usize, Duration), String> {
+pub async fn sync(opts: SyncBench) -> Result<(usize, Duration, Option<String>), String> {
     let name = format!("medgate_bench_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&opts.pg_admin_url)
         .await
@@ -322,10 +324,136 @@ pub async fn sync(opts: SyncBench) -> Result<(usize, Duration), String> {
     let mut url = url::Url::parse(&opts.pg_admin_url).map_err(|e| e.to_string())?;
     url.set_path(&format!("/{name}"));
     let result = run_sync(&opts, url.as_str()).await;
+    if opts.keep && result.is_ok() {
+        return result.map(|(n, t)| (n, t, Some(url.to_string())));
+    }
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+    result.map(|(n, t)| (n, t, None))
+}
+
+/// Options of `medgate bench slots`.
+#[derive(Debug, Clone)]
+pub struct SlotSearchBench {
+    /// PostgreSQL URL allowed to create a database.
+    pub pg_admin_url: String,
+    /// Slots to store first.
+    pub slots: u64,
+    /// Concurrent connections (closed loop: each sends its next request when answered).
+    pub concurrency: usize,
+    /// Seconds to send for.
+    pub seconds: u32,
+}
+
+/// Slot search latency at a fixed request rate through HTTP; returns a printable report.
+pub async fn slot_search(opts: SlotSearchBench) -> Result<String, String> {
+    let name = format!("medgate_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&opts.pg_admin_url)
+        .await
+        .map_err(|e| format!("PostgreSQL: {e}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut url = url::Url::parse(&opts.pg_admin_url).map_err(|e| e.to_string())?;
+    url.set_path(&format!("/{name}"));
+    let result = run_slot_search(&opts, url.as_str()).await;
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await;
     result
+}
+
+async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String, String> {
+    let sync_opts = SyncBench {
+        pg_admin_url: String::new(),
+        slots: opts.slots,
+        parallel: 4,
+        keep: false,
+    };
+    let (stored, _) = run_sync(&sync_opts, db_url).await?;
+    let mut s = Settings::default();
+    s.database.url = db_url.to_string();
+    s.database.max_connections = 16;
+    s.log.filter = "warn".into();
+    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
+    s.clients = vec![ClientSettings {
+        id: "bench".into(),
+        name: "bench".into(),
+        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
+        organizations: vec![],
+        scopes: vec!["schedule:read".into()],
+    }];
+    let store = crate::store::Store::connect(&s.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let gw = Gateway::start_on(s, store, listener, Instant::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    let base = gw.url();
+    let today = chrono::Utc::now().date_naive();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(u64::from(opts.seconds));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..opts.concurrency.max(1))
+        .map(|w| {
+            let (http, latencies, errors, base) = (http.clone(), latencies.clone(), errors.clone(), base.clone());
+            tokio::spawn(async move {
+                let mut i = w;
+                while Instant::now() < deadline {
+                    let day = today + chrono::Days::new(1 + (i as u64 * 7) % 28);
+                    let org = 7001 + (i % 12);
+                    let url = format!(
+                        "{base}/fhir/Slot?organization=1.2.643.5.1.13.13.12.2.77.{org}&start=ge{day}&start=lt{}&status=free&_count=20",
+                        day + chrono::Days::new(1)
+                    );
+                    let t = Instant::now();
+                    match http.get(url).bearer_auth(TOKEN).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            if let Ok(mut l) = latencies.lock() {
+                                l.push(t.elapsed());
+                            }
+                        }
+                        _ => {
+                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    i += 7;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    let elapsed = started.elapsed();
+    gw.stop().await;
+    let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    l.sort();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(format!(
+        "slots stored: {stored}\nrequests: {} ok, {} failed, {} connections, {:.0} requests/s\nlatency p50/p90/p99/max: {:.2} / {:.2} / {:.2} / {:.2} ms",
+        l.len(),
+        errors.load(std::sync::atomic::Ordering::Relaxed),
+        opts.concurrency,
+        l.len() as f64 / elapsed.as_secs_f64(),
+        ms(pct(0.5)),
+        ms(pct(0.9)),
+        ms(pct(0.99)),
+        ms(l.last().copied().unwrap_or_default()),
+    ))
 }
 
 async fn run_sync(opts: &SyncBench, db_url: &str) -> Result<(usize, Duration), String> {
@@ -381,6 +509,10 @@ async fn run_sync(opts: &SyncBench, db_url: &str) -> Result<(usize, Duration), S
         .buffer_unordered(opts.parallel.max(1))
         .collect()
         .await;
+    store
+        .refresh_schedule_statistics()
+        .await
+        .map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
     sim.stop().await;

@@ -233,6 +233,9 @@ impl Demo {
                     }
                 }
             }
+            if let Err(e) = store.refresh_schedule_statistics().await {
+                tracing::warn!(error = %e, "statistics refresh failed");
+            }
             println!("  schedules synchronized from the city MIS simulator: {slots} slots");
         });
         Ok(Demo {

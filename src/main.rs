@@ -109,6 +109,22 @@ enum SyncCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// FHIR Slot search throughput and latency through HTTP (closed loop), on PostgreSQL
+    /// with a synchronized region of the given size.
+    Slots {
+        /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg: String,
+        /// Slots stored before the run.
+        #[arg(long, default_value_t = 1_000_000)]
+        slots: u64,
+        /// Concurrent connections (closed loop).
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
     /// Full schedule sync of a simulated city MIS into a fresh PostgreSQL database.
     Sync {
         /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
@@ -120,6 +136,9 @@ enum BenchCommand {
         /// Organizations synchronized concurrently.
         #[arg(long, default_value_t = 2)]
         parallel: usize,
+        /// Keep the database and print its URL (to serve it and load it with wrk).
+        #[arg(long)]
+        keep: bool,
     },
     /// Document intake through HTTP on PostgreSQL: validation, two GOST CMS signatures,
     /// durable enqueue; with `openssl cms -sign` per-process signing side by side.
@@ -283,18 +302,42 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Bench {
             what:
+                BenchCommand::Slots {
+                    pg,
+                    slots,
+                    concurrency,
+                    seconds,
+                },
+        } => {
+            let report = medgate::bench::slot_search(medgate::bench::SlotSearchBench {
+                pg_admin_url: pg,
+                slots,
+                concurrency,
+                seconds,
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Bench {
+            what:
                 BenchCommand::Sync {
                     pg,
                     slots,
                     parallel,
+                    keep,
                 },
         } => {
-            let (n, t) = medgate::bench::sync(medgate::bench::SyncBench {
+            let (n, t, kept) = medgate::bench::sync(medgate::bench::SyncBench {
                 pg_admin_url: pg,
                 slots,
                 parallel,
+                keep,
             })
             .await?;
+            if let Some(url) = kept {
+                println!("database kept: {url}");
+            }
             println!(
                 "full sync: {n} slots in {:.1} s = {:.0} slots/s (simulated city MIS over SOAP -> PostgreSQL, {parallel} organizations at a time)",
                 t.as_secs_f64(),
@@ -386,6 +429,10 @@ async fn sync_schedules(settings: Settings, org: Option<String>, full: bool) -> 
             bar.inc(1);
         }
         bar.finish_and_clear();
+        store
+            .refresh_schedule_statistics()
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(total)
     } else {
         incremental_sync(&store, &client)

@@ -35,9 +35,9 @@ CREATE TABLE slots (
     source_version   TEXT NOT NULL DEFAULT '',
     synced_at        BIGINT NOT NULL
 );
-CREATE INDEX slots_org_start ON slots (org_oid, start_at);
-CREATE INDEX slots_practitioner_start ON slots (practitioner_id, start_at);
-CREATE INDEX slots_specialty_start ON slots (specialty_code, start_at);
+CREATE INDEX slots_org_start ON slots (org_oid, start_at, id);
+CREATE INDEX slots_practitioner_start ON slots (practitioner_id, start_at, id);
+CREATE INDEX slots_specialty_start ON slots (specialty_code, start_at, id);
 
 -- Appointments; at most one active (held or booked) appointment per slot, enforced here.
 CREATE TABLE appointments (

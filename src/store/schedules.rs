@@ -327,6 +327,17 @@ impl Store {
         Ok(())
     }
 
+    /// Refreshes planner statistics of the schedule tables; run after bulk loads so that
+    /// searches use the ordered indexes at once.
+    pub async fn refresh_schedule_statistics(&self) -> Result<(), StoreError> {
+        for table in ["slots", "practitioners"] {
+            sqlx::query(&format!("ANALYZE {table}"))
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Counts slots by status for an organization (or all).
     pub async fn slot_counts(&self, org: Option<&str>) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
