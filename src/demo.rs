@@ -198,12 +198,18 @@ impl Demo {
             timeout_secs: 30,
             days_ahead: 30,
         });
-        let gateway = crate::app::Gateway::start(settings)
+        // Seed before listening, so that a ready demo already has its region.
+        let store = Store::connect(&settings.database)
             .await
             .map_err(|e| e.to_string())?;
-        seed(&gateway.state.store)
-            .await
-            .map_err(|e| e.to_string())?;
+        store.migrate().await.map_err(|e| e.to_string())?;
+        seed(&store).await.map_err(|e| e.to_string())?;
+        let listener = std::net::TcpListener::bind(&settings.http.bind)
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.http.bind))?;
+        let gateway =
+            crate::app::Gateway::start_on(settings, store, listener, std::time::Instant::now())
+                .await
+                .map_err(|e| e.to_string())?;
         let (store, txlog, url) = (
             gateway.state.store.clone(),
             gateway.state.txlog.clone(),

@@ -1,52 +1,102 @@
-//! The few libcrypto calls rust-openssl does not wrap. Each `unsafe` block below reads
-//! OpenSSL objects that the safe wrappers own and keep alive for the duration of the call.
+//! The few libcrypto calls rust-openssl does not wrap: loading the `gost` engine and reading
+//! a CMS SignedData's SignerInfos, certificates and signing time.
+//!
+//! Every `unsafe` block lives in this file. The functions take safe rust-openssl objects,
+//! only read the OpenSSL structures those objects own (and keep alive for the call), and copy
+//! out what they need; references taken here are released here.
 
-use std::ffi::{c_char, c_int, c_ulong, c_void, CString};
+use std::ffi::{c_int, c_uint, c_void};
 
 use foreign_types::{ForeignType, ForeignTypeRef};
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::cms::CmsContentInfo;
+use openssl::error::ErrorStack;
 use openssl::x509::X509;
+use openssl_sys::{ENGINE, OPENSSL_STACK};
 
-/// OpenSSL's NID of the SNILS subject attribute (1.2.643.100.3).
+/// OpenSSL's NID of the SNILS subject attribute (1.2.643.100.3); NIDs never change.
 pub const NID_SNILS: c_int = 1006;
 /// OpenSSL's NID of the OGRN subject attribute (1.2.643.100.1).
 pub const NID_OGRN: c_int = 1005;
+/// NID of GOST R 34.10-2012 keys with 256-bit public keys (1.2.643.7.1.1.1.1).
+pub const NID_GOST2012_256: c_int = 979;
+/// NID of GOST R 34.10-2012 keys with 512-bit public keys (1.2.643.7.1.1.1.2).
+pub const NID_GOST2012_512: c_int = 980;
 const NID_PKCS9_SIGNING_TIME: c_int = 52;
+const ENGINE_METHOD_ALL: c_uint = 0xFFFF;
+const OPENSSL_INIT_ENGINE_DYNAMIC: u64 = 0x0000_0400;
 
 extern "C" {
-    fn CONF_modules_load_file(
-        filename: *const c_char,
-        appname: *const c_char,
-        flags: c_ulong,
-    ) -> c_int;
-    fn CMS_get0_SignerInfos(
-        cms: *mut openssl_sys::CMS_ContentInfo,
-    ) -> *mut openssl_sys::OPENSSL_STACK;
-    fn CMS_get1_certs(cms: *mut openssl_sys::CMS_ContentInfo) -> *mut openssl_sys::OPENSSL_STACK;
-    fn CMS_get0_signers(cms: *mut openssl_sys::CMS_ContentInfo) -> *mut openssl_sys::OPENSSL_STACK;
+    fn OPENSSL_init_crypto(opts: u64, settings: *const c_void) -> c_int;
+    fn ENGINE_by_id(id: *const std::ffi::c_char) -> *mut ENGINE;
+    fn ENGINE_init(e: *mut ENGINE) -> c_int;
+    fn ENGINE_finish(e: *mut ENGINE) -> c_int;
+    fn ENGINE_free(e: *mut ENGINE) -> c_int;
+    fn ENGINE_set_default(e: *mut ENGINE, flags: c_uint) -> c_int;
+    fn EVP_PKEY_asn1_find(pe: *mut *mut ENGINE, kind: c_int) -> *const c_void;
+    fn CMS_get0_SignerInfos(cms: *mut openssl_sys::CMS_ContentInfo) -> *mut OPENSSL_STACK;
+    fn CMS_get1_certs(cms: *mut openssl_sys::CMS_ContentInfo) -> *mut OPENSSL_STACK;
+    fn CMS_get0_signers(cms: *mut openssl_sys::CMS_ContentInfo) -> *mut OPENSSL_STACK;
     fn CMS_signed_get_attr_by_NID(si: *const c_void, nid: c_int, lastpos: c_int) -> c_int;
-    fn CMS_signed_get_attr(si: *const c_void, loc: c_int) -> *mut c_void;
-    fn X509_ATTRIBUTE_get0_type(attr: *mut c_void, idx: c_int) -> *mut openssl_sys::ASN1_TYPE;
+    fn CMS_signed_get_attr(si: *const c_void, loc: c_int) -> *mut openssl_sys::X509_ATTRIBUTE;
 }
 
-/// Loads the gost engine through a generated OpenSSL configuration.
-pub fn load_gost_engine() {
-    let conf = "openssl_conf = openssl_init\n[openssl_init]\nengines = engine_section\n\
-                [engine_section]\ngost = gost_section\n[gost_section]\nengine_id = gost\n\
-                default_algorithms = ALL\n";
-    let path = std::env::temp_dir().join(format!("medgate-openssl-{}.cnf", std::process::id()));
-    if std::fs::write(&path, conf).is_err() {
-        return;
-    }
-    if let Ok(c) = CString::new(path.to_string_lossy().as_bytes()) {
-        // SAFETY: a valid NUL-terminated path; NULL appname selects `openssl_conf`.
-        let rc = unsafe { CONF_modules_load_file(c.as_ptr(), std::ptr::null(), 0) };
-        if rc <= 0 {
-            tracing::warn!("GOST engine not loaded (libengine-gost-openssl missing?)");
+/// Loads the `gost` engine (`libengine-gost-openssl`) into this process and makes it the
+/// default for everything it implements (GOST keys, signatures, Streebog, GOST ciphers): the
+/// in-code equivalent of an OpenSSL configuration with
+/// `[gost_section] engine_id = gost, default_algorithms = ALL`.
+pub fn load_gost_engine() -> Result<(), String> {
+    // SAFETY: plain libcrypto calls with a NUL-terminated id. `ENGINE_by_id` returns a
+    // structural reference (freed below); the functional reference from `ENGINE_init` is kept
+    // on purpose so the engine stays loaded for the life of the process.
+    unsafe {
+        OPENSSL_init_crypto(OPENSSL_INIT_ENGINE_DYNAMIC, std::ptr::null());
+        let e = ENGINE_by_id(c"gost".as_ptr());
+        if e.is_null() {
+            return Err(error_text(&ErrorStack::get(), "engine \"gost\" not found"));
+        }
+        if ENGINE_init(e) != 1 {
+            let stack = ErrorStack::get();
+            ENGINE_free(e);
+            return Err(error_text(&stack, "engine \"gost\" failed to initialize"));
+        }
+        let set = ENGINE_set_default(e, ENGINE_METHOD_ALL);
+        let stack = ErrorStack::get();
+        if set != 1 {
+            ENGINE_finish(e);
+        }
+        ENGINE_free(e);
+        if set != 1 {
+            return Err(error_text(
+                &stack,
+                "engine \"gost\" could not be made default",
+            ));
         }
     }
-    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+fn error_text(stack: &ErrorStack, fallback: &str) -> String {
+    if stack.errors().is_empty() {
+        fallback.to_string()
+    } else {
+        format!("{fallback}: {stack}")
+    }
+}
+
+/// True when some engine supplies the ASN.1 method of key type `nid` (GOST keys come only
+/// from the engine; the gost *provider* alone offers digests, not keys).
+pub fn engine_key_type_available(nid: c_int) -> bool {
+    let mut engine: *mut ENGINE = std::ptr::null_mut();
+    // SAFETY: `EVP_PKEY_asn1_find` only looks the method up; when it names an engine it hands
+    // us a functional reference, released at once.
+    unsafe {
+        let method = EVP_PKEY_asn1_find(&mut engine, nid);
+        if !engine.is_null() {
+            ENGINE_finish(engine);
+        }
+        !method.is_null()
+    }
 }
 
 /// Number of SignerInfos, or `None` when the content is not SignedData.
@@ -64,10 +114,11 @@ pub fn signer_count(cms: &CmsContentInfo) -> Option<usize> {
 
 /// Number of certificates carried in the container.
 pub fn certificate_count(cms: &CmsContentInfo) -> usize {
-    // SAFETY: CMS_get1_certs returns a new stack with new references that we free.
+    // SAFETY: CMS_get1_certs returns a new stack holding new references; both are freed here.
     unsafe {
         let sk = CMS_get1_certs(cms.as_ptr());
         if sk.is_null() {
+            openssl_sys::ERR_clear_error();
             return 0;
         }
         let n = usize::try_from(openssl_sys::OPENSSL_sk_num(sk)).unwrap_or(0);
@@ -77,27 +128,34 @@ pub fn certificate_count(cms: &CmsContentInfo) -> usize {
 }
 
 unsafe extern "C" fn free_x509(p: *mut c_void) {
-    openssl_sys::X509_free(p as *mut openssl_sys::X509);
+    // SAFETY: called by OPENSSL_sk_pop_free on the X509 references CMS_get1_certs took.
+    unsafe { openssl_sys::X509_free(p.cast::<openssl_sys::X509>()) }
 }
 
-/// The signing-time attribute of the first SignerInfo, in epoch seconds.
+/// The signing-time attribute of the first SignerInfo, in seconds since the Unix epoch.
+/// `None` when it is absent or not a UTCTime / GeneralizedTime.
 pub fn signing_time(cms: &CmsContentInfo) -> Option<i64> {
-    // SAFETY: all pointers are owned by `cms` and only read; the time is copied out.
+    // SAFETY: every pointer is owned by `cms` and only read; the time is copied out. The
+    // ASN1_TYPE's union member is read as an ASN1_TIME only after checking its tag.
     unsafe {
         let sk = CMS_get0_SignerInfos(cms.as_ptr());
         if sk.is_null() || openssl_sys::OPENSSL_sk_num(sk) < 1 {
+            openssl_sys::ERR_clear_error();
             return None;
         }
         let si = openssl_sys::OPENSSL_sk_value(sk, 0);
+        if si.is_null() {
+            return None;
+        }
         let loc = CMS_signed_get_attr_by_NID(si, NID_PKCS9_SIGNING_TIME, -1);
         if loc < 0 {
             return None;
         }
         let attr = CMS_signed_get_attr(si, loc);
-        if attr.is_null() {
+        if attr.is_null() || openssl_sys::X509_ATTRIBUTE_count(attr) != 1 {
             return None;
         }
-        let ty = X509_ATTRIBUTE_get0_type(attr, 0);
+        let ty = openssl_sys::X509_ATTRIBUTE_get0_type(attr, 0);
         if ty.is_null() {
             return None;
         }
@@ -105,28 +163,37 @@ pub fn signing_time(cms: &CmsContentInfo) -> Option<i64> {
         if kind != openssl_sys::V_ASN1_UTCTIME && kind != openssl_sys::V_ASN1_GENERALIZEDTIME {
             return None;
         }
-        let time = Asn1TimeRef::from_ptr((*ty).value.ptr as *mut openssl_sys::ASN1_TIME);
+        let raw = (*ty).value.ptr.cast::<openssl_sys::ASN1_TIME>();
+        if raw.is_null() {
+            return None;
+        }
+        let time = Asn1TimeRef::from_ptr(raw);
         let epoch = Asn1Time::from_unix(0).ok()?;
         let diff = epoch.diff(time).ok()?;
         Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
     }
 }
 
-/// The signer certificate (valid after a successful verification).
+/// The signer certificate, as `CMS_verify` matched it (call after a successful verification).
 pub fn first_signer(cms: &CmsContentInfo) -> Option<X509> {
-    // SAFETY: CMS_get0_signers returns a new stack whose certificates we up-ref before freeing it.
+    // SAFETY: CMS_get0_signers returns a new stack (without new references) that we free; the
+    // certificate we keep is up-referenced first.
     unsafe {
         let sk = CMS_get0_signers(cms.as_ptr());
         if sk.is_null() {
             openssl_sys::ERR_clear_error();
             return None;
         }
-        let out = if openssl_sys::OPENSSL_sk_num(sk) > 0 {
-            let c = openssl_sys::OPENSSL_sk_value(sk, 0) as *mut openssl_sys::X509;
+        let c = if openssl_sys::OPENSSL_sk_num(sk) > 0 {
+            openssl_sys::OPENSSL_sk_value(sk, 0).cast::<openssl_sys::X509>()
+        } else {
+            std::ptr::null_mut()
+        };
+        let out = if c.is_null() {
+            None
+        } else {
             openssl_sys::X509_up_ref(c);
             Some(X509::from_ptr(c))
-        } else {
-            None
         };
         openssl_sys::OPENSSL_sk_free(sk);
         out

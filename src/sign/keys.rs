@@ -4,16 +4,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
-use openssl::pkey::{Id, PKey, Private};
-use openssl::x509::X509;
+use openssl::error::ErrorStack;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::{X509Ref, X509};
 
-use super::{init_crypto, Algorithm, SignError, Signer};
+use super::{first_error, init_crypto, mentions_gost, Algorithm, SignError, Signer};
 use crate::config::{KeyRole, KeySettings};
 
-/// A private key and its certificate in this process.
+/// A private key and its certificate held in this process.
 pub struct LocalSigner {
     key: PKey<Private>,
     cert: X509,
+    cert_der: Vec<u8>,
     algorithm: Algorithm,
 }
 
@@ -22,7 +24,7 @@ impl std::fmt::Debug for LocalSigner {
         f.debug_struct("LocalSigner")
             .field("algorithm", &self.algorithm)
             .field("subject", &format!("{:?}", self.cert.subject_name()))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -33,31 +35,60 @@ fn read(path: &str) -> Result<Vec<u8>, SignError> {
     })
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// PKCS#8 `ENCRYPTED PRIVATE KEY` or a legacy `Proc-Type: 4,ENCRYPTED` PEM.
+fn is_encrypted_pem(pem: &[u8]) -> bool {
+    contains(pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || contains(pem, b"4,ENCRYPTED")
+}
+
 impl LocalSigner {
-    /// From a PEM private key (optionally encrypted) and a PEM certificate.
+    /// From a PEM private key (PKCS#8 or traditional, encrypted when `passphrase` is given)
+    /// and the PEM certificate of that key. Never prompts on a terminal.
     pub fn from_pem(
         key_pem: &[u8],
         cert_pem: &[u8],
         passphrase: Option<&str>,
     ) -> Result<LocalSigner, SignError> {
-        init_crypto();
+        let crypto = init_crypto();
+        let cert = X509::from_pem(cert_pem)
+            .map_err(|e| SignError::KeyMaterial(format!("certificate: {}", first_error(&e))))?;
         let key = match passphrase {
             Some(p) => PKey::private_key_from_pem_passphrase(key_pem, p.as_bytes()),
-            None => PKey::private_key_from_pem(key_pem),
-        }
-        .map_err(|e| SignError::KeyMaterial(format!("private key: {e}")))?;
-        let cert = X509::from_pem(cert_pem)
-            .map_err(|e| SignError::KeyMaterial(format!("certificate: {e}")))?;
+            // A callback that gives no passphrase: OpenSSL's default would prompt on the tty.
+            None => PKey::private_key_from_pem_callback(key_pem, |_| Ok(0)),
+        };
+        let key = key.map_err(|e| {
+            let gost = cert.to_der().is_ok_and(|der| mentions_gost(&der));
+            if gost && !crypto.gost_available {
+                SignError::GostUnavailable
+            } else if is_encrypted_pem(key_pem) {
+                SignError::WrongPassphrase("the private key".into())
+            } else {
+                SignError::KeyMaterial(format!("private key: {}", first_error(&e)))
+            }
+        })?;
         Self::new(key, cert)
     }
 
-    /// From PKCS#12 bytes and their passphrase.
+    /// From PKCS#12 bytes (`.p12`, `.pfx`) and their passphrase.
     pub fn from_pkcs12(der: &[u8], passphrase: &str) -> Result<LocalSigner, SignError> {
-        init_crypto();
+        let crypto = init_crypto();
         let p12 = openssl::pkcs12::Pkcs12::from_der(der)
-            .map_err(|e| SignError::KeyMaterial(format!("PKCS#12: {e}")))?;
-        let parsed = p12.parse2(passphrase).map_err(|_| {
-            SignError::KeyMaterial("PKCS#12: wrong passphrase or damaged file".into())
+            .map_err(|e| SignError::KeyMaterial(format!("PKCS#12: {}", first_error(&e))))?;
+        let parsed = p12.parse2(passphrase).map_err(|e| {
+            if has_reason(&e, "mac verify failure") {
+                SignError::WrongPassphrase("the PKCS#12 file".into())
+            } else if !crypto.gost_available {
+                SignError::KeyMaterial(format!(
+                    "PKCS#12: {} (GOST keys need libengine-gost-openssl)",
+                    first_error(&e)
+                ))
+            } else {
+                SignError::KeyMaterial(format!("PKCS#12: {}", first_error(&e)))
+            }
         })?;
         match (parsed.pkey, parsed.cert) {
             (Some(k), Some(c)) => Self::new(k, c),
@@ -80,31 +111,38 @@ impl LocalSigner {
     }
 
     fn new(key: PKey<Private>, cert: X509) -> Result<LocalSigner, SignError> {
-        let algorithm = match key.id() {
-            Id::RSA => Algorithm::Rsa,
-            Id::EC => Algorithm::EcdsaP256,
-            other => match other.as_raw() {
-                // NID_id_GostR3410_2012_256 / _512
-                979 => Algorithm::Gost2012_256,
-                980 => Algorithm::Gost2012_512,
-                n => return Err(SignError::Unsupported(format!("key type NID {n}"))),
-            },
-        };
-        if cert
-            .public_key()
-            .map(|p| !p.public_eq(&key))
-            .unwrap_or(true)
-        {
+        let algorithm = Algorithm::of_key(&key)?;
+        if algorithm.is_gost() && !init_crypto().gost_available {
+            return Err(SignError::GostUnavailable);
+        }
+        if !cert.public_key().is_ok_and(|p| p.public_eq(&key)) {
             return Err(SignError::KeyMaterial(
                 "certificate does not belong to the private key".into(),
             ));
         }
+        let cert_der = cert
+            .to_der()
+            .map_err(|e| SignError::KeyMaterial(format!("certificate: {}", first_error(&e))))?;
         Ok(LocalSigner {
             key,
             cert,
+            cert_der,
             algorithm,
         })
     }
+
+    /// The signer certificate.
+    pub fn certificate(&self) -> &X509Ref {
+        &self.cert
+    }
+}
+
+fn has_reason(e: &ErrorStack, reason: &str) -> bool {
+    e.errors().iter().any(|x| x.reason() == Some(reason))
+}
+
+fn signing_error(e: ErrorStack) -> SignError {
+    SignError::Signing(first_error(&e))
 }
 
 impl Signer for LocalSigner {
@@ -113,28 +151,31 @@ impl Signer for LocalSigner {
     }
 
     fn certificate_der(&self) -> Vec<u8> {
-        self.cert.to_der().unwrap_or_default()
+        self.cert_der.clone()
     }
 
     fn sign_raw(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
         let md = self.algorithm.digest().message_digest()?;
-        let e = |e: openssl::error::ErrorStack| SignError::Signing(e.to_string());
-        let mut signer = openssl::sign::Signer::new(md, &self.key).map_err(e)?;
-        let sig = signer.sign_oneshot_to_vec(data).map_err(e)?;
+        let mut signer = openssl::sign::Signer::new(md, &self.key).map_err(signing_error)?;
+        let sig = signer.sign_oneshot_to_vec(data).map_err(signing_error)?;
         if self.algorithm != Algorithm::EcdsaP256 {
             return Ok(sig);
         }
-        let parsed = openssl::ecdsa::EcdsaSig::from_der(&sig).map_err(e)?;
-        let mut raw = parsed.r().to_vec_padded(32).map_err(e)?;
-        raw.extend(parsed.s().to_vec_padded(32).map_err(e)?);
+        // XMLDSig wants r||s, each left-padded to the 32-byte order size, not DER.
+        let parsed = openssl::ecdsa::EcdsaSig::from_der(&sig).map_err(signing_error)?;
+        let mut raw = parsed.r().to_vec_padded(32).map_err(signing_error)?;
+        raw.extend(parsed.s().to_vec_padded(32).map_err(signing_error)?);
         Ok(raw)
     }
 
     fn sign_detached_cms(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        // CMS_sign adds contentType, messageDigest and signingTime signed attributes and picks
+        // the key's default digest: Streebog-256/512 for GOST (from the engine), SHA-256 for
+        // ECDSA P-256 and RSA. NOSMIMECAP leaves out the S/MIME capabilities list.
         let flags = CMSOptions::DETACHED | CMSOptions::BINARY | CMSOptions::NOSMIMECAP;
         let cms = CmsContentInfo::sign(Some(&self.cert), Some(&self.key), None, Some(data), flags)
-            .map_err(|e| SignError::Signing(e.to_string()))?;
-        cms.to_der().map_err(|e| SignError::Signing(e.to_string()))
+            .map_err(signing_error)?;
+        cms.to_der().map_err(signing_error)
     }
 }
 

@@ -1,23 +1,26 @@
 //! Signatures and digests: GOST R 34.10-2012 (256/512) through OpenSSL's `gost` engine,
-//! ECDSA P-256 and RSA-2048; detached CMS (one signer, certificate included, signing time);
-//! GOST R 34.11-2012 (Streebog) and SHA-256 digests.
+//! ECDSA P-256 and RSA (2048 bits or more); detached CMS (one signer, certificate included,
+//! signing time); GOST R 34.11-2012 (Streebog) and SHA-256 digests.
 //!
 //! The gateway loads the GOST engine itself at start-up ([`init_crypto`]); without the engine
 //! RSA and ECDSA still work and GOST operations fail with [`SignError::GostUnavailable`].
+//! Signing is CPU-bound and synchronous: async callers use `spawn_blocking`.
 
 mod ffi;
 mod keys;
 mod remote;
+mod verify;
 
 pub use keys::{KeyRing, LocalSigner};
 pub use remote::RemoteSigner;
+pub use verify::{verify_detached_cms, verify_raw, VerifiedSignature};
 
+use std::fmt;
 use std::sync::OnceLock;
 
-use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::x509::X509;
+use openssl::pkey::{HasPublic, Id, PKeyRef};
 
 /// Signing and verification failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,10 +33,13 @@ pub enum SignError {
         /// Why.
         reason: String,
     },
-    /// Key material could not be decoded (wrong passphrase, wrong format).
+    /// Key material could not be decoded (wrong format, damaged, key and certificate differ).
     #[error("cannot load key material: {0}")]
     KeyMaterial(String),
-    /// The key's algorithm is not one the gateway signs with.
+    /// The private key or PKCS#12 file is encrypted and the passphrase is wrong or missing.
+    #[error("wrong or missing passphrase for {0}")]
+    WrongPassphrase(String),
+    /// The key's algorithm is not one the gateway signs or verifies with.
     #[error("unsupported key algorithm: {0}")]
     Unsupported(String),
     /// A GOST operation without the gost engine.
@@ -68,27 +74,63 @@ pub enum SignError {
 /// What [`init_crypto`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CryptoInfo {
-    /// GOST R 34.10/34.11-2012 usable in this process.
+    /// GOST R 34.10/34.11-2012 keys, signatures and digests usable in this process.
     pub gost_available: bool,
+    /// The libcrypto in use, e.g. `OpenSSL 3.0.19 27 Jan 2026`.
+    pub openssl_version: &'static str,
 }
 
 static CRYPTO: OnceLock<CryptoInfo> = OnceLock::new();
 
-/// Initializes OpenSSL and loads the gost engine (idempotent, thread-safe).
+/// Initializes OpenSSL and loads the `gost` engine (idempotent, thread-safe, cheap after the
+/// first call). Every function of this module calls it; call it at start-up to log the result.
+///
+/// Without `libengine-gost-openssl` this still succeeds with `gost_available: false`: RSA and
+/// ECDSA work, GOST operations answer [`SignError::GostUnavailable`].
 pub fn init_crypto() -> CryptoInfo {
     *CRYPTO.get_or_init(|| {
         openssl::init();
-        if MessageDigest::from_name("md_gost12_256").is_none() {
-            ffi::load_gost_engine();
+        // Already usable when OPENSSL_CONF loads the engine; otherwise load it ourselves.
+        let mut gost_available = gost_usable();
+        if !gost_available {
+            match ffi::load_gost_engine() {
+                Ok(()) => {
+                    gost_available = gost_usable();
+                    if !gost_available {
+                        tracing::warn!("gost engine loaded but GOST keys or digests are missing");
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "GOST signatures unavailable (install libengine-gost-openssl)"
+                ),
+            }
         }
         CryptoInfo {
-            gost_available: MessageDigest::from_name("md_gost12_256").is_some(),
+            gost_available,
+            openssl_version: openssl::version::version(),
         }
     })
 }
 
+fn gost_usable() -> bool {
+    MessageDigest::from_name("md_gost12_256").is_some()
+        && MessageDigest::from_name("md_gost12_512").is_some()
+        && ffi::engine_key_type_available(ffi::NID_GOST2012_256)
+        && ffi::engine_key_type_available(ffi::NID_GOST2012_512)
+}
+
+/// True when DER bytes carry a TC26 GOST R 34.10/34.11-2012 object identifier
+/// (`1.2.643.7.1.*`): tells "GOST without the engine" apart from other decoding failures.
+fn mentions_gost(der: &[u8]) -> bool {
+    const TC26_ALGORITHMS: [u8; 5] = [0x2a, 0x85, 0x03, 0x07, 0x01];
+    der.windows(TC26_ALGORITHMS.len())
+        .any(|w| w == TC26_ALGORITHMS)
+}
+
 /// Digest algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DigestAlgorithm {
     /// GOST R 34.11-2012, 256 bits.
     Streebog256,
@@ -121,36 +163,22 @@ pub fn digest(alg: DigestAlgorithm, data: &[u8]) -> Result<Vec<u8>, SignError> {
         .map_err(|e| SignError::Signing(e.to_string()))
 }
 
-/// Signature algorithms the gateway holds keys for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Signature algorithms the gateway signs and verifies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
-    /// GOST R 34.10-2012, 256-bit key.
+    /// GOST R 34.10-2012, 256-bit key, with Streebog-256 (`gost2012-256`).
     Gost2012_256,
-    /// GOST R 34.10-2012, 512-bit key.
+    /// GOST R 34.10-2012, 512-bit key, with Streebog-512 (`gost2012-512`).
     Gost2012_512,
-    /// ECDSA on P-256 with SHA-256.
+    /// ECDSA on P-256 with SHA-256 (`ecdsa-p256`).
     EcdsaP256,
-    /// RSA PKCS#1 v1.5 with SHA-256.
+    /// RSA PKCS#1 v1.5 with SHA-256, keys of 2048 bits or more (`rsa`).
     Rsa,
 }
 
-/// Anything that makes detached CMS signatures: a local key, or later a remote signing
-/// service holding keys in a certified token.
-pub trait Signer: Send + Sync {
-    /// Algorithm of the key.
-    fn algorithm(&self) -> Algorithm;
-    /// DER of the signer certificate.
-    fn certificate_der(&self) -> Vec<u8>;
-    /// Detached CMS (DER) over `data`, signer certificate included, signing time present.
-    fn sign_detached_cms(&self, data: &[u8]) -> Result<Vec<u8>, SignError>;
-    /// A raw signature over `data` as XMLDSig carries it in `SignatureValue`: RSA PKCS#1 v1.5
-    /// with SHA-256, ECDSA as r||s (32 + 32 bytes), GOST as the engine produces it.
-    fn sign_raw(&self, data: &[u8]) -> Result<Vec<u8>, SignError>;
-}
-
 impl Algorithm {
-    /// The digest a raw signature of this algorithm uses.
+    /// The digest this algorithm signs with (raw signatures and CMS alike).
     pub fn digest(self) -> DigestAlgorithm {
         match self {
             Algorithm::Gost2012_256 => DigestAlgorithm::Streebog256,
@@ -158,133 +186,78 @@ impl Algorithm {
             Algorithm::EcdsaP256 | Algorithm::Rsa => DigestAlgorithm::Sha256,
         }
     }
-}
 
-/// Verifies a raw signature (the inverse of [`Signer::sign_raw`]) with the public key of a
-/// DER certificate.
-pub fn verify_raw(
-    alg: Algorithm,
-    certificate_der: &[u8],
-    data: &[u8],
-    signature: &[u8],
-) -> Result<(), SignError> {
-    init_crypto();
-    let cert = X509::from_der(certificate_der)
-        .map_err(|e| SignError::KeyMaterial(format!("certificate: {e}")))?;
-    let key = cert
-        .public_key()
-        .map_err(|e| SignError::KeyMaterial(e.to_string()))?;
-    let der;
-    let sig = if alg == Algorithm::EcdsaP256 {
-        if signature.len() != 64 {
-            return Err(SignError::Mismatch);
+    /// The stable name, as serde writes it: `gost2012-256`, `gost2012-512`, `ecdsa-p256`, `rsa`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Gost2012_256 => "gost2012-256",
+            Algorithm::Gost2012_512 => "gost2012-512",
+            Algorithm::EcdsaP256 => "ecdsa-p256",
+            Algorithm::Rsa => "rsa",
         }
-        let r = openssl::bn::BigNum::from_slice(&signature[..32])
-            .map_err(|e| SignError::Signing(e.to_string()))?;
-        let s = openssl::bn::BigNum::from_slice(&signature[32..])
-            .map_err(|e| SignError::Signing(e.to_string()))?;
-        der = openssl::ecdsa::EcdsaSig::from_private_components(r, s)
-            .and_then(|x| x.to_der())
-            .map_err(|e| SignError::Signing(e.to_string()))?;
-        der.as_slice()
-    } else {
-        signature
-    };
-    let md = alg.digest().message_digest()?;
-    let mut v =
-        openssl::sign::Verifier::new(md, &key).map_err(|e| SignError::Signing(e.to_string()))?;
-    match v.verify_oneshot(sig, data) {
-        Ok(true) => Ok(()),
-        _ => Err(SignError::Mismatch),
     }
-}
 
-/// Facts of a verified signature.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedSignature {
-    /// Signer certificate subject, one line.
-    pub subject: String,
-    /// Certificate serial, hex.
-    pub serial: String,
-    /// SNILS in the certificate subject (personal certificates).
-    pub snils: Option<String>,
-    /// OGRN in the certificate subject (organization certificates).
-    pub ogrn: Option<String>,
-    /// The signing-time attribute, epoch seconds.
-    pub signing_time: i64,
-}
+    /// True for the GOST algorithms (which need the gost engine).
+    pub fn is_gost(self) -> bool {
+        matches!(self, Algorithm::Gost2012_256 | Algorithm::Gost2012_512)
+    }
 
-/// Verifies a detached CMS over `data`: exactly one signer, its certificate included, a
-/// signing time present, and the signature valid. Certificate chains are checked against
-/// `trust` when given; without it only the signature itself is checked.
-pub fn verify_detached_cms(
-    data: &[u8],
-    cms_der: &[u8],
-    trust: Option<&openssl::x509::store::X509StoreRef>,
-) -> Result<VerifiedSignature, SignError> {
-    init_crypto();
-    let mut cms =
-        CmsContentInfo::from_der(cms_der).map_err(|e| SignError::MalformedCms(first_error(&e)))?;
-    let signers = ffi::signer_count(&cms);
-    match signers {
-        None => return Err(SignError::MalformedCms("not a SignedData".into())),
-        Some(0) => return Err(SignError::MalformedCms("no SignerInfo".into())),
-        Some(1) => {}
-        Some(n) => return Err(SignError::MultipleSigners(n)),
-    }
-    if ffi::certificate_count(&cms) == 0 {
-        return Err(SignError::NoSignerCertificate);
-    }
-    let signing_time = ffi::signing_time(&cms).ok_or(SignError::NoSigningTime)?;
-    let mut flags = CMSOptions::BINARY;
-    if trust.is_none() {
-        flags |= CMSOptions::NO_SIGNER_CERT_VERIFY;
-    }
-    cms.verify(None, trust, Some(data), None, flags)
-        .map_err(|e| {
-            let text = first_error(&e);
-            if text.contains("signer certificate not found") {
-                SignError::NoSignerCertificate
-            } else if e.to_string().contains("certificate verify error") {
-                let reason = e.to_string();
-                SignError::Untrusted(reason.rsplit(':').next().unwrap_or("").trim().to_string())
-            } else {
-                SignError::Mismatch
+    /// The algorithm of a key, or [`SignError::Unsupported`] for other key types, curves
+    /// and RSA keys shorter than 2048 bits.
+    fn of_key<T: HasPublic>(key: &PKeyRef<T>) -> Result<Algorithm, SignError> {
+        match key.id() {
+            Id::RSA if key.bits() >= 2048 => Ok(Algorithm::Rsa),
+            Id::RSA => Err(SignError::Unsupported(format!(
+                "RSA-{} (2048 bits or more required)",
+                key.bits()
+            ))),
+            Id::EC => {
+                let curve = key.ec_key().ok().and_then(|k| k.group().curve_name());
+                match curve {
+                    Some(Nid::X9_62_PRIME256V1) => Ok(Algorithm::EcdsaP256),
+                    Some(n) => Err(SignError::Unsupported(format!(
+                        "ECDSA on {} (P-256 required)",
+                        n.short_name().unwrap_or("an unknown curve")
+                    ))),
+                    None => Err(SignError::Unsupported(
+                        "ECDSA on explicit curve parameters".into(),
+                    )),
+                }
             }
-        })?;
-    let cert = ffi::first_signer(&cms).ok_or(SignError::NoSignerCertificate)?;
-    Ok(describe(&cert, signing_time))
+            other => match other.as_raw() {
+                ffi::NID_GOST2012_256 => Ok(Algorithm::Gost2012_256),
+                ffi::NID_GOST2012_512 => Ok(Algorithm::Gost2012_512),
+                n => Err(SignError::Unsupported(
+                    Nid::from_raw(n)
+                        .long_name()
+                        .map(str::to_string)
+                        .unwrap_or_else(|_| format!("key type NID {n}")),
+                )),
+            },
+        }
+    }
 }
 
-fn describe(cert: &X509, signing_time: i64) -> VerifiedSignature {
-    let name = cert.subject_name();
-    let entry = |nid: Nid| {
-        name.entries_by_nid(nid)
-            .next()
-            .and_then(|e| e.data().to_string().ok())
-    };
-    let subject = name
-        .entries()
-        .map(|e| {
-            format!(
-                "{}={}",
-                e.object().nid().short_name().unwrap_or("?"),
-                e.data().to_string().unwrap_or_default()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    VerifiedSignature {
-        subject,
-        serial: cert
-            .serial_number()
-            .to_bn()
-            .and_then(|b| b.to_hex_str().map(|s| s.to_string()))
-            .unwrap_or_default(),
-        snils: entry(Nid::from_raw(ffi::NID_SNILS)),
-        ogrn: entry(Nid::from_raw(ffi::NID_OGRN)),
-        signing_time,
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
+}
+
+/// Anything that signs with one key: a local key ([`LocalSigner`]) or a signing service
+/// holding keys in a certified token ([`RemoteSigner`]). Calls block (CPU or network): async
+/// callers use `spawn_blocking`.
+pub trait Signer: Send + Sync {
+    /// Algorithm of the key.
+    fn algorithm(&self) -> Algorithm;
+    /// DER of the signer certificate.
+    fn certificate_der(&self) -> Vec<u8>;
+    /// Detached CMS (DER) over `data`: one signer, signer certificate included, signing time
+    /// present, digest per [`Algorithm::digest`].
+    fn sign_detached_cms(&self, data: &[u8]) -> Result<Vec<u8>, SignError>;
+    /// A raw signature over `data` as XMLDSig carries it in `SignatureValue`: RSA PKCS#1 v1.5
+    /// with SHA-256, ECDSA as r||s (32 + 32 bytes), GOST as the engine produces it.
+    fn sign_raw(&self, data: &[u8]) -> Result<Vec<u8>, SignError>;
 }
 
 fn first_error(e: &openssl::error::ErrorStack) -> String {
