@@ -1,4 +1,5 @@
 //! The rules of the domain, written against the model and the store.
 
 pub mod documents;
+pub mod mis;
 pub mod schedule_sync;
