@@ -98,7 +98,22 @@ impl Gateway {
             }
         };
         let documents = crate::services::documents::Documents::new(store.clone(), keys, remd);
+        let mut mis = crate::services::mis::MisRegistry::default();
+        let emias = settings.emias.as_ref().map(|e| {
+            crate::adapters::emias::EmiasClient::new(
+                &e.url,
+                Duration::from_secs(e.timeout_secs),
+                txlog.clone(),
+            )
+        });
+        if let Some(client) = &emias {
+            mis.insert(crate::adapters::emias::SOURCE, Arc::new(client.clone()));
+        }
+        let booking =
+            crate::services::booking::Booking::new(store.clone(), mis, settings.booking.clone());
+        let sync_every = settings.booking.sync_interval_secs;
         let state = Arc::new(AppState {
+            booking: booking.clone(),
             documents: documents.clone(),
             clients: ClientRegistry::from_settings(&settings.clients),
             settings: Arc::new(settings),
@@ -115,6 +130,14 @@ impl Gateway {
         let server_task = tokio::spawn(server);
         let mut background = vec![tokio::spawn(prune_loop(store))];
         background.extend(documents.spawn_workers());
+        background.extend(booking.spawn_workers());
+        if sync_every > 0 {
+            background.push(tokio::spawn(schedule_loop(
+                booking,
+                emias,
+                Duration::from_secs(sync_every),
+            )));
+        }
         tracing::info!(%addr, database = state.store.backend().name(), "medgate listening");
         Ok(Gateway {
             addr,
@@ -165,6 +188,34 @@ async fn prune_loop(store: Store) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "transaction log pruned"),
             Err(e) => tracing::warn!(error = %e, "transaction log prune failed"),
+        }
+    }
+}
+
+/// Applies the clinic systems' slot changes and ends appointments on withdrawn slots (with
+/// a patient notification each), every `period`.
+async fn schedule_loop(
+    booking: crate::services::booking::Booking,
+    emias: Option<crate::adapters::emias::EmiasClient>,
+    period: Duration,
+) {
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        if let Some(client) = &emias {
+            if let Err(e) =
+                crate::services::schedule_sync::incremental_sync(booking.store(), client).await
+            {
+                tracing::warn!(error = %e, "incremental schedule sync failed");
+            }
+        }
+        match booking.handle_withdrawn_slots().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                appointments = n,
+                "appointments on withdrawn slots ended, patients notified"
+            ),
+            Err(e) => tracing::warn!(error = %e, "withdrawn slot check failed"),
         }
     }
 }

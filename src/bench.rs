@@ -153,6 +153,7 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
         organizations: vec![ORG.into()],
         scopes: vec!["documents:write".into()],
+        channels: Vec::new(),
     }];
     s.remd = Some(RemdSettings {
         url: "http://127.0.0.1:9/unused".into(),
@@ -384,6 +385,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
         token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
         organizations: vec![],
         scopes: vec!["schedule:read".into()],
+        channels: Vec::new(),
     }];
     let store = crate::store::Store::connect(&s.database)
         .await

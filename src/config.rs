@@ -59,6 +59,50 @@ pub struct Settings {
     /// The city-wide MIS (EMIAS-style) that owns schedules; absent means no schedule sync.
     #[serde(default)]
     pub emias: Option<EmiasSettings>,
+    /// Booking rules: holds, patient notifications.
+    #[serde(default)]
+    pub booking: BookingSettings,
+}
+
+/// Booking rules.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookingSettings {
+    /// How long a hold keeps a slot for its client, in seconds.
+    #[serde(default = "default_hold_secs")]
+    pub hold_secs: u64,
+    /// Where patient notifications (slot withdrawn, ...) are POSTed as JSON; absent means
+    /// they stay queued in the outbox until a URL is configured.
+    #[serde(default)]
+    pub notify_url: Option<String>,
+    /// Seconds to wait for the notification endpoint.
+    #[serde(default = "default_notify_timeout")]
+    pub notify_timeout_secs: u64,
+    /// Period of the incremental schedule sync and the withdrawn-slot check, in seconds;
+    /// 0 turns the background sync off.
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval_secs: u64,
+}
+
+fn default_hold_secs() -> u64 {
+    300
+}
+fn default_notify_timeout() -> u64 {
+    10
+}
+fn default_sync_interval() -> u64 {
+    60
+}
+
+impl Default for BookingSettings {
+    fn default() -> Self {
+        BookingSettings {
+            hold_secs: default_hold_secs(),
+            notify_url: None,
+            notify_timeout_secs: default_notify_timeout(),
+            sync_interval_secs: default_sync_interval(),
+        }
+    }
 }
 
 /// The city-wide MIS adapter.
@@ -327,6 +371,11 @@ pub struct ClientSettings {
     /// Granted scopes, e.g. `schedule:read`, `appointment:write`, `admin`.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Booking channels this client may book through (`registry`, `phone`, `kiosk`,
+    /// `internet`, `doctor`, `referral`); the first is used when a request names none.
+    /// Empty means every channel, with `internet` as the default.
+    #[serde(default)]
+    pub channels: Vec<String>,
 }
 
 impl Default for Settings {
@@ -360,6 +409,7 @@ impl Default for Settings {
             remd: None,
             signing: SigningSettings::default(),
             emias: None,
+            booking: BookingSettings::default(),
         }
     }
 }
@@ -439,6 +489,14 @@ impl Settings {
                     "expected 64 hex characters (SHA-256 of the token)",
                 );
             }
+            for (j, ch) in c.channels.iter().enumerate() {
+                if crate::model::schedule::Channel::parse(ch).is_none() {
+                    return bad(
+                        &format!("clients[{i}].channels[{j}]"),
+                        "must be one of registry, phone, kiosk, internet, doctor, referral",
+                    );
+                }
+            }
             for (j, oid) in c.organizations.iter().enumerate() {
                 if let Err(e) = crate::model::Oid::parse(oid) {
                     return bad(&format!("clients[{i}].organizations[{j}]"), &e.to_string());
@@ -460,6 +518,20 @@ impl Settings {
             }
             if r.workers == 0 {
                 return bad("remd.workers", "must be at least 1");
+            }
+        }
+        let b = &self.booking;
+        if b.hold_secs == 0 {
+            return bad("booking.hold_secs", "must be at least 1");
+        }
+        if let Some(u) = &b.notify_url {
+            if !matches!(
+                url::Url::parse(u)
+                    .map(|u| u.scheme().to_string())
+                    .as_deref(),
+                Ok("http" | "https")
+            ) {
+                return bad("booking.notify_url", "must be an absolute http(s) URL");
             }
         }
         for (i, k) in self.signing.keys.iter().enumerate() {

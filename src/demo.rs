@@ -32,6 +32,7 @@ pub fn settings(port: u16, data_dir: &Path) -> Settings {
         token_sha256: Secret::new(hex::encode(crate::auth::token_hash(DEMO_TOKEN))),
         organizations: Vec::new(),
         scopes: vec!["admin".into()],
+        channels: Vec::new(),
     }];
     s
 }

@@ -68,6 +68,11 @@ impl EmiasClient {
         }
     }
 
+    /// Calls operation `op` with the inner XML of its element; the answer's operation element.
+    pub(crate) async fn call_op(&self, op: &str, inner: &str) -> Result<Element, EmiasError> {
+        self.call(op, inner).await
+    }
+
     async fn call(&self, op: &str, inner: &str) -> Result<Element, EmiasError> {
         let body = format!(r#"<{op} xmlns="{NS}">{inner}</{op}>"#);
         let envelope = soap::envelope(soap::SoapVersion::V11, "", &body);

@@ -2,5 +2,6 @@
 //! samples and default profiles live in `adapters/<system>/` at the repository root.
 
 pub mod emias;
+pub mod emias_booking;
 pub mod exchange;
 pub mod remd;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::ClientSettings;
+use crate::model::schedule::Channel;
 use crate::model::Oid;
 
 /// An authenticated API client, handed to every handler of a protected route.
@@ -20,12 +21,24 @@ pub struct Client {
     pub organizations: Vec<Oid>,
     /// Granted scopes.
     pub scopes: Vec<String>,
+    /// Booking channels the client may use, in order of preference (never empty).
+    pub channels: Vec<Channel>,
 }
 
 impl Client {
     /// True when the client holds `scope` or the `admin` scope.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope || s == "admin")
+    }
+
+    /// The channel a booking request uses: the one it names (if the client may use it) or
+    /// the client's default.
+    pub fn booking_channel(&self, requested: Option<Channel>) -> Result<Channel, Channel> {
+        match requested {
+            None => Ok(self.channels.first().copied().unwrap_or(Channel::Internet)),
+            Some(c) if self.channels.contains(&c) => Ok(c),
+            Some(c) => Err(c),
+        }
     }
 
     /// True when the client may act for the organization (admins may act for any).
@@ -81,6 +94,22 @@ impl ClientRegistry {
                     },
                     organizations,
                     scopes: c.scopes.clone(),
+                    channels: {
+                        let listed: Vec<Channel> = c
+                            .channels
+                            .iter()
+                            .filter_map(|x| Channel::parse(x))
+                            .collect();
+                        if listed.is_empty() {
+                            let mut all = vec![Channel::Internet];
+                            all.extend(
+                                Channel::ALL.into_iter().filter(|x| *x != Channel::Internet),
+                            );
+                            all
+                        } else {
+                            listed
+                        }
+                    },
                 }),
             );
         }
@@ -121,6 +150,7 @@ mod tests {
             token_sha256: Secret::new(hex::encode(token_hash("s3cret"))),
             organizations: vec!["1.2.643.5.1.13.13.12.1.1".into()],
             scopes: vec!["schedule:read".into()],
+            channels: Vec::new(),
         }]);
         let c = reg.authenticate(Some("Bearer s3cret")).unwrap();
         assert_eq!(c.id, "portal");

@@ -1,6 +1,7 @@
 //! The HTTP edge (actix-web): routes per protocol, thin handlers, error mapping.
 
 pub mod admin;
+pub mod booking;
 pub mod documents;
 pub mod error;
 pub mod fhir;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub clients: ClientRegistry,
     /// Documents service.
     pub documents: crate::services::documents::Documents,
+    /// Booking service.
+    pub booking: crate::services::booking::Booking,
     /// Process start time.
     pub started: Instant,
 }

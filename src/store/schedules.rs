@@ -235,6 +235,18 @@ impl Store {
         rows.iter().map(decode_slot).collect()
     }
 
+    /// One slot.
+    pub async fn slot(&self, id: &str) -> Result<Option<SlotRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, org_oid, practitioner_id, specialty_code, start_at, end_at, status, channels, source \
+             FROM slots WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(decode_slot).transpose()
+    }
+
     /// Practitioners of an organization (or all), ordered by id.
     pub async fn list_practitioners(
         &self,

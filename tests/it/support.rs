@@ -121,6 +121,7 @@ pub fn settings(db: &TestDb) -> Settings {
         token_sha256: Secret::new(hex::encode(medgate::auth::token_hash(token))),
         organizations: orgs.iter().map(|s| s.to_string()).collect(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        channels: Vec::new(),
     };
     s.clients = vec![
         client("admin", ADMIN_TOKEN, &[], &["admin"]),

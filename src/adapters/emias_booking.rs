@@ -1,0 +1,68 @@
+//! Booking in the city-wide MIS: [`Mis`] for [`EmiasClient`].
+
+use futures_util::future::BoxFuture;
+
+use super::emias::{EmiasClient, EmiasError};
+use crate::codec::xml::dom::escape_text as esc;
+use crate::services::mis::{Mis, MisBooking, MisError};
+
+fn mis_error(e: EmiasError) -> MisError {
+    match e {
+        EmiasError::Fault { code, message }
+            if matches!(
+                code.as_str(),
+                "SLOT_TAKEN" | "SLOT_WITHDRAWN" | "BAD_REQUEST"
+            ) =>
+        {
+            MisError::Refused { code, message }
+        }
+        other => MisError::Unavailable(other.to_string()),
+    }
+}
+
+impl Mis for EmiasClient {
+    fn book(&self, b: MisBooking) -> BoxFuture<'_, Result<String, MisError>> {
+        Box::pin(async move {
+            let mut inner = format!(
+                "<SlotId>{}</SlotId><ClientRef>{}</ClientRef><Channel>{}</Channel>",
+                esc(&b.slot_external_id),
+                esc(&b.client_ref),
+                esc(&b.channel)
+            );
+            if let Some(p) = &b.policy {
+                inner.push_str(&format!("<Policy>{}</Policy>", esc(p)));
+            }
+            if let Some(s) = &b.snils {
+                inner.push_str(&format!("<Snils>{}</Snils>", esc(s)));
+            }
+            if let Some(d) = b.birth_date {
+                inner.push_str(&format!("<BirthDate>{d}</BirthDate>"));
+            }
+            let el = self
+                .call_op("CreateAppointment", &inner)
+                .await
+                .map_err(mis_error)?;
+            el.child_text("AppointmentId")
+                .map(str::to_string)
+                .ok_or_else(|| MisError::Unavailable("answer without AppointmentId".into()))
+        })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        external_id: Option<&'a str>,
+        client_ref: &'a str,
+    ) -> BoxFuture<'a, Result<(), MisError>> {
+        Box::pin(async move {
+            let inner = match external_id {
+                Some(id) => format!("<AppointmentId>{}</AppointmentId>", esc(id)),
+                None => format!("<ClientRef>{}</ClientRef>", esc(client_ref)),
+            };
+            match self.call_op("CancelAppointment", &inner).await {
+                Ok(_) => Ok(()),
+                Err(EmiasError::Fault { code, .. }) if code == "APPOINTMENT_NOT_FOUND" => Ok(()),
+                Err(e) => Err(mis_error(e)),
+            }
+        })
+    }
+}

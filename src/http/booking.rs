@@ -1,0 +1,167 @@
+//! What the FHIR and SOAP booking edges share: who books (scope and channel), patient
+//! identifiers read from the wire, and booking errors as API errors.
+
+use actix_web::http::StatusCode;
+use chrono::Datelike;
+
+use super::{ApiError, ApiResult, Principal};
+use crate::codec::fhir::IssueType;
+use crate::model::schedule::Channel;
+use crate::model::{PolicyNumber, Snils};
+use crate::services::booking::{BookingError, Patient, Requester};
+
+/// Scope needed to hold, book, cancel and reschedule.
+pub const WRITE_SCOPE: &str = "appointment:write";
+/// Scope needed to read appointments (write implies read).
+pub const READ_SCOPE: &str = "appointment:read";
+
+/// The requester of a booking operation: needs [`WRITE_SCOPE`]; `channel` (a wire name)
+/// must be one the client may use; none means the client's default. `field` names the
+/// channel field in the caller's protocol.
+pub fn requester<'a>(
+    p: &'a Principal,
+    channel: Option<&str>,
+    field: &str,
+) -> ApiResult<Requester<'a>> {
+    if !p.has_scope(WRITE_SCOPE) {
+        return Err(ApiError::forbidden(format!(
+            "booking needs the scope {WRITE_SCOPE}"
+        )));
+    }
+    let requested = match channel.map(str::trim).filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(Channel::parse(c).ok_or_else(|| {
+            ApiError::invalid(
+                "INVALID_CHANNEL",
+                field,
+                format!("unknown booking channel {c:?}; use registry, phone, kiosk, internet, doctor or referral"),
+            )
+        })?),
+    };
+    let channel = p.booking_channel(requested).map_err(|c| {
+        ApiError::forbidden(format!("client {} may not book through channel {c}", p.id))
+            .at(field.to_string())
+    })?;
+    Ok(Requester {
+        client_id: &p.id,
+        admin: p.has_scope("admin"),
+        channel,
+    })
+}
+
+/// Checks that the client may read appointments.
+pub fn may_read(p: &Principal) -> ApiResult<()> {
+    if p.has_scope(READ_SCOPE) || p.has_scope(WRITE_SCOPE) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "reading appointments needs the scope {READ_SCOPE}"
+        )))
+    }
+}
+
+fn present(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Field names of the patient identifiers in a protocol.
+pub struct PatientFields {
+    /// Policy number field.
+    pub policy: &'static str,
+    /// Birth date field.
+    pub birth_date: &'static str,
+    /// SNILS field.
+    pub snils: &'static str,
+}
+
+/// Reads patient identifiers, naming the field of any malformed value.
+pub fn patient(
+    policy: Option<&str>,
+    birth_date: Option<&str>,
+    snils: Option<&str>,
+    fields: &PatientFields,
+) -> ApiResult<Patient> {
+    let policy = present(policy)
+        .map(|v| {
+            PolicyNumber::parse(v)
+                .map_err(|e| ApiError::invalid("INVALID_POLICY", fields.policy, e.to_string()))
+        })
+        .transpose()?;
+    let snils = present(snils)
+        .map(|v| {
+            Snils::parse(v)
+                .map_err(|e| ApiError::invalid("INVALID_SNILS", fields.snils, e.to_string()))
+        })
+        .transpose()?;
+    let birth_date = present(birth_date)
+        .map(|v| {
+            let d = chrono::NaiveDate::parse_from_str(v.get(..10).unwrap_or(v), "%Y-%m-%d")
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "INVALID_DATE",
+                        fields.birth_date,
+                        format!("birth date must be YYYY-MM-DD, got {v:?}"),
+                    )
+                })?;
+            if d > chrono::Utc::now().date_naive() || d.year_ce().1 < 1900 {
+                return Err(ApiError::invalid(
+                    "INVALID_DATE",
+                    fields.birth_date,
+                    format!("birth date {d} is not plausible"),
+                ));
+            }
+            Ok(d)
+        })
+        .transpose()?;
+    let p = Patient {
+        policy,
+        birth_date,
+        snils,
+    };
+    p.check()
+        .map_err(|e| booking_error(e, &|f| f.to_string()))?;
+    Ok(p)
+}
+
+/// A booking error as an API error; `field_of` turns the service's field name (`slot`,
+/// `channel`, `patient`, `patient.birthDate`, `appointment`, ...) into the protocol's path.
+pub fn booking_error(e: BookingError, field_of: &dyn Fn(&str) -> String) -> ApiError {
+    let code = e.code();
+    let field = e.field().map(field_of);
+    let (status, issue) = match &e {
+        BookingError::UnknownSlot(_) | BookingError::UnknownAppointment(_) => {
+            (StatusCode::NOT_FOUND, IssueType::NotFound)
+        }
+        BookingError::SlotTaken(_)
+        | BookingError::WrongState { .. }
+        | BookingError::KeyInProgress(_)
+        | BookingError::HoldExpired(_) => (StatusCode::CONFLICT, IssueType::Conflict),
+        BookingError::KeyMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::Duplicate),
+        BookingError::SlotWithdrawn(_)
+        | BookingError::SlotInPast(_)
+        | BookingError::ChannelNotAllowed { .. }
+        | BookingError::ChannelRestricted { .. }
+        | BookingError::MisRefused { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule)
+        }
+        BookingError::NotYours(_) => (StatusCode::FORBIDDEN, IssueType::Forbidden),
+        BookingError::Patient { .. } => (StatusCode::BAD_REQUEST, IssueType::Required),
+        BookingError::Invalid { .. } => (StatusCode::BAD_REQUEST, IssueType::Value),
+        BookingError::MisUnavailable(_) => (StatusCode::GATEWAY_TIMEOUT, IssueType::Timeout),
+        BookingError::NoMis(_) => (StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient),
+        BookingError::Store(inner) => return ApiError::internal(inner),
+    };
+    let mut api = ApiError::new(status, issue, code, e.to_string());
+    api.field = field;
+    api
+}
+
+/// A digest of a create request, to recognize replays of an idempotency key.
+pub fn request_digest(parts: &[&str]) -> String {
+    let mut h = openssl::sha::Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update(&[0]);
+    }
+    hex::encode(h.finish())
+}

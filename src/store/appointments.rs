@@ -1,0 +1,572 @@
+//! Appointments, idempotency keys and booking restrictions.
+//!
+//! "One slot, at most one active appointment" is the partial unique index
+//! `appointments_one_active_per_slot`: a hold is an `INSERT ... ON CONFLICT DO NOTHING`, and
+//! the loser of any race sees zero rows inserted, on PostgreSQL and on SQLite alike.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::outbox::{enqueue, NewOutboxItem};
+use super::{Store, StoreError};
+
+/// An appointment as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appointment {
+    /// Gateway id (UUIDv7); also the client reference given to the clinic system.
+    pub id: String,
+    /// Slot id (`source:external id`); empty for urgent visits.
+    pub slot_id: String,
+    /// Organization OID.
+    pub org_oid: String,
+    /// Practitioner id.
+    pub practitioner_id: String,
+    /// Specialty code.
+    pub specialty_code: String,
+    /// Start (epoch ms).
+    pub start_at: i64,
+    /// End (epoch ms).
+    pub end_at: i64,
+    /// Clinic system that owns the slot.
+    pub source: String,
+    /// Patient's policy number.
+    pub patient_policy: Option<String>,
+    /// Patient's SNILS.
+    pub patient_snils: Option<String>,
+    /// Patient's birth date (`YYYY-MM-DD`).
+    pub patient_birth: Option<String>,
+    /// Booking channel.
+    pub channel: String,
+    /// `held`, `booked`, `cancelled`, `expired`, `failed`, `withdrawn`, `urgent`.
+    pub status: String,
+    /// When a hold ends (epoch ms).
+    pub hold_expires_at: Option<i64>,
+    /// The clinic system's appointment id.
+    pub external_id: Option<String>,
+    /// The API client that created it.
+    pub client_id: String,
+    /// Why the status last changed (refusal code, cancel reason, ...).
+    pub reason: String,
+    /// The appointment this one replaces (reschedule).
+    pub replaces: Option<String>,
+    /// Created (epoch ms).
+    pub created_at: i64,
+    /// Last change (epoch ms).
+    pub updated_at: i64,
+}
+
+/// Filters of an appointment search.
+#[derive(Debug, Clone, Default)]
+pub struct AppointmentQuery {
+    /// Patient policy number.
+    pub policy: Option<String>,
+    /// Patient SNILS.
+    pub snils: Option<String>,
+    /// Organization.
+    pub org_oid: Option<String>,
+    /// Status.
+    pub status: Option<String>,
+    /// Slot.
+    pub slot_id: Option<String>,
+}
+
+/// A booking restriction of an organization's channels for a period.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Restriction {
+    /// Id (UUIDv7).
+    pub id: String,
+    /// Organization OID.
+    pub org_oid: String,
+    /// Restricted channels (bit mask).
+    pub channels: i32,
+    /// Start of the restricted period of slot times (epoch ms, inclusive).
+    pub from_at: i64,
+    /// End (epoch ms, exclusive).
+    pub to_at: i64,
+    /// Why (shown in refusals).
+    pub reason: String,
+}
+
+/// The state of an idempotency key when a create begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// First use: the caller performs the create and then completes or abandons the key.
+    Fresh,
+    /// A completed create with this key and the same request: its stored result.
+    Replay(String),
+    /// The same key with a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InProgress,
+}
+
+const COLUMNS: &str =
+    "id, slot_id, org_oid, practitioner_id, specialty_code, start_at, end_at, source, \
+     patient_policy, patient_snils, patient_birth, channel, status, hold_expires_at, external_id, \
+     client_id, reason, replaces, created_at, updated_at";
+
+impl Store {
+    /// Inserts `a` (status `held`) unless the slot has an active appointment. Holds of the
+    /// slot that expired before `now` are expired first, in the same transaction. Returns
+    /// false when the slot is taken.
+    pub async fn insert_hold(&self, a: &Appointment, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "UPDATE appointments SET status = 'expired', reason = 'HOLD_EXPIRED', updated_at = $2 \
+             WHERE slot_id = $1 AND status = 'held' AND hold_expires_at < $2",
+        )
+        .bind(a.slot_id.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let inserted = bind_all(
+            sqlx::query(&format!(
+                "INSERT INTO appointments ({COLUMNS}) VALUES \
+                 ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20) \
+                 ON CONFLICT DO NOTHING"
+            )),
+            a,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Inserts an appointment that takes no slot (an urgent visit).
+    pub async fn insert_unslotted(&self, a: &Appointment) -> Result<(), StoreError> {
+        bind_all(
+            sqlx::query(&format!(
+                "INSERT INTO appointments ({COLUMNS}) VALUES \
+                 ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)"
+            )),
+            a,
+        )
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// One appointment.
+    pub async fn appointment(&self, id: &str) -> Result<Option<Appointment>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM appointments WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Appointments matching the query, newest first, at most `limit`.
+    pub async fn search_appointments(
+        &self,
+        q: &AppointmentQuery,
+        limit: u32,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM appointments WHERE 1=1");
+        let mut args = Vec::new();
+        for (col, v) in [
+            ("patient_policy", &q.policy),
+            ("patient_snils", &q.snils),
+            ("org_oid", &q.org_oid),
+            ("status", &q.status),
+            ("slot_id", &q.slot_id),
+        ] {
+            if let Some(v) = v {
+                args.push(v.clone());
+                sql.push_str(&format!(" AND {col} = ${}", args.len()));
+            }
+        }
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, id DESC LIMIT {}",
+            limit.clamp(1, 1000)
+        ));
+        let mut query = sqlx::query(&sql);
+        for a in args {
+            query = query.bind(a);
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Moves a live hold's expiry to `until` (while the clinic system is asked to book).
+    /// False when the hold is gone or already expired at `now`.
+    pub async fn extend_hold(&self, id: &str, until: i64, now: i64) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE appointments SET hold_expires_at = $2, updated_at = $3 \
+             WHERE id = $1 AND status = 'held' AND hold_expires_at >= $3",
+        )
+        .bind(id.to_string())
+        .bind(until)
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Sets the patient of a held appointment (a hold may be taken before the patient is
+    /// known, as `$hold` allows).
+    pub async fn set_hold_patient(
+        &self,
+        id: &str,
+        policy: Option<&str>,
+        snils: Option<&str>,
+        birth: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE appointments SET patient_policy = $2, patient_snils = $3, patient_birth = $4, \
+             updated_at = $5 WHERE id = $1 AND status = 'held'",
+        )
+        .bind(id.to_string())
+        .bind(policy.map(str::to_string))
+        .bind(snils.map(str::to_string))
+        .bind(birth.map(str::to_string))
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// A held appointment becomes booked with the clinic system's id, and its slot busy.
+    /// False when it is no longer held (it expired meanwhile).
+    pub async fn confirm_booking(
+        &self,
+        id: &str,
+        external_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let slot: Option<String> = sqlx::query_scalar(
+            "UPDATE appointments SET status = 'booked', external_id = $2, hold_expires_at = NULL, \
+             reason = '', updated_at = $3 WHERE id = $1 AND status = 'held' RETURNING slot_id",
+        )
+        .bind(id.to_string())
+        .bind(external_id.to_string())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(slot) = slot else {
+            return Ok(false);
+        };
+        sqlx::query("UPDATE slots SET status = 'busy' WHERE id = $1 AND status = 'free'")
+            .bind(slot)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends an active appointment (`from` = its expected status): sets `status` and
+    /// `reason`, sets its slot's status to `slot_status` when given, and enqueues `effect`
+    /// in the same transaction. Returns the appointment as it was, or `None` when it was not
+    /// in status `from`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn end_appointment(
+        &self,
+        id: &str,
+        from: &[&str],
+        status: &str,
+        reason: &str,
+        slot_status: Option<&str>,
+        effect: Option<&NewOutboxItem>,
+        now: i64,
+    ) -> Result<Option<Appointment>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM appointments WHERE id = $1{}",
+            if self.backend() == super::Backend::Postgres {
+                " FOR UPDATE"
+            } else {
+                ""
+            }
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(before) = row.as_ref().map(decode).transpose()? else {
+            return Ok(None);
+        };
+        if !from.contains(&before.status.as_str()) {
+            return Ok(None);
+        }
+        let changed = sqlx::query(
+            "UPDATE appointments SET status = $2, reason = $3, hold_expires_at = NULL, updated_at = $4 \
+             WHERE id = $1 AND status = $5",
+        )
+        .bind(id.to_string())
+        .bind(status.to_string())
+        .bind(reason.to_string())
+        .bind(now)
+        .bind(before.status.clone())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            return Ok(None);
+        }
+        if let (Some(s), false) = (slot_status, before.slot_id.is_empty()) {
+            sqlx::query("UPDATE slots SET status = $2 WHERE id = $1 AND status <> 'withdrawn'")
+                .bind(before.slot_id.clone())
+                .bind(s.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(item) = effect {
+            enqueue(&mut tx, item, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(before))
+    }
+
+    /// Expires every hold that ended before `now`; returns how many.
+    pub async fn expire_holds(&self, now: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE appointments SET status = 'expired', reason = 'HOLD_EXPIRED', hold_expires_at = NULL, \
+             updated_at = $1 WHERE status = 'held' AND hold_expires_at < $1",
+        )
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+
+    /// Active (held or booked) appointments on any of `slot_ids`.
+    pub async fn active_on_slots(
+        &self,
+        slot_ids: &[String],
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in slot_ids.chunks(500) {
+            let list = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "SELECT {COLUMNS} FROM appointments WHERE status IN ('held','booked') AND slot_id IN ({list})"
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for r in q.fetch_all(self.pool()).await? {
+                out.push(decode(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Active appointments whose slot the clinic system withdrew, at most `limit`.
+    pub async fn active_on_withdrawn_slots(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let cols = COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sqlx::query(&format!(
+            "SELECT {cols} FROM appointments a JOIN slots s ON s.id = a.slot_id \
+             WHERE a.status IN ('held','booked') AND s.status = 'withdrawn' ORDER BY a.id LIMIT {}",
+            limit.clamp(1, 10_000)
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Claims an idempotency key for a create by `client` with request digest `hash`.
+    pub async fn claim_idempotency_key(
+        &self,
+        client: &str,
+        key: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<KeyClaim, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (client_id, key, request_hash, response, created_at) \
+             VALUES ($1,$2,$3,'',$4) ON CONFLICT DO NOTHING",
+        )
+        .bind(client.to_string())
+        .bind(key.to_string())
+        .bind(hash.to_string())
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            return Ok(KeyClaim::Fresh);
+        }
+        let row = sqlx::query(
+            "SELECT request_hash, response FROM idempotency_keys WHERE client_id = $1 AND key = $2",
+        )
+        .bind(client.to_string())
+        .bind(key.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            // Abandoned between our insert attempt and this read: the caller may retry.
+            return Ok(KeyClaim::InProgress);
+        };
+        let (stored_hash, response): (String, String) =
+            (row.try_get("request_hash")?, row.try_get("response")?);
+        Ok(if stored_hash != hash {
+            KeyClaim::Mismatch
+        } else if response.is_empty() {
+            KeyClaim::InProgress
+        } else {
+            KeyClaim::Replay(response)
+        })
+    }
+
+    /// Stores the result of the create that claimed the key.
+    pub async fn complete_idempotency_key(
+        &self,
+        client: &str,
+        key: &str,
+        response: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE client_id = $1 AND key = $2")
+            .bind(client.to_string())
+            .bind(key.to_string())
+            .bind(response.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Releases a key whose create failed, so that a retry with it runs again.
+    pub async fn abandon_idempotency_key(&self, client: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE client_id = $1 AND key = $2 AND response = ''",
+        )
+        .bind(client.to_string())
+        .bind(key.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Adds a restriction.
+    pub async fn add_restriction(&self, r: &Restriction) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO booking_restrictions (id, org_oid, channels, from_at, to_at, reason) \
+             VALUES ($1,$2,$3,$4,$5,$6)",
+        )
+        .bind(r.id.clone())
+        .bind(r.org_oid.clone())
+        .bind(r.channels)
+        .bind(r.from_at)
+        .bind(r.to_at)
+        .bind(r.reason.clone())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a restriction; false when there was none.
+    pub async fn delete_restriction(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM booking_restrictions WHERE id = $1")
+                .bind(id.to_string())
+                .execute(self.pool())
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+
+    /// Restrictions of an organization (or all) ordered by start.
+    pub async fn restrictions(&self, org: Option<&str>) -> Result<Vec<Restriction>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, org_oid, channels, from_at, to_at, reason FROM booking_restrictions \
+             WHERE ($1 = '' OR org_oid = $1) ORDER BY from_at, id",
+        )
+        .bind(org.unwrap_or("").to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Restriction {
+                    id: r.try_get("id")?,
+                    org_oid: r.try_get("org_oid")?,
+                    channels: r.try_get("channels")?,
+                    from_at: r.try_get("from_at")?,
+                    to_at: r.try_get("to_at")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The restriction of `org` covering a slot starting at `at` that restricts any channel
+    /// in `channels`, if one exists.
+    pub async fn restriction_at(
+        &self,
+        org: &str,
+        at: i64,
+        channels: i32,
+    ) -> Result<Option<Restriction>, StoreError> {
+        Ok(self
+            .restrictions(Some(org))
+            .await?
+            .into_iter()
+            .find(|r| r.from_at <= at && at < r.to_at && r.channels & channels != 0))
+    }
+}
+
+fn bind_all<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    a: &Appointment,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(a.id.clone())
+        .bind(a.slot_id.clone())
+        .bind(a.org_oid.clone())
+        .bind(a.practitioner_id.clone())
+        .bind(a.specialty_code.clone())
+        .bind(a.start_at)
+        .bind(a.end_at)
+        .bind(a.source.clone())
+        .bind(a.patient_policy.clone())
+        .bind(a.patient_snils.clone())
+        .bind(a.patient_birth.clone())
+        .bind(a.channel.clone())
+        .bind(a.status.clone())
+        .bind(a.hold_expires_at)
+        .bind(a.external_id.clone())
+        .bind(a.client_id.clone())
+        .bind(a.reason.clone())
+        .bind(a.replaces.clone())
+        .bind(a.created_at)
+        .bind(a.updated_at)
+}
+
+fn decode(r: &AnyRow) -> Result<Appointment, StoreError> {
+    Ok(Appointment {
+        id: r.try_get("id")?,
+        slot_id: r.try_get("slot_id")?,
+        org_oid: r.try_get("org_oid")?,
+        practitioner_id: r.try_get("practitioner_id")?,
+        specialty_code: r.try_get("specialty_code")?,
+        start_at: r.try_get("start_at")?,
+        end_at: r.try_get("end_at")?,
+        source: r.try_get("source")?,
+        patient_policy: r.try_get("patient_policy")?,
+        patient_snils: r.try_get("patient_snils")?,
+        patient_birth: r.try_get("patient_birth")?,
+        channel: r.try_get("channel")?,
+        status: r.try_get("status")?,
+        hold_expires_at: r.try_get("hold_expires_at")?,
+        external_id: r.try_get("external_id")?,
+        client_id: r.try_get("client_id")?,
+        reason: r.try_get("reason")?,
+        replaces: r.try_get("replaces")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
