@@ -13,6 +13,9 @@ use crate::store::transactions::{TransactionFilter, TransactionRecord};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/transactions", web::get().to(list_transactions))
         .route("/transactions/{id}", web::get().to(get_transaction))
+        .route("/restrictions", web::get().to(list_restrictions))
+        .route("/restrictions", web::post().to(add_restriction))
+        .route("/restrictions/{id}", web::delete().to(delete_restriction))
         .configure(super::documents::admin_routes);
 }
 
@@ -171,5 +174,138 @@ fn body_json(body: Option<&[u8]>) -> Value {
                 "content": base64::engine::general_purpose::STANDARD.encode(b)
             }),
         },
+    }
+}
+
+/// A new booking restriction, as posted.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRestriction {
+    organization: String,
+    channels: Vec<String>,
+    from: String,
+    to: String,
+    reason: String,
+}
+
+/// Scope needed to manage booking restrictions.
+const RESTRICTIONS_SCOPE: &str = "booking:admin";
+
+fn restriction_time(field: &str, v: &str) -> ApiResult<i64> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis())
+            .unwrap_or_default());
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            ApiError::invalid(
+                "INVALID_DATE",
+                field,
+                format!("`{field}` must be a date (YYYY-MM-DD) or an RFC 3339 time, got {v:?}"),
+            )
+        })
+}
+
+async fn add_restriction(
+    state: Data<AppState>,
+    principal: Principal,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    require(&principal, RESTRICTIONS_SCOPE)?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let r: NewRestriction = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        ApiError::invalid("INVALID_JSON", e.path().to_string(), e.inner().to_string())
+    })?;
+    let org = crate::model::Oid::parse_organization(&r.organization)
+        .map_err(|e| ApiError::invalid("INVALID_ORGANIZATION", "organization", e.to_string()))?;
+    if state.store.get_organization(org.as_str()).await?.is_none() {
+        return Err(ApiError::not_found(
+            "UNKNOWN_ORGANIZATION",
+            format!("organization {org} is not known to the gateway"),
+        )
+        .at("organization"));
+    }
+    let mut mask = 0;
+    for (i, c) in r.channels.iter().enumerate() {
+        let ch = crate::model::schedule::Channel::parse(c)
+            .filter(|c| crate::services::booking::RESTRICTABLE.contains(*c))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "INVALID_CHANNEL",
+                    format!("channels[{i}]"),
+                    format!("only internet and kiosk booking can be restricted, got {c:?}"),
+                )
+            })?;
+        mask |= ch.bit();
+    }
+    if mask == 0 {
+        return Err(ApiError::required("channels"));
+    }
+    let (from_at, to_at) = (
+        restriction_time("from", &r.from)?,
+        restriction_time("to", &r.to)?,
+    );
+    if from_at >= to_at {
+        return Err(ApiError::invalid(
+            "INVALID_PERIOD",
+            "to",
+            "`to` must be after `from`",
+        ));
+    }
+    if r.reason.trim().is_empty() {
+        return Err(ApiError::required("reason"));
+    }
+    let restriction = crate::store::appointments::Restriction {
+        id: uuid::Uuid::now_v7().to_string(),
+        org_oid: org.to_string(),
+        channels: mask,
+        from_at,
+        to_at,
+        reason: r.reason.trim().to_string(),
+    };
+    state.store.add_restriction(&restriction).await?;
+    Ok(HttpResponse::Created().json(restriction_json(&restriction)))
+}
+
+fn restriction_json(r: &crate::store::appointments::Restriction) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "organization": r.org_oid,
+        "channels": crate::model::schedule::Channels(r.channels).iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "from": crate::store::from_ms(r.from_at).to_rfc3339(),
+        "to": crate::store::from_ms(r.to_at).to_rfc3339(),
+        "reason": r.reason,
+    })
+}
+
+async fn list_restrictions(
+    state: Data<AppState>,
+    principal: Principal,
+    query: web::Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<HttpResponse> {
+    require(&principal, RESTRICTIONS_SCOPE)?;
+    let rows = state
+        .store
+        .restrictions(query.get("organization").map(String::as_str))
+        .await?;
+    Ok(HttpResponse::Ok().json(rows.iter().map(restriction_json).collect::<Vec<_>>()))
+}
+
+async fn delete_restriction(
+    state: Data<AppState>,
+    principal: Principal,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    require(&principal, RESTRICTIONS_SCOPE)?;
+    if state.store.delete_restriction(&id).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::not_found(
+            "UNKNOWN_RESTRICTION",
+            format!("no restriction {id}"),
+        ))
     }
 }

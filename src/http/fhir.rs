@@ -16,6 +16,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/Organization/{id}", web::get().to(read_organization))
         .configure(super::documents::fhir_routes)
         .configure(super::fhir_schedule::routes)
+        .configure(super::fhir_booking::routes)
         .default_service(web::to(unknown));
 }
 
@@ -94,6 +95,36 @@ async fn metadata(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
                     {"name": "start", "type": "date"},
                     {"name": "status", "type": "token"},
                     {"name": "_count", "type": "number"}
+                ]
+            }, {
+                "type": "Schedule",
+                "interaction": [{"code": "search-type"}],
+                "searchParam": [
+                    {"name": "organization", "type": "reference"},
+                    {"name": "actor", "type": "reference"}
+                ]
+            }, {
+                "type": "PractitionerRole",
+                "interaction": [{"code": "search-type"}],
+                "searchParam": [
+                    {"name": "organization", "type": "reference"},
+                    {"name": "specialty", "type": "token"},
+                    {"name": "practitioner", "type": "reference"}
+                ]
+            }, {
+                "type": "Appointment",
+                "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "create"}, {"code": "update"}],
+                "searchParam": [
+                    {"name": "patient", "type": "reference", "documentation": "with the :identifier modifier (SNILS or OMS policy)"},
+                    {"name": "status", "type": "token"},
+                    {"name": "slot", "type": "reference"},
+                    {"name": "identifier", "type": "token"}
+                ],
+                "operation": [
+                    {"name": "find", "definition": "http://ihe.net/fhir/ihe.scheduling/OperationDefinition/appointment-find"},
+                    {"name": "hold", "definition": "http://ihe.net/fhir/ihe.scheduling/OperationDefinition/appointment-hold"},
+                    {"name": "book", "definition": "http://ihe.net/fhir/ihe.scheduling/OperationDefinition/appointment-book"},
+                    {"name": "reschedule", "definition": "https://medgate.example/fhir/OperationDefinition/appointment-reschedule"}
                 ]
             }, {
                 "type": "DocumentReference",

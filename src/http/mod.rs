@@ -5,6 +5,7 @@ pub mod booking;
 pub mod documents;
 pub mod error;
 pub mod fhir;
+pub mod fhir_booking;
 pub mod fhir_schedule;
 pub mod health;
 pub mod metrics;

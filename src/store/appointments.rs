@@ -260,10 +260,11 @@ impl Store {
         Ok(true)
     }
 
-    /// Ends an active appointment (`from` = its expected status): sets `status` and
-    /// `reason`, sets its slot's status to `slot_status` when given, and enqueues `effect`
-    /// in the same transaction. Returns the appointment as it was, or `None` when it was not
-    /// in status `from`.
+    /// Ends an active appointment whose status is one of `from`: sets `status` and
+    /// `reason`, sets its slot's status to `slot_status` when given, and enqueues `effect`,
+    /// all in one transaction. Returns the appointment as changed, or `None` when it was not
+    /// in one of the `from` states. The transaction begins with the write, so SQLite takes
+    /// its write lock at once (waiting for it) instead of failing a lock upgrade.
     #[allow(clippy::too_many_arguments)]
     pub async fn end_appointment(
         &self,
@@ -275,42 +276,35 @@ impl Store {
         effect: Option<&NewOutboxItem>,
         now: i64,
     ) -> Result<Option<Appointment>, StoreError> {
+        let states = (0..from.len())
+            .map(|i| format!("${}", i + 5))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "UPDATE appointments SET status = $2, reason = $3, hold_expires_at = NULL, updated_at = $4 \
+             WHERE id = $1 AND status IN ({states}) RETURNING {COLUMNS}"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(id.to_string())
+            .bind(status.to_string())
+            .bind(reason.to_string())
+            .bind(now);
+        for f in from {
+            q = q.bind(f.to_string());
+        }
         let mut tx = self.pool().begin().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM appointments WHERE id = $1{}",
-            if self.backend() == super::Backend::Postgres {
-                " FOR UPDATE"
-            } else {
-                ""
-            }
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(before) = row.as_ref().map(decode).transpose()? else {
+        let Some(after) = q
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(decode)
+            .transpose()?
+        else {
             return Ok(None);
         };
-        if !from.contains(&before.status.as_str()) {
-            return Ok(None);
-        }
-        let changed = sqlx::query(
-            "UPDATE appointments SET status = $2, reason = $3, hold_expires_at = NULL, updated_at = $4 \
-             WHERE id = $1 AND status = $5",
-        )
-        .bind(id.to_string())
-        .bind(status.to_string())
-        .bind(reason.to_string())
-        .bind(now)
-        .bind(before.status.clone())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed != 1 {
-            return Ok(None);
-        }
-        if let (Some(s), false) = (slot_status, before.slot_id.is_empty()) {
+        if let (Some(s), false) = (slot_status, after.slot_id.is_empty()) {
             sqlx::query("UPDATE slots SET status = $2 WHERE id = $1 AND status <> 'withdrawn'")
-                .bind(before.slot_id.clone())
+                .bind(after.slot_id.clone())
                 .bind(s.to_string())
                 .execute(&mut *tx)
                 .await?;
@@ -319,7 +313,7 @@ impl Store {
             enqueue(&mut tx, item, now).await?;
         }
         tx.commit().await?;
-        Ok(Some(before))
+        Ok(Some(after))
     }
 
     /// Expires every hold that ended before `now`; returns how many.

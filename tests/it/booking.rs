@@ -1,0 +1,639 @@
+//! Booking end to end through FHIR against the city MIS simulator: find, hold, book,
+//! cancel, reschedule, channel rules and restriction windows, hold expiry, MIS timeouts
+//! leaving no half-booked state, urgent visits, idempotency keys, withdrawn slots producing
+//! patient notifications, and a booking race.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{Days, NaiveDate, Utc};
+use medgate::adapters::emias::EmiasClient;
+use medgate::config::EmiasSettings;
+use medgate::model::schedule::{Channel, Channels};
+use medgate::services::mis::{Mis, MisBooking, MisError};
+use medgate::services::schedule_sync::full_sync;
+use medgate::sim::emias::{EmiasSim, Faults, Region};
+use medgate::store::schedules::{SlotQuery, SlotRow};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::schedules::validate_fhir;
+use crate::support::*;
+
+const ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
+
+fn first_day() -> NaiveDate {
+    Utc::now().date_naive() + Days::new(1)
+}
+
+fn region() -> Region {
+    Region {
+        clinics: 2,
+        doctors: 6,
+        days: 7,
+        slots_per_day: 8,
+        slot_minutes: 20,
+        first_day: first_day(),
+    }
+}
+
+struct Fx {
+    t: TestGateway,
+    sim: EmiasSim,
+}
+
+impl Fx {
+    async fn start(
+        backend: medgate::store::Backend,
+        tweak: impl FnOnce(&mut medgate::config::Settings),
+    ) -> Fx {
+        let sim = EmiasSim::start(region()).unwrap();
+        let url = sim.url.clone();
+        let t = TestGateway::start_with(backend, |s| {
+            s.emias = Some(EmiasSettings {
+                url,
+                timeout_secs: 1,
+                days_ahead: 7,
+            });
+            s.booking.sync_interval_secs = 0;
+            tweak(s);
+        })
+        .await;
+        let fx = Fx { t, sim };
+        full_sync(
+            &fx.t.gw.state.store,
+            &fx.mis(),
+            ORG,
+            first_day(),
+            7,
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        fx
+    }
+
+    fn mis(&self) -> EmiasClient {
+        EmiasClient::new(
+            &self.sim.url,
+            Duration::from_secs(5),
+            self.t.gw.state.txlog.clone(),
+        )
+    }
+
+    /// Free slots of the clinic that accept `channel`.
+    async fn free(&self, channel: Channel) -> Vec<SlotRow> {
+        let q = SlotQuery {
+            org_oid: Some(ORG.into()),
+            status: Some("free".into()),
+            ..SlotQuery::default()
+        };
+        let rows = self.t.gw.state.store.search_slots(&q, 1000).await.unwrap();
+        rows.into_iter()
+            .filter(|s| Channels(s.channels).contains(channel))
+            .collect()
+    }
+
+    async fn post(
+        &self,
+        token: &str,
+        path: &str,
+        body: &Value,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut r = self
+            .t
+            .http
+            .post(self.t.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/fhir+json");
+        if let Some(k) = key {
+            r = r.header("idempotency-key", k);
+        }
+        let res = r.body(body.to_string()).send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .t
+            .http
+            .get(self.t.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn put(&self, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        let res = self
+            .t
+            .http
+            .put(self.t.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Outbox items of a destination with their status.
+    async fn outbox(&self, destination: &str) -> Vec<(String, String)> {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT aggregate_id, status FROM outbox WHERE destination = $1 ORDER BY id",
+        )
+        .bind(destination.to_string())
+        .fetch_all(self.t.gw.state.store.pool())
+        .await
+        .unwrap()
+    }
+
+    async fn wait_outbox_done(&self, destination: &str, n: usize) {
+        for _ in 0..100 {
+            let items = self.outbox(destination).await;
+            if items.len() >= n && items.iter().all(|(_, s)| s == "done") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "outbox {destination} not delivered: {:?}",
+            self.outbox(destination).await
+        );
+    }
+
+    /// True when the simulator still has the slot booked (a probe booking is refused).
+    async fn mis_has_booked(&self, slot_id: &str) -> bool {
+        let probe = MisBooking {
+            slot_external_id: slot_id.trim_start_matches("emias:").into(),
+            client_ref: uuid::Uuid::new_v4().to_string(),
+            policy: Some(policy(999)),
+            snils: None,
+            birth_date: None,
+            channel: "registry".into(),
+        };
+        let mis = self.mis();
+        match mis.book(probe.clone()).await {
+            Ok(id) => {
+                mis.cancel(Some(&id), &probe.client_ref).await.unwrap();
+                false
+            }
+            Err(MisError::Refused { code, .. }) if code == "SLOT_TAKEN" => true,
+            Err(e) => panic!("probe failed: {e}"),
+        }
+    }
+}
+
+/// A synthetic, valid-format OMS policy number.
+fn policy(i: u32) -> String {
+    format!("7700{i:012}")
+}
+
+fn slot_ref(id: &str) -> String {
+    format!("Slot/{}", id.replacen(':', ".", 1))
+}
+
+fn patient(i: u32) -> Value {
+    json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(i)}], "birthDate": "1980-05-17"})
+}
+
+fn params(slot: &str, patient: Option<Value>, channel: Option<&str>) -> Value {
+    let mut p = vec![
+        json!({"name": "appointment", "resource": {"resourceType": "Appointment", "status": "proposed", "slot": [{"reference": slot_ref(slot)}], "participant": [{"status": "needs-action"}]}}),
+    ];
+    if let Some(pt) = patient {
+        p.push(json!({"name": "patient", "resource": pt}));
+    }
+    if let Some(c) = channel {
+        p.push(json!({"name": "channel", "valueCode": c}));
+    }
+    json!({"resourceType": "Parameters", "parameter": p})
+}
+
+fn book_hold(id: &str) -> Value {
+    json!({"resourceType": "Parameters", "parameter": [{"name": "appointment", "resource": {"resourceType": "Appointment", "id": id, "status": "pending", "participant": [{"status": "accepted"}]}}]})
+}
+
+fn ext<'a>(a: &'a Value, suffix: &str) -> &'a Value {
+    a["extension"]
+        .as_array()
+        .and_then(|e| {
+            e.iter()
+                .find(|x| x["url"].as_str().is_some_and(|u| u.ends_with(suffix)))
+        })
+        .map(|x| {
+            x.get("valueCode")
+                .or(x.get("valueInstant"))
+                .unwrap_or(&Value::Null)
+        })
+        .unwrap_or(&Value::Null)
+}
+
+fn issue_code(outcome: &Value) -> String {
+    outcome["issue"][0]["details"]["coding"][0]["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn issue_field(outcome: &Value) -> String {
+    outcome["issue"][0]["expression"][0]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+both_backends! {
+    async fn find_hold_book_reschedule_cancel(backend: Backend) {
+        let fx = Fx::start(backend, |_| {}).await;
+        let mut emitted = Vec::new();
+
+        // $find offers only slots the internet channel may take.
+        let (s, found) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/$find?organization={ORG}&_count=30")).await;
+        assert_eq!(s, StatusCode::OK, "{found}");
+        let proposals = found["entry"].as_array().unwrap();
+        assert_eq!(proposals.len(), 30);
+        for e in proposals {
+            assert_eq!(e["resource"]["status"], "proposed");
+            let channels: Vec<&str> = e["resource"]["extension"].as_array().unwrap().iter().filter_map(|x| x["valueCode"].as_str()).collect();
+            assert!(channels.contains(&"internet"), "{channels:?}");
+            emitted.push(e["resource"].clone());
+        }
+
+        let free = fx.free(Channel::Internet).await;
+        let (a, b) = (free[0].id.clone(), free[1].id.clone());
+
+        // Hold, then a competing hold is refused.
+        let (s, held) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&a, Some(patient(1)), None), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{held}");
+        assert_eq!(held["status"], "pending");
+        assert_eq!(ext(&held, "booking-status"), "held");
+        assert_eq!(ext(&held, "booking-channel"), "internet");
+        assert!(ext(&held, "hold-expires").is_string());
+        let id = held["id"].as_str().unwrap().to_string();
+        let (s, taken) = fx.post(ADMIN_TOKEN, "/fhir/Appointment/$hold", &params(&a, Some(patient(2)), None), None).await;
+        assert_eq!((s, issue_code(&taken)), (StatusCode::CONFLICT, "SLOT_TAKEN".into()), "{taken}");
+        assert_eq!(issue_field(&taken), "Appointment.slot");
+        emitted.push(held);
+
+        // Book the hold: the MIS books it, the slot is busy here and there.
+        let (s, booked) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &book_hold(&id), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{booked}");
+        assert_eq!(booked["status"], "booked");
+        assert_eq!(booked["id"], id.as_str());
+        assert!(booked["identifier"][1]["value"].as_str().unwrap().starts_with("A-"), "{booked}");
+        assert_eq!(fx.t.gw.state.store.slot(&a).await.unwrap().unwrap().status, "busy");
+        assert!(fx.mis_has_booked(&a).await);
+        emitted.push(booked);
+
+        // Read and search.
+        let (s, read) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/{id}")).await;
+        assert_eq!((s, read["status"].as_str()), (StatusCode::OK, Some("booked")));
+        let (s, _) = fx.get(CLINIC_TOKEN, &format!("/fhir/Appointment/{id}")).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "another client without appointment scopes");
+        let (s, found) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment?patient:identifier=urn:oid:1.2.643.5.1.13.2.1.1.635|{}", policy(1))).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(found["entry"].as_array().unwrap().len(), 1);
+        emitted.push(found.clone());
+
+        // Reschedule to b: b booked, a cancelled and freed in the MIS through the outbox.
+        let body = json!({"resourceType": "Parameters", "parameter": [{"name": "slot", "valueReference": {"reference": slot_ref(&b)}}]});
+        let (s, moved) = fx.post(PORTAL_TOKEN, &format!("/fhir/Appointment/{id}/$reschedule"), &body, None).await;
+        assert_eq!(s, StatusCode::CREATED, "{moved}");
+        assert_eq!(moved["status"], "booked");
+        assert_eq!(moved["slot"][0]["reference"], slot_ref(&b).as_str());
+        let new_id = moved["id"].as_str().unwrap().to_string();
+        let old = fx.t.gw.state.store.appointment(&id).await.unwrap().unwrap();
+        assert_eq!((old.status.as_str(), old.reason.as_str()), ("cancelled", "RESCHEDULED"));
+        fx.wait_outbox_done("mis", 1).await;
+        assert!(!fx.mis_has_booked(&a).await, "the old slot is free in the MIS");
+        assert!(fx.mis_has_booked(&b).await);
+        assert_eq!(fx.t.gw.state.store.slot(&a).await.unwrap().unwrap().status, "free");
+        emitted.push(moved.clone());
+
+        // Cancel by status.
+        let mut cancel = moved.clone();
+        cancel["status"] = json!("cancelled");
+        cancel["cancelationReason"] = json!({"text": "patient recovered"});
+        let (s, cancelled) = fx.put(PORTAL_TOKEN, &format!("/fhir/Appointment/{new_id}"), &cancel).await;
+        assert_eq!(s, StatusCode::OK, "{cancelled}");
+        assert_eq!(cancelled["status"], "cancelled");
+        assert_eq!(cancelled["cancelationReason"]["text"], "patient recovered");
+        fx.wait_outbox_done("mis", 2).await;
+        assert!(!fx.mis_has_booked(&b).await);
+        let (s, again) = fx.put(PORTAL_TOKEN, &format!("/fhir/Appointment/{new_id}"), &cancel).await;
+        assert_eq!((s, issue_code(&again)), (StatusCode::CONFLICT, "WRONG_STATE".into()));
+        let mut move_it = moved.clone();
+        move_it["start"] = json!("2030-01-01T10:00:00Z");
+        let (s, refused) = fx.put(PORTAL_TOKEN, &format!("/fhir/Appointment/{new_id}"), &move_it).await;
+        assert_eq!((s, issue_field(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "Appointment.status".into()));
+        emitted.push(cancelled);
+
+        // Schedule and PractitionerRole.
+        let (s, schedules) = fx.get(PORTAL_TOKEN, &format!("/fhir/Schedule?organization={ORG}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(schedules["entry"].as_array().unwrap().len(), 3);
+        let (s, roles) = fx.get(PORTAL_TOKEN, &format!("/fhir/PractitionerRole?organization={ORG}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(roles["entry"].as_array().unwrap().len(), 3);
+        emitted.push(schedules);
+        emitted.push(roles);
+        validate_fhir(&emitted);
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn channels_and_restrictions(backend: Backend) {
+        let fx = Fx::start(backend, |_| {}).await;
+        // A slot that only the registry and doctors may take.
+        let registry_only = fx.free(Channel::Registry).await.into_iter().find(|s| !Channels(s.channels).contains(Channel::Internet)).unwrap();
+        let (s, refused) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&registry_only.id, Some(patient(1)), None), None).await;
+        assert_eq!((s, issue_code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "CHANNEL_NOT_ALLOWED".into()), "{refused}");
+        assert!(refused["issue"][0]["details"]["text"].as_str().unwrap().contains("registry"), "{refused}");
+        assert_eq!(issue_field(&refused), "Parameters.parameter[channel]");
+        let (s, ok) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&registry_only.id, Some(patient(1)), Some("registry")), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{ok}");
+        assert_eq!(ext(&ok, "booking-channel"), "registry");
+
+        // The clinic restricts internet booking for the first day (an epidemic).
+        let day = first_day();
+        let restriction = json!({"organization": ORG, "channels": ["internet"], "from": day.to_string(), "to": (day + Days::new(1)).to_string(), "reason": "influenza epidemic"});
+        let (s, created) = fx.post(ADMIN_TOKEN, "/api/admin/restrictions", &restriction, None).await;
+        assert_eq!(s, StatusCode::CREATED, "{created}");
+        let (s, bad) = fx.post(ADMIN_TOKEN, "/api/admin/restrictions", &json!({"organization": ORG, "channels": ["phone"], "from": "2026-01-02", "to": "2026-01-01", "reason": "x"}), None).await;
+        assert_eq!((s, bad["field"].as_str(), bad["error"].as_str()), (StatusCode::BAD_REQUEST, Some("channels[0]"), Some("INVALID_CHANNEL")), "only internet and kiosk can be restricted: {bad}");
+        let (s, _) = fx.post(PORTAL_TOKEN, "/api/admin/restrictions", &restriction, None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+
+        let free = fx.free(Channel::Internet).await;
+        let on_day = free.iter().find(|s| medgate::store::from_ms(s.start_at).date_naive() == day).unwrap();
+        let later = free.iter().find(|s| medgate::store::from_ms(s.start_at).date_naive() > day).unwrap();
+        let (s, refused) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&on_day.id, Some(patient(2)), None), None).await;
+        assert_eq!((s, issue_code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "CHANNEL_RESTRICTED".into()), "{refused}");
+        assert!(refused["issue"][0]["details"]["text"].as_str().unwrap().contains("influenza epidemic"), "{refused}");
+        let (s, _) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&on_day.id, Some(patient(2)), Some("phone")), None).await;
+        assert_eq!(s, StatusCode::CREATED, "the phone channel is not restricted");
+        let (s, _) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&later.id, Some(patient(3)), None), None).await;
+        assert_eq!(s, StatusCode::CREATED, "outside the window");
+
+        // Lifting the restriction.
+        let rid = created["id"].as_str().unwrap();
+        let res = fx.t.http.delete(fx.t.url(&format!("/api/admin/restrictions/{rid}"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let next = free.iter().find(|s| medgate::store::from_ms(s.start_at).date_naive() == day && s.id != on_day.id).unwrap();
+        let (s, _) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&next.id, Some(patient(4)), None), None).await;
+        assert_eq!(s, StatusCode::CREATED);
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn holds_expire(backend: Backend) {
+        let fx = Fx::start(backend, |s| s.booking.hold_secs = 1).await;
+        let slot = fx.free(Channel::Internet).await[0].id.clone();
+        let (s, held) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&slot, None, None), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{held}");
+        let id = held["id"].as_str().unwrap().to_string();
+        // Booking a hold without a patient is refused, naming the patient.
+        let (s, refused) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &book_hold(&id), None).await;
+        assert_eq!((s, issue_code(&refused)), (StatusCode::BAD_REQUEST, "PATIENT_NOT_IDENTIFIED".into()), "{refused}");
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let mut late = book_hold(&id);
+        late["parameter"].as_array_mut().unwrap().push(json!({"name": "patient", "resource": patient(5)}));
+        let (s, expired) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &late, None).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{expired}");
+        assert!(["HOLD_EXPIRED", "WRONG_STATE"].contains(&issue_code(&expired).as_str()), "{expired}");
+        let a = fx.t.gw.state.store.appointment(&id).await.unwrap().unwrap();
+        assert_eq!((a.status.as_str(), a.reason.as_str()), ("expired", "HOLD_EXPIRED"));
+        // The slot is free for others at once, and the MIS never saw the hold.
+        let (s, other) = fx.post(ADMIN_TOKEN, "/fhir/Appointment/$book", &params(&slot, Some(patient(6)), None), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{other}");
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn mis_timeout_leaves_nothing_booked(backend: Backend) {
+        let fx = Fx::start(backend, |_| {}).await;
+        let slot = fx.free(Channel::Internet).await[0].id.clone();
+        fx.sim.set_faults(Faults { latency: Duration::from_millis(1500), ..Faults::default() });
+        let (s, failed) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot, Some(patient(7)), None), None).await;
+        assert_eq!((s, issue_code(&failed)), (StatusCode::GATEWAY_TIMEOUT, "MIS_UNAVAILABLE".into()), "{failed}");
+        let rows = fx.t.gw.state.store.search_appointments(&medgate::store::appointments::AppointmentQuery { slot_id: Some(slot.clone()), ..Default::default() }, 10).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].status.as_str(), rows[0].reason.as_str()), ("failed", "MIS_UNAVAILABLE"));
+        assert_eq!(fx.t.gw.state.store.slot(&slot).await.unwrap().unwrap().status, "free");
+        // The compensating cancel waits in the outbox until the MIS answers again.
+        assert_eq!(fx.outbox("mis").await.len(), 1);
+        fx.sim.set_faults(Faults::default());
+        fx.wait_outbox_done("mis", 1).await;
+        assert!(!fx.mis_has_booked(&slot).await, "whatever the MIS did with the timed-out request was undone");
+        let (s, ok) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot, Some(patient(7)), None), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{ok}");
+        assert_eq!(ok["status"], "booked");
+
+        // A refusal by the MIS (the slot was booked there directly) leaves nothing either.
+        let other = fx.free(Channel::Internet).await[0].id.clone();
+        fx.mis().book(MisBooking { slot_external_id: other.trim_start_matches("emias:").into(), client_ref: "direct".into(), policy: Some(policy(9)), snils: None, birth_date: None, channel: "registry".into() }).await.unwrap();
+        let (s, taken) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&other, Some(patient(8)), None), None).await;
+        assert_eq!((s, issue_code(&taken)), (StatusCode::CONFLICT, "SLOT_TAKEN".into()), "{taken}");
+        assert_eq!(fx.t.gw.state.store.slot(&other).await.unwrap().unwrap().status, "busy", "the MIS's verdict is recorded");
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn urgent_visits_and_idempotency(backend: Backend) {
+        let fx = Fx::start(backend, |_| {}).await;
+        let urgent = json!({
+            "resourceType": "Appointment", "status": "booked",
+            "appointmentType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0276", "code": "EMERGENCY"}]},
+            "contained": [{"resourceType": "Patient", "id": "p", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": "123-456-789 64"}]}],
+            "participant": [{"actor": {"reference": "#p"}, "status": "accepted"}, {"actor": {"reference": format!("Organization/{ORG}")}, "status": "accepted"}]
+        });
+        let (s, a) = fx.post(PORTAL_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1")).await;
+        assert_eq!(s, StatusCode::CREATED, "{a}");
+        assert_eq!(ext(&a, "booking-status"), "urgent");
+        assert_eq!(a["appointmentType"]["coding"][0]["code"], "EMERGENCY");
+        assert!(a.get("slot").is_none());
+        let (s, replay) = fx.post(PORTAL_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1")).await;
+        assert_eq!((s, replay["id"].clone()), (StatusCode::CREATED, a["id"].clone()), "a replay returns the first result");
+
+        let slot = fx.free(Channel::Internet).await[0].id.clone();
+        let body = params(&slot, Some(patient(11)), None);
+        let (s, first) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &body, Some("book-1")).await;
+        assert_eq!(s, StatusCode::CREATED, "{first}");
+        let (s, replay) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &body, Some("book-1")).await;
+        assert_eq!((s, replay["id"].clone()), (StatusCode::CREATED, first["id"].clone()));
+        let (s, reused) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot, Some(patient(12)), None), Some("book-1")).await;
+        assert_eq!((s, issue_code(&reused)), (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED".into()));
+        // A failed create does not burn its key.
+        let (s, _) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params("emias:nope", Some(patient(13)), None), Some("book-2")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let other = fx.free(Channel::Internet).await[0].id.clone();
+        let (s, _) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params("emias:nope", Some(patient(13)), None), Some("book-2")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "same request, same answer");
+        let (s, ok) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&other, Some(patient(13)), None), Some("book-3")).await;
+        assert_eq!(s, StatusCode::CREATED, "{ok}");
+        validate_fhir(&[a, first, ok]);
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn bad_booking_input_is_named(backend: Backend) {
+        let fx = Fx::start(backend, |_| {}).await;
+        let slot = fx.free(Channel::Internet).await[0].id.clone();
+        let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
+            (params("emias:D99999-20300101-00", Some(patient(1)), None), StatusCode::NOT_FOUND, "UNKNOWN_SLOT", "Appointment.slot"),
+            (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": "12345"}], "birthDate": "1980-01-01"})), None), StatusCode::BAD_REQUEST, "INVALID_POLICY", "Parameters.parameter[patient].resource.identifier[policy]"),
+            (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(1)}]})), None), StatusCode::BAD_REQUEST, "PATIENT_NOT_IDENTIFIED", "patient.birthDate"),
+            (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(1)}], "birthDate": "17.05.1980"})), None), StatusCode::BAD_REQUEST, "INVALID_DATE", "Parameters.parameter[patient].resource.birthDate"),
+            (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": "12345678900"}]})), None), StatusCode::BAD_REQUEST, "INVALID_SNILS", "Parameters.parameter[patient].resource.identifier[snils]"),
+            (params(&slot, Some(patient(1)), Some("telepathy")), StatusCode::BAD_REQUEST, "INVALID_CHANNEL", "Parameters.parameter[channel]"),
+            (json!({"resourceType": "Parameters", "parameter": []}), StatusCode::BAD_REQUEST, "REQUIRED_FIELD_MISSING", "Parameters.parameter[appointment]"),
+            (json!({"resourceType": "Patient"}), StatusCode::BAD_REQUEST, "WRONG_RESOURCE_TYPE", "resourceType"),
+        ];
+        for (body, status, code, field) in cases {
+            let (s, o) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &body, None).await;
+            assert_eq!((s, issue_code(&o), issue_field(&o)), (status, code.to_string(), field.to_string()), "{body} -> {o}");
+            assert_eq!(o["resourceType"], "OperationOutcome");
+        }
+        let res = fx.t.http.post(fx.t.url("/fhir/Appointment/$hold")).bearer_auth(PORTAL_TOKEN).header("content-type", "application/fhir+json").body("{\"resourceType\": \"Parameters\", ").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        let o: Value = res.json().await.unwrap();
+        assert_eq!(issue_code(&o), "INVALID_JSON");
+        for (query, field) in [
+            ("organization=1.2.3", "organization"),
+            ("organization=1.2.643.5.1.13.13.12.2.77.7001&start=2030-01-02&end=2030-01-01", "end"),
+            ("start=yesterday", "start"),
+            ("colour=blue", "colour"),
+        ] {
+            let (s, o) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/$find?{query}")).await;
+            assert_eq!((s, issue_field(&o)), (StatusCode::BAD_REQUEST, field.to_string()), "{query} -> {o}");
+        }
+        let (s, o) = fx.post(CLINIC_TOKEN, "/fhir/Appointment/$hold", &params(&slot, None, None), None).await;
+        assert_eq!((s, o["issue"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{o}");
+        // Nothing was stored by any of it.
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM appointments").fetch_one(fx.t.gw.state.store.pool()).await.unwrap();
+        assert_eq!(n, 0);
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
+
+/// Collects what is POSTed to it.
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = got.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || {
+        let sink = sink.clone();
+        App::new().route(
+            "/notify",
+            web::post().to(move |body: web::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    if let Ok(v) = serde_json::from_slice(&body) {
+                        sink.lock().unwrap().push(v);
+                    }
+                    HttpResponse::NoContent().finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (format!("http://{addr}/notify"), got, handle)
+}
+
+both_backends! {
+    async fn withdrawn_slot_notifies_the_patient(backend: Backend) {
+        let (url, got, handle) = receiver().await;
+        let fx = Fx::start(backend, |s| {
+            s.booking.notify_url = Some(url);
+            s.booking.sync_interval_secs = 1;
+        })
+        .await;
+        let slot = fx.free(Channel::Internet).await[0].clone();
+        let (s, booked) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot.id, Some(patient(21)), None), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{booked}");
+        // The doctor falls ill that day.
+        let doctor = slot.practitioner_id.trim_start_matches("emias:");
+        let day = medgate::store::from_ms(slot.start_at).date_naive();
+        assert_eq!(fx.sim.withdraw_day(doctor, day), 8);
+        let mut notes = Vec::new();
+        for _ in 0..100 {
+            notes = got.lock().unwrap().clone();
+            if !notes.is_empty() { break; }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(notes.len(), 1, "one notification: {notes:?}");
+        let n = &notes[0];
+        assert_eq!(n["event"], "slot-withdrawn");
+        assert_eq!(n["appointment"], booked["id"]);
+        assert_eq!(n["patient"]["policy"], policy(21).as_str());
+        let alternatives = n["alternatives"].as_array().unwrap();
+        assert!(!alternatives.is_empty() && alternatives.len() <= 5, "{n}");
+        for alt in alternatives {
+            let s = fx.t.gw.state.store.slot(alt["slot"].as_str().unwrap()).await.unwrap().unwrap();
+            assert_eq!((s.specialty_code.as_str(), s.status.as_str()), (slot.specialty_code.as_str(), "free"));
+            assert!(Channels(s.channels).contains(Channel::Internet));
+        }
+        let (_, a) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/{}", booked["id"].as_str().unwrap())).await;
+        assert_eq!((a["status"].as_str(), ext(&a, "booking-status").as_str()), (Some("cancelled"), Some("withdrawn")));
+        assert_eq!(a["cancelationReason"]["text"], "SLOT_WITHDRAWN");
+        fx.wait_outbox_done("notify", 1).await;
+        handle.stop(false).await;
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn booking_race_gives_one_appointment_per_slot(backend: Backend) {
+        let fx = Fx::start(backend, |_| {}).await;
+        let slots: Vec<String> = fx.free(Channel::Internet).await.into_iter().take(10).map(|s| s.id).collect();
+        assert_eq!(slots.len(), 10);
+        let tasks = (0..200u32).map(|i| {
+            let http = fx.t.http.clone();
+            let url = fx.t.url("/fhir/Appointment/$book");
+            let body = params(&slots[(i % 10) as usize], Some(patient(100 + i)), None).to_string();
+            async move {
+                http.post(url).bearer_auth(PORTAL_TOKEN).header("content-type", "application/fhir+json").body(body).send().await.unwrap().status()
+            }
+        });
+        let statuses = futures_util::future::join_all(tasks).await;
+        let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+        assert_eq!(created, 10, "{statuses:?}");
+        assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT), "{statuses:?}");
+        let booked: Vec<(String, i64)> = sqlx::query_as("SELECT slot_id, COUNT(*) FROM appointments WHERE status = 'booked' GROUP BY slot_id ORDER BY slot_id")
+            .fetch_all(fx.t.gw.state.store.pool()).await.unwrap();
+        assert_eq!(booked.len(), 10);
+        assert!(booked.iter().all(|(_, n)| *n == 1));
+        for s in &slots {
+            assert!(fx.mis_has_booked(s).await, "the MIS agrees on {s}");
+        }
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
