@@ -345,6 +345,10 @@ pub struct SlotSearchBench {
     pub concurrency: usize,
     /// Seconds to send for.
     pub seconds: u32,
+    /// Open loop: requests per second sent on a fixed schedule whatever the answers, with
+    /// latency counted from each request's scheduled time (no coordinated omission);
+    /// 0 means closed loop with `concurrency` connections.
+    pub rate: u32,
 }
 
 /// Slot search latency at a fixed request rate through HTTP; returns a printable report.
@@ -404,7 +408,40 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(u64::from(opts.seconds));
     let started = Instant::now();
-    let workers: Vec<_> = (0..opts.concurrency.max(1))
+    if opts.rate > 0 {
+        let period = Duration::from_secs(1) / opts.rate;
+        let total = u64::from(opts.rate) * u64::from(opts.seconds);
+        let mut tasks = Vec::with_capacity(total as usize);
+        for n in 0..total {
+            let due = started + period * (n as u32);
+            tokio::time::sleep_until(due.into()).await;
+            let (http, latencies, errors) = (http.clone(), latencies.clone(), errors.clone());
+            let i = n as usize;
+            let day = today + chrono::Days::new(1 + (i as u64 * 7) % 28);
+            let url = format!(
+                "{base}/fhir/Slot?organization=1.2.643.5.1.13.13.12.2.77.{}&start=ge{day}&start=lt{}&status=free&_count=20",
+                7001 + (i % 12),
+                day + chrono::Days::new(1)
+            );
+            tasks.push(tokio::spawn(async move {
+                match http.get(url).bearer_auth(TOKEN).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        if let Ok(mut l) = latencies.lock() {
+                            l.push(due.elapsed());
+                        }
+                    }
+                    _ => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+    let workers: Vec<_> = (0..if opts.rate > 0 { 0 } else { opts.concurrency.max(1) })
         .map(|w| {
             let (http, latencies, errors, base) = (http.clone(), latencies.clone(), errors.clone(), base.clone());
             tokio::spawn(async move {
@@ -446,10 +483,14 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
             .unwrap_or_default()
     };
     Ok(format!(
-        "slots stored: {stored}\nrequests: {} ok, {} failed, {} connections, {:.0} requests/s\nlatency p50/p90/p99/max: {:.2} / {:.2} / {:.2} / {:.2} ms",
+        "slots stored: {stored}\nrequests: {} ok, {} failed, {}, {:.0} requests/s\nlatency p50/p90/p99/max: {:.2} / {:.2} / {:.2} / {:.2} ms",
         l.len(),
         errors.load(std::sync::atomic::Ordering::Relaxed),
-        opts.concurrency,
+        if opts.rate > 0 {
+            format!("open loop at {} requests/s offered", opts.rate)
+        } else {
+            format!("closed loop, {} connections", opts.concurrency)
+        },
         l.len() as f64 / elapsed.as_secs_f64(),
         ms(pct(0.5)),
         ms(pct(0.9)),
@@ -459,6 +500,17 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
 }
 
 async fn run_sync(opts: &SyncBench, db_url: &str) -> Result<(usize, Duration), String> {
+    let (sim, n, elapsed) = load_region(opts, db_url).await?;
+    sim.stop().await;
+    Ok((n, elapsed))
+}
+
+/// Fully synchronizes a simulated region of about `opts.slots` slots into `db_url`; returns
+/// the simulator (still running), the slots stored and the time taken.
+async fn load_region(
+    opts: &SyncBench,
+    db_url: &str,
+) -> Result<(crate::sim::emias::EmiasSim, usize, Duration), String> {
     let mut s = Settings::default();
     s.database.url = db_url.to_string();
     s.database.max_connections = 8;
@@ -517,9 +569,198 @@ async fn run_sync(opts: &SyncBench, db_url: &str) -> Result<(usize, Duration), S
         .map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    sim.stop().await;
     for r in results {
-        r?;
+        if let Err(e) = r {
+            sim.stop().await;
+            return Err(e);
+        }
     }
-    Ok((total.load(std::sync::atomic::Ordering::Relaxed), elapsed))
+    Ok((
+        sim,
+        total.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed,
+    ))
+}
+
+/// Options of `medgate bench booking`.
+#[derive(Debug, Clone)]
+pub struct BookingBench {
+    /// PostgreSQL URL allowed to create a database.
+    pub pg_admin_url: String,
+    /// Slots stored before the run (the simulated city MIS owns them).
+    pub slots: u64,
+    /// Bookings to make.
+    pub count: usize,
+    /// Concurrent connections (closed loop).
+    pub concurrency: usize,
+}
+
+/// Booking throughput and latency through FHIR `$book` on PostgreSQL, each booking
+/// forwarded to the simulated city MIS; returns a printable report.
+pub async fn booking(opts: BookingBench) -> Result<String, String> {
+    let name = format!("medgate_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&opts.pg_admin_url)
+        .await
+        .map_err(|e| format!("PostgreSQL: {e}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut url = url::Url::parse(&opts.pg_admin_url).map_err(|e| e.to_string())?;
+    url.set_path(&format!("/{name}"));
+    let result = run_booking(&opts, url.as_str()).await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await;
+    result
+}
+
+async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String> {
+    let sync_opts = SyncBench {
+        pg_admin_url: String::new(),
+        slots: opts.slots,
+        parallel: 4,
+        keep: false,
+    };
+    let (sim, stored, _) = load_region(&sync_opts, db_url).await?;
+    let mut s = Settings::default();
+    s.database.url = db_url.to_string();
+    s.database.max_connections = 16;
+    s.log.filter = "warn".into();
+    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
+    s.emias = Some(crate::config::EmiasSettings {
+        url: sim.url.clone(),
+        timeout_secs: 10,
+        days_ahead: 30,
+    });
+    s.booking.sync_interval_secs = 0;
+    s.clients = vec![ClientSettings {
+        id: "bench".into(),
+        name: "bench".into(),
+        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
+        organizations: vec![],
+        scopes: vec!["appointment:write".into()],
+        channels: Vec::new(),
+    }];
+    let store = crate::store::Store::connect(&s.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Free slots the internet channel may take, spread over the region.
+    let mut targets = Vec::with_capacity(opts.count);
+    let mut q = crate::store::schedules::SlotQuery {
+        status: Some("free".into()),
+        start_from: Some(crate::store::now_ms() + 3_600_000),
+        ..Default::default()
+    };
+    while targets.len() < opts.count {
+        let page = store
+            .search_slots(&q, 1000)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else { break };
+        q.after = Some((last.start_at, last.id.clone()));
+        targets.extend(
+            page.into_iter()
+                .filter(|r| {
+                    crate::model::schedule::Channels(r.channels)
+                        .contains(crate::model::schedule::Channel::Internet)
+                })
+                .map(|r| r.id),
+        );
+    }
+    targets.truncate(opts.count);
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let gw = Gateway::start_on(s, store, listener, Instant::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    let base = gw.url();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let targets = Arc::new(targets);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        u16,
+        usize,
+    >::new()));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..opts.concurrency.max(1))
+        .map(|_| {
+            let (http, latencies, errors, base, targets, next) = (
+                http.clone(),
+                latencies.clone(),
+                errors.clone(),
+                base.clone(),
+                targets.clone(),
+                next.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(slot) = targets.get(i) else { break };
+                    let body = serde_json::json!({"resourceType": "Parameters", "parameter": [
+                        {"name": "appointment", "resource": {"resourceType": "Appointment", "status": "proposed",
+                            "slot": [{"reference": format!("Slot/{}", slot.replacen(':', ".", 1))}],
+                            "participant": [{"status": "needs-action"}]}},
+                        {"name": "patient", "resource": {"resourceType": "Patient",
+                            "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": format!("77{:014}", i)}],
+                            "birthDate": "1980-05-17"}}
+                    ]});
+                    let t = Instant::now();
+                    let sent = http
+                        .post(format!("{base}/fhir/Appointment/$book"))
+                        .bearer_auth(TOKEN)
+                        .header("content-type", "application/fhir+json")
+                        .body(body.to_string())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
+                            let _ = r.bytes().await;
+                            if let Ok(mut l) = latencies.lock() {
+                                l.push(t.elapsed());
+                            }
+                        }
+                        other => {
+                            let code = other.map(|r| r.status().as_u16()).unwrap_or(0);
+                            if let Ok(mut e) = errors.lock() {
+                                *e.entry(code).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    let elapsed = started.elapsed();
+    let booked: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM appointments WHERE status = 'booked'")
+            .fetch_one(gw.state.store.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+    gw.stop().await;
+    sim.stop().await;
+    let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    l.sort();
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(format!(
+        "slots stored: {stored}\nbookings: {} created ({booked} booked in the database), failures by HTTP status: {:?}, {} connections\nthroughput: {:.0} bookings/s\nlatency p50/p90/p99/max: {:.2} / {:.2} / {:.2} / {:.2} ms",
+        l.len(),
+        errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        opts.concurrency,
+        l.len() as f64 / elapsed.as_secs_f64(),
+        ms(pct(0.5)),
+        ms(pct(0.9)),
+        ms(pct(0.99)),
+        ms(l.last().copied().unwrap_or_default()),
+    ))
 }

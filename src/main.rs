@@ -109,6 +109,22 @@ enum SyncCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Booking throughput and latency through FHIR `$book` (closed loop), each booking
+    /// forwarded to the simulated city MIS, on PostgreSQL with a synchronized region.
+    Booking {
+        /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg: String,
+        /// Slots stored before the run.
+        #[arg(long, default_value_t = 1_000_000)]
+        slots: u64,
+        /// Bookings to make.
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Concurrent connections (closed loop).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
     /// FHIR Slot search throughput and latency through HTTP (closed loop), on PostgreSQL
     /// with a synchronized region of the given size.
     Slots {
@@ -124,6 +140,10 @@ enum BenchCommand {
         /// Seconds of load.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Open loop at this many requests per second (latency from each request's
+        /// scheduled time); 0 = closed loop with --concurrency connections.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
     },
     /// Full schedule sync of a simulated city MIS into a fresh PostgreSQL database.
     Sync {
@@ -302,11 +322,31 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Bench {
             what:
+                BenchCommand::Booking {
+                    pg,
+                    slots,
+                    count,
+                    concurrency,
+                },
+        } => {
+            let report = medgate::bench::booking(medgate::bench::BookingBench {
+                pg_admin_url: pg,
+                slots,
+                count,
+                concurrency,
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Bench {
+            what:
                 BenchCommand::Slots {
                     pg,
                     slots,
                     concurrency,
                     seconds,
+                    rate,
                 },
         } => {
             let report = medgate::bench::slot_search(medgate::bench::SlotSearchBench {
@@ -314,6 +354,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 slots,
                 concurrency,
                 seconds,
+                rate,
             })
             .await?;
             println!("{report}");

@@ -12,4 +12,8 @@ ALTER TABLE appointments ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE appointments ADD COLUMN replaces TEXT;
 CREATE INDEX appointments_slot ON appointments (slot_id);
 CREATE INDEX appointments_snils ON appointments (patient_snils);
-CREATE INDEX appointments_org_start ON appointments (org_oid, start_at);
+-- Only holds need finding by expiry: a partial index skips every other row (and the
+-- index insert when a hold becomes booked).
+DROP INDEX appointments_hold;
+CREATE INDEX appointments_hold ON appointments (hold_expires_at) WHERE status = 'held';
+-- (PostgreSQL sets a fill factor on slots here; SQLite has no equivalent.)

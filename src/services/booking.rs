@@ -673,9 +673,44 @@ impl Booking {
         replaces: Option<&str>,
     ) -> Result<Appointment, BookingError> {
         let now = now_ms();
-        let slot = self
+        let restrictable = if RESTRICTABLE.contains(who.channel) {
+            who.channel.bit()
+        } else {
+            0
+        };
+        let mut a = Appointment {
+            id: uuid::Uuid::now_v7().to_string(),
+            slot_id: slot_id.to_string(),
+            org_oid: String::new(),
+            practitioner_id: String::new(),
+            specialty_code: String::new(),
+            start_at: 0,
+            end_at: 0,
+            source: String::new(),
+            patient_policy: patient.and_then(|p| p.policy.as_ref().map(|x| x.digits().to_string())),
+            patient_snils: patient.and_then(|p| p.snils.as_ref().map(|x| x.digits())),
+            patient_birth: patient.and_then(|p| p.birth_date.map(|d| d.to_string())),
+            channel: who.channel.as_str().into(),
+            status: "held".into(),
+            hold_expires_at: Some(now + ttl_ms),
+            external_id: None,
+            client_id: who.client_id.into(),
+            reason: String::new(),
+            replaces: replaces.map(str::to_string),
+            created_at: now,
+            updated_at: now,
+        };
+        if let Some(held) = self
             .store
-            .slot(slot_id)
+            .hold_if_bookable(&a, who.channel.bit(), restrictable, now)
+            .await?
+        {
+            return Ok(held);
+        }
+        // Refused: find the rule that refused, in order, and take a lapsed hold's place.
+        let (slot, restriction) = self
+            .store
+            .slot_for_booking(slot_id, restrictable)
             .await?
             .ok_or_else(|| BookingError::UnknownSlot(slot_id.into()))?;
         match slot.status.as_str() {
@@ -694,44 +729,22 @@ impl Booking {
                 allowed: allowed.to_list(),
             });
         }
-        if RESTRICTABLE.contains(who.channel) {
-            if let Some(r) = self
-                .store
-                .restriction_at(&slot.org_oid, slot.start_at, who.channel.bit())
-                .await?
-            {
-                let t = |ms| crate::store::from_ms(ms).to_rfc3339();
-                return Err(BookingError::ChannelRestricted {
-                    org: r.org_oid,
-                    channel: who.channel,
-                    from: t(r.from_at),
-                    to: t(r.to_at),
-                    reason: r.reason,
-                });
-            }
+        if let Some(r) = restriction {
+            let t = |ms| crate::store::from_ms(ms).to_rfc3339();
+            return Err(BookingError::ChannelRestricted {
+                org: r.org_oid,
+                channel: who.channel,
+                from: t(r.from_at),
+                to: t(r.to_at),
+                reason: r.reason,
+            });
         }
-        let a = Appointment {
-            id: uuid::Uuid::now_v7().to_string(),
-            slot_id: slot.id.clone(),
-            org_oid: slot.org_oid,
-            practitioner_id: slot.practitioner_id,
-            specialty_code: slot.specialty_code,
-            start_at: slot.start_at,
-            end_at: slot.end_at,
-            source: slot.source,
-            patient_policy: patient.and_then(|p| p.policy.as_ref().map(|x| x.digits().to_string())),
-            patient_snils: patient.and_then(|p| p.snils.as_ref().map(|x| x.digits())),
-            patient_birth: patient.and_then(|p| p.birth_date.map(|d| d.to_string())),
-            channel: who.channel.as_str().into(),
-            status: "held".into(),
-            hold_expires_at: Some(now + ttl_ms),
-            external_id: None,
-            client_id: who.client_id.into(),
-            reason: String::new(),
-            replaces: replaces.map(str::to_string),
-            created_at: now,
-            updated_at: now,
-        };
+        a.org_oid = slot.org_oid;
+        a.practitioner_id = slot.practitioner_id;
+        a.specialty_code = slot.specialty_code;
+        a.start_at = slot.start_at;
+        a.end_at = slot.end_at;
+        a.source = slot.source;
         if !self.store.insert_hold(&a, now).await? {
             return Err(BookingError::SlotTaken(slot.id));
         }
@@ -767,16 +780,12 @@ impl Booking {
         };
         match mis.book(request).await {
             Ok(external) => {
-                if self
+                if let Some(booked) = self
                     .store
                     .confirm_booking(&held.id, &external, now_ms())
                     .await?
                 {
-                    return self
-                        .store
-                        .appointment(&held.id)
-                        .await?
-                        .ok_or(BookingError::UnknownAppointment(held.id));
+                    return Ok(booked);
                 }
                 // The hold lapsed while the clinic system booked: undo there.
                 let mut undo = held.clone();

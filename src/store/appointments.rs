@@ -106,33 +106,78 @@ const COLUMNS: &str =
      client_id, reason, replaces, created_at, updated_at";
 
 impl Store {
-    /// Inserts `a` (status `held`) unless the slot has an active appointment. Holds of the
-    /// slot that expired before `now` are expired first, in the same transaction. Returns
-    /// false when the slot is taken.
+    /// Inserts `a` (status `held`) unless the slot has an active appointment; returns false
+    /// when the slot is taken. One statement in the common case; when the slot is taken, its
+    /// holds that lapsed before `now` are expired and the insert is tried once more.
     pub async fn insert_hold(&self, a: &Appointment, now: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "UPDATE appointments SET status = 'expired', reason = 'HOLD_EXPIRED', updated_at = $2 \
-             WHERE slot_id = $1 AND status = 'held' AND hold_expires_at < $2",
+        let sql = format!(
+            "INSERT INTO appointments ({COLUMNS}) VALUES \
+             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20) \
+             ON CONFLICT DO NOTHING"
+        );
+        if bind_all(sqlx::query(&sql), a)
+            .execute(self.pool())
+            .await?
+            .rows_affected()
+            == 1
+        {
+            return Ok(true);
+        }
+        let expired = sqlx::query(
+            "UPDATE appointments SET status = 'expired', reason = 'HOLD_EXPIRED', hold_expires_at = NULL, \
+             updated_at = $2 WHERE slot_id = $1 AND status = 'held' AND hold_expires_at < $2",
         )
         .bind(a.slot_id.clone())
         .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let inserted = bind_all(
-            sqlx::query(&format!(
-                "INSERT INTO appointments ({COLUMNS}) VALUES \
-                 ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20) \
-                 ON CONFLICT DO NOTHING"
-            )),
-            a,
-        )
-        .execute(&mut *tx)
+        .execute(self.pool())
         .await?
-        .rows_affected()
-            == 1;
-        tx.commit().await?;
-        Ok(inserted)
+        .rows_affected();
+        if expired == 0 {
+            return Ok(false);
+        }
+        Ok(bind_all(sqlx::query(&sql), a)
+            .execute(self.pool())
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    /// The fast path of a hold: inserts `a` (its slot fields are taken from the slot) in
+    /// one statement if the slot is free, starts after `now`, accepts a channel of
+    /// `channel_bit`, no restriction of the organization covers it for `restricted`, and no
+    /// active appointment holds it. `None` when any of that fails; the caller then finds out
+    /// which rule refused.
+    pub async fn hold_if_bookable(
+        &self,
+        a: &Appointment,
+        channel_bit: i32,
+        restricted: i32,
+        now: i64,
+    ) -> Result<Option<Appointment>, StoreError> {
+        let sql = format!(
+            "INSERT INTO appointments ({COLUMNS}) SELECT $1, s.id, s.org_oid, s.practitioner_id, \
+             s.specialty_code, s.start_at, s.end_at, s.source, $3, $4, $5, $6, 'held', $7, NULL, $8, '', \
+             $9, $10, $10 FROM slots s WHERE s.id = $2 AND s.status = 'free' AND s.start_at > $10 \
+             AND (s.channels & $11) <> 0 AND NOT EXISTS (SELECT 1 FROM booking_restrictions x \
+             WHERE x.org_oid = s.org_oid AND x.from_at <= s.start_at AND s.start_at < x.to_at \
+             AND (x.channels & $12) <> 0) ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(a.id.clone())
+            .bind(a.slot_id.clone())
+            .bind(a.patient_policy.clone())
+            .bind(a.patient_snils.clone())
+            .bind(a.patient_birth.clone())
+            .bind(a.channel.clone())
+            .bind(a.hold_expires_at)
+            .bind(a.client_id.clone())
+            .bind(a.replaces.clone())
+            .bind(now)
+            .bind(channel_bit)
+            .bind(restricted)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(decode).transpose()
     }
 
     /// Inserts an appointment that takes no slot (an urgent visit).
@@ -231,33 +276,47 @@ impl Store {
             == 1)
     }
 
-    /// A held appointment becomes booked with the clinic system's id, and its slot busy.
-    /// False when it is no longer held (it expired meanwhile).
+    /// A held appointment becomes booked with the clinic system's id, and its slot busy;
+    /// returns it, or `None` when it is no longer held (it expired meanwhile). One statement
+    /// on PostgreSQL.
     pub async fn confirm_booking(
         &self,
         id: &str,
         external_id: &str,
         now: i64,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let slot: Option<String> = sqlx::query_scalar(
+    ) -> Result<Option<Appointment>, StoreError> {
+        let update = format!(
             "UPDATE appointments SET status = 'booked', external_id = $2, hold_expires_at = NULL, \
-             reason = '', updated_at = $3 WHERE id = $1 AND status = 'held' RETURNING slot_id",
-        )
-        .bind(id.to_string())
-        .bind(external_id.to_string())
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(slot) = slot else {
-            return Ok(false);
+             reason = '', updated_at = $3 WHERE id = $1 AND status = 'held' RETURNING {COLUMNS}"
+        );
+        if self.backend() == super::Backend::Postgres {
+            let row = sqlx::query(&format!(
+                "WITH a AS ({update}), s AS (UPDATE slots SET status = 'busy' \
+                 WHERE id = (SELECT slot_id FROM a) AND status = 'free') SELECT * FROM a"
+            ))
+            .bind(id.to_string())
+            .bind(external_id.to_string())
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await?;
+            return row.as_ref().map(decode).transpose();
+        }
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(&update)
+            .bind(id.to_string())
+            .bind(external_id.to_string())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(a) = row.as_ref().map(decode).transpose()? else {
+            return Ok(None);
         };
         sqlx::query("UPDATE slots SET status = 'busy' WHERE id = $1 AND status = 'free'")
-            .bind(slot)
+            .bind(a.slot_id.clone())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(a))
     }
 
     /// Ends an active appointment whose status is one of `from`: sets `status` and
@@ -498,19 +557,51 @@ impl Store {
             .collect()
     }
 
-    /// The restriction of `org` covering a slot starting at `at` that restricts any channel
-    /// in `channels`, if one exists.
-    pub async fn restriction_at(
+    /// A slot and, when `channels` (a mask) is restricted for the slot's time at its
+    /// organization, the restriction: one round trip.
+    pub async fn slot_for_booking(
         &self,
-        org: &str,
-        at: i64,
+        slot_id: &str,
         channels: i32,
-    ) -> Result<Option<Restriction>, StoreError> {
-        Ok(self
-            .restrictions(Some(org))
-            .await?
-            .into_iter()
-            .find(|r| r.from_at <= at && at < r.to_at && r.channels & channels != 0))
+    ) -> Result<Option<(crate::store::schedules::SlotRow, Option<Restriction>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.id, s.org_oid, s.practitioner_id, s.specialty_code, s.start_at, s.end_at, s.status, \
+             s.channels, s.source, r.id AS r_id, r.channels AS r_channels, r.from_at AS r_from, \
+             r.to_at AS r_to, r.reason AS r_reason FROM slots s LEFT JOIN booking_restrictions r \
+             ON r.id = (SELECT x.id FROM booking_restrictions x WHERE x.org_oid = s.org_oid \
+             AND x.from_at <= s.start_at AND s.start_at < x.to_at AND (x.channels & $2) <> 0 \
+             ORDER BY x.from_at LIMIT 1) WHERE s.id = $1",
+        )
+        .bind(slot_id.to_string())
+        .bind(channels)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let slot = crate::store::schedules::SlotRow {
+            id: r.try_get("id")?,
+            org_oid: r.try_get("org_oid")?,
+            practitioner_id: r.try_get("practitioner_id")?,
+            specialty_code: r.try_get("specialty_code")?,
+            start_at: r.try_get("start_at")?,
+            end_at: r.try_get("end_at")?,
+            status: r.try_get("status")?,
+            channels: r.try_get("channels")?,
+            source: r.try_get("source")?,
+        };
+        let restriction = match r.try_get::<Option<String>, _>("r_id")? {
+            None => None,
+            Some(id) => Some(Restriction {
+                id,
+                org_oid: slot.org_oid.clone(),
+                channels: r.try_get("r_channels")?,
+                from_at: r.try_get("r_from")?,
+                to_at: r.try_get("r_to")?,
+                reason: r.try_get("r_reason")?,
+            }),
+        };
+        Ok(Some((slot, restriction)))
     }
 }
 
