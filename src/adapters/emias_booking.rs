@@ -58,11 +58,11 @@ impl Mis for EmiasClient {
                 Some(id) => format!("<AppointmentId>{}</AppointmentId>", esc(id)),
                 None => format!("<ClientRef>{}</ClientRef>", esc(client_ref)),
             };
-            match self.call_op("CancelAppointment", &inner).await {
-                Ok(_) => Ok(()),
-                Err(EmiasError::Fault { code, .. }) if code == "APPOINTMENT_NOT_FOUND" => Ok(()),
-                Err(e) => Err(mis_error(e)),
-            }
+            // `Cancelled` false means there was nothing to cancel: the goal holds.
+            self.call_op("CancelAppointment", &inner)
+                .await
+                .map(|_| ())
+                .map_err(mis_error)
         })
     }
 }

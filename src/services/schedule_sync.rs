@@ -88,13 +88,28 @@ pub async fn incremental_sync(
         .await?
         .unwrap_or_else(|| "0".into());
     let (changes, next) = client.changes(&token).await?;
-    let withdrawn: Vec<String> = changes
-        .iter()
-        .filter(|(_, k)| k == "withdrawn")
-        .map(|(id, _)| id.clone())
-        .collect();
     let now = now_ms();
-    let n = store.set_slots_status(&withdrawn, "withdrawn", now).await?;
+    // The last change of each slot wins.
+    let last: HashMap<&str, &str> = changes
+        .iter()
+        .map(|(id, k)| (id.as_str(), k.as_str()))
+        .collect();
+    let of_kind = |kind: &str| -> Vec<String> {
+        last.iter()
+            .filter(|(_, k)| **k == kind)
+            .map(|(id, _)| id.to_string())
+            .collect()
+    };
+    // Bookings and cancellations made directly in the MIS (its own registry desk).
+    store
+        .set_slots_status(&of_kind("booked"), "busy", now)
+        .await?;
+    store
+        .set_slots_status(&of_kind("free"), "free", now)
+        .await?;
+    let n = store
+        .set_slots_status(&of_kind("withdrawn"), "withdrawn", now)
+        .await?;
     store.set_change_token(SOURCE, "slots", &next, now).await?;
     Ok(SyncReport {
         practitioners: 0,

@@ -168,6 +168,8 @@ struct State {
     slots: Mutex<HashMap<String, SlotState>>,
     changes: Mutex<Vec<(String, &'static str)>>,
     appointments: Mutex<HashMap<String, String>>,
+    /// Client reference (the gateway's appointment id) -> appointment id.
+    client_refs: Mutex<HashMap<String, String>>,
 }
 
 /// A running simulator.
@@ -189,6 +191,7 @@ impl EmiasSim {
             slots: Mutex::new(HashMap::new()),
             changes: Mutex::new(Vec::new()),
             appointments: Mutex::new(HashMap::new()),
+            client_refs: Mutex::new(HashMap::new()),
         });
         let data = Data::from(state.clone());
         let server = HttpServer::new(move || {
@@ -239,6 +242,14 @@ impl EmiasSim {
             n += 1;
         }
         n
+    }
+
+    /// The appointment holding a slot (simulator slot id, without the `emias:` prefix).
+    pub fn booked_slot(&self, slot_id: &str) -> Option<String> {
+        match self.state.slots.lock().ok()?.get(slot_id) {
+            Some(SlotState::Booked { appointment }) => Some(appointment.clone()),
+            _ => None,
+        }
     }
 
     /// The generated doctors of a clinic.
@@ -412,13 +423,25 @@ fn get_schedule(state: &State, op: &Element) -> HttpResponse {
     reply(out)
 }
 
+/// Books a slot. `ClientRef` (the caller's own id for the booking) makes the create
+/// idempotent: a repeat returns the first appointment.
 fn create_appointment(state: &State, op: &Element) -> HttpResponse {
     let Some(slot) = op.child_text("SlotId") else {
         return fault("BAD_REQUEST", "SlotId is required", false);
     };
-    let Ok(mut slots) = state.slots.lock() else {
+    let client_ref = op.child_text("ClientRef").filter(|r| !r.is_empty());
+    let (Ok(mut slots), Ok(mut refs), Ok(mut changes)) = (
+        state.slots.lock(),
+        state.client_refs.lock(),
+        state.changes.lock(),
+    ) else {
         return fault("INTERNAL_ERROR", "state", true);
     };
+    if let Some(existing) = client_ref.and_then(|r| refs.get(r)) {
+        return reply(format!(
+            r#"<CreateAppointmentResponse xmlns="{NS}"><AppointmentId>{existing}</AppointmentId></CreateAppointmentResponse>"#
+        ));
+    }
     match slots.get(slot) {
         Some(SlotState::Booked { .. }) => {
             return fault("SLOT_TAKEN", "the slot is already booked", false)
@@ -435,6 +458,10 @@ fn create_appointment(state: &State, op: &Element) -> HttpResponse {
             appointment: appointment.clone(),
         },
     );
+    changes.push((slot.to_string(), "booked"));
+    if let Some(r) = client_ref {
+        refs.insert(r.to_string(), appointment.clone());
+    }
     if let Ok(mut a) = state.appointments.lock() {
         a.insert(appointment.clone(), slot.to_string());
     }
@@ -443,25 +470,43 @@ fn create_appointment(state: &State, op: &Element) -> HttpResponse {
     ))
 }
 
+/// Cancels by `AppointmentId` or by `ClientRef`; cancelling what does not exist answers
+/// `Cancelled` false (the goal, nothing booked, holds).
 fn cancel_appointment(state: &State, op: &Element) -> HttpResponse {
-    let Some(id) = op.child_text("AppointmentId") else {
-        return fault("BAD_REQUEST", "AppointmentId is required", false);
+    let by_ref = || {
+        let r = op.child_text("ClientRef")?;
+        state.client_refs.lock().ok()?.get(r).cloned()
     };
-    let slot = state
-        .appointments
-        .lock()
-        .ok()
-        .and_then(|mut a| a.remove(id));
-    let Some(slot) = slot else {
-        return fault("APPOINTMENT_NOT_FOUND", "no such appointment", false);
-    };
-    if let Ok(mut s) = state.slots.lock() {
-        if matches!(s.get(&slot), Some(SlotState::Booked { appointment }) if appointment == id) {
-            s.remove(&slot);
+    let id = match (op.child_text("AppointmentId"), op.child_text("ClientRef")) {
+        (Some(id), _) => Some(id.to_string()),
+        (None, Some(_)) => by_ref(),
+        (None, None) => {
+            return fault(
+                "BAD_REQUEST",
+                "AppointmentId or ClientRef is required",
+                false,
+            )
         }
-    }
+    };
+    let slot = id.and_then(|id| {
+        let slot = state.appointments.lock().ok()?.remove(&id)?;
+        Some((id, slot))
+    });
+    let cancelled = match slot {
+        None => false,
+        Some((id, slot)) => {
+            if let (Ok(mut s), Ok(mut changes)) = (state.slots.lock(), state.changes.lock()) {
+                if matches!(s.get(&slot), Some(SlotState::Booked { appointment }) if *appointment == id)
+                {
+                    s.remove(&slot);
+                    changes.push((slot, "free"));
+                }
+            }
+            true
+        }
+    };
     reply(format!(
-        r#"<CancelAppointmentResponse xmlns="{NS}"><Cancelled>true</Cancelled></CancelAppointmentResponse>"#
+        r#"<CancelAppointmentResponse xmlns="{NS}"><Cancelled>{cancelled}</Cancelled></CancelAppointmentResponse>"#
     ))
 }
 
