@@ -118,8 +118,12 @@ pub fn patient(
         birth_date,
         snils,
     };
-    p.check()
-        .map_err(|e| booking_error(e, &|f| f.to_string()))?;
+    p.check().map_err(|e| {
+        booking_error(e, &|f| match f {
+            "patient.birthDate" => fields.birth_date.to_string(),
+            _ => fields.policy.to_string(),
+        })
+    })?;
     Ok(p)
 }
 

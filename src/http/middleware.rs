@@ -170,7 +170,9 @@ fn detached_request(method: &str, path: &str) -> actix_web::HttpRequest {
 
 /// Paths under protected prefixes that are public by nature (FHIR metadata, WSDL).
 fn is_public(path: &str, query: &str) -> bool {
-    path == "/fhir/metadata" || (path.starts_with("/soap/") && query.eq_ignore_ascii_case("wsdl"))
+    path == "/fhir/metadata"
+        || (path.starts_with("/soap/")
+            && (query.eq_ignore_ascii_case("wsdl") || query.eq_ignore_ascii_case("singlewsdl")))
 }
 
 async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiError> {

@@ -8,6 +8,7 @@ pub mod fhir;
 pub mod fhir_booking;
 pub mod fhir_schedule;
 pub mod health;
+pub mod hub;
 pub mod metrics;
 pub mod middleware;
 pub mod soap;

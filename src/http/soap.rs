@@ -1,13 +1,14 @@
-//! SOAP services under `/soap`: the portal booking hub (HubService).
+//! SOAP services under `/soap`: routes and what every published SOAP service shares
+//! (bounded parsing, SOAPAction check, answers and Faults).
 
-use actix_web::web::{self, Bytes, Data};
+use actix_web::web;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
 use super::error::current;
 use super::middleware::Operation;
-use super::{ApiError, AppState, Principal};
+use super::{ApiError, AppState};
 use crate::codec::soap::{self, SoapError, SoapRequest, SoapVersion};
-use crate::codec::xml::{Element, Limits};
+use crate::codec::xml::Limits;
 
 /// Target namespace of the hub service.
 pub const HUB_NS: &str = "http://tempuri.org/";
@@ -16,7 +17,8 @@ pub const HUB_ACTION: &str = "http://tempuri.org/IHubService/";
 
 /// Registers the SOAP routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/hub", web::post().to(hub))
+    cfg.route("/hub", web::post().to(super::hub::hub))
+        .route("/hub", web::get().to(super::hub::wsdl))
         .configure(super::documents::soap_routes);
 }
 
@@ -142,50 +144,4 @@ pub fn unknown_operation(op: &str) -> ApiError {
         format!("operation {op} is not offered by this service"),
     )
     .at(op.to_string())
-}
-
-async fn hub(
-    state: Data<AppState>,
-    principal: Principal,
-    req: HttpRequest,
-    body: Bytes,
-) -> HttpResponse {
-    let parsed = match accept(&state, &req, &body, &HUB) {
-        Ok(p) => p,
-        Err(f) => return *f,
-    };
-    let version = parsed.version;
-    let op = parsed.operation.name.clone();
-    let result = match op.as_str() {
-        "GetLPUList" => get_lpu_list(&state, &principal, &parsed.operation).await,
-        other => Err(unknown_operation(other)),
-    };
-    answer(version, result)
-}
-
-fn esc(s: &str) -> std::borrow::Cow<'_, str> {
-    crate::codec::xml::dom::escape_text(s)
-}
-
-async fn get_lpu_list(
-    state: &AppState,
-    _principal: &Principal,
-    op: &Element,
-) -> Result<String, ApiError> {
-    let district = op.child_text("IdDistrict");
-    let orgs = state
-        .store
-        .list_organizations(district, None, 0, 10_000)
-        .await?;
-    let mut out = String::from(
-        r#"<GetLPUListResponse xmlns="http://tempuri.org/"><GetLPUListResult><ListLPU>"#,
-    );
-    for o in &orgs {
-        out.push_str(&format!(
-            "<Clinic><IdLPU>{}</IdLPU><LPUFullName>{}</LPUFullName><LPUShortName>{}</LPUShortName><District>{}</District><Address>{}</Address></Clinic>",
-            esc(&o.oid), esc(&o.name), esc(&o.short_name), esc(&o.district), esc(&o.address)
-        ));
-    }
-    out.push_str("</ListLPU><Success>true</Success></GetLPUListResult></GetLPUListResponse>");
-    Ok(out)
 }

@@ -235,6 +235,38 @@ impl Store {
         rows.iter().map(decode_slot).collect()
     }
 
+    /// Free slots of an organization starting at or after `from` that accept a channel of
+    /// `channel_bit`, counted by specialty (`by_practitioner` false) or by practitioner
+    /// (optionally of one specialty).
+    pub async fn free_slot_counts(
+        &self,
+        org: &str,
+        from: i64,
+        channel_bit: i32,
+        by_practitioner: bool,
+        specialty: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let key = if by_practitioner {
+            "practitioner_id"
+        } else {
+            "specialty_code"
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {key} AS k, COUNT(*) AS n FROM slots WHERE org_oid = $1 AND status = 'free' \
+             AND start_at >= $2 AND (channels & $3) <> 0 AND ($4 = '' OR specialty_code = $4) \
+             GROUP BY {key} ORDER BY {key}"
+        ))
+        .bind(org.to_string())
+        .bind(from)
+        .bind(channel_bit)
+        .bind(specialty.unwrap_or("").to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("k")?, r.try_get("n")?)))
+            .collect()
+    }
+
     /// One slot.
     pub async fn slot(&self, id: &str) -> Result<Option<SlotRow>, StoreError> {
         let row = sqlx::query(

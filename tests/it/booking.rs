@@ -21,9 +21,9 @@ use crate::both_backends;
 use crate::schedules::validate_fhir;
 use crate::support::*;
 
-const ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
+pub(crate) const ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
 
-fn first_day() -> NaiveDate {
+pub(crate) fn first_day() -> NaiveDate {
     Utc::now().date_naive() + Days::new(1)
 }
 
@@ -38,13 +38,13 @@ fn region() -> Region {
     }
 }
 
-struct Fx {
-    t: TestGateway,
-    sim: EmiasSim,
+pub(crate) struct Fx {
+    pub(crate) t: TestGateway,
+    pub(crate) sim: EmiasSim,
 }
 
 impl Fx {
-    async fn start(
+    pub(crate) async fn start(
         backend: medgate::store::Backend,
         tweak: impl FnOnce(&mut medgate::config::Settings),
     ) -> Fx {
@@ -74,7 +74,7 @@ impl Fx {
         fx
     }
 
-    fn mis(&self) -> EmiasClient {
+    pub(crate) fn mis(&self) -> EmiasClient {
         EmiasClient::new(
             &self.sim.url,
             Duration::from_secs(5),
@@ -83,7 +83,7 @@ impl Fx {
     }
 
     /// Free slots of the clinic that accept `channel`.
-    async fn free(&self, channel: Channel) -> Vec<SlotRow> {
+    pub(crate) async fn free(&self, channel: Channel) -> Vec<SlotRow> {
         let q = SlotQuery {
             org_oid: Some(ORG.into()),
             status: Some("free".into()),
@@ -95,7 +95,7 @@ impl Fx {
             .collect()
     }
 
-    async fn post(
+    pub(crate) async fn post(
         &self,
         token: &str,
         path: &str,
@@ -116,7 +116,7 @@ impl Fx {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
-    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
         let res = self
             .t
             .http
@@ -129,7 +129,7 @@ impl Fx {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
-    async fn put(&self, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+    pub(crate) async fn put(&self, token: &str, path: &str, body: &Value) -> (StatusCode, Value) {
         let res = self
             .t
             .http
@@ -145,7 +145,7 @@ impl Fx {
     }
 
     /// Outbox items of a destination with their status.
-    async fn outbox(&self, destination: &str) -> Vec<(String, String)> {
+    pub(crate) async fn outbox(&self, destination: &str) -> Vec<(String, String)> {
         sqlx::query_as::<_, (String, String)>(
             "SELECT aggregate_id, status FROM outbox WHERE destination = $1 ORDER BY id",
         )
@@ -155,7 +155,7 @@ impl Fx {
         .unwrap()
     }
 
-    async fn wait_outbox_done(&self, destination: &str, n: usize) {
+    pub(crate) async fn wait_outbox_done(&self, destination: &str, n: usize) {
         for _ in 0..100 {
             let items = self.outbox(destination).await;
             if items.len() >= n && items.iter().all(|(_, s)| s == "done") {
@@ -170,7 +170,7 @@ impl Fx {
     }
 
     /// True when the simulator still has the slot booked (a probe booking is refused).
-    async fn mis_has_booked(&self, slot_id: &str) -> bool {
+    pub(crate) async fn mis_has_booked(&self, slot_id: &str) -> bool {
         let probe = MisBooking {
             slot_external_id: slot_id.trim_start_matches("emias:").into(),
             client_ref: uuid::Uuid::new_v4().to_string(),
@@ -192,19 +192,19 @@ impl Fx {
 }
 
 /// A synthetic, valid-format OMS policy number.
-fn policy(i: u32) -> String {
+pub(crate) fn policy(i: u32) -> String {
     format!("7700{i:012}")
 }
 
-fn slot_ref(id: &str) -> String {
+pub(crate) fn slot_ref(id: &str) -> String {
     format!("Slot/{}", id.replacen(':', ".", 1))
 }
 
-fn patient(i: u32) -> Value {
+pub(crate) fn patient(i: u32) -> Value {
     json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(i)}], "birthDate": "1980-05-17"})
 }
 
-fn params(slot: &str, patient: Option<Value>, channel: Option<&str>) -> Value {
+pub(crate) fn params(slot: &str, patient: Option<Value>, channel: Option<&str>) -> Value {
     let mut p = vec![
         json!({"name": "appointment", "resource": {"resourceType": "Appointment", "status": "proposed", "slot": [{"reference": slot_ref(slot)}], "participant": [{"status": "needs-action"}]}}),
     ];
@@ -236,14 +236,14 @@ fn ext<'a>(a: &'a Value, suffix: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-fn issue_code(outcome: &Value) -> String {
+pub(crate) fn issue_code(outcome: &Value) -> String {
     outcome["issue"][0]["details"]["coding"][0]["code"]
         .as_str()
         .unwrap_or("")
         .to_string()
 }
 
-fn issue_field(outcome: &Value) -> String {
+pub(crate) fn issue_field(outcome: &Value) -> String {
     outcome["issue"][0]["expression"][0]
         .as_str()
         .unwrap_or("")
@@ -500,7 +500,7 @@ both_backends! {
         let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
             (params("emias:D99999-20300101-00", Some(patient(1)), None), StatusCode::NOT_FOUND, "UNKNOWN_SLOT", "Appointment.slot"),
             (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": "12345"}], "birthDate": "1980-01-01"})), None), StatusCode::BAD_REQUEST, "INVALID_POLICY", "Parameters.parameter[patient].resource.identifier[policy]"),
-            (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(1)}]})), None), StatusCode::BAD_REQUEST, "PATIENT_NOT_IDENTIFIED", "patient.birthDate"),
+            (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(1)}]})), None), StatusCode::BAD_REQUEST, "PATIENT_NOT_IDENTIFIED", "Parameters.parameter[patient].resource.birthDate"),
             (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(1)}], "birthDate": "17.05.1980"})), None), StatusCode::BAD_REQUEST, "INVALID_DATE", "Parameters.parameter[patient].resource.birthDate"),
             (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": "12345678900"}]})), None), StatusCode::BAD_REQUEST, "INVALID_SNILS", "Parameters.parameter[patient].resource.identifier[snils]"),
             (params(&slot, Some(patient(1)), Some("telepathy")), StatusCode::BAD_REQUEST, "INVALID_CHANNEL", "Parameters.parameter[channel]"),

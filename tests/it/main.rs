@@ -6,5 +6,6 @@ mod cli;
 mod crash;
 mod documents;
 mod foundation;
+mod hub;
 mod schedules;
 mod support;
