@@ -520,6 +520,22 @@ impl Settings {
                 return bad("remd.workers", "must be at least 1");
             }
         }
+        if let Some(e) = &self.emias {
+            if !matches!(
+                url::Url::parse(&e.url)
+                    .map(|u| u.scheme().to_string())
+                    .as_deref(),
+                Ok("http" | "https")
+            ) {
+                return bad("emias.url", "must be an absolute http(s) URL");
+            }
+            if e.days_ahead == 0 {
+                return bad("emias.days_ahead", "must be at least 1");
+            }
+            if e.timeout_secs == 0 {
+                return bad("emias.timeout_secs", "must be at least 1");
+            }
+        }
         let b = &self.booking;
         if b.hold_secs == 0 {
             return bad("booking.hold_secs", "must be at least 1");
@@ -628,5 +644,29 @@ mod tests {
             .merge(Toml::string("[http]\nbind = \"nowhere\"\n"));
         let err = Settings::from_figment(fig).unwrap_err().to_string();
         assert!(err.contains("http.bind"), "{err}");
+    }
+
+    #[test]
+    fn schedule_and_booking_settings_are_checked() {
+        for (toml, key) in [
+            ("[emias]\nurl = \"emias.local/soap\"\n", "emias.url"),
+            ("[emias]\nurl = \"http://emias.local/soap\"\ndays_ahead = 0\n", "emias.days_ahead"),
+            ("[booking]\nhold_secs = 0\n", "booking.hold_secs"),
+            ("[booking]\nnotify_url = \"ftp://portal/notify\"\n", "booking.notify_url"),
+            (
+                "[[clients]]\nid = \"kiosk\"\ntoken_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nchannels = [\"teleport\"]\n",
+                "clients[0].channels[0]",
+            ),
+        ] {
+            let fig = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(toml));
+            let err = Settings::from_figment(fig).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let fig = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(
+            "[emias]\nurl = \"https://emias.local/soap\"\n[booking]\nhold_secs = 120\nnotify_url = \"https://portal.local/notify\"\n",
+        ));
+        let s = Settings::from_figment(fig).unwrap();
+        assert_eq!(s.booking.hold_secs, 120);
+        assert_eq!(s.emias.map(|e| e.days_ahead), Some(30));
     }
 }
