@@ -349,6 +349,9 @@ pub struct SlotSearchBench {
     /// latency counted from each request's scheduled time (no coordinated omission);
     /// 0 means closed loop with `concurrency` connections.
     pub rate: u32,
+    /// Search through the SOAP hub (`GetAvaibleAppointments` of one doctor and day)
+    /// instead of FHIR (`Slot` of one clinic and day).
+    pub soap: bool,
 }
 
 /// Slot search latency at a fixed request rate through HTTP; returns a printable report.
@@ -398,16 +401,42 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
     let gw = Gateway::start_on(s, store, listener, Instant::now())
         .await
         .map_err(|e| e.to_string())?;
-    let base = gw.url();
-    let today = chrono::Utc::now().date_naive();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .map_err(|e| e.to_string())?;
+    let doctors: Vec<(String, String)> = gw
+        .state
+        .store
+        .list_practitioners(None, 10_000)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|p| (p.org_oid, p.id))
+        .collect();
+    let search = Arc::new(SearchRequest {
+        http: http.clone(),
+        base: gw.url(),
+        today: chrono::Utc::now().date_naive(),
+        soap: opts.soap,
+        doctors,
+    });
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(u64::from(opts.seconds));
     let started = Instant::now();
+    let record = |latencies: &std::sync::Mutex<Vec<Duration>>,
+                  errors: &std::sync::atomic::AtomicUsize,
+                  ok: bool,
+                  took: Duration| {
+        if ok {
+            if let Ok(mut l) = latencies.lock() {
+                l.push(took);
+            }
+        } else {
+            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
     if opts.rate > 0 {
         let period = Duration::from_secs(1) / opts.rate;
         let total = u64::from(opts.rate) * u64::from(opts.seconds);
@@ -415,56 +444,29 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
         for n in 0..total {
             let due = started + period * (n as u32);
             tokio::time::sleep_until(due.into()).await;
-            let (http, latencies, errors) = (http.clone(), latencies.clone(), errors.clone());
-            let i = n as usize;
-            let day = today + chrono::Days::new(1 + (i as u64 * 7) % 28);
-            let url = format!(
-                "{base}/fhir/Slot?organization=1.2.643.5.1.13.13.12.2.77.{}&start=ge{day}&start=lt{}&status=free&_count=20",
-                7001 + (i % 12),
-                day + chrono::Days::new(1)
-            );
+            let (search, latencies, errors) = (search.clone(), latencies.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
-                match http.get(url).bearer_auth(TOKEN).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        if let Ok(mut l) = latencies.lock() {
-                            l.push(due.elapsed());
-                        }
-                    }
-                    _ => {
-                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
+                let ok = search.send(n as usize).await;
+                record(&latencies, &errors, ok, due.elapsed());
             }));
         }
         for t in tasks {
             let _ = t.await;
         }
     }
-    let workers: Vec<_> = (0..if opts.rate > 0 { 0 } else { opts.concurrency.max(1) })
+    let workers: Vec<_> = (0..if opts.rate > 0 {
+        0
+    } else {
+        opts.concurrency.max(1)
+    })
         .map(|w| {
-            let (http, latencies, errors, base) = (http.clone(), latencies.clone(), errors.clone(), base.clone());
+            let (search, latencies, errors) = (search.clone(), latencies.clone(), errors.clone());
             tokio::spawn(async move {
                 let mut i = w;
                 while Instant::now() < deadline {
-                    let day = today + chrono::Days::new(1 + (i as u64 * 7) % 28);
-                    let org = 7001 + (i % 12);
-                    let url = format!(
-                        "{base}/fhir/Slot?organization=1.2.643.5.1.13.13.12.2.77.{org}&start=ge{day}&start=lt{}&status=free&_count=20",
-                        day + chrono::Days::new(1)
-                    );
                     let t = Instant::now();
-                    match http.get(url).bearer_auth(TOKEN).send().await {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.bytes().await;
-                            if let Ok(mut l) = latencies.lock() {
-                                l.push(t.elapsed());
-                            }
-                        }
-                        _ => {
-                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
+                    let ok = search.send(i).await;
+                    record(&latencies, &errors, ok, t.elapsed());
                     i += 7;
                 }
             })
@@ -483,7 +485,12 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
             .unwrap_or_default()
     };
     Ok(format!(
-        "slots stored: {stored}\nrequests: {} ok, {} failed, {}, {:.0} requests/s\nlatency p50/p90/p99/max: {:.2} / {:.2} / {:.2} / {:.2} ms",
+        "slots stored: {stored}\ninterface: {}\nrequests: {} ok, {} failed, {}, {:.0} requests/s\nlatency p50/p90/p99/max: {:.2} / {:.2} / {:.2} / {:.2} ms",
+        if opts.soap {
+            "SOAP hub GetAvaibleAppointments (one doctor, one day)"
+        } else {
+            "FHIR Slot search (one clinic, one day, 20 per page)"
+        },
         l.len(),
         errors.load(std::sync::atomic::Ordering::Relaxed),
         if opts.rate > 0 {
@@ -518,6 +525,7 @@ async fn load_region(
         .await
         .map_err(|e| e.to_string())?;
     store.migrate().await.map_err(|e| e.to_string())?;
+    crate::demo::seed(&store).await.map_err(|e| e.to_string())?;
     let day = chrono::Utc::now().date_naive();
     // 30 days hold 25-26 working days of 16 slots.
     let doctors = (opts.slots / (26 * 16)).max(1) as u32;
@@ -580,6 +588,46 @@ async fn load_region(
         total.load(std::sync::atomic::Ordering::Relaxed),
         elapsed,
     ))
+}
+
+/// One slot search of the benchmark, through FHIR or through the SOAP hub.
+struct SearchRequest {
+    http: reqwest::Client,
+    base: String,
+    today: chrono::NaiveDate,
+    soap: bool,
+    doctors: Vec<(String, String)>,
+}
+
+impl SearchRequest {
+    /// Sends search `i` (a clinic and a day for FHIR, a doctor and a day for SOAP); true when
+    /// answered with success.
+    async fn send(&self, i: usize) -> bool {
+        let day = self.today + chrono::Days::new(1 + (i as u64 * 7) % 28);
+        let next = day + chrono::Days::new(1);
+        let request = if self.soap {
+            let Some((org, doc)) = self.doctors.get(i % self.doctors.len().max(1)) else {
+                return false;
+            };
+            self.http
+                .post(format!("{}/soap/hub", self.base))
+                .header("content-type", "text/xml; charset=utf-8")
+                .header("soapaction", "\"http://tempuri.org/IHubService/GetAvaibleAppointments\"")
+                .body(format!(
+                    r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><GetAvaibleAppointments xmlns="http://tempuri.org/"><IdLPU>{org}</IdLPU><IdDoc>{doc}</IdDoc><VisitStart>{day}</VisitStart><VisitEnd>{next}</VisitEnd></GetAvaibleAppointments></s:Body></s:Envelope>"#
+                ))
+        } else {
+            self.http.get(format!(
+                "{}/fhir/Slot?organization=1.2.643.5.1.13.13.12.2.77.{}&start=ge{day}&start=lt{next}&status=free&_count=20",
+                self.base,
+                7001 + (i % 12)
+            ))
+        };
+        match request.bearer_auth(TOKEN).send().await {
+            Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+            _ => false,
+        }
+    }
 }
 
 /// Options of `medgate bench booking`.

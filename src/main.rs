@@ -144,6 +144,9 @@ enum BenchCommand {
         /// scheduled time); 0 = closed loop with --concurrency connections.
         #[arg(long, default_value_t = 0)]
         rate: u32,
+        /// Search through the SOAP hub (GetAvaibleAppointments) instead of FHIR Slot.
+        #[arg(long)]
+        soap: bool,
     },
     /// Full schedule sync of a simulated city MIS into a fresh PostgreSQL database.
     Sync {
@@ -347,6 +350,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     concurrency,
                     seconds,
                     rate,
+                    soap,
                 },
         } => {
             let report = medgate::bench::slot_search(medgate::bench::SlotSearchBench {
@@ -355,6 +359,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 concurrency,
                 seconds,
                 rate,
+                soap,
             })
             .await?;
             println!("{report}");
