@@ -260,6 +260,7 @@ impl Demo {
             "medgate demo on {url}\n  demo client token: {t}\n  registry simulator: {}\n  city MIS simulator: {}\n  \
              try: curl -H 'Authorization: Bearer {t}' {url}/fhir/Organization\n  \
              free slots: curl -H 'Authorization: Bearer {t}' '{url}/fhir/Slot?organization={DEMO_ORG}&status=free&_count=5'\n  \
+             book one: see README (FHIR $find/$book, or the SOAP hub: WSDL at {url}/soap/hub?wsdl)\n  \
              submit a document: curl -H 'Authorization: Bearer {t}' -H 'Content-Type: application/fhir+json' --data @adapters/remd/samples/document-reference.json {url}/fhir/DocumentReference\n  \
              stop with Ctrl-C",
             self.registry.url, self.mis.url

@@ -310,10 +310,9 @@ async fn doctor_slots(
     let bit = channel_bit(principal, op)?;
     let known = state
         .store
-        .list_practitioners(Some(&org), 10_000)
+        .get_practitioner(doctor)
         .await?
-        .iter()
-        .any(|p| p.id == doctor);
+        .is_some_and(|p| p.org_oid == org);
     if !known {
         return Err(ApiError::not_found(
             "UNKNOWN_DOCTOR",

@@ -504,10 +504,9 @@ impl Booking {
         let specialty = match practitioner_id {
             Some(p) => self
                 .store
-                .list_practitioners(Some(org), 10_000)
+                .get_practitioner(p)
                 .await?
-                .into_iter()
-                .find(|x| x.id == p)
+                .filter(|x| x.org_oid == org)
                 .map(|x| x.specialty_code)
                 .ok_or(BookingError::Invalid {
                     field: "practitioner",

@@ -279,6 +279,18 @@ impl Store {
         row.as_ref().map(decode_slot).transpose()
     }
 
+    /// One practitioner.
+    pub async fn get_practitioner(&self, id: &str) -> Result<Option<Practitioner>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, org_oid, source, external_id, snils, family, given, specialty_code, specialty_version, \
+             position_code, room FROM practitioners WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(decode_practitioner).transpose()
+    }
+
     /// Practitioners of an organization (or all), ordered by id.
     pub async fn list_practitioners(
         &self,
@@ -293,23 +305,7 @@ impl Store {
         .bind(i64::from(limit.clamp(1, 10_000)))
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Practitioner {
-                    id: r.try_get("id")?,
-                    org_oid: r.try_get("org_oid")?,
-                    source: r.try_get("source")?,
-                    external_id: r.try_get("external_id")?,
-                    snils: r.try_get("snils")?,
-                    family: r.try_get("family")?,
-                    given: r.try_get("given")?,
-                    specialty_code: r.try_get("specialty_code")?,
-                    specialty_version: r.try_get("specialty_version")?,
-                    position_code: r.try_get("position_code")?,
-                    room: r.try_get("room")?,
-                })
-            })
-            .collect()
+        rows.iter().map(decode_practitioner).collect()
     }
 
     /// Sets the status of slots by id; returns how many changed.
@@ -423,5 +419,21 @@ fn decode_slot(r: &AnyRow) -> Result<SlotRow, StoreError> {
         status: r.try_get("status")?,
         channels: r.try_get("channels")?,
         source: r.try_get("source")?,
+    })
+}
+
+fn decode_practitioner(r: &AnyRow) -> Result<Practitioner, StoreError> {
+    Ok(Practitioner {
+        id: r.try_get("id")?,
+        org_oid: r.try_get("org_oid")?,
+        source: r.try_get("source")?,
+        external_id: r.try_get("external_id")?,
+        snils: r.try_get("snils")?,
+        family: r.try_get("family")?,
+        given: r.try_get("given")?,
+        specialty_code: r.try_get("specialty_code")?,
+        specialty_version: r.try_get("specialty_version")?,
+        position_code: r.try_get("position_code")?,
+        room: r.try_get("room")?,
     })
 }
