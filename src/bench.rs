@@ -83,25 +83,52 @@ pub async fn documents(opts: DocumentBench) -> Result<Report, String> {
     if !crate::sign::init_crypto().gost_available {
         return Err("GOST engine unavailable: install libengine-gost-openssl".into());
     }
-    let name = format!("medgate_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&opts.pg_admin_url)
-        .await
-        .map_err(|e| format!("PostgreSQL: {e}"))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut url = url::Url::parse(&opts.pg_admin_url).map_err(|e| e.to_string())?;
-    url.set_path(&format!("/{name}"));
-    let result = run(&opts, url.as_str()).await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
+    let db = BenchDb::create(&opts.pg_admin_url).await?;
+    let result = run(&opts, &db.url).await;
+    db.drop().await;
     let mut report = result?;
     if opts.openssl_count > 0 {
         report.openssl_per_sec = Some(openssl_rate(&opts)?);
     }
     Ok(report)
+}
+
+/// A fresh PostgreSQL database for one benchmark run.
+struct BenchDb {
+    admin: sqlx::PgConnection,
+    name: String,
+    url: String,
+}
+
+impl BenchDb {
+    /// Creates the database through `pg_admin_url`.
+    async fn create(pg_admin_url: &str) -> Result<BenchDb, String> {
+        let name = format!("medgate_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(pg_admin_url)
+            .await
+            .map_err(|e| format!("PostgreSQL: {e}"))?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut url = url::Url::parse(pg_admin_url).map_err(|e| e.to_string())?;
+        url.set_path(&format!("/{name}"));
+        Ok(BenchDb {
+            admin,
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    /// Drops the database.
+    async fn drop(mut self) {
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut self.admin)
+        .await;
+    }
 }
 
 const ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
@@ -314,23 +341,12 @@ pub struct SyncBench {
 
 /// Full sync of a simulated region into a fresh PostgreSQL database; returns (slots, time).
 pub async fn sync(opts: SyncBench) -> Result<(usize, Duration, Option<String>), String> {
-    let name = format!("medgate_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&opts.pg_admin_url)
-        .await
-        .map_err(|e| format!("PostgreSQL: {e}"))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut url = url::Url::parse(&opts.pg_admin_url).map_err(|e| e.to_string())?;
-    url.set_path(&format!("/{name}"));
-    let result = run_sync(&opts, url.as_str()).await;
+    let db = BenchDb::create(&opts.pg_admin_url).await?;
+    let result = run_sync(&opts, &db.url).await;
     if opts.keep && result.is_ok() {
-        return result.map(|(n, t)| (n, t, Some(url.to_string())));
+        return result.map(|(n, t)| (n, t, Some(db.url.clone())));
     }
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
+    db.drop().await;
     result.map(|(n, t)| (n, t, None))
 }
 
@@ -356,20 +372,9 @@ pub struct SlotSearchBench {
 
 /// Slot search latency at a fixed request rate through HTTP; returns a printable report.
 pub async fn slot_search(opts: SlotSearchBench) -> Result<String, String> {
-    let name = format!("medgate_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&opts.pg_admin_url)
-        .await
-        .map_err(|e| format!("PostgreSQL: {e}"))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut url = url::Url::parse(&opts.pg_admin_url).map_err(|e| e.to_string())?;
-    url.set_path(&format!("/{name}"));
-    let result = run_slot_search(&opts, url.as_str()).await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
+    let db = BenchDb::create(&opts.pg_admin_url).await?;
+    let result = run_slot_search(&opts, &db.url).await;
+    db.drop().await;
     result
 }
 
@@ -646,20 +651,9 @@ pub struct BookingBench {
 /// Booking throughput and latency through FHIR `$book` on PostgreSQL, each booking
 /// forwarded to the simulated city MIS; returns a printable report.
 pub async fn booking(opts: BookingBench) -> Result<String, String> {
-    let name = format!("medgate_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&opts.pg_admin_url)
-        .await
-        .map_err(|e| format!("PostgreSQL: {e}"))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut url = url::Url::parse(&opts.pg_admin_url).map_err(|e| e.to_string())?;
-    url.set_path(&format!("/{name}"));
-    let result = run_booking(&opts, url.as_str()).await;
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
+    let db = BenchDb::create(&opts.pg_admin_url).await?;
+    let result = run_booking(&opts, &db.url).await;
+    db.drop().await;
     result
 }
 
