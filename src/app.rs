@@ -106,8 +106,21 @@ impl Gateway {
                 txlog.clone(),
             )
         });
+        let fhir_mis = settings.fhir_mis.as_ref().map(|e| {
+            crate::adapters::fhir_mis::FhirMisClient::new(
+                &e.url,
+                Duration::from_secs(e.timeout_secs),
+                txlog.clone(),
+            )
+        });
+        let mut sources: Vec<Arc<dyn crate::services::schedule_sync::ScheduleSource>> = Vec::new();
         if let Some(client) = &emias {
             mis.insert(crate::adapters::emias::SOURCE, Arc::new(client.clone()));
+            sources.push(Arc::new(client.clone()));
+        }
+        if let Some(client) = &fhir_mis {
+            mis.insert(crate::adapters::fhir_mis::SOURCE, Arc::new(client.clone()));
+            sources.push(Arc::new(client.clone()));
         }
         let booking =
             crate::services::booking::Booking::new(store.clone(), mis, settings.booking.clone());
@@ -134,7 +147,7 @@ impl Gateway {
         if sync_every > 0 {
             background.push(tokio::spawn(schedule_loop(
                 booking,
-                emias,
+                sources,
                 Duration::from_secs(sync_every),
             )));
         }
@@ -196,17 +209,18 @@ async fn prune_loop(store: Store) {
 /// a patient notification each), every `period`.
 async fn schedule_loop(
     booking: crate::services::booking::Booking,
-    emias: Option<crate::adapters::emias::EmiasClient>,
+    sources: Vec<Arc<dyn crate::services::schedule_sync::ScheduleSource>>,
     period: Duration,
 ) {
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        if let Some(client) = &emias {
+        for client in &sources {
             if let Err(e) =
-                crate::services::schedule_sync::incremental_sync(booking.store(), client).await
+                crate::services::schedule_sync::incremental_sync(booking.store(), client.as_ref())
+                    .await
             {
-                tracing::warn!(error = %e, "incremental schedule sync failed");
+                tracing::warn!(source = client.source(), error = %e, "incremental schedule sync failed");
             }
         }
         match booking.handle_withdrawn_slots().await {

@@ -59,6 +59,10 @@ pub struct Settings {
     /// The city-wide MIS (EMIAS-style) that owns schedules; absent means no schedule sync.
     #[serde(default)]
     pub emias: Option<EmiasSettings>,
+    /// A clinic system speaking FHIR R4 that owns schedules of other clinics; absent means
+    /// none.
+    #[serde(default)]
+    pub fhir_mis: Option<EmiasSettings>,
     /// Booking rules: holds, patient notifications.
     #[serde(default)]
     pub booking: BookingSettings,
@@ -105,11 +109,12 @@ impl Default for BookingSettings {
     }
 }
 
-/// The city-wide MIS adapter.
+/// A clinic system that owns schedules (`[emias]`: the city-wide MIS over SOAP;
+/// `[fhir_mis]`: a clinic MIS over FHIR R4).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmiasSettings {
-    /// SOAP endpoint.
+    /// Endpoint (SOAP URL, or FHIR base URL).
     pub url: String,
     /// Seconds to wait for an answer.
     #[serde(default = "default_emias_timeout")]
@@ -409,6 +414,7 @@ impl Default for Settings {
             remd: None,
             signing: SigningSettings::default(),
             emias: None,
+            fhir_mis: None,
             booking: BookingSettings::default(),
         }
     }
@@ -520,20 +526,21 @@ impl Settings {
                 return bad("remd.workers", "must be at least 1");
             }
         }
-        if let Some(e) = &self.emias {
+        for (name, mis) in [("emias", &self.emias), ("fhir_mis", &self.fhir_mis)] {
+            let Some(e) = mis else { continue };
             if !matches!(
                 url::Url::parse(&e.url)
                     .map(|u| u.scheme().to_string())
                     .as_deref(),
                 Ok("http" | "https")
             ) {
-                return bad("emias.url", "must be an absolute http(s) URL");
+                return bad(&format!("{name}.url"), "must be an absolute http(s) URL");
             }
             if e.days_ahead == 0 {
-                return bad("emias.days_ahead", "must be at least 1");
+                return bad(&format!("{name}.days_ahead"), "must be at least 1");
             }
             if e.timeout_secs == 0 {
-                return bad("emias.timeout_secs", "must be at least 1");
+                return bad(&format!("{name}.timeout_secs"), "must be at least 1");
             }
         }
         let b = &self.booking;

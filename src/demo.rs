@@ -175,6 +175,7 @@ pub struct Demo {
     gateway: crate::app::Gateway,
     registry: crate::sim::remd::RemdSim,
     mis: crate::sim::emias::EmiasSim,
+    fhir_mis: crate::sim::fhir_mis::FhirMisSim,
 }
 
 impl Demo {
@@ -192,10 +193,19 @@ impl Demo {
         let today = chrono::Utc::now().date_naive();
         let mis = crate::sim::emias::EmiasSim::start(crate::sim::emias::Region::demo(today))
             .map_err(|e| format!("city MIS simulator: {e}"))?;
+        let fhir_region = crate::sim::fhir_mis::FhirRegion::demo(today);
+        let fhir_clinics = fhir_region.clinics.clone();
+        let fhir_mis = crate::sim::fhir_mis::FhirMisSim::start(fhir_region)
+            .map_err(|e| format!("FHIR clinic MIS simulator: {e}"))?;
         let keys = ensure_keys(data_dir)?;
         let mut settings = with_registry(settings, &registry.url, keys);
         settings.emias = Some(crate::config::EmiasSettings {
             url: mis.url.clone(),
+            timeout_secs: 30,
+            days_ahead: 30,
+        });
+        settings.fhir_mis = Some(crate::config::EmiasSettings {
+            url: fhir_mis.url.clone(),
             timeout_secs: 30,
             days_ahead: 30,
         });
@@ -205,18 +215,37 @@ impl Demo {
             .map_err(|e| e.to_string())?;
         store.migrate().await.map_err(|e| e.to_string())?;
         seed(&store).await.map_err(|e| e.to_string())?;
+        let fhir_orgs: Vec<Organization> = fhir_clinics
+            .iter()
+            .enumerate()
+            .map(|(i, oid)| Organization {
+                oid: oid.clone(),
+                name: format!("Regional Specialist Centre No. {} (FHIR MIS)", i + 1),
+                short_name: format!("Specialist Centre No. {}", i + 1),
+                address: format!("{} Clinic Avenue, Demo City", 1 + i),
+                district: "Central".into(),
+                source: "demo".into(),
+                active: true,
+            })
+            .collect();
+        store
+            .upsert_organizations(&fhir_orgs)
+            .await
+            .map_err(|e| e.to_string())?;
         let listener = std::net::TcpListener::bind(&settings.http.bind)
             .map_err(|e| format!("cannot listen on {}: {e}", settings.http.bind))?;
         let gateway =
             crate::app::Gateway::start_on(settings, store, listener, std::time::Instant::now())
                 .await
                 .map_err(|e| e.to_string())?;
-        let (store, txlog, url) = (
+        let (store, txlog, url, fhir_url) = (
             gateway.state.store.clone(),
             gateway.state.txlog.clone(),
             mis.url.clone(),
+            fhir_mis.url.clone(),
         );
         tokio::spawn(async move {
+            let client_log = txlog.clone();
             let client = crate::adapters::emias::EmiasClient::new(
                 &url,
                 std::time::Duration::from_secs(30),
@@ -240,15 +269,36 @@ impl Demo {
                     }
                 }
             }
+            let fhir_client = crate::adapters::fhir_mis::FhirMisClient::new(
+                &fhir_url,
+                std::time::Duration::from_secs(30),
+                client_log,
+            );
+            for org in &fhir_clinics {
+                match crate::services::schedule_sync::full_sync(
+                    &store,
+                    &fhir_client,
+                    org,
+                    today,
+                    30,
+                    &|_| {},
+                )
+                .await
+                {
+                    Ok(r) => slots += r.slots,
+                    Err(e) => tracing::warn!(org = %org, error = %e, "demo schedule sync failed"),
+                }
+            }
             if let Err(e) = store.refresh_schedule_statistics().await {
                 tracing::warn!(error = %e, "statistics refresh failed");
             }
-            println!("  schedules synchronized from the city MIS simulator: {slots} slots");
+            println!("  schedules synchronized from the city MIS and the FHIR clinic MIS simulators: {slots} slots");
         });
         Ok(Demo {
             gateway,
             registry,
             mis,
+            fhir_mis,
         })
     }
 
@@ -257,13 +307,13 @@ impl Demo {
         let url = self.gateway.url();
         let t = DEMO_TOKEN;
         println!(
-            "medgate demo on {url}\n  demo client token: {t}\n  registry simulator: {}\n  city MIS simulator: {}\n  \
+            "medgate demo on {url}\n  demo client token: {t}\n  registry simulator: {}\n  city MIS simulator: {}\n  FHIR clinic MIS simulator: {}\n  \
              try: curl -H 'Authorization: Bearer {t}' {url}/fhir/Organization\n  \
              free slots: curl -H 'Authorization: Bearer {t}' '{url}/fhir/Slot?organization={DEMO_ORG}&status=free&_count=5'\n  \
              book one: see README (FHIR $find/$book, or the SOAP hub: WSDL at {url}/soap/hub?wsdl)\n  \
              submit a document: curl -H 'Authorization: Bearer {t}' -H 'Content-Type: application/fhir+json' --data @adapters/remd/samples/document-reference.json {url}/fhir/DocumentReference\n  \
              stop with Ctrl-C",
-            self.registry.url, self.mis.url
+            self.registry.url, self.mis.url, self.fhir_mis.url
         );
     }
 
@@ -273,10 +323,12 @@ impl Demo {
             gateway,
             registry,
             mis,
+            fhir_mis,
         } = self;
         let result = gateway.run_until_stopped().await.map_err(|e| e.to_string());
         registry.stop().await;
         mis.stop().await;
+        fhir_mis.stop().await;
         result
     }
 }

@@ -82,6 +82,7 @@ impl EmiasClient {
             ..Limits::default()
         };
         let request = super::exchange::Request {
+            method: reqwest::Method::POST,
             adapter: SOURCE,
             operation: format!("emias.{op}"),
             url: &self.url,

@@ -22,6 +22,8 @@ pub struct Request<'a> {
     pub adapter: &'a str,
     /// Operation name (transaction log operation).
     pub operation: String,
+    /// HTTP method.
+    pub method: reqwest::Method,
     /// Target URL.
     pub url: &'a str,
     /// Correlation id for the log.
@@ -47,7 +49,7 @@ where
     let started = Instant::now();
     let mut call = OutboundCall::new(req.adapter, &req.operation, req.url, req.correlation_id);
     call.request_body(req.body.as_bytes());
-    let mut builder = http.post(req.url);
+    let mut builder = http.request(req.method.clone(), req.url);
     for (k, v) in req.headers {
         builder = builder.header(k, v);
     }

@@ -4,4 +4,5 @@
 pub mod emias;
 pub mod emias_booking;
 pub mod exchange;
+pub mod fhir_mis;
 pub mod remd;

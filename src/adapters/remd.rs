@@ -149,6 +149,7 @@ impl RemdClient {
             ..Limits::default()
         };
         let request = super::exchange::Request {
+            method: reqwest::Method::POST,
             adapter: "remd",
             operation: format!("remd.{action}"),
             url: &self.url,

@@ -5,8 +5,75 @@ use std::collections::HashMap;
 
 use chrono::{Days, NaiveDate};
 
-use crate::adapters::emias::{EmiasClient, EmiasError, SOURCE};
+use futures_util::future::BoxFuture;
+
+use crate::adapters::emias::{EmiasClient, EmiasError};
+use crate::store::schedules::{Practitioner, SlotRow};
 use crate::store::{now_ms, Store, StoreError};
+
+/// One page of slots and the token of the next page.
+pub type SchedulePage = (Vec<SlotRow>, Option<String>);
+/// Slot changes as (slot id, kind) and the next change token.
+pub type Changes = (Vec<(String, String)>, String);
+
+/// A clinic system whose schedules the gateway synchronizes.
+pub trait ScheduleSource: Send + Sync {
+    /// Source name: the prefix of its slot and practitioner ids (`emias`, `fhir-mis`).
+    fn source(&self) -> &'static str;
+
+    /// Practitioners of an organization.
+    fn resources<'a>(&'a self, org: &'a str)
+        -> BoxFuture<'a, Result<Vec<Practitioner>, SyncError>>;
+
+    /// One page of an organization's slots in `[from, to)` and the next page token.
+    fn schedule_page<'a>(
+        &'a self,
+        org: &'a str,
+        from: NaiveDate,
+        to: NaiveDate,
+        page: Option<&'a str>,
+        specialty_of: &'a (dyn Fn(&str) -> String + Sync),
+    ) -> BoxFuture<'a, Result<SchedulePage, SyncError>>;
+
+    /// Slot changes since `token` as (slot id, `booked` | `free` | `withdrawn`), and the
+    /// next token.
+    fn changes<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Changes, SyncError>>;
+
+    /// The token to start from when none is stored.
+    fn initial_token(&self) -> String {
+        "0".into()
+    }
+}
+
+impl ScheduleSource for EmiasClient {
+    fn source(&self) -> &'static str {
+        crate::adapters::emias::SOURCE
+    }
+
+    fn resources<'a>(
+        &'a self,
+        org: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Practitioner>, SyncError>> {
+        Box::pin(async move { Ok(EmiasClient::resources(self, org).await?) })
+    }
+
+    fn schedule_page<'a>(
+        &'a self,
+        org: &'a str,
+        from: NaiveDate,
+        to: NaiveDate,
+        page: Option<&'a str>,
+        specialty_of: &'a (dyn Fn(&str) -> String + Sync),
+    ) -> BoxFuture<'a, Result<SchedulePage, SyncError>> {
+        Box::pin(async move {
+            Ok(EmiasClient::schedule_page(self, org, from, to, page, specialty_of).await?)
+        })
+    }
+
+    fn changes<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Changes, SyncError>> {
+        Box::pin(async move { Ok(EmiasClient::changes(self, token).await?) })
+    }
+}
 
 /// What a sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,9 +89,12 @@ pub struct SyncReport {
 /// Sync failures. Nothing is withdrawn unless every page of a full sync was read.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    /// The MIS failed.
+    /// The city MIS failed.
     #[error(transparent)]
     Mis(#[from] EmiasError),
+    /// Another clinic system failed.
+    #[error("{0}")]
+    Source(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -34,7 +104,7 @@ pub enum SyncError {
 /// number of slots written so far.
 pub async fn full_sync(
     store: &Store,
-    client: &EmiasClient,
+    client: &dyn ScheduleSource,
     org: &str,
     from: NaiveDate,
     days: u32,
@@ -69,7 +139,7 @@ pub async fn full_sync(
             .unwrap_or_default()
     };
     let withdrawn = store
-        .withdraw_unseen_slots(SOURCE, org, ms(from), ms(to), started)
+        .withdraw_unseen_slots(client.source(), org, ms(from), ms(to), started)
         .await?;
     Ok(SyncReport {
         practitioners: practitioners.len(),
@@ -81,12 +151,12 @@ pub async fn full_sync(
 /// Incremental sync: applies the MIS's slot changes since the stored token.
 pub async fn incremental_sync(
     store: &Store,
-    client: &EmiasClient,
+    client: &dyn ScheduleSource,
 ) -> Result<SyncReport, SyncError> {
     let token = store
-        .change_token(SOURCE, "slots")
+        .change_token(client.source(), "slots")
         .await?
-        .unwrap_or_else(|| "0".into());
+        .unwrap_or_else(|| client.initial_token());
     let (changes, next) = client.changes(&token).await?;
     let now = now_ms();
     // The last change of each slot wins.
@@ -110,7 +180,9 @@ pub async fn incremental_sync(
     let n = store
         .set_slots_status(&of_kind("withdrawn"), "withdrawn", now)
         .await?;
-    store.set_change_token(SOURCE, "slots", &next, now).await?;
+    store
+        .set_change_token(client.source(), "slots", &next, now)
+        .await?;
     Ok(SyncReport {
         practitioners: 0,
         slots: 0,

@@ -457,6 +457,7 @@ async fn demo_binary_becomes_ready() {
         .json()
         .await
         .unwrap();
-    assert_eq!(orgs["entry"].as_array().unwrap().len(), 12);
+    // 12 clinics of the city MIS and 2 of the FHIR clinic MIS.
+    assert_eq!(orgs["entry"].as_array().unwrap().len(), 14);
     child.kill().await.unwrap();
 }

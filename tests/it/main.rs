@@ -5,6 +5,7 @@ mod booking;
 mod cli;
 mod crash;
 mod documents;
+mod fhir_mis;
 mod foundation;
 mod hub;
 mod schedules;
