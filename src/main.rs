@@ -425,23 +425,47 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn sync_schedules(settings: Settings, org: Option<String>, full: bool) -> Result<(), String> {
-    use medgate::services::schedule_sync::{full_sync, incremental_sync};
-    let emias = settings
-        .emias
-        .clone()
-        .ok_or("no [emias] section in the configuration")?;
+    use medgate::services::schedule_sync::{
+        full_sync, incremental_sync, ScheduleSource, SyncReport,
+    };
+    if settings.emias.is_none() && settings.fhir_mis.is_none() {
+        return Err("no [emias] or [fhir_mis] section in the configuration".into());
+    }
     let store = Store::connect(&settings.database)
         .await
         .map_err(|e| e.to_string())?;
     store.migrate().await.map_err(|e| e.to_string())?;
     let (txlog, writer) =
         medgate::exchange::TxLog::start(store.clone(), settings.transaction_log.clone());
-    let client = medgate::adapters::emias::EmiasClient::new(
-        &emias.url,
-        std::time::Duration::from_secs(emias.timeout_secs),
-        txlog.clone(),
-    );
-    let result = if full {
+    let secs = std::time::Duration::from_secs;
+    let mut clients: Vec<(Box<dyn ScheduleSource>, u32)> = Vec::new();
+    if let Some(e) = &settings.emias {
+        clients.push((
+            Box::new(medgate::adapters::emias::EmiasClient::new(
+                &e.url,
+                secs(e.timeout_secs),
+                txlog.clone(),
+            )),
+            e.days_ahead,
+        ));
+    }
+    if let Some(e) = &settings.fhir_mis {
+        clients.push((
+            Box::new(medgate::adapters::fhir_mis::FhirMisClient::new(
+                &e.url,
+                secs(e.timeout_secs),
+                txlog.clone(),
+            )),
+            e.days_ahead,
+        ));
+    }
+    let mut result: Result<SyncReport, String> = Ok(SyncReport::default());
+    let add = |total: &mut SyncReport, r: SyncReport| {
+        total.practitioners += r.practitioners;
+        total.slots += r.slots;
+        total.withdrawn += r.withdrawn;
+    };
+    if full {
         let orgs = match org {
             Some(o) => vec![medgate::model::Oid::parse_organization(&o)
                 .map_err(|e| format!("--org: {e}"))?
@@ -454,40 +478,58 @@ async fn sync_schedules(settings: Settings, org: Option<String>, full: bool) -> 
                 .map(|o| o.oid)
                 .collect(),
         };
-        let bar = indicatif::ProgressBar::new(orgs.len() as u64);
+        let bar = indicatif::ProgressBar::new((orgs.len() * clients.len()) as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} organizations  {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let today = chrono::Utc::now().date_naive();
-        let mut total = medgate::services::schedule_sync::SyncReport::default();
-        for o in orgs {
-            bar.set_message(o.clone());
-            let base = total.slots;
-            let r = full_sync(&store, &client, &o, today, emias.days_ahead, &|n| {
-                bar.set_message(format!("{o}: {} slots", base + n))
-            })
-            .await
-            .map_err(|e| format!("{o}: {e}"))?;
-            total.practitioners += r.practitioners;
-            total.slots += r.slots;
-            total.withdrawn += r.withdrawn;
-            bar.inc(1);
+        let mut total = SyncReport::default();
+        'all: for (client, days) in &clients {
+            for o in &orgs {
+                let source = client.source();
+                bar.set_message(format!("{source} {o}"));
+                let base = total.slots;
+                match full_sync(&store, client.as_ref(), o, today, *days, &|n| {
+                    bar.set_message(format!("{source} {o}: {} slots", base + n))
+                })
+                .await
+                {
+                    Ok(r) => add(&mut total, r),
+                    Err(e) => {
+                        result = Err(format!("{source} {o}: {e}"));
+                        break 'all;
+                    }
+                }
+                bar.inc(1);
+            }
         }
         bar.finish_and_clear();
-        store
-            .refresh_schedule_statistics()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(total)
+        if result.is_ok() {
+            store
+                .refresh_schedule_statistics()
+                .await
+                .map_err(|e| e.to_string())?;
+            result = Ok(total);
+        }
     } else {
-        incremental_sync(&store, &client)
-            .await
-            .map_err(|e| e.to_string())
-    };
+        let mut total = SyncReport::default();
+        for (client, _) in &clients {
+            match incremental_sync(&store, client.as_ref()).await {
+                Ok(r) => add(&mut total, r),
+                Err(e) => {
+                    result = Err(format!("{}: {e}", client.source()));
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = Ok(total);
+        }
+    }
     txlog.flush().await;
     // Every log handle must be gone before the writer can finish.
-    drop(client);
+    drop(clients);
     drop(txlog);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), writer).await;
     let r = result?;
