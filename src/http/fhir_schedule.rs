@@ -35,23 +35,103 @@ pub fn store_id(fhir: &str) -> String {
     fhir.replacen('.', ":", 1)
 }
 
-fn slot_resource(s: &SlotRow) -> Value {
+/// A `Slot` as serialized: typed, so a page of slots is written straight to JSON without
+/// building a `serde_json::Value` tree (slot search is the hottest read path).
+#[derive(serde::Serialize)]
+struct SlotOut<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    id: String,
+    extension: Vec<CodeExtension>,
+    specialty: [Concept<'a>; 1],
+    schedule: Reference,
+    status: &'static str,
+    start: String,
+    end: String,
+}
+
+#[derive(serde::Serialize)]
+struct CodeExtension {
+    url: &'static str,
+    #[serde(rename = "valueCode")]
+    value_code: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct Concept<'a> {
+    coding: [Coding<'a>; 1],
+}
+
+#[derive(serde::Serialize)]
+struct Coding<'a> {
+    system: &'static str,
+    code: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Reference {
+    reference: String,
+}
+
+#[derive(serde::Serialize)]
+struct Link<'a> {
+    relation: &'static str,
+    url: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Entry<'a> {
+    #[serde(rename = "fullUrl")]
+    full_url: String,
+    resource: SlotOut<'a>,
+    search: Mode,
+}
+
+#[derive(serde::Serialize)]
+struct Mode {
+    mode: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct SlotBundle<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    link: Vec<Link<'a>>,
+    entry: Vec<Entry<'a>>,
+}
+
+fn slot_resource(s: &SlotRow) -> SlotOut<'_> {
     let status = match s.status.as_str() {
         "free" => "free",
         "busy" => "busy",
         _ => "busy-unavailable",
     };
     let t = |ms: i64| crate::store::from_ms(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    json!({
-        "resourceType": "Slot",
-        "id": fhir_id(&s.id),
-        "extension": Channels(s.channels).iter().map(|c| json!({"url": CHANNEL_EXTENSION, "valueCode": c.as_str()})).collect::<Vec<_>>(),
-        "specialty": [{"coding": [{"system": SPECIALTY_SYSTEM, "code": s.specialty_code}]}],
-        "schedule": {"reference": format!("Schedule/{}", fhir_id(&s.practitioner_id))},
-        "status": status,
-        "start": t(s.start_at),
-        "end": t(s.end_at),
-    })
+    SlotOut {
+        resource_type: "Slot",
+        id: fhir_id(&s.id),
+        extension: Channels(s.channels)
+            .iter()
+            .map(|c| CodeExtension {
+                url: CHANNEL_EXTENSION,
+                value_code: c.as_str(),
+            })
+            .collect(),
+        specialty: [Concept {
+            coding: [Coding {
+                system: SPECIALTY_SYSTEM,
+                code: &s.specialty_code,
+            }],
+        }],
+        schedule: Reference {
+            reference: format!("Schedule/{}", fhir_id(&s.practitioner_id)),
+        },
+        status,
+        start: t(s.start_at),
+        end: t(s.end_at),
+    }
 }
 
 fn practitioner_resource(p: &Practitioner) -> Value {
@@ -220,13 +300,31 @@ async fn search_slots(
         s.append_pair("_cursor", &cursor_encode(last.start_at, &last.id));
         format!("{base}/Slot?{}", s.finish())
     });
-    let entries = page
-        .iter()
-        .map(|s| (format!("{base}/Slot/{}", fhir_id(&s.id)), slot_resource(s)))
-        .collect();
-    Ok(HttpResponse::Ok()
-        .content_type(FHIR_JSON)
-        .body(searchset(&self_url, next, entries).to_string()))
+    let mut link = vec![Link {
+        relation: "self",
+        url: &self_url,
+    }];
+    if let Some(n) = &next {
+        link.push(Link {
+            relation: "next",
+            url: n,
+        });
+    }
+    let bundle = SlotBundle {
+        resource_type: "Bundle",
+        kind: "searchset",
+        link,
+        entry: page
+            .iter()
+            .map(|s| Entry {
+                full_url: format!("{base}/Slot/{}", fhir_id(&s.id)),
+                resource: slot_resource(s),
+                search: Mode { mode: "match" },
+            })
+            .collect(),
+    };
+    let body = serde_json::to_vec(&bundle).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().content_type(FHIR_JSON).body(body))
 }
 
 async fn search_practitioners(
