@@ -304,16 +304,21 @@ async fn doctor_slots(
     op: &Element,
     limit: usize,
 ) -> ApiResult<Vec<crate::store::schedules::SlotRow>> {
-    let org = clinic(state, op).await?;
+    let raw = required(op, "IdLPU")?;
+    let org = Oid::parse_organization(raw)
+        .map_err(|e| ApiError::invalid("INVALID_ORGANIZATION", "IdLPU", e.to_string()))?
+        .to_string();
     let doctor = required(op, "IdDoc")?;
     let (from, to) = period(op)?;
     let bit = channel_bit(principal, op)?;
+    // A doctor of the clinic vouches for the clinic; otherwise say which one is unknown.
     let known = state
         .store
         .get_practitioner(doctor)
         .await?
         .is_some_and(|p| p.org_oid == org);
     if !known {
+        clinic(state, op).await?;
         return Err(ApiError::not_found(
             "UNKNOWN_DOCTOR",
             format!("clinic {org} has no doctor {doctor}"),
