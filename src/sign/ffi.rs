@@ -11,7 +11,9 @@ use foreign_types::{ForeignType, ForeignTypeRef};
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::cms::CmsContentInfo;
 use openssl::error::ErrorStack;
-use openssl::x509::X509;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKeyRef, Private};
+use openssl::x509::{X509Ref, X509};
 use openssl_sys::{ENGINE, OPENSSL_STACK};
 
 /// OpenSSL's NID of the SNILS subject attribute (1.2.643.100.3); NIDs never change.
@@ -23,6 +25,13 @@ pub const NID_GOST2012_256: c_int = 979;
 /// NID of GOST R 34.10-2012 keys with 512-bit public keys (1.2.643.7.1.1.1.2).
 pub const NID_GOST2012_512: c_int = 980;
 const NID_PKCS9_SIGNING_TIME: c_int = 52;
+const NID_PKCS9_CONTENT_TYPE: c_int = 50;
+const NID_PKCS9_MESSAGE_DIGEST: c_int = 51;
+const NID_PKCS7_DATA: c_int = 21;
+const CMS_DETACHED: c_uint = 0x40;
+const CMS_BINARY: c_uint = 0x80;
+const CMS_NOSMIMECAP: c_uint = 0x200;
+const CMS_PARTIAL: c_uint = 0x4000;
 const ENGINE_METHOD_ALL: c_uint = 0xFFFF;
 const OPENSSL_INIT_ENGINE_DYNAMIC: u64 = 0x0000_0400;
 
@@ -39,6 +48,22 @@ extern "C" {
     fn CMS_get0_signers(cms: *mut openssl_sys::CMS_ContentInfo) -> *mut OPENSSL_STACK;
     fn CMS_signed_get_attr_by_NID(si: *const c_void, nid: c_int, lastpos: c_int) -> c_int;
     fn CMS_signed_get_attr(si: *const c_void, loc: c_int) -> *mut openssl_sys::X509_ATTRIBUTE;
+    fn CMS_add1_signer(
+        cms: *mut openssl_sys::CMS_ContentInfo,
+        signer: *mut openssl_sys::X509,
+        pk: *mut openssl_sys::EVP_PKEY,
+        md: *const openssl_sys::EVP_MD,
+        flags: c_uint,
+    ) -> *mut c_void;
+    fn CMS_signed_add1_attr_by_NID(
+        si: *mut c_void,
+        nid: c_int,
+        kind: c_int,
+        bytes: *const c_void,
+        len: c_int,
+    ) -> c_int;
+    fn CMS_SignerInfo_sign(si: *mut c_void) -> c_int;
+    fn CMS_set_detached(cms: *mut openssl_sys::CMS_ContentInfo, detached: c_int) -> c_int;
 }
 
 /// Loads the `gost` engine (`libengine-gost-openssl`) into this process and makes it the
@@ -197,5 +222,70 @@ pub fn first_signer(cms: &CmsContentInfo) -> Option<X509> {
         };
         openssl_sys::OPENSSL_sk_free(sk);
         out
+    }
+}
+
+/// A detached CMS SignedData over content whose digest (by `md`) the caller already holds:
+/// one signer with its certificate and the signed attributes contentType (data),
+/// messageDigest and signingTime, exactly what `CMS_sign` would make from the content, but
+/// without reading the content again. Two signatures over one document hash it once.
+pub fn cms_sign_prehashed(
+    cert: &X509Ref,
+    key: &PKeyRef<Private>,
+    md: MessageDigest,
+    digest: &[u8],
+) -> Result<CmsContentInfo, ErrorStack> {
+    let len = c_int::try_from(digest.len()).map_err(|_| ErrorStack::get())?;
+    // SAFETY: CMS_sign with no signer makes a new, empty SignedData that we own (wrapped in
+    // CmsContentInfo at once, so it is freed on every path). CMS_add1_signer up-references
+    // the certificate and key it keeps; the SignerInfo it returns is owned by `cms`. The
+    // attribute calls copy their inputs (the digest bytes, the data OID).
+    unsafe {
+        let raw = openssl_sys::CMS_sign(
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            CMS_DETACHED | CMS_BINARY | CMS_PARTIAL,
+        );
+        if raw.is_null() {
+            return Err(ErrorStack::get());
+        }
+        let cms = CmsContentInfo::from_ptr(raw);
+        if CMS_set_detached(cms.as_ptr(), 1) != 1 {
+            return Err(ErrorStack::get());
+        }
+        let si = CMS_add1_signer(
+            cms.as_ptr(),
+            cert.as_ptr(),
+            key.as_ptr(),
+            md.as_ptr(),
+            CMS_BINARY | CMS_NOSMIMECAP | CMS_PARTIAL,
+        );
+        if si.is_null() {
+            return Err(ErrorStack::get());
+        }
+        let data_oid = openssl_sys::OBJ_nid2obj(NID_PKCS7_DATA);
+        if data_oid.is_null()
+            || CMS_signed_add1_attr_by_NID(
+                si,
+                NID_PKCS9_CONTENT_TYPE,
+                openssl_sys::V_ASN1_OBJECT,
+                data_oid as *const c_void,
+                -1,
+            ) != 1
+            || CMS_signed_add1_attr_by_NID(
+                si,
+                NID_PKCS9_MESSAGE_DIGEST,
+                openssl_sys::V_ASN1_OCTET_STRING,
+                digest.as_ptr().cast(),
+                len,
+            ) != 1
+            // Adds signingTime (now) and signs the attributes.
+            || CMS_SignerInfo_sign(si) != 1
+        {
+            return Err(ErrorStack::get());
+        }
+        Ok(cms)
     }
 }

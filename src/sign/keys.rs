@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509Ref, X509};
@@ -169,13 +168,26 @@ impl Signer for LocalSigner {
     }
 
     fn sign_detached_cms(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
-        // CMS_sign adds contentType, messageDigest and signingTime signed attributes and picks
-        // the key's default digest: Streebog-256/512 for GOST (from the engine), SHA-256 for
-        // ECDSA P-256 and RSA. NOSMIMECAP leaves out the S/MIME capabilities list.
-        let flags = CMSOptions::DETACHED | CMSOptions::BINARY | CMSOptions::NOSMIMECAP;
-        let cms = CmsContentInfo::sign(Some(&self.cert), Some(&self.key), None, Some(data), flags)
+        let digest = super::digest(self.algorithm.digest(), data)?;
+        self.sign_detached_cms_digested(data, &digest)
+    }
+
+    fn sign_detached_cms_digested(
+        &self,
+        _data: &[u8],
+        digest: &[u8],
+    ) -> Result<Vec<u8>, SignError> {
+        // Signed attributes contentType, messageDigest and signingTime, as CMS_sign makes
+        // them; the digest is the key's: Streebog-256/512 for GOST, SHA-256 for ECDSA P-256
+        // and RSA. No S/MIME capabilities list.
+        let md = self.algorithm.digest().message_digest()?;
+        let cms = super::ffi::cms_sign_prehashed(&self.cert, &self.key, md, digest)
             .map_err(signing_error)?;
         cms.to_der().map_err(signing_error)
+    }
+
+    fn is_local(&self) -> bool {
+        true
     }
 }
 

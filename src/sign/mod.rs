@@ -255,6 +255,18 @@ pub trait Signer: Send + Sync {
     /// Detached CMS (DER) over `data`: one signer, signer certificate included, signing time
     /// present, digest per [`Algorithm::digest`].
     fn sign_detached_cms(&self, data: &[u8]) -> Result<Vec<u8>, SignError>;
+    /// [`Signer::sign_detached_cms`] for a caller that already holds `digest`, the content's
+    /// digest per [`Algorithm::digest`]: a local key signs it without hashing the content
+    /// again; others sign the content.
+    fn sign_detached_cms_digested(&self, data: &[u8], digest: &[u8]) -> Result<Vec<u8>, SignError> {
+        let _ = digest;
+        self.sign_detached_cms(data)
+    }
+    /// True when signing is local CPU work of well under a millisecond, false when it waits
+    /// on something else (a signing service over the network).
+    fn is_local(&self) -> bool {
+        false
+    }
     /// A raw signature over `data` as XMLDSig carries it in `SignatureValue`: RSA PKCS#1 v1.5
     /// with SHA-256, ECDSA as r||s (32 + 32 bytes), GOST as the engine produces it.
     fn sign_raw(&self, data: &[u8]) -> Result<Vec<u8>, SignError>;

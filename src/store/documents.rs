@@ -116,12 +116,39 @@ impl Store {
         d: &StoredDocument,
         registration: &NewOutboxItem,
     ) -> Result<Inserted, StoreError> {
+        let inserted = self.insert_document_row(d, registration).await?;
+        self.inserted_or_existing(&d.id, inserted).await
+    }
+
+    /// `New` when `inserted`, else the stored document with this UID.
+    pub async fn inserted_or_existing(
+        &self,
+        id: &str,
+        inserted: bool,
+    ) -> Result<Inserted, StoreError> {
+        if inserted {
+            return Ok(Inserted::New);
+        }
+        let existing = self.get_document(id).await?.ok_or(StoreError::Corrupt {
+            what: "documents.id",
+            detail: "conflicting row vanished".into(),
+        })?;
+        Ok(Inserted::Existing(Box::new(existing)))
+    }
+
+    /// Inserts one document with its first event and outbox item; false when the UID
+    /// exists already.
+    async fn insert_document_row(
+        &self,
+        d: &StoredDocument,
+        registration: &NewOutboxItem,
+    ) -> Result<bool, StoreError> {
         let now = if d.created_at > 0 {
             d.created_at
         } else {
             now_ms()
         };
-        let inserted = match self.backend() {
+        Ok(match self.backend() {
             // One statement: the document, its first history event and its outbox item are
             // written atomically in a single round trip.
             Backend::Postgres => {
@@ -174,15 +201,82 @@ impl Store {
                     false
                 }
             }
-        };
-        if inserted {
-            return Ok(Inserted::New);
+        })
+    }
+
+    /// Stores several new documents and enqueues their registrations in one statement and
+    /// one commit (PostgreSQL group commit). Returns, per document, whether it was inserted
+    /// (`false`: its UID exists already). The UIDs of a batch must be distinct. On SQLite
+    /// the documents are inserted one by one.
+    pub async fn insert_documents(
+        &self,
+        batch: &[(StoredDocument, NewOutboxItem)],
+    ) -> Result<Vec<bool>, StoreError> {
+        if self.backend() == Backend::Sqlite || batch.len() == 1 {
+            let mut out = Vec::with_capacity(batch.len());
+            for (d, r) in batch {
+                out.push(self.insert_document_row(d, r).await?);
+            }
+            return Ok(out);
         }
-        let existing = self.get_document(&d.id).await?.ok_or(StoreError::Corrupt {
-            what: "documents.id",
-            detail: "conflicting row vanished".into(),
-        })?;
-        Ok(Inserted::Existing(Box::new(existing)))
+        // Each row: the 24 document columns, then event id, outbox id, destination, kind,
+        // payload, due time (30 parameters).
+        let mut values = String::with_capacity(batch.len() * 200);
+        for i in 0..batch.len() {
+            let b = i * 30;
+            if i > 0 {
+                values.push(',');
+            }
+            values.push('(');
+            for (c, cast) in BATCH_CASTS.iter().enumerate() {
+                if c > 0 {
+                    values.push(',');
+                }
+                values.push_str(&format!("${}::{cast}", b + c + 1));
+            }
+            values.push(')');
+        }
+        let sql = format!(
+            "WITH v (id, org_oid, kind_code, kind_version, patient_snils, author_snils, \
+             submitted_by, request_hash, content, content_type, sha256, streebog256, org_signature, \
+             doctor_signature, signed_by_gateway, status, emdr_id, registered_at, message_id, \
+             error_class, error_codes, error_message, rerun_of, created_at, event_id, outbox_id, \
+             destination, kind, payload, due_at) AS (VALUES {values}), \
+             d AS (INSERT INTO documents ({COLUMNS}) SELECT id, org_oid, kind_code, kind_version, \
+               patient_snils, author_snils, submitted_by, request_hash, content, content_type, \
+               sha256, streebog256, org_signature, doctor_signature, signed_by_gateway, status, \
+               emdr_id, registered_at, message_id, error_class, error_codes, error_message, \
+               rerun_of, created_at, created_at FROM v ON CONFLICT (id) DO NOTHING RETURNING id), \
+             e AS (INSERT INTO document_events (id, document_id, at, status, detail) \
+               SELECT v.event_id, v.id, v.created_at, v.status, 'accepted and queued for registration' \
+               FROM v JOIN d ON d.id = v.id), \
+             o AS (INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
+               next_attempt_at, created_at, updated_at) \
+               SELECT v.outbox_id, v.destination, v.kind, v.id, v.payload, 'pending', 0, v.due_at, \
+               v.created_at, v.created_at FROM v JOIN d ON d.id = v.id) \
+             SELECT id FROM d"
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        for (d, r) in batch {
+            let now = if d.created_at > 0 {
+                d.created_at
+            } else {
+                now_ms()
+            };
+            q = bind_document(q, d, now)
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(r.destination.clone())
+                .bind(r.kind.clone())
+                .bind(r.payload.clone())
+                .bind(r.due_at);
+        }
+        let inserted: std::collections::HashSet<String> =
+            q.fetch_all(self.pool()).await?.into_iter().collect();
+        Ok(batch
+            .iter()
+            .map(|(d, _)| inserted.contains(&d.id))
+            .collect())
     }
 
     /// One document by local UID.
@@ -419,6 +513,13 @@ async fn add_event(
     .await?;
     Ok(())
 }
+
+/// SQL types of the 30 parameters of one row of a batched insert.
+const BATCH_CASTS: [&str; 30] = [
+    "text", "text", "text", "text", "text", "text", "text", "text", "bytea", "text", "text",
+    "text", "bytea", "bytea", "smallint", "text", "text", "bigint", "text", "text", "text", "text",
+    "text", "bigint", "text", "text", "text", "text", "text", "bigint",
+];
 
 /// Binds the 24 document columns ($1..$24, `created_at` and `updated_at` both `now`).
 fn bind_document<'q, O>(

@@ -7,6 +7,7 @@
 
 pub mod appointments;
 pub mod documents;
+pub mod group_commit;
 pub mod organizations;
 pub mod outbox;
 pub mod schedules;

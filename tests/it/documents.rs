@@ -600,3 +600,53 @@ both_backends! {
         t.stop().await;
     }
 }
+
+both_backends! {
+    async fn concurrent_intakes_are_written_together_and_replays_collapse(backend: Backend) {
+        // 30 documents, each submitted twice at the same moment (60 requests in flight): on
+        // PostgreSQL they are written in shared statements (group commit), a UID repeated
+        // within one statement waits for the next. Each UID ends with one document, one
+        // outbox item and one registration; its two answers are one 201 and one 200 replay.
+        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+        let uids: Vec<String> = (0..30).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        let bodies: Vec<(String, Value)> = uids
+            .iter()
+            .enumerate()
+            .flat_map(|(i, u)| {
+                let body = document_reference(u, &cda(100 + i as u64), &[]);
+                [(u.clone(), body.clone()), (u.clone(), body)]
+            })
+            .collect();
+        let answers = futures_util::future::join_all(bodies.iter().map(|(u, b)| {
+            let t = &t;
+            async move {
+                let r = submit(t, b).await;
+                let status = r.status();
+                let v: Value = r.json().await.unwrap();
+                (u.clone(), status, v)
+            }
+        }))
+        .await;
+        for uid in &uids {
+            let mut statuses: Vec<u16> = answers
+                .iter()
+                .filter(|(u, _, _)| u == uid)
+                .map(|(_, s, v)| {
+                    assert_eq!(v["id"], json!(uid), "{v}");
+                    s.as_u16()
+                })
+                .collect();
+            statuses.sort_unstable();
+            assert_eq!(statuses, vec![200, 201], "answers for {uid}");
+            assert_eq!(t.gw.state.store.outbox_for(uid).await.unwrap().len(), 1, "outbox of {uid}");
+            let events = t.gw.state.store.document_events(uid).await.unwrap();
+            assert!(!events.is_empty(), "history of {uid}");
+        }
+        for uid in &uids {
+            wait_status(&t, uid, "registered", 30).await;
+            assert_eq!(sim.registrations(uid), 1, "registrations of {uid}");
+        }
+        sim.stop().await;
+        t.stop().await;
+    }
+}
