@@ -219,60 +219,19 @@ impl Store {
             }
             return Ok(out);
         }
-        // Each row: the 24 document columns, then event id, outbox id, destination, kind,
-        // payload, due time (30 parameters).
-        let mut values = String::with_capacity(batch.len() * 200);
-        for i in 0..batch.len() {
-            let b = i * 30;
-            if i > 0 {
-                values.push(',');
+        // A group larger than one shape is written as several statements in one
+        // transaction: still one commit.
+        let chunks = super::power_of_two_chunks(batch, MAX_BATCH_ROWS);
+        let mut inserted = std::collections::HashSet::new();
+        if let [only] = chunks.as_slice() {
+            inserted.extend(batch_insert(only).fetch_all(self.pool()).await?);
+        } else {
+            let mut tx = self.pool().begin().await?;
+            for chunk in chunks {
+                inserted.extend(batch_insert(chunk).fetch_all(&mut *tx).await?);
             }
-            values.push('(');
-            for (c, cast) in BATCH_CASTS.iter().enumerate() {
-                if c > 0 {
-                    values.push(',');
-                }
-                values.push_str(&format!("${}::{cast}", b + c + 1));
-            }
-            values.push(')');
+            tx.commit().await?;
         }
-        let sql = format!(
-            "WITH v (id, org_oid, kind_code, kind_version, patient_snils, author_snils, \
-             submitted_by, request_hash, content, content_type, sha256, streebog256, org_signature, \
-             doctor_signature, signed_by_gateway, status, emdr_id, registered_at, message_id, \
-             error_class, error_codes, error_message, rerun_of, created_at, event_id, outbox_id, \
-             destination, kind, payload, due_at) AS (VALUES {values}), \
-             d AS (INSERT INTO documents ({COLUMNS}) SELECT id, org_oid, kind_code, kind_version, \
-               patient_snils, author_snils, submitted_by, request_hash, content, content_type, \
-               sha256, streebog256, org_signature, doctor_signature, signed_by_gateway, status, \
-               emdr_id, registered_at, message_id, error_class, error_codes, error_message, \
-               rerun_of, created_at, created_at FROM v ON CONFLICT (id) DO NOTHING RETURNING id), \
-             e AS (INSERT INTO document_events (id, document_id, at, status, detail) \
-               SELECT v.event_id, v.id, v.created_at, v.status, 'accepted and queued for registration' \
-               FROM v JOIN d ON d.id = v.id), \
-             o AS (INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
-               next_attempt_at, created_at, updated_at) \
-               SELECT v.outbox_id, v.destination, v.kind, v.id, v.payload, 'pending', 0, v.due_at, \
-               v.created_at, v.created_at FROM v JOIN d ON d.id = v.id) \
-             SELECT id FROM d"
-        );
-        let mut q = sqlx::query_scalar::<_, String>(&sql);
-        for (d, r) in batch {
-            let now = if d.created_at > 0 {
-                d.created_at
-            } else {
-                now_ms()
-            };
-            q = bind_document(q, d, now)
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(r.destination.clone())
-                .bind(r.kind.clone())
-                .bind(r.payload.clone())
-                .bind(r.due_at);
-        }
-        let inserted: std::collections::HashSet<String> =
-            q.fetch_all(self.pool()).await?.into_iter().collect();
         Ok(batch
             .iter()
             .map(|(d, _)| inserted.contains(&d.id))
@@ -512,6 +471,76 @@ async fn add_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Most documents one statement of a batched insert writes.
+const MAX_BATCH_ROWS: usize = 64;
+
+/// The statement inserting `n` documents with their first events and outbox items.
+fn batch_sql(n: usize) -> String {
+    // Each row: the 24 document columns, then event id, outbox id, destination, kind,
+    // payload, due time (30 parameters).
+    let mut values = String::with_capacity(n * 240);
+    for i in 0..n {
+        let b = i * 30;
+        if i > 0 {
+            values.push(',');
+        }
+        values.push('(');
+        for (c, cast) in BATCH_CASTS.iter().enumerate() {
+            if c > 0 {
+                values.push(',');
+            }
+            values.push_str(&format!("${}::{cast}", b + c + 1));
+        }
+        values.push(')');
+    }
+    format!(
+        "WITH v (id, org_oid, kind_code, kind_version, patient_snils, author_snils, \
+         submitted_by, request_hash, content, content_type, sha256, streebog256, org_signature, \
+         doctor_signature, signed_by_gateway, status, emdr_id, registered_at, message_id, \
+         error_class, error_codes, error_message, rerun_of, created_at, event_id, outbox_id, \
+         destination, kind, payload, due_at) AS (VALUES {values}), \
+         d AS (INSERT INTO documents ({COLUMNS}) SELECT id, org_oid, kind_code, kind_version, \
+           patient_snils, author_snils, submitted_by, request_hash, content, content_type, \
+           sha256, streebog256, org_signature, doctor_signature, signed_by_gateway, status, \
+           emdr_id, registered_at, message_id, error_class, error_codes, error_message, \
+           rerun_of, created_at, created_at FROM v ON CONFLICT (id) DO NOTHING RETURNING id), \
+         e AS (INSERT INTO document_events (id, document_id, at, status, detail) \
+           SELECT v.event_id, v.id, v.created_at, v.status, 'accepted and queued for registration' \
+           FROM v JOIN d ON d.id = v.id), \
+         o AS (INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
+           next_attempt_at, created_at, updated_at) \
+           SELECT v.outbox_id, v.destination, v.kind, v.id, v.payload, 'pending', 0, v.due_at, \
+           v.created_at, v.created_at FROM v JOIN d ON d.id = v.id) \
+         SELECT id FROM d"
+    )
+}
+
+/// The statements of each batch size, built once.
+static BATCH_SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// A batched insert of `rows` (at most [`MAX_BATCH_ROWS`]), bound; yields inserted UIDs.
+fn batch_insert(
+    rows: &[(StoredDocument, NewOutboxItem)],
+) -> sqlx::query::QueryScalar<'static, sqlx::Any, String, sqlx::any::AnyArguments<'static>> {
+    let sql = &BATCH_SQL.get_or_init(|| (0..=MAX_BATCH_ROWS).map(batch_sql).collect())[rows.len()];
+    let mut q = sqlx::query_scalar::<_, String>(sql.as_str());
+    for (d, r) in rows {
+        let now = if d.created_at > 0 {
+            d.created_at
+        } else {
+            now_ms()
+        };
+        q = bind_document(q, d, now)
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(r.destination.clone())
+            .bind(r.kind.clone())
+            .bind(r.payload.clone())
+            .bind(r.due_at);
+    }
+    q
 }
 
 /// SQL types of the 30 parameters of one row of a batched insert.

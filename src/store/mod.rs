@@ -106,7 +106,11 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let mut pool_options = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs));
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
+            // No ping before every checkout (a round trip per statement): a connection the
+            // server dropped fails its next statement, is discarded, and that request is
+            // answered 503 without having changed anything.
+            .test_before_acquire(false);
         if backend == Backend::Sqlite {
             pool_options = pool_options
                 .after_connect(|conn, _meta| {
@@ -174,6 +178,25 @@ impl Store {
     }
 }
 
+/// Splits `items` into chunks whose lengths are powers of two of at most `max` (itself a
+/// power of two), largest first: 45 items are written as 32 + 8 + 4 + 1. A multi-row
+/// statement is prepared once per shape and connection; with a handful of shapes the
+/// prepared statements stay cached instead of being parsed and planned for every batch.
+pub fn power_of_two_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = items;
+    let mut size = max.max(1).next_power_of_two();
+    while !rest.is_empty() {
+        while size > rest.len() {
+            size /= 2;
+        }
+        let (head, tail) = rest.split_at(size);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
 /// Milliseconds since the Unix epoch, UTC: the stored form of every timestamp.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -182,4 +205,27 @@ pub fn now_ms() -> i64 {
 /// Converts a stored timestamp back to UTC time.
 pub fn from_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::power_of_two_chunks;
+
+    #[test]
+    fn chunks_are_powers_of_two_largest_first() {
+        let items: Vec<u32> = (0..45).collect();
+        let sizes: Vec<usize> = power_of_two_chunks(&items, 32)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, vec![32, 8, 4, 1]);
+        let sizes: Vec<usize> = power_of_two_chunks(&items, 16)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, vec![16, 16, 8, 4, 1]);
+        let joined: Vec<u32> = power_of_two_chunks(&items, 16).concat();
+        assert_eq!(joined, items);
+        assert!(power_of_two_chunks::<u32>(&[], 8).is_empty());
+    }
 }

@@ -83,7 +83,7 @@ const COLUMNS: &str = "id, correlation_id, request_id, client_id, direction, pro
 const COLUMN_COUNT: usize = 22;
 
 /// Rows per INSERT statement: keeps placeholder counts well under both backends' limits.
-const INSERT_CHUNK: usize = 40;
+const INSERT_CHUNK: usize = 32;
 
 impl Store {
     /// Inserts records with multi-row INSERTs in one transaction.
@@ -95,7 +95,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool().begin().await?;
-        for chunk in records.chunks(INSERT_CHUNK) {
+        for chunk in super::power_of_two_chunks(records, INSERT_CHUNK) {
             let mut sql = format!("INSERT INTO transactions ({COLUMNS}) VALUES ");
             for (i, _) in chunk.iter().enumerate() {
                 if i > 0 {
