@@ -319,8 +319,81 @@ pub fn sample_document(
   <component><structuredBody><component><section><title>Findings</title><text>Synthetic findings. {pad}</text></section></component></structuredBody></component>
 </ClinicalDocument>
 "#,
-        pad = "x".repeat(padding)
+        pad = narrative(number, padding)
     )
+}
+
+/// About `len` bytes of synthetic findings text: varied words and measurements, so the
+/// document compresses like real narrative rather than like a run of one letter.
+fn narrative(seed: u64, len: usize) -> String {
+    const WORDS: [&str; 48] = [
+        "no",
+        "signs",
+        "of",
+        "focal",
+        "lesions",
+        "the",
+        "left",
+        "right",
+        "lobe",
+        "kidney",
+        "liver",
+        "contour",
+        "is",
+        "smooth",
+        "clear",
+        "echogenicity",
+        "normal",
+        "moderately",
+        "increased",
+        "decreased",
+        "structure",
+        "homogeneous",
+        "heterogeneous",
+        "size",
+        "mm",
+        "wall",
+        "thickness",
+        "vessels",
+        "not",
+        "dilated",
+        "free",
+        "fluid",
+        "absent",
+        "present",
+        "gallbladder",
+        "pancreas",
+        "spleen",
+        "portal",
+        "vein",
+        "diameter",
+        "within",
+        "limits",
+        "recommended",
+        "follow-up",
+        "in",
+        "months",
+        "cyst",
+        "calcification",
+    ];
+    let mut out = String::with_capacity(len + 16);
+    let mut x = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    while out.len() < len {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let r = (x >> 33) as usize;
+        if r % 7 == 0 {
+            out.push_str(&format!("{}.{} ", r % 97, r % 10));
+        } else {
+            out.push_str(WORDS[r % WORDS.len()]);
+            out.push(if r % 11 == 0 { '.' } else { ' ' });
+        }
+    }
+    out.truncate(len);
+    out
 }
 
 #[cfg(test)]
