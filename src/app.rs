@@ -205,8 +205,8 @@ async fn prune_loop(store: Store) {
     }
 }
 
-/// Applies the clinic systems' slot changes and ends appointments on withdrawn slots (with
-/// a patient notification each), every `period`.
+/// Applies the clinic systems' slot changes, ends appointments on withdrawn slots and moves
+/// appointments on moved slots (with a patient notification each), every `period`.
 async fn schedule_loop(
     booking: crate::services::booking::Booking,
     sources: Vec<Arc<dyn crate::services::schedule_sync::ScheduleSource>>,
@@ -230,6 +230,14 @@ async fn schedule_loop(
                 "appointments on withdrawn slots ended, patients notified"
             ),
             Err(e) => tracing::warn!(error = %e, "withdrawn slot check failed"),
+        }
+        match booking.handle_moved_slots().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                appointments = n,
+                "appointments on moved slots follow the new times, patients notified"
+            ),
+            Err(e) => tracing::warn!(error = %e, "moved slot check failed"),
         }
     }
 }

@@ -212,11 +212,11 @@ impl EmiasClient {
         Ok((rows, el.child_text("NextPageToken").map(str::to_string)))
     }
 
-    /// Slot changes since `token`: (slot id, kind) pairs and the new token.
+    /// Slot changes since `token` and the new token.
     pub async fn changes(
         &self,
         token: &str,
-    ) -> Result<(Vec<(String, String)>, String), EmiasError> {
+    ) -> Result<(Vec<crate::services::schedule_sync::SlotChange>, String), EmiasError> {
         let el = self
             .call("GetChanges", &format!("<Token>{}</Token>", esc(token)))
             .await?;
@@ -225,10 +225,16 @@ impl EmiasClient {
             .map(|c| {
                 c.children_named("Change")
                     .filter_map(|x| {
-                        Some((
-                            format!("{SOURCE}:{}", x.child_text("SlotId")?),
-                            x.child_text("Kind")?.to_string(),
-                        ))
+                        let time = |n: &str| {
+                            chrono::DateTime::parse_from_rfc3339(x.child_text(n)?)
+                                .ok()
+                                .map(|t| t.timestamp_millis())
+                        };
+                        Some(crate::services::schedule_sync::SlotChange {
+                            id: format!("{SOURCE}:{}", x.child_text("SlotId")?),
+                            kind: x.child_text("Kind")?.to_string(),
+                            times: time("Start").zip(time("End")),
+                        })
                     })
                     .collect()
             })

@@ -12,7 +12,9 @@ use super::exchange::{exchange, NoAnswer, Request};
 use crate::exchange::txlog::TxLog;
 use crate::model::schedule::{Channel, Channels};
 use crate::services::mis::{Mis, MisBooking, MisError};
-use crate::services::schedule_sync::{Changes, SchedulePage, ScheduleSource, SyncError};
+use crate::services::schedule_sync::{
+    Changes, SchedulePage, ScheduleSource, SlotChange, SyncError,
+};
 use crate::store::schedules::{Practitioner, SlotRow};
 
 /// Source name of records that come from this system.
@@ -296,7 +298,16 @@ impl ScheduleSource for FhirMisClient {
                     "busy" | "busy-tentative" => "booked",
                     _ => "withdrawn",
                 };
-                out.push((format!("{SOURCE}:{id}"), kind.to_string()));
+                let time = |n: &str| {
+                    s[n].as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.timestamp_millis())
+                };
+                out.push(SlotChange {
+                    id: format!("{SOURCE}:{id}"),
+                    kind: kind.to_string(),
+                    times: time("start").zip(time("end")),
+                });
             }
             Ok((out, next.to_string()))
         })

@@ -588,6 +588,55 @@ impl Booking {
         Ok(n)
     }
 
+    /// Follows the clinic systems' moves of booked slots: each active appointment on a slot
+    /// whose times changed takes the new times (reason `SLOT_MOVED`) and, when booked, a
+    /// patient notification is queued with the old and new time and free slots of the same
+    /// specialty, in the same transaction. Returns how many appointments moved.
+    pub async fn handle_moved_slots(&self) -> Result<usize, BookingError> {
+        let now = now_ms();
+        let mut n = 0;
+        for (a, start, end) in self.store.active_on_moved_slots(1000).await? {
+            let effect = if a.status == "booked" {
+                let alternatives = self.alternatives(&a, now).await?;
+                let time = |ms: i64| crate::store::from_ms(ms).to_rfc3339();
+                Some(NewOutboxItem {
+                    destination: NOTIFY_DESTINATION.into(),
+                    kind: "slot-moved".into(),
+                    aggregate_id: a.id.clone(),
+                    payload: json!({
+                        "event": "slot-moved",
+                        "appointment": a.id,
+                        "organization": a.org_oid,
+                        "slot": a.slot_id,
+                        "previousStart": time(a.start_at),
+                        "start": time(start),
+                        "end": time(end),
+                        "specialty": a.specialty_code,
+                        "channel": a.channel,
+                        "patient": {"policy": a.patient_policy, "snils": a.patient_snils, "birthDate": a.patient_birth},
+                        "alternatives": alternatives,
+                    })
+                    .to_string(),
+                    due_at: now,
+                })
+            } else {
+                None
+            };
+            if self
+                .store
+                .move_appointment(&a.id, a.start_at, start, end, effect.as_ref(), now)
+                .await?
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.wake_notify.notify_one();
+        }
+        Ok(n)
+    }
+
     /// Expires lapsed holds; returns how many.
     pub async fn expire_holds(&self) -> Result<u64, BookingError> {
         Ok(self.store.expire_holds(now_ms()).await?)

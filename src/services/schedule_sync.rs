@@ -13,8 +13,20 @@ use crate::store::{now_ms, Store, StoreError};
 
 /// One page of slots and the token of the next page.
 pub type SchedulePage = (Vec<SlotRow>, Option<String>);
-/// Slot changes as (slot id, kind) and the next change token.
-pub type Changes = (Vec<(String, String)>, String);
+/// Slot changes and the next change token.
+pub type Changes = (Vec<SlotChange>, String);
+
+/// One change of a slot reported by a clinic system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotChange {
+    /// Slot id (with the source prefix).
+    pub id: String,
+    /// `booked`, `free`, `withdrawn` or `moved` (times changed, status kept).
+    pub kind: String,
+    /// The slot's current start and end (epoch ms), when the system reports them; a
+    /// `moved` change always does.
+    pub times: Option<(i64, i64)>,
+}
 
 /// A clinic system whose schedules the gateway synchronizes.
 pub trait ScheduleSource: Send + Sync {
@@ -35,8 +47,7 @@ pub trait ScheduleSource: Send + Sync {
         specialty_of: &'a (dyn Fn(&str) -> String + Sync),
     ) -> BoxFuture<'a, Result<SchedulePage, SyncError>>;
 
-    /// Slot changes since `token` as (slot id, `booked` | `free` | `withdrawn`), and the
-    /// next token.
+    /// Slot changes since `token`, and the next token.
     fn changes<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Changes, SyncError>>;
 
     /// The token to start from when none is stored.
@@ -84,6 +95,8 @@ pub struct SyncReport {
     pub slots: usize,
     /// Slots marked withdrawn.
     pub withdrawn: usize,
+    /// Slots whose times changed (incremental sync).
+    pub moved: usize,
 }
 
 /// Sync failures. Nothing is withdrawn unless every page of a full sync was read.
@@ -145,6 +158,7 @@ pub async fn full_sync(
         practitioners: practitioners.len(),
         slots,
         withdrawn: withdrawn.len(),
+        moved: 0,
     })
 }
 
@@ -159,10 +173,11 @@ pub async fn incremental_sync(
         .unwrap_or_else(|| client.initial_token());
     let (changes, next) = client.changes(&token).await?;
     let now = now_ms();
-    // The last change of each slot wins.
+    // The last status change of each slot wins; a move changes times, not status.
     let last: HashMap<&str, &str> = changes
         .iter()
-        .map(|(id, k)| (id.as_str(), k.as_str()))
+        .filter(|c| c.kind != "moved")
+        .map(|c| (c.id.as_str(), c.kind.as_str()))
         .collect();
     let of_kind = |kind: &str| -> Vec<String> {
         last.iter()
@@ -170,6 +185,16 @@ pub async fn incremental_sync(
             .map(|(id, _)| id.to_string())
             .collect()
     };
+    // The last reported times of each slot; the store changes only those that differ.
+    let times: HashMap<&str, (i64, i64)> = changes
+        .iter()
+        .filter_map(|c| Some((c.id.as_str(), c.times?)))
+        .collect();
+    let times: Vec<(String, i64, i64)> = times
+        .into_iter()
+        .map(|(id, (s, e))| (id.to_string(), s, e))
+        .collect();
+    let moved = store.set_slots_times(&times, now).await?;
     // Bookings and cancellations made directly in the MIS (its own registry desk).
     store
         .set_slots_status(&of_kind("booked"), "busy", now)
@@ -187,5 +212,6 @@ pub async fn incremental_sync(
         practitioners: 0,
         slots: 0,
         withdrawn: n as usize,
+        moved: moved as usize,
     })
 }

@@ -5,7 +5,8 @@
 //! is generated deterministically from its size, so any number of slots costs no memory:
 //! a slot is a function of (doctor, day, index), and only state changes (bookings,
 //! withdrawals) are stored. Faults: latency, error rate, hanging requests, and "doctor falls
-//! ill" (all slots of a doctor on a day withdrawn, reported through `GetChanges`).
+//! ill" (all slots of a doctor on a day withdrawn, reported through `GetChanges`); the clinic
+//! can also move a slot to another time (`move_slot`, a `moved` change with the new times).
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -167,6 +168,8 @@ struct State {
     faults: RwLock<Faults>,
     slots: Mutex<HashMap<String, SlotState>>,
     changes: Mutex<Vec<(String, &'static str)>>,
+    /// Slots the clinic moved: slot id -> shift of start and end in minutes.
+    moves: Mutex<HashMap<String, i64>>,
     appointments: Mutex<HashMap<String, String>>,
     /// Client reference (the gateway's appointment id) -> appointment id.
     client_refs: Mutex<HashMap<String, String>>,
@@ -190,6 +193,7 @@ impl EmiasSim {
             faults: RwLock::new(Faults::default()),
             slots: Mutex::new(HashMap::new()),
             changes: Mutex::new(Vec::new()),
+            moves: Mutex::new(HashMap::new()),
             appointments: Mutex::new(HashMap::new()),
             client_refs: Mutex::new(HashMap::new()),
         });
@@ -244,6 +248,22 @@ impl EmiasSim {
         n
     }
 
+    /// The clinic moves one slot (simulator slot id) by `minutes`, keeping whoever booked
+    /// it: the new times appear in the schedule and as a `moved` change. False when the id
+    /// is not a slot of the region.
+    pub fn move_slot(&self, slot_id: &str, minutes: i64) -> bool {
+        if slot_times(&self.state.region, slot_id, 0).is_none() {
+            return false;
+        }
+        let (Ok(mut moves), Ok(mut changes)) = (self.state.moves.lock(), self.state.changes.lock())
+        else {
+            return false;
+        };
+        *moves.entry(slot_id.to_string()).or_default() += minutes;
+        changes.push((slot_id.to_string(), "moved"));
+        true
+    }
+
     /// The appointment holding a slot (simulator slot id, without the `emias:` prefix).
     pub fn booked_slot(&self, slot_id: &str) -> Option<String> {
         match self.state.slots.lock().ok()?.get(slot_id) {
@@ -269,6 +289,34 @@ impl EmiasSim {
 
 fn slot_id(doctor_id: &str, day: NaiveDate, index: u32) -> String {
     format!("{doctor_id}-{}-{index:02}", day.format("%Y%m%d"))
+}
+
+/// Start and end of a slot of the region, shifted by `shift` minutes.
+fn slot_start_end(
+    r: &Region,
+    day: NaiveDate,
+    index: u32,
+    shift: i64,
+) -> (chrono::DateTime<Utc>, chrono::DateTime<Utc>) {
+    let start = Utc.from_utc_datetime(&day.and_hms_opt(5, 0, 0).unwrap_or_default())
+        + chrono::Duration::minutes(i64::from(index * r.slot_minutes) + shift);
+    (
+        start,
+        start + chrono::Duration::minutes(i64::from(r.slot_minutes)),
+    )
+}
+
+/// Times of the slot with this id (`<doctor>-<YYYYMMDD>-<index>`), shifted by `shift`.
+fn slot_times(
+    r: &Region,
+    id: &str,
+    shift: i64,
+) -> Option<(chrono::DateTime<Utc>, chrono::DateTime<Utc>)> {
+    let mut parts = id.rsplitn(3, '-');
+    let index: u32 = parts.next()?.parse().ok()?;
+    let day = NaiveDate::parse_from_str(parts.next()?, "%Y%m%d").ok()?;
+    parts.next()?;
+    (index < r.slots_per_day).then(|| slot_start_end(r, day, index, shift))
 }
 
 fn fault(code: &str, message: &str, server: bool) -> HttpResponse {
@@ -376,6 +424,7 @@ fn get_schedule(state: &State, op: &Element) -> HttpResponse {
     let last = to.min(r.first_day + Days::new(u64::from(r.days)));
     let span = last.signed_duration_since(first).num_days().max(0);
     let overrides = state.slots.lock().map(|s| s.clone()).unwrap_or_default();
+    let moves = state.moves.lock().map(|m| m.clone()).unwrap_or_default();
     let mut out = format!(r#"<GetScheduleResponse xmlns="{NS}"><Slots>"#);
     let mut emitted = 0usize;
     let mut next = None;
@@ -391,10 +440,8 @@ fn get_schedule(state: &State, op: &Element) -> HttpResponse {
             if is_workday {
                 for i in 0..r.slots_per_day {
                     let id = slot_id(&doc.id, day, i);
-                    let start = Utc
-                        .from_utc_datetime(&day.and_hms_opt(5, 0, 0).unwrap_or_default())
-                        + chrono::Duration::minutes(i64::from(i * r.slot_minutes));
-                    let end = start + chrono::Duration::minutes(i64::from(r.slot_minutes));
+                    let shift = moves.get(&id).copied().unwrap_or(0);
+                    let (start, end) = slot_start_end(r, day, i, shift);
                     let status = match overrides.get(&id) {
                         Some(SlotState::Booked { .. }) => "busy",
                         Some(SlotState::Withdrawn) => "withdrawn",
@@ -517,9 +564,23 @@ fn get_changes(state: &State, op: &Element) -> HttpResponse {
         .unwrap_or(0);
     let changes = state.changes.lock().map(|c| c.clone()).unwrap_or_default();
     let mut out = format!(r#"<GetChangesResponse xmlns="{NS}"><Changes>"#);
+    let moves = state.moves.lock().map(|m| m.clone()).unwrap_or_default();
     for (id, kind) in changes.iter().skip(since) {
+        // A move carries the slot's new times.
+        let times = match (*kind, moves.get(id)) {
+            ("moved", Some(shift)) => slot_times(&state.region, id, *shift)
+                .map(|(s, e)| {
+                    format!(
+                        "<Start>{}</Start><End>{}</End>",
+                        s.to_rfc3339(),
+                        e.to_rfc3339()
+                    )
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "<Change><SlotId>{id}</SlotId><Kind>{kind}</Kind></Change>"
+            "<Change><SlotId>{id}</SlotId><Kind>{kind}</Kind>{times}</Change>"
         ));
     }
     out.push_str(&format!(

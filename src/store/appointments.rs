@@ -417,11 +417,7 @@ impl Store {
         &self,
         limit: u32,
     ) -> Result<Vec<Appointment>, StoreError> {
-        let cols = COLUMNS
-            .split(", ")
-            .map(|c| format!("a.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cols = columns_of("a");
         let rows = sqlx::query(&format!(
             "SELECT {cols} FROM appointments a JOIN slots s ON s.id = a.slot_id \
              WHERE a.status IN ('held','booked') AND s.status = 'withdrawn' ORDER BY a.id LIMIT {}",
@@ -430,6 +426,64 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(decode).collect()
+    }
+
+    /// Active appointments whose slot the clinic system moved (its times differ from the
+    /// appointment's), with the slot's new start and end; at most `limit`.
+    pub async fn active_on_moved_slots(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(Appointment, i64, i64)>, StoreError> {
+        let cols = columns_of("a");
+        let rows = sqlx::query(&format!(
+            "SELECT {cols}, s.start_at AS slot_start, s.end_at AS slot_end \
+             FROM appointments a JOIN slots s ON s.id = a.slot_id \
+             WHERE a.status IN ('held','booked') AND s.status <> 'withdrawn' \
+             AND (s.start_at <> a.start_at OR s.end_at <> a.end_at) ORDER BY a.id LIMIT {}",
+            limit.clamp(1, 10_000)
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((decode(r)?, r.try_get("slot_start")?, r.try_get("slot_end")?)))
+            .collect()
+    }
+
+    /// Moves an active appointment that still starts at `was` to the slot's new times,
+    /// with reason `SLOT_MOVED`, and queues `effect` in the same transaction. `None` when
+    /// it is no longer active or was moved meanwhile.
+    pub async fn move_appointment(
+        &self,
+        id: &str,
+        was: i64,
+        start: i64,
+        end: i64,
+        effect: Option<&NewOutboxItem>,
+        now: i64,
+    ) -> Result<Option<Appointment>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let Some(after) = sqlx::query(&format!(
+            "UPDATE appointments SET start_at = $2, end_at = $3, reason = 'SLOT_MOVED', updated_at = $4 \
+             WHERE id = $1 AND status IN ('held','booked') AND start_at = $5 RETURNING {COLUMNS}"
+        ))
+        .bind(id.to_string())
+        .bind(start)
+        .bind(end)
+        .bind(now)
+        .bind(was)
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(decode)
+        .transpose()?
+        else {
+            return Ok(None);
+        };
+        if let Some(item) = effect {
+            enqueue(&mut tx, item, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(after))
     }
 
     /// Claims an idempotency key for a create by `client` with request digest `hash`.
@@ -629,6 +683,15 @@ fn bind_all<'q>(
         .bind(a.replaces.clone())
         .bind(a.created_at)
         .bind(a.updated_at)
+}
+
+/// The appointment columns qualified by a table alias, for joins.
+fn columns_of(alias: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn decode(r: &AnyRow) -> Result<Appointment, StoreError> {

@@ -332,6 +332,35 @@ impl Store {
         Ok(n)
     }
 
+    /// Sets the times of slots the clinic system moved: (id, start, end) in epoch ms. Only
+    /// slots whose times differ change; returns how many did.
+    pub async fn set_slots_times(
+        &self,
+        times: &[(String, i64, i64)],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        if times.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        let mut tx = self.pool().begin().await?;
+        for (id, start, end) in times {
+            n += sqlx::query(
+                "UPDATE slots SET start_at = $2, end_at = $3, synced_at = $4 \
+                 WHERE id = $1 AND (start_at <> $2 OR end_at <> $3)",
+            )
+            .bind(id.clone())
+            .bind(*start)
+            .bind(*end)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// The stored change token of a source and scope.
     pub async fn change_token(
         &self,

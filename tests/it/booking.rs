@@ -1,7 +1,7 @@
 //! Booking end to end through FHIR against the city MIS simulator: find, hold, book,
 //! cancel, reschedule, channel rules and restriction windows, hold expiry, MIS timeouts
-//! leaving no half-booked state, urgent visits, idempotency keys, withdrawn slots producing
-//! patient notifications, and a booking race.
+//! leaving no half-booked state, urgent visits, idempotency keys, withdrawn and moved slots
+//! producing patient notifications, and a booking race.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -602,6 +602,56 @@ both_backends! {
         let (_, a) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/{}", booked["id"].as_str().unwrap())).await;
         assert_eq!((a["status"].as_str(), ext(&a, "booking-status").as_str()), (Some("cancelled"), Some("withdrawn")));
         assert_eq!(a["cancelationReason"]["text"], "SLOT_WITHDRAWN");
+        fx.wait_outbox_done("notify", 1).await;
+        handle.stop(false).await;
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
+
+both_backends! {
+    async fn moved_slot_moves_the_appointment_and_notifies_the_patient(backend: Backend) {
+        let (url, got, handle) = receiver().await;
+        let fx = Fx::start(backend, |s| {
+            s.booking.notify_url = Some(url);
+            s.booking.sync_interval_secs = 1;
+        })
+        .await;
+        let slot = fx.free(Channel::Internet).await[0].clone();
+        let (s, booked) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot.id, Some(patient(22)), None), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{booked}");
+        // The clinic shifts the visit by an hour and a half; the booking stays in the MIS.
+        let sim_slot = slot.id.trim_start_matches("emias:");
+        assert!(fx.sim.move_slot(sim_slot, 90));
+        let mut notes = Vec::new();
+        for _ in 0..100 {
+            notes = got.lock().unwrap().clone();
+            if !notes.is_empty() { break; }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(notes.len(), 1, "one notification: {notes:?}");
+        let n = &notes[0];
+        let moved_to = slot.start_at + 90 * 60_000;
+        let time = |ms: i64| medgate::store::from_ms(ms).to_rfc3339();
+        assert_eq!(n["event"], "slot-moved");
+        assert_eq!(n["appointment"], booked["id"]);
+        assert_eq!(n["patient"]["policy"], policy(22).as_str());
+        assert_eq!(n["previousStart"], time(slot.start_at).as_str());
+        assert_eq!(n["start"], time(moved_to).as_str());
+        assert!(n["alternatives"].as_array().is_some_and(|a| !a.is_empty()), "{n}");
+        // The slot and the appointment carry the new time; the appointment stays booked.
+        let stored = fx.t.gw.state.store.slot(&slot.id).await.unwrap().unwrap();
+        assert_eq!((stored.start_at, stored.status.as_str()), (moved_to, "busy"));
+        let id = booked["id"].as_str().unwrap();
+        let (_, a) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/{id}")).await;
+        assert_eq!(a["status"], "booked", "{a}");
+        assert_eq!(a["comment"], "SLOT_MOVED");
+        let start = chrono::DateTime::parse_from_rfc3339(a["start"].as_str().unwrap()).unwrap();
+        assert_eq!(start.timestamp_millis(), moved_to);
+        assert!(fx.sim.booked_slot(sim_slot).is_some(), "the MIS keeps the booking");
+        // Later sync rounds find nothing new to tell.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(got.lock().unwrap().len(), 1);
         fx.wait_outbox_done("notify", 1).await;
         handle.stop(false).await;
         fx.sim.stop().await;
