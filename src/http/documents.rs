@@ -319,21 +319,28 @@ async fn submit_fhir(
 ) -> ApiResult<HttpResponse> {
     req.extensions_mut()
         .insert(Operation("fhir.DocumentReference.create".into()));
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let parsed: DocumentReferenceIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            IssueType::Invalid,
-            "INVALID_JSON",
-            e.inner().to_string(),
-        )
-        .at(if path == "." {
-            "DocumentReference".to_string()
-        } else {
-            format!("DocumentReference.{path}")
-        })
-    })?;
+    // The common case parses once without path tracking; a bad body is parsed again with
+    // it, so the OperationOutcome names the field.
+    let parsed: DocumentReferenceIn = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(&body);
+            serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::Invalid,
+                    "INVALID_JSON",
+                    e.inner().to_string(),
+                )
+                .at(if path == "." {
+                    "DocumentReference".to_string()
+                } else {
+                    format!("DocumentReference.{path}")
+                })
+            })?
+        }
+    };
     let submission = submission(parsed)?;
     let (doc, new) = state
         .documents
