@@ -36,14 +36,18 @@ struct Pending {
 pub struct IntakeWriter {
     store: Store,
     queue: Arc<OnceLock<mpsc::Sender<Pending>>>,
+    /// The runtime the writers run on: the one that built the writer (the gateway's main
+    /// runtime), not an HTTP worker's.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl IntakeWriter {
-    /// A writer over `store`.
+    /// A writer over `store`; its tasks will run on the current runtime, if any.
     pub fn new(store: Store) -> IntakeWriter {
         IntakeWriter {
             store,
             queue: Arc::new(OnceLock::new()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -63,7 +67,11 @@ impl IntakeWriter {
             let (tx, rx) = mpsc::channel(QUEUE);
             let rx = Arc::new(Mutex::new(rx));
             for _ in 0..WRITERS {
-                tokio::spawn(writer(self.store.clone(), rx.clone()));
+                let task = writer(self.store.clone(), rx.clone());
+                match &self.runtime {
+                    Some(h) => drop(h.spawn(task)),
+                    None => drop(tokio::spawn(task)),
+                }
             }
             tx
         });
