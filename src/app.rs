@@ -205,25 +205,37 @@ async fn prune_loop(store: Store) {
     }
 }
 
+/// Rounds between checks of every active appointment against its slot.
+const FULL_SLOT_CHECK_EVERY: u64 = 60;
+
 /// Applies the clinic systems' slot changes, ends appointments on withdrawn slots and moves
-/// appointments on moved slots (with a patient notification each), every `period`.
+/// appointments on moved slots (with a patient notification each), every `period`. A round
+/// looks only at the slots its sync changed; the first round and every
+/// [`FULL_SLOT_CHECK_EVERY`]th look at every active appointment, a backstop for changes
+/// made by a full sync (`medgate sync schedules`) or a failed round.
 async fn schedule_loop(
     booking: crate::services::booking::Booking,
     sources: Vec<Arc<dyn crate::services::schedule_sync::ScheduleSource>>,
     period: Duration,
 ) {
     let mut tick = tokio::time::interval(period);
+    let mut round: u64 = 0;
     loop {
         tick.tick().await;
+        let mut changed = Vec::new();
         for client in &sources {
-            if let Err(e) =
-                crate::services::schedule_sync::incremental_sync(booking.store(), client.as_ref())
-                    .await
+            match crate::services::schedule_sync::incremental_sync(booking.store(), client.as_ref())
+                .await
             {
-                tracing::warn!(source = client.source(), error = %e, "incremental schedule sync failed");
+                Ok(r) => changed.extend(r.changed),
+                Err(e) => {
+                    tracing::warn!(source = client.source(), error = %e, "incremental schedule sync failed")
+                }
             }
         }
-        match booking.handle_withdrawn_slots().await {
+        let scope = (round % FULL_SLOT_CHECK_EVERY != 0).then_some(changed.as_slice());
+        round += 1;
+        match booking.handle_withdrawn_slots(scope).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 appointments = n,
@@ -231,7 +243,7 @@ async fn schedule_loop(
             ),
             Err(e) => tracing::warn!(error = %e, "withdrawn slot check failed"),
         }
-        match booking.handle_moved_slots().await {
+        match booking.handle_moved_slots(scope).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 appointments = n,

@@ -541,11 +541,16 @@ impl Booking {
     }
 
     /// Ends active appointments on slots the clinic systems withdrew and queues a patient
-    /// notification for each, offering free slots of the same specialty. Returns how many.
-    pub async fn handle_withdrawn_slots(&self) -> Result<usize, BookingError> {
+    /// notification for each, offering free slots of the same specialty. Looks at the given
+    /// slots only (those a sync just changed) or, with `None`, at every active appointment.
+    /// Returns how many.
+    pub async fn handle_withdrawn_slots(
+        &self,
+        slots: Option<&[String]>,
+    ) -> Result<usize, BookingError> {
         let now = now_ms();
         let mut n = 0;
-        for a in self.store.active_on_withdrawn_slots(1000).await? {
+        for a in self.store.active_on_withdrawn_slots(slots, 1000).await? {
             let alternatives = self.alternatives(&a, now).await?;
             let effect = NewOutboxItem {
                 destination: NOTIFY_DESTINATION.into(),
@@ -591,11 +596,15 @@ impl Booking {
     /// Follows the clinic systems' moves of booked slots: each active appointment on a slot
     /// whose times changed takes the new times (reason `SLOT_MOVED`) and, when booked, a
     /// patient notification is queued with the old and new time and free slots of the same
-    /// specialty, in the same transaction. Returns how many appointments moved.
-    pub async fn handle_moved_slots(&self) -> Result<usize, BookingError> {
+    /// specialty, in the same transaction. Looks at the given slots only or, with `None`,
+    /// at every active appointment. Returns how many appointments moved.
+    pub async fn handle_moved_slots(
+        &self,
+        slots: Option<&[String]>,
+    ) -> Result<usize, BookingError> {
         let now = now_ms();
         let mut n = 0;
-        for (a, start, end) in self.store.active_on_moved_slots(1000).await? {
+        for (a, start, end) in self.store.active_on_moved_slots(slots, 1000).await? {
             let effect = if a.status == "booked" {
                 let alternatives = self.alternatives(&a, now).await?;
                 let time = |ms: i64| crate::store::from_ms(ms).to_rfc3339();

@@ -97,6 +97,9 @@ pub struct SyncReport {
     pub withdrawn: usize,
     /// Slots whose times changed (incremental sync).
     pub moved: usize,
+    /// Ids of the slots an incremental sync withdrew or moved: where appointments may need
+    /// to follow.
+    pub changed: Vec<String>,
 }
 
 /// Sync failures. Nothing is withdrawn unless every page of a full sync was read.
@@ -159,6 +162,7 @@ pub async fn full_sync(
         slots,
         withdrawn: withdrawn.len(),
         moved: 0,
+        changed: Vec::new(),
     })
 }
 
@@ -202,9 +206,8 @@ pub async fn incremental_sync(
     store
         .set_slots_status(&of_kind("free"), "free", now)
         .await?;
-    let n = store
-        .set_slots_status(&of_kind("withdrawn"), "withdrawn", now)
-        .await?;
+    let withdrawn = of_kind("withdrawn");
+    let n = store.set_slots_status(&withdrawn, "withdrawn", now).await?;
     store
         .set_change_token(client.source(), "slots", &next, now)
         .await?;
@@ -212,6 +215,7 @@ pub async fn incremental_sync(
         practitioners: 0,
         slots: 0,
         withdrawn: n as usize,
-        moved: moved as usize,
+        moved: moved.len(),
+        changed: withdrawn.into_iter().chain(moved).collect(),
     })
 }

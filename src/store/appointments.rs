@@ -412,41 +412,79 @@ impl Store {
         Ok(out)
     }
 
-    /// Active appointments whose slot the clinic system withdrew, at most `limit`.
+    /// Active appointments whose slot the clinic system withdrew, at most `limit`; only on
+    /// the given slots when `slots` is `Some`.
     pub async fn active_on_withdrawn_slots(
         &self,
+        slots: Option<&[String]>,
         limit: u32,
     ) -> Result<Vec<Appointment>, StoreError> {
-        let cols = columns_of("a");
-        let rows = sqlx::query(&format!(
-            "SELECT {cols} FROM appointments a JOIN slots s ON s.id = a.slot_id \
-             WHERE a.status IN ('held','booked') AND s.status = 'withdrawn' ORDER BY a.id LIMIT {}",
-            limit.clamp(1, 10_000)
-        ))
-        .fetch_all(self.pool())
-        .await?;
+        let rows = self
+            .active_joined("s.status = 'withdrawn'", "", slots, limit)
+            .await?;
         rows.iter().map(decode).collect()
     }
 
     /// Active appointments whose slot the clinic system moved (its times differ from the
-    /// appointment's), with the slot's new start and end; at most `limit`.
+    /// appointment's), with the slot's new start and end; at most `limit`, only on the given
+    /// slots when `slots` is `Some`.
     pub async fn active_on_moved_slots(
         &self,
+        slots: Option<&[String]>,
         limit: u32,
     ) -> Result<Vec<(Appointment, i64, i64)>, StoreError> {
-        let cols = columns_of("a");
-        let rows = sqlx::query(&format!(
-            "SELECT {cols}, s.start_at AS slot_start, s.end_at AS slot_end \
-             FROM appointments a JOIN slots s ON s.id = a.slot_id \
-             WHERE a.status IN ('held','booked') AND s.status <> 'withdrawn' \
-             AND (s.start_at <> a.start_at OR s.end_at <> a.end_at) ORDER BY a.id LIMIT {}",
-            limit.clamp(1, 10_000)
-        ))
-        .fetch_all(self.pool())
-        .await?;
+        let rows = self
+            .active_joined(
+                "s.status <> 'withdrawn' AND (s.start_at <> a.start_at OR s.end_at <> a.end_at)",
+                ", s.start_at AS slot_start, s.end_at AS slot_end",
+                slots,
+                limit,
+            )
+            .await?;
         rows.iter()
             .map(|r| Ok((decode(r)?, r.try_get("slot_start")?, r.try_get("slot_end")?)))
             .collect()
+    }
+
+    /// Active appointments joined with their slots where `condition` holds. Given slot ids,
+    /// the lookup goes through the one-active-appointment-per-slot index for those slots
+    /// only, in chunks; without, every active appointment is examined.
+    async fn active_joined(
+        &self,
+        condition: &str,
+        extra: &str,
+        slots: Option<&[String]>,
+        limit: u32,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        let limit = limit.clamp(1, 10_000) as usize;
+        let cols = columns_of("a");
+        let sql = |filter: &str| {
+            format!(
+                "SELECT {cols}{extra} FROM appointments a JOIN slots s ON s.id = a.slot_id \
+                 WHERE a.status IN ('held','booked'){filter} AND {condition} ORDER BY a.id LIMIT {limit}"
+            )
+        };
+        let Some(ids) = slots else {
+            return Ok(sqlx::query(&sql("")).fetch_all(self.pool()).await?);
+        };
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            if out.len() >= limit {
+                break;
+            }
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let text = sql(&format!(" AND a.slot_id IN ({marks})"));
+            let mut q = sqlx::query(&text);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            out.extend(q.fetch_all(self.pool()).await?);
+        }
+        out.truncate(limit);
+        Ok(out)
     }
 
     /// Moves an active appointment that still starts at `was` to the slot's new times,

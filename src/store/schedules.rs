@@ -333,19 +333,19 @@ impl Store {
     }
 
     /// Sets the times of slots the clinic system moved: (id, start, end) in epoch ms. Only
-    /// slots whose times differ change; returns how many did.
+    /// slots whose times differ change; returns their ids.
     pub async fn set_slots_times(
         &self,
         times: &[(String, i64, i64)],
         now: i64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
+        let mut moved = Vec::new();
         if times.is_empty() {
-            return Ok(0);
+            return Ok(moved);
         }
-        let mut n = 0;
         let mut tx = self.pool().begin().await?;
         for (id, start, end) in times {
-            n += sqlx::query(
+            let n = sqlx::query(
                 "UPDATE slots SET start_at = $2, end_at = $3, synced_at = $4 \
                  WHERE id = $1 AND (start_at <> $2 OR end_at <> $3)",
             )
@@ -356,9 +356,12 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            if n > 0 {
+                moved.push(id.clone());
+            }
         }
         tx.commit().await?;
-        Ok(n)
+        Ok(moved)
     }
 
     /// The stored change token of a source and scope.

@@ -660,6 +660,35 @@ both_backends! {
 }
 
 both_backends! {
+    async fn slot_checks_look_at_the_changed_slots_or_at_all(backend: Backend) {
+        // The schedule loop looks only at the slots its sync changed, and now and then at
+        // every active appointment; both find an appointment on a withdrawn slot.
+        let fx = Fx::start(backend, |_| {}).await;
+        let free = fx.free(Channel::Internet).await;
+        let (slot, other) = (free[0].clone(), free[1].clone());
+        let (s, booked) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot.id, Some(patient(23)), None), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{booked}");
+        let store = &fx.t.gw.state.store;
+        store.set_slots_status(std::slice::from_ref(&slot.id), "withdrawn", medgate::store::now_ms()).await.unwrap();
+        let on = |ids: Option<Vec<String>>| async move {
+            store.active_on_withdrawn_slots(ids.as_deref(), 100).await.unwrap().len()
+        };
+        assert_eq!(on(Some(vec![])).await, 0);
+        assert_eq!(on(Some(vec![other.id.clone()])).await, 0);
+        assert_eq!(on(Some(vec![other.id.clone(), slot.id.clone()])).await, 1);
+        assert_eq!(on(None).await, 1);
+        let booking = &fx.t.gw.state.booking;
+        assert_eq!(booking.handle_withdrawn_slots(Some(std::slice::from_ref(&other.id))).await.unwrap(), 0);
+        assert_eq!(booking.handle_withdrawn_slots(None).await.unwrap(), 1);
+        assert_eq!(booking.handle_withdrawn_slots(None).await.unwrap(), 0, "ended once");
+        let a = store.appointment(booked["id"].as_str().unwrap()).await.unwrap().unwrap();
+        assert_eq!((a.status.as_str(), a.reason.as_str()), ("withdrawn", "SLOT_WITHDRAWN"));
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
+
+both_backends! {
     async fn booking_race_gives_one_appointment_per_slot(backend: Backend) {
         let fx = Fx::start(backend, |_| {}).await;
         let slots: Vec<String> = fx.free(Channel::Internet).await.into_iter().take(10).map(|s| s.id).collect();
