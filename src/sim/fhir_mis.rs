@@ -99,6 +99,8 @@ struct Booked {
     withdrawn: std::collections::HashSet<String>,
     /// slot -> last change (epoch ms, strictly increasing)
     updated: HashMap<String, i64>,
+    /// slot -> shift of its times in minutes (the clinic moved it)
+    moves: HashMap<String, i64>,
     clock: i64,
 }
 
@@ -188,6 +190,17 @@ impl FhirMisSim {
         n
     }
 
+    /// The clinic moves one slot (simulator id) by `minutes`, keeping whoever booked it:
+    /// the Slot shows the new `start`/`end` and a new `meta.lastUpdated`.
+    pub fn move_slot(&self, slot: &str, minutes: i64) -> bool {
+        let Ok(mut b) = self.state.booked.lock() else {
+            return false;
+        };
+        *b.moves.entry(slot.to_string()).or_default() += minutes;
+        b.touch(slot);
+        true
+    }
+
     /// The appointment holding a slot (simulator id, without the `fhir-mis:` prefix).
     pub fn booked_slot(&self, slot: &str) -> Option<String> {
         self.state.booked.lock().ok()?.slots.get(slot).cloned()
@@ -267,8 +280,9 @@ async fn practitioners(state: Data<State>, q: Query<HashMap<String, String>>) ->
 
 fn slot_resource(r: &FhirRegion, b: &Booked, doctor: &str, day: NaiveDate, i: u32) -> Value {
     let id = slot_id(doctor, day, i);
+    let shift = b.moves.get(&id).copied().unwrap_or(0);
     let start = Utc.from_utc_datetime(&day.and_hms_opt(6, 0, 0).unwrap_or_default())
-        + chrono::Duration::minutes(i64::from(i * r.slot_minutes));
+        + chrono::Duration::minutes(i64::from(i * r.slot_minutes) + shift);
     let end = start + chrono::Duration::minutes(i64::from(r.slot_minutes));
     let mut v = json!({"resourceType": "Slot", "id": id, "schedule": {"reference": format!("Schedule/{doctor}")},
         "status": b.status(&id), "start": start.to_rfc3339(), "end": end.to_rfc3339(),

@@ -97,6 +97,18 @@ both_backends! {
         assert_eq!(store.slot(&a).await.unwrap().unwrap().status, "busy");
         assert_eq!(store.slot(&b).await.unwrap().unwrap().status, "free");
 
+        // The clinic moves the visit booked through the hub by half an hour: the gateway's
+        // slot takes the new time and the appointment follows it, once.
+        let before = store.slot(&a).await.unwrap().unwrap().start_at;
+        assert!(sim.move_slot(ext_a, 30));
+        let inc = incremental_sync(store, &client).await.unwrap();
+        assert_eq!((inc.moved, inc.changed.clone()), (1, vec![a.clone()]));
+        let moved = store.slot(&a).await.unwrap().unwrap();
+        assert_eq!((moved.start_at, moved.status.as_str()), (before + 30 * 60_000, "busy"));
+        let booking = &t.gw.state.booking;
+        assert_eq!(booking.handle_moved_slots(Some(&inc.changed)).await.unwrap(), 1);
+        assert_eq!(booking.handle_moved_slots(None).await.unwrap(), 0, "moved once");
+
         // Idempotent create per client reference; a taken slot is refused; cancel by reference.
         let c = internet[2].id.trim_start_matches("fhir-mis:").to_string();
         let req = MisBooking { slot_external_id: c.clone(), client_ref: "ref-1".into(), policy: Some(policy(53)), snils: None, birth_date: None, channel: "phone".into() };
