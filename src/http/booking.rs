@@ -153,7 +153,7 @@ pub fn booking_error(e: BookingError, field_of: &dyn Fn(&str) -> String) -> ApiE
         BookingError::Invalid { .. } => (StatusCode::BAD_REQUEST, IssueType::Value),
         BookingError::MisUnavailable(_) => (StatusCode::GATEWAY_TIMEOUT, IssueType::Timeout),
         BookingError::NoMis(_) => (StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient),
-        BookingError::Store(inner) => return ApiError::internal(inner),
+        BookingError::Store(inner) => return ApiError::storage(inner),
     };
     let mut api = ApiError::new(status, issue, code, e.to_string());
     api.field = field;

@@ -114,7 +114,7 @@ fn to_api_with(e: DocumentError, path_of: fn(Field) -> &'static str) -> ApiError
             "REGISTRATION_NOT_CONFIGURED",
             "document registration is not configured on this gateway",
         ),
-        DocumentError::Store(e) => ApiError::internal(e),
+        DocumentError::Store(e) => ApiError::from(e),
         DocumentError::Signing(crate::sign::SignError::Remote(e)) => {
             tracing::warn!(error = %e, "signing service unavailable");
             ApiError::new(
@@ -499,7 +499,7 @@ async fn remd_provider(
                 .at("localUid"),
             )
         }
-        Err(e) => return soap12_fault(&ApiError::internal(e)),
+        Err(e) => return soap12_fault(&ApiError::from(e)),
     };
     let addressing = Addressing::from_header(parsed.header.as_ref());
     soap12_reply(

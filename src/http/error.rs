@@ -272,7 +272,25 @@ impl ResponseError for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
+        ApiError::storage(&e)
+    }
+}
+
+impl ApiError {
+    /// A storage failure: a database that cannot be used right now is a 503 the client may
+    /// retry (nothing was written); anything else is an internal error.
+    pub fn storage(e: &crate::store::StoreError) -> Self {
+        if e.is_transient() {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Transient,
+                "DATABASE_UNAVAILABLE",
+                "the gateway's database is unavailable right now; nothing was changed, retry later",
+            )
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 

@@ -79,6 +79,30 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// True when the database could not be used right now (unreachable, restarting, its
+    /// connection dropped, the pool exhausted) rather than refusing the request: a retry
+    /// may succeed, and nothing was written.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_) => true,
+                // SQLSTATE classes 08 (connection exception), 53 (insufficient resources),
+                // 57 (operator intervention: shutdown, terminated backend).
+                sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                    c.starts_with("08") || c.starts_with("53") || c.starts_with("57")
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// A connection pool to the gateway database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -107,10 +131,20 @@ impl Store {
         let mut pool_options = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
-            // No ping before every checkout (a round trip per statement): a connection the
-            // server dropped fails its next statement, is discarded, and that request is
-            // answered 503 without having changed anything.
-            .test_before_acquire(false);
+            // No ping before every checkout (a round trip per statement under load); only a
+            // connection that sat idle for a while is pinged first, so one the server
+            // dropped during a quiet spell (a restart) is replaced unnoticed. A connection
+            // dropped while busy fails its next statement, is discarded, and that request
+            // is answered 503 without having changed anything.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            });
         if backend == Backend::Sqlite {
             pool_options = pool_options
                 .after_connect(|conn, _meta| {

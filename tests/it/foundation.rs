@@ -461,3 +461,56 @@ async fn demo_binary_becomes_ready() {
     assert_eq!(orgs["entry"].as_array().unwrap().len(), 14);
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_database_connections_answer_503_then_recover() {
+    use sqlx::Connection;
+    // PostgreSQL drops every connection of the gateway (what a restart or a failover looks
+    // like to it). The pool does not ping before each checkout, so a request may meet a
+    // dead connection: it is answered 503 DATABASE_UNAVAILABLE (retry), never 500, the dead
+    // connection is discarded, and the gateway recovers by itself.
+    let t = TestGateway::start(medgate::store::Backend::Postgres).await;
+    let get = || async {
+        let r = t.get_admin("/fhir/Organization?_count=1").await;
+        let status = r.status();
+        (status, r.text().await.unwrap())
+    };
+    // Several requests at once, so the pool holds several connections.
+    let warm = futures_util::future::join_all((0..6).map(|_| get())).await;
+    assert!(warm.iter().all(|(s, _)| *s == StatusCode::OK), "{warm:?}");
+    let mut admin = sqlx::PgConnection::connect(&t.db.url).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed >= 1, "the gateway held connections");
+    let mut answers = Vec::new();
+    for _ in 0..30 {
+        let (status, body) = get().await;
+        match status {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                let o: Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(o["resourceType"], "OperationOutcome", "{body}");
+                assert_eq!(o["issue"][0]["code"], "transient", "{body}");
+                assert_eq!(
+                    o["issue"][0]["details"]["coding"][0]["code"], "DATABASE_UNAVAILABLE",
+                    "{body}"
+                );
+            }
+            other => panic!("{other}: {body}"),
+        }
+        answers.push(status);
+    }
+    assert!(
+        answers[answers.len() - 10..]
+            .iter()
+            .all(|s| *s == StatusCode::OK),
+        "recovered: {answers:?}"
+    );
+    admin.close().await.unwrap();
+    t.stop().await;
+}
