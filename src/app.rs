@@ -210,9 +210,9 @@ const FULL_SLOT_CHECK_EVERY: u64 = 60;
 
 /// Applies the clinic systems' slot changes, ends appointments on withdrawn slots and moves
 /// appointments on moved slots (with a patient notification each), every `period`. A round
-/// looks only at the slots its sync changed; the first round and every
-/// [`FULL_SLOT_CHECK_EVERY`]th look at every active appointment, a backstop for changes
-/// made by a full sync (`medgate sync schedules`) or a failed round.
+/// looks only at the slots its sync changed; the first round, a round after a full sync
+/// (`medgate sync schedules`) and every [`FULL_SLOT_CHECK_EVERY`]th look at every active
+/// appointment, the last as a backstop for a failed round.
 async fn schedule_loop(
     booking: crate::services::booking::Booking,
     sources: Vec<Arc<dyn crate::services::schedule_sync::ScheduleSource>>,
@@ -220,6 +220,13 @@ async fn schedule_loop(
 ) {
     let mut tick = tokio::time::interval(period);
     let mut round: u64 = 0;
+    let mut full_seen = booking
+        .store()
+        .latest_full_sync()
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0);
     loop {
         tick.tick().await;
         let mut changed = Vec::new();
@@ -233,7 +240,17 @@ async fn schedule_loop(
                 }
             }
         }
-        let scope = (round % FULL_SLOT_CHECK_EVERY != 0).then_some(changed.as_slice());
+        // A full sync since the last round (`medgate sync schedules`, e.g. the nightly
+        // timer) changed slots outside the change feed: look at everything once.
+        let full_sync = match booking.store().latest_full_sync().await {
+            Ok(Some(at)) if at > full_seen => {
+                full_seen = at;
+                true
+            }
+            _ => false,
+        };
+        let scope =
+            (round % FULL_SLOT_CHECK_EVERY != 0 && !full_sync).then_some(changed.as_slice());
         round += 1;
         match booking.handle_withdrawn_slots(scope).await {
             Ok(0) => {}

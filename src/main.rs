@@ -93,7 +93,7 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum SyncCommand {
-    /// Schedules and slots from the city-wide MIS (`[emias]` in the configuration).
+    /// Schedules and slots from every configured clinic system (`[emias]`, `[fhir_mis]`).
     Schedules {
         /// TOML configuration file.
         #[arg(long, short, env = "MEDGATE_CONFIG")]

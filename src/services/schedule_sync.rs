@@ -157,6 +157,16 @@ pub async fn full_sync(
     let withdrawn = store
         .withdraw_unseen_slots(client.source(), org, ms(from), ms(to), started)
         .await?;
+    // Recorded so that a running gateway checks every active appointment against its slot
+    // in its next round: a full sync changes slots outside the change feed.
+    store
+        .set_change_token(
+            client.source(),
+            &format!("full:{org}"),
+            &started.to_string(),
+            now_ms(),
+        )
+        .await?;
     Ok(SyncReport {
         practitioners: practitioners.len(),
         slots,

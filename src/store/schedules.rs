@@ -399,6 +399,16 @@ impl Store {
         Ok(())
     }
 
+    /// When the latest full sync of any organization finished (epoch ms), if any: full syncs
+    /// record themselves under the scope `full:<org>`.
+    pub async fn latest_full_sync(&self) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT MAX(synced_at) FROM sync_state WHERE scope LIKE 'full:%'")
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
     /// Refreshes planner statistics of the schedule tables; run after bulk loads so that
     /// searches use the ordered indexes at once.
     pub async fn refresh_schedule_statistics(&self) -> Result<(), StoreError> {

@@ -689,6 +689,43 @@ both_backends! {
 }
 
 both_backends! {
+    async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Backend) {
+        let (url, got, handle) = receiver().await;
+        let fx = Fx::start(backend, |s| {
+            s.booking.notify_url = Some(url);
+            s.booking.sync_interval_secs = 1;
+        })
+        .await;
+        let slot = fx.free(Channel::Internet).await[0].clone();
+        let (s, booked) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot.id, Some(patient(24)), None), None).await;
+        assert_eq!(s, StatusCode::CREATED, "{booked}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // A change outside the change feed, as a full sync makes it: the slot is gone.
+        let store = &fx.t.gw.state.store;
+        let now = medgate::store::now_ms();
+        store.set_slots_status(std::slice::from_ref(&slot.id), "withdrawn", now).await.unwrap();
+        // Rounds look only at the slots their incremental sync changed: nothing happens.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(got.lock().unwrap().is_empty(), "no full sync on record yet");
+        // A full sync finishes (as `medgate sync schedules` records it): the next round
+        // looks at every active appointment.
+        store.set_change_token("emias", &format!("full:{}", slot.org_oid), "0", now).await.unwrap();
+        let mut notes = Vec::new();
+        for _ in 0..50 {
+            notes = got.lock().unwrap().clone();
+            if !notes.is_empty() { break; }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!((notes[0]["event"].as_str(), &notes[0]["appointment"]), (Some("slot-withdrawn"), &booked["id"]));
+        fx.wait_outbox_done("notify", 1).await;
+        handle.stop(false).await;
+        fx.sim.stop().await;
+        fx.t.stop().await;
+    }
+}
+
+both_backends! {
     async fn booking_race_gives_one_appointment_per_slot(backend: Backend) {
         let fx = Fx::start(backend, |_| {}).await;
         let slots: Vec<String> = fx.free(Channel::Internet).await.into_iter().take(10).map(|s| s.id).collect();

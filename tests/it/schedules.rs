@@ -35,8 +35,12 @@ both_backends! {
         let store = &t.gw.state.store;
         let org = "1.2.643.5.1.13.13.12.2.77.7001";
         // 3 doctors in this clinic, 6 working days (Sunday off) of 4 slots.
+        assert_eq!(store.latest_full_sync().await.unwrap(), None);
+        let before = medgate::store::now_ms();
         let r = full_sync(store, &client, org, first_day(), 7, &|_| {}).await.unwrap();
         assert_eq!((r.practitioners, r.slots, r.withdrawn), (3, 72, 0));
+        // Recorded, so a running gateway's next round checks every appointment.
+        assert!(store.latest_full_sync().await.unwrap().is_some_and(|t| t >= before));
         let again = full_sync(store, &client, org, first_day(), 7, &|_| {}).await.unwrap();
         assert_eq!(again, r, "a second full sync changes nothing");
         let counts = store.slot_counts(Some(org)).await.unwrap();
