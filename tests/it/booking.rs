@@ -566,27 +566,58 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>, actix_web::dev::ServerHa
     (format!("http://{addr}/notify"), got, handle)
 }
 
+/// A gateway syncing every second and notifying a [`receiver`], with one slot booked by
+/// patient `n`: the fixture, the notifications received, the receiver, the slot and the
+/// booked Appointment.
+async fn booked_with_notifications(
+    backend: medgate::store::Backend,
+    n: u32,
+) -> (
+    Fx,
+    Arc<Mutex<Vec<Value>>>,
+    actix_web::dev::ServerHandle,
+    medgate::store::schedules::SlotRow,
+    Value,
+) {
+    let (url, got, handle) = receiver().await;
+    let fx = Fx::start(backend, |s| {
+        s.booking.notify_url = Some(url);
+        s.booking.sync_interval_secs = 1;
+    })
+    .await;
+    let slot = fx.free(Channel::Internet).await[0].clone();
+    let (s, booked) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &params(&slot.id, Some(patient(n)), None),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{booked}");
+    (fx, got, handle, slot, booked)
+}
+
+/// The notifications received once the first arrives (or none after about five seconds).
+async fn first_notes(got: &Mutex<Vec<Value>>) -> Vec<Value> {
+    for _ in 0..50 {
+        let notes = got.lock().unwrap().clone();
+        if !notes.is_empty() {
+            return notes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Vec::new()
+}
+
 both_backends! {
     async fn withdrawn_slot_notifies_the_patient(backend: Backend) {
-        let (url, got, handle) = receiver().await;
-        let fx = Fx::start(backend, |s| {
-            s.booking.notify_url = Some(url);
-            s.booking.sync_interval_secs = 1;
-        })
-        .await;
-        let slot = fx.free(Channel::Internet).await[0].clone();
-        let (s, booked) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot.id, Some(patient(21)), None), None).await;
-        assert_eq!(s, StatusCode::CREATED, "{booked}");
+        let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 21).await;
         // The doctor falls ill that day.
         let doctor = slot.practitioner_id.trim_start_matches("emias:");
         let day = medgate::store::from_ms(slot.start_at).date_naive();
         assert_eq!(fx.sim.withdraw_day(doctor, day), 8);
-        let mut notes = Vec::new();
-        for _ in 0..100 {
-            notes = got.lock().unwrap().clone();
-            if !notes.is_empty() { break; }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let notes = first_notes(&got).await;
         assert_eq!(notes.len(), 1, "one notification: {notes:?}");
         let n = &notes[0];
         assert_eq!(n["event"], "slot-withdrawn");
@@ -611,24 +642,11 @@ both_backends! {
 
 both_backends! {
     async fn moved_slot_moves_the_appointment_and_notifies_the_patient(backend: Backend) {
-        let (url, got, handle) = receiver().await;
-        let fx = Fx::start(backend, |s| {
-            s.booking.notify_url = Some(url);
-            s.booking.sync_interval_secs = 1;
-        })
-        .await;
-        let slot = fx.free(Channel::Internet).await[0].clone();
-        let (s, booked) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot.id, Some(patient(22)), None), None).await;
-        assert_eq!(s, StatusCode::CREATED, "{booked}");
+        let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 22).await;
         // The clinic shifts the visit by an hour and a half; the booking stays in the MIS.
         let sim_slot = slot.id.trim_start_matches("emias:");
         assert!(fx.sim.move_slot(sim_slot, 90));
-        let mut notes = Vec::new();
-        for _ in 0..100 {
-            notes = got.lock().unwrap().clone();
-            if !notes.is_empty() { break; }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let notes = first_notes(&got).await;
         assert_eq!(notes.len(), 1, "one notification: {notes:?}");
         let n = &notes[0];
         let moved_to = slot.start_at + 90 * 60_000;
@@ -690,15 +708,7 @@ both_backends! {
 
 both_backends! {
     async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Backend) {
-        let (url, got, handle) = receiver().await;
-        let fx = Fx::start(backend, |s| {
-            s.booking.notify_url = Some(url);
-            s.booking.sync_interval_secs = 1;
-        })
-        .await;
-        let slot = fx.free(Channel::Internet).await[0].clone();
-        let (s, booked) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot.id, Some(patient(24)), None), None).await;
-        assert_eq!(s, StatusCode::CREATED, "{booked}");
+        let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 24).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         // A change outside the change feed, as a full sync makes it: the slot is gone.
         let store = &fx.t.gw.state.store;
@@ -710,12 +720,7 @@ both_backends! {
         // A full sync finishes (as `medgate sync schedules` records it): the next round
         // looks at every active appointment.
         store.set_change_token("emias", &format!("full:{}", slot.org_oid), "0", now).await.unwrap();
-        let mut notes = Vec::new();
-        for _ in 0..50 {
-            notes = got.lock().unwrap().clone();
-            if !notes.is_empty() { break; }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let notes = first_notes(&got).await;
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert_eq!((notes[0]["event"].as_str(), &notes[0]["appointment"]), (Some("slot-withdrawn"), &booked["id"]));
         fx.wait_outbox_done("notify", 1).await;
