@@ -709,7 +709,9 @@ both_backends! {
 both_backends! {
     async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Backend) {
         let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 24).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The fixture's own full sync ran after the gateway started: let a round (one a
+        // second) take it into account first.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         // A change outside the change feed, as a full sync makes it: the slot is gone.
         let store = &fx.t.gw.state.store;
         let now = medgate::store::now_ms();
