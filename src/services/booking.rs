@@ -551,25 +551,10 @@ impl Booking {
         let now = now_ms();
         let mut n = 0;
         for a in self.store.active_on_withdrawn_slots(slots, 1000).await? {
-            let alternatives = self.alternatives(&a, now).await?;
-            let effect = NewOutboxItem {
-                destination: NOTIFY_DESTINATION.into(),
-                kind: "slot-withdrawn".into(),
-                aggregate_id: a.id.clone(),
-                payload: json!({
-                    "event": "slot-withdrawn",
-                    "appointment": a.id,
-                    "organization": a.org_oid,
-                    "slot": a.slot_id,
-                    "start": crate::store::from_ms(a.start_at).to_rfc3339(),
-                    "specialty": a.specialty_code,
-                    "channel": a.channel,
-                    "patient": {"policy": a.patient_policy, "snils": a.patient_snils, "birthDate": a.patient_birth},
-                    "alternatives": alternatives,
-                })
-                .to_string(),
-                due_at: now,
-            };
+            let start = crate::store::from_ms(a.start_at).to_rfc3339();
+            let effect = self
+                .patient_notice("slot-withdrawn", &a, json!({ "start": start }), now)
+                .await?;
             if self
                 .store
                 .end_appointment(
@@ -606,28 +591,13 @@ impl Booking {
         let mut n = 0;
         for (a, start, end) in self.store.active_on_moved_slots(slots, 1000).await? {
             let effect = if a.status == "booked" {
-                let alternatives = self.alternatives(&a, now).await?;
                 let time = |ms: i64| crate::store::from_ms(ms).to_rfc3339();
-                Some(NewOutboxItem {
-                    destination: NOTIFY_DESTINATION.into(),
-                    kind: "slot-moved".into(),
-                    aggregate_id: a.id.clone(),
-                    payload: json!({
-                        "event": "slot-moved",
-                        "appointment": a.id,
-                        "organization": a.org_oid,
-                        "slot": a.slot_id,
-                        "previousStart": time(a.start_at),
-                        "start": time(start),
-                        "end": time(end),
-                        "specialty": a.specialty_code,
-                        "channel": a.channel,
-                        "patient": {"policy": a.patient_policy, "snils": a.patient_snils, "birthDate": a.patient_birth},
-                        "alternatives": alternatives,
-                    })
-                    .to_string(),
-                    due_at: now,
-                })
+                let times = json!({
+                    "previousStart": time(a.start_at),
+                    "start": time(start),
+                    "end": time(end),
+                });
+                Some(self.patient_notice("slot-moved", &a, times, now).await?)
             } else {
                 None
             };
@@ -644,6 +614,39 @@ impl Booking {
             self.wake_notify.notify_one();
         }
         Ok(n)
+    }
+
+    /// A notification to the patient of appointment `a` about `event` (`slot-withdrawn`,
+    /// `slot-moved`), for the notification webhook through the outbox: the appointment, its
+    /// clinic, slot, specialty, channel and patient, the fields of `times`, and up to five
+    /// free slots of the same specialty.
+    async fn patient_notice(
+        &self,
+        event: &str,
+        a: &Appointment,
+        times: serde_json::Value,
+        now: i64,
+    ) -> Result<NewOutboxItem, BookingError> {
+        let mut payload = json!({
+            "event": event,
+            "appointment": a.id,
+            "organization": a.org_oid,
+            "slot": a.slot_id,
+            "specialty": a.specialty_code,
+            "channel": a.channel,
+            "patient": {"policy": a.patient_policy, "snils": a.patient_snils, "birthDate": a.patient_birth},
+            "alternatives": self.alternatives(a, now).await?,
+        });
+        if let (Some(p), serde_json::Value::Object(t)) = (payload.as_object_mut(), times) {
+            p.extend(t);
+        }
+        Ok(NewOutboxItem {
+            destination: NOTIFY_DESTINATION.into(),
+            kind: event.into(),
+            aggregate_id: a.id.clone(),
+            payload: payload.to_string(),
+            due_at: now,
+        })
     }
 
     /// Expires lapsed holds; returns how many.

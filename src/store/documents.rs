@@ -150,30 +150,11 @@ impl Store {
         };
         Ok(match self.backend() {
             // One statement: the document, its first history event and its outbox item are
-            // written atomically in a single round trip.
-            Backend::Postgres => {
-                let sql = format!(
-                    "WITH d AS (INSERT INTO documents ({COLUMNS}) VALUES \
-                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$24) \
-                     ON CONFLICT (id) DO NOTHING RETURNING id), \
-                     e AS (INSERT INTO document_events (id, document_id, at, status, detail) \
-                       SELECT $25, id, $24, $16, 'accepted and queued for registration' FROM d), \
-                     o AS (INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
-                       next_attempt_at, created_at, updated_at) \
-                       SELECT $26, $27, $28, id, $29, 'pending', 0, $30, $24, $24 FROM d) \
-                     SELECT COUNT(*) AS n FROM d"
-                );
-                let n: i64 = bind_document(sqlx::query_scalar(&sql), d, now)
-                    .bind(uuid::Uuid::now_v7().to_string())
-                    .bind(uuid::Uuid::now_v7().to_string())
-                    .bind(registration.destination.clone())
-                    .bind(registration.kind.clone())
-                    .bind(registration.payload.clone())
-                    .bind(registration.due_at)
-                    .fetch_one(self.pool())
-                    .await?;
-                n == 1
-            }
+            // written atomically in a single round trip (the batched statement, for one row).
+            Backend::Postgres => !batch_insert(std::iter::once((d, registration)))
+                .fetch_all(self.pool())
+                .await?
+                .is_empty(),
             Backend::Sqlite => {
                 let mut tx = self.pool().begin().await?;
                 let sql = format!(
@@ -212,7 +193,7 @@ impl Store {
         &self,
         batch: &[(StoredDocument, NewOutboxItem)],
     ) -> Result<Vec<bool>, StoreError> {
-        if self.backend() == Backend::Sqlite || batch.len() == 1 {
+        if self.backend() == Backend::Sqlite {
             let mut out = Vec::with_capacity(batch.len());
             for (d, r) in batch {
                 out.push(self.insert_document_row(d, r).await?);
@@ -224,11 +205,11 @@ impl Store {
         let chunks = super::power_of_two_chunks(batch, MAX_BATCH_ROWS);
         let mut inserted = std::collections::HashSet::new();
         if let [only] = chunks.as_slice() {
-            inserted.extend(batch_insert(only).fetch_all(self.pool()).await?);
+            inserted.extend(batch_insert(rows_of(only)).fetch_all(self.pool()).await?);
         } else {
             let mut tx = self.pool().begin().await?;
             for chunk in chunks {
-                inserted.extend(batch_insert(chunk).fetch_all(&mut *tx).await?);
+                inserted.extend(batch_insert(rows_of(chunk)).fetch_all(&mut *tx).await?);
             }
             tx.commit().await?;
         }
@@ -517,12 +498,19 @@ fn batch_sql(n: usize) -> String {
     )
 }
 
+/// The rows of a batch as the references [`batch_insert`] binds.
+fn rows_of(
+    batch: &[(StoredDocument, NewOutboxItem)],
+) -> impl ExactSizeIterator<Item = (&StoredDocument, &NewOutboxItem)> {
+    batch.iter().map(|(d, r)| (d, r))
+}
+
 /// The statements of each batch size, built once.
 static BATCH_SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
 /// A batched insert of `rows` (at most [`MAX_BATCH_ROWS`]), bound; yields inserted UIDs.
-fn batch_insert(
-    rows: &[(StoredDocument, NewOutboxItem)],
+fn batch_insert<'a>(
+    rows: impl ExactSizeIterator<Item = (&'a StoredDocument, &'a NewOutboxItem)>,
 ) -> sqlx::query::QueryScalar<'static, sqlx::Any, String, sqlx::any::AnyArguments<'static>> {
     let sql = &BATCH_SQL.get_or_init(|| (0..=MAX_BATCH_ROWS).map(batch_sql).collect())[rows.len()];
     let mut q = sqlx::query_scalar::<_, String>(sql.as_str());
