@@ -3,6 +3,7 @@
 //! leaving no half-booked state, urgent visits, idempotency keys, withdrawn and moved slots
 //! producing patient notifications, and a booking race.
 
+use medgate::store::Backend;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,6 @@ use medgate::store::schedules::{SlotQuery, SlotRow};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::both_backends;
 use crate::schedules::validate_fhir;
 use crate::support::*;
 
@@ -250,289 +250,831 @@ pub(crate) fn issue_field(outcome: &Value) -> String {
         .to_string()
 }
 
-both_backends! {
-    async fn find_hold_book_reschedule_cancel(backend: Backend) {
-        let fx = Fx::start(backend, |_| {}).await;
-        let mut emitted = Vec::new();
+async fn find_hold_book_reschedule_cancel(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    let mut emitted = Vec::new();
 
-        // $find offers only slots the internet channel may take.
-        let (s, found) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/$find?organization={ORG}&_count=30")).await;
-        assert_eq!(s, StatusCode::OK, "{found}");
-        let proposals = found["entry"].as_array().unwrap();
-        assert_eq!(proposals.len(), 30);
-        for e in proposals {
-            assert_eq!(e["resource"]["status"], "proposed");
-            let channels: Vec<&str> = e["resource"]["extension"].as_array().unwrap().iter().filter_map(|x| x["valueCode"].as_str()).collect();
-            assert!(channels.contains(&"internet"), "{channels:?}");
-            emitted.push(e["resource"].clone());
-        }
-
-        let free = fx.free(Channel::Internet).await;
-        let (a, b) = (free[0].id.clone(), free[1].id.clone());
-
-        // Hold, then a competing hold is refused.
-        let (s, held) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&a, Some(patient(1)), None), None).await;
-        assert_eq!(s, StatusCode::CREATED, "{held}");
-        assert_eq!(held["status"], "pending");
-        assert_eq!(ext(&held, "booking-status"), "held");
-        assert_eq!(ext(&held, "booking-channel"), "internet");
-        assert!(ext(&held, "hold-expires").is_string());
-        let id = held["id"].as_str().unwrap().to_string();
-        let (s, taken) = fx.post(ADMIN_TOKEN, "/fhir/Appointment/$hold", &params(&a, Some(patient(2)), None), None).await;
-        assert_eq!((s, issue_code(&taken)), (StatusCode::CONFLICT, "SLOT_TAKEN".into()), "{taken}");
-        assert_eq!(issue_field(&taken), "Appointment.slot");
-        emitted.push(held);
-
-        // Book the hold: the MIS books it, the slot is busy here and there.
-        let (s, booked) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &book_hold(&id), None).await;
-        assert_eq!(s, StatusCode::CREATED, "{booked}");
-        assert_eq!(booked["status"], "booked");
-        assert_eq!(booked["id"], id.as_str());
-        assert!(booked["identifier"][1]["value"].as_str().unwrap().starts_with("A-"), "{booked}");
-        assert_eq!(fx.t.gw.state.store.slot(&a).await.unwrap().unwrap().status, "busy");
-        assert!(fx.mis_has_booked(&a).await);
-        emitted.push(booked);
-
-        // Read and search.
-        let (s, read) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/{id}")).await;
-        assert_eq!((s, read["status"].as_str()), (StatusCode::OK, Some("booked")));
-        let (s, _) = fx.get(CLINIC_TOKEN, &format!("/fhir/Appointment/{id}")).await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "another client without appointment scopes");
-        let (s, found) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment?patient:identifier=urn:oid:1.2.643.5.1.13.2.1.1.635|{}", policy(1))).await;
-        assert_eq!(s, StatusCode::OK);
-        assert_eq!(found["entry"].as_array().unwrap().len(), 1);
-        emitted.push(found.clone());
-
-        // Reschedule to b: b booked, a cancelled and freed in the MIS through the outbox.
-        let body = json!({"resourceType": "Parameters", "parameter": [{"name": "slot", "valueReference": {"reference": slot_ref(&b)}}]});
-        let (s, moved) = fx.post(PORTAL_TOKEN, &format!("/fhir/Appointment/{id}/$reschedule"), &body, None).await;
-        assert_eq!(s, StatusCode::CREATED, "{moved}");
-        assert_eq!(moved["status"], "booked");
-        assert_eq!(moved["slot"][0]["reference"], slot_ref(&b).as_str());
-        let new_id = moved["id"].as_str().unwrap().to_string();
-        let old = fx.t.gw.state.store.appointment(&id).await.unwrap().unwrap();
-        assert_eq!((old.status.as_str(), old.reason.as_str()), ("cancelled", "RESCHEDULED"));
-        fx.wait_outbox_done("mis", 1).await;
-        assert!(!fx.mis_has_booked(&a).await, "the old slot is free in the MIS");
-        assert!(fx.mis_has_booked(&b).await);
-        assert_eq!(fx.t.gw.state.store.slot(&a).await.unwrap().unwrap().status, "free");
-        emitted.push(moved.clone());
-
-        // Cancel by status.
-        let mut cancel = moved.clone();
-        cancel["status"] = json!("cancelled");
-        cancel["cancelationReason"] = json!({"text": "patient recovered"});
-        let (s, cancelled) = fx.put(PORTAL_TOKEN, &format!("/fhir/Appointment/{new_id}"), &cancel).await;
-        assert_eq!(s, StatusCode::OK, "{cancelled}");
-        assert_eq!(cancelled["status"], "cancelled");
-        assert_eq!(cancelled["cancelationReason"]["text"], "patient recovered");
-        fx.wait_outbox_done("mis", 2).await;
-        assert!(!fx.mis_has_booked(&b).await);
-        let (s, again) = fx.put(PORTAL_TOKEN, &format!("/fhir/Appointment/{new_id}"), &cancel).await;
-        assert_eq!((s, issue_code(&again)), (StatusCode::CONFLICT, "WRONG_STATE".into()));
-        let mut move_it = moved.clone();
-        move_it["start"] = json!("2030-01-01T10:00:00Z");
-        let (s, refused) = fx.put(PORTAL_TOKEN, &format!("/fhir/Appointment/{new_id}"), &move_it).await;
-        assert_eq!((s, issue_field(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "Appointment.status".into()));
-        emitted.push(cancelled);
-
-        // Schedule and PractitionerRole.
-        let (s, schedules) = fx.get(PORTAL_TOKEN, &format!("/fhir/Schedule?organization={ORG}")).await;
-        assert_eq!(s, StatusCode::OK);
-        assert_eq!(schedules["entry"].as_array().unwrap().len(), 3);
-        let (s, roles) = fx.get(PORTAL_TOKEN, &format!("/fhir/PractitionerRole?organization={ORG}")).await;
-        assert_eq!(s, StatusCode::OK);
-        assert_eq!(roles["entry"].as_array().unwrap().len(), 3);
-        emitted.push(schedules);
-        emitted.push(roles);
-        validate_fhir(&emitted);
-        fx.sim.stop().await;
-        fx.t.stop().await;
+    // $find offers only slots the internet channel may take.
+    let (s, found) = fx
+        .get(
+            PORTAL_TOKEN,
+            &format!("/fhir/Appointment/$find?organization={ORG}&_count=30"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{found}");
+    let proposals = found["entry"].as_array().unwrap();
+    assert_eq!(proposals.len(), 30);
+    for e in proposals {
+        assert_eq!(e["resource"]["status"], "proposed");
+        let channels: Vec<&str> = e["resource"]["extension"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x["valueCode"].as_str())
+            .collect();
+        assert!(channels.contains(&"internet"), "{channels:?}");
+        emitted.push(e["resource"].clone());
     }
+
+    let free = fx.free(Channel::Internet).await;
+    let (a, b) = (free[0].id.clone(), free[1].id.clone());
+
+    // Hold, then a competing hold is refused.
+    let (s, held) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$hold",
+            &params(&a, Some(patient(1)), None),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{held}");
+    assert_eq!(held["status"], "pending");
+    assert_eq!(ext(&held, "booking-status"), "held");
+    assert_eq!(ext(&held, "booking-channel"), "internet");
+    assert!(ext(&held, "hold-expires").is_string());
+    let id = held["id"].as_str().unwrap().to_string();
+    let (s, taken) = fx
+        .post(
+            ADMIN_TOKEN,
+            "/fhir/Appointment/$hold",
+            &params(&a, Some(patient(2)), None),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, issue_code(&taken)),
+        (StatusCode::CONFLICT, "SLOT_TAKEN".into()),
+        "{taken}"
+    );
+    assert_eq!(issue_field(&taken), "Appointment.slot");
+    emitted.push(held);
+
+    // Book the hold: the MIS books it, the slot is busy here and there.
+    let (s, booked) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &book_hold(&id),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{booked}");
+    assert_eq!(booked["status"], "booked");
+    assert_eq!(booked["id"], id.as_str());
+    assert!(
+        booked["identifier"][1]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("A-"),
+        "{booked}"
+    );
+    assert_eq!(
+        fx.t.gw.state.store.slot(&a).await.unwrap().unwrap().status,
+        "busy"
+    );
+    assert!(fx.mis_has_booked(&a).await);
+    emitted.push(booked);
+
+    // Read and search.
+    let (s, read) = fx
+        .get(PORTAL_TOKEN, &format!("/fhir/Appointment/{id}"))
+        .await;
+    assert_eq!(
+        (s, read["status"].as_str()),
+        (StatusCode::OK, Some("booked"))
+    );
+    let (s, _) = fx
+        .get(CLINIC_TOKEN, &format!("/fhir/Appointment/{id}"))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "another client without appointment scopes"
+    );
+    let (s, found) = fx
+        .get(
+            PORTAL_TOKEN,
+            &format!(
+                "/fhir/Appointment?patient:identifier=urn:oid:1.2.643.5.1.13.2.1.1.635|{}",
+                policy(1)
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(found["entry"].as_array().unwrap().len(), 1);
+    emitted.push(found.clone());
+
+    // Reschedule to b: b booked, a cancelled and freed in the MIS through the outbox.
+    let body = json!({"resourceType": "Parameters", "parameter": [{"name": "slot", "valueReference": {"reference": slot_ref(&b)}}]});
+    let (s, moved) = fx
+        .post(
+            PORTAL_TOKEN,
+            &format!("/fhir/Appointment/{id}/$reschedule"),
+            &body,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{moved}");
+    assert_eq!(moved["status"], "booked");
+    assert_eq!(moved["slot"][0]["reference"], slot_ref(&b).as_str());
+    let new_id = moved["id"].as_str().unwrap().to_string();
+    let old = fx.t.gw.state.store.appointment(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (old.status.as_str(), old.reason.as_str()),
+        ("cancelled", "RESCHEDULED")
+    );
+    fx.wait_outbox_done("mis", 1).await;
+    assert!(
+        !fx.mis_has_booked(&a).await,
+        "the old slot is free in the MIS"
+    );
+    assert!(fx.mis_has_booked(&b).await);
+    assert_eq!(
+        fx.t.gw.state.store.slot(&a).await.unwrap().unwrap().status,
+        "free"
+    );
+    emitted.push(moved.clone());
+
+    // Cancel by status.
+    let mut cancel = moved.clone();
+    cancel["status"] = json!("cancelled");
+    cancel["cancelationReason"] = json!({"text": "patient recovered"});
+    let (s, cancelled) = fx
+        .put(
+            PORTAL_TOKEN,
+            &format!("/fhir/Appointment/{new_id}"),
+            &cancel,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["cancelationReason"]["text"], "patient recovered");
+    fx.wait_outbox_done("mis", 2).await;
+    assert!(!fx.mis_has_booked(&b).await);
+    let (s, again) = fx
+        .put(
+            PORTAL_TOKEN,
+            &format!("/fhir/Appointment/{new_id}"),
+            &cancel,
+        )
+        .await;
+    assert_eq!(
+        (s, issue_code(&again)),
+        (StatusCode::CONFLICT, "WRONG_STATE".into())
+    );
+    let mut move_it = moved.clone();
+    move_it["start"] = json!("2030-01-01T10:00:00Z");
+    let (s, refused) = fx
+        .put(
+            PORTAL_TOKEN,
+            &format!("/fhir/Appointment/{new_id}"),
+            &move_it,
+        )
+        .await;
+    assert_eq!(
+        (s, issue_field(&refused)),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Appointment.status".into()
+        )
+    );
+    emitted.push(cancelled);
+
+    // Schedule and PractitionerRole.
+    let (s, schedules) = fx
+        .get(PORTAL_TOKEN, &format!("/fhir/Schedule?organization={ORG}"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(schedules["entry"].as_array().unwrap().len(), 3);
+    let (s, roles) = fx
+        .get(
+            PORTAL_TOKEN,
+            &format!("/fhir/PractitionerRole?organization={ORG}"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(roles["entry"].as_array().unwrap().len(), 3);
+    emitted.push(schedules);
+    emitted.push(roles);
+    validate_fhir(&emitted);
+    fx.sim.stop().await;
+    fx.t.stop().await;
 }
 
-both_backends! {
-    async fn channels_and_restrictions(backend: Backend) {
-        let fx = Fx::start(backend, |_| {}).await;
-        // A slot that only the registry and doctors may take.
-        let registry_only = fx.free(Channel::Registry).await.into_iter().find(|s| !Channels(s.channels).contains(Channel::Internet)).unwrap();
-        let (s, refused) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&registry_only.id, Some(patient(1)), None), None).await;
-        assert_eq!((s, issue_code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "CHANNEL_NOT_ALLOWED".into()), "{refused}");
-        assert!(refused["issue"][0]["details"]["text"].as_str().unwrap().contains("registry"), "{refused}");
-        assert_eq!(issue_field(&refused), "Parameters.parameter[channel]");
-        let (s, ok) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&registry_only.id, Some(patient(1)), Some("registry")), None).await;
-        assert_eq!(s, StatusCode::CREATED, "{ok}");
-        assert_eq!(ext(&ok, "booking-channel"), "registry");
-
-        // The clinic restricts internet booking for the first day (an epidemic).
-        let day = first_day();
-        let restriction = json!({"organization": ORG, "channels": ["internet"], "from": day.to_string(), "to": (day + Days::new(1)).to_string(), "reason": "influenza epidemic"});
-        let (s, created) = fx.post(ADMIN_TOKEN, "/api/admin/restrictions", &restriction, None).await;
-        assert_eq!(s, StatusCode::CREATED, "{created}");
-        let (s, bad) = fx.post(ADMIN_TOKEN, "/api/admin/restrictions", &json!({"organization": ORG, "channels": ["phone"], "from": "2026-01-02", "to": "2026-01-01", "reason": "x"}), None).await;
-        assert_eq!((s, bad["field"].as_str(), bad["error"].as_str()), (StatusCode::BAD_REQUEST, Some("channels[0]"), Some("INVALID_CHANNEL")), "only internet and kiosk can be restricted: {bad}");
-        let (s, _) = fx.post(PORTAL_TOKEN, "/api/admin/restrictions", &restriction, None).await;
-        assert_eq!(s, StatusCode::FORBIDDEN);
-
-        let free = fx.free(Channel::Internet).await;
-        let on_day = free.iter().find(|s| medgate::store::from_ms(s.start_at).date_naive() == day).unwrap();
-        let later = free.iter().find(|s| medgate::store::from_ms(s.start_at).date_naive() > day).unwrap();
-        let (s, refused) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&on_day.id, Some(patient(2)), None), None).await;
-        assert_eq!((s, issue_code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "CHANNEL_RESTRICTED".into()), "{refused}");
-        assert!(refused["issue"][0]["details"]["text"].as_str().unwrap().contains("influenza epidemic"), "{refused}");
-        let (s, _) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&on_day.id, Some(patient(2)), Some("phone")), None).await;
-        assert_eq!(s, StatusCode::CREATED, "the phone channel is not restricted");
-        let (s, _) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&later.id, Some(patient(3)), None), None).await;
-        assert_eq!(s, StatusCode::CREATED, "outside the window");
-
-        // Lifting the restriction.
-        let rid = created["id"].as_str().unwrap();
-        let res = fx.t.http.delete(fx.t.url(&format!("/api/admin/restrictions/{rid}"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
-        let next = free.iter().find(|s| medgate::store::from_ms(s.start_at).date_naive() == day && s.id != on_day.id).unwrap();
-        let (s, _) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&next.id, Some(patient(4)), None), None).await;
-        assert_eq!(s, StatusCode::CREATED);
-        fx.sim.stop().await;
-        fx.t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_hold_book_reschedule_cancel_postgres() {
+    find_hold_book_reschedule_cancel(Backend::Postgres).await
 }
 
-both_backends! {
-    async fn holds_expire(backend: Backend) {
-        let fx = Fx::start(backend, |s| s.booking.hold_secs = 1).await;
-        let slot = fx.free(Channel::Internet).await[0].id.clone();
-        let (s, held) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$hold", &params(&slot, None, None), None).await;
-        assert_eq!(s, StatusCode::CREATED, "{held}");
-        let id = held["id"].as_str().unwrap().to_string();
-        // Booking a hold without a patient is refused, naming the patient.
-        let (s, refused) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &book_hold(&id), None).await;
-        assert_eq!((s, issue_code(&refused)), (StatusCode::BAD_REQUEST, "PATIENT_NOT_IDENTIFIED".into()), "{refused}");
-        tokio::time::sleep(Duration::from_millis(1600)).await;
-        let mut late = book_hold(&id);
-        late["parameter"].as_array_mut().unwrap().push(json!({"name": "patient", "resource": patient(5)}));
-        let (s, expired) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &late, None).await;
-        assert_eq!(s, StatusCode::CONFLICT, "{expired}");
-        assert!(["HOLD_EXPIRED", "WRONG_STATE"].contains(&issue_code(&expired).as_str()), "{expired}");
-        let a = fx.t.gw.state.store.appointment(&id).await.unwrap().unwrap();
-        assert_eq!((a.status.as_str(), a.reason.as_str()), ("expired", "HOLD_EXPIRED"));
-        // The slot is free for others at once, and the MIS never saw the hold.
-        let (s, other) = fx.post(ADMIN_TOKEN, "/fhir/Appointment/$book", &params(&slot, Some(patient(6)), None), None).await;
-        assert_eq!(s, StatusCode::CREATED, "{other}");
-        fx.sim.stop().await;
-        fx.t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_hold_book_reschedule_cancel_sqlite() {
+    find_hold_book_reschedule_cancel(Backend::Sqlite).await
 }
 
-both_backends! {
-    async fn mis_timeout_leaves_nothing_booked(backend: Backend) {
-        let fx = Fx::start(backend, |_| {}).await;
-        let slot = fx.free(Channel::Internet).await[0].id.clone();
-        fx.sim.set_faults(Faults { latency: Duration::from_millis(1500), ..Faults::default() });
-        let (s, failed) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot, Some(patient(7)), None), None).await;
-        assert_eq!((s, issue_code(&failed)), (StatusCode::GATEWAY_TIMEOUT, "MIS_UNAVAILABLE".into()), "{failed}");
-        let rows = fx.t.gw.state.store.search_appointments(&medgate::store::appointments::AppointmentQuery { slot_id: Some(slot.clone()), ..Default::default() }, 10).await.unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].status.as_str(), rows[0].reason.as_str()), ("failed", "MIS_UNAVAILABLE"));
-        assert_eq!(fx.t.gw.state.store.slot(&slot).await.unwrap().unwrap().status, "free");
-        // The compensating cancel waits in the outbox until the MIS answers again.
-        assert_eq!(fx.outbox("mis").await.len(), 1);
-        fx.sim.set_faults(Faults::default());
-        fx.wait_outbox_done("mis", 1).await;
-        assert!(!fx.mis_has_booked(&slot).await, "whatever the MIS did with the timed-out request was undone");
-        let (s, ok) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot, Some(patient(7)), None), None).await;
-        assert_eq!(s, StatusCode::CREATED, "{ok}");
-        assert_eq!(ok["status"], "booked");
+async fn channels_and_restrictions(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    // A slot that only the registry and doctors may take.
+    let registry_only = fx
+        .free(Channel::Registry)
+        .await
+        .into_iter()
+        .find(|s| !Channels(s.channels).contains(Channel::Internet))
+        .unwrap();
+    let (s, refused) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$hold",
+            &params(&registry_only.id, Some(patient(1)), None),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, issue_code(&refused)),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "CHANNEL_NOT_ALLOWED".into()
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused["issue"][0]["details"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("registry"),
+        "{refused}"
+    );
+    assert_eq!(issue_field(&refused), "Parameters.parameter[channel]");
+    let (s, ok) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$hold",
+            &params(&registry_only.id, Some(patient(1)), Some("registry")),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ok}");
+    assert_eq!(ext(&ok, "booking-channel"), "registry");
 
-        // A refusal by the MIS (the slot was booked there directly) leaves nothing either.
-        let other = fx.free(Channel::Internet).await[0].id.clone();
-        fx.mis().book(MisBooking { slot_external_id: other.trim_start_matches("emias:").into(), client_ref: "direct".into(), policy: Some(policy(9)), snils: None, birth_date: None, channel: "registry".into() }).await.unwrap();
-        let (s, taken) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&other, Some(patient(8)), None), None).await;
-        assert_eq!((s, issue_code(&taken)), (StatusCode::CONFLICT, "SLOT_TAKEN".into()), "{taken}");
-        assert_eq!(fx.t.gw.state.store.slot(&other).await.unwrap().unwrap().status, "busy", "the MIS's verdict is recorded");
-        fx.sim.stop().await;
-        fx.t.stop().await;
-    }
+    // The clinic restricts internet booking for the first day (an epidemic).
+    let day = first_day();
+    let restriction = json!({"organization": ORG, "channels": ["internet"], "from": day.to_string(), "to": (day + Days::new(1)).to_string(), "reason": "influenza epidemic"});
+    let (s, created) = fx
+        .post(ADMIN_TOKEN, "/api/admin/restrictions", &restriction, None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let (s, bad) = fx.post(ADMIN_TOKEN, "/api/admin/restrictions", &json!({"organization": ORG, "channels": ["phone"], "from": "2026-01-02", "to": "2026-01-01", "reason": "x"}), None).await;
+    assert_eq!(
+        (s, bad["field"].as_str(), bad["error"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("channels[0]"),
+            Some("INVALID_CHANNEL")
+        ),
+        "only internet and kiosk can be restricted: {bad}"
+    );
+    let (s, _) = fx
+        .post(PORTAL_TOKEN, "/api/admin/restrictions", &restriction, None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    let free = fx.free(Channel::Internet).await;
+    let on_day = free
+        .iter()
+        .find(|s| medgate::store::from_ms(s.start_at).date_naive() == day)
+        .unwrap();
+    let later = free
+        .iter()
+        .find(|s| medgate::store::from_ms(s.start_at).date_naive() > day)
+        .unwrap();
+    let (s, refused) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$hold",
+            &params(&on_day.id, Some(patient(2)), None),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, issue_code(&refused)),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "CHANNEL_RESTRICTED".into()
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused["issue"][0]["details"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("influenza epidemic"),
+        "{refused}"
+    );
+    let (s, _) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$hold",
+            &params(&on_day.id, Some(patient(2)), Some("phone")),
+            None,
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "the phone channel is not restricted"
+    );
+    let (s, _) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$hold",
+            &params(&later.id, Some(patient(3)), None),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "outside the window");
+
+    // Lifting the restriction.
+    let rid = created["id"].as_str().unwrap();
+    let res =
+        fx.t.http
+            .delete(fx.t.url(&format!("/api/admin/restrictions/{rid}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let next = free
+        .iter()
+        .find(|s| medgate::store::from_ms(s.start_at).date_naive() == day && s.id != on_day.id)
+        .unwrap();
+    let (s, _) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$hold",
+            &params(&next.id, Some(patient(4)), None),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    fx.sim.stop().await;
+    fx.t.stop().await;
 }
 
-both_backends! {
-    async fn urgent_visits_and_idempotency(backend: Backend) {
-        let fx = Fx::start(backend, |_| {}).await;
-        let urgent = json!({
-            "resourceType": "Appointment", "status": "booked",
-            "appointmentType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0276", "code": "EMERGENCY"}]},
-            "contained": [{"resourceType": "Patient", "id": "p", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": "123-456-789 64"}]}],
-            "participant": [{"actor": {"reference": "#p"}, "status": "accepted"}, {"actor": {"reference": format!("Organization/{ORG}")}, "status": "accepted"}]
-        });
-        let (s, a) = fx.post(PORTAL_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1")).await;
-        assert_eq!(s, StatusCode::CREATED, "{a}");
-        assert_eq!(ext(&a, "booking-status"), "urgent");
-        assert_eq!(a["appointmentType"]["coding"][0]["code"], "EMERGENCY");
-        assert!(a.get("slot").is_none());
-        let (s, replay) = fx.post(PORTAL_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1")).await;
-        assert_eq!((s, replay["id"].clone()), (StatusCode::CREATED, a["id"].clone()), "a replay returns the first result");
-
-        let slot = fx.free(Channel::Internet).await[0].id.clone();
-        let body = params(&slot, Some(patient(11)), None);
-        let (s, first) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &body, Some("book-1")).await;
-        assert_eq!(s, StatusCode::CREATED, "{first}");
-        let (s, replay) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &body, Some("book-1")).await;
-        assert_eq!((s, replay["id"].clone()), (StatusCode::CREATED, first["id"].clone()));
-        let (s, reused) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot, Some(patient(12)), None), Some("book-1")).await;
-        assert_eq!((s, issue_code(&reused)), (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED".into()));
-        // A failed create does not burn its key.
-        let (s, _) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params("emias:nope", Some(patient(13)), None), Some("book-2")).await;
-        assert_eq!(s, StatusCode::NOT_FOUND);
-        let other = fx.free(Channel::Internet).await[0].id.clone();
-        let (s, _) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params("emias:nope", Some(patient(13)), None), Some("book-2")).await;
-        assert_eq!(s, StatusCode::NOT_FOUND, "same request, same answer");
-        let (s, ok) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&other, Some(patient(13)), None), Some("book-3")).await;
-        assert_eq!(s, StatusCode::CREATED, "{ok}");
-        validate_fhir(&[a, first, ok]);
-        fx.sim.stop().await;
-        fx.t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_and_restrictions_postgres() {
+    channels_and_restrictions(Backend::Postgres).await
 }
 
-both_backends! {
-    async fn bad_booking_input_is_named(backend: Backend) {
-        let fx = Fx::start(backend, |_| {}).await;
-        let slot = fx.free(Channel::Internet).await[0].id.clone();
-        let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
-            (params("emias:D99999-20300101-00", Some(patient(1)), None), StatusCode::NOT_FOUND, "UNKNOWN_SLOT", "Appointment.slot"),
-            (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": "12345"}], "birthDate": "1980-01-01"})), None), StatusCode::BAD_REQUEST, "INVALID_POLICY", "Parameters.parameter[patient].resource.identifier[policy]"),
-            (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(1)}]})), None), StatusCode::BAD_REQUEST, "PATIENT_NOT_IDENTIFIED", "Parameters.parameter[patient].resource.birthDate"),
-            (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(1)}], "birthDate": "17.05.1980"})), None), StatusCode::BAD_REQUEST, "INVALID_DATE", "Parameters.parameter[patient].resource.birthDate"),
-            (params(&slot, Some(json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": "12345678900"}]})), None), StatusCode::BAD_REQUEST, "INVALID_SNILS", "Parameters.parameter[patient].resource.identifier[snils]"),
-            (params(&slot, Some(patient(1)), Some("telepathy")), StatusCode::BAD_REQUEST, "INVALID_CHANNEL", "Parameters.parameter[channel]"),
-            (json!({"resourceType": "Parameters", "parameter": []}), StatusCode::BAD_REQUEST, "REQUIRED_FIELD_MISSING", "Parameters.parameter[appointment]"),
-            (json!({"resourceType": "Patient"}), StatusCode::BAD_REQUEST, "WRONG_RESOURCE_TYPE", "resourceType"),
-        ];
-        for (body, status, code, field) in cases {
-            let (s, o) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &body, None).await;
-            assert_eq!((s, issue_code(&o), issue_field(&o)), (status, code.to_string(), field.to_string()), "{body} -> {o}");
-            assert_eq!(o["resourceType"], "OperationOutcome");
-        }
-        let res = fx.t.http.post(fx.t.url("/fhir/Appointment/$hold")).bearer_auth(PORTAL_TOKEN).header("content-type", "application/fhir+json").body("{\"resourceType\": \"Parameters\", ").send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-        let o: Value = res.json().await.unwrap();
-        assert_eq!(issue_code(&o), "INVALID_JSON");
-        for (query, field) in [
-            ("organization=1.2.3", "organization"),
-            ("organization=1.2.643.5.1.13.13.12.2.77.7001&start=2030-01-02&end=2030-01-01", "end"),
-            ("start=yesterday", "start"),
-            ("colour=blue", "colour"),
-        ] {
-            let (s, o) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/$find?{query}")).await;
-            assert_eq!((s, issue_field(&o)), (StatusCode::BAD_REQUEST, field.to_string()), "{query} -> {o}");
-        }
-        let (s, o) = fx.post(CLINIC_TOKEN, "/fhir/Appointment/$hold", &params(&slot, None, None), None).await;
-        assert_eq!((s, o["issue"][0]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{o}");
-        // Nothing was stored by any of it.
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM appointments").fetch_one(fx.t.gw.state.store.pool()).await.unwrap();
-        assert_eq!(n, 0);
-        fx.sim.stop().await;
-        fx.t.stop().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_and_restrictions_sqlite() {
+    channels_and_restrictions(Backend::Sqlite).await
+}
+
+async fn holds_expire(backend: Backend) {
+    let fx = Fx::start(backend, |s| s.booking.hold_secs = 1).await;
+    let slot = fx.free(Channel::Internet).await[0].id.clone();
+    let (s, held) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$hold",
+            &params(&slot, None, None),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{held}");
+    let id = held["id"].as_str().unwrap().to_string();
+    // Booking a hold without a patient is refused, naming the patient.
+    let (s, refused) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &book_hold(&id),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, issue_code(&refused)),
+        (StatusCode::BAD_REQUEST, "PATIENT_NOT_IDENTIFIED".into()),
+        "{refused}"
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let mut late = book_hold(&id);
+    late["parameter"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "patient", "resource": patient(5)}));
+    let (s, expired) = fx
+        .post(PORTAL_TOKEN, "/fhir/Appointment/$book", &late, None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{expired}");
+    assert!(
+        ["HOLD_EXPIRED", "WRONG_STATE"].contains(&issue_code(&expired).as_str()),
+        "{expired}"
+    );
+    let a = fx.t.gw.state.store.appointment(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (a.status.as_str(), a.reason.as_str()),
+        ("expired", "HOLD_EXPIRED")
+    );
+    // The slot is free for others at once, and the MIS never saw the hold.
+    let (s, other) = fx
+        .post(
+            ADMIN_TOKEN,
+            "/fhir/Appointment/$book",
+            &params(&slot, Some(patient(6)), None),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{other}");
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_expire_postgres() {
+    holds_expire(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_expire_sqlite() {
+    holds_expire(Backend::Sqlite).await
+}
+
+async fn mis_timeout_leaves_nothing_booked(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    let slot = fx.free(Channel::Internet).await[0].id.clone();
+    fx.sim.set_faults(Faults {
+        latency: Duration::from_millis(1500),
+        ..Faults::default()
+    });
+    let (s, failed) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &params(&slot, Some(patient(7)), None),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, issue_code(&failed)),
+        (StatusCode::GATEWAY_TIMEOUT, "MIS_UNAVAILABLE".into()),
+        "{failed}"
+    );
+    let rows =
+        fx.t.gw
+            .state
+            .store
+            .search_appointments(
+                &medgate::store::appointments::AppointmentQuery {
+                    slot_id: Some(slot.clone()),
+                    ..Default::default()
+                },
+                10,
+            )
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].status.as_str(), rows[0].reason.as_str()),
+        ("failed", "MIS_UNAVAILABLE")
+    );
+    assert_eq!(
+        fx.t.gw
+            .state
+            .store
+            .slot(&slot)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "free"
+    );
+    // The compensating cancel waits in the outbox until the MIS answers again.
+    assert_eq!(fx.outbox("mis").await.len(), 1);
+    fx.sim.set_faults(Faults::default());
+    fx.wait_outbox_done("mis", 1).await;
+    assert!(
+        !fx.mis_has_booked(&slot).await,
+        "whatever the MIS did with the timed-out request was undone"
+    );
+    let (s, ok) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &params(&slot, Some(patient(7)), None),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ok}");
+    assert_eq!(ok["status"], "booked");
+
+    // A refusal by the MIS (the slot was booked there directly) leaves nothing either.
+    let other = fx.free(Channel::Internet).await[0].id.clone();
+    fx.mis()
+        .book(MisBooking {
+            slot_external_id: other.trim_start_matches("emias:").into(),
+            client_ref: "direct".into(),
+            policy: Some(policy(9)),
+            snils: None,
+            birth_date: None,
+            channel: "registry".into(),
+        })
+        .await
+        .unwrap();
+    let (s, taken) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &params(&other, Some(patient(8)), None),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, issue_code(&taken)),
+        (StatusCode::CONFLICT, "SLOT_TAKEN".into()),
+        "{taken}"
+    );
+    assert_eq!(
+        fx.t.gw
+            .state
+            .store
+            .slot(&other)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "busy",
+        "the MIS's verdict is recorded"
+    );
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mis_timeout_leaves_nothing_booked_postgres() {
+    mis_timeout_leaves_nothing_booked(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mis_timeout_leaves_nothing_booked_sqlite() {
+    mis_timeout_leaves_nothing_booked(Backend::Sqlite).await
+}
+
+async fn urgent_visits_and_idempotency(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    let urgent = json!({
+        "resourceType": "Appointment", "status": "booked",
+        "appointmentType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0276", "code": "EMERGENCY"}]},
+        "contained": [{"resourceType": "Patient", "id": "p", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": "123-456-789 64"}]}],
+        "participant": [{"actor": {"reference": "#p"}, "status": "accepted"}, {"actor": {"reference": format!("Organization/{ORG}")}, "status": "accepted"}]
+    });
+    let (s, a) = fx
+        .post(PORTAL_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    assert_eq!(ext(&a, "booking-status"), "urgent");
+    assert_eq!(a["appointmentType"]["coding"][0]["code"], "EMERGENCY");
+    assert!(a.get("slot").is_none());
+    let (s, replay) = fx
+        .post(PORTAL_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1"))
+        .await;
+    assert_eq!(
+        (s, replay["id"].clone()),
+        (StatusCode::CREATED, a["id"].clone()),
+        "a replay returns the first result"
+    );
+
+    let slot = fx.free(Channel::Internet).await[0].id.clone();
+    let body = params(&slot, Some(patient(11)), None);
+    let (s, first) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &body,
+            Some("book-1"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let (s, replay) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &body,
+            Some("book-1"),
+        )
+        .await;
+    assert_eq!(
+        (s, replay["id"].clone()),
+        (StatusCode::CREATED, first["id"].clone())
+    );
+    let (s, reused) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &params(&slot, Some(patient(12)), None),
+            Some("book-1"),
+        )
+        .await;
+    assert_eq!(
+        (s, issue_code(&reused)),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "IDEMPOTENCY_KEY_REUSED".into()
+        )
+    );
+    // A failed create does not burn its key.
+    let (s, _) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &params("emias:nope", Some(patient(13)), None),
+            Some("book-2"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let other = fx.free(Channel::Internet).await[0].id.clone();
+    let (s, _) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &params("emias:nope", Some(patient(13)), None),
+            Some("book-2"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "same request, same answer");
+    let (s, ok) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &params(&other, Some(patient(13)), None),
+            Some("book-3"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ok}");
+    validate_fhir(&[a, first, ok]);
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_visits_and_idempotency_postgres() {
+    urgent_visits_and_idempotency(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_visits_and_idempotency_sqlite() {
+    urgent_visits_and_idempotency(Backend::Sqlite).await
+}
+
+async fn bad_booking_input_is_named(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    let slot = fx.free(Channel::Internet).await[0].id.clone();
+    let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
+        (
+            params("emias:D99999-20300101-00", Some(patient(1)), None),
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_SLOT",
+            "Appointment.slot",
+        ),
+        (
+            params(
+                &slot,
+                Some(
+                    json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": "12345"}], "birthDate": "1980-01-01"}),
+                ),
+                None,
+            ),
+            StatusCode::BAD_REQUEST,
+            "INVALID_POLICY",
+            "Parameters.parameter[patient].resource.identifier[policy]",
+        ),
+        (
+            params(
+                &slot,
+                Some(
+                    json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(1)}]}),
+                ),
+                None,
+            ),
+            StatusCode::BAD_REQUEST,
+            "PATIENT_NOT_IDENTIFIED",
+            "Parameters.parameter[patient].resource.birthDate",
+        ),
+        (
+            params(
+                &slot,
+                Some(
+                    json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": policy(1)}], "birthDate": "17.05.1980"}),
+                ),
+                None,
+            ),
+            StatusCode::BAD_REQUEST,
+            "INVALID_DATE",
+            "Parameters.parameter[patient].resource.birthDate",
+        ),
+        (
+            params(
+                &slot,
+                Some(
+                    json!({"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": "12345678900"}]}),
+                ),
+                None,
+            ),
+            StatusCode::BAD_REQUEST,
+            "INVALID_SNILS",
+            "Parameters.parameter[patient].resource.identifier[snils]",
+        ),
+        (
+            params(&slot, Some(patient(1)), Some("telepathy")),
+            StatusCode::BAD_REQUEST,
+            "INVALID_CHANNEL",
+            "Parameters.parameter[channel]",
+        ),
+        (
+            json!({"resourceType": "Parameters", "parameter": []}),
+            StatusCode::BAD_REQUEST,
+            "REQUIRED_FIELD_MISSING",
+            "Parameters.parameter[appointment]",
+        ),
+        (
+            json!({"resourceType": "Patient"}),
+            StatusCode::BAD_REQUEST,
+            "WRONG_RESOURCE_TYPE",
+            "resourceType",
+        ),
+    ];
+    for (body, status, code, field) in cases {
+        let (s, o) = fx
+            .post(PORTAL_TOKEN, "/fhir/Appointment/$book", &body, None)
+            .await;
+        assert_eq!(
+            (s, issue_code(&o), issue_field(&o)),
+            (status, code.to_string(), field.to_string()),
+            "{body} -> {o}"
+        );
+        assert_eq!(o["resourceType"], "OperationOutcome");
     }
+    let res =
+        fx.t.http
+            .post(fx.t.url("/fhir/Appointment/$hold"))
+            .bearer_auth(PORTAL_TOKEN)
+            .header("content-type", "application/fhir+json")
+            .body("{\"resourceType\": \"Parameters\", ")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let o: Value = res.json().await.unwrap();
+    assert_eq!(issue_code(&o), "INVALID_JSON");
+    for (query, field) in [
+        ("organization=1.2.3", "organization"),
+        (
+            "organization=1.2.643.5.1.13.13.12.2.77.7001&start=2030-01-02&end=2030-01-01",
+            "end",
+        ),
+        ("start=yesterday", "start"),
+        ("colour=blue", "colour"),
+    ] {
+        let (s, o) = fx
+            .get(PORTAL_TOKEN, &format!("/fhir/Appointment/$find?{query}"))
+            .await;
+        assert_eq!(
+            (s, issue_field(&o)),
+            (StatusCode::BAD_REQUEST, field.to_string()),
+            "{query} -> {o}"
+        );
+    }
+    let (s, o) = fx
+        .post(
+            CLINIC_TOKEN,
+            "/fhir/Appointment/$hold",
+            &params(&slot, None, None),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, o["issue"][0]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{o}"
+    );
+    // Nothing was stored by any of it.
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM appointments")
+        .fetch_one(fx.t.gw.state.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_booking_input_is_named_postgres() {
+    bad_booking_input_is_named(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_booking_input_is_named_sqlite() {
+    bad_booking_input_is_named(Backend::Sqlite).await
 }
 
 /// Collects what is POSTed to it.
@@ -610,153 +1152,287 @@ async fn first_notes(got: &Mutex<Vec<Value>>) -> Vec<Value> {
     Vec::new()
 }
 
-both_backends! {
-    async fn withdrawn_slot_notifies_the_patient(backend: Backend) {
-        let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 21).await;
-        // The doctor falls ill that day.
-        let doctor = slot.practitioner_id.trim_start_matches("emias:");
-        let day = medgate::store::from_ms(slot.start_at).date_naive();
-        assert_eq!(fx.sim.withdraw_day(doctor, day), 8);
-        let notes = first_notes(&got).await;
-        assert_eq!(notes.len(), 1, "one notification: {notes:?}");
-        let n = &notes[0];
-        assert_eq!(n["event"], "slot-withdrawn");
-        assert_eq!(n["appointment"], booked["id"]);
-        assert_eq!(n["patient"]["policy"], policy(21).as_str());
-        let alternatives = n["alternatives"].as_array().unwrap();
-        assert!(!alternatives.is_empty() && alternatives.len() <= 5, "{n}");
-        for alt in alternatives {
-            let s = fx.t.gw.state.store.slot(alt["slot"].as_str().unwrap()).await.unwrap().unwrap();
-            assert_eq!((s.specialty_code.as_str(), s.status.as_str()), (slot.specialty_code.as_str(), "free"));
-            assert!(Channels(s.channels).contains(Channel::Internet));
+async fn withdrawn_slot_notifies_the_patient(backend: Backend) {
+    let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 21).await;
+    // The doctor falls ill that day.
+    let doctor = slot.practitioner_id.trim_start_matches("emias:");
+    let day = medgate::store::from_ms(slot.start_at).date_naive();
+    assert_eq!(fx.sim.withdraw_day(doctor, day), 8);
+    let notes = first_notes(&got).await;
+    assert_eq!(notes.len(), 1, "one notification: {notes:?}");
+    let n = &notes[0];
+    assert_eq!(n["event"], "slot-withdrawn");
+    assert_eq!(n["appointment"], booked["id"]);
+    assert_eq!(n["patient"]["policy"], policy(21).as_str());
+    let alternatives = n["alternatives"].as_array().unwrap();
+    assert!(!alternatives.is_empty() && alternatives.len() <= 5, "{n}");
+    for alt in alternatives {
+        let s =
+            fx.t.gw
+                .state
+                .store
+                .slot(alt["slot"].as_str().unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            (s.specialty_code.as_str(), s.status.as_str()),
+            (slot.specialty_code.as_str(), "free")
+        );
+        assert!(Channels(s.channels).contains(Channel::Internet));
+    }
+    let (_, a) = fx
+        .get(
+            PORTAL_TOKEN,
+            &format!("/fhir/Appointment/{}", booked["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(
+        (a["status"].as_str(), ext(&a, "booking-status").as_str()),
+        (Some("cancelled"), Some("withdrawn"))
+    );
+    assert_eq!(a["cancelationReason"]["text"], "SLOT_WITHDRAWN");
+    fx.wait_outbox_done("notify", 1).await;
+    handle.stop(false).await;
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawn_slot_notifies_the_patient_postgres() {
+    withdrawn_slot_notifies_the_patient(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawn_slot_notifies_the_patient_sqlite() {
+    withdrawn_slot_notifies_the_patient(Backend::Sqlite).await
+}
+
+async fn moved_slot_moves_the_appointment_and_notifies_the_patient(backend: Backend) {
+    let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 22).await;
+    // The clinic shifts the visit by an hour and a half; the booking stays in the MIS.
+    let sim_slot = slot.id.trim_start_matches("emias:");
+    assert!(fx.sim.move_slot(sim_slot, 90));
+    let notes = first_notes(&got).await;
+    assert_eq!(notes.len(), 1, "one notification: {notes:?}");
+    let n = &notes[0];
+    let moved_to = slot.start_at + 90 * 60_000;
+    let time = |ms: i64| medgate::store::from_ms(ms).to_rfc3339();
+    assert_eq!(n["event"], "slot-moved");
+    assert_eq!(n["appointment"], booked["id"]);
+    assert_eq!(n["patient"]["policy"], policy(22).as_str());
+    assert_eq!(n["previousStart"], time(slot.start_at).as_str());
+    assert_eq!(n["start"], time(moved_to).as_str());
+    assert!(
+        n["alternatives"].as_array().is_some_and(|a| !a.is_empty()),
+        "{n}"
+    );
+    // The slot and the appointment carry the new time; the appointment stays booked.
+    let stored = fx.t.gw.state.store.slot(&slot.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.start_at, stored.status.as_str()),
+        (moved_to, "busy")
+    );
+    let id = booked["id"].as_str().unwrap();
+    let (_, a) = fx
+        .get(PORTAL_TOKEN, &format!("/fhir/Appointment/{id}"))
+        .await;
+    assert_eq!(a["status"], "booked", "{a}");
+    assert_eq!(a["comment"], "SLOT_MOVED");
+    let start = chrono::DateTime::parse_from_rfc3339(a["start"].as_str().unwrap()).unwrap();
+    assert_eq!(start.timestamp_millis(), moved_to);
+    assert!(
+        fx.sim.booked_slot(sim_slot).is_some(),
+        "the MIS keeps the booking"
+    );
+    // Later sync rounds find nothing new to tell.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(got.lock().unwrap().len(), 1);
+    fx.wait_outbox_done("notify", 1).await;
+    handle.stop(false).await;
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_slot_moves_the_appointment_and_notifies_the_patient_postgres() {
+    moved_slot_moves_the_appointment_and_notifies_the_patient(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_slot_moves_the_appointment_and_notifies_the_patient_sqlite() {
+    moved_slot_moves_the_appointment_and_notifies_the_patient(Backend::Sqlite).await
+}
+
+async fn slot_checks_look_at_the_changed_slots_or_at_all(backend: Backend) {
+    // The schedule loop looks only at the slots its sync changed, and now and then at
+    // every active appointment; both find an appointment on a withdrawn slot.
+    let fx = Fx::start(backend, |_| {}).await;
+    let free = fx.free(Channel::Internet).await;
+    let (slot, other) = (free[0].clone(), free[1].clone());
+    let (s, booked) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &params(&slot.id, Some(patient(23)), None),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{booked}");
+    let store = &fx.t.gw.state.store;
+    store
+        .set_slots_status(
+            std::slice::from_ref(&slot.id),
+            "withdrawn",
+            medgate::store::now_ms(),
+        )
+        .await
+        .unwrap();
+    let on = |ids: Option<Vec<String>>| async move {
+        store
+            .active_on_withdrawn_slots(ids.as_deref(), 100)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(on(Some(vec![])).await, 0);
+    assert_eq!(on(Some(vec![other.id.clone()])).await, 0);
+    assert_eq!(on(Some(vec![other.id.clone(), slot.id.clone()])).await, 1);
+    assert_eq!(on(None).await, 1);
+    let booking = &fx.t.gw.state.booking;
+    assert_eq!(
+        booking
+            .handle_withdrawn_slots(Some(std::slice::from_ref(&other.id)))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(booking.handle_withdrawn_slots(None).await.unwrap(), 1);
+    assert_eq!(
+        booking.handle_withdrawn_slots(None).await.unwrap(),
+        0,
+        "ended once"
+    );
+    let a = store
+        .appointment(booked["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (a.status.as_str(), a.reason.as_str()),
+        ("withdrawn", "SLOT_WITHDRAWN")
+    );
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_checks_look_at_the_changed_slots_or_at_all_postgres() {
+    slot_checks_look_at_the_changed_slots_or_at_all(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_checks_look_at_the_changed_slots_or_at_all_sqlite() {
+    slot_checks_look_at_the_changed_slots_or_at_all(Backend::Sqlite).await
+}
+
+async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Backend) {
+    let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 24).await;
+    // The fixture's own full sync ran after the gateway started: let a round (one a
+    // second) take it into account first.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // A change outside the change feed, as a full sync makes it: the slot is gone.
+    let store = &fx.t.gw.state.store;
+    let now = medgate::store::now_ms();
+    store
+        .set_slots_status(std::slice::from_ref(&slot.id), "withdrawn", now)
+        .await
+        .unwrap();
+    // Rounds look only at the slots their incremental sync changed: nothing happens.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(got.lock().unwrap().is_empty(), "no full sync on record yet");
+    // A full sync finishes (as `medgate sync schedules` records it): the next round
+    // looks at every active appointment.
+    store
+        .set_change_token("emias", &format!("full:{}", slot.org_oid), "0", now)
+        .await
+        .unwrap();
+    let notes = first_notes(&got).await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(
+        (notes[0]["event"].as_str(), &notes[0]["appointment"]),
+        (Some("slot-withdrawn"), &booked["id"])
+    );
+    fx.wait_outbox_done("notify", 1).await;
+    handle.stop(false).await;
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_makes_the_next_round_look_at_every_appointment_postgres() {
+    a_full_sync_makes_the_next_round_look_at_every_appointment(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_makes_the_next_round_look_at_every_appointment_sqlite() {
+    a_full_sync_makes_the_next_round_look_at_every_appointment(Backend::Sqlite).await
+}
+
+async fn booking_race_gives_one_appointment_per_slot(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    let slots: Vec<String> = fx
+        .free(Channel::Internet)
+        .await
+        .into_iter()
+        .take(10)
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(slots.len(), 10);
+    let tasks = (0..200u32).map(|i| {
+        let http = fx.t.http.clone();
+        let url = fx.t.url("/fhir/Appointment/$book");
+        let body = params(&slots[(i % 10) as usize], Some(patient(100 + i)), None).to_string();
+        async move {
+            http.post(url)
+                .bearer_auth(PORTAL_TOKEN)
+                .header("content-type", "application/fhir+json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
         }
-        let (_, a) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/{}", booked["id"].as_str().unwrap())).await;
-        assert_eq!((a["status"].as_str(), ext(&a, "booking-status").as_str()), (Some("cancelled"), Some("withdrawn")));
-        assert_eq!(a["cancelationReason"]["text"], "SLOT_WITHDRAWN");
-        fx.wait_outbox_done("notify", 1).await;
-        handle.stop(false).await;
-        fx.sim.stop().await;
-        fx.t.stop().await;
+    });
+    let statuses = futures_util::future::join_all(tasks).await;
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 10, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    let booked: Vec<(String, i64)> = sqlx::query_as("SELECT slot_id, COUNT(*) FROM appointments WHERE status = 'booked' GROUP BY slot_id ORDER BY slot_id")
+        .fetch_all(fx.t.gw.state.store.pool()).await.unwrap();
+    assert_eq!(booked.len(), 10);
+    assert!(booked.iter().all(|(_, n)| *n == 1));
+    for s in &slots {
+        assert!(fx.mis_has_booked(s).await, "the MIS agrees on {s}");
     }
+    fx.sim.stop().await;
+    fx.t.stop().await;
 }
 
-both_backends! {
-    async fn moved_slot_moves_the_appointment_and_notifies_the_patient(backend: Backend) {
-        let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 22).await;
-        // The clinic shifts the visit by an hour and a half; the booking stays in the MIS.
-        let sim_slot = slot.id.trim_start_matches("emias:");
-        assert!(fx.sim.move_slot(sim_slot, 90));
-        let notes = first_notes(&got).await;
-        assert_eq!(notes.len(), 1, "one notification: {notes:?}");
-        let n = &notes[0];
-        let moved_to = slot.start_at + 90 * 60_000;
-        let time = |ms: i64| medgate::store::from_ms(ms).to_rfc3339();
-        assert_eq!(n["event"], "slot-moved");
-        assert_eq!(n["appointment"], booked["id"]);
-        assert_eq!(n["patient"]["policy"], policy(22).as_str());
-        assert_eq!(n["previousStart"], time(slot.start_at).as_str());
-        assert_eq!(n["start"], time(moved_to).as_str());
-        assert!(n["alternatives"].as_array().is_some_and(|a| !a.is_empty()), "{n}");
-        // The slot and the appointment carry the new time; the appointment stays booked.
-        let stored = fx.t.gw.state.store.slot(&slot.id).await.unwrap().unwrap();
-        assert_eq!((stored.start_at, stored.status.as_str()), (moved_to, "busy"));
-        let id = booked["id"].as_str().unwrap();
-        let (_, a) = fx.get(PORTAL_TOKEN, &format!("/fhir/Appointment/{id}")).await;
-        assert_eq!(a["status"], "booked", "{a}");
-        assert_eq!(a["comment"], "SLOT_MOVED");
-        let start = chrono::DateTime::parse_from_rfc3339(a["start"].as_str().unwrap()).unwrap();
-        assert_eq!(start.timestamp_millis(), moved_to);
-        assert!(fx.sim.booked_slot(sim_slot).is_some(), "the MIS keeps the booking");
-        // Later sync rounds find nothing new to tell.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert_eq!(got.lock().unwrap().len(), 1);
-        fx.wait_outbox_done("notify", 1).await;
-        handle.stop(false).await;
-        fx.sim.stop().await;
-        fx.t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booking_race_gives_one_appointment_per_slot_postgres() {
+    booking_race_gives_one_appointment_per_slot(Backend::Postgres).await
 }
 
-both_backends! {
-    async fn slot_checks_look_at_the_changed_slots_or_at_all(backend: Backend) {
-        // The schedule loop looks only at the slots its sync changed, and now and then at
-        // every active appointment; both find an appointment on a withdrawn slot.
-        let fx = Fx::start(backend, |_| {}).await;
-        let free = fx.free(Channel::Internet).await;
-        let (slot, other) = (free[0].clone(), free[1].clone());
-        let (s, booked) = fx.post(PORTAL_TOKEN, "/fhir/Appointment/$book", &params(&slot.id, Some(patient(23)), None), None).await;
-        assert_eq!(s, StatusCode::CREATED, "{booked}");
-        let store = &fx.t.gw.state.store;
-        store.set_slots_status(std::slice::from_ref(&slot.id), "withdrawn", medgate::store::now_ms()).await.unwrap();
-        let on = |ids: Option<Vec<String>>| async move {
-            store.active_on_withdrawn_slots(ids.as_deref(), 100).await.unwrap().len()
-        };
-        assert_eq!(on(Some(vec![])).await, 0);
-        assert_eq!(on(Some(vec![other.id.clone()])).await, 0);
-        assert_eq!(on(Some(vec![other.id.clone(), slot.id.clone()])).await, 1);
-        assert_eq!(on(None).await, 1);
-        let booking = &fx.t.gw.state.booking;
-        assert_eq!(booking.handle_withdrawn_slots(Some(std::slice::from_ref(&other.id))).await.unwrap(), 0);
-        assert_eq!(booking.handle_withdrawn_slots(None).await.unwrap(), 1);
-        assert_eq!(booking.handle_withdrawn_slots(None).await.unwrap(), 0, "ended once");
-        let a = store.appointment(booked["id"].as_str().unwrap()).await.unwrap().unwrap();
-        assert_eq!((a.status.as_str(), a.reason.as_str()), ("withdrawn", "SLOT_WITHDRAWN"));
-        fx.sim.stop().await;
-        fx.t.stop().await;
-    }
-}
-
-both_backends! {
-    async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Backend) {
-        let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 24).await;
-        // The fixture's own full sync ran after the gateway started: let a round (one a
-        // second) take it into account first.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        // A change outside the change feed, as a full sync makes it: the slot is gone.
-        let store = &fx.t.gw.state.store;
-        let now = medgate::store::now_ms();
-        store.set_slots_status(std::slice::from_ref(&slot.id), "withdrawn", now).await.unwrap();
-        // Rounds look only at the slots their incremental sync changed: nothing happens.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert!(got.lock().unwrap().is_empty(), "no full sync on record yet");
-        // A full sync finishes (as `medgate sync schedules` records it): the next round
-        // looks at every active appointment.
-        store.set_change_token("emias", &format!("full:{}", slot.org_oid), "0", now).await.unwrap();
-        let notes = first_notes(&got).await;
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert_eq!((notes[0]["event"].as_str(), &notes[0]["appointment"]), (Some("slot-withdrawn"), &booked["id"]));
-        fx.wait_outbox_done("notify", 1).await;
-        handle.stop(false).await;
-        fx.sim.stop().await;
-        fx.t.stop().await;
-    }
-}
-
-both_backends! {
-    async fn booking_race_gives_one_appointment_per_slot(backend: Backend) {
-        let fx = Fx::start(backend, |_| {}).await;
-        let slots: Vec<String> = fx.free(Channel::Internet).await.into_iter().take(10).map(|s| s.id).collect();
-        assert_eq!(slots.len(), 10);
-        let tasks = (0..200u32).map(|i| {
-            let http = fx.t.http.clone();
-            let url = fx.t.url("/fhir/Appointment/$book");
-            let body = params(&slots[(i % 10) as usize], Some(patient(100 + i)), None).to_string();
-            async move {
-                http.post(url).bearer_auth(PORTAL_TOKEN).header("content-type", "application/fhir+json").body(body).send().await.unwrap().status()
-            }
-        });
-        let statuses = futures_util::future::join_all(tasks).await;
-        let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
-        assert_eq!(created, 10, "{statuses:?}");
-        assert!(statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT), "{statuses:?}");
-        let booked: Vec<(String, i64)> = sqlx::query_as("SELECT slot_id, COUNT(*) FROM appointments WHERE status = 'booked' GROUP BY slot_id ORDER BY slot_id")
-            .fetch_all(fx.t.gw.state.store.pool()).await.unwrap();
-        assert_eq!(booked.len(), 10);
-        assert!(booked.iter().all(|(_, n)| *n == 1));
-        for s in &slots {
-            assert!(fx.mis_has_booked(s).await, "the MIS agrees on {s}");
-        }
-        fx.sim.stop().await;
-        fx.t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booking_race_gives_one_appointment_per_slot_sqlite() {
+    booking_race_gives_one_appointment_per_slot(Backend::Sqlite).await
 }

@@ -11,7 +11,6 @@ use medgate::store::Backend;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::both_backends;
 use crate::support::*;
 
 const PATIENT: &str = "112-233-445 95";
@@ -174,92 +173,178 @@ fn issue(o: &Value) -> &Value {
     &o["issue"][0]
 }
 
-both_backends! {
-    async fn gost_signed_document_is_registered_once(backend: Backend) {
-        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1, 1, 1], 30).await;
-        let uid = uuid::Uuid::new_v4().to_string();
-        let r = submit(&t, &document_reference(&uid, &cda(1), &[])).await;
-        let status = r.status();
-        let v: Value = r.json().await.unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{v}");
-        assert_eq!(v["id"], uid);
-        let v = wait_status(&t, &uid, "registered", 15).await;
-        assert_eq!(v["docStatus"], "final");
-        let emdr = v["identifier"][1]["value"].as_str().unwrap();
-        assert!(emdr.starts_with("16.62.23.09."), "{v}");
-        // The registry fetched the bytes, its GOST digest and both GOST signatures checked out.
-        assert_eq!(sim.registrations(&uid), 1);
-        assert_eq!(sim.counters().rejected, 0);
-        // The stored organization signature is GOST and verifies independently with openssl.
-        let doc = t.gw.state.store.get_document(&uid).await.unwrap().unwrap();
-        assert!(doc.signed_by_gateway);
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("doc.xml"), &doc.content).unwrap();
-        std::fs::write(dir.path().join("org.p7s"), &doc.org_signature).unwrap();
-        let out = std::process::Command::new("openssl")
-            .args(["cms", "-verify", "-binary", "-inform", "DER", "-noverify", "-in", "org.p7s", "-content", "doc.xml", "-out", "/dev/null"])
-            .current_dir(dir.path())
-            .env("OPENSSL_CONF", format!("{}/openssl-gost.cnf", keys_dir()))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        // The operator sees the history and the outbound calls.
-        let shown: Value = t.get_admin(&format!("/api/admin/documents/{uid}")).await.json().await.unwrap();
-        let statuses: Vec<&str> = shown["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
-        assert_eq!(statuses, ["queued", "sent", "registered"], "{shown}");
-        let calls: Value = t.get_admin(&format!("/api/admin/transactions?operation=remd.registerDocument&correlation_id={uid}")).await.json().await.unwrap();
-        assert_eq!(calls["count"], 1, "{calls}");
-        sim.stop().await;
-        t.stop().await;
-    }
+async fn gost_signed_document_is_registered_once(backend: Backend) {
+    let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1, 1, 1], 30).await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    let r = submit(&t, &document_reference(&uid, &cda(1), &[])).await;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["id"], uid);
+    let v = wait_status(&t, &uid, "registered", 15).await;
+    assert_eq!(v["docStatus"], "final");
+    let emdr = v["identifier"][1]["value"].as_str().unwrap();
+    assert!(emdr.starts_with("16.62.23.09."), "{v}");
+    // The registry fetched the bytes, its GOST digest and both GOST signatures checked out.
+    assert_eq!(sim.registrations(&uid), 1);
+    assert_eq!(sim.counters().rejected, 0);
+    // The stored organization signature is GOST and verifies independently with openssl.
+    let doc = t.gw.state.store.get_document(&uid).await.unwrap().unwrap();
+    assert!(doc.signed_by_gateway);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("doc.xml"), &doc.content).unwrap();
+    std::fs::write(dir.path().join("org.p7s"), &doc.org_signature).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-noverify",
+            "-in",
+            "org.p7s",
+            "-content",
+            "doc.xml",
+            "-out",
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env("OPENSSL_CONF", format!("{}/openssl-gost.cnf", keys_dir()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The operator sees the history and the outbound calls.
+    let shown: Value = t
+        .get_admin(&format!("/api/admin/documents/{uid}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["queued", "sent", "registered"], "{shown}");
+    let calls: Value = t
+        .get_admin(&format!(
+            "/api/admin/transactions?operation=remd.registerDocument&correlation_id={uid}"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls["count"], 1, "{calls}");
+    sim.stop().await;
+    t.stop().await;
 }
 
-both_backends! {
-    async fn invalid_documents_are_refused_naming_the_field(backend: Backend) {
-        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
-        let uid = uuid::Uuid::new_v4().to_string();
-        let bad_realm = cda(2).replace(r#"<realmCode code="RU"/>"#, r#"<realmCode code="US"/>"#);
-        let r = submit(&t, &document_reference(&uid, &bad_realm, &[])).await;
-        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let o: Value = r.json().await.unwrap();
-        assert!(issue(&o)["expression"][0].as_str().unwrap().contains("ClinicalDocument/realmCode/@code"), "{o}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gost_signed_document_is_registered_once_postgres() {
+    gost_signed_document_is_registered_once(Backend::Postgres).await
+}
 
-        let mut body = document_reference(&uid, &cda(2), &[]);
-        body["subject"]["identifier"]["value"] = json!("123-456-789 64");
-        let o: Value = submit(&t, &body).await.json().await.unwrap();
-        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "METADATA_MISMATCH", "{o}");
-        assert!(issue(&o)["expression"][0].as_str().unwrap().starts_with("DocumentReference.subject"), "{o}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gost_signed_document_is_registered_once_sqlite() {
+    gost_signed_document_is_registered_once(Backend::Sqlite).await
+}
 
-        let mut body = document_reference(&uid, &cda(2), &[]);
-        body["subject"]["identifier"]["value"] = json!("112-233-445 94");
-        let o: Value = submit(&t, &body).await.json().await.unwrap();
-        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "INVALID_SNILS");
+async fn invalid_documents_are_refused_naming_the_field(backend: Backend) {
+    let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    let bad_realm = cda(2).replace(r#"<realmCode code="RU"/>"#, r#"<realmCode code="US"/>"#);
+    let r = submit(&t, &document_reference(&uid, &bad_realm, &[])).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let o: Value = r.json().await.unwrap();
+    assert!(
+        issue(&o)["expression"][0]
+            .as_str()
+            .unwrap()
+            .contains("ClinicalDocument/realmCode/@code"),
+        "{o}"
+    );
 
-        let mut body = document_reference("not-a-uuid", &cda(2), &[]);
-        let o: Value = submit(&t, &body).await.json().await.unwrap();
-        assert_eq!(issue(&o)["expression"][0], "DocumentReference.masterIdentifier.value");
-        body["content"][0]["attachment"]["data"] = json!("%%%");
-        body["masterIdentifier"]["value"] = json!(uid);
-        let o: Value = submit(&t, &body).await.json().await.unwrap();
-        assert_eq!(issue(&o)["expression"][0], "DocumentReference.content[0].attachment.data");
-        let r = t.http.post(t.url("/fhir/DocumentReference")).bearer_auth(CLINIC_TOKEN).body("{\"resourceType\": 5}").send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        let o: Value = r.json().await.unwrap();
-        assert_eq!(issue(&o)["expression"][0], "DocumentReference.resourceType");
+    let mut body = document_reference(&uid, &cda(2), &[]);
+    body["subject"]["identifier"]["value"] = json!("123-456-789 64");
+    let o: Value = submit(&t, &body).await.json().await.unwrap();
+    assert_eq!(
+        issue(&o)["details"]["coding"][0]["code"],
+        "METADATA_MISMATCH",
+        "{o}"
+    );
+    assert!(
+        issue(&o)["expression"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("DocumentReference.subject"),
+        "{o}"
+    );
 
-        // A bomb in the document is refused before anything is stored.
-        let bomb = r#"<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><ClinicalDocument xmlns="urn:hl7-org:v3">&b;</ClinicalDocument>"#;
-        let o: Value = submit(&t, &document_reference(&uid, bomb, &[])).await.json().await.unwrap();
-        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "CDA_FORBIDDEN_DTD");
-        // Another organization's clinic may not submit.
-        let other = cda(2).replace(CLINIC_ORG, "1.2.643.5.1.13.13.12.2.77.7002");
-        let mut body = document_reference(&uid, &other, &[]);
-        body["custodian"]["identifier"]["value"] = json!("urn:oid:1.2.643.5.1.13.13.12.2.77.7002");
-        assert_eq!(submit(&t, &body).await.status(), StatusCode::FORBIDDEN);
-        assert!(t.gw.state.store.get_document(&uid).await.unwrap().is_none());
-        sim.stop().await;
-        t.stop().await;
-    }
+    let mut body = document_reference(&uid, &cda(2), &[]);
+    body["subject"]["identifier"]["value"] = json!("112-233-445 94");
+    let o: Value = submit(&t, &body).await.json().await.unwrap();
+    assert_eq!(issue(&o)["details"]["coding"][0]["code"], "INVALID_SNILS");
+
+    let mut body = document_reference("not-a-uuid", &cda(2), &[]);
+    let o: Value = submit(&t, &body).await.json().await.unwrap();
+    assert_eq!(
+        issue(&o)["expression"][0],
+        "DocumentReference.masterIdentifier.value"
+    );
+    body["content"][0]["attachment"]["data"] = json!("%%%");
+    body["masterIdentifier"]["value"] = json!(uid);
+    let o: Value = submit(&t, &body).await.json().await.unwrap();
+    assert_eq!(
+        issue(&o)["expression"][0],
+        "DocumentReference.content[0].attachment.data"
+    );
+    let r = t
+        .http
+        .post(t.url("/fhir/DocumentReference"))
+        .bearer_auth(CLINIC_TOKEN)
+        .body("{\"resourceType\": 5}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let o: Value = r.json().await.unwrap();
+    assert_eq!(issue(&o)["expression"][0], "DocumentReference.resourceType");
+
+    // A bomb in the document is refused before anything is stored.
+    let bomb = r#"<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><ClinicalDocument xmlns="urn:hl7-org:v3">&b;</ClinicalDocument>"#;
+    let o: Value = submit(&t, &document_reference(&uid, bomb, &[]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        issue(&o)["details"]["coding"][0]["code"],
+        "CDA_FORBIDDEN_DTD"
+    );
+    // Another organization's clinic may not submit.
+    let other = cda(2).replace(CLINIC_ORG, "1.2.643.5.1.13.13.12.2.77.7002");
+    let mut body = document_reference(&uid, &other, &[]);
+    body["custodian"]["identifier"]["value"] = json!("urn:oid:1.2.643.5.1.13.13.12.2.77.7002");
+    assert_eq!(submit(&t, &body).await.status(), StatusCode::FORBIDDEN);
+    assert!(t.gw.state.store.get_document(&uid).await.unwrap().is_none());
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_documents_are_refused_naming_the_field_postgres() {
+    invalid_documents_are_refused_naming_the_field(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_documents_are_refused_naming_the_field_sqlite() {
+    invalid_documents_are_refused_naming_the_field(Backend::Sqlite).await
 }
 
 fn cms(name: &str, data: &[u8]) -> Vec<u8> {
@@ -275,139 +360,318 @@ fn cms(name: &str, data: &[u8]) -> Vec<u8> {
     .unwrap()
 }
 
-both_backends! {
-    async fn incoming_signatures_are_verified(backend: Backend) {
-        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
-        let doc = cda(3);
-        let org_sig = cms("org-ec", doc.as_bytes());
-        let wrong = cms("doctor-ec", b"some other bytes");
-        let uid = uuid::Uuid::new_v4().to_string();
-        let r = submit(&t, &document_reference(&uid, &doc, &[("organization", org_sig.clone()), ("doctor", wrong)])).await;
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        let o: Value = r.json().await.unwrap();
-        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "SIGNATURE_MISMATCH", "{o}");
-        assert!(issue(&o)["expression"][0].as_str().unwrap().contains("doctor"), "{o}");
-        // Signed by someone who is not the author.
-        let r = submit(&t, &document_reference(&uid, &doc, &[("organization", org_sig.clone()), ("doctor", cms("org-ec", doc.as_bytes()))])).await;
-        assert_eq!(r.status(), StatusCode::CREATED, "org certificate has no SNILS, so only a SNILS mismatch is refused");
-        // Correct ECDSA signatures from the clinic are accepted and registered.
-        let uid2 = uuid::Uuid::new_v4().to_string();
-        let r = submit(&t, &document_reference(&uid2, &doc, &[("organization", org_sig), ("doctor", cms("doctor-ec", doc.as_bytes()))])).await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-        wait_status(&t, &uid2, "registered", 15).await;
-        sim.stop().await;
-        t.stop().await;
-    }
+async fn incoming_signatures_are_verified(backend: Backend) {
+    let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+    let doc = cda(3);
+    let org_sig = cms("org-ec", doc.as_bytes());
+    let wrong = cms("doctor-ec", b"some other bytes");
+    let uid = uuid::Uuid::new_v4().to_string();
+    let r = submit(
+        &t,
+        &document_reference(
+            &uid,
+            &doc,
+            &[("organization", org_sig.clone()), ("doctor", wrong)],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let o: Value = r.json().await.unwrap();
+    assert_eq!(
+        issue(&o)["details"]["coding"][0]["code"],
+        "SIGNATURE_MISMATCH",
+        "{o}"
+    );
+    assert!(
+        issue(&o)["expression"][0]
+            .as_str()
+            .unwrap()
+            .contains("doctor"),
+        "{o}"
+    );
+    // Signed by someone who is not the author.
+    let r = submit(
+        &t,
+        &document_reference(
+            &uid,
+            &doc,
+            &[
+                ("organization", org_sig.clone()),
+                ("doctor", cms("org-ec", doc.as_bytes())),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "org certificate has no SNILS, so only a SNILS mismatch is refused"
+    );
+    // Correct ECDSA signatures from the clinic are accepted and registered.
+    let uid2 = uuid::Uuid::new_v4().to_string();
+    let r = submit(
+        &t,
+        &document_reference(
+            &uid2,
+            &doc,
+            &[
+                ("organization", org_sig),
+                ("doctor", cms("doctor-ec", doc.as_bytes())),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    wait_status(&t, &uid2, "registered", 15).await;
+    sim.stop().await;
+    t.stop().await;
 }
 
-both_backends! {
-    async fn duplicate_submission_returns_the_first_result(backend: Backend) {
-        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
-        let uid = uuid::Uuid::new_v4().to_string();
-        let body = document_reference(&uid, &cda(4), &[]);
-        let first = submit(&t, &body).await;
-        assert_eq!(first.status(), StatusCode::CREATED);
-        let first: Value = first.json().await.unwrap();
-        let again = submit(&t, &body).await;
-        assert_eq!(again.status(), StatusCode::OK);
-        let again: Value = again.json().await.unwrap();
-        assert_eq!(again["id"], first["id"]);
-        assert_eq!(again["date"], first["date"]);
-        let different = submit(&t, &document_reference(&uid, &cda(5), &[])).await;
-        assert_eq!(different.status(), StatusCode::CONFLICT);
-        wait_status(&t, &uid, "registered", 15).await;
-        assert_eq!(sim.registrations(&uid), 1);
-        sim.stop().await;
-        t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_signatures_are_verified_postgres() {
+    incoming_signatures_are_verified(Backend::Postgres).await
 }
 
-both_backends! {
-    async fn transient_registry_faults_are_retried_until_success(backend: Backend) {
-        let faults = Faults { rate_limit: 1.0, ..Faults::default() };
-        let Setup { t, sim } = setup(backend, RemdSimConfig { faults, ..RemdSimConfig::default() }, vec![0, 0, 1, 1, 1, 1], 30).await;
-        let uid = uuid::Uuid::new_v4().to_string();
-        assert_eq!(submit(&t, &document_reference(&uid, &cda(6), &[])).await.status(), StatusCode::CREATED);
-        // Wait until a few attempts failed, then let the registry recover.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while sim.counters().received < 3 {
-            assert!(std::time::Instant::now() < deadline, "no retries happened");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let d = t.gw.state.store.get_document(&uid).await.unwrap().unwrap();
-        assert_eq!(d.status, "queued");
-        assert_eq!(d.error_class.as_deref(), Some("retryable"));
-        sim.set_faults(Faults::default());
-        wait_status(&t, &uid, "registered", 15).await;
-        assert_eq!(sim.registrations(&uid), 1);
-        let deliveries = t.gw.state.store.outbox_for(&uid).await.unwrap();
-        assert!(deliveries[0].attempts >= 3, "{deliveries:?}");
-        sim.stop().await;
-        t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_signatures_are_verified_sqlite() {
+    incoming_signatures_are_verified(Backend::Sqlite).await
 }
 
-both_backends! {
-    async fn data_errors_are_not_retried_and_name_who_fixes_them(backend: Backend) {
-        let config = RemdSimConfig { known_orgs: Some(["1.2.643.5.1.13.13.12.2.77.9999".to_string()].into()), ..RemdSimConfig::default() };
-        let Setup { t, sim } = setup(backend, config, vec![0, 0, 0], 30).await;
-        let uid = uuid::Uuid::new_v4().to_string();
-        submit(&t, &document_reference(&uid, &cda(7), &[])).await;
-        let v = wait_status(&t, &uid, "rejected", 15).await;
-        assert_eq!(v["extension"][1]["extension"][0]["valueCode"], "data", "{v}");
-        assert_eq!(v["extension"][1]["extension"][1]["valueString"], "ORG_NOT_FOUND_IN_FRMO");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(sim.counters().received, 1, "a data error must not be retried");
-        let list: Value = t.get_admin("/api/admin/documents?status=rejected&error_class=data").await.json().await.unwrap();
-        assert_eq!(list["count"], 1);
-        assert_eq!(list["items"][0]["error"]["to_be_fixed_by"], "the clinic that submitted the document");
-        // Rerun after the fix (here: the registry now knows the organization is irrelevant; the
-        // rerun is queued and tried again exactly once more).
-        let r = t.http.post(t.url(&format!("/api/admin/documents/{uid}/rerun"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
-        wait_status(&t, &uid, "rejected", 15).await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while sim.counters().received < 2 {
-            assert!(std::time::Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let r = t.http.post(t.url(&format!("/api/admin/documents/{uid}/rerun"))).bearer_auth(CLINIC_TOKEN).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        sim.stop().await;
-        t.stop().await;
-    }
+async fn duplicate_submission_returns_the_first_result(backend: Backend) {
+    let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    let body = document_reference(&uid, &cda(4), &[]);
+    let first = submit(&t, &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    let again = submit(&t, &body).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["date"], first["date"]);
+    let different = submit(&t, &document_reference(&uid, &cda(5), &[])).await;
+    assert_eq!(different.status(), StatusCode::CONFLICT);
+    wait_status(&t, &uid, "registered", 15).await;
+    assert_eq!(sim.registrations(&uid), 1);
+    sim.stop().await;
+    t.stop().await;
 }
 
-both_backends! {
-    async fn lost_callback_is_recovered_by_polling(backend: Backend) {
-        let faults = Faults { lost_callback: 1.0, ..Faults::default() };
-        let Setup { t, sim } = setup(backend, RemdSimConfig { faults, ..RemdSimConfig::default() }, vec![1], 1).await;
-        let uid = uuid::Uuid::new_v4().to_string();
-        submit(&t, &document_reference(&uid, &cda(8), &[])).await;
-        wait_status(&t, &uid, "registered", 20).await;
-        assert_eq!(sim.counters().callbacks_sent, 0);
-        assert_eq!(sim.counters().callbacks_lost, 1);
-        assert_eq!(sim.registrations(&uid), 1);
-        let shown: Value = t.get_admin(&format!("/api/admin/documents/{uid}")).await.json().await.unwrap();
-        let last = shown["history"].as_array().unwrap().last().unwrap().clone();
-        assert!(last["detail"].as_str().unwrap().contains("recovered by polling"), "{shown}");
-        sim.stop().await;
-        t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_submission_returns_the_first_result_postgres() {
+    duplicate_submission_returns_the_first_result(Backend::Postgres).await
 }
 
-both_backends! {
-    async fn shipped_sample_document_is_accepted_and_registered(backend: Backend) {
-        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
-        let sample = std::fs::read(format!("{}/adapters/remd/samples/document-reference.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        let r = t.http.post(t.url("/fhir/DocumentReference")).bearer_auth(CLINIC_TOKEN)
-            .header("content-type", "application/fhir+json").body(sample).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let v = wait_status(&t, "6f1c9a52-3d0e-4b8a-9b1e-2f5d7c8e9a01", "registered", 15).await;
-        assert_eq!(v["custodian"]["reference"], format!("Organization/{CLINIC_ORG}"));
-        sim.stop().await;
-        t.stop().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_submission_returns_the_first_result_sqlite() {
+    duplicate_submission_returns_the_first_result(Backend::Sqlite).await
+}
+
+async fn transient_registry_faults_are_retried_until_success(backend: Backend) {
+    let faults = Faults {
+        rate_limit: 1.0,
+        ..Faults::default()
+    };
+    let Setup { t, sim } = setup(
+        backend,
+        RemdSimConfig {
+            faults,
+            ..RemdSimConfig::default()
+        },
+        vec![0, 0, 1, 1, 1, 1],
+        30,
+    )
+    .await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        submit(&t, &document_reference(&uid, &cda(6), &[]))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    // Wait until a few attempts failed, then let the registry recover.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sim.counters().received < 3 {
+        assert!(std::time::Instant::now() < deadline, "no retries happened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let d = t.gw.state.store.get_document(&uid).await.unwrap().unwrap();
+    assert_eq!(d.status, "queued");
+    assert_eq!(d.error_class.as_deref(), Some("retryable"));
+    sim.set_faults(Faults::default());
+    wait_status(&t, &uid, "registered", 15).await;
+    assert_eq!(sim.registrations(&uid), 1);
+    let deliveries = t.gw.state.store.outbox_for(&uid).await.unwrap();
+    assert!(deliveries[0].attempts >= 3, "{deliveries:?}");
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_registry_faults_are_retried_until_success_postgres() {
+    transient_registry_faults_are_retried_until_success(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_registry_faults_are_retried_until_success_sqlite() {
+    transient_registry_faults_are_retried_until_success(Backend::Sqlite).await
+}
+
+async fn data_errors_are_not_retried_and_name_who_fixes_them(backend: Backend) {
+    let config = RemdSimConfig {
+        known_orgs: Some(["1.2.643.5.1.13.13.12.2.77.9999".to_string()].into()),
+        ..RemdSimConfig::default()
+    };
+    let Setup { t, sim } = setup(backend, config, vec![0, 0, 0], 30).await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    submit(&t, &document_reference(&uid, &cda(7), &[])).await;
+    let v = wait_status(&t, &uid, "rejected", 15).await;
+    assert_eq!(
+        v["extension"][1]["extension"][0]["valueCode"], "data",
+        "{v}"
+    );
+    assert_eq!(
+        v["extension"][1]["extension"][1]["valueString"],
+        "ORG_NOT_FOUND_IN_FRMO"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.counters().received,
+        1,
+        "a data error must not be retried"
+    );
+    let list: Value = t
+        .get_admin("/api/admin/documents?status=rejected&error_class=data")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["count"], 1);
+    assert_eq!(
+        list["items"][0]["error"]["to_be_fixed_by"],
+        "the clinic that submitted the document"
+    );
+    // Rerun after the fix (here: the registry now knows the organization is irrelevant; the
+    // rerun is queued and tried again exactly once more).
+    let r = t
+        .http
+        .post(t.url(&format!("/api/admin/documents/{uid}/rerun")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    wait_status(&t, &uid, "rejected", 15).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sim.counters().received < 2 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = t
+        .http
+        .post(t.url(&format!("/api/admin/documents/{uid}/rerun")))
+        .bearer_auth(CLINIC_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_errors_are_not_retried_and_name_who_fixes_them_postgres() {
+    data_errors_are_not_retried_and_name_who_fixes_them(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_errors_are_not_retried_and_name_who_fixes_them_sqlite() {
+    data_errors_are_not_retried_and_name_who_fixes_them(Backend::Sqlite).await
+}
+
+async fn lost_callback_is_recovered_by_polling(backend: Backend) {
+    let faults = Faults {
+        lost_callback: 1.0,
+        ..Faults::default()
+    };
+    let Setup { t, sim } = setup(
+        backend,
+        RemdSimConfig {
+            faults,
+            ..RemdSimConfig::default()
+        },
+        vec![1],
+        1,
+    )
+    .await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    submit(&t, &document_reference(&uid, &cda(8), &[])).await;
+    wait_status(&t, &uid, "registered", 20).await;
+    assert_eq!(sim.counters().callbacks_sent, 0);
+    assert_eq!(sim.counters().callbacks_lost, 1);
+    assert_eq!(sim.registrations(&uid), 1);
+    let shown: Value = t
+        .get_admin(&format!("/api/admin/documents/{uid}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let last = shown["history"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .contains("recovered by polling"),
+        "{shown}"
+    );
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_callback_is_recovered_by_polling_postgres() {
+    lost_callback_is_recovered_by_polling(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_callback_is_recovered_by_polling_sqlite() {
+    lost_callback_is_recovered_by_polling(Backend::Sqlite).await
+}
+
+async fn shipped_sample_document_is_accepted_and_registered(backend: Backend) {
+    let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+    let sample = std::fs::read(format!(
+        "{}/adapters/remd/samples/document-reference.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let r = t
+        .http
+        .post(t.url("/fhir/DocumentReference"))
+        .bearer_auth(CLINIC_TOKEN)
+        .header("content-type", "application/fhir+json")
+        .body(sample)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v = wait_status(&t, "6f1c9a52-3d0e-4b8a-9b1e-2f5d7c8e9a01", "registered", 15).await;
+    assert_eq!(
+        v["custodian"]["reference"],
+        format!("Organization/{CLINIC_ORG}")
+    );
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_sample_document_is_accepted_and_registered_postgres() {
+    shipped_sample_document_is_accepted_and_registered(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_sample_document_is_accepted_and_registered_sqlite() {
+    shipped_sample_document_is_accepted_and_registered(Backend::Sqlite).await
 }
 
 /// Callbacks as the codec writes them validate against the schema the gateway publishes.
@@ -455,66 +719,103 @@ fn callback_messages_match_the_published_schema() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "valid");
 }
 
-both_backends! {
-    async fn keys_in_an_external_signing_service(backend: Backend) {
-        let load = |name: &str| {
-            medgate::sign::LocalSigner::from_pem(
-                &std::fs::read(format!("{}/{name}.key.pem", keys_dir())).unwrap(),
-                &std::fs::read(format!("{}/{name}.cert.pem", keys_dir())).unwrap(),
-                None,
-            )
-            .unwrap()
-        };
-        let signer = medgate::sim::signer::SignerSim::start(
-            "signer-token",
-            [("org-1".to_string(), load("org-gost512")), ("doc-1".to_string(), load("doctor-gost256"))].into(),
+async fn keys_in_an_external_signing_service(backend: Backend) {
+    let load = |name: &str| {
+        medgate::sign::LocalSigner::from_pem(
+            &std::fs::read(format!("{}/{name}.key.pem", keys_dir())).unwrap(),
+            &std::fs::read(format!("{}/{name}.cert.pem", keys_dir())).unwrap(),
+            None,
         )
-        .unwrap();
-        let sim = RemdSim::start(RemdSimConfig { gateway_token: REMD_TOKEN.into(), check: Some(Arc::new(CryptoCheck)), ..RemdSimConfig::default() }).unwrap();
-        let (registry, signer_url) = (sim.url.clone(), signer.url.clone());
-        let t = TestGateway::start_with(backend, move |s| {
-            let base = s.http.public_url.clone().unwrap();
-            s.remd = Some(RemdSettings {
-                url: registry,
-                client_entity_id: "t".into(),
-                callback_url: format!("{base}/soap/remd/callback"),
-                file_url: format!("{base}/soap/remd/provider"),
-                timeout_secs: 2,
-                retry_schedule_secs: vec![1],
-                callback_timeout_secs: 30,
-                workers: 2,
-                max_document_bytes: 1024 * 1024,
-                deliver: true,
+        .unwrap()
+    };
+    let signer = medgate::sim::signer::SignerSim::start(
+        "signer-token",
+        [
+            ("org-1".to_string(), load("org-gost512")),
+            ("doc-1".to_string(), load("doctor-gost256")),
+        ]
+        .into(),
+    )
+    .unwrap();
+    let sim = RemdSim::start(RemdSimConfig {
+        gateway_token: REMD_TOKEN.into(),
+        check: Some(Arc::new(CryptoCheck)),
+        ..RemdSimConfig::default()
+    })
+    .unwrap();
+    let (registry, signer_url) = (sim.url.clone(), signer.url.clone());
+    let t = TestGateway::start_with(backend, move |s| {
+        let base = s.http.public_url.clone().unwrap();
+        s.remd = Some(RemdSettings {
+            url: registry,
+            client_entity_id: "t".into(),
+            callback_url: format!("{base}/soap/remd/callback"),
+            file_url: format!("{base}/soap/remd/provider"),
+            timeout_secs: 2,
+            retry_schedule_secs: vec![1],
+            callback_timeout_secs: 30,
+            workers: 2,
+            max_document_bytes: 1024 * 1024,
+            deliver: true,
             message_key: None,
-            });
-            s.signing.keys = vec![
-                remote_key(CLINIC_ORG, KeyRole::Organization, &signer_url, "org-1"),
-                remote_key(AUTHOR, KeyRole::Doctor, &signer_url, "doc-1"),
-            ];
-        })
-        .await;
-        let uid = uuid::Uuid::new_v4().to_string();
-        assert_eq!(submit(&t, &document_reference(&uid, &cda(9), &[])).await.status(), StatusCode::CREATED);
-        wait_status(&t, &uid, "registered", 15).await;
-        assert_eq!(signer.signatures(), 2);
-        let doc = t.gw.state.store.get_document(&uid).await.unwrap().unwrap();
-        let v = medgate::sign::verify_detached_cms(&doc.content, &doc.org_signature, None).unwrap();
-        assert_eq!(v.ogrn.as_deref(), Some("1027700000001"));
+        });
+        s.signing.keys = vec![
+            remote_key(CLINIC_ORG, KeyRole::Organization, &signer_url, "org-1"),
+            remote_key(AUTHOR, KeyRole::Doctor, &signer_url, "doc-1"),
+        ];
+    })
+    .await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        submit(&t, &document_reference(&uid, &cda(9), &[]))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    wait_status(&t, &uid, "registered", 15).await;
+    assert_eq!(signer.signatures(), 2);
+    let doc = t.gw.state.store.get_document(&uid).await.unwrap().unwrap();
+    let v = medgate::sign::verify_detached_cms(&doc.content, &doc.org_signature, None).unwrap();
+    assert_eq!(v.ogrn.as_deref(), Some("1027700000001"));
 
-        // The token is unavailable: a clear 503, nothing stored, the clinic retries later.
-        signer.set_down(true);
-        let uid2 = uuid::Uuid::new_v4().to_string();
-        let r = submit(&t, &document_reference(&uid2, &cda(10), &[])).await;
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let o: Value = r.json().await.unwrap();
-        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "SIGNER_UNAVAILABLE");
-        assert!(t.gw.state.store.get_document(&uid2).await.unwrap().is_none());
-        signer.set_down(false);
-        assert_eq!(submit(&t, &document_reference(&uid2, &cda(10), &[])).await.status(), StatusCode::CREATED);
-        signer.stop().await;
-        sim.stop().await;
-        t.stop().await;
-    }
+    // The token is unavailable: a clear 503, nothing stored, the clinic retries later.
+    signer.set_down(true);
+    let uid2 = uuid::Uuid::new_v4().to_string();
+    let r = submit(&t, &document_reference(&uid2, &cda(10), &[])).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let o: Value = r.json().await.unwrap();
+    assert_eq!(
+        issue(&o)["details"]["coding"][0]["code"],
+        "SIGNER_UNAVAILABLE"
+    );
+    assert!(t
+        .gw
+        .state
+        .store
+        .get_document(&uid2)
+        .await
+        .unwrap()
+        .is_none());
+    signer.set_down(false);
+    assert_eq!(
+        submit(&t, &document_reference(&uid2, &cda(10), &[]))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    signer.stop().await;
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_in_an_external_signing_service_postgres() {
+    keys_in_an_external_signing_service(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_in_an_external_signing_service_sqlite() {
+    keys_in_an_external_signing_service(Backend::Sqlite).await
 }
 
 fn soap_submit(uid: &str, doc: &str, patient: &str) -> String {
@@ -525,128 +826,221 @@ fn soap_submit(uid: &str, doc: &str, patient: &str) -> String {
     )
 }
 
-both_backends! {
-    async fn soap_intake_for_soap_speaking_mis(backend: Backend) {
-        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
-        let post = |action: &str, body: String| {
-            t.http.post(t.url("/soap/documents")).bearer_auth(CLINIC_TOKEN)
-                .header("content-type", "text/xml; charset=utf-8")
-                .header("soapaction", format!("\"urn:medgate:documents:v1/{action}\""))
-                .body(body).send()
-        };
-        let uid = uuid::Uuid::new_v4().to_string();
-        let r = post("SubmitDocument", soap_submit(&uid, &cda(11), PATIENT)).await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let text = r.text().await.unwrap();
-        assert!(text.contains("<Status>queued</Status>") && text.contains("<Replay>false</Replay>"), "{text}");
-        let again = post("SubmitDocument", soap_submit(&uid, &cda(11), PATIENT)).await.unwrap().text().await.unwrap();
-        assert!(again.contains("<Replay>true</Replay>"), "{again}");
-        wait_status(&t, &uid, "registered", 15).await;
-        let status = post("GetDocumentStatus", format!(r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><GetDocumentStatus xmlns="urn:medgate:documents:v1"><LocalUid>{uid}</LocalUid></GetDocumentStatus></s:Body></s:Envelope>"#)).await.unwrap().text().await.unwrap();
-        assert!(status.contains("<Status>registered</Status>") && status.contains("<EmdrId>16.62.23.09."), "{status}");
+async fn soap_intake_for_soap_speaking_mis(backend: Backend) {
+    let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+    let post = |action: &str, body: String| {
+        t.http
+            .post(t.url("/soap/documents"))
+            .bearer_auth(CLINIC_TOKEN)
+            .header("content-type", "text/xml; charset=utf-8")
+            .header(
+                "soapaction",
+                format!("\"urn:medgate:documents:v1/{action}\""),
+            )
+            .body(body)
+            .send()
+    };
+    let uid = uuid::Uuid::new_v4().to_string();
+    let r = post("SubmitDocument", soap_submit(&uid, &cda(11), PATIENT))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("<Status>queued</Status>") && text.contains("<Replay>false</Replay>"),
+        "{text}"
+    );
+    let again = post("SubmitDocument", soap_submit(&uid, &cda(11), PATIENT))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(again.contains("<Replay>true</Replay>"), "{again}");
+    wait_status(&t, &uid, "registered", 15).await;
+    let status = post("GetDocumentStatus", format!(r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><GetDocumentStatus xmlns="urn:medgate:documents:v1"><LocalUid>{uid}</LocalUid></GetDocumentStatus></s:Body></s:Envelope>"#)).await.unwrap().text().await.unwrap();
+    assert!(
+        status.contains("<Status>registered</Status>") && status.contains("<EmdrId>16.62.23.09."),
+        "{status}"
+    );
 
-        // A bad field gets a Fault naming the element.
-        let uid2 = uuid::Uuid::new_v4().to_string();
-        let fault = post("SubmitDocument", soap_submit(&uid2, &cda(12), "112-233-445 94")).await.unwrap().text().await.unwrap();
-        assert!(fault.contains("<mg:code>INVALID_SNILS</mg:code>") && fault.contains("<mg:field>SubmitDocument/PatientSnils</mg:field>"), "{fault}");
-        let fault = post("SubmitDocument", soap_submit(&uid2, &cda(12).replace("POCD_MT000040", "X"), PATIENT)).await.unwrap().text().await.unwrap();
-        assert!(fault.contains("ClinicalDocument/typeId/@extension"), "{fault}");
+    // A bad field gets a Fault naming the element.
+    let uid2 = uuid::Uuid::new_v4().to_string();
+    let fault = post(
+        "SubmitDocument",
+        soap_submit(&uid2, &cda(12), "112-233-445 94"),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        fault.contains("<mg:code>INVALID_SNILS</mg:code>")
+            && fault.contains("<mg:field>SubmitDocument/PatientSnils</mg:field>"),
+        "{fault}"
+    );
+    let fault = post(
+        "SubmitDocument",
+        soap_submit(&uid2, &cda(12).replace("POCD_MT000040", "X"), PATIENT),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        fault.contains("ClinicalDocument/typeId/@extension"),
+        "{fault}"
+    );
 
-        // SOAP 1.2 works the same way.
-        let v12 = soap_submit(&uid2, &cda(12), PATIENT)
-            .replace("http://schemas.xmlsoap.org/soap/envelope/", "http://www.w3.org/2003/05/soap-envelope");
-        let r = t.http.post(t.url("/soap/documents")).bearer_auth(CLINIC_TOKEN)
-            .header("content-type", "application/soap+xml; charset=utf-8; action=\"urn:medgate:documents:v1/SubmitDocument\"")
-            .body(v12).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        assert!(r.text().await.unwrap().contains("http://www.w3.org/2003/05/soap-envelope"));
-        sim.stop().await;
-        t.stop().await;
-    }
+    // SOAP 1.2 works the same way.
+    let v12 = soap_submit(&uid2, &cda(12), PATIENT).replace(
+        "http://schemas.xmlsoap.org/soap/envelope/",
+        "http://www.w3.org/2003/05/soap-envelope",
+    );
+    let r = t.http.post(t.url("/soap/documents")).bearer_auth(CLINIC_TOKEN)
+        .header("content-type", "application/soap+xml; charset=utf-8; action=\"urn:medgate:documents:v1/SubmitDocument\"")
+        .body(v12).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("http://www.w3.org/2003/05/soap-envelope"));
+    sim.stop().await;
+    t.stop().await;
 }
 
-both_backends! {
-    async fn registry_messages_are_signed_with_xmldsig(backend: Backend) {
-        let config = RemdSimConfig { require_signed_messages: true, ..RemdSimConfig::default() };
-        let Setup { t, sim } = setup_with(backend, config, vec![1], 30, |s| {
-            if let Some(r) = s.remd.as_mut() {
-                r.message_key = Some(CLINIC_ORG.into());
-            }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soap_intake_for_soap_speaking_mis_postgres() {
+    soap_intake_for_soap_speaking_mis(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soap_intake_for_soap_speaking_mis_sqlite() {
+    soap_intake_for_soap_speaking_mis(Backend::Sqlite).await
+}
+
+async fn registry_messages_are_signed_with_xmldsig(backend: Backend) {
+    let config = RemdSimConfig {
+        require_signed_messages: true,
+        ..RemdSimConfig::default()
+    };
+    let Setup { t, sim } = setup_with(backend, config, vec![1], 30, |s| {
+        if let Some(r) = s.remd.as_mut() {
+            r.message_key = Some(CLINIC_ORG.into());
+        }
+    })
+    .await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    submit(&t, &document_reference(&uid, &cda(13), &[])).await;
+    wait_status(&t, &uid, "registered", 15).await;
+    assert!(sim.signed_messages() >= 1);
+    // The logged outbound message carries the GOST XMLDSig.
+    t.gw.state.txlog.flush().await;
+    let calls =
+        t.gw.state
+            .store
+            .list_transactions(
+                &medgate::store::transactions::TransactionFilter {
+                    operation: Some("remd.registerDocument".into()),
+                    ..Default::default()
+                },
+                10,
+            )
+            .await
+            .unwrap();
+    let body = String::from_utf8(calls[0].request_body.clone().unwrap()).unwrap();
+    assert!(body.contains("gostr34102012-gostr34112012-256"), "{body}");
+    sim.stop().await;
+    t.stop().await;
+
+    // Unsigned messages are refused by such a registry with a code the operator owns.
+    let config = RemdSimConfig {
+        require_signed_messages: true,
+        ..RemdSimConfig::default()
+    };
+    let Setup { t, sim } = setup(backend, config, vec![0], 30).await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    submit(&t, &document_reference(&uid, &cda(14), &[])).await;
+    let v = wait_status(&t, &uid, "rejected", 15).await;
+    assert_eq!(
+        v["extension"][1]["extension"][0]["valueCode"], "gateway",
+        "{v}"
+    );
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_messages_are_signed_with_xmldsig_postgres() {
+    registry_messages_are_signed_with_xmldsig(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_messages_are_signed_with_xmldsig_sqlite() {
+    registry_messages_are_signed_with_xmldsig(Backend::Sqlite).await
+}
+
+async fn concurrent_intakes_are_written_together_and_replays_collapse(backend: Backend) {
+    // 30 documents, each submitted twice at the same moment (60 requests in flight): on
+    // PostgreSQL they are written in shared statements (group commit), a UID repeated
+    // within one statement waits for the next. Each UID ends with one document, one
+    // outbox item and one registration; its two answers are one 201 and one 200 replay.
+    let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+    let uids: Vec<String> = (0..30).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let bodies: Vec<(String, Value)> = uids
+        .iter()
+        .enumerate()
+        .flat_map(|(i, u)| {
+            let body = document_reference(u, &cda(100 + i as u64), &[]);
+            [(u.clone(), body.clone()), (u.clone(), body)]
         })
-        .await;
-        let uid = uuid::Uuid::new_v4().to_string();
-        submit(&t, &document_reference(&uid, &cda(13), &[])).await;
-        wait_status(&t, &uid, "registered", 15).await;
-        assert!(sim.signed_messages() >= 1);
-        // The logged outbound message carries the GOST XMLDSig.
-        t.gw.state.txlog.flush().await;
-        let calls = t.gw.state.store.list_transactions(&medgate::store::transactions::TransactionFilter {
-            operation: Some("remd.registerDocument".into()),
-            ..Default::default()
-        }, 10).await.unwrap();
-        let body = String::from_utf8(calls[0].request_body.clone().unwrap()).unwrap();
-        assert!(body.contains("gostr34102012-gostr34112012-256"), "{body}");
-        sim.stop().await;
-        t.stop().await;
-
-        // Unsigned messages are refused by such a registry with a code the operator owns.
-        let config = RemdSimConfig { require_signed_messages: true, ..RemdSimConfig::default() };
-        let Setup { t, sim } = setup(backend, config, vec![0], 30).await;
-        let uid = uuid::Uuid::new_v4().to_string();
-        submit(&t, &document_reference(&uid, &cda(14), &[])).await;
-        let v = wait_status(&t, &uid, "rejected", 15).await;
-        assert_eq!(v["extension"][1]["extension"][0]["valueCode"], "gateway", "{v}");
-        sim.stop().await;
-        t.stop().await;
-    }
-}
-
-both_backends! {
-    async fn concurrent_intakes_are_written_together_and_replays_collapse(backend: Backend) {
-        // 30 documents, each submitted twice at the same moment (60 requests in flight): on
-        // PostgreSQL they are written in shared statements (group commit), a UID repeated
-        // within one statement waits for the next. Each UID ends with one document, one
-        // outbox item and one registration; its two answers are one 201 and one 200 replay.
-        let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
-        let uids: Vec<String> = (0..30).map(|_| uuid::Uuid::new_v4().to_string()).collect();
-        let bodies: Vec<(String, Value)> = uids
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|(u, b)| {
+        let t = &t;
+        async move {
+            let r = submit(t, b).await;
+            let status = r.status();
+            let v: Value = r.json().await.unwrap();
+            (u.clone(), status, v)
+        }
+    }))
+    .await;
+    for uid in &uids {
+        let mut statuses: Vec<u16> = answers
             .iter()
-            .enumerate()
-            .flat_map(|(i, u)| {
-                let body = document_reference(u, &cda(100 + i as u64), &[]);
-                [(u.clone(), body.clone()), (u.clone(), body)]
+            .filter(|(u, _, _)| u == uid)
+            .map(|(_, s, v)| {
+                assert_eq!(v["id"], json!(uid), "{v}");
+                s.as_u16()
             })
             .collect();
-        let answers = futures_util::future::join_all(bodies.iter().map(|(u, b)| {
-            let t = &t;
-            async move {
-                let r = submit(t, b).await;
-                let status = r.status();
-                let v: Value = r.json().await.unwrap();
-                (u.clone(), status, v)
-            }
-        }))
-        .await;
-        for uid in &uids {
-            let mut statuses: Vec<u16> = answers
-                .iter()
-                .filter(|(u, _, _)| u == uid)
-                .map(|(_, s, v)| {
-                    assert_eq!(v["id"], json!(uid), "{v}");
-                    s.as_u16()
-                })
-                .collect();
-            statuses.sort_unstable();
-            assert_eq!(statuses, vec![200, 201], "answers for {uid}");
-            assert_eq!(t.gw.state.store.outbox_for(uid).await.unwrap().len(), 1, "outbox of {uid}");
-            let events = t.gw.state.store.document_events(uid).await.unwrap();
-            assert!(!events.is_empty(), "history of {uid}");
-        }
-        for uid in &uids {
-            wait_status(&t, uid, "registered", 30).await;
-            assert_eq!(sim.registrations(uid), 1, "registrations of {uid}");
-        }
-        sim.stop().await;
-        t.stop().await;
+        statuses.sort_unstable();
+        assert_eq!(statuses, vec![200, 201], "answers for {uid}");
+        assert_eq!(
+            t.gw.state.store.outbox_for(uid).await.unwrap().len(),
+            1,
+            "outbox of {uid}"
+        );
+        let events = t.gw.state.store.document_events(uid).await.unwrap();
+        assert!(!events.is_empty(), "history of {uid}");
     }
+    for uid in &uids {
+        wait_status(&t, uid, "registered", 30).await;
+        assert_eq!(sim.registrations(uid), 1, "registrations of {uid}");
+    }
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_intakes_are_written_together_and_replays_collapse_postgres() {
+    concurrent_intakes_are_written_together_and_replays_collapse(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_intakes_are_written_together_and_replays_collapse_sqlite() {
+    concurrent_intakes_are_written_together_and_replays_collapse(Backend::Sqlite).await
 }

@@ -1,10 +1,10 @@
 //! Foundation: health, readiness, metrics, limits, error model, authentication,
 //! transaction log.
 
+use medgate::store::Backend;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::both_backends;
 use crate::support::*;
 
 const LPU_ACTION: &str = "http://tempuri.org/IHubService/GetLPUList";
@@ -44,290 +44,537 @@ fn issue(outcome: &Value) -> &Value {
     &outcome["issue"][0]
 }
 
-both_backends! {
-    async fn health_ready_and_metrics(backend: Backend) {
-        let t = TestGateway::start(backend).await;
-        let r = t.http.get(t.url("/healthz")).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        assert!(r.headers().contains_key("x-request-id"));
-        let r: Value = t.http.get(t.url("/readyz")).send().await.unwrap().json().await.unwrap();
-        assert_eq!(r["status"], "ready");
-        assert_eq!(r["database"], backend.name());
+async fn health_ready_and_metrics(backend: Backend) {
+    let t = TestGateway::start(backend).await;
+    let r = t.http.get(t.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().contains_key("x-request-id"));
+    let r: Value = t
+        .http
+        .get(t.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "ready");
+    assert_eq!(r["database"], backend.name());
 
-        // A served request shows up in the per-route counters and latency histogram.
-        let r = t.get_admin("/fhir/Organization?_count=1").await;
-        assert_eq!(r.status(), StatusCode::OK);
-        let m = t.http.get(t.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        assert!(
-            m.contains(r#"medgate_http_requests_total{method="GET",route="/fhir/Organization",status="200"} 1"#),
-            "{m}"
-        );
-        assert!(m.contains(r#"medgate_http_request_duration_seconds_bucket{method="GET",route="/fhir/Organization""#));
-        assert!(m.contains(r#"medgate_db_pool_connections{state="open"}"#));
-        t.stop().await;
-    }
+    // A served request shows up in the per-route counters and latency histogram.
+    let r = t.get_admin("/fhir/Organization?_count=1").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let m = t
+        .http
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(
+            r#"medgate_http_requests_total{method="GET",route="/fhir/Organization",status="200"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(m.contains(
+        r#"medgate_http_request_duration_seconds_bucket{method="GET",route="/fhir/Organization""#
+    ));
+    assert!(m.contains(r#"medgate_db_pool_connections{state="open"}"#));
+    t.stop().await;
 }
 
-both_backends! {
-    async fn not_ready_until_migrated(backend: Backend) {
-        let db = TestDb::new(backend).await;
-        let mut s = settings(&db);
-        s.database.migrate_on_start = false;
-        let store = medgate::store::Store::connect(&s.database).await.unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let gw = medgate::app::Gateway::start_on(s, store.clone(), listener, std::time::Instant::now())
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_metrics_postgres() {
+    health_ready_and_metrics(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_metrics_sqlite() {
+    health_ready_and_metrics(Backend::Sqlite).await
+}
+
+async fn not_ready_until_migrated(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut s = settings(&db);
+    s.database.migrate_on_start = false;
+    let store = medgate::store::Store::connect(&s.database).await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gw = medgate::app::Gateway::start_on(s, store.clone(), listener, std::time::Instant::now())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{}/readyz", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "not-ready");
+    store.migrate().await.unwrap();
+    let r = http
+        .get(format!("{}/readyz", gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    gw.stop().await;
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_migrated_postgres() {
+    not_ready_until_migrated(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_migrated_sqlite() {
+    not_ready_until_migrated(Backend::Sqlite).await
+}
+
+async fn body_limit_answers_413_in_the_route_protocol(backend: Backend) {
+    let t = TestGateway::start_with(backend, |s| s.http.max_body_bytes = 4096).await;
+    let big = "x".repeat(8192);
+    // Declared length over the limit, FHIR route.
+    let r = t
+        .http
+        .post(t.url("/fhir/Organization"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/fhir+json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let o: Value = r.json().await.unwrap();
+    assert_eq!(issue(&o)["code"], "too-costly");
+    assert!(issue(&o)["details"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("4096"));
+    // Streamed body without Content-Length, SOAP route.
+    let chunks: Vec<Result<String, std::io::Error>> =
+        (0..8).map(|_| Ok("y".repeat(1024))).collect();
+    let r = t
+        .http
+        .post(t.url("/soap/hub"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "text/xml")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (_, code, _) = fault_parts(&r.text().await.unwrap());
+    assert_eq!(code, "PAYLOAD_TOO_LARGE");
+    // A body under the limit still works.
+    let r = t.soap(LPU_ACTION, &lpu_request("North")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limit_answers_413_in_the_route_protocol_postgres() {
+    body_limit_answers_413_in_the_route_protocol(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limit_answers_413_in_the_route_protocol_sqlite() {
+    body_limit_answers_413_in_the_route_protocol(Backend::Sqlite).await
+}
+
+async fn fhir_errors_are_operation_outcomes_naming_the_field(backend: Backend) {
+    let t = TestGateway::start(backend).await;
+    let r = t.get_admin("/fhir/Organization/not-an-oid").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/fhir+json"));
+    let o: Value = r.json().await.unwrap();
+    assert_eq!(issue(&o)["expression"][0], "Organization.id");
+    assert_eq!(
+        issue(&o)["details"]["coding"][0]["code"],
+        "INVALID_ORGANIZATION_ID"
+    );
+
+    let o: Value = t
+        .get_admin("/fhir/Organization?_count=lots")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(issue(&o)["expression"][0], "_count");
+    let o: Value = t
+        .get_admin("/fhir/Organization?colour=red")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(issue(&o)["code"], "not-supported");
+    assert_eq!(issue(&o)["expression"][0], "colour");
+
+    let r = t
+        .get_admin("/fhir/Organization/1.2.643.5.1.13.13.12.2.77.1")
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = t.get_admin("/fhir/Basic/1").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let o: Value = r.json().await.unwrap();
+    assert_eq!(issue(&o)["code"], "not-supported");
+
+    // Missing and unknown credentials.
+    let r = t
+        .http
+        .get(t.url("/fhir/Organization"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(issue(&r.json().await.unwrap())["code"], "login");
+    let r = t
+        .http
+        .get(t.url("/fhir/Organization"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Metadata is public.
+    let r = t.http.get(t.url("/fhir/metadata")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cs: Value = r.json().await.unwrap();
+    assert_eq!(cs["resourceType"], "CapabilityStatement");
+    assert_eq!(cs["fhirVersion"], "4.0.1");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_errors_are_operation_outcomes_naming_the_field_postgres() {
+    fhir_errors_are_operation_outcomes_naming_the_field(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_errors_are_operation_outcomes_naming_the_field_sqlite() {
+    fhir_errors_are_operation_outcomes_naming_the_field(Backend::Sqlite).await
+}
+
+async fn soap_errors_are_faults_with_machine_codes(backend: Backend) {
+    let t = TestGateway::start(backend).await;
+    let ok = t.soap(LPU_ACTION, &lpu_request("North")).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body = ok.text().await.unwrap();
+    assert_eq!(body.matches("<Clinic>").count(), 3, "{body}");
+
+    let r = t
+        .soap(
+            LPU_ACTION,
+            "<s:Envelope xmlns:s='http://schemas.xmlsoap.org/soap/envelope/'><s:Body>",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/xml"));
+    let (fc, code, _) = fault_parts(&r.text().await.unwrap());
+    assert_eq!(
+        (fc.as_str(), code.as_str()),
+        ("soap:Client", "MALFORMED_XML")
+    );
+
+    let r = t
+        .soap(
+            "http://tempuri.org/IHubService/SetAppointment",
+            &lpu_request("1"),
+        )
+        .await;
+    let (_, code, field) = fault_parts(&r.text().await.unwrap());
+    assert_eq!(code, "SOAP_ACTION_MISMATCH");
+    assert_eq!(field.as_deref(), Some("SOAPAction"));
+
+    let bomb = r#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><x>&b;</x>"#;
+    let (_, code, _) = fault_parts(&t.soap(LPU_ACTION, bomb).await.text().await.unwrap());
+    assert_eq!(code, "MALFORMED_XML");
+
+    let other = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><Frobnicate xmlns="http://tempuri.org/"/></s:Body></s:Envelope>"#;
+    let r = t
+        .soap("http://tempuri.org/IHubService/Frobnicate", other)
+        .await;
+    let (_, code, field) = fault_parts(&r.text().await.unwrap());
+    assert_eq!(code, "UNKNOWN_OPERATION");
+    assert_eq!(field.as_deref(), Some("Frobnicate"));
+
+    // SOAP 1.2: Sender fault with a 4xx status and the 1.2 envelope.
+    let v12 = r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><GetLPUList xmlns="http://tempuri.org/"/></e:Body></e:Envelope>"#;
+    let r = t
+        .http
+        .post(t.url("/soap/hub"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header(
+            "content-type",
+            "application/soap+xml; charset=utf-8; action=\"http://tempuri.org/IHubService/Nope\"",
+        )
+        .body(v12)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (fc, code, _) = fault_parts(&r.text().await.unwrap());
+    assert_eq!(
+        (fc.as_str(), code.as_str()),
+        ("soap:Sender", "SOAP_ACTION_MISMATCH")
+    );
+
+    // Unauthenticated SOAP gets a Fault too, not an empty 401.
+    let r = t
+        .http
+        .post(t.url("/soap/hub"))
+        .header("content-type", "text/xml")
+        .header("soapaction", LPU_ACTION)
+        .body(lpu_request("1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (_, code, _) = fault_parts(&r.text().await.unwrap());
+    assert_eq!(code, "UNAUTHORIZED");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soap_errors_are_faults_with_machine_codes_postgres() {
+    soap_errors_are_faults_with_machine_codes(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soap_errors_are_faults_with_machine_codes_sqlite() {
+    soap_errors_are_faults_with_machine_codes(Backend::Sqlite).await
+}
+
+async fn transaction_log_records_requests(backend: Backend) {
+    let t = TestGateway::start_with(backend, |s| {
+        s.transaction_log.routes.push(medgate::config::RoutePolicy {
+            prefix: "/fhir/Organization/".into(),
+            bodies: medgate::config::BodyPolicy::MetadataOnly,
+            retention_days: Some(1),
+        });
+    })
+    .await;
+    let r = t
+        .http
+        .post(t.url("/soap/hub"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "text/xml")
+        .header("soapaction", LPU_ACTION)
+        .header("x-request-id", "req-lpu-1")
+        .header("x-correlation-id", "corr-1")
+        .body(lpu_request("South"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-lpu-1");
+    let _ = t
+        .get_admin("/fhir/Organization/1.2.643.5.1.13.13.12.2.77.7001")
+        .await;
+
+    let list: Value = t
+        .get_admin("/api/admin/transactions?correlation_id=corr-1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["count"], 1, "{list}");
+    let item = &list["items"][0];
+    assert_eq!(item["operation"], "hub.GetLPUList");
+    assert_eq!(item["client_id"], "admin");
+    assert_eq!(item["protocol"], "soap");
+    assert_eq!(item["direction"], "inbound");
+    assert_eq!(item["status"], "ok");
+    assert_eq!(item["request_id"], "req-lpu-1");
+    let id = item["id"].as_str().unwrap();
+    let one: Value = t
+        .get_admin(&format!("/api/admin/transactions/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(one["request_body"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("<IdDistrict>South</IdDistrict>"));
+    assert!(one["response_body"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("GetLPUListResponse"));
+
+    // Metadata-only route: no bodies, sizes kept.
+    let list: Value = t
+        .get_admin("/api/admin/transactions?operation=GET%20/fhir/Organization/%7Bid%7D")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["count"], 1, "{list}");
+    let id = list["items"][0]["id"].as_str().unwrap();
+    let one: Value = t
+        .get_admin(&format!("/api/admin/transactions/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["body_policy"], "metadata-only");
+    assert!(one["request_body"].is_null());
+    assert!(one["response_bytes"].as_i64().unwrap() > 0);
+
+    // A SOAP 1.1 fault (HTTP 500) of a bad request is logged as a client error with its code.
+    let _ = t.soap(LPU_ACTION, "<broken").await;
+    let list: Value = t
+        .get_admin("/api/admin/transactions?status=client-error&protocol=soap")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["items"][0]["error"]
+            .as_str()
+            .map(|e| e.starts_with("MALFORMED_XML")),
+        Some(true),
+        "{list}"
+    );
+
+    // Filters are validated and named.
+    let r = t.get_admin("/api/admin/transactions?limit=0").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "limit");
+    let r = t.get_admin("/api/admin/transactions?from=yesterday").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "from");
+    let r = t.get_admin("/api/admin/transactions/nope").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Scopes: the portal client may not read the log.
+    let r = t
+        .http
+        .get(t.url("/api/admin/transactions"))
+        .bearer_auth(PORTAL_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_log_records_requests_postgres() {
+    transaction_log_records_requests(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_log_records_requests_sqlite() {
+    transaction_log_records_requests(Backend::Sqlite).await
+}
+
+async fn transaction_log_pages_through_a_thousand_records(backend: Backend) {
+    let t = TestGateway::start(backend).await;
+    let base = medgate::store::now_ms() - 3_600_000;
+    let records: Vec<_> = (0..1000)
+        .map(|i| medgate::store::transactions::TransactionRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            correlation_id: format!("bulk-{i}"),
+            request_id: format!("bulk-{i}"),
+            client_id: Some("loader".into()),
+            direction: "outbound".into(),
+            protocol: "emias".into(),
+            operation: "emias.GetSchedule".into(),
+            method: "POST".into(),
+            target: "http://127.0.0.1:1/emias".into(),
+            status: if i % 10 == 0 { "server-error" } else { "ok" }.into(),
+            http_status: Some(if i % 10 == 0 { 500 } else { 200 }),
+            error: None,
+            started_at: base + i,
+            duration_us: 1000,
+            request_bytes: 10,
+            response_bytes: 20,
+            body_policy: "metadata-only".into(),
+            request_body: None,
+            response_body: None,
+            truncated: false,
+            rerun_of: None,
+            expires_at: base + 86_400_000,
+        })
+        .collect();
+    t.gw.state
+        .store
+        .insert_transactions(&records)
+        .await
+        .unwrap();
+
+    let mut seen = std::collections::HashSet::new();
+    let mut next =
+        Some("/api/admin/transactions?operation=emias.GetSchedule&limit=128".to_string());
+    let mut pages = 0;
+    let mut last_id: Option<String> = None;
+    while let Some(path) = next {
+        let page: Value = t.get_admin(&path).await.json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            let id = item["id"].as_str().unwrap().to_string();
+            if let Some(prev) = &last_id {
+                assert!(id < *prev, "newest first");
+            }
+            assert!(seen.insert(id.clone()), "duplicate {id}");
+            last_id = Some(id);
+        }
+        pages += 1;
+        next = page["next"].as_str().map(str::to_string);
+    }
+    assert_eq!(seen.len(), 1000);
+    assert_eq!(pages, 8);
+
+    // Filters combine with paging.
+    let errors: Value = t
+        .get_admin(
+            "/api/admin/transactions?operation=emias.GetSchedule&status=server-error&limit=1000",
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(errors["count"], 100);
+    let from = medgate::store::from_ms(base + 900).to_rfc3339();
+    let recent: Value = t
+        .get_admin(&format!(
+            "/api/admin/transactions?operation=emias.GetSchedule&from={}",
+            urlencode(&from)
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(recent["count"], 100);
+
+    // Retention: everything expires a day after `base`.
+    let removed =
+        t.gw.state
+            .store
+            .prune_transactions(base + 86_400_001)
             .await
             .unwrap();
-        let http = reqwest::Client::new();
-        let r = http.get(format!("{}/readyz", gw.url())).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["status"], "not-ready");
-        store.migrate().await.unwrap();
-        let r = http.get(format!("{}/readyz", gw.url())).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        gw.stop().await;
-        drop(db);
-    }
+    assert!(removed >= 1000);
+    t.stop().await;
 }
 
-both_backends! {
-    async fn body_limit_answers_413_in_the_route_protocol(backend: Backend) {
-        let t = TestGateway::start_with(backend, |s| s.http.max_body_bytes = 4096).await;
-        let big = "x".repeat(8192);
-        // Declared length over the limit, FHIR route.
-        let r = t.http.post(t.url("/fhir/Organization")).bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/fhir+json").body(big.clone()).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let o: Value = r.json().await.unwrap();
-        assert_eq!(issue(&o)["code"], "too-costly");
-        assert!(issue(&o)["details"]["text"].as_str().unwrap().contains("4096"));
-        // Streamed body without Content-Length, SOAP route.
-        let chunks: Vec<Result<String, std::io::Error>> = (0..8).map(|_| Ok("y".repeat(1024))).collect();
-        let r = t.http.post(t.url("/soap/hub")).bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "text/xml")
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
-            .send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let (_, code, _) = fault_parts(&r.text().await.unwrap());
-        assert_eq!(code, "PAYLOAD_TOO_LARGE");
-        // A body under the limit still works.
-        let r = t.soap(LPU_ACTION, &lpu_request("North")).await;
-        assert_eq!(r.status(), StatusCode::OK);
-        t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_log_pages_through_a_thousand_records_postgres() {
+    transaction_log_pages_through_a_thousand_records(Backend::Postgres).await
 }
 
-both_backends! {
-    async fn fhir_errors_are_operation_outcomes_naming_the_field(backend: Backend) {
-        let t = TestGateway::start(backend).await;
-        let r = t.get_admin("/fhir/Organization/not-an-oid").await;
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/fhir+json"));
-        let o: Value = r.json().await.unwrap();
-        assert_eq!(issue(&o)["expression"][0], "Organization.id");
-        assert_eq!(issue(&o)["details"]["coding"][0]["code"], "INVALID_ORGANIZATION_ID");
-
-        let o: Value = t.get_admin("/fhir/Organization?_count=lots").await.json().await.unwrap();
-        assert_eq!(issue(&o)["expression"][0], "_count");
-        let o: Value = t.get_admin("/fhir/Organization?colour=red").await.json().await.unwrap();
-        assert_eq!(issue(&o)["code"], "not-supported");
-        assert_eq!(issue(&o)["expression"][0], "colour");
-
-        let r = t.get_admin("/fhir/Organization/1.2.643.5.1.13.13.12.2.77.1").await;
-        assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        let r = t.get_admin("/fhir/Basic/1").await;
-        assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        let o: Value = r.json().await.unwrap();
-        assert_eq!(issue(&o)["code"], "not-supported");
-
-        // Missing and unknown credentials.
-        let r = t.http.get(t.url("/fhir/Organization")).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(issue(&r.json().await.unwrap())["code"], "login");
-        let r = t.http.get(t.url("/fhir/Organization")).bearer_auth("wrong").send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        // Metadata is public.
-        let r = t.http.get(t.url("/fhir/metadata")).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        let cs: Value = r.json().await.unwrap();
-        assert_eq!(cs["resourceType"], "CapabilityStatement");
-        assert_eq!(cs["fhirVersion"], "4.0.1");
-        t.stop().await;
-    }
-}
-
-both_backends! {
-    async fn soap_errors_are_faults_with_machine_codes(backend: Backend) {
-        let t = TestGateway::start(backend).await;
-        let ok = t.soap(LPU_ACTION, &lpu_request("North")).await;
-        assert_eq!(ok.status(), StatusCode::OK);
-        let body = ok.text().await.unwrap();
-        assert_eq!(body.matches("<Clinic>").count(), 3, "{body}");
-
-        let r = t.soap(LPU_ACTION, "<s:Envelope xmlns:s='http://schemas.xmlsoap.org/soap/envelope/'><s:Body>").await;
-        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/xml"));
-        let (fc, code, _) = fault_parts(&r.text().await.unwrap());
-        assert_eq!((fc.as_str(), code.as_str()), ("soap:Client", "MALFORMED_XML"));
-
-        let r = t.soap("http://tempuri.org/IHubService/SetAppointment", &lpu_request("1")).await;
-        let (_, code, field) = fault_parts(&r.text().await.unwrap());
-        assert_eq!(code, "SOAP_ACTION_MISMATCH");
-        assert_eq!(field.as_deref(), Some("SOAPAction"));
-
-        let bomb = r#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]><x>&b;</x>"#;
-        let (_, code, _) = fault_parts(&t.soap(LPU_ACTION, bomb).await.text().await.unwrap());
-        assert_eq!(code, "MALFORMED_XML");
-
-        let other = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><Frobnicate xmlns="http://tempuri.org/"/></s:Body></s:Envelope>"#;
-        let r = t.soap("http://tempuri.org/IHubService/Frobnicate", other).await;
-        let (_, code, field) = fault_parts(&r.text().await.unwrap());
-        assert_eq!(code, "UNKNOWN_OPERATION");
-        assert_eq!(field.as_deref(), Some("Frobnicate"));
-
-        // SOAP 1.2: Sender fault with a 4xx status and the 1.2 envelope.
-        let v12 = r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body><GetLPUList xmlns="http://tempuri.org/"/></e:Body></e:Envelope>"#;
-        let r = t.http.post(t.url("/soap/hub")).bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "application/soap+xml; charset=utf-8; action=\"http://tempuri.org/IHubService/Nope\"")
-            .body(v12).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        let (fc, code, _) = fault_parts(&r.text().await.unwrap());
-        assert_eq!((fc.as_str(), code.as_str()), ("soap:Sender", "SOAP_ACTION_MISMATCH"));
-
-        // Unauthenticated SOAP gets a Fault too, not an empty 401.
-        let r = t.http.post(t.url("/soap/hub")).header("content-type", "text/xml")
-            .header("soapaction", LPU_ACTION).body(lpu_request("1")).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        let (_, code, _) = fault_parts(&r.text().await.unwrap());
-        assert_eq!(code, "UNAUTHORIZED");
-        t.stop().await;
-    }
-}
-
-both_backends! {
-    async fn transaction_log_records_requests(backend: Backend) {
-        let t = TestGateway::start_with(backend, |s| {
-            s.transaction_log.routes.push(medgate::config::RoutePolicy {
-                prefix: "/fhir/Organization/".into(),
-                bodies: medgate::config::BodyPolicy::MetadataOnly,
-                retention_days: Some(1),
-            });
-        }).await;
-        let r = t.http.post(t.url("/soap/hub")).bearer_auth(ADMIN_TOKEN)
-            .header("content-type", "text/xml").header("soapaction", LPU_ACTION)
-            .header("x-request-id", "req-lpu-1").header("x-correlation-id", "corr-1")
-            .body(lpu_request("South")).send().await.unwrap();
-        assert_eq!(r.headers()["x-request-id"], "req-lpu-1");
-        let _ = t.get_admin("/fhir/Organization/1.2.643.5.1.13.13.12.2.77.7001").await;
-
-        let list: Value = t.get_admin("/api/admin/transactions?correlation_id=corr-1").await.json().await.unwrap();
-        assert_eq!(list["count"], 1, "{list}");
-        let item = &list["items"][0];
-        assert_eq!(item["operation"], "hub.GetLPUList");
-        assert_eq!(item["client_id"], "admin");
-        assert_eq!(item["protocol"], "soap");
-        assert_eq!(item["direction"], "inbound");
-        assert_eq!(item["status"], "ok");
-        assert_eq!(item["request_id"], "req-lpu-1");
-        let id = item["id"].as_str().unwrap();
-        let one: Value = t.get_admin(&format!("/api/admin/transactions/{id}")).await.json().await.unwrap();
-        assert!(one["request_body"]["content"].as_str().unwrap().contains("<IdDistrict>South</IdDistrict>"));
-        assert!(one["response_body"]["content"].as_str().unwrap().contains("GetLPUListResponse"));
-
-        // Metadata-only route: no bodies, sizes kept.
-        let list: Value = t.get_admin("/api/admin/transactions?operation=GET%20/fhir/Organization/%7Bid%7D").await.json().await.unwrap();
-        assert_eq!(list["count"], 1, "{list}");
-        let id = list["items"][0]["id"].as_str().unwrap();
-        let one: Value = t.get_admin(&format!("/api/admin/transactions/{id}")).await.json().await.unwrap();
-        assert_eq!(one["body_policy"], "metadata-only");
-        assert!(one["request_body"].is_null());
-        assert!(one["response_bytes"].as_i64().unwrap() > 0);
-
-        // A SOAP 1.1 fault (HTTP 500) of a bad request is logged as a client error with its code.
-        let _ = t.soap(LPU_ACTION, "<broken").await;
-        let list: Value = t.get_admin("/api/admin/transactions?status=client-error&protocol=soap").await.json().await.unwrap();
-        assert_eq!(list["items"][0]["error"].as_str().map(|e| e.starts_with("MALFORMED_XML")), Some(true), "{list}");
-
-        // Filters are validated and named.
-        let r = t.get_admin("/api/admin/transactions?limit=0").await;
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(r.json::<Value>().await.unwrap()["field"], "limit");
-        let r = t.get_admin("/api/admin/transactions?from=yesterday").await;
-        assert_eq!(r.json::<Value>().await.unwrap()["field"], "from");
-        let r = t.get_admin("/api/admin/transactions/nope").await;
-        assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        // Scopes: the portal client may not read the log.
-        let r = t.http.get(t.url("/api/admin/transactions")).bearer_auth(PORTAL_TOKEN).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        t.stop().await;
-    }
-}
-
-both_backends! {
-    async fn transaction_log_pages_through_a_thousand_records(backend: Backend) {
-        let t = TestGateway::start(backend).await;
-        let base = medgate::store::now_ms() - 3_600_000;
-        let records: Vec<_> = (0..1000)
-            .map(|i| medgate::store::transactions::TransactionRecord {
-                id: uuid::Uuid::now_v7().to_string(),
-                correlation_id: format!("bulk-{i}"),
-                request_id: format!("bulk-{i}"),
-                client_id: Some("loader".into()),
-                direction: "outbound".into(),
-                protocol: "emias".into(),
-                operation: "emias.GetSchedule".into(),
-                method: "POST".into(),
-                target: "http://127.0.0.1:1/emias".into(),
-                status: if i % 10 == 0 { "server-error" } else { "ok" }.into(),
-                http_status: Some(if i % 10 == 0 { 500 } else { 200 }),
-                error: None,
-                started_at: base + i,
-                duration_us: 1000,
-                request_bytes: 10,
-                response_bytes: 20,
-                body_policy: "metadata-only".into(),
-                request_body: None,
-                response_body: None,
-                truncated: false,
-                rerun_of: None,
-                expires_at: base + 86_400_000,
-            })
-            .collect();
-        t.gw.state.store.insert_transactions(&records).await.unwrap();
-
-        let mut seen = std::collections::HashSet::new();
-        let mut next = Some("/api/admin/transactions?operation=emias.GetSchedule&limit=128".to_string());
-        let mut pages = 0;
-        let mut last_id: Option<String> = None;
-        while let Some(path) = next {
-            let page: Value = t.get_admin(&path).await.json().await.unwrap();
-            for item in page["items"].as_array().unwrap() {
-                let id = item["id"].as_str().unwrap().to_string();
-                if let Some(prev) = &last_id {
-                    assert!(id < *prev, "newest first");
-                }
-                assert!(seen.insert(id.clone()), "duplicate {id}");
-                last_id = Some(id);
-            }
-            pages += 1;
-            next = page["next"].as_str().map(str::to_string);
-        }
-        assert_eq!(seen.len(), 1000);
-        assert_eq!(pages, 8);
-
-        // Filters combine with paging.
-        let errors: Value = t.get_admin("/api/admin/transactions?operation=emias.GetSchedule&status=server-error&limit=1000").await.json().await.unwrap();
-        assert_eq!(errors["count"], 100);
-        let from = medgate::store::from_ms(base + 900).to_rfc3339();
-        let recent: Value = t.get_admin(&format!("/api/admin/transactions?operation=emias.GetSchedule&from={}", urlencode(&from))).await.json().await.unwrap();
-        assert_eq!(recent["count"], 100);
-
-        // Retention: everything expires a day after `base`.
-        let removed = t.gw.state.store.prune_transactions(base + 86_400_001).await.unwrap();
-        assert!(removed >= 1000);
-        t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_log_pages_through_a_thousand_records_sqlite() {
+    transaction_log_pages_through_a_thousand_records(Backend::Sqlite).await
 }
 
 fn urlencode(s: &str) -> String {

@@ -4,10 +4,10 @@
 //! a race through both interfaces books each slot once.
 
 use medgate::model::schedule::{Channel, Channels};
+use medgate::store::Backend;
 use reqwest::StatusCode;
 
 use crate::booking::{first_day, params, patient, policy, Fx, ORG};
-use crate::both_backends;
 use crate::support::*;
 
 const ACTION: &str = "http://tempuri.org/IHubService/";
@@ -93,156 +93,283 @@ except Fault as f:
 print(json.dumps(out))
 "#;
 
-both_backends! {
-    async fn zeep_client_books_through_the_wsdl(backend: Backend) {
-        let fx = Fx::start(backend, |_| {}).await;
-        let day = first_day();
-        let out = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(ZEEP)
-            .env("URL", fx.t.gw.url())
-            .env("TOKEN", PORTAL_TOKEN)
-            .env("ORG", ORG)
-            .env("POLIS", policy(31))
-            .env("FROM", day.to_string())
-            .env("TO", (day + chrono::Days::new(7)).to_string())
-            .output()
+async fn zeep_client_books_through_the_wsdl(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    let day = first_day();
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(ZEEP)
+        .env("URL", fx.t.gw.url())
+        .env("TOKEN", PORTAL_TOKEN)
+        .env("ORG", ORG)
+        .env("POLIS", policy(31))
+        .env("FROM", day.to_string())
+        .env("TO", (day + chrono::Days::new(7)).to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "zeep failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["lpus"].as_array().unwrap().iter().any(|o| o == ORG),
+        "{v}"
+    );
+    assert_eq!(v["check"], true);
+    // 3 doctors of 3 specialties in this clinic.
+    assert_eq!(v["specialties"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["specialties"][0][1], "Therapist");
+    assert!(v["doctors"][0][1].as_i64().unwrap() > 0);
+    assert!(!v["dates"].as_array().unwrap().is_empty());
+    // Only slots the portal's channel (internet) may take: 6 of 8 a day.
+    assert_eq!(v["slots"].as_array().unwrap().len(), 6, "{v}");
+    let slot = v["booked"]["slot"].as_str().unwrap();
+    assert_eq!(v["booked"]["status"], "booked");
+    let claim = v["booked"]["claim"].as_str().unwrap();
+    assert_eq!(v["history"], serde_json::json!([[claim, "booked"]]));
+    assert_eq!(v["refused"], "cancelled");
+    assert_eq!(v["fault"]["code"], "INVALID_POLICY", "{v}");
+    assert_eq!(v["fault"]["field"], "Polis");
+    // The database and the MIS agree.
+    let a =
+        fx.t.gw
+            .state
+            .store
+            .appointment(claim)
+            .await
+            .unwrap()
             .unwrap();
-        assert!(out.status.success(), "zeep failed: {}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert!(v["lpus"].as_array().unwrap().iter().any(|o| o == ORG), "{v}");
-        assert_eq!(v["check"], true);
-        // 3 doctors of 3 specialties in this clinic.
-        assert_eq!(v["specialties"].as_array().unwrap().len(), 3, "{v}");
-        assert_eq!(v["specialties"][0][1], "Therapist");
-        assert!(v["doctors"][0][1].as_i64().unwrap() > 0);
-        assert!(!v["dates"].as_array().unwrap().is_empty());
-        // Only slots the portal's channel (internet) may take: 6 of 8 a day.
-        assert_eq!(v["slots"].as_array().unwrap().len(), 6, "{v}");
-        let slot = v["booked"]["slot"].as_str().unwrap();
-        assert_eq!(v["booked"]["status"], "booked");
-        let claim = v["booked"]["claim"].as_str().unwrap();
-        assert_eq!(v["history"], serde_json::json!([[claim, "booked"]]));
-        assert_eq!(v["refused"], "cancelled");
-        assert_eq!(v["fault"]["code"], "INVALID_POLICY", "{v}");
-        assert_eq!(v["fault"]["field"], "Polis");
-        // The database and the MIS agree.
-        let a = fx.t.gw.state.store.appointment(claim).await.unwrap().unwrap();
-        assert_eq!((a.status.as_str(), a.slot_id.as_str(), a.channel.as_str()), ("cancelled", slot, "internet"));
-        fx.wait_outbox_done("mis", 1).await;
-        assert!(!fx.mis_has_booked(slot).await);
-        fx.sim.stop().await;
-        fx.t.stop().await;
-    }
+    assert_eq!(
+        (a.status.as_str(), a.slot_id.as_str(), a.channel.as_str()),
+        ("cancelled", slot, "internet")
+    );
+    fx.wait_outbox_done("mis", 1).await;
+    assert!(!fx.mis_has_booked(slot).await);
+    fx.sim.stop().await;
+    fx.t.stop().await;
 }
 
-both_backends! {
-    async fn hub_faults_name_the_element(backend: Backend) {
-        let fx = Fx::start(backend, |_| {}).await;
-        let free = fx.free(Channel::Internet).await;
-        let slot = &free[0];
-        let doc = &slot.practitioner_id;
-        let pat = format!("<Polis>{}</Polis><Birthday>1980-05-17</Birthday>", policy(41));
-        let cases: Vec<(&str, String, &str, &str)> = vec![
-            ("GetSpesialityList", "<IdLPU>1.2.3</IdLPU>".into(), "INVALID_ORGANIZATION", "IdLPU"),
-            ("GetSpesialityList", "<IdLPU>1.2.643.5.1.13.13.12.2.77.9999</IdLPU>".into(), "UNKNOWN_ORGANIZATION", "IdLPU"),
-            ("GetDoctorList", format!("<IdLPU>{ORG}</IdLPU>"), "REQUIRED_FIELD_MISSING", "IdSpesiality"),
-            ("GetAvaibleAppointments", format!("<IdLPU>{ORG}</IdLPU><IdDoc>{doc}</IdDoc><VisitStart>2030-01-02</VisitStart><VisitEnd>2030-01-01</VisitEnd>"), "INVALID_PERIOD", "VisitEnd"),
-            ("GetAvailableDates", format!("<IdLPU>{ORG}</IdLPU><IdDoc>{doc}</IdDoc><VisitStart>02.01.2030</VisitStart>"), "INVALID_DATE", "VisitStart"),
-            ("GetAvailableDates", format!("<IdLPU>{ORG}</IdLPU><IdDoc>emias:nobody</IdDoc>"), "UNKNOWN_DOCTOR", "IdDoc"),
-            ("SetAppointment", format!("<IdAppointment>{}</IdAppointment><IdLPU>{ORG}</IdLPU><Polis>7700 12</Polis><Birthday>1980-05-17</Birthday>", slot.id), "INVALID_POLICY", "Polis"),
-            ("SetAppointment", format!("<IdAppointment>{}</IdAppointment><IdLPU>{ORG}</IdLPU><Polis>{}</Polis>", slot.id, policy(41)), "PATIENT_NOT_IDENTIFIED", "Birthday"),
-            ("SetAppointment", format!("<IdAppointment>emias:nope</IdAppointment><IdLPU>{ORG}</IdLPU>{pat}"), "UNKNOWN_SLOT", "IdAppointment"),
-            ("SetAppointment", format!("<IdAppointment>{}</IdAppointment><IdLPU>1.2.643.5.1.13.13.12.2.77.7002</IdLPU>{pat}", slot.id), "SLOT_OF_ANOTHER_CLINIC", "IdAppointment"),
-            ("CreateClaimForRefusal", "<IdClaim>nope</IdClaim>".into(), "UNKNOWN_APPOINTMENT", "IdClaim"),
-            ("GetPatientHistory", "<Snils>12345678900</Snils>".into(), "INVALID_SNILS", "Snils"),
-            ("NoSuchOperation", String::new(), "UNKNOWN_OPERATION", "NoSuchOperation"),
-        ];
-        for (op, inner, code, field) in cases {
-            let (s, body) = call(&fx, PORTAL_TOKEN, op, &inner, None).await;
-            assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "SOAP 1.1 faults travel with 500: {body}");
-            assert!(body.contains("<soap:Fault>") || body.contains(":Fault>"), "{body}");
-            assert_eq!(fault(&body), (code.to_string(), field.to_string()), "{op} {inner} -> {body}");
-        }
-        // A slot the internet channel may not take; allowed when the client names the registry.
-        let registry_only = fx.free(Channel::Registry).await.into_iter().find(|s| !Channels(s.channels).contains(Channel::Internet)).unwrap();
-        let inner = format!("<IdAppointment>{}</IdAppointment><IdLPU>{ORG}</IdLPU>{pat}", registry_only.id);
-        let (_, body) = call(&fx, PORTAL_TOKEN, "SetAppointment", &inner, None).await;
-        assert_eq!(fault(&body), ("CHANNEL_NOT_ALLOWED".into(), "Channel".into()), "{body}");
-        let (s, body) = call(&fx, PORTAL_TOKEN, "SetAppointment", &format!("{inner}<Channel>registry</Channel>"), None).await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        // Malformed XML and a wrong SOAPAction.
-        let res = fx.t.http.post(fx.t.url("/soap/hub")).bearer_auth(PORTAL_TOKEN).header("content-type", "text/xml").header("soapaction", format!("\"{ACTION}GetLPUList\"")).body("<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><GetLPUList").send().await.unwrap();
-        let body = res.text().await.unwrap();
-        assert_eq!(fault(&body).0, "MALFORMED_XML", "{body}");
-        let res = fx.t.http.post(fx.t.url("/soap/hub")).bearer_auth(PORTAL_TOKEN).header("content-type", "text/xml").header("soapaction", format!("\"{ACTION}SetAppointment\"")).body(envelope("GetLPUList", "")).send().await.unwrap();
-        let body = res.text().await.unwrap();
-        assert_eq!(fault(&body), ("SOAP_ACTION_MISMATCH".into(), "SOAPAction".into()), "{body}");
-        // Idempotency: the same request with the same key returns the first booking.
-        let other = &free[1];
-        let inner = format!("<IdAppointment>{}</IdAppointment><IdLPU>{ORG}</IdLPU>{pat}<IdempotencyKey>hub-1</IdempotencyKey>", other.id);
-        let (s, first) = call(&fx, PORTAL_TOKEN, "SetAppointment", &inner, None).await;
-        assert_eq!(s, StatusCode::OK, "{first}");
-        let (s, again) = call(&fx, PORTAL_TOKEN, "SetAppointment", &inner, None).await;
-        assert_eq!(s, StatusCode::OK, "{again}");
-        assert_eq!(between(&first, "IdClaim"), between(&again, "IdClaim"));
-        let changed = inner.replace(&policy(41), &policy(42));
-        let (_, reused) = call(&fx, PORTAL_TOKEN, "SetAppointment", &changed, None).await;
-        assert_eq!(fault(&reused).0, "IDEMPOTENCY_KEY_REUSED", "{reused}");
-        // The WSDL is public and carries this gateway's address.
-        let wsdl = fx.t.http.get(fx.t.url("/soap/hub?wsdl")).send().await.unwrap().text().await.unwrap();
-        assert!(wsdl.contains(&format!("location=\"{}/soap/hub\"", fx.t.gw.url())), "{}", &wsdl[..200]);
-        fx.sim.stop().await;
-        fx.t.stop().await;
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeep_client_books_through_the_wsdl_postgres() {
+    zeep_client_books_through_the_wsdl(Backend::Postgres).await
 }
 
-both_backends! {
-    async fn race_through_both_interfaces(backend: Backend) {
-        let fx = Fx::start(backend, |_| {}).await;
-        let slots: Vec<String> = fx.free(Channel::Internet).await.into_iter().take(10).map(|s| s.id).collect();
-        let tasks = (0..200u32).map(|i| {
-            let http = fx.t.http.clone();
-            let slot = slots[(i % 10) as usize].clone();
-            let (url, ct, action, body) = if i % 2 == 0 {
-                (fx.t.url("/fhir/Appointment/$book"), "application/fhir+json", String::new(), params(&slot, Some(patient(200 + i)), None).to_string())
-            } else {
-                (fx.t.url("/soap/hub"), "text/xml; charset=utf-8", format!("\"{ACTION}SetAppointment\""),
-                 envelope("SetAppointment", &format!("<IdAppointment>{slot}</IdAppointment><IdLPU>{ORG}</IdLPU><Polis>{}</Polis><Birthday>1980-05-17</Birthday>", policy(200 + i))))
-            };
-            async move {
-                let mut r = http.post(url).bearer_auth(PORTAL_TOKEN).header("content-type", ct);
-                if !action.is_empty() {
-                    r = r.header("soapaction", action);
-                }
-                let res = r.body(body).send().await.unwrap();
-                let status = res.status();
-                let text = res.text().await.unwrap();
-                (i % 2 == 0, status, text)
-            }
-        });
-        let results = futures_util::future::join_all(tasks).await;
-        let won: Vec<_> = results.iter().filter(|(_, s, _)| *s == StatusCode::OK || *s == StatusCode::CREATED).collect();
-        assert_eq!(won.len(), 10, "exactly one booking per slot");
-        for (fhir, status, text) in &results {
-            if *status == StatusCode::OK || *status == StatusCode::CREATED {
-                continue;
-            }
-            if *fhir {
-                assert_eq!(*status, StatusCode::CONFLICT, "{text}");
-                assert!(text.contains("SLOT_TAKEN"), "{text}");
-            } else {
-                assert_eq!(fault(text).0, "SLOT_TAKEN", "{text}");
-            }
-        }
-        let booked: Vec<(String, i64)> = sqlx::query_as("SELECT slot_id, COUNT(*) FROM appointments WHERE status = 'booked' GROUP BY slot_id")
-            .fetch_all(fx.t.gw.state.store.pool()).await.unwrap();
-        assert_eq!(booked.len(), 10);
-        assert!(booked.iter().all(|(_, n)| *n == 1));
-        for s in &slots {
-            assert!(fx.sim.booked_slot(s.trim_start_matches("emias:")).is_some(), "the MIS agrees on {s}");
-        }
-        fx.sim.stop().await;
-        fx.t.stop().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeep_client_books_through_the_wsdl_sqlite() {
+    zeep_client_books_through_the_wsdl(Backend::Sqlite).await
+}
+
+async fn hub_faults_name_the_element(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    let free = fx.free(Channel::Internet).await;
+    let slot = &free[0];
+    let doc = &slot.practitioner_id;
+    let pat = format!(
+        "<Polis>{}</Polis><Birthday>1980-05-17</Birthday>",
+        policy(41)
+    );
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("GetSpesialityList", "<IdLPU>1.2.3</IdLPU>".into(), "INVALID_ORGANIZATION", "IdLPU"),
+        ("GetSpesialityList", "<IdLPU>1.2.643.5.1.13.13.12.2.77.9999</IdLPU>".into(), "UNKNOWN_ORGANIZATION", "IdLPU"),
+        ("GetDoctorList", format!("<IdLPU>{ORG}</IdLPU>"), "REQUIRED_FIELD_MISSING", "IdSpesiality"),
+        ("GetAvaibleAppointments", format!("<IdLPU>{ORG}</IdLPU><IdDoc>{doc}</IdDoc><VisitStart>2030-01-02</VisitStart><VisitEnd>2030-01-01</VisitEnd>"), "INVALID_PERIOD", "VisitEnd"),
+        ("GetAvailableDates", format!("<IdLPU>{ORG}</IdLPU><IdDoc>{doc}</IdDoc><VisitStart>02.01.2030</VisitStart>"), "INVALID_DATE", "VisitStart"),
+        ("GetAvailableDates", format!("<IdLPU>{ORG}</IdLPU><IdDoc>emias:nobody</IdDoc>"), "UNKNOWN_DOCTOR", "IdDoc"),
+        ("SetAppointment", format!("<IdAppointment>{}</IdAppointment><IdLPU>{ORG}</IdLPU><Polis>7700 12</Polis><Birthday>1980-05-17</Birthday>", slot.id), "INVALID_POLICY", "Polis"),
+        ("SetAppointment", format!("<IdAppointment>{}</IdAppointment><IdLPU>{ORG}</IdLPU><Polis>{}</Polis>", slot.id, policy(41)), "PATIENT_NOT_IDENTIFIED", "Birthday"),
+        ("SetAppointment", format!("<IdAppointment>emias:nope</IdAppointment><IdLPU>{ORG}</IdLPU>{pat}"), "UNKNOWN_SLOT", "IdAppointment"),
+        ("SetAppointment", format!("<IdAppointment>{}</IdAppointment><IdLPU>1.2.643.5.1.13.13.12.2.77.7002</IdLPU>{pat}", slot.id), "SLOT_OF_ANOTHER_CLINIC", "IdAppointment"),
+        ("CreateClaimForRefusal", "<IdClaim>nope</IdClaim>".into(), "UNKNOWN_APPOINTMENT", "IdClaim"),
+        ("GetPatientHistory", "<Snils>12345678900</Snils>".into(), "INVALID_SNILS", "Snils"),
+        ("NoSuchOperation", String::new(), "UNKNOWN_OPERATION", "NoSuchOperation"),
+    ];
+    for (op, inner, code, field) in cases {
+        let (s, body) = call(&fx, PORTAL_TOKEN, op, &inner, None).await;
+        assert_eq!(
+            s,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SOAP 1.1 faults travel with 500: {body}"
+        );
+        assert!(
+            body.contains("<soap:Fault>") || body.contains(":Fault>"),
+            "{body}"
+        );
+        assert_eq!(
+            fault(&body),
+            (code.to_string(), field.to_string()),
+            "{op} {inner} -> {body}"
+        );
     }
+    // A slot the internet channel may not take; allowed when the client names the registry.
+    let registry_only = fx
+        .free(Channel::Registry)
+        .await
+        .into_iter()
+        .find(|s| !Channels(s.channels).contains(Channel::Internet))
+        .unwrap();
+    let inner = format!(
+        "<IdAppointment>{}</IdAppointment><IdLPU>{ORG}</IdLPU>{pat}",
+        registry_only.id
+    );
+    let (_, body) = call(&fx, PORTAL_TOKEN, "SetAppointment", &inner, None).await;
+    assert_eq!(
+        fault(&body),
+        ("CHANNEL_NOT_ALLOWED".into(), "Channel".into()),
+        "{body}"
+    );
+    let (s, body) = call(
+        &fx,
+        PORTAL_TOKEN,
+        "SetAppointment",
+        &format!("{inner}<Channel>registry</Channel>"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Malformed XML and a wrong SOAPAction.
+    let res = fx
+        .t
+        .http
+        .post(fx.t.url("/soap/hub"))
+        .bearer_auth(PORTAL_TOKEN)
+        .header("content-type", "text/xml")
+        .header("soapaction", format!("\"{ACTION}GetLPUList\""))
+        .body(
+            "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><GetLPUList",
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = res.text().await.unwrap();
+    assert_eq!(fault(&body).0, "MALFORMED_XML", "{body}");
+    let res =
+        fx.t.http
+            .post(fx.t.url("/soap/hub"))
+            .bearer_auth(PORTAL_TOKEN)
+            .header("content-type", "text/xml")
+            .header("soapaction", format!("\"{ACTION}SetAppointment\""))
+            .body(envelope("GetLPUList", ""))
+            .send()
+            .await
+            .unwrap();
+    let body = res.text().await.unwrap();
+    assert_eq!(
+        fault(&body),
+        ("SOAP_ACTION_MISMATCH".into(), "SOAPAction".into()),
+        "{body}"
+    );
+    // Idempotency: the same request with the same key returns the first booking.
+    let other = &free[1];
+    let inner = format!("<IdAppointment>{}</IdAppointment><IdLPU>{ORG}</IdLPU>{pat}<IdempotencyKey>hub-1</IdempotencyKey>", other.id);
+    let (s, first) = call(&fx, PORTAL_TOKEN, "SetAppointment", &inner, None).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    let (s, again) = call(&fx, PORTAL_TOKEN, "SetAppointment", &inner, None).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(between(&first, "IdClaim"), between(&again, "IdClaim"));
+    let changed = inner.replace(&policy(41), &policy(42));
+    let (_, reused) = call(&fx, PORTAL_TOKEN, "SetAppointment", &changed, None).await;
+    assert_eq!(fault(&reused).0, "IDEMPOTENCY_KEY_REUSED", "{reused}");
+    // The WSDL is public and carries this gateway's address.
+    let wsdl =
+        fx.t.http
+            .get(fx.t.url("/soap/hub?wsdl"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    assert!(
+        wsdl.contains(&format!("location=\"{}/soap/hub\"", fx.t.gw.url())),
+        "{}",
+        &wsdl[..200]
+    );
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_faults_name_the_element_postgres() {
+    hub_faults_name_the_element(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_faults_name_the_element_sqlite() {
+    hub_faults_name_the_element(Backend::Sqlite).await
+}
+
+async fn race_through_both_interfaces(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    let slots: Vec<String> = fx
+        .free(Channel::Internet)
+        .await
+        .into_iter()
+        .take(10)
+        .map(|s| s.id)
+        .collect();
+    let tasks = (0..200u32).map(|i| {
+        let http = fx.t.http.clone();
+        let slot = slots[(i % 10) as usize].clone();
+        let (url, ct, action, body) = if i % 2 == 0 {
+            (fx.t.url("/fhir/Appointment/$book"), "application/fhir+json", String::new(), params(&slot, Some(patient(200 + i)), None).to_string())
+        } else {
+            (fx.t.url("/soap/hub"), "text/xml; charset=utf-8", format!("\"{ACTION}SetAppointment\""),
+             envelope("SetAppointment", &format!("<IdAppointment>{slot}</IdAppointment><IdLPU>{ORG}</IdLPU><Polis>{}</Polis><Birthday>1980-05-17</Birthday>", policy(200 + i))))
+        };
+        async move {
+            let mut r = http.post(url).bearer_auth(PORTAL_TOKEN).header("content-type", ct);
+            if !action.is_empty() {
+                r = r.header("soapaction", action);
+            }
+            let res = r.body(body).send().await.unwrap();
+            let status = res.status();
+            let text = res.text().await.unwrap();
+            (i % 2 == 0, status, text)
+        }
+    });
+    let results = futures_util::future::join_all(tasks).await;
+    let won: Vec<_> = results
+        .iter()
+        .filter(|(_, s, _)| *s == StatusCode::OK || *s == StatusCode::CREATED)
+        .collect();
+    assert_eq!(won.len(), 10, "exactly one booking per slot");
+    for (fhir, status, text) in &results {
+        if *status == StatusCode::OK || *status == StatusCode::CREATED {
+            continue;
+        }
+        if *fhir {
+            assert_eq!(*status, StatusCode::CONFLICT, "{text}");
+            assert!(text.contains("SLOT_TAKEN"), "{text}");
+        } else {
+            assert_eq!(fault(text).0, "SLOT_TAKEN", "{text}");
+        }
+    }
+    let booked: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT slot_id, COUNT(*) FROM appointments WHERE status = 'booked' GROUP BY slot_id",
+    )
+    .fetch_all(fx.t.gw.state.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(booked.len(), 10);
+    assert!(booked.iter().all(|(_, n)| *n == 1));
+    for s in &slots {
+        assert!(
+            fx.sim.booked_slot(s.trim_start_matches("emias:")).is_some(),
+            "the MIS agrees on {s}"
+        );
+    }
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn race_through_both_interfaces_postgres() {
+    race_through_both_interfaces(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn race_through_both_interfaces_sqlite() {
+    race_through_both_interfaces(Backend::Sqlite).await
 }

@@ -206,27 +206,3 @@ impl TestGateway {
         drop(self.db);
     }
 }
-
-/// Declares a test body once and runs it on both backends as `<name>::postgres` and
-/// `<name>::sqlite`.
-#[macro_export]
-macro_rules! both_backends {
-    ($(#[$m:meta])* async fn $name:ident($b:ident: Backend) $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            $(#[$m])*
-            async fn run($b: medgate::store::Backend) $body
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                run(medgate::store::Backend::Postgres).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                run(medgate::store::Backend::Sqlite).await
-            }
-        }
-    };
-}
