@@ -1,14 +1,37 @@
-//! The gateway process: connect, migrate, start background tasks and the HTTP server.
+//! The composition root: connect and migrate, wire every service's ports to their adapters,
+//! start the background jobs and the HTTP server, and stop them all in order.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::adapters::emias::EmiasClient;
+use crate::adapters::fhir_mis::FhirMisClient;
+use crate::adapters::remd::RemdClient;
+use crate::adapters::webhook::WebhookNotifier;
 use crate::auth::ClientRegistry;
-use crate::config::Settings;
+use crate::config::{KeyRole, Settings};
+use crate::exchange::delivery::{Handler, Worker, WorkerConfig};
 use crate::exchange::{TxLog, TxLogHandle};
 use crate::http::{self, AppState, Metrics};
+use crate::jobs::delivery::Delivery;
+use crate::jobs::documents::VerdictPoll;
+use crate::jobs::holds::HoldSweeper;
+use crate::jobs::prune::TransactionPrune;
+use crate::jobs::schedules::ScheduleRound;
+use crate::jobs::{Job, Jobs};
+use crate::model::time::{system_clock, SharedClock};
+use crate::services::booking::{Booking, MIS_DESTINATION, NOTIFY_DESTINATION};
+use crate::services::documents::{Documents, RegistryLink, DESTINATION as REMD_DESTINATION};
+use crate::services::mis::MisRegistry;
+use crate::services::notify::Notifier;
+use crate::services::operations::Operations;
+use crate::services::schedule_sync::ScheduleSource;
+use crate::services::schedules::Schedules;
 use crate::store::{Store, StoreError};
+
+/// How often a delivery job looks for due items when nobody wakes it.
+const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -29,22 +52,24 @@ pub enum AppError {
     },
 }
 
-/// A running gateway: its address, state and server handle.
+/// A running gateway: its address, state, jobs and server handle.
 pub struct Gateway {
     /// The address the HTTP server listens on.
     pub addr: SocketAddr,
-    /// Shared state (store, transaction log, ...).
+    /// Shared state of the handlers (services, settings, metrics).
     pub state: Arc<AppState>,
+    /// The database.
+    pub store: Store,
+    /// The background jobs.
+    pub jobs: Jobs,
     server: actix_web::dev::ServerHandle,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     txlog_task: TxLogHandle,
-    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
     /// Connects to the database, migrates if configured, and starts serving.
     pub async fn start(settings: Settings) -> Result<Gateway, AppError> {
-        let started = Instant::now();
         let store = Store::connect(&settings.database).await?;
         if settings.database.migrate_on_start {
             store.migrate().await?;
@@ -53,84 +78,48 @@ impl Gateway {
             addr: settings.http.bind.clone(),
             source,
         })?;
-        Self::start_on(settings, store, listener, started).await
+        Self::start_on(settings, store, listener, system_clock()).await
     }
 
-    /// Starts on an existing store and listener (tests bind port 0).
+    /// Starts on an existing store and listener (tests bind port 0) with `clock` as the
+    /// services' and jobs' time.
     pub async fn start_on(
         settings: Settings,
         store: Store,
         listener: TcpListener,
-        started: Instant,
+        clock: SharedClock,
     ) -> Result<Gateway, AppError> {
+        let started = Instant::now();
         let addr = listener.local_addr().map_err(|source| AppError::Bind {
             addr: settings.http.bind.clone(),
             source,
         })?;
         let (txlog, txlog_task) = TxLog::start(store.clone(), settings.transaction_log.clone());
-        crate::sign::init_crypto();
-        let key_settings = settings.signing.keys.clone();
-        let keys = tokio::task::spawn_blocking(move || crate::sign::KeyRing::load(&key_settings))
-            .await
-            .map_err(|e| AppError::Keys(e.to_string()))?
-            .map_err(AppError::Keys)?;
-        let remd = match settings.remd.as_ref() {
-            None => None,
-            Some(r) => {
-                let mut client = crate::adapters::remd::RemdClient::new(
-                    &r.url,
-                    &r.client_entity_id,
-                    &r.callback_url,
-                    Duration::from_secs(r.timeout_secs),
-                    txlog.clone(),
-                );
-                if let Some(owner) = &r.message_key {
-                    let key = keys
-                        .get(crate::config::KeyRole::Organization, owner)
-                        .ok_or_else(|| {
-                            AppError::Keys(format!(
-                            "remd.message_key: no organization key for {owner} in [[signing.keys]]"
-                        ))
-                        })?;
-                    client = client.with_message_signer(key);
-                }
-                Some((r.clone(), client))
-            }
-        };
-        let documents = crate::services::documents::Documents::new(store.clone(), keys, remd);
-        let mut mis = crate::services::mis::MisRegistry::default();
-        let emias = settings.emias.as_ref().map(|e| {
-            crate::adapters::emias::EmiasClient::new(
-                &e.url,
-                Duration::from_secs(e.timeout_secs),
-                txlog.clone(),
-            )
+        let documents = documents(&settings, &store, &txlog, &clock).await?;
+        let (mis, sources) = clinic_systems(&settings, &txlog);
+        let notifier = settings.booking.notify_url.as_ref().map(|url| {
+            Arc::new(WebhookNotifier::new(
+                url,
+                Duration::from_secs(settings.booking.notify_timeout_secs),
+            )) as Arc<dyn Notifier>
         });
-        let fhir_mis = settings.fhir_mis.as_ref().map(|e| {
-            crate::adapters::fhir_mis::FhirMisClient::new(
-                &e.url,
-                Duration::from_secs(e.timeout_secs),
-                txlog.clone(),
-            )
-        });
-        let mut sources: Vec<Arc<dyn crate::services::schedule_sync::ScheduleSource>> = Vec::new();
-        if let Some(client) = &emias {
-            mis.insert(crate::adapters::emias::SOURCE, Arc::new(client.clone()));
-            sources.push(Arc::new(client.clone()));
-        }
-        if let Some(client) = &fhir_mis {
-            mis.insert(crate::adapters::fhir_mis::SOURCE, Arc::new(client.clone()));
-            sources.push(Arc::new(client.clone()));
-        }
-        let booking =
-            crate::services::booking::Booking::new(store.clone(), mis, settings.booking.clone());
-        let sync_every = settings.booking.sync_interval_secs;
+        let booking = Booking::new(
+            store.clone(),
+            mis,
+            notifier,
+            &settings.booking,
+            clock.clone(),
+        );
+        let jobs = Jobs::start(background_jobs(
+            &settings, &store, &clock, &booking, &documents, sources,
+        ));
         let state = Arc::new(AppState {
-            booking: booking.clone(),
-            documents: documents.clone(),
+            booking,
+            documents,
+            schedules: Schedules::new(store.clone(), clock),
+            operations: Operations::new(store.clone(), txlog.clone()),
             clients: ClientRegistry::from_settings(&settings.clients),
             settings: Arc::new(settings),
-            store: store.clone(),
             txlog,
             metrics: Metrics::new(),
             started,
@@ -141,24 +130,15 @@ impl Gateway {
         })?;
         let handle = server.handle();
         let server_task = tokio::spawn(server);
-        let mut background = vec![tokio::spawn(prune_loop(store))];
-        background.extend(documents.spawn_workers());
-        background.extend(booking.spawn_workers());
-        if sync_every > 0 {
-            background.push(tokio::spawn(schedule_loop(
-                booking,
-                sources,
-                Duration::from_secs(sync_every),
-            )));
-        }
-        tracing::info!(%addr, database = state.store.backend().name(), "medgate listening");
+        tracing::info!(%addr, database = store.backend().name(), jobs = ?jobs.names(), "medgate listening");
         Ok(Gateway {
             addr,
             state,
+            store,
+            jobs,
             server: handle,
             server_task,
             txlog_task,
-            background,
         })
     }
 
@@ -167,15 +147,19 @@ impl Gateway {
         format!("http://{}", self.addr)
     }
 
-    /// Serves until the server stops (Ctrl-C / SIGTERM), then drains background work.
+    /// The background job called `name`, to run one step of it by hand.
+    pub fn job(&self, name: &str) -> Option<Arc<dyn Job>> {
+        self.jobs.get(name)
+    }
+
+    /// Serves until the server stops (Ctrl-C / SIGTERM), then stops the jobs and drains the
+    /// transaction log.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = match self.server_task.await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
         };
-        for b in &self.background {
-            b.abort();
-        }
+        self.jobs.stop(Duration::from_secs(5)).await;
         drop(self.state);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.txlog_task).await;
         result
@@ -185,88 +169,158 @@ impl Gateway {
     pub async fn stop(self) {
         self.server.stop(true).await;
         let _ = self.server_task.await;
-        for b in &self.background {
-            b.abort();
-        }
+        self.jobs.stop(Duration::from_secs(5)).await;
         self.state.txlog.flush().await;
     }
 }
 
-/// Deletes transaction log records whose retention ended, once an hour.
-async fn prune_loop(store: Store) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tick.tick().await;
-        match store.prune_transactions(crate::store::now_ms()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "transaction log pruned"),
-            Err(e) => tracing::warn!(error = %e, "transaction log prune failed"),
+/// The documents service: signing keys, and the registry link when one is configured.
+async fn documents(
+    settings: &Settings,
+    store: &Store,
+    txlog: &TxLog,
+    clock: &SharedClock,
+) -> Result<Documents, AppError> {
+    crate::sign::init_crypto();
+    let key_settings = settings.signing.keys.clone();
+    let keys = tokio::task::spawn_blocking(move || crate::sign::KeyRing::load(&key_settings))
+        .await
+        .map_err(|e| AppError::Keys(e.to_string()))?
+        .map_err(AppError::Keys)?;
+    let remd = match settings.remd.as_ref() {
+        None => None,
+        Some(r) => {
+            let mut client = RemdClient::new(
+                &r.url,
+                &r.client_entity_id,
+                &r.callback_url,
+                Duration::from_secs(r.timeout_secs),
+                txlog.clone(),
+            );
+            if let Some(owner) = &r.message_key {
+                let key = keys.get(KeyRole::Organization, owner).ok_or_else(|| {
+                    AppError::Keys(format!(
+                        "remd.message_key: no organization key for {owner} in [[signing.keys]]"
+                    ))
+                })?;
+                client = client.with_message_signer(key);
+            }
+            Some(RegistryLink {
+                settings: r.clone(),
+                registry: Arc::new(client),
+            })
         }
-    }
+    };
+    Ok(Documents::new(
+        store.clone(),
+        Arc::new(keys),
+        remd,
+        clock.clone(),
+    ))
 }
 
-/// Rounds between checks of every active appointment against its slot.
-const FULL_SLOT_CHECK_EVERY: u64 = 60;
-
-/// Applies the clinic systems' slot changes, ends appointments on withdrawn slots and moves
-/// appointments on moved slots (with a patient notification each), every `period`. A round
-/// looks only at the slots its sync changed; the first round, a round after a full sync
-/// (`medgate sync schedules`) and every [`FULL_SLOT_CHECK_EVERY`]th look at every active
-/// appointment, the last as a backstop for a failed round.
-async fn schedule_loop(
-    booking: crate::services::booking::Booking,
-    sources: Vec<Arc<dyn crate::services::schedule_sync::ScheduleSource>>,
-    period: Duration,
-) {
-    let mut tick = tokio::time::interval(period);
-    let mut round: u64 = 0;
-    let mut full_seen = booking
-        .store()
-        .latest_full_sync()
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(0);
-    loop {
-        tick.tick().await;
-        let mut changed = Vec::new();
-        for client in &sources {
-            match crate::services::schedule_sync::incremental_sync(booking.store(), client.as_ref())
-                .await
-            {
-                Ok(r) => changed.extend(r.changed),
-                Err(e) => {
-                    tracing::warn!(source = client.source(), error = %e, "incremental schedule sync failed")
-                }
-            }
-        }
-        // A full sync since the last round (`medgate sync schedules`, e.g. the nightly
-        // timer) changed slots outside the change feed: look at everything once.
-        let full_sync = match booking.store().latest_full_sync().await {
-            Ok(Some(at)) if at > full_seen => {
-                full_seen = at;
-                true
-            }
-            _ => false,
-        };
-        let scope =
-            (round % FULL_SLOT_CHECK_EVERY != 0 && !full_sync).then_some(changed.as_slice());
-        round += 1;
-        match booking.handle_withdrawn_slots(scope).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                appointments = n,
-                "appointments on withdrawn slots ended, patients notified"
-            ),
-            Err(e) => tracing::warn!(error = %e, "withdrawn slot check failed"),
-        }
-        match booking.handle_moved_slots(scope).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                appointments = n,
-                "appointments on moved slots follow the new times, patients notified"
-            ),
-            Err(e) => tracing::warn!(error = %e, "moved slot check failed"),
-        }
+/// The configured clinic systems: where bookings go and where schedules come from.
+fn clinic_systems(
+    settings: &Settings,
+    txlog: &TxLog,
+) -> (MisRegistry, Vec<Arc<dyn ScheduleSource>>) {
+    let mut mis = MisRegistry::default();
+    let mut sources: Vec<Arc<dyn ScheduleSource>> = Vec::new();
+    if let Some(e) = &settings.emias {
+        let client = Arc::new(EmiasClient::new(
+            &e.url,
+            Duration::from_secs(e.timeout_secs),
+            txlog.clone(),
+        ));
+        mis.insert(crate::adapters::emias::SOURCE, client.clone());
+        sources.push(client);
     }
+    if let Some(e) = &settings.fhir_mis {
+        let client = Arc::new(FhirMisClient::new(
+            &e.url,
+            Duration::from_secs(e.timeout_secs),
+            txlog.clone(),
+        ));
+        mis.insert(crate::adapters::fhir_mis::SOURCE, client.clone());
+        sources.push(client);
+    }
+    (mis, sources)
+}
+
+/// Every background job this configuration asks for.
+fn background_jobs(
+    settings: &Settings,
+    store: &Store,
+    clock: &SharedClock,
+    booking: &Booking,
+    documents: &Documents,
+    sources: Vec<Arc<dyn ScheduleSource>>,
+) -> Vec<Arc<dyn Job>> {
+    let deliver =
+        |destination: &str, concurrency: usize, lease: Duration, handler: Handler, wake| {
+            let config = WorkerConfig {
+                destination: destination.into(),
+                concurrency,
+                lease,
+            };
+            let worker = Worker::new(store.clone(), config, handler, clock.clone());
+            Arc::new(Delivery::new(worker, wake, IDLE_POLL)) as Arc<dyn Job>
+        };
+    let mut jobs: Vec<Arc<dyn Job>> = vec![
+        Arc::new(TransactionPrune::new(store.clone(), clock.clone())),
+        Arc::new(HoldSweeper::new(booking.clone())),
+    ];
+    let svc = booking.clone();
+    let handler: Handler = Arc::new(move |item| {
+        let svc = svc.clone();
+        Box::pin(async move { svc.deliver_cancel(item).await })
+    });
+    jobs.push(deliver(
+        MIS_DESTINATION,
+        8,
+        Duration::from_secs(120),
+        handler,
+        booking.mis_queued(),
+    ));
+    if booking.notifies() {
+        let svc = booking.clone();
+        let handler: Handler = Arc::new(move |item| {
+            let svc = svc.clone();
+            Box::pin(async move { svc.deliver_notice(item).await })
+        });
+        let lease = Duration::from_secs(settings.booking.notify_timeout_secs * 3 + 5);
+        jobs.push(deliver(
+            NOTIFY_DESTINATION,
+            8,
+            lease,
+            handler,
+            booking.notice_queued(),
+        ));
+    }
+    if let (Some(r), true) = (&settings.remd, documents.delivers()) {
+        let svc = documents.clone();
+        let handler: Handler = Arc::new(move |item| {
+            let svc = svc.clone();
+            Box::pin(async move { svc.deliver(item).await })
+        });
+        let lease = Duration::from_secs(r.timeout_secs * 3 + 5);
+        jobs.push(deliver(
+            REMD_DESTINATION,
+            r.workers,
+            lease,
+            handler,
+            documents.wake(),
+        ));
+        let period = Duration::from_secs((r.callback_timeout_secs / 4).clamp(1, 60));
+        jobs.push(Arc::new(VerdictPoll::new(documents.clone(), period)));
+    }
+    if settings.booking.sync_interval_secs > 0 {
+        jobs.push(Arc::new(ScheduleRound::new(
+            store.clone(),
+            booking.clone(),
+            sources,
+            Duration::from_secs(settings.booking.sync_interval_secs),
+        )));
+    }
+    jobs
 }

@@ -204,7 +204,7 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     store.migrate().await.map_err(|e| e.to_string())?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let gw = Gateway::start_on(s, store, listener, Instant::now())
+    let gw = Gateway::start_on(s, store, listener, crate::model::time::system_clock())
         .await
         .map_err(|e| e.to_string())?;
     let endpoint = format!("{}/fhir/DocumentReference", gw.url());
@@ -403,7 +403,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
         .await
         .map_err(|e| e.to_string())?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let gw = Gateway::start_on(s, store, listener, Instant::now())
+    let gw = Gateway::start_on(s, store, listener, crate::model::time::system_clock())
         .await
         .map_err(|e| e.to_string())?;
     let http = reqwest::Client::builder()
@@ -411,13 +411,12 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
         .build()
         .map_err(|e| e.to_string())?;
     let doctors: Vec<(String, String)> = gw
-        .state
         .store
         .list_practitioners(None, 10_000)
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
-        .map(|p| (p.org_oid, p.id))
+        .map(|p| (p.org.to_string(), p.id))
         .collect();
     let search = Arc::new(SearchRequest {
         http: http.clone(),
@@ -538,7 +537,10 @@ async fn load_region(
         doctors,
         ..crate::sim::emias::Region::demo(day)
     };
-    let orgs: Vec<String> = (0..region.clinics).map(|c| region.clinic_oid(c)).collect();
+    let orgs = (0..region.clinics)
+        .map(|c| crate::model::Oid::parse_organization(&region.clinic_oid(c)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     let sim = crate::sim::emias::EmiasSim::start(region).map_err(|e| e.to_string())?;
     let (txlog, _writer) = crate::exchange::TxLog::start(store.clone(), s.transaction_log.clone());
     let client =
@@ -690,8 +692,8 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
     // Free slots the internet channel may take, spread over the region.
     let mut targets = Vec::with_capacity(opts.count);
     let mut q = crate::store::schedules::SlotQuery {
-        status: Some("free".into()),
-        start_from: Some(crate::store::now_ms() + 3_600_000),
+        status: Some(crate::model::schedule::SlotStatus::Free),
+        start_from: Some(crate::model::time::now_ms() + 3_600_000),
         ..Default::default()
     };
     while targets.len() < opts.count {
@@ -704,7 +706,7 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
         targets.extend(
             page.into_iter()
                 .filter(|r| {
-                    crate::model::schedule::Channels(r.channels)
+                    r.channels
                         .contains(crate::model::schedule::Channel::Internet)
                 })
                 .map(|r| r.id),
@@ -712,7 +714,7 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
     }
     targets.truncate(opts.count);
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let gw = Gateway::start_on(s, store, listener, Instant::now())
+    let gw = Gateway::start_on(s, store, listener, crate::model::time::system_clock())
         .await
         .map_err(|e| e.to_string())?;
     let base = gw.url();
@@ -782,7 +784,7 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
     let elapsed = started.elapsed();
     let booked: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM appointments WHERE status = 'booked'")
-            .fetch_one(gw.state.store.pool())
+            .fetch_one(gw.store.pool())
             .await
             .map_err(|e| e.to_string())?;
     gw.stop().await;

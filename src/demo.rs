@@ -6,7 +6,8 @@ use std::path::Path;
 use crate::config::{
     BodyPolicy, ClientSettings, KeyRole, KeySettings, RemdSettings, RoutePolicy, Secret, Settings,
 };
-use crate::store::organizations::Organization;
+use crate::model::organization::Organization;
+use crate::model::Oid;
 use crate::store::{Store, StoreError};
 
 /// The demo client's bearer token (documented in the README; demo only).
@@ -149,12 +150,17 @@ fn rand_serial() -> u32 {
     (uuid::Uuid::new_v4().as_u128() as u32) & 0x7fff_ffff
 }
 
+/// An organization OID of the demo region (well-formed by construction).
+fn demo_oid(raw: &str) -> Oid {
+    Oid::parse_organization(raw).expect("the demo region's OIDs are FRMO OIDs")
+}
+
 /// The demo region's organizations.
 pub fn organizations() -> Vec<Organization> {
     let districts = ["Central", "North", "South", "East"];
     (1..=12)
         .map(|i| Organization {
-            oid: format!("1.2.643.5.1.13.13.12.2.77.{}", 7000 + i),
+            oid: demo_oid(&format!("1.2.643.5.1.13.13.12.2.77.{}", 7000 + i)),
             name: format!("City Polyclinic No. {i} of the Demo Region Health Department"),
             short_name: format!("City Polyclinic No. {i}"),
             address: format!("{} Demo Street, Demo City", 10 + i),
@@ -219,7 +225,7 @@ impl Demo {
             .iter()
             .enumerate()
             .map(|(i, oid)| Organization {
-                oid: oid.clone(),
+                oid: demo_oid(oid),
                 name: format!("Regional Specialist Centre No. {} (FHIR MIS)", i + 1),
                 short_name: format!("Specialist Centre No. {}", i + 1),
                 address: format!("{} Clinic Avenue, Demo City", 1 + i),
@@ -234,12 +240,16 @@ impl Demo {
             .map_err(|e| e.to_string())?;
         let listener = std::net::TcpListener::bind(&settings.http.bind)
             .map_err(|e| format!("cannot listen on {}: {e}", settings.http.bind))?;
-        let gateway =
-            crate::app::Gateway::start_on(settings, store, listener, std::time::Instant::now())
-                .await
-                .map_err(|e| e.to_string())?;
+        let gateway = crate::app::Gateway::start_on(
+            settings,
+            store,
+            listener,
+            crate::model::time::system_clock(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let (store, txlog, url, fhir_url) = (
-            gateway.state.store.clone(),
+            gateway.store.clone(),
             gateway.state.txlog.clone(),
             mis.url.clone(),
             fhir_mis.url.clone(),
@@ -278,7 +288,7 @@ impl Demo {
                 match crate::services::schedule_sync::full_sync(
                     &store,
                     &fhir_client,
-                    org,
+                    &demo_oid(org),
                     today,
                     30,
                     &|_| {},

@@ -466,18 +466,18 @@ async fn sync_schedules(settings: Settings, org: Option<String>, full: bool) -> 
         total.withdrawn += r.withdrawn;
     };
     if full {
-        let orgs = match org {
-            Some(o) => vec![medgate::model::Oid::parse_organization(&o)
-                .map_err(|e| format!("--org: {e}"))?
-                .to_string()],
-            None => store
-                .list_organizations(None, None, 0, 100_000)
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|o| o.oid)
-                .collect(),
-        };
+        let orgs =
+            match org {
+                Some(o) => vec![medgate::model::Oid::parse_organization(&o)
+                    .map_err(|e| format!("--org: {e}"))?],
+                None => store
+                    .list_organizations(None, None, 0, 100_000)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|o| o.oid)
+                    .collect(),
+            };
         let bar = indicatif::ProgressBar::new((orgs.len() * clients.len()) as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} organizations  {msg}")

@@ -1,12 +1,19 @@
-//! Client of the city-wide MIS (EMIAS-style SOAP 1.1; contract in `adapters/emias/`).
+//! Client of the city-wide MIS (EMIAS-style SOAP 1.1; contract in `adapters/emias/`): the
+//! schedule source its clinics publish through it.
 
 use std::time::Duration;
+
+use chrono::NaiveDate;
+use futures_util::future::BoxFuture;
 
 use crate::codec::soap;
 use crate::codec::xml::dom::{escape_text as esc, Element, Limits};
 use crate::exchange::txlog::TxLog;
-use crate::model::schedule::Channels;
-use crate::store::schedules::{Practitioner, SlotRow};
+use crate::model::schedule::{
+    Channels, Practitioner, Slot, SlotChange, SlotChangeKind, SlotStatus,
+};
+use crate::model::Oid;
+use crate::services::schedule_sync::{Changes, SchedulePage, ScheduleSource, SyncError};
 
 /// Namespace of the MIS operations.
 pub const NS: &str = "urn:medgate:sim:emias:v1";
@@ -120,9 +127,12 @@ impl EmiasClient {
     }
 
     /// Doctors of an organization.
-    pub async fn resources(&self, org: &str) -> Result<Vec<Practitioner>, EmiasError> {
+    pub async fn resources(&self, org: &Oid) -> Result<Vec<Practitioner>, EmiasError> {
         let el = self
-            .call("GetResources", &format!("<OrgOid>{}</OrgOid>", esc(org)))
+            .call(
+                "GetResources",
+                &format!("<OrgOid>{}</OrgOid>", esc(org.as_str())),
+            )
             .await?;
         el.children_named("Resource")
             .map(|r| {
@@ -132,9 +142,11 @@ impl EmiasClient {
                         .ok_or_else(|| EmiasError::Malformed(format!("Resource/{n} missing")))
                 };
                 let id = need("Id")?;
+                let org = need("OrgOid")?;
                 Ok(Practitioner {
                     id: format!("{SOURCE}:{id}"),
-                    org_oid: need("OrgOid")?,
+                    org: Oid::parse_organization(&org)
+                        .map_err(|e| EmiasError::Malformed(format!("Resource/OrgOid: {e}")))?,
                     source: SOURCE.into(),
                     external_id: id,
                     snils: need("Snils")?,
@@ -164,15 +176,15 @@ impl EmiasClient {
     /// One page of an organization's schedule; the second value is the next page token.
     pub async fn schedule_page(
         &self,
-        org: &str,
-        from: chrono::NaiveDate,
-        to: chrono::NaiveDate,
+        org: &Oid,
+        from: NaiveDate,
+        to: NaiveDate,
         page: Option<&str>,
         specialty_of: &(dyn Fn(&str) -> String + Sync),
-    ) -> Result<(Vec<SlotRow>, Option<String>), EmiasError> {
+    ) -> Result<(Vec<Slot>, Option<String>), EmiasError> {
         let inner = format!(
             "<OrgOid>{}</OrgOid><From>{from}</From><To>{to}</To><PageSize>5000</PageSize>{}",
-            esc(org),
+            esc(org.as_str()),
             page.map(|p| format!("<PageToken>{}</PageToken>", esc(p)))
                 .unwrap_or_default()
         );
@@ -193,19 +205,20 @@ impl EmiasClient {
                 .ok_or_else(|| EmiasError::Malformed("Slot/Id missing".into()))?;
             let resource = s.child_text("ResourceId").unwrap_or("");
             let practitioner_id = format!("{SOURCE}:{resource}");
-            rows.push(SlotRow {
+            let status = s.child_text("Status").unwrap_or("free");
+            rows.push(Slot {
                 id: format!("{SOURCE}:{id}"),
-                org_oid: org.to_string(),
+                org: org.clone(),
                 specialty_code: specialty_of(&practitioner_id),
                 practitioner_id,
                 start_at: time(s.child_text("Start"), "Start")?,
                 end_at: time(s.child_text("End"), "End")?,
-                status: s.child_text("Status").unwrap_or("free").to_string(),
-                channels: Channels::parse_list(s.child_text("Channels").unwrap_or(""))
-                    .ok_or_else(|| {
-                        EmiasError::Malformed("Slot/Channels has an unknown channel".into())
-                    })?
-                    .0,
+                status: SlotStatus::parse(status).ok_or_else(|| {
+                    EmiasError::Malformed(format!("Slot/Status {status:?} is unknown"))
+                })?,
+                channels: Channels::parse_list(s.child_text("Channels").unwrap_or("")).ok_or_else(
+                    || EmiasError::Malformed("Slot/Channels has an unknown channel".into()),
+                )?,
                 source: SOURCE.into(),
             });
         }
@@ -213,10 +226,7 @@ impl EmiasClient {
     }
 
     /// Slot changes since `token` and the new token.
-    pub async fn changes(
-        &self,
-        token: &str,
-    ) -> Result<(Vec<crate::services::schedule_sync::SlotChange>, String), EmiasError> {
+    pub async fn changes(&self, token: &str) -> Result<(Vec<SlotChange>, String), EmiasError> {
         let el = self
             .call("GetChanges", &format!("<Token>{}</Token>", esc(token)))
             .await?;
@@ -230,9 +240,9 @@ impl EmiasClient {
                                 .ok()
                                 .map(|t| t.timestamp_millis())
                         };
-                        Some(crate::services::schedule_sync::SlotChange {
+                        Some(SlotChange {
                             id: format!("{SOURCE}:{}", x.child_text("SlotId")?),
-                            kind: x.child_text("Kind")?.to_string(),
+                            kind: SlotChangeKind::parse(x.child_text("Kind")?)?,
                             times: time("Start").zip(time("End")),
                         })
                     })
@@ -243,5 +253,41 @@ impl EmiasClient {
             .child_text("Token")
             .ok_or_else(|| EmiasError::Malformed("Token missing".into()))?;
         Ok((changes, token.to_string()))
+    }
+}
+
+impl From<EmiasError> for SyncError {
+    fn from(e: EmiasError) -> Self {
+        SyncError::Source(e.to_string())
+    }
+}
+
+impl ScheduleSource for EmiasClient {
+    fn source(&self) -> &'static str {
+        SOURCE
+    }
+
+    fn resources<'a>(
+        &'a self,
+        org: &'a Oid,
+    ) -> BoxFuture<'a, Result<Vec<Practitioner>, SyncError>> {
+        Box::pin(async move { Ok(EmiasClient::resources(self, org).await?) })
+    }
+
+    fn schedule_page<'a>(
+        &'a self,
+        org: &'a Oid,
+        from: NaiveDate,
+        to: NaiveDate,
+        page: Option<&'a str>,
+        specialty_of: &'a (dyn Fn(&str) -> String + Sync),
+    ) -> BoxFuture<'a, Result<SchedulePage, SyncError>> {
+        Box::pin(async move {
+            Ok(EmiasClient::schedule_page(self, org, from, to, page, specialty_of).await?)
+        })
+    }
+
+    fn changes<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Changes, SyncError>> {
+        Box::pin(async move { Ok(EmiasClient::changes(self, token).await?) })
     }
 }

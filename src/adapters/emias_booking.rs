@@ -27,15 +27,15 @@ impl Mis for EmiasClient {
                 "<SlotId>{}</SlotId><ClientRef>{}</ClientRef><Channel>{}</Channel>",
                 esc(&b.slot_external_id),
                 esc(&b.client_ref),
-                esc(&b.channel)
+                b.channel.as_str()
             );
-            if let Some(p) = &b.policy {
-                inner.push_str(&format!("<Policy>{}</Policy>", esc(p)));
+            if let Some(p) = &b.patient.policy {
+                inner.push_str(&format!("<Policy>{}</Policy>", p.digits()));
             }
-            if let Some(s) = &b.snils {
-                inner.push_str(&format!("<Snils>{}</Snils>", esc(s)));
+            if let Some(s) = &b.patient.snils {
+                inner.push_str(&format!("<Snils>{}</Snils>", s.digits()));
             }
-            if let Some(d) = b.birth_date {
+            if let Some(d) = b.patient.birth_date {
                 inner.push_str(&format!("<BirthDate>{d}</BirthDate>"));
             }
             let el = self

@@ -10,12 +10,13 @@ use serde_json::{json, Value};
 
 use super::exchange::{exchange, NoAnswer, Request};
 use crate::exchange::txlog::TxLog;
-use crate::model::schedule::{Channel, Channels};
-use crate::services::mis::{Mis, MisBooking, MisError};
-use crate::services::schedule_sync::{
-    Changes, SchedulePage, ScheduleSource, SlotChange, SyncError,
+use crate::model::schedule::{
+    Channel, Channels, Practitioner, Slot, SlotChange, SlotChangeKind, SlotStatus,
 };
-use crate::store::schedules::{Practitioner, SlotRow};
+use crate::model::time::instant_millis;
+use crate::model::Oid;
+use crate::services::mis::{Mis, MisBooking, MisError};
+use crate::services::schedule_sync::{Changes, SchedulePage, ScheduleSource, SyncError};
 
 /// Source name of records that come from this system.
 pub const SOURCE: &str = "fhir-mis";
@@ -133,7 +134,7 @@ impl FhirMisClient {
             .unwrap_or_default()
     }
 
-    async fn practitioners(&self, org: &str) -> Result<Vec<Practitioner>, FhirMisError> {
+    async fn practitioners(&self, org: &Oid) -> Result<Vec<Practitioner>, FhirMisError> {
         let (_, v) = self
             .call(
                 reqwest::Method::GET,
@@ -156,9 +157,15 @@ impl FhirMisClient {
                     .as_str()
                     .ok_or_else(|| FhirMisError::Malformed("Practitioner.id missing".into()))?;
                 let coding = &p["qualification"][0]["code"]["coding"][0];
+                let org = match ext(ORG_EXTENSION) {
+                    Some(o) => Oid::parse_organization(o).map_err(|e| {
+                        FhirMisError::Malformed(format!("Practitioner organization: {e}"))
+                    })?,
+                    None => org.clone(),
+                };
                 Ok(Practitioner {
                     id: format!("{SOURCE}:{id}"),
-                    org_oid: ext(ORG_EXTENSION).unwrap_or(org).to_string(),
+                    org,
                     source: SOURCE.into(),
                     external_id: id.to_string(),
                     snils: p["identifier"][0]["value"]
@@ -178,9 +185,9 @@ impl FhirMisClient {
 
     fn slot_row(
         s: &Value,
-        org: &str,
+        org: &Oid,
         specialty_of: &(dyn Fn(&str) -> String + Sync),
-    ) -> Result<SlotRow, FhirMisError> {
+    ) -> Result<Slot, FhirMisError> {
         let id = s["id"]
             .as_str()
             .ok_or_else(|| FhirMisError::Malformed("Slot.id missing".into()))?;
@@ -206,20 +213,19 @@ impl FhirMisClient {
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
-        Ok(SlotRow {
+        Ok(Slot {
             id: format!("{SOURCE}:{id}"),
-            org_oid: org.to_string(),
+            org: org.clone(),
             specialty_code: specialty_of(&practitioner),
             practitioner_id: practitioner,
             start_at: time("start")?,
             end_at: time("end")?,
             status: match s["status"].as_str() {
-                Some("free") => "free",
-                Some("busy") | Some("busy-tentative") => "busy",
-                _ => "withdrawn",
-            }
-            .to_string(),
-            channels: Channels::of(&channels).0,
+                Some("free") => SlotStatus::Free,
+                Some("busy") | Some("busy-tentative") => SlotStatus::Busy,
+                _ => SlotStatus::Withdrawn,
+            },
+            channels: Channels::of(&channels),
             source: SOURCE.into(),
         })
     }
@@ -232,14 +238,14 @@ impl ScheduleSource for FhirMisClient {
 
     fn resources<'a>(
         &'a self,
-        org: &'a str,
+        org: &'a Oid,
     ) -> BoxFuture<'a, Result<Vec<Practitioner>, SyncError>> {
         Box::pin(async move { Ok(self.practitioners(org).await?) })
     }
 
     fn schedule_page<'a>(
         &'a self,
-        org: &'a str,
+        org: &'a Oid,
         from: NaiveDate,
         to: NaiveDate,
         page: Option<&'a str>,
@@ -270,9 +276,7 @@ impl ScheduleSource for FhirMisClient {
     fn changes<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Changes, SyncError>> {
         Box::pin(async move {
             let since = token.parse::<i64>().unwrap_or(0);
-            let instant = crate::store::from_ms(since)
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                .replace('+', "%2B");
+            let instant = instant_millis(since).replace('+', "%2B");
             let (_, v) = self
                 .call(
                     reqwest::Method::GET,
@@ -294,9 +298,9 @@ impl ScheduleSource for FhirMisClient {
                     next = next.max(t.timestamp_millis());
                 }
                 let kind = match status {
-                    "free" => "free",
-                    "busy" | "busy-tentative" => "booked",
-                    _ => "withdrawn",
+                    "free" => SlotChangeKind::Free,
+                    "busy" | "busy-tentative" => SlotChangeKind::Booked,
+                    _ => SlotChangeKind::Withdrawn,
                 };
                 let time = |n: &str| {
                     s[n].as_str()
@@ -305,7 +309,7 @@ impl ScheduleSource for FhirMisClient {
                 };
                 out.push(SlotChange {
                     id: format!("{SOURCE}:{id}"),
-                    kind: kind.to_string(),
+                    kind,
                     times: time("start").zip(time("end")),
                 });
             }
@@ -329,21 +333,23 @@ impl Mis for FhirMisClient {
     fn book(&self, b: MisBooking) -> BoxFuture<'_, Result<String, MisError>> {
         Box::pin(async move {
             let mut ids = Vec::new();
-            if let Some(p) = &b.policy {
-                ids.push(json!({"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": p}));
+            if let Some(p) = &b.patient.policy {
+                ids.push(
+                    json!({"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": p.digits()}),
+                );
             }
-            if let Some(s) = &b.snils {
-                ids.push(json!({"system": "urn:oid:1.2.643.100.3", "value": s}));
+            if let Some(s) = &b.patient.snils {
+                ids.push(json!({"system": "urn:oid:1.2.643.100.3", "value": s.digits()}));
             }
             let mut patient =
                 json!({"resourceType": "Patient", "id": "patient", "identifier": ids});
-            if let Some(d) = b.birth_date {
+            if let Some(d) = b.patient.birth_date {
                 patient["birthDate"] = json!(d.to_string());
             }
             let body = json!({
                 "resourceType": "Appointment", "status": "booked",
                 "identifier": [{"system": CLIENT_REF_SYSTEM, "value": b.client_ref}],
-                "extension": [{"url": CHANNEL_EXTENSION, "valueCode": b.channel}],
+                "extension": [{"url": CHANNEL_EXTENSION, "valueCode": b.channel.as_str()}],
                 "slot": [{"reference": format!("Slot/{}", b.slot_external_id)}],
                 "contained": [patient],
                 "participant": [{"actor": {"reference": "#patient"}, "status": "accepted"}],

@@ -1,8 +1,10 @@
-//! Clients of external systems. Each reads its profile from configuration; contracts,
-//! samples and default profiles live in `adapters/<system>/` at the repository root.
+//! Adapters: the implementations of the services' ports for each external system (the city
+//! MIS, FHIR clinic systems, the document registry, the notification webhook). Contracts
+//! and sample messages live in `adapters/<system>/` at the repository root.
 
 pub mod emias;
 pub mod emias_booking;
 pub mod exchange;
 pub mod fhir_mis;
 pub mod remd;
+pub mod webhook;

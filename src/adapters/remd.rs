@@ -1,6 +1,9 @@
-//! Client of the registry of electronic medical documents (REMD-style SOAP 1.2).
+//! Client of the registry of electronic medical documents (REMD-style SOAP 1.2): the
+//! documents service's [`Registry`].
 
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use crate::codec::remd::{
     read_errors, Addressing, RegisterDocument, RegistryError, RegistryItem, NS_SERVICE,
@@ -8,36 +11,7 @@ use crate::codec::remd::{
 use crate::codec::soap;
 use crate::codec::xml::{dom, Limits};
 use crate::exchange::txlog::TxLog;
-
-/// Why a registry call did not give an answer we can use.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RemdCallError {
-    /// No answer in time.
-    #[error("registry did not answer within {0:?}")]
-    Timeout(Duration),
-    /// Connection refused, reset, DNS...
-    #[error("registry unreachable: {0}")]
-    Transport(String),
-    /// The registry answered with error codes.
-    #[error("registry refused: {}", .0.iter().map(|e| format!("{} ({})", e.code, e.message)).collect::<Vec<_>>().join(", "))]
-    Refused(Vec<RegistryError>),
-    /// The answer could not be read.
-    #[error("unreadable registry answer: {0}")]
-    Malformed(String),
-}
-
-impl RemdCallError {
-    /// Error codes for classification (transport failures count as retryable codes).
-    pub fn codes(&self) -> Vec<String> {
-        match self {
-            RemdCallError::Refused(errors) => errors.iter().map(|e| e.code.clone()).collect(),
-            RemdCallError::Timeout(_) => vec!["ASYNC_RESPONSE_TIMEOUT".into()],
-            RemdCallError::Transport(_) | RemdCallError::Malformed(_) => {
-                vec!["INTERNAL_ERROR".into()]
-            }
-        }
-    }
-}
+use crate::services::registry::{ItemStatus, Registry, RegistryCallError as RemdCallError};
 
 impl From<super::exchange::NoAnswer> for RemdCallError {
     fn from(e: super::exchange::NoAnswer) -> Self {
@@ -46,17 +20,6 @@ impl From<super::exchange::NoAnswer> for RemdCallError {
             super::exchange::NoAnswer::Transport(m) => RemdCallError::Transport(m),
         }
     }
-}
-
-/// Answer to `getRegistryItem`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ItemStatus {
-    /// Registered.
-    Registered(RegistryItem),
-    /// Received, verdict pending.
-    InProgress,
-    /// The registry never saw it or rejected it.
-    NotFound,
 }
 
 /// A configured registry client.
@@ -231,5 +194,22 @@ impl RemdClient {
             Some("in-progress") => ItemStatus::InProgress,
             _ => ItemStatus::NotFound,
         })
+    }
+}
+
+impl Registry for RemdClient {
+    fn register<'a>(
+        &'a self,
+        request: &'a RegisterDocument,
+        message_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), RemdCallError>> {
+        Box::pin(RemdClient::register(self, request, message_id))
+    }
+
+    fn registry_item<'a>(
+        &'a self,
+        local_uid: &'a str,
+    ) -> BoxFuture<'a, Result<ItemStatus, RemdCallError>> {
+        Box::pin(self.get_registry_item(local_uid))
     }
 }

@@ -1,16 +1,16 @@
 //! Delivery workers: claim due outbox items, run the destination's handler, and record the
 //! outcome (delivered, retry later, dead letter). Several workers in several processes may
 //! run at once; claims are leases, so an item held by a crashed process is claimed again
-//! when its lease ends.
+//! when its lease ends. The loop around a worker's step lives in `jobs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::Notify;
 
-use crate::store::outbox::OutboxItem;
-use crate::store::{now_ms, Store};
+use crate::model::time::SharedClock;
+pub use crate::store::outbox::OutboxItem;
+use crate::store::{Store, StoreError};
 
 /// What a handler made of one item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,64 +35,76 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// How long a claim lasts before another worker may take the item.
     pub lease: Duration,
-    /// Idle poll interval when nothing is due and nobody notifies.
-    pub idle_poll: Duration,
 }
 
-/// Runs a pool until the task is aborted. `wake` is notified by producers after they
-/// enqueue, so new work starts without waiting for the poll interval.
-pub async fn run(store: Store, config: WorkerConfig, handler: Handler, wake: Arc<Notify>) {
-    let worker = format!("{}-{}", config.destination, uuid::Uuid::new_v4().simple());
-    loop {
-        let now = now_ms();
-        let lease_until = now + config.lease.as_millis() as i64;
-        let claimed = match store
+/// A delivery worker of one destination: each [`Worker::step`] claims the due items (at
+/// most `concurrency`), runs the handler on them concurrently and records each outcome.
+pub struct Worker {
+    store: Store,
+    config: WorkerConfig,
+    handler: Handler,
+    clock: SharedClock,
+    id: String,
+}
+
+impl Worker {
+    /// A worker delivering `config.destination` with `handler`; claims are timed by `clock`.
+    pub fn new(store: Store, config: WorkerConfig, handler: Handler, clock: SharedClock) -> Worker {
+        let id = format!("{}-{}", config.destination, uuid::Uuid::new_v4().simple());
+        Worker {
+            store,
+            config,
+            handler,
+            clock,
+            id,
+        }
+    }
+
+    /// The destination.
+    pub fn destination(&self) -> &str {
+        &self.config.destination
+    }
+
+    /// Claims due items and delivers them; returns how many were claimed.
+    pub async fn step(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let lease_until = now + self.config.lease.as_millis() as i64;
+        let claimed = self
+            .store
             .claim_outbox(
-                &config.destination,
-                &worker,
+                &self.config.destination,
+                &self.id,
                 now,
                 lease_until,
-                config.concurrency as u32,
+                self.config.concurrency as u32,
             )
-            .await
-        {
-            Ok(items) => items,
-            Err(e) => {
-                tracing::warn!(error = %e, destination = %config.destination, "outbox claim failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if claimed.is_empty() {
-            let _ = tokio::time::timeout(config.idle_poll, wake.notified()).await;
-            continue;
-        }
-        let full = claimed.len() == config.concurrency;
-        let tasks = claimed.into_iter().map(|item| {
-            let store = store.clone();
-            let handler = handler.clone();
-            let worker = worker.clone();
-            async move {
-                let id = item.id.clone();
-                let outcome = handler(item).await;
-                let now = now_ms();
-                let applied = match &outcome {
-                    Outcome::Delivered => store.complete_outbox(&id, &worker, now).await,
-                    Outcome::RetryAt(at, err) => store.retry_outbox(&id, &worker, err, Some(*at), now).await,
-                    Outcome::Dead(err) => store.retry_outbox(&id, &worker, err, None, now).await,
-                };
-                match applied {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!(item = %id, "outbox lease lost before the outcome was recorded"),
-                    Err(e) => tracing::error!(item = %id, error = %e, "could not record delivery outcome"),
+            .await?;
+        let n = claimed.len();
+        let tasks = claimed.into_iter().map(|item| async move {
+            let id = item.id.clone();
+            let outcome = (self.handler)(item).await;
+            let now = self.clock.now_ms();
+            let applied = match &outcome {
+                Outcome::Delivered => self.store.complete_outbox(&id, &self.id, now).await,
+                Outcome::RetryAt(at, err) => {
+                    self.store
+                        .retry_outbox(&id, &self.id, err, Some(*at), now)
+                        .await
+                }
+                Outcome::Dead(err) => self.store.retry_outbox(&id, &self.id, err, None, now).await,
+            };
+            match applied {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(item = %id, "outbox lease lost before the outcome was recorded")
+                }
+                Err(e) => {
+                    tracing::error!(item = %id, error = %e, "could not record delivery outcome")
                 }
             }
         });
         futures_util::future::join_all(tasks).await;
-        if !full {
-            // Fewer than a full batch was due: give producers a moment before claiming again.
-            tokio::task::yield_now().await;
-        }
+        Ok(n)
     }
 }
 

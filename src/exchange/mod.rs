@@ -1,4 +1,5 @@
-//! Durable exchange: the transaction log now; outbox, deliveries and reruns build on it.
+//! Durable exchange: the transaction log of every inbound request and outbound call, and
+//! the delivery of outbox items with a bounded retry schedule and dead letters.
 
 pub mod delivery;
 pub mod txlog;

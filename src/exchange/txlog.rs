@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{BodyPolicy, TransactionLogSettings};
-use crate::store::transactions::TransactionRecord;
+pub use crate::store::transactions::{TransactionFilter, TransactionRecord};
 use crate::store::Store;
 
 /// Whether a record describes a request we received or a call we made.
@@ -207,9 +207,8 @@ impl OutboundCall {
         response: &[u8],
         error: Option<String>,
     ) -> TransactionRecord {
-        let request_id = crate::http::error::current()
-            .map(|c| c.request_id)
-            .unwrap_or_else(|| self.correlation_id.clone());
+        let request_id =
+            crate::context::request_id().unwrap_or_else(|| self.correlation_id.clone());
         TransactionRecord {
             id: uuid::Uuid::now_v7().to_string(),
             correlation_id: self.correlation_id.clone(),

@@ -1,4 +1,5 @@
-//! Operator JSON API under `/api/admin`: the transaction log.
+//! Operator JSON API under `/api/admin`: the transaction log and booking restrictions (the
+//! document routes are in `documents`).
 
 use actix_web::web::{self, Data, Path, Query};
 use actix_web::HttpResponse;
@@ -6,8 +7,14 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::booking::booking_error;
+use super::query::{count, moment};
 use super::{ApiError, ApiResult, AppState, Principal};
-use crate::store::transactions::{TransactionFilter, TransactionRecord};
+use crate::model::booking::Restriction;
+use crate::model::schedule::Channel;
+use crate::model::time::from_ms;
+use crate::services::booking::NewRestriction;
+use crate::services::operations::{TransactionFilter, TransactionRecord};
 
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -46,19 +53,12 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
+/// A time filter: epoch milliseconds, or a date or instant.
 fn parse_time(field: &str, raw: &str) -> ApiResult<i64> {
-    if let Ok(ms) = raw.parse::<i64>() {
-        return Ok(ms);
+    match raw.parse::<i64>() {
+        Ok(ms) => Ok(ms),
+        Err(_) => moment(field, raw).map(|m| m.ms()),
     }
-    chrono::DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| {
-            ApiError::invalid(
-                "INVALID_TIME",
-                field,
-                format!("`{field}` must be RFC 3339 (2026-11-22T10:00:00Z) or epoch milliseconds"),
-            )
-        })
 }
 
 async fn list_transactions(
@@ -78,19 +78,10 @@ async fn list_transactions(
             ));
         }
     }
-    let limit = match &p.limit {
-        None => 100,
-        Some(l) => match l.parse::<u32>() {
-            Ok(n @ 1..=1000) => n,
-            _ => {
-                return Err(ApiError::invalid(
-                    "INVALID_LIMIT",
-                    "limit",
-                    "`limit` must be an integer from 1 to 1000",
-                ))
-            }
-        },
-    };
+    let limit = p
+        .limit
+        .as_deref()
+        .map_or(Ok(100), |l| count("limit", l, 1000))?;
     let filter = TransactionFilter {
         status: p.status.clone(),
         operation: p.operation.clone(),
@@ -105,8 +96,7 @@ async fn list_transactions(
         to: p.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
         before_id: p.cursor.clone(),
     };
-    state.txlog.flush().await;
-    let items = state.store.list_transactions(&filter, limit).await?;
+    let items = state.operations.transactions(&filter, limit).await?;
     let next_cursor = (items.len() as u32 == limit)
         .then(|| items.last().map(|r| r.id.clone()))
         .flatten();
@@ -143,8 +133,7 @@ async fn get_transaction(
     id: Path<String>,
 ) -> ApiResult<HttpResponse> {
     require(&principal, "transactions:read")?;
-    state.txlog.flush().await;
-    let record = state.store.get_transaction(&id).await?.ok_or_else(|| {
+    let record = state.operations.transaction(&id).await?.ok_or_else(|| {
         ApiError::not_found(
             "TRANSACTION_NOT_FOUND",
             format!("no transaction with id {id}"),
@@ -159,8 +148,8 @@ async fn get_transaction(
 
 fn summary(r: &TransactionRecord) -> Value {
     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-    v["started_at"] = json!(crate::store::from_ms(r.started_at).to_rfc3339());
-    v["expires_at"] = json!(crate::store::from_ms(r.expires_at).to_rfc3339());
+    v["started_at"] = json!(from_ms(r.started_at).to_rfc3339());
+    v["expires_at"] = json!(from_ms(r.expires_at).to_rfc3339());
     v
 }
 
@@ -180,7 +169,7 @@ fn body_json(body: Option<&[u8]>) -> Value {
 /// A new booking restriction, as posted.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewRestriction {
+struct RestrictionIn {
     organization: String,
     channels: Vec<String>,
     from: String,
@@ -191,22 +180,8 @@ struct NewRestriction {
 /// Scope needed to manage booking restrictions.
 const RESTRICTIONS_SCOPE: &str = "booking:admin";
 
-fn restriction_time(field: &str, v: &str) -> ApiResult<i64> {
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-        return Ok(d
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp_millis())
-            .unwrap_or_default());
-    }
-    chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| {
-            ApiError::invalid(
-                "INVALID_DATE",
-                field,
-                format!("`{field}` must be a date (YYYY-MM-DD) or an RFC 3339 time, got {v:?}"),
-            )
-        })
+fn restriction_field(f: &str) -> String {
+    f.to_string()
 }
 
 async fn add_restriction(
@@ -216,67 +191,49 @@ async fn add_restriction(
 ) -> ApiResult<HttpResponse> {
     require(&principal, RESTRICTIONS_SCOPE)?;
     let mut de = serde_json::Deserializer::from_slice(&body);
-    let r: NewRestriction = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let r: RestrictionIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         ApiError::invalid("INVALID_JSON", e.path().to_string(), e.inner().to_string())
     })?;
     let org = crate::model::Oid::parse_organization(&r.organization)
         .map_err(|e| ApiError::invalid("INVALID_ORGANIZATION", "organization", e.to_string()))?;
-    if state.store.get_organization(org.as_str()).await?.is_none() {
-        return Err(ApiError::not_found(
-            "UNKNOWN_ORGANIZATION",
-            format!("organization {org} is not known to the gateway"),
-        )
-        .at("organization"));
-    }
-    let mut mask = 0;
-    for (i, c) in r.channels.iter().enumerate() {
-        let ch = crate::model::schedule::Channel::parse(c)
-            .filter(|c| crate::services::booking::RESTRICTABLE.contains(*c))
-            .ok_or_else(|| {
+    let channels = r
+        .channels
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Channel::parse(c).ok_or_else(|| {
                 ApiError::invalid(
                     "INVALID_CHANNEL",
                     format!("channels[{i}]"),
-                    format!("only internet and kiosk booking can be restricted, got {c:?}"),
+                    format!(
+                        "unknown channel {c:?}; only internet and kiosk booking can be restricted"
+                    ),
                 )
-            })?;
-        mask |= ch.bit();
-    }
-    if mask == 0 {
-        return Err(ApiError::required("channels"));
-    }
-    let (from_at, to_at) = (
-        restriction_time("from", &r.from)?,
-        restriction_time("to", &r.to)?,
-    );
-    if from_at >= to_at {
-        return Err(ApiError::invalid(
-            "INVALID_PERIOD",
-            "to",
-            "`to` must be after `from`",
-        ));
-    }
-    if r.reason.trim().is_empty() {
-        return Err(ApiError::required("reason"));
-    }
-    let restriction = crate::store::appointments::Restriction {
-        id: uuid::Uuid::now_v7().to_string(),
-        org_oid: org.to_string(),
-        channels: mask,
-        from_at,
-        to_at,
-        reason: r.reason.trim().to_string(),
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let restriction = NewRestriction {
+        org,
+        channels,
+        from_at: moment("from", &r.from)?.ms(),
+        to_at: moment("to", &r.to)?.ms(),
+        reason: r.reason,
     };
-    state.store.add_restriction(&restriction).await?;
-    Ok(HttpResponse::Created().json(restriction_json(&restriction)))
+    let created = state
+        .booking
+        .add_restriction(restriction)
+        .await
+        .map_err(|e| booking_error(e, &restriction_field))?;
+    Ok(HttpResponse::Created().json(restriction_json(&created)))
 }
 
-fn restriction_json(r: &crate::store::appointments::Restriction) -> serde_json::Value {
+fn restriction_json(r: &Restriction) -> serde_json::Value {
     serde_json::json!({
         "id": r.id,
-        "organization": r.org_oid,
-        "channels": crate::model::schedule::Channels(r.channels).iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-        "from": crate::store::from_ms(r.from_at).to_rfc3339(),
-        "to": crate::store::from_ms(r.to_at).to_rfc3339(),
+        "organization": r.org.as_str(),
+        "channels": r.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "from": from_ms(r.from_at).to_rfc3339(),
+        "to": from_ms(r.to_at).to_rfc3339(),
         "reason": r.reason,
     })
 }
@@ -287,10 +244,15 @@ async fn list_restrictions(
     query: web::Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult<HttpResponse> {
     require(&principal, RESTRICTIONS_SCOPE)?;
+    let org = query
+        .get("organization")
+        .map(|o| super::query::organization("organization", o))
+        .transpose()?;
     let rows = state
-        .store
-        .restrictions(query.get("organization").map(String::as_str))
-        .await?;
+        .booking
+        .restrictions(org.as_ref())
+        .await
+        .map_err(|e| booking_error(e, &restriction_field))?;
     Ok(HttpResponse::Ok().json(rows.iter().map(restriction_json).collect::<Vec<_>>()))
 }
 
@@ -300,12 +262,10 @@ async fn delete_restriction(
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     require(&principal, RESTRICTIONS_SCOPE)?;
-    if state.store.delete_restriction(&id).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::not_found(
-            "UNKNOWN_RESTRICTION",
-            format!("no restriction {id}"),
-        ))
-    }
+    state
+        .booking
+        .delete_restriction(&id)
+        .await
+        .map_err(|e| booking_error(e, &restriction_field))?;
+    Ok(HttpResponse::NoContent().finish())
 }

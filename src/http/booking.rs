@@ -6,9 +6,10 @@ use chrono::Datelike;
 
 use super::{ApiError, ApiResult, Principal};
 use crate::codec::fhir::IssueType;
+use crate::model::booking::Patient;
 use crate::model::schedule::Channel;
 use crate::model::{PolicyNumber, Snils};
-use crate::services::booking::{BookingError, Patient, Requester};
+use crate::services::booking::{BookingError, Requester};
 
 /// Scope needed to hold, book, cancel and reschedule.
 pub const WRITE_SCOPE: &str = "appointment:write";
@@ -49,14 +50,30 @@ pub fn requester<'a>(
     })
 }
 
-/// Checks that the client may read appointments.
-pub fn may_read(p: &Principal) -> ApiResult<()> {
+/// The reader of appointments: needs [`READ_SCOPE`] or [`WRITE_SCOPE`].
+pub fn reader(p: &Principal) -> ApiResult<Requester<'_>> {
     if p.has_scope(READ_SCOPE) || p.has_scope(WRITE_SCOPE) {
-        Ok(())
+        Ok(Requester {
+            client_id: &p.id,
+            admin: p.has_scope("admin"),
+            channel: p.booking_channel(None).unwrap_or(Channel::Internet),
+        })
     } else {
         Err(ApiError::forbidden(format!(
             "reading appointments needs the scope {READ_SCOPE}"
         )))
+    }
+}
+
+/// The channel free slots are searched for: the requested one if the client may book
+/// through it, else the client's default; a reader without booking rights sees the
+/// internet channel's slots.
+pub fn search_channel(p: &Principal, requested: Option<&str>, field: &str) -> ApiResult<Channel> {
+    match requester(p, requested, field) {
+        Ok(r) => Ok(r.channel),
+        // Reading free slots needs no write scope; the channel still filters.
+        Err(e) if e.status == StatusCode::FORBIDDEN && e.field.is_none() => Ok(Channel::Internet),
+        Err(e) => Err(e),
     }
 }
 
@@ -119,7 +136,7 @@ pub fn patient(
         snils,
     };
     p.check().map_err(|e| {
-        booking_error(e, &|f| match f {
+        booking_error(BookingError::from(e), &|f| match f {
             "patient.birthDate" => fields.birth_date.to_string(),
             _ => fields.policy.to_string(),
         })
@@ -131,11 +148,12 @@ pub fn patient(
 /// `channel`, `patient`, `patient.birthDate`, `appointment`, ...) into the protocol's path.
 pub fn booking_error(e: BookingError, field_of: &dyn Fn(&str) -> String) -> ApiError {
     let code = e.code();
-    let field = e.field().map(field_of);
+    let field = e.field().map(|f| field_of(&f));
     let (status, issue) = match &e {
-        BookingError::UnknownSlot(_) | BookingError::UnknownAppointment(_) => {
-            (StatusCode::NOT_FOUND, IssueType::NotFound)
-        }
+        BookingError::UnknownSlot(_)
+        | BookingError::UnknownAppointment(_)
+        | BookingError::UnknownRestriction(_)
+        | BookingError::Directory(_) => (StatusCode::NOT_FOUND, IssueType::NotFound),
         BookingError::SlotTaken(_)
         | BookingError::WrongState { .. }
         | BookingError::KeyInProgress(_)
@@ -149,8 +167,11 @@ pub fn booking_error(e: BookingError, field_of: &dyn Fn(&str) -> String) -> ApiE
             (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule)
         }
         BookingError::NotYours(_) => (StatusCode::FORBIDDEN, IssueType::Forbidden),
-        BookingError::Patient { .. } => (StatusCode::BAD_REQUEST, IssueType::Required),
-        BookingError::Invalid { .. } => (StatusCode::BAD_REQUEST, IssueType::Value),
+        BookingError::Patient(_) => (StatusCode::BAD_REQUEST, IssueType::Required),
+        BookingError::Invalid { .. }
+        | BookingError::SlotElsewhere { .. }
+        | BookingError::NotRestrictable { .. }
+        | BookingError::SearchTooBroad => (StatusCode::BAD_REQUEST, IssueType::Value),
         BookingError::MisUnavailable(_) => (StatusCode::GATEWAY_TIMEOUT, IssueType::Timeout),
         BookingError::NoMis(_) => (StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient),
         BookingError::Store(inner) => return ApiError::storage(inner),

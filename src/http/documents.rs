@@ -10,13 +10,17 @@ use serde_json::{json, Value};
 
 use super::error::current;
 use super::middleware::Operation;
+use super::query::{count, organization};
 use super::{ApiError, ApiResult, AppState, Principal, Protocol};
+use crate::codec::fhir::document::document_reference;
 use crate::codec::fhir::{IssueType, FHIR_JSON};
 use crate::codec::remd::{Addressing, RegisterResult, NS_CALLBACK, NS_SERVICE};
 use crate::codec::soap::{self, SoapVersion};
 use crate::codec::xml::{dom, Limits};
-use crate::services::documents::{DocumentError, Field, Submission};
-use crate::store::documents::{DocumentFilter, StoredDocument};
+use crate::model::document::{Document, DocumentStatus};
+use crate::model::remd::ErrorClass;
+use crate::model::time::from_ms;
+use crate::services::documents::{DocumentError, DocumentFilter, Field, Rerun, Submission};
 
 /// FHIR routes (under `/fhir`).
 pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
@@ -98,9 +102,15 @@ fn to_api_with(e: DocumentError, path_of: fn(Field) -> &'static str) -> ApiError
             };
             ApiError::new(status, IssueType::Invalid, code, message).at(at)
         }
-        DocumentError::Forbidden(org) => ApiError::forbidden(format!(
-            "client may not submit documents for organization {org}"
-        )),
+        DocumentError::Forbidden(org) => {
+            ApiError::forbidden(format!("client may not act for organization {org}"))
+        }
+        DocumentError::NotFound(uid) => ApiError::not_found(
+            "DOCUMENT_NOT_FOUND",
+            format!("no document with local UID {uid}"),
+        )
+        .at(path_of(Field::LocalUid)),
+        e @ DocumentError::NotRerunnable(_) => ApiError::conflict("NOT_RERUNNABLE", e.to_string()),
         DocumentError::Duplicate(uid) => ApiError::new(
             StatusCode::CONFLICT,
             IssueType::Duplicate,
@@ -273,44 +283,6 @@ fn submission(d: DocumentReferenceIn) -> ApiResult<Submission> {
     })
 }
 
-/// The FHIR view of a stored document (metadata and status, not the bytes).
-pub fn document_reference(d: &StoredDocument, base: &str) -> Value {
-    let mut identifiers =
-        vec![json!({"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", d.id)})];
-    if let Some(e) = &d.emdr_id {
-        identifiers.push(json!({"system": "urn:medgate:remd:emdrId", "value": e}));
-    }
-    let mut v = json!({
-        "resourceType": "DocumentReference",
-        "id": d.id,
-        "meta": {"lastUpdated": crate::store::from_ms(d.updated_at).to_rfc3339()},
-        "extension": [{
-            "url": "https://medgate.example/fhir/StructureDefinition/registration-status",
-            "valueCode": d.status
-        }],
-        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", d.id)},
-        "identifier": identifiers,
-        "status": "current",
-        "docStatus": if d.status == "registered" { "final" } else { "preliminary" },
-        "type": {"coding": [{"system": "urn:oid:1.2.643.5.1.13.13.11.1522", "version": d.kind_version, "code": d.kind_code}]},
-        "subject": {"identifier": {"system": "urn:oid:1.2.643.100.3", "value": d.patient_snils}},
-        "date": crate::store::from_ms(d.created_at).to_rfc3339(),
-        "author": [{"identifier": {"system": "urn:oid:1.2.643.100.3", "value": d.author_snils}}],
-        "custodian": {"reference": format!("Organization/{}", d.org_oid), "identifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:oid:{}", d.org_oid)}},
-        "content": [{"attachment": {"contentType": d.content_type, "size": d.content.len(), "url": format!("{base}/DocumentReference/{}", d.id)}}],
-    });
-    if let (Some(class), Some(codes)) = (&d.error_class, &d.error_codes) {
-        if let Some(a) = v["extension"].as_array_mut() {
-            a.push(json!({"url": "https://medgate.example/fhir/StructureDefinition/registration-error", "extension": [
-                {"url": "class", "valueCode": class},
-                {"url": "codes", "valueString": codes},
-                {"url": "message", "valueString": d.error_message.clone().unwrap_or_default()}
-            ]}));
-        }
-    }
-    v
-}
-
 async fn submit_fhir(
     state: Data<AppState>,
     principal: Principal,
@@ -365,19 +337,11 @@ async fn read_fhir(
     req: HttpRequest,
     id: Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let doc = state.store.get_document(&id).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "DOCUMENT_NOT_FOUND",
-            format!("no document with local UID {id}"),
-        )
-        .at("DocumentReference.id")
-    })?;
-    let org = crate::model::Oid::parse(&doc.org_oid).map_err(ApiError::internal)?;
-    if !principal.may_act_for(&org) {
-        return Err(ApiError::forbidden(
-            "client may not read documents of this organization",
-        ));
-    }
+    let doc = state
+        .documents
+        .document(&principal, &id)
+        .await
+        .map_err(|e| to_api_with(e, |_| "DocumentReference.id"))?;
     let base = super::fhir::base_url(&state, &req);
     Ok(HttpResponse::Ok()
         .content_type(FHIR_JSON)
@@ -488,18 +452,9 @@ async fn remd_provider(
     let Some(uid) = parsed.operation.child_text("localUid") else {
         return soap12_fault(&ApiError::required("localUid"));
     };
-    let doc = match state.store.get_document(uid).await {
-        Ok(Some(d)) => d,
-        Ok(None) => {
-            return soap12_fault(
-                &ApiError::not_found(
-                    "DOCUMENT_NOT_FOUND",
-                    format!("no document with local UID {uid}"),
-                )
-                .at("localUid"),
-            )
-        }
-        Err(e) => return soap12_fault(&ApiError::from(e)),
+    let doc = match state.documents.any_document(uid).await {
+        Ok(d) => d,
+        Err(e) => return soap12_fault(&to_api_with(e, |_| "localUid")),
     };
     let addressing = Addressing::from_header(parsed.header.as_ref());
     soap12_reply(
@@ -522,40 +477,76 @@ struct AdminFilter {
     org: Option<String>,
     kind: Option<String>,
     error_class: Option<String>,
-    limit: Option<u32>,
+    limit: Option<String>,
     cursor: Option<String>,
 }
 
-fn summary(d: &StoredDocument) -> Value {
-    let who = d.error_class.as_deref().map(|c| match c {
-        "data" => "the clinic that submitted the document",
-        "gateway" | "unknown" => "the regional gateway operator",
-        _ => "nobody: retried automatically",
-    });
+impl AdminFilter {
+    /// The filter, each value checked and named.
+    fn parse(&self) -> ApiResult<DocumentFilter> {
+        Ok(DocumentFilter {
+            status: self
+                .status
+                .as_deref()
+                .map(|s| {
+                    DocumentStatus::parse(s).ok_or_else(|| {
+                        ApiError::invalid(
+                            "INVALID_STATUS",
+                            "status",
+                            "`status` must be queued, sent, registered, rejected or dead-lettered",
+                        )
+                    })
+                })
+                .transpose()?,
+            org: self
+                .org
+                .as_deref()
+                .map(|o| organization("org", o))
+                .transpose()?,
+            kind_code: self.kind.clone(),
+            error_class: self
+                .error_class
+                .as_deref()
+                .map(|c| {
+                    ErrorClass::parse(c).ok_or_else(|| {
+                        ApiError::invalid(
+                            "INVALID_ERROR_CLASS",
+                            "error_class",
+                            "`error_class` must be retryable, data, gateway or unknown",
+                        )
+                    })
+                })
+                .transpose()?,
+            after_id: self.cursor.clone(),
+        })
+    }
+
+    fn limit(&self, default: u32) -> ApiResult<u32> {
+        self.limit
+            .as_deref()
+            .map_or(Ok(default), |l| count("limit", l, 1000))
+    }
+}
+
+fn summary(d: &Document) -> Value {
     json!({
         "id": d.id,
-        "status": d.status,
-        "organization": d.org_oid,
+        "status": d.status.as_str(),
+        "organization": d.org.as_str(),
         "kind": {"code": d.kind_code, "version": d.kind_version},
         "emdr_id": d.emdr_id,
-        "registered_at": d.registered_at.map(|t| crate::store::from_ms(t).to_rfc3339()),
-        "error": d.error_class.as_ref().map(|c| json!({"class": c, "codes": d.error_codes, "message": d.error_message, "to_be_fixed_by": who})),
+        "registered_at": d.registered_at.map(|t| from_ms(t).to_rfc3339()),
+        "error": d.error_class.map(|c| json!({"class": c.as_str(), "codes": d.error_codes, "message": d.error_message, "to_be_fixed_by": c.who_fixes()})),
         "signed_by_gateway": d.signed_by_gateway,
         "digests": {"sha256": d.sha256, "gost3411_2012_256": d.streebog256},
         "submitted_by": d.submitted_by,
-        "created_at": crate::store::from_ms(d.created_at).to_rfc3339(),
-        "updated_at": crate::store::from_ms(d.updated_at).to_rfc3339(),
+        "created_at": from_ms(d.created_at).to_rfc3339(),
+        "updated_at": from_ms(d.updated_at).to_rfc3339(),
     })
 }
 
-fn filter_of(f: &AdminFilter) -> DocumentFilter {
-    DocumentFilter {
-        status: f.status.clone(),
-        org_oid: f.org.clone(),
-        kind_code: f.kind.clone(),
-        error_class: f.error_class.clone(),
-        after_id: f.cursor.clone(),
-    }
+fn admin_error(e: DocumentError) -> ApiError {
+    to_api_with(e, |_| "id")
 }
 
 async fn admin_list(
@@ -565,23 +556,21 @@ async fn admin_list(
 ) -> ApiResult<HttpResponse> {
     require_scope(&principal, "documents:read")?;
     let Query(f) = q.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
-    let limit = f.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid(
-            "INVALID_LIMIT",
-            "limit",
-            "`limit` must be from 1 to 1000",
-        ));
-    }
-    let items = state.store.list_documents(&filter_of(&f), limit).await?;
+    let limit = f.limit(100)?;
+    let items = state
+        .documents
+        .documents(&f.parse()?, limit)
+        .await
+        .map_err(admin_error)?;
     let next_cursor = (items.len() as u32 == limit)
         .then(|| items.last().map(|d| d.id.clone()))
         .flatten();
+    let totals = state.documents.counts().await.map_err(admin_error)?;
     Ok(HttpResponse::Ok().json(json!({
         "items": items.iter().map(summary).collect::<Vec<_>>(),
         "count": items.len(),
         "next_cursor": next_cursor,
-        "totals": state.store.document_counts().await?.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "totals": totals.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     })))
 }
 
@@ -591,43 +580,42 @@ async fn admin_show(
     id: Path<String>,
 ) -> ApiResult<HttpResponse> {
     require_scope(&principal, "documents:read")?;
-    let doc = state.store.get_document(&id).await?.ok_or_else(|| {
-        ApiError::not_found("DOCUMENT_NOT_FOUND", format!("no document {id}")).at("id")
-    })?;
+    let doc = state
+        .documents
+        .any_document(&id)
+        .await
+        .map_err(admin_error)?;
+    let (events, deliveries) = state.documents.history(&id).await.map_err(admin_error)?;
     let mut v = summary(&doc);
-    v["history"] =
-        json!(state.store.document_events(&id).await?.iter().map(|e| json!({
-        "at": crate::store::from_ms(e.at).to_rfc3339(), "status": e.status, "detail": e.detail
-    })).collect::<Vec<_>>());
-    v["deliveries"] = json!(state.store.outbox_for(&id).await?);
+    v["history"] = json!(events
+        .iter()
+        .map(|e| json!({"at": from_ms(e.at).to_rfc3339(), "status": e.status, "detail": e.detail}))
+        .collect::<Vec<_>>());
+    v["deliveries"] = json!(deliveries);
     Ok(HttpResponse::Ok().json(v))
 }
 
+/// Reruns one document: 202 when this request queued it, 409 when another rerun already
+/// did or the document is not rejected or dead-lettered.
 async fn admin_rerun(
     state: Data<AppState>,
     principal: Principal,
     id: Path<String>,
 ) -> ApiResult<HttpResponse> {
     require_scope(&principal, "documents:rerun")?;
-    let doc = state.store.get_document(&id).await?.ok_or_else(|| {
-        ApiError::not_found("DOCUMENT_NOT_FOUND", format!("no document {id}")).at("id")
-    })?;
-    if !matches!(doc.status.as_str(), "rejected" | "dead-lettered") {
-        return Err(ApiError::conflict(
-            "NOT_RERUNNABLE",
-            format!(
-                "document is {}; only rejected or dead-lettered documents are rerun",
-                doc.status
-            ),
-        ));
-    }
-    state
+    match state
         .documents
         .rerun(&id, &principal.id)
         .await
-        .map_err(to_api)?;
-    Ok(HttpResponse::Accepted()
-        .json(json!({"id": *id, "status": "queued", "rerun_by": principal.id})))
+        .map_err(admin_error)?
+    {
+        Rerun::Queued => Ok(HttpResponse::Accepted()
+            .json(json!({"id": *id, "status": "queued", "rerun_by": principal.id}))),
+        Rerun::AlreadyQueued => Err(ApiError::conflict(
+            "ALREADY_QUEUED",
+            format!("document {id} is already queued for registration; nothing more was queued"),
+        )),
+    }
 }
 
 async fn admin_rerun_set(
@@ -637,29 +625,26 @@ async fn admin_rerun_set(
 ) -> ApiResult<HttpResponse> {
     require_scope(&principal, "documents:rerun")?;
     let Query(f) = q.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
-    let status = f.status.clone().unwrap_or_default();
-    if !matches!(status.as_str(), "rejected" | "dead-lettered") {
+    let filter = f.parse()?;
+    if filter.status.is_none() {
         return Err(ApiError::invalid(
             "INVALID_STATUS",
             "status",
             "a filtered rerun needs status=rejected or status=dead-lettered",
         ));
     }
-    let items = state
-        .store
-        .list_documents(&filter_of(&f), f.limit.unwrap_or(1000).clamp(1, 1000))
-        .await?;
-    let mut ids = Vec::new();
-    for d in items {
-        if state
-            .documents
-            .rerun(&d.id, &principal.id)
-            .await
-            .map_err(to_api)?
-        {
-            ids.push(d.id);
-        }
-    }
+    let ids = state
+        .documents
+        .rerun_matching(&filter, f.limit(1000)?, &principal.id)
+        .await
+        .map_err(|e| match e {
+            DocumentError::NotRerunnable(_) => ApiError::invalid(
+                "INVALID_STATUS",
+                "status",
+                "a filtered rerun needs status=rejected or status=dead-lettered",
+            ),
+            other => admin_error(other),
+        })?;
     Ok(HttpResponse::Accepted().json(json!({"requeued": ids.len(), "ids": ids})))
 }
 
@@ -746,7 +731,11 @@ async fn soap_submit(
         .map_err(|e| to_api_with(e, soap_path))?;
     Ok(format!(
         r#"<SubmitDocumentResponse xmlns="{DOCUMENTS_NS}"><LocalUid>{}</LocalUid><Status>{}</Status><Replay>{}</Replay><Sha256>{}</Sha256><Gost3411Digest>{}</Gost3411Digest></SubmitDocumentResponse>"#,
-        doc.id, doc.status, !new, doc.sha256, doc.streebog256
+        doc.id,
+        doc.status.as_str(),
+        !new,
+        doc.sha256,
+        doc.streebog256
     ))
 }
 
@@ -756,19 +745,11 @@ async fn soap_status(
     op: &dom::Element,
 ) -> ApiResult<String> {
     let uid = soap_text(op, "LocalUid")?;
-    let doc = state.store.get_document(&uid).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "DOCUMENT_NOT_FOUND",
-            format!("no document with local UID {uid}"),
-        )
-        .at("GetDocumentStatus/LocalUid")
-    })?;
-    let org = crate::model::Oid::parse(&doc.org_oid).map_err(ApiError::internal)?;
-    if !principal.may_act_for(&org) {
-        return Err(ApiError::forbidden(
-            "client may not read documents of this organization",
-        ));
-    }
+    let doc = state
+        .documents
+        .document(principal, &uid)
+        .await
+        .map_err(|e| to_api_with(e, |_| "GetDocumentStatus/LocalUid"))?;
     let opt = |name: &str, v: &Option<String>| {
         v.as_ref()
             .map(|x| format!("<{name}>{}</{name}>", dom::escape_text(x)))
@@ -777,9 +758,12 @@ async fn soap_status(
     Ok(format!(
         r#"<GetDocumentStatusResponse xmlns="{DOCUMENTS_NS}"><LocalUid>{}</LocalUid><Status>{}</Status>{}{}{}{}</GetDocumentStatusResponse>"#,
         doc.id,
-        doc.status,
+        doc.status.as_str(),
         opt("EmdrId", &doc.emdr_id),
-        opt("ErrorClass", &doc.error_class),
+        opt(
+            "ErrorClass",
+            &doc.error_class.map(|c| c.as_str().to_string())
+        ),
         opt("ErrorCodes", &doc.error_codes),
         opt("ErrorMessage", &doc.error_message),
     ))

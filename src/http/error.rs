@@ -10,6 +10,8 @@ use serde_json::json;
 
 use crate::codec::fhir::{IssueType, OperationOutcome, FHIR_JSON};
 use crate::codec::soap::{self, Fault, FaultSide, SoapVersion};
+use crate::services::schedules::ScheduleError;
+use crate::services::StoreError;
 
 /// Which protocol a route speaks; decides how errors are rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,8 +272,8 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         ApiError::storage(&e)
     }
 }
@@ -279,7 +281,7 @@ impl From<crate::store::StoreError> for ApiError {
 impl ApiError {
     /// A storage failure: a database that cannot be used right now is a 503 the client may
     /// retry (nothing was written); anything else is an internal error.
-    pub fn storage(e: &crate::store::StoreError) -> Self {
+    pub fn storage(e: &StoreError) -> Self {
         if e.is_transient() {
             tracing::warn!(error = %e, "database unavailable");
             ApiError::new(
@@ -305,3 +307,17 @@ pub struct ErrorInfo {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<ScheduleError> for ApiError {
+    fn from(e: ScheduleError) -> Self {
+        match e {
+            ScheduleError::Store(s) => ApiError::storage(&s),
+            ScheduleError::UnknownOrganization(_) => {
+                ApiError::not_found("UNKNOWN_ORGANIZATION", e.to_string()).at("organization")
+            }
+            ScheduleError::UnknownPractitioner { .. } => {
+                ApiError::not_found("UNKNOWN_DOCTOR", e.to_string()).at("practitioner")
+            }
+        }
+    }
+}

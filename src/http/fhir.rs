@@ -1,26 +1,32 @@
-//! FHIR R4 routes under `/fhir`.
+//! FHIR R4 routes under `/fhir`: the CapabilityStatement, `Organization` and `Location`,
+//! and what every FHIR handler shares (base URL, JSON answers, links).
 
+use actix_web::http::StatusCode;
 use actix_web::web::{self, Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::query::{check_params, count_param, first, organization, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
-use crate::codec::fhir::FHIR_JSON;
-use crate::model::Oid;
-use crate::store::organizations::Organization;
+use crate::codec::fhir::directory::{location, organization as organization_resource};
+use crate::codec::fhir::{searchset, FHIR_JSON};
+use crate::model::organization::Organization;
 
 /// Registers the FHIR routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/metadata", web::get().to(metadata))
         .route("/Organization", web::get().to(search_organizations))
         .route("/Organization/{id}", web::get().to(read_organization))
+        .route("/Location", web::get().to(search_locations))
+        .route("/Location/{id}", web::get().to(read_location))
         .configure(super::documents::fhir_routes)
         .configure(super::fhir_schedule::routes)
         .configure(super::fhir_booking::routes)
         .default_service(web::to(unknown));
 }
 
-fn fhir_json(status: actix_web::http::StatusCode, body: &Value) -> HttpResponse {
+/// A FHIR JSON answer.
+pub fn fhir_json(status: StatusCode, body: &Value) -> HttpResponse {
     HttpResponse::build(status)
         .content_type(FHIR_JSON)
         .body(serde_json::to_vec(body).unwrap_or_default())
@@ -37,6 +43,20 @@ pub fn base_url(state: &AppState, req: &HttpRequest) -> String {
     }
 }
 
+/// The `self` link of a search: `base/path` with the search's parameters.
+pub fn self_link(base: &str, path: &str, params: &[(String, String)]) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        q.append_pair(k, v);
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        format!("{base}/{path}")
+    } else {
+        format!("{base}/{path}?{q}")
+    }
+}
+
 async fn unknown(req: HttpRequest) -> ApiResult<HttpResponse> {
     let kind = req
         .path()
@@ -45,7 +65,7 @@ async fn unknown(req: HttpRequest) -> ApiResult<HttpResponse> {
         .next()
         .unwrap_or("");
     Err(ApiError::new(
-        actix_web::http::StatusCode::NOT_FOUND,
+        StatusCode::NOT_FOUND,
         crate::codec::fhir::IssueType::NotSupported,
         "UNSUPPORTED_RESOURCE",
         format!(
@@ -60,7 +80,7 @@ async fn metadata(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
     let body = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": "2026-11-22",
+        "date": env!("GATEWAY_BUILD_DATE"),
         "publisher": "medgate",
         "kind": "instance",
         "software": {"name": "medgate", "version": env!("CARGO_PKG_VERSION")},
@@ -77,6 +97,14 @@ async fn metadata(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
                 "type": "Organization",
                 "interaction": [{"code": "read"}, {"code": "search-type"}],
                 "searchParam": [
+                    {"name": "name", "type": "string"},
+                    {"name": "_count", "type": "number"}
+                ]
+            }, {
+                "type": "Location",
+                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "searchParam": [
+                    {"name": "organization", "type": "reference"},
                     {"name": "name", "type": "string"},
                     {"name": "_count", "type": "number"}
                 ]
@@ -101,7 +129,7 @@ async fn metadata(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
                 "interaction": [{"code": "search-type"}],
                 "searchParam": [
                     {"name": "organization", "type": "reference"},
-                    {"name": "actor", "type": "reference"}
+                    {"name": "actor", "type": "reference", "documentation": "Practitioner/<id> or Location/<organization OID>"}
                 ]
             }, {
                 "type": "PractitionerRole",
@@ -135,93 +163,77 @@ async fn metadata(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
     fhir_json(actix_web::http::StatusCode::OK, &body)
 }
 
-/// The FHIR `Organization` of a stored organization.
-pub fn organization_resource(o: &Organization) -> Value {
-    json!({
-        "resourceType": "Organization",
-        "id": o.oid,
-        "identifier": [{"system": "urn:ietf:rfc:3986", "value": format!("urn:oid:{}", o.oid)}],
-        "active": o.active,
-        "name": o.name,
-        "alias": [o.short_name],
-        "address": [{"text": o.address, "district": o.district}],
-    })
-}
-
-/// Parses `_count` (1..=1000, default 50) and `_offset` (default 0).
-pub fn paging(params: &[(String, String)]) -> ApiResult<(u32, u32)> {
-    let mut count = 50;
-    let mut offset = 0;
-    for (k, v) in params {
-        match k.as_str() {
-            "_count" => {
-                count = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid(
-                            "INVALID_PARAMETER",
-                            "_count",
-                            "`_count` must be an integer from 1 to 1000",
-                        )
-                    })?
-            }
-            "_offset" => {
-                offset = v.parse().map_err(|_| {
-                    ApiError::invalid(
-                        "INVALID_PARAMETER",
-                        "_offset",
-                        "`_offset` must be a non-negative integer",
-                    )
-                })?
-            }
-            _ => {}
-        }
-    }
-    Ok((count, offset))
-}
-
-/// Refuses parameters a search does not know, naming them.
-pub fn check_params(params: &[(String, String)], known: &[&str]) -> ApiResult<()> {
-    const GENERAL: [&str; 5] = ["_count", "_offset", "_format", "_pretty", "_summary"];
-    for (k, _) in params {
-        if !known.contains(&k.as_str()) && !GENERAL.contains(&k.as_str()) {
-            return Err(ApiError::new(
-                actix_web::http::StatusCode::BAD_REQUEST,
-                crate::codec::fhir::IssueType::NotSupported,
-                "UNKNOWN_SEARCH_PARAMETER",
-                format!(
-                    "search parameter `{k}` is not supported; supported: {}",
-                    known.join(", ")
-                ),
+/// A page of organizations (`name`, `_count`, `_offset`) as `resource_type` entries built
+/// by `build`, with offset `next` links.
+async fn search_directory(
+    state: &AppState,
+    req: &HttpRequest,
+    resource_type: &str,
+    build: fn(&Organization) -> Value,
+) -> ApiResult<HttpResponse> {
+    let params = pairs(req);
+    let known: &[&str] = if resource_type == "Location" {
+        &["name", "organization"]
+    } else {
+        &["name"]
+    };
+    check_params(&params, known)?;
+    let count = count_param(&params, "_count", 50, 1000)?;
+    let offset = match first(&params, "_offset") {
+        None => 0,
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::invalid(
+                "INVALID_PARAMETER",
+                "_offset",
+                "`_offset` must be a non-negative integer",
             )
-            .at(k.clone()));
+        })?,
+    };
+    let name = first(&params, "name");
+    let base = base_url(state, req);
+    let link = |off: u32| {
+        let mut q: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k != "_count" && k != "_offset")
+            .cloned()
+            .collect();
+        q.push(("_count".into(), count.to_string()));
+        q.push(("_offset".into(), off.to_string()));
+        self_link(&base, resource_type, &q)
+    };
+    let orgs = match first(&params, "organization") {
+        // One organization runs one place of care.
+        Some(v) => {
+            let oid = organization("organization", v)?;
+            state
+                .schedules
+                .known_organization(&oid)
+                .await
+                .map(|o| vec![o])
+                .or_else(|e| match e {
+                    crate::services::schedules::ScheduleError::UnknownOrganization(_) => {
+                        Ok(Vec::new())
+                    }
+                    other => Err(other),
+                })?
         }
-    }
-    Ok(())
-}
-
-/// A searchset `Bundle` with `self` and `next` links.
-pub fn searchset(self_url: &str, next_url: Option<String>, entries: Vec<(String, Value)>) -> Value {
-    let mut links = vec![json!({"relation": "self", "url": self_url})];
-    if let Some(n) = next_url {
-        links.push(json!({"relation": "next", "url": n}));
-    }
-    json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "link": links,
-        "entry": entries.into_iter().map(|(full_url, r)| json!({
-            "fullUrl": full_url, "resource": r, "search": {"mode": "match"}
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(req.query_string().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+        None => {
+            state
+                .schedules
+                .organizations(None, name, offset, count + 1)
+                .await?
+        }
+    };
+    let has_more = orgs.len() as u32 > count;
+    let page = &orgs[..orgs.len().min(count as usize)];
+    let body = searchset(
+        &link(offset),
+        has_more.then(|| link(offset + count)),
+        page.iter()
+            .map(|o| (format!("{base}/{resource_type}/{}", o.oid), build(o)))
+            .collect(),
+    );
+    Ok(fhir_json(StatusCode::OK, &body))
 }
 
 async fn search_organizations(
@@ -229,42 +241,44 @@ async fn search_organizations(
     _principal: Principal,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let params = query_pairs(&req);
-    check_params(&params, &["name"])?;
-    let (count, offset) = paging(&params)?;
-    let name = params
-        .iter()
-        .find(|(k, _)| k == "name")
-        .map(|(_, v)| v.as_str());
-    let orgs = state
-        .store
-        .list_organizations(None, name, offset, count + 1)
-        .await?;
-    let base = base_url(&state, &req);
-    let has_more = orgs.len() as u32 > count;
-    let page = &orgs[..orgs.len().min(count as usize)];
-    let link = |off: u32| {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        if let Some(n) = name {
-            q.append_pair("name", n);
+    search_directory(&state, &req, "Organization", organization_resource).await
+}
+
+async fn search_locations(
+    state: Data<AppState>,
+    _principal: Principal,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    search_directory(&state, &req, "Location", location).await
+}
+
+/// The organization behind a directory read, or the resource's not-found.
+async fn directory_entry(
+    state: &AppState,
+    id: &str,
+    resource_type: &str,
+) -> ApiResult<Organization> {
+    let field = format!("{resource_type}.id");
+    let oid = crate::model::Oid::parse_organization(id).map_err(|e| {
+        let code = if resource_type == "Location" {
+            "INVALID_LOCATION_ID"
+        } else {
+            "INVALID_ORGANIZATION_ID"
+        };
+        ApiError::invalid(code, field.clone(), e.to_string())
+    })?;
+    match state.schedules.known_organization(&oid).await {
+        Ok(o) => Ok(o),
+        Err(crate::services::schedules::ScheduleError::UnknownOrganization(_)) => {
+            let code = if resource_type == "Location" {
+                "LOCATION_NOT_FOUND"
+            } else {
+                "ORGANIZATION_NOT_FOUND"
+            };
+            Err(ApiError::not_found(code, format!("no {resource_type} with OID {oid}")).at(field))
         }
-        q.append_pair("_count", &count.to_string());
-        q.append_pair("_offset", &off.to_string());
-        format!("{base}/Organization?{}", q.finish())
-    };
-    let body = searchset(
-        &link(offset),
-        has_more.then(|| link(offset + count)),
-        page.iter()
-            .map(|o| {
-                (
-                    format!("{base}/Organization/{}", o.oid),
-                    organization_resource(o),
-                )
-            })
-            .collect(),
-    );
-    Ok(fhir_json(actix_web::http::StatusCode::OK, &body))
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn read_organization(
@@ -272,22 +286,15 @@ async fn read_organization(
     _principal: Principal,
     id: Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let oid = Oid::parse_organization(&id).map_err(|e| {
-        ApiError::invalid("INVALID_ORGANIZATION_ID", "Organization.id", e.to_string())
-    })?;
-    let org = state
-        .store
-        .get_organization(oid.as_str())
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "ORGANIZATION_NOT_FOUND",
-                format!("no organization with OID {oid}"),
-            )
-            .at("Organization.id")
-        })?;
-    Ok(fhir_json(
-        actix_web::http::StatusCode::OK,
-        &organization_resource(&org),
-    ))
+    let org = directory_entry(&state, &id, "Organization").await?;
+    Ok(fhir_json(StatusCode::OK, &organization_resource(&org)))
+}
+
+async fn read_location(
+    state: Data<AppState>,
+    _principal: Principal,
+    id: Path<String>,
+) -> ApiResult<HttpResponse> {
+    let org = directory_entry(&state, &id, "Location").await?;
+    Ok(fhir_json(StatusCode::OK, &location(&org)))
 }

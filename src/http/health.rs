@@ -18,16 +18,16 @@ pub async fn healthz(state: Data<AppState>) -> HttpResponse {
 
 /// `GET /readyz`: the database answers and every migration is applied.
 pub async fn readyz(state: Data<AppState>) -> HttpResponse {
-    match state.store.check_ready().await {
+    match state.operations.readiness().await {
         Ok(()) => HttpResponse::Ok().json(json!({
             "status": "ready",
-            "database": state.store.backend().name(),
+            "database": state.operations.database(),
         })),
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
             HttpResponse::ServiceUnavailable().json(json!({
                 "status": "not-ready",
-                "database": state.store.backend().name(),
+                "database": state.operations.database(),
                 "reason": reason,
             }))
         }
@@ -36,7 +36,7 @@ pub async fn readyz(state: Data<AppState>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(state: Data<AppState>) -> HttpResponse {
-    let (open, idle) = state.store.pool_stats();
+    let (open, idle) = state.operations.pool_stats();
     state
         .metrics
         .db_pool
@@ -50,7 +50,7 @@ pub async fn metrics(state: Data<AppState>) -> HttpResponse {
     state
         .metrics
         .txlog_dropped
-        .set(state.txlog.dropped() as i64);
+        .set(state.operations.txlog_dropped() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

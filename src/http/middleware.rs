@@ -20,7 +20,7 @@ use super::error::{ApiError, Protocol, RequestContext, REQUEST};
 use super::AppState;
 use crate::auth::AuthError;
 use crate::config::BodyPolicy;
-use crate::store::transactions::TransactionRecord;
+use crate::exchange::txlog::TransactionRecord;
 
 /// Request id header, accepted from the client and always returned.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -46,7 +46,7 @@ pub async fn gateway(
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let started = Instant::now();
-    let started_at = crate::store::now_ms();
+    let started_at = crate::model::time::now_ms();
     let state = req
         .app_data::<Data<AppState>>()
         .cloned()
@@ -156,7 +156,8 @@ pub async fn gateway(
         };
         Ok(finish(&state, http_req, res, fin).await)
     };
-    REQUEST.scope(ctx, work.instrument(span)).await
+    let rid = ctx.request_id.clone();
+    crate::context::with_request_id(rid, REQUEST.scope(ctx, work.instrument(span))).await
 }
 
 /// A stand-in request for answering after the real one was consumed by a failed handler

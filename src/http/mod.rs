@@ -1,4 +1,5 @@
-//! The HTTP edge (actix-web): routes per protocol, thin handlers, error mapping.
+//! The HTTP edge (actix-web): routes per protocol; each handler parses its request, makes
+//! one service call and maps the answer or the error to its protocol.
 
 pub mod admin;
 pub mod booking;
@@ -11,6 +12,7 @@ pub mod health;
 pub mod hub;
 pub mod metrics;
 pub mod middleware;
+pub mod query;
 pub mod soap;
 
 use std::net::TcpListener;
@@ -24,26 +26,31 @@ use actix_web::{App, FromRequest, HttpMessage, HttpRequest, HttpServer};
 use crate::auth::{Client, ClientRegistry};
 use crate::config::Settings;
 use crate::exchange::TxLog;
-use crate::store::Store;
+use crate::services::booking::Booking;
+use crate::services::documents::Documents;
+use crate::services::operations::Operations;
+use crate::services::schedules::Schedules;
 pub use error::{ApiError, ApiResult, Protocol};
 pub use metrics::Metrics;
 
-/// Everything handlers share.
+/// Everything handlers share: the services, and what the edge itself needs.
 pub struct AppState {
     /// Settings the process started with.
     pub settings: Arc<Settings>,
-    /// Database.
-    pub store: Store,
-    /// Transaction log.
+    /// Transaction log (the middleware records every request).
     pub txlog: TxLog,
     /// Metrics registry.
     pub metrics: Metrics,
     /// Known API clients.
     pub clients: ClientRegistry,
     /// Documents service.
-    pub documents: crate::services::documents::Documents,
+    pub documents: Documents,
     /// Booking service.
-    pub booking: crate::services::booking::Booking,
+    pub booking: Booking,
+    /// Directory and schedule reads.
+    pub schedules: Schedules,
+    /// The gateway's own state: transaction log reads, readiness.
+    pub operations: Operations,
     /// Process start time.
     pub started: Instant,
 }

@@ -27,6 +27,18 @@ impl ErrorClass {
         }
     }
 
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<ErrorClass> {
+        [
+            ErrorClass::Retryable,
+            ErrorClass::Data,
+            ErrorClass::Gateway,
+            ErrorClass::Unknown,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
     /// Whom the operator should contact, in words.
     pub fn who_fixes(self) -> &'static str {
         match self {

@@ -1,6 +1,9 @@
-//! Schedules: booking channels and slot states.
+//! Schedules: booking channels, slots and their states, practitioners, and the slot
+//! changes clinic systems report.
 
 use std::fmt;
+
+use super::Oid;
 
 /// A way a patient reaches a slot. Stored as one bit of a mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,6 +133,116 @@ impl SlotStatus {
             _ => None,
         }
     }
+}
+
+/// A practitioner (doctor) as a clinic system publishes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Practitioner {
+    /// `source:external id`.
+    pub id: String,
+    /// Organization.
+    pub org: Oid,
+    /// Source system.
+    pub source: String,
+    /// Id in the source system.
+    pub external_id: String,
+    /// SNILS digits.
+    pub snils: String,
+    /// Family name.
+    pub family: String,
+    /// Given names.
+    pub given: String,
+    /// Specialty code (reference book 1.2.643.5.1.13.13.11.1066).
+    pub specialty_code: String,
+    /// Version of that reference book.
+    pub specialty_version: String,
+    /// Position code (reference book 1.2.643.5.1.13.13.11.1002).
+    pub position_code: String,
+    /// Room.
+    pub room: String,
+}
+
+/// A slot of a practitioner's schedule, owned by a clinic system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// `source:external id`.
+    pub id: String,
+    /// Organization.
+    pub org: Oid,
+    /// Practitioner id.
+    pub practitioner_id: String,
+    /// Specialty code of the practitioner.
+    pub specialty_code: String,
+    /// Start (epoch ms).
+    pub start_at: i64,
+    /// End (epoch ms).
+    pub end_at: i64,
+    /// State.
+    pub status: SlotStatus,
+    /// Channels that may book it.
+    pub channels: Channels,
+    /// Source system (the prefix of `id`).
+    pub source: String,
+}
+
+impl Slot {
+    /// The slot's id in its clinic system (without the `source:` prefix).
+    pub fn external_id(&self) -> &str {
+        external_part(&self.id)
+    }
+}
+
+/// The part of a gateway id after its `source:` prefix.
+pub fn external_part(id: &str) -> &str {
+    id.split_once(':').map_or(id, |(_, x)| x)
+}
+
+/// What happened to a slot, as a clinic system reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotChangeKind {
+    /// Booked (in the clinic system itself or through us).
+    Booked,
+    /// Free again.
+    Free,
+    /// Withdrawn (doctor absent, schedule changed).
+    Withdrawn,
+    /// Times changed; the state did not.
+    Moved,
+}
+
+impl SlotChangeKind {
+    /// Reads the wire name (`booked`, `free`, `withdrawn`, `moved`).
+    pub fn parse(s: &str) -> Option<SlotChangeKind> {
+        match s {
+            "booked" => Some(SlotChangeKind::Booked),
+            "free" => Some(SlotChangeKind::Free),
+            "withdrawn" => Some(SlotChangeKind::Withdrawn),
+            "moved" => Some(SlotChangeKind::Moved),
+            _ => None,
+        }
+    }
+
+    /// The slot state this change leads to; `None` for a move.
+    pub fn status(self) -> Option<SlotStatus> {
+        match self {
+            SlotChangeKind::Booked => Some(SlotStatus::Busy),
+            SlotChangeKind::Free => Some(SlotStatus::Free),
+            SlotChangeKind::Withdrawn => Some(SlotStatus::Withdrawn),
+            SlotChangeKind::Moved => None,
+        }
+    }
+}
+
+/// One change of a slot reported by a clinic system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotChange {
+    /// Slot id (with the source prefix).
+    pub id: String,
+    /// What changed.
+    pub kind: SlotChangeKind,
+    /// The slot's current start and end (epoch ms), when the system reports them; a move
+    /// always does.
+    pub times: Option<(i64, i64)>,
 }
 
 #[cfg(test)]

@@ -1,72 +1,49 @@
 //! Booking: hold, book, cancel and reschedule slots owned by clinic systems, record urgent
-//! visits, and tell patients when a clinic withdraws their slot.
+//! visits, manage an organization's channel restrictions, and tell patients when a clinic
+//! withdraws or moves their slot.
 //!
-//! The rules, in order: the slot exists, lies ahead and is not withdrawn; the channel may
-//! take it (the slot's channels, then the organization's temporary restrictions); the
-//! patient is identified (policy + birth date, or SNILS). A booking first takes a hold in
-//! the database (the partial unique index allows one active appointment per slot), then the
-//! owning clinic system is asked. A refusal ends the hold; no answer ends it too and queues
-//! a compensating cancel through the outbox, so neither side keeps a half-made booking.
-//! Cancels are forwarded through the outbox as well (guaranteed delivery).
+//! The rules, in order ([`refusal`]): the slot is not withdrawn, not taken, lies ahead; the
+//! channel may take it (the slot's channels, then the organization's temporary
+//! restrictions); the patient is identified (policy + birth date, or SNILS). A booking
+//! first takes a hold in the database (the partial unique index allows one active
+//! appointment per slot), then the owning clinic system is asked. A refusal ends the hold;
+//! no answer ends it too and queues a compensating cancel through the outbox, so neither
+//! side keeps a half-made booking. Cancels and patient notifications are delivered through
+//! the outbox (guaranteed delivery, bounded retries).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::NaiveDate;
 use serde_json::json;
 use tokio::sync::Notify;
 
 use super::mis::{MisBooking, MisError, MisRegistry};
+use super::notify::{Notice, Notifier, NotifyError};
+use super::schedules::{FreeSlots, ScheduleError, Schedules};
 use crate::config::BookingSettings;
 use crate::exchange::delivery::{self, Outcome};
-use crate::model::schedule::{Channel, Channels};
-use crate::model::{PolicyNumber, Snils};
-use crate::store::appointments::{Appointment, KeyClaim};
+use crate::model::booking::{
+    Appointment, AppointmentStatus, Patient, PatientError, Restriction, Transition, RESTRICTABLE,
+};
+use crate::model::schedule::{external_part, Channel, Channels, Slot, SlotStatus};
+use crate::model::time::{from_ms, instant_secs, SharedClock, DAY_MS};
+use crate::model::Oid;
+pub use crate::store::appointments::AppointmentQuery;
+use crate::store::appointments::{KeyClaim, NewHold};
 use crate::store::outbox::{NewOutboxItem, OutboxItem};
-use crate::store::schedules::SlotQuery;
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Outbox destination of forwarded cancels.
 pub const MIS_DESTINATION: &str = "mis";
 /// Outbox destination of patient notifications.
 pub const NOTIFY_DESTINATION: &str = "notify";
-/// Channels an organization may restrict temporarily.
-pub const RESTRICTABLE: Channels = Channels(4 | 8);
 
 /// How long the clinic system may take to book before the hold would lapse.
 const BOOKING_GRACE_MS: i64 = 120_000;
 /// Delays between delivery attempts of forwarded cancels and notifications.
 const RETRY_SCHEDULE_SECS: [u64; 8] = [1, 5, 15, 60, 300, 900, 3600, 21600];
 
-/// A patient as identified by a booking channel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Patient {
-    /// OMS policy number.
-    pub policy: Option<PolicyNumber>,
-    /// Birth date (required with a policy number).
-    pub birth_date: Option<NaiveDate>,
-    /// SNILS.
-    pub snils: Option<Snils>,
-}
-
-impl Patient {
-    /// Checks that the patient is identified: policy number with birth date, or SNILS.
-    pub fn check(&self) -> Result<(), BookingError> {
-        match (&self.policy, &self.birth_date, &self.snils) {
-            (_, _, Some(_)) | (Some(_), Some(_), None) => Ok(()),
-            (Some(_), None, None) => Err(BookingError::Patient {
-                field: "patient.birthDate",
-                message: "a policy number identifies a patient only together with the birth date"
-                    .into(),
-            }),
-            _ => Err(BookingError::Patient {
-                field: "patient",
-                message: "identify the patient by OMS policy number and birth date, or by SNILS"
-                    .into(),
-            }),
-        }
-    }
-}
+use AppointmentStatus::{Booked, Cancelled, Failed, Held, Urgent, Withdrawn};
 
 /// What to book.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +69,16 @@ pub enum BookingError {
     /// The clinic system withdrew the slot.
     #[error("slot {0} was withdrawn by the clinic")]
     SlotWithdrawn(String),
+    /// The slot belongs to another organization than the request names.
+    #[error("slot {slot} belongs to {org}, not to {named}")]
+    SlotElsewhere {
+        /// Slot id.
+        slot: String,
+        /// The slot's organization.
+        org: Oid,
+        /// The organization the request named.
+        named: Oid,
+    },
     /// The slot started already.
     #[error("slot {0} is in the past")]
     SlotInPast(String),
@@ -111,7 +98,7 @@ pub enum BookingError {
     )]
     ChannelRestricted {
         /// Organization.
-        org: String,
+        org: Oid,
         /// Channel.
         channel: Channel,
         /// Start of the restriction (RFC 3339).
@@ -122,13 +109,8 @@ pub enum BookingError {
         reason: String,
     },
     /// The patient is not identified well enough.
-    #[error("{message}")]
-    Patient {
-        /// The offending field.
-        field: &'static str,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Patient(#[from] PatientError),
     /// The hold ended before it was booked.
     #[error("hold {0} expired")]
     HoldExpired(String),
@@ -137,8 +119,8 @@ pub enum BookingError {
     WrongState {
         /// Appointment id.
         id: String,
-        /// Its status.
-        status: String,
+        /// Its state.
+        status: AppointmentStatus,
         /// What the operation needs.
         wanted: &'static str,
     },
@@ -165,17 +147,45 @@ pub enum BookingError {
     /// The first request with this idempotency key is still running.
     #[error("a request with idempotency key {0:?} is still running; retry shortly")]
     KeyInProgress(String),
+    /// An appointment search names neither a patient, a slot nor an id.
+    #[error("search appointments by patient identifier, slot or identifier")]
+    SearchTooBroad,
+    /// A channel that cannot be restricted (only internet and kiosk can).
+    #[error("only internet and kiosk booking can be restricted, got {channel}")]
+    NotRestrictable {
+        /// Position in the request's list.
+        index: usize,
+        /// The channel.
+        channel: Channel,
+    },
+    /// No such restriction.
+    #[error("no restriction {0}")]
+    UnknownRestriction(String),
     /// Invalid request data.
     #[error("{message}")]
     Invalid {
+        /// Machine code.
+        code: &'static str,
         /// The offending field.
         field: &'static str,
         /// What is wrong.
         message: String,
     },
+    /// The organization or practitioner named is not known.
+    #[error(transparent)]
+    Directory(ScheduleError),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<ScheduleError> for BookingError {
+    fn from(e: ScheduleError) -> Self {
+        match e {
+            ScheduleError::Store(s) => BookingError::Store(s),
+            other => BookingError::Directory(other),
+        }
+    }
 }
 
 impl BookingError {
@@ -187,9 +197,10 @@ impl BookingError {
             BookingError::SlotTaken(_) => "SLOT_TAKEN",
             BookingError::SlotWithdrawn(_) => "SLOT_WITHDRAWN",
             BookingError::SlotInPast(_) => "SLOT_IN_PAST",
+            BookingError::SlotElsewhere { .. } => "SLOT_OF_ANOTHER_CLINIC",
             BookingError::ChannelNotAllowed { .. } => "CHANNEL_NOT_ALLOWED",
             BookingError::ChannelRestricted { .. } => "CHANNEL_RESTRICTED",
-            BookingError::Patient { .. } => "PATIENT_NOT_IDENTIFIED",
+            BookingError::Patient(_) => "PATIENT_NOT_IDENTIFIED",
             BookingError::HoldExpired(_) => "HOLD_EXPIRED",
             BookingError::WrongState { .. } => "WRONG_STATE",
             BookingError::NotYours(_) => "NOT_YOUR_APPOINTMENT",
@@ -198,30 +209,46 @@ impl BookingError {
             BookingError::NoMis(_) => "MIS_NOT_CONFIGURED",
             BookingError::KeyMismatch(_) => "IDEMPOTENCY_KEY_REUSED",
             BookingError::KeyInProgress(_) => "IDEMPOTENCY_KEY_IN_PROGRESS",
-            BookingError::Invalid { .. } => "INVALID_REQUEST",
+            BookingError::SearchTooBroad => "SEARCH_TOO_BROAD",
+            BookingError::NotRestrictable { .. } => "INVALID_CHANNEL",
+            BookingError::UnknownRestriction(_) => "UNKNOWN_RESTRICTION",
+            BookingError::Invalid { code, .. } => code,
+            BookingError::Directory(ScheduleError::UnknownOrganization(_)) => {
+                "UNKNOWN_ORGANIZATION"
+            }
+            BookingError::Directory(_) => "UNKNOWN_DOCTOR",
             BookingError::Store(_) => "STORAGE_ERROR",
         }
     }
 
-    /// The request field the error is about, if any.
-    pub fn field(&self) -> Option<&'static str> {
-        match self {
+    /// The request field the error is about, in the service's words (`slot`, `channel`,
+    /// `patient`, `patient.birthDate`, `appointment`, `organization`, `practitioner`,
+    /// `channels[i]`, ...); each edge maps it to its own path.
+    pub fn field(&self) -> Option<String> {
+        let f = match self {
             BookingError::UnknownSlot(_)
             | BookingError::SlotTaken(_)
             | BookingError::SlotWithdrawn(_)
-            | BookingError::SlotInPast(_) => Some("slot"),
+            | BookingError::SlotElsewhere { .. }
+            | BookingError::SlotInPast(_) => "slot",
             BookingError::ChannelNotAllowed { .. } | BookingError::ChannelRestricted { .. } => {
-                Some("channel")
+                "channel"
             }
-            BookingError::Patient { field, .. } | BookingError::Invalid { field, .. } => {
-                Some(field)
-            }
+            BookingError::Patient(p) => p.field,
+            BookingError::Invalid { field, .. } => field,
             BookingError::UnknownAppointment(_)
             | BookingError::HoldExpired(_)
             | BookingError::WrongState { .. }
-            | BookingError::NotYours(_) => Some("appointment"),
-            _ => None,
-        }
+            | BookingError::NotYours(_) => "appointment",
+            BookingError::SearchTooBroad => "patient",
+            BookingError::NotRestrictable { index, .. } => {
+                return Some(format!("channels[{index}]"))
+            }
+            BookingError::Directory(ScheduleError::UnknownOrganization(_)) => "organization",
+            BookingError::Directory(_) => "practitioner",
+            _ => return None,
+        };
+        Some(f.to_string())
     }
 }
 
@@ -236,33 +263,154 @@ pub struct Requester<'a> {
     pub channel: Channel,
 }
 
+impl Requester<'_> {
+    /// The ownership rule: a client sees and changes the appointments it made; operators
+    /// see all.
+    pub fn owns(&self, a: &Appointment) -> bool {
+        self.admin || a.client_id == self.client_id
+    }
+}
+
+/// An appointment search: one appointment by id, or a patient's or a slot's appointments.
+#[derive(Debug, Clone, Default)]
+pub struct AppointmentSearch {
+    /// The gateway's appointment id.
+    pub id: Option<String>,
+    /// Filters.
+    pub query: AppointmentQuery,
+    /// Only appointments of a patient born on this date (the hub names patients by policy
+    /// and birth date).
+    pub birth_date: Option<NaiveDate>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+impl AppointmentSearch {
+    /// A patient's appointments: by policy number (and birth date) when given, else by SNILS.
+    pub fn for_patient(p: &Patient, limit: u32) -> AppointmentSearch {
+        let query = AppointmentQuery {
+            policy: p.policy.clone(),
+            snils: if p.policy.is_none() {
+                p.snils.clone()
+            } else {
+                None
+            },
+            ..AppointmentQuery::default()
+        };
+        AppointmentSearch {
+            id: None,
+            birth_date: p.policy.as_ref().and(p.birth_date),
+            query,
+            limit,
+        }
+    }
+}
+
+/// A restriction as requested: an organization, channels by position, a period, a reason.
+#[derive(Debug, Clone)]
+pub struct NewRestriction {
+    /// Organization.
+    pub org: Oid,
+    /// Channels, in the order the request listed them.
+    pub channels: Vec<Channel>,
+    /// Start of the restricted period of slot times (epoch ms).
+    pub from_at: i64,
+    /// End (epoch ms, exclusive).
+    pub to_at: i64,
+    /// Why, shown to patients refused.
+    pub reason: String,
+}
+
+/// Why `channel` may not take `slot` at `now`, the rules tried in order; `None` when the
+/// slot is bookable (as far as these rules go: the hold itself may still lose a race).
+/// `restriction` is the organization's restriction covering the slot for this channel.
+pub fn refusal(
+    slot: &Slot,
+    restriction: Option<&Restriction>,
+    channel: Channel,
+    now: i64,
+) -> Option<BookingError> {
+    match slot.status {
+        SlotStatus::Withdrawn => return Some(BookingError::SlotWithdrawn(slot.id.clone())),
+        SlotStatus::Busy => return Some(BookingError::SlotTaken(slot.id.clone())),
+        SlotStatus::Free => {}
+    }
+    if slot.start_at <= now {
+        return Some(BookingError::SlotInPast(slot.id.clone()));
+    }
+    if !slot.channels.contains(channel) {
+        return Some(BookingError::ChannelNotAllowed {
+            slot: slot.id.clone(),
+            channel,
+            allowed: slot.channels.to_list(),
+        });
+    }
+    restriction.map(|r| BookingError::ChannelRestricted {
+        org: r.org.clone(),
+        channel,
+        from: instant_secs(r.from_at),
+        to: instant_secs(r.to_at),
+        reason: r.reason.clone(),
+    })
+}
+
 /// The booking service.
 #[derive(Clone)]
 pub struct Booking {
     store: Store,
+    schedules: Schedules,
     mis: MisRegistry,
+    notifier: Option<Arc<dyn Notifier>>,
+    clock: SharedClock,
     hold_ms: i64,
-    settings: BookingSettings,
     wake_mis: Arc<Notify>,
     wake_notify: Arc<Notify>,
 }
 
 impl Booking {
-    /// A booking service over `store` forwarding to the clinic systems in `mis`.
-    pub fn new(store: Store, mis: MisRegistry, settings: BookingSettings) -> Booking {
+    /// A booking service over `store` forwarding to the clinic systems in `mis` and telling
+    /// patients through `notifier`; time comes from `clock`.
+    pub fn new(
+        store: Store,
+        mis: MisRegistry,
+        notifier: Option<Arc<dyn Notifier>>,
+        settings: &BookingSettings,
+        clock: SharedClock,
+    ) -> Booking {
         Booking {
+            schedules: Schedules::new(store.clone(), clock.clone()),
             store,
             mis,
+            notifier,
+            clock,
             hold_ms: i64::try_from(settings.hold_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-            settings,
             wake_mis: Arc::new(Notify::new()),
             wake_notify: Arc::new(Notify::new()),
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// How long a hold lasts (ms).
+    pub fn hold_ms(&self) -> i64 {
+        self.hold_ms
+    }
+
+    /// True when patient notifications have somewhere to go.
+    pub fn notifies(&self) -> bool {
+        self.notifier.is_some()
+    }
+
+    /// Notified when a forwarded cancel is queued.
+    pub fn mis_queued(&self) -> Arc<Notify> {
+        self.wake_mis.clone()
+    }
+
+    /// Notified when a patient notification is queued.
+    pub fn notice_queued(&self) -> Arc<Notify> {
+        self.wake_notify.clone()
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Runs `create` at most once per (client, key): a replay with the same request digest
@@ -283,13 +431,14 @@ impl Booking {
         };
         if key.is_empty() || key.len() > 200 {
             return Err(BookingError::Invalid {
+                code: "INVALID_REQUEST",
                 field: "Idempotency-Key",
                 message: "an idempotency key has 1 to 200 characters".into(),
             });
         }
         match self
             .store
-            .claim_idempotency_key(client_id, key, request_digest, now_ms())
+            .claim_idempotency_key(client_id, key, request_digest, self.now())
             .await?
         {
             KeyClaim::Replay(id) => self
@@ -334,20 +483,20 @@ impl Booking {
         target: &Target,
         patient: Option<&Patient>,
     ) -> Result<Appointment, BookingError> {
-        let now = now_ms();
+        let now = self.now();
         let held = match target {
             Target::Slot(slot) => {
-                let p = patient.ok_or(BookingError::Patient {
+                let p = patient.ok_or(PatientError {
                     field: "patient",
-                    message: "booking needs the patient".into(),
+                    message: "booking needs the patient",
                 })?;
                 p.check()?;
                 self.take(who, slot, Some(p), BOOKING_GRACE_MS, None)
                     .await?
             }
             Target::Hold(id) => {
-                let a = self.owned(who, id).await?;
-                if a.status != "held" {
+                let a = self.appointment(who, id).await?;
+                if a.status != Held {
                     return Err(BookingError::WrongState {
                         id: a.id,
                         status: a.status,
@@ -356,20 +505,13 @@ impl Booking {
                 }
                 if let Some(p) = patient {
                     p.check()?;
-                    self.store
-                        .set_hold_patient(
-                            &a.id,
-                            p.policy.as_ref().map(|x| x.digits()),
-                            p.snils.as_ref().map(|x| x.digits()).as_deref(),
-                            p.birth_date.map(|d| d.to_string()).as_deref(),
-                            now,
-                        )
-                        .await?;
-                } else if a.patient_policy.is_none() && a.patient_snils.is_none() {
-                    return Err(BookingError::Patient {
+                    self.store.set_hold_patient(&a.id, p, now).await?;
+                } else if a.patient.is_empty() {
+                    return Err(PatientError {
                         field: "patient",
-                        message: "the hold has no patient; give one to book it".into(),
-                    });
+                        message: "the hold has no patient; give one to book it",
+                    }
+                    .into());
                 }
                 if !self
                     .store
@@ -387,6 +529,29 @@ impl Booking {
         self.forward(held).await
     }
 
+    /// Books as [`Booking::book`] for a request that names the slot's organization too (the
+    /// hub does): a slot of another organization is refused.
+    pub async fn book_at(
+        &self,
+        who: Requester<'_>,
+        org: &Oid,
+        target: &Target,
+        patient: Option<&Patient>,
+    ) -> Result<Appointment, BookingError> {
+        if let Target::Slot(id) = target {
+            if let Some(s) = self.store.slot(id).await? {
+                if &s.org != org {
+                    return Err(BookingError::SlotElsewhere {
+                        slot: s.id,
+                        org: s.org,
+                        named: org.clone(),
+                    });
+                }
+            }
+        }
+        self.book(who, target, patient).await
+    }
+
     /// Cancels a held or booked appointment; a booked one is cancelled in the clinic system
     /// through the outbox.
     pub async fn cancel(
@@ -395,52 +560,37 @@ impl Booking {
         id: &str,
         reason: &str,
     ) -> Result<Appointment, BookingError> {
-        let a = self.owned(who, id).await?;
+        let a = self.appointment(who, id).await?;
         let reason = if reason.is_empty() {
             "CANCELLED"
         } else {
             reason
         };
-        let ended = match a.status.as_str() {
-            "held" => {
+        let now = self.now();
+        let ended = match a.status {
+            Held => {
+                let change = Transition::new(&[Held], Cancelled, reason).slot(SlotStatus::Free);
                 self.store
-                    .end_appointment(
-                        id,
-                        &["held"],
-                        "cancelled",
-                        reason,
-                        Some("free"),
-                        None,
-                        now_ms(),
-                    )
+                    .transition_appointment(id, &change, None, now)
                     .await?
             }
-            "booked" => {
-                let effect = cancel_effect(&a);
+            Booked => {
+                let change = Transition::new(&[Booked], Cancelled, reason).slot(SlotStatus::Free);
+                let effect = cancel_effect(&a, now);
                 let r = self
                     .store
-                    .end_appointment(
-                        id,
-                        &["booked"],
-                        "cancelled",
-                        reason,
-                        Some("free"),
-                        Some(&effect),
-                        now_ms(),
-                    )
+                    .transition_appointment(id, &change, Some(&effect), now)
                     .await?;
                 self.wake_mis.notify_one();
                 r
             }
             _ => None,
         };
-        if ended.is_none() {
-            return Err(BookingError::WrongState {
-                id: a.id,
-                status: a.status,
-                wanted: "only held or booked appointments can be cancelled",
-            });
-        }
+        ended.ok_or(BookingError::WrongState {
+            id: a.id,
+            status: a.status,
+            wanted: "only held or booked appointments can be cancelled",
+        })?;
         self.store
             .appointment(id)
             .await?
@@ -455,79 +605,63 @@ impl Booking {
         id: &str,
         new_slot: &str,
     ) -> Result<Appointment, BookingError> {
-        let old = self.owned(who, id).await?;
-        if old.status != "booked" {
+        let old = self.appointment(who, id).await?;
+        if old.status != Booked {
             return Err(BookingError::WrongState {
                 id: old.id,
                 status: old.status,
                 wanted: "only a booked appointment can be rescheduled",
             });
         }
-        let patient = patient_of(&old);
         let held = self
             .take(
                 who,
                 new_slot,
-                Some(&patient),
+                Some(&old.patient),
                 BOOKING_GRACE_MS,
                 Some(&old.id),
             )
             .await?;
         let booked = self.forward(held).await?;
-        let effect = cancel_effect(&old);
+        let now = self.now();
+        let change = Transition::new(&[Booked], Cancelled, "RESCHEDULED").slot(SlotStatus::Free);
         self.store
-            .end_appointment(
-                &old.id,
-                &["booked"],
-                "cancelled",
-                "RESCHEDULED",
-                Some("free"),
-                Some(&effect),
-                now_ms(),
-            )
+            .transition_appointment(&old.id, &change, Some(&cancel_effect(&old, now)), now)
             .await?;
         self.wake_mis.notify_one();
         Ok(booked)
     }
 
-    /// Records an urgent visit seen out of schedule (no slot is taken).
+    /// Records an urgent visit seen out of schedule (no slot is taken) at a known
+    /// organization, with one of its practitioners when named.
     pub async fn urgent(
         &self,
         who: Requester<'_>,
-        org: &str,
+        org: &Oid,
         practitioner_id: Option<&str>,
         patient: &Patient,
-        at: i64,
+        at: Option<i64>,
     ) -> Result<Appointment, BookingError> {
         patient.check()?;
-        let now = now_ms();
+        self.schedules.known_organization(org).await?;
         let specialty = match practitioner_id {
-            Some(p) => self
-                .store
-                .get_practitioner(p)
-                .await?
-                .filter(|x| x.org_oid == org)
-                .map(|x| x.specialty_code)
-                .ok_or(BookingError::Invalid {
-                    field: "practitioner",
-                    message: format!("organization {org} has no practitioner {p}"),
-                })?,
+            Some(p) => self.schedules.practitioner_of(org, p).await?.specialty_code,
             None => String::new(),
         };
+        let now = self.now();
+        let at = at.unwrap_or(now);
         let a = Appointment {
             id: uuid::Uuid::now_v7().to_string(),
-            slot_id: String::new(),
-            org_oid: org.into(),
+            slot_id: None,
+            org: org.clone(),
             practitioner_id: practitioner_id.unwrap_or("").into(),
             specialty_code: specialty,
             start_at: at,
             end_at: at,
             source: String::new(),
-            patient_policy: patient.policy.as_ref().map(|p| p.digits().to_string()),
-            patient_snils: patient.snils.as_ref().map(|s| s.digits()),
-            patient_birth: patient.birth_date.map(|d| d.to_string()),
-            channel: who.channel.as_str().into(),
-            status: "urgent".into(),
+            patient: patient.clone(),
+            channel: who.channel,
+            status: Urgent,
             hold_expires_at: None,
             external_id: None,
             client_id: who.client_id.into(),
@@ -540,6 +674,108 @@ impl Booking {
         Ok(a)
     }
 
+    /// One appointment, if the requester owns it (the ownership rule, [`Requester::owns`]).
+    pub async fn appointment(
+        &self,
+        who: Requester<'_>,
+        id: &str,
+    ) -> Result<Appointment, BookingError> {
+        let a = self
+            .store
+            .appointment(id)
+            .await?
+            .ok_or_else(|| BookingError::UnknownAppointment(id.into()))?;
+        if !who.owns(&a) {
+            return Err(BookingError::NotYours(id.into()));
+        }
+        Ok(a)
+    }
+
+    /// Appointments the requester owns matching the search, newest first.
+    pub async fn appointments(
+        &self,
+        who: Requester<'_>,
+        search: &AppointmentSearch,
+    ) -> Result<Vec<Appointment>, BookingError> {
+        let q = &search.query;
+        let mut rows = match &search.id {
+            Some(id) => self.store.appointment(id).await?.into_iter().collect(),
+            None if q.policy.is_none() && q.snils.is_none() && q.slot_id.is_none() => {
+                return Err(BookingError::SearchTooBroad)
+            }
+            None => self.store.search_appointments(q, search.limit).await?,
+        };
+        rows.retain(|a| {
+            who.owns(a)
+                && search
+                    .birth_date
+                    .is_none_or(|b| a.patient.birth_date == Some(b))
+        });
+        Ok(rows)
+    }
+
+    /// Restricts internet or kiosk booking of a known organization for a period.
+    pub async fn add_restriction(&self, r: NewRestriction) -> Result<Restriction, BookingError> {
+        self.schedules.known_organization(&r.org).await?;
+        if let Some((index, channel)) = r
+            .channels
+            .iter()
+            .enumerate()
+            .find(|(_, c)| !RESTRICTABLE.contains(**c))
+        {
+            return Err(BookingError::NotRestrictable {
+                index,
+                channel: *channel,
+            });
+        }
+        if r.channels.is_empty() {
+            return Err(BookingError::Invalid {
+                code: "REQUIRED_FIELD_MISSING",
+                field: "channels",
+                message: "name at least one channel to restrict".into(),
+            });
+        }
+        if r.from_at >= r.to_at {
+            return Err(BookingError::Invalid {
+                code: "INVALID_PERIOD",
+                field: "to",
+                message: "`to` must be after `from`".into(),
+            });
+        }
+        let reason = r.reason.trim();
+        if reason.is_empty() {
+            return Err(BookingError::Invalid {
+                code: "REQUIRED_FIELD_MISSING",
+                field: "reason",
+                message: "give the reason patients will be shown".into(),
+            });
+        }
+        let restriction = Restriction {
+            id: uuid::Uuid::now_v7().to_string(),
+            org: r.org,
+            channels: Channels::of(&r.channels),
+            from_at: r.from_at,
+            to_at: r.to_at,
+            reason: reason.to_string(),
+        };
+        self.store.add_restriction(&restriction).await?;
+        Ok(restriction)
+    }
+
+    /// Restrictions of an organization (or all), ordered by start.
+    pub async fn restrictions(&self, org: Option<&Oid>) -> Result<Vec<Restriction>, BookingError> {
+        Ok(self.store.restrictions(org).await?)
+    }
+
+    /// Lifts a restriction.
+    pub async fn delete_restriction(&self, id: &str) -> Result<(), BookingError> {
+        if self.store.delete_restriction(id).await? {
+            Ok(())
+        } else {
+            Err(BookingError::UnknownRestriction(id.into()))
+        }
+    }
+
     /// Ends active appointments on slots the clinic systems withdrew and queues a patient
     /// notification for each, offering free slots of the same specialty. Looks at the given
     /// slots only (those a sync just changed) or, with `None`, at every active appointment.
@@ -548,24 +784,17 @@ impl Booking {
         &self,
         slots: Option<&[String]>,
     ) -> Result<usize, BookingError> {
-        let now = now_ms();
+        let now = self.now();
         let mut n = 0;
+        let change = Transition::new(&[Held, Booked], Withdrawn, "SLOT_WITHDRAWN");
         for a in self.store.active_on_withdrawn_slots(slots, 1000).await? {
-            let start = crate::store::from_ms(a.start_at).to_rfc3339();
+            let start = from_ms(a.start_at).to_rfc3339();
             let effect = self
                 .patient_notice("slot-withdrawn", &a, json!({ "start": start }), now)
                 .await?;
             if self
                 .store
-                .end_appointment(
-                    &a.id,
-                    &["held", "booked"],
-                    "withdrawn",
-                    "SLOT_WITHDRAWN",
-                    None,
-                    Some(&effect),
-                    now,
-                )
+                .transition_appointment(&a.id, &change, Some(&effect), now)
                 .await?
                 .is_some()
             {
@@ -587,11 +816,11 @@ impl Booking {
         &self,
         slots: Option<&[String]>,
     ) -> Result<usize, BookingError> {
-        let now = now_ms();
+        let now = self.now();
         let mut n = 0;
         for (a, start, end) in self.store.active_on_moved_slots(slots, 1000).await? {
-            let effect = if a.status == "booked" {
-                let time = |ms: i64| crate::store::from_ms(ms).to_rfc3339();
+            let effect = if a.status == Booked {
+                let time = |ms: i64| from_ms(ms).to_rfc3339();
                 let times = json!({
                     "previousStart": time(a.start_at),
                     "start": time(start),
@@ -616,111 +845,54 @@ impl Booking {
         Ok(n)
     }
 
-    /// A notification to the patient of appointment `a` about `event` (`slot-withdrawn`,
-    /// `slot-moved`), for the notification webhook through the outbox: the appointment, its
-    /// clinic, slot, specialty, channel and patient, the fields of `times`, and up to five
-    /// free slots of the same specialty.
-    async fn patient_notice(
-        &self,
-        event: &str,
-        a: &Appointment,
-        times: serde_json::Value,
-        now: i64,
-    ) -> Result<NewOutboxItem, BookingError> {
-        let mut payload = json!({
-            "event": event,
-            "appointment": a.id,
-            "organization": a.org_oid,
-            "slot": a.slot_id,
-            "specialty": a.specialty_code,
-            "channel": a.channel,
-            "patient": {"policy": a.patient_policy, "snils": a.patient_snils, "birthDate": a.patient_birth},
-            "alternatives": self.alternatives(a, now).await?,
-        });
-        if let (Some(p), serde_json::Value::Object(t)) = (payload.as_object_mut(), times) {
-            p.extend(t);
-        }
-        Ok(NewOutboxItem {
-            destination: NOTIFY_DESTINATION.into(),
-            kind: event.into(),
-            aggregate_id: a.id.clone(),
-            payload: payload.to_string(),
-            due_at: now,
-        })
-    }
-
     /// Expires lapsed holds; returns how many.
     pub async fn expire_holds(&self) -> Result<u64, BookingError> {
-        Ok(self.store.expire_holds(now_ms()).await?)
+        Ok(self.store.expire_holds(self.now()).await?)
     }
 
-    /// Background work: the hold sweeper, forwarded cancels and, when a URL is configured,
-    /// patient notifications.
-    pub fn spawn_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = Vec::new();
-        let svc = self.clone();
-        let period = Duration::from_millis((self.hold_ms / 4).clamp(200, 30_000) as u64);
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                match svc.expire_holds().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(expired = n, "holds expired"),
-                    Err(e) => tracing::warn!(error = %e, "hold sweep failed"),
-                }
-            }
-        }));
-        let svc = self.clone();
-        let handler: delivery::Handler = Arc::new(move |item| {
-            let svc = svc.clone();
-            Box::pin(async move { svc.deliver_cancel(item).await })
-        });
-        tasks.push(tokio::spawn(delivery::run(
-            self.store.clone(),
-            delivery::WorkerConfig {
-                destination: MIS_DESTINATION.into(),
-                concurrency: 8,
-                lease: Duration::from_secs(120),
-                idle_poll: Duration::from_millis(500),
-            },
-            handler,
-            self.wake_mis.clone(),
-        )));
-        if let Some(url) = self.settings.notify_url.clone() {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(self.settings.notify_timeout_secs))
-                .build()
-                .unwrap_or_default();
-            let handler: delivery::Handler = Arc::new(move |item| {
-                let (http, url) = (http.clone(), url.clone());
-                Box::pin(async move { deliver_notification(&http, &url, item).await })
-            });
-            tasks.push(tokio::spawn(delivery::run(
-                self.store.clone(),
-                delivery::WorkerConfig {
-                    destination: NOTIFY_DESTINATION.into(),
-                    concurrency: 8,
-                    lease: Duration::from_secs(self.settings.notify_timeout_secs * 3 + 5),
-                    idle_poll: Duration::from_millis(500),
-                },
-                handler,
-                self.wake_notify.clone(),
-            )));
+    /// Delivers one forwarded cancel to the clinic system that owns the slot.
+    pub async fn deliver_cancel(&self, item: OutboxItem) -> Outcome {
+        let payload: serde_json::Value = match serde_json::from_str(&item.payload) {
+            Ok(v) => v,
+            Err(e) => return Outcome::Dead(format!("unreadable payload: {e}")),
+        };
+        let source = payload["source"].as_str().unwrap_or_default();
+        let client_ref = payload["client_ref"].as_str().unwrap_or_default();
+        let external = payload["external_id"].as_str();
+        let Some(mis) = self.mis.get(source) else {
+            return Outcome::Dead(format!(
+                "no clinic system is configured for source {source}"
+            ));
+        };
+        match mis.cancel(external, client_ref).await {
+            Ok(()) => Outcome::Delivered,
+            Err(e @ MisError::Refused { .. }) => Outcome::Dead(e.to_string()),
+            Err(e) => self.retry(&item, e.to_string()),
         }
-        tasks
     }
 
-    async fn owned(&self, who: Requester<'_>, id: &str) -> Result<Appointment, BookingError> {
-        let a = self
-            .store
-            .appointment(id)
-            .await?
-            .ok_or_else(|| BookingError::UnknownAppointment(id.into()))?;
-        if !who.admin && a.client_id != who.client_id {
-            return Err(BookingError::NotYours(id.into()));
+    /// Delivers one patient notification.
+    pub async fn deliver_notice(&self, item: OutboxItem) -> Outcome {
+        let Some(notifier) = &self.notifier else {
+            return Outcome::Dead("no notification receiver is configured".into());
+        };
+        let notice = Notice {
+            id: &item.id,
+            event: &item.kind,
+            payload: &item.payload,
+        };
+        match notifier.notify(notice).await {
+            Ok(()) => Outcome::Delivered,
+            Err(e @ NotifyError::Refused(_)) => Outcome::Dead(e.to_string()),
+            Err(e) => self.retry(&item, e.to_string()),
         }
-        Ok(a)
+    }
+
+    fn retry(&self, item: &OutboxItem, error: String) -> Outcome {
+        match delivery::next_attempt(&RETRY_SCHEDULE_SECS, item.attempts, self.now()) {
+            Some(at) => Outcome::RetryAt(at, error),
+            None => Outcome::Dead(error),
+        }
     }
 
     /// Checks the rules and inserts a hold lasting `ttl_ms`.
@@ -732,81 +904,42 @@ impl Booking {
         ttl_ms: i64,
         replaces: Option<&str>,
     ) -> Result<Appointment, BookingError> {
-        let now = now_ms();
+        let now = self.now();
+        let channel = Channels::of(&[who.channel]);
         let restrictable = if RESTRICTABLE.contains(who.channel) {
-            who.channel.bit()
+            channel
         } else {
-            0
+            Channels(0)
         };
-        let mut a = Appointment {
+        let hold = NewHold {
             id: uuid::Uuid::now_v7().to_string(),
             slot_id: slot_id.to_string(),
-            org_oid: String::new(),
-            practitioner_id: String::new(),
-            specialty_code: String::new(),
-            start_at: 0,
-            end_at: 0,
-            source: String::new(),
-            patient_policy: patient.and_then(|p| p.policy.as_ref().map(|x| x.digits().to_string())),
-            patient_snils: patient.and_then(|p| p.snils.as_ref().map(|x| x.digits())),
-            patient_birth: patient.and_then(|p| p.birth_date.map(|d| d.to_string())),
-            channel: who.channel.as_str().into(),
-            status: "held".into(),
-            hold_expires_at: Some(now + ttl_ms),
-            external_id: None,
-            client_id: who.client_id.into(),
-            reason: String::new(),
+            patient: patient.cloned().unwrap_or_default(),
+            channel: who.channel,
+            expires_at: now + ttl_ms,
+            client_id: who.client_id.to_string(),
             replaces: replaces.map(str::to_string),
-            created_at: now,
-            updated_at: now,
         };
         if let Some(held) = self
             .store
-            .hold_if_bookable(&a, who.channel.bit(), restrictable, now)
+            .hold_if_bookable(&hold, channel, restrictable, now)
             .await?
         {
             return Ok(held);
         }
-        // Refused: find the rule that refused, in order, and take a lapsed hold's place.
+        // Refused: find the rule that refused, in order.
         let (slot, restriction) = self
             .store
             .slot_for_booking(slot_id, restrictable)
             .await?
             .ok_or_else(|| BookingError::UnknownSlot(slot_id.into()))?;
-        match slot.status.as_str() {
-            "withdrawn" => return Err(BookingError::SlotWithdrawn(slot.id)),
-            "busy" => return Err(BookingError::SlotTaken(slot.id)),
-            _ => {}
+        if let Some(refused) = refusal(&slot, restriction.as_ref(), who.channel, now) {
+            return Err(refused);
         }
-        if slot.start_at <= now {
-            return Err(BookingError::SlotInPast(slot.id));
-        }
-        let allowed = Channels(slot.channels);
-        if !allowed.contains(who.channel) {
-            return Err(BookingError::ChannelNotAllowed {
-                slot: slot.id,
-                channel: who.channel,
-                allowed: allowed.to_list(),
-            });
-        }
-        if let Some(r) = restriction {
-            let t = |ms| crate::store::from_ms(ms).to_rfc3339();
-            return Err(BookingError::ChannelRestricted {
-                org: r.org_oid,
-                channel: who.channel,
-                from: t(r.from_at),
-                to: t(r.to_at),
-                reason: r.reason,
-            });
-        }
-        a.org_oid = slot.org_oid;
-        a.practitioner_id = slot.practitioner_id;
-        a.specialty_code = slot.specialty_code;
-        a.start_at = slot.start_at;
-        a.end_at = slot.end_at;
-        a.source = slot.source;
+        // Free by every rule: a lapsed hold may still sit on it, which the insert clears.
+        let a = hold.on(slot, now);
         if !self.store.insert_hold(&a, now).await? {
-            return Err(BookingError::SlotTaken(slot.id));
+            return Err(BookingError::SlotTaken(a.slot_id.unwrap_or_default()));
         }
         Ok(a)
     }
@@ -814,35 +947,24 @@ impl Booking {
     /// Asks the owning clinic system to book a held appointment.
     async fn forward(&self, held: Appointment) -> Result<Appointment, BookingError> {
         let Some(mis) = self.mis.get(&held.source).cloned() else {
+            let change = Transition::new(&[Held], Failed, "MIS_NOT_CONFIGURED");
             self.store
-                .end_appointment(
-                    &held.id,
-                    &["held"],
-                    "failed",
-                    "MIS_NOT_CONFIGURED",
-                    None,
-                    None,
-                    now_ms(),
-                )
+                .transition_appointment(&held.id, &change, None, self.now())
                 .await?;
             return Err(BookingError::NoMis(held.source));
         };
+        let slot_id = held.slot_id.clone().unwrap_or_default();
         let request = MisBooking {
-            slot_external_id: external_part(&held.slot_id).to_string(),
+            slot_external_id: external_part(&slot_id).to_string(),
             client_ref: held.id.clone(),
-            policy: held.patient_policy.clone(),
-            snils: held.patient_snils.clone(),
-            birth_date: held
-                .patient_birth
-                .as_deref()
-                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
-            channel: held.channel.clone(),
+            patient: held.patient.clone(),
+            channel: held.channel,
         };
         match mis.book(request).await {
             Ok(external) => {
                 if let Some(booked) = self
                     .store
-                    .confirm_booking(&held.id, &external, now_ms())
+                    .confirm_booking(&held.id, &external, self.now())
                     .await?
                 {
                     return Ok(booked);
@@ -853,29 +975,23 @@ impl Booking {
                 self.compensate(&held.id, "HOLD_EXPIRED", &undo).await?;
                 Err(BookingError::HoldExpired(held.id))
             }
-            Err(e @ MisError::Refused { .. }) => {
-                let slot_status = e.slot_gone().then_some("busy");
-                self.store
-                    .end_appointment(
-                        &held.id,
-                        &["held"],
-                        "failed",
-                        &mis_code(&e),
-                        slot_status,
-                        None,
-                        now_ms(),
-                    )
-                    .await?;
-                let MisError::Refused { code, message } = e else {
-                    unreachable!("matched above")
+            Err(MisError::Refused { code, message }) => {
+                let mut change = Transition::new(&[Held], Failed, format!("MIS_REFUSED:{code}"));
+                let refusal = match code.as_str() {
+                    "SLOT_TAKEN" => BookingError::SlotTaken(slot_id),
+                    "SLOT_WITHDRAWN" => BookingError::SlotWithdrawn(slot_id),
+                    _ => BookingError::MisRefused { code, message },
                 };
-                if code == "SLOT_TAKEN" {
-                    return Err(BookingError::SlotTaken(held.slot_id));
+                if matches!(
+                    refusal,
+                    BookingError::SlotTaken(_) | BookingError::SlotWithdrawn(_)
+                ) {
+                    change = change.slot(SlotStatus::Busy);
                 }
-                if code == "SLOT_WITHDRAWN" {
-                    return Err(BookingError::SlotWithdrawn(held.slot_id));
-                }
-                Err(BookingError::MisRefused { code, message })
+                self.store
+                    .transition_appointment(&held.id, &change, None, self.now())
+                    .await?;
+                Err(refusal)
             }
             Err(MisError::Unavailable(why)) => {
                 self.compensate(&held.id, "MIS_UNAVAILABLE", &held).await?;
@@ -892,115 +1008,100 @@ impl Booking {
         reason: &str,
         a: &Appointment,
     ) -> Result<(), BookingError> {
-        let effect = cancel_effect(a);
+        let now = self.now();
+        let effect = cancel_effect(a, now);
+        let change = Transition::new(&[Held], Failed, reason);
         let ended = self
             .store
-            .end_appointment(
-                id,
-                &["held"],
-                "failed",
-                reason,
-                None,
-                Some(&effect),
-                now_ms(),
-            )
+            .transition_appointment(id, &change, Some(&effect), now)
             .await?;
         if ended.is_none() {
             // Already expired by the sweeper: queue the cancel on its own.
-            let mut tx = self.store.pool().begin().await.map_err(StoreError::from)?;
-            crate::store::outbox::enqueue(&mut tx, &effect, now_ms()).await?;
-            tx.commit().await.map_err(StoreError::from)?;
+            self.store.enqueue(&effect, now).await?;
         }
         self.wake_mis.notify_one();
         Ok(())
     }
 
-    async fn deliver_cancel(&self, item: OutboxItem) -> Outcome {
-        let payload: serde_json::Value = match serde_json::from_str(&item.payload) {
-            Ok(v) => v,
-            Err(e) => return Outcome::Dead(format!("unreadable payload: {e}")),
-        };
-        let source = payload["source"].as_str().unwrap_or_default();
-        let client_ref = payload["client_ref"].as_str().unwrap_or_default();
-        let external = payload["external_id"].as_str();
-        let Some(mis) = self.mis.get(source) else {
-            return Outcome::Dead(format!(
-                "no clinic system is configured for source {source}"
-            ));
-        };
-        match mis.cancel(external, client_ref).await {
-            Ok(()) => Outcome::Delivered,
-            Err(e @ MisError::Refused { .. }) => Outcome::Dead(e.to_string()),
-            Err(e) => retry(&item, e.to_string()),
+    /// A notification to the patient of appointment `a` about `event` (`slot-withdrawn`,
+    /// `slot-moved`), for the notification receiver through the outbox: the appointment,
+    /// its clinic, slot, specialty, channel and patient, the fields of `times`, and up to
+    /// five free slots of the same specialty.
+    async fn patient_notice(
+        &self,
+        event: &str,
+        a: &Appointment,
+        times: serde_json::Value,
+        now: i64,
+    ) -> Result<NewOutboxItem, BookingError> {
+        let mut payload = json!({
+            "event": event,
+            "appointment": a.id,
+            "organization": a.org.as_str(),
+            "slot": a.slot_id,
+            "specialty": a.specialty_code,
+            "channel": a.channel.as_str(),
+            "patient": {
+                "policy": a.patient.policy.as_ref().map(|p| p.digits()),
+                "snils": a.patient.snils.as_ref().map(|s| s.digits()),
+                "birthDate": a.patient.birth_date.map(|d| d.to_string()),
+            },
+            "alternatives": self.alternatives(a).await?,
+        });
+        if let (Some(p), serde_json::Value::Object(t)) = (payload.as_object_mut(), times) {
+            p.extend(t);
         }
+        Ok(NewOutboxItem {
+            destination: NOTIFY_DESTINATION.into(),
+            kind: event.into(),
+            aggregate_id: a.id.clone(),
+            payload: payload.to_string(),
+            due_at: now,
+        })
     }
 
-    async fn alternatives(
-        &self,
-        a: &Appointment,
-        now: i64,
-    ) -> Result<Vec<serde_json::Value>, BookingError> {
-        let mut out = Vec::new();
-        for org in [Some(a.org_oid.clone()), None] {
-            let q = SlotQuery {
-                org_oid: org,
-                specialty_code: Some(a.specialty_code.clone()),
-                status: Some("free".into()),
-                start_from: Some(now.max(a.start_at - 86_400_000)),
-                ..SlotQuery::default()
-            };
-            for s in self.store.search_slots(&q, 10).await? {
+    /// Up to five free slots of `a`'s specialty its channel may take from the day before it
+    /// on: at its own organization first, then anywhere.
+    async fn alternatives(&self, a: &Appointment) -> Result<Vec<serde_json::Value>, BookingError> {
+        let mut out: Vec<Slot> = Vec::new();
+        for org in [Some(a.org.clone()), None] {
+            let found = self
+                .schedules
+                .find_free(&FreeSlots {
+                    org,
+                    practitioner_id: None,
+                    specialty_code: Some(a.specialty_code.clone()),
+                    from: Some(a.start_at - DAY_MS),
+                    to: None,
+                    channel: a.channel,
+                    limit: 6,
+                    scan: 200,
+                })
+                .await?;
+            for s in found {
                 if out.len() < 5
-                    && s.id != a.slot_id
-                    && Channels(s.channels)
-                        .contains(Channel::parse(&a.channel).unwrap_or(Channel::Registry))
-                    && !out
-                        .iter()
-                        .any(|x: &serde_json::Value| x["slot"] == s.id.as_str())
+                    && Some(&s.id) != a.slot_id.as_ref()
+                    && !out.iter().any(|x| x.id == s.id)
                 {
-                    out.push(json!({
-                        "slot": s.id,
-                        "organization": s.org_oid,
-                        "practitioner": s.practitioner_id,
-                        "start": crate::store::from_ms(s.start_at).to_rfc3339(),
-                    }));
+                    out.push(s);
                 }
             }
         }
-        Ok(out)
+        Ok(out
+            .iter()
+            .map(|s| {
+                json!({
+                    "slot": s.id,
+                    "organization": s.org.as_str(),
+                    "practitioner": s.practitioner_id,
+                    "start": from_ms(s.start_at).to_rfc3339(),
+                })
+            })
+            .collect())
     }
 }
 
-/// The patient recorded on an appointment.
-pub fn patient_of(a: &Appointment) -> Patient {
-    Patient {
-        policy: a
-            .patient_policy
-            .as_deref()
-            .and_then(|p| PolicyNumber::parse(p).ok()),
-        birth_date: a
-            .patient_birth
-            .as_deref()
-            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
-        snils: a
-            .patient_snils
-            .as_deref()
-            .and_then(|s| Snils::parse(s).ok()),
-    }
-}
-
-fn external_part(slot_id: &str) -> &str {
-    slot_id.split_once(':').map_or(slot_id, |(_, x)| x)
-}
-
-fn mis_code(e: &MisError) -> String {
-    match e {
-        MisError::Refused { code, .. } => format!("MIS_REFUSED:{code}"),
-        MisError::Unavailable(_) => "MIS_UNAVAILABLE".into(),
-    }
-}
-
-fn cancel_effect(a: &Appointment) -> NewOutboxItem {
+fn cancel_effect(a: &Appointment, now: i64) -> NewOutboxItem {
     NewOutboxItem {
         destination: MIS_DESTINATION.into(),
         kind: "cancel-appointment".into(),
@@ -1012,35 +1113,134 @@ fn cancel_effect(a: &Appointment) -> NewOutboxItem {
             "slot": a.slot_id,
         })
         .to_string(),
-        due_at: now_ms(),
+        due_at: now,
     }
 }
 
-fn retry(item: &OutboxItem, error: String) -> Outcome {
-    match delivery::next_attempt(&RETRY_SCHEDULE_SECS, item.attempts, now_ms()) {
-        Some(at) => Outcome::RetryAt(at, error),
-        None => Outcome::Dead(error),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn deliver_notification(http: &reqwest::Client, url: &str, item: OutboxItem) -> Outcome {
-    let sent = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-medgate-event", item.kind.clone())
-        .header("idempotency-key", item.id.clone())
-        .body(item.payload.clone())
-        .send()
-        .await;
-    match sent {
-        Ok(r) if r.status().is_success() => Outcome::Delivered,
-        Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => Outcome::Dead(
-            format!("notification endpoint refused: HTTP {}", r.status()),
-        ),
-        Ok(r) => retry(
-            &item,
-            format!("notification endpoint answered HTTP {}", r.status()),
-        ),
-        Err(e) => retry(&item, format!("notification endpoint unreachable: {e}")),
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn slot(status: SlotStatus, start_at: i64, channels: &[Channel]) -> Slot {
+        Slot {
+            id: "emias:S1".into(),
+            org: Oid::parse("1.2.643.5.1.13.13.12.2.77.7001").unwrap(),
+            practitioner_id: "emias:D1".into(),
+            specialty_code: "27".into(),
+            start_at,
+            end_at: start_at + 900_000,
+            status,
+            channels: Channels::of(channels),
+            source: "emias".into(),
+        }
+    }
+
+    fn restriction() -> Restriction {
+        Restriction {
+            id: "r1".into(),
+            org: Oid::parse("1.2.643.5.1.13.13.12.2.77.7001").unwrap(),
+            channels: Channels::of(&[Channel::Internet]),
+            from_at: NOW,
+            to_at: NOW + DAY_MS,
+            reason: "epidemic".into(),
+        }
+    }
+
+    fn code(e: Option<BookingError>) -> &'static str {
+        e.map_or("BOOKABLE", |e| e.code())
+    }
+
+    #[test]
+    fn a_free_future_slot_of_the_channel_without_restriction_is_bookable() {
+        let s = slot(SlotStatus::Free, NOW + 1, &[Channel::Internet]);
+        assert_eq!(code(refusal(&s, None, Channel::Internet, NOW)), "BOOKABLE");
+    }
+
+    #[test]
+    fn refusals_come_in_rule_order() {
+        let r = restriction();
+        let (past, ahead) = (NOW - 1, NOW + 1);
+        let phone_only = [Channel::Phone];
+        // Withdrawn beats everything, then taken, then past, then channel, then restriction.
+        let s = slot(SlotStatus::Withdrawn, past, &phone_only);
+        assert_eq!(
+            code(refusal(&s, Some(&r), Channel::Internet, NOW)),
+            "SLOT_WITHDRAWN"
+        );
+        let s = slot(SlotStatus::Busy, past, &phone_only);
+        assert_eq!(
+            code(refusal(&s, Some(&r), Channel::Internet, NOW)),
+            "SLOT_TAKEN"
+        );
+        let s = slot(SlotStatus::Free, past, &phone_only);
+        assert_eq!(
+            code(refusal(&s, Some(&r), Channel::Internet, NOW)),
+            "SLOT_IN_PAST"
+        );
+        let s = slot(SlotStatus::Free, NOW, &phone_only);
+        assert_eq!(
+            code(refusal(&s, Some(&r), Channel::Internet, NOW)),
+            "SLOT_IN_PAST",
+            "a slot starting now has started"
+        );
+        let s = slot(SlotStatus::Free, ahead, &phone_only);
+        assert_eq!(
+            code(refusal(&s, Some(&r), Channel::Internet, NOW)),
+            "CHANNEL_NOT_ALLOWED"
+        );
+        let s = slot(SlotStatus::Free, ahead, &[Channel::Internet]);
+        assert_eq!(
+            code(refusal(&s, Some(&r), Channel::Internet, NOW)),
+            "CHANNEL_RESTRICTED"
+        );
+    }
+
+    #[test]
+    fn refusals_say_what_the_slot_accepts_and_why_the_channel_is_restricted() {
+        let s = slot(
+            SlotStatus::Free,
+            NOW + 1,
+            &[Channel::Registry, Channel::Phone],
+        );
+        let e = refusal(&s, None, Channel::Kiosk, NOW).unwrap();
+        assert_eq!(e.field().as_deref(), Some("channel"));
+        assert!(e.to_string().ends_with("it accepts: registry,phone"), "{e}");
+        let s = slot(SlotStatus::Free, NOW + 1, &[Channel::Internet]);
+        let e = refusal(&s, Some(&restriction()), Channel::Internet, NOW).unwrap();
+        assert!(e.to_string().contains("epidemic"), "{e}");
+    }
+
+    #[test]
+    fn owners_and_operators_see_appointments() {
+        let who = |client_id, admin| Requester {
+            client_id,
+            admin,
+            channel: Channel::Internet,
+        };
+        let a = Appointment {
+            id: "a".into(),
+            slot_id: None,
+            org: restriction().org,
+            practitioner_id: String::new(),
+            specialty_code: String::new(),
+            start_at: NOW,
+            end_at: NOW,
+            source: String::new(),
+            patient: Patient::default(),
+            channel: Channel::Internet,
+            status: Booked,
+            hold_expires_at: None,
+            external_id: None,
+            client_id: "portal".into(),
+            reason: String::new(),
+            replaces: None,
+            created_at: NOW,
+            updated_at: NOW,
+        };
+        assert!(who("portal", false).owns(&a));
+        assert!(!who("kiosk", false).owns(&a));
+        assert!(who("operator", true).owns(&a));
     }
 }

@@ -1,29 +1,33 @@
 //! Medical documents: intake (validate, verify or make signatures, store, queue), delivery
-//! to the registry with retries, the registry's verdicts, and recovery of lost verdicts.
+//! to the registry with retries, the registry's verdicts, recovery of lost verdicts,
+//! operator reruns, and the reads clinics and operators make.
 //!
 //! A document accepted here is never lost (it is stored with its registration queued in one
 //! transaction) and never registered twice (one local UID, one registration at a time; a
 //! duplicate answer from the registry is resolved by asking it what it holds).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::adapters::remd::{ItemStatus, RemdCallError, RemdClient};
+use super::registry::{ItemStatus, Registry, RegistryCallError};
+use crate::auth::Client;
 use crate::codec::cda;
 use crate::codec::remd::{sha256_hex, RegisterDocument, RegisterResult, SignatureRef};
 use crate::codec::xml::Limits;
 use crate::config::{KeyRole, RemdSettings};
 use crate::exchange::delivery::{next_attempt, Outcome};
+use crate::model::document::{Document, DocumentStatus};
 use crate::model::remd::{classify_all, ErrorClass};
+use crate::model::time::SharedClock;
 use crate::model::{Oid, Snils};
-use crate::sign::{self, DigestAlgorithm, KeyRing, SignError};
-use crate::store::documents::{Inserted, StatusChange, StoredDocument};
+use crate::sign::{self, DigestAlgorithm, KeyRing, SignError, Signer};
+pub use crate::store::documents::{DocumentEvent, DocumentFilter};
+use crate::store::documents::{Inserted, StatusChange};
 use crate::store::group_commit::IntakeWriter;
 use crate::store::outbox::{NewOutboxItem, OutboxItem};
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Outbox destination of registrations.
 pub const DESTINATION: &str = "remd";
@@ -66,9 +70,15 @@ pub enum DocumentError {
         /// Message.
         message: String,
     },
-    /// The client may not submit for this organization.
-    #[error("client may not submit documents for organization {0}")]
-    Forbidden(String),
+    /// The client may not submit for, or read documents of, this organization.
+    #[error("client may not act for organization {0}")]
+    Forbidden(Oid),
+    /// No document with this local UID.
+    #[error("no document with local UID {0}")]
+    NotFound(String),
+    /// An operator rerun of a document that is neither rejected nor dead-lettered.
+    #[error("document is {0}; only rejected or dead-lettered documents are rerun")]
+    NotRerunnable(DocumentStatus),
     /// A different document was already accepted under this UID.
     #[error("a different document was already accepted with local UID {0}")]
     Duplicate(String),
@@ -123,26 +133,69 @@ struct RegistrationPayload {
     message_id: String,
 }
 
+/// Port: the keys the gateway signs with, by role and owner (an organization's OID, a
+/// doctor's SNILS digits); local keys or a signing service holding them in a token.
+pub trait SigningKeys: Send + Sync {
+    /// The key of `owner` in `role`, if the gateway holds one.
+    fn key(&self, role: KeyRole, owner: &str) -> Option<Arc<dyn Signer>>;
+}
+
+impl SigningKeys for KeyRing {
+    fn key(&self, role: KeyRole, owner: &str) -> Option<Arc<dyn Signer>> {
+        self.get(role, owner)
+    }
+}
+
+/// What an operator rerun did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerun {
+    /// The document is queued for registration again.
+    Queued,
+    /// Another rerun queued it a moment ago; nothing more was queued.
+    AlreadyQueued,
+}
+
+/// The registry and how to talk to it.
+#[derive(Clone)]
+pub struct RegistryLink {
+    /// Settings of the link (retry schedule, file URL, limits, ...).
+    pub settings: RemdSettings,
+    /// The registry.
+    pub registry: Arc<dyn Registry>,
+}
+
 /// The documents service.
 #[derive(Clone)]
 pub struct Documents {
     store: Store,
-    keys: KeyRing,
-    remd: Option<(RemdSettings, RemdClient)>,
+    keys: Arc<dyn SigningKeys>,
+    remd: Option<RegistryLink>,
+    clock: SharedClock,
     wake: Arc<Notify>,
     intake: IntakeWriter,
 }
 
 impl Documents {
-    /// Builds the service.
-    pub fn new(store: Store, keys: KeyRing, remd: Option<(RemdSettings, RemdClient)>) -> Documents {
+    /// Builds the service: documents in `store`, signed with `keys`, registered through
+    /// `remd` when configured; time from `clock`.
+    pub fn new(
+        store: Store,
+        keys: Arc<dyn SigningKeys>,
+        remd: Option<RegistryLink>,
+        clock: SharedClock,
+    ) -> Documents {
         Documents {
             intake: IntakeWriter::new(store.clone()),
             store,
             keys,
             remd,
+            clock,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Notified whenever a registration is queued (wakes the delivery workers).
@@ -152,15 +205,10 @@ impl Documents {
 
     /// The registry settings, when registration is configured.
     pub fn settings(&self) -> Option<&RemdSettings> {
-        self.remd.as_ref().map(|(s, _)| s)
+        self.remd.as_ref().map(|r| &r.settings)
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    fn registration(local_uid: &str) -> NewOutboxItem {
+    fn registration(&self, local_uid: &str) -> NewOutboxItem {
         let payload = RegistrationPayload {
             message_id: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
         };
@@ -169,7 +217,7 @@ impl Documents {
             kind: KIND_REGISTER.into(),
             aggregate_id: local_uid.to_string(),
             payload: serde_json::to_string(&payload).unwrap_or_default(),
-            due_at: now_ms(),
+            due_at: self.now(),
         }
     }
 
@@ -177,9 +225,9 @@ impl Documents {
     /// document and whether it was new (a replay returns the first result).
     pub async fn submit(
         &self,
-        client: &crate::auth::Client,
+        client: &Client,
         s: Submission,
-    ) -> Result<(StoredDocument, bool), DocumentError> {
+    ) -> Result<(Document, bool), DocumentError> {
         let settings = self.settings().ok_or(DocumentError::NotConfigured)?;
         let uid = uuid::Uuid::parse_str(s.local_uid.trim_start_matches("urn:uuid:"))
             .map_err(|_| {
@@ -193,7 +241,7 @@ impl Documents {
         let org = Oid::parse_organization(&s.org_oid)
             .map_err(|e| invalid("INVALID_ORGANIZATION", Field::Organization, e.to_string()))?;
         if !client.may_act_for(&org) {
-            return Err(DocumentError::Forbidden(org.to_string()));
+            return Err(DocumentError::Forbidden(org));
         }
         let patient = Snils::parse(&s.patient_snils)
             .map_err(|e| invalid("INVALID_SNILS", Field::Patient, e.to_string()))?;
@@ -290,8 +338,8 @@ impl Documents {
                 (o, d, false)
             }
             (None, None) => {
-                let org_key = self.keys.get(KeyRole::Organization, org.as_str());
-                let doc_key = self.keys.get(KeyRole::Doctor, &author.digits());
+                let org_key = self.keys.key(KeyRole::Organization, org.as_str());
+                let doc_key = self.keys.key(KeyRole::Doctor, &author.digits());
                 // A replay is answered from the stored document; the insert recognizes it
                 // by its UID anyway. Looking first pays off only when signing would cost
                 // more than the lookup (a signing service) or cannot happen (no key).
@@ -353,13 +401,14 @@ impl Documents {
                 ))
             }
         };
-        let doc = StoredDocument {
+        let now = self.now();
+        let doc = Document {
             id: uid.clone(),
-            org_oid: org.to_string(),
+            org,
             kind_code: header.kind.code.clone(),
             kind_version: header.kind.version.clone(),
-            patient_snils: patient.digits(),
-            author_snils: author.digits(),
+            patient,
+            author,
             submitted_by: client.id.clone(),
             request_hash,
             content: Arc::try_unwrap(content).unwrap_or_else(|c| (*c).clone()),
@@ -369,7 +418,7 @@ impl Documents {
             org_signature,
             doctor_signature,
             signed_by_gateway,
-            status: "queued".into(),
+            status: DocumentStatus::Queued,
             emdr_id: None,
             registered_at: None,
             message_id: None,
@@ -377,17 +426,13 @@ impl Documents {
             error_codes: None,
             error_message: None,
             rerun_of: None,
-            created_at: now_ms(),
-            updated_at: 0,
+            created_at: now,
+            updated_at: now,
         };
-        let doc = StoredDocument {
-            updated_at: doc.created_at,
-            ..doc
-        };
-        let registration = Self::registration(&uid);
+        let registration = self.registration(&uid);
         match self.intake.insert(doc, registration).await? {
             (doc, Inserted::New) => {
-                self.wake.notify_waiters();
+                self.wake.notify_one();
                 Ok((doc, true))
             }
             (doc, Inserted::Existing(existing)) => replayed(*existing, &doc.request_hash, uid),
@@ -396,15 +441,18 @@ impl Documents {
 
     /// Delivers one registration outbox item.
     pub async fn deliver(&self, item: OutboxItem) -> Outcome {
-        let Some((settings, client)) = &self.remd else {
-            return Outcome::RetryAt(now_ms() + 60_000, "registration not configured".into());
+        let Some(link) = &self.remd else {
+            return Outcome::RetryAt(self.now() + 60_000, "registration not configured".into());
         };
         let doc = match self.store.get_document(&item.aggregate_id).await {
             Ok(Some(d)) => d,
             Ok(None) => return Outcome::Dead(format!("document {} not found", item.aggregate_id)),
-            Err(e) => return Outcome::RetryAt(now_ms() + 5_000, e.to_string()),
+            Err(e) => return Outcome::RetryAt(self.now() + 5_000, e.to_string()),
         };
-        if matches!(doc.status.as_str(), "registered" | "rejected") {
+        if matches!(
+            doc.status,
+            DocumentStatus::Registered | DocumentStatus::Rejected
+        ) {
             return Outcome::Delivered;
         }
         let payload: RegistrationPayload = match serde_json::from_str(&item.payload) {
@@ -416,42 +464,40 @@ impl Documents {
             .set_document_message(&doc.id, &payload.message_id)
             .await
         {
-            return Outcome::RetryAt(now_ms() + 5_000, e.to_string());
+            return Outcome::RetryAt(self.now() + 5_000, e.to_string());
         }
-        let request = register_request(&doc, &settings.file_url);
-        match client.register(&request, &payload.message_id).await {
+        let request = register_request(&doc, &link.settings.file_url);
+        match link.registry.register(&request, &payload.message_id).await {
             Ok(()) => {
-                let change = StatusChange {
-                    status: "sent".into(),
-                    detail: format!("acknowledged by the registry (attempt {})", item.attempts),
-                    message_id: Some(payload.message_id),
-                    ..StatusChange::default()
-                };
+                let mut change = StatusChange::to(
+                    DocumentStatus::Sent,
+                    format!("acknowledged by the registry (attempt {})", item.attempts),
+                );
+                change.message_id = Some(payload.message_id);
                 self.apply(&doc.id, change).await
             }
-            Err(e) => self.after_refusal(settings, client, &doc, &item, e).await,
+            Err(e) => self.after_refusal(link, &doc, &item, e).await,
         }
     }
 
     async fn apply(&self, id: &str, change: StatusChange) -> Outcome {
         match self.store.update_document_status(id, &change).await {
             Ok(_) => Outcome::Delivered,
-            Err(e) => Outcome::RetryAt(now_ms() + 5_000, e.to_string()),
+            Err(e) => Outcome::RetryAt(self.now() + 5_000, e.to_string()),
         }
     }
 
     async fn after_refusal(
         &self,
-        settings: &RemdSettings,
-        client: &RemdClient,
-        doc: &StoredDocument,
+        link: &RegistryLink,
+        doc: &Document,
         item: &OutboxItem,
-        e: RemdCallError,
+        e: RegistryCallError,
     ) -> Outcome {
         let codes = e.codes();
         if codes.iter().any(|c| c == "NOT_UNIQUE_PROVIDED_ID") {
             // Our earlier attempt may have reached the registry: ask what it holds.
-            match client.get_registry_item(&doc.id).await {
+            match link.registry.registry_item(&doc.id).await {
                 Ok(ItemStatus::Registered(found)) => {
                     return self
                         .apply(
@@ -460,6 +506,7 @@ impl Documents {
                                 &found.emdr_id,
                                 &found.registration_date_time,
                                 "registered (found in the registry after a duplicate answer)",
+                                self.now(),
                             ),
                         )
                         .await;
@@ -468,104 +515,82 @@ impl Documents {
                     return self
                         .apply(
                             &doc.id,
-                            StatusChange {
-                                status: "sent".into(),
-                                detail: "registry already processing this document".into(),
-                                ..StatusChange::default()
-                            },
+                            StatusChange::to(
+                                DocumentStatus::Sent,
+                                "registry already processing this document",
+                            ),
                         )
                         .await;
                 }
                 Ok(ItemStatus::NotFound) => {}
                 Err(err) => {
                     return Outcome::RetryAt(
-                        now_ms() + 10_000,
+                        self.now() + 10_000,
                         format!("duplicate answer, lookup failed: {err}"),
                     );
                 }
             }
         }
         let class = classify_all(codes.iter().map(String::as_str));
-        let now = now_ms();
+        let failed = |status, detail: String| StatusChange {
+            error_class: Some(class),
+            error_codes: Some(codes.join(",")),
+            error_message: Some(e.to_string()),
+            ..StatusChange::to(status, detail)
+        };
         if class == ErrorClass::Retryable {
             let detail = format!("attempt {} failed: {e}", item.attempts);
             let _ = self
                 .store
-                .update_document_status(
-                    &doc.id,
-                    &StatusChange {
-                        status: "queued".into(),
-                        detail: detail.clone(),
-                        error_class: Some(class.as_str().into()),
-                        error_codes: Some(codes.join(",")),
-                        error_message: Some(e.to_string()),
-                        ..StatusChange::default()
-                    },
-                )
+                .update_document_status(&doc.id, &failed(DocumentStatus::Queued, detail.clone()))
                 .await;
-            return match next_attempt(&settings.retry_schedule_secs, item.attempts, now) {
+            return match next_attempt(
+                &link.settings.retry_schedule_secs,
+                item.attempts,
+                self.now(),
+            ) {
                 Some(at) => Outcome::RetryAt(at, detail),
                 None => {
-                    let _ = self
-                        .store
-                        .update_document_status(
-                            &doc.id,
-                            &StatusChange {
-                                status: "dead-lettered".into(),
-                                detail: format!("gave up after {} attempts: {e}", item.attempts),
-                                error_class: Some(class.as_str().into()),
-                                error_codes: Some(codes.join(",")),
-                                error_message: Some(e.to_string()),
-                                ..StatusChange::default()
-                            },
-                        )
-                        .await;
+                    let dead = failed(
+                        DocumentStatus::DeadLettered,
+                        format!("gave up after {} attempts: {e}", item.attempts),
+                    );
+                    let _ = self.store.update_document_status(&doc.id, &dead).await;
                     Outcome::Dead(detail)
                 }
             };
         }
-        let change = StatusChange {
-            status: "rejected".into(),
-            detail: format!(
+        let change = failed(
+            DocumentStatus::Rejected,
+            format!(
                 "refused by the registry; to be fixed by {}: {e}",
                 class.who_fixes()
             ),
-            error_class: Some(class.as_str().into()),
-            error_codes: Some(codes.join(",")),
-            error_message: Some(e.to_string()),
-            ..StatusChange::default()
-        };
+        );
         self.apply(&doc.id, change).await
     }
 
     /// Applies the registry's asynchronous verdict.
-    pub async fn apply_result(&self, r: &RegisterResult) -> Result<StoredDocument, DocumentError> {
+    pub async fn apply_result(&self, r: &RegisterResult) -> Result<Document, DocumentError> {
         let by_message = self
             .store
             .document_by_message(&r.relates_to_message)
             .await?;
-        let doc = match by_message {
-            Some(d) => d,
-            None => match &r.item {
-                Some(item) => self
-                    .store
-                    .get_document(&item.local_uid)
-                    .await?
-                    .ok_or_else(|| {
-                        invalid(
-                            "UNKNOWN_MESSAGE",
-                            Field::LocalUid,
-                            format!("no document for message {}", r.relates_to_message),
-                        )
-                    })?,
-                None => {
-                    return Err(invalid(
-                        "UNKNOWN_MESSAGE",
-                        Field::LocalUid,
-                        format!("no document for message {}", r.relates_to_message),
-                    ))
-                }
-            },
+        let unknown = || {
+            invalid(
+                "UNKNOWN_MESSAGE",
+                Field::LocalUid,
+                format!("no document for message {}", r.relates_to_message),
+            )
+        };
+        let doc = match (by_message, &r.item) {
+            (Some(d), _) => d,
+            (None, Some(item)) => self
+                .store
+                .get_document(&item.local_uid)
+                .await?
+                .ok_or_else(unknown)?,
+            (None, None) => return Err(unknown()),
         };
         if r.status == "success" {
             let item = r.item.as_ref().ok_or_else(|| {
@@ -578,7 +603,12 @@ impl Documents {
             self.store
                 .update_document_status(
                     &doc.id,
-                    &registered_change(&item.emdr_id, &item.registration_date_time, "registered"),
+                    &registered_change(
+                        &item.emdr_id,
+                        &item.registration_date_time,
+                        "registered",
+                        self.now(),
+                    ),
                 )
                 .await?;
         } else {
@@ -594,28 +624,26 @@ impl Documents {
                 self.store
                     .requeue_document(
                         &doc.id,
+                        NOT_REGISTERED,
                         &format!("registry asked to retry: {message}"),
-                        &Self::registration(&doc.id),
+                        &self.registration(&doc.id),
                     )
                     .await?;
-                self.wake.notify_waiters();
+                self.wake.notify_one();
             } else {
-                self.store
-                    .update_document_status(
-                        &doc.id,
-                        &StatusChange {
-                            status: "rejected".into(),
-                            detail: format!(
-                                "rejected by the registry; to be fixed by {}: {message}",
-                                class.who_fixes()
-                            ),
-                            error_class: Some(class.as_str().into()),
-                            error_codes: Some(codes.join(",")),
-                            error_message: Some(message),
-                            ..StatusChange::default()
-                        },
+                let change = StatusChange {
+                    error_class: Some(class),
+                    error_codes: Some(codes.join(",")),
+                    error_message: Some(message.clone()),
+                    ..StatusChange::to(
+                        DocumentStatus::Rejected,
+                        format!(
+                            "rejected by the registry; to be fixed by {}: {message}",
+                            class.who_fixes()
+                        ),
                     )
-                    .await?;
+                };
+                self.store.update_document_status(&doc.id, &change).await?;
             }
         }
         Ok(self.store.get_document(&doc.id).await?.unwrap_or(doc))
@@ -624,14 +652,14 @@ impl Documents {
     /// Asks the registry about documents whose verdict is overdue; returns how many were
     /// resolved or requeued.
     pub async fn poll_overdue(&self) -> Result<usize, DocumentError> {
-        let Some((settings, client)) = &self.remd else {
+        let Some(link) = &self.remd else {
             return Ok(0);
         };
-        let cutoff = now_ms() - (settings.callback_timeout_secs as i64) * 1000;
+        let cutoff = self.now() - (link.settings.callback_timeout_secs as i64) * 1000;
         let overdue = self.store.documents_awaiting_result(cutoff, 200).await?;
         let mut handled = 0;
         for doc in overdue {
-            match client.get_registry_item(&doc.id).await {
+            match link.registry.registry_item(&doc.id).await {
                 Ok(ItemStatus::Registered(item)) => {
                     self.store
                         .update_document_status(
@@ -640,6 +668,7 @@ impl Documents {
                                 &item.emdr_id,
                                 &item.registration_date_time,
                                 "registered (verdict recovered by polling)",
+                                self.now(),
                             ),
                         )
                         .await?;
@@ -652,9 +681,14 @@ impl Documents {
                 }
                 Ok(ItemStatus::NotFound) => {
                     self.store
-                        .requeue_document(&doc.id, "verdict overdue and the registry does not know the document; sending again", &Self::registration(&doc.id))
+                        .requeue_document(
+                            &doc.id,
+                            NOT_REGISTERED,
+                            "verdict overdue and the registry does not know the document; sending again",
+                            &self.registration(&doc.id),
+                        )
                         .await?;
-                    self.wake.notify_waiters();
+                    self.wake.notify_one();
                     handled += 1;
                 }
                 Err(e) => {
@@ -665,85 +699,132 @@ impl Documents {
         Ok(handled)
     }
 
-    /// Operator rerun of a rejected or dead-lettered document.
-    pub async fn rerun(&self, id: &str, operator: &str) -> Result<bool, DocumentError> {
-        let ok = self
+    /// Operator rerun of a rejected or dead-lettered document: of two concurrent reruns
+    /// exactly one queues a registration; the other is told it is queued already.
+    pub async fn rerun(&self, id: &str, operator: &str) -> Result<Rerun, DocumentError> {
+        let queued = self
             .store
             .requeue_document(
                 id,
+                RERUNNABLE,
                 &format!("rerun requested by {operator}"),
-                &Self::registration(id),
+                &self.registration(id),
             )
             .await?;
-        if ok {
-            self.wake.notify_waiters();
+        if queued {
+            self.wake.notify_one();
+            return Ok(Rerun::Queued);
         }
-        Ok(ok)
+        let doc = self
+            .store
+            .get_document(id)
+            .await?
+            .ok_or_else(|| DocumentError::NotFound(id.into()))?;
+        match doc.status {
+            DocumentStatus::Queued => Ok(Rerun::AlreadyQueued),
+            other => Err(DocumentError::NotRerunnable(other)),
+        }
     }
 
-    /// Starts the delivery workers and the overdue-verdict poller.
-    pub fn spawn_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let Some((settings, _)) = &self.remd else {
-            return Vec::new();
-        };
-        if !settings.deliver {
-            return Vec::new();
+    /// Reruns the documents matching `filter` (its status must be rejected or
+    /// dead-lettered); returns the ids queued.
+    pub async fn rerun_matching(
+        &self,
+        filter: &DocumentFilter,
+        limit: u32,
+        operator: &str,
+    ) -> Result<Vec<String>, DocumentError> {
+        if let Some(status) = filter.status.filter(|s| !s.is_rerunnable()) {
+            return Err(DocumentError::NotRerunnable(status));
         }
-        let svc = self.clone();
-        let handler: crate::exchange::delivery::Handler = Arc::new(move |item| {
-            let svc = svc.clone();
-            Box::pin(async move { svc.deliver(item).await })
-        });
-        let config = crate::exchange::delivery::WorkerConfig {
-            destination: DESTINATION.into(),
-            concurrency: settings.workers,
-            lease: Duration::from_secs(settings.timeout_secs * 3 + 5),
-            idle_poll: Duration::from_millis(500),
-        };
-        let worker = tokio::spawn(crate::exchange::delivery::run(
-            self.store.clone(),
-            config,
-            handler,
-            self.wake.clone(),
-        ));
-        let svc = self.clone();
-        let period = Duration::from_secs((settings.callback_timeout_secs / 4).clamp(1, 60));
-        let poller = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            loop {
-                tick.tick().await;
-                if let Err(e) = svc.poll_overdue().await {
-                    tracing::warn!(error = %e, "overdue verdict poll failed");
-                }
+        let mut ids = Vec::new();
+        for d in self.store.list_documents(filter, limit).await? {
+            if self.rerun(&d.id, operator).await? == Rerun::Queued {
+                ids.push(d.id);
             }
-        });
-        vec![worker, poller]
+        }
+        Ok(ids)
+    }
+
+    /// A document the client may read (one of its organizations').
+    pub async fn document(&self, client: &Client, id: &str) -> Result<Document, DocumentError> {
+        let doc = self.any_document(id).await?;
+        if !client.may_act_for(&doc.org) {
+            return Err(DocumentError::Forbidden(doc.org));
+        }
+        Ok(doc)
+    }
+
+    /// A document, whoever asks (the registry fetching a file, operators).
+    pub async fn any_document(&self, id: &str) -> Result<Document, DocumentError> {
+        self.store
+            .get_document(id)
+            .await?
+            .ok_or_else(|| DocumentError::NotFound(id.into()))
+    }
+
+    /// Documents matching the filter in id order, at most `limit`.
+    pub async fn documents(
+        &self,
+        filter: &DocumentFilter,
+        limit: u32,
+    ) -> Result<Vec<Document>, DocumentError> {
+        Ok(self.store.list_documents(filter, limit).await?)
+    }
+
+    /// Documents per status.
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>, DocumentError> {
+        Ok(self.store.document_counts().await?)
+    }
+
+    /// A document's history and its deliveries, oldest first.
+    pub async fn history(
+        &self,
+        id: &str,
+    ) -> Result<(Vec<DocumentEvent>, Vec<OutboxItem>), DocumentError> {
+        Ok((
+            self.store.document_events(id).await?,
+            self.store.outbox_for(id).await?,
+        ))
+    }
+
+    /// True when registrations are configured and this node delivers them.
+    pub fn delivers(&self) -> bool {
+        self.remd.as_ref().is_some_and(|r| r.settings.deliver)
     }
 }
 
-fn registered_change(emdr_id: &str, when: &str, detail: &str) -> StatusChange {
+/// States a document can be sent again from, when the registry lost it or asked again.
+const NOT_REGISTERED: &[DocumentStatus] = &[
+    DocumentStatus::Queued,
+    DocumentStatus::Sent,
+    DocumentStatus::Rejected,
+    DocumentStatus::DeadLettered,
+];
+/// States an operator may rerun.
+const RERUNNABLE: &[DocumentStatus] = &[DocumentStatus::Rejected, DocumentStatus::DeadLettered];
+
+fn registered_change(emdr_id: &str, when: &str, detail: &str, now: i64) -> StatusChange {
     StatusChange {
-        status: "registered".into(),
-        detail: format!("{detail}: {emdr_id}"),
         emdr_id: Some(emdr_id.to_string()),
         registered_at: Some(
             chrono::DateTime::parse_from_rfc3339(when)
                 .map(|t| t.timestamp_millis())
-                .unwrap_or_else(|_| now_ms()),
+                .unwrap_or(now),
         ),
-        ..StatusChange::default()
+        ..StatusChange::to(DocumentStatus::Registered, format!("{detail}: {emdr_id}"))
     }
 }
 
 /// The `registerDocument` request for a stored document.
-pub fn register_request(doc: &StoredDocument, file_url: &str) -> RegisterDocument {
+pub fn register_request(doc: &Document, file_url: &str) -> RegisterDocument {
     RegisterDocument {
         local_uid: doc.id.clone(),
         kind: doc.kind_code.clone(),
         kind_version: doc.kind_version.clone(),
-        organization: doc.org_oid.clone(),
-        patient_snils: doc.patient_snils.clone(),
-        creation_date_time: crate::store::from_ms(doc.created_at).to_rfc3339(),
+        organization: doc.org.to_string(),
+        patient_snils: doc.patient.digits(),
+        creation_date_time: crate::model::time::from_ms(doc.created_at).to_rfc3339(),
         content_digest: doc.streebog256.clone(),
         file_url: file_url.to_string(),
         signatures: vec![
@@ -755,7 +836,7 @@ pub fn register_request(doc: &StoredDocument, file_url: &str) -> RegisterDocumen
             },
             SignatureRef {
                 role: "doctor".into(),
-                signer_snils: doc.author_snils.clone(),
+                signer_snils: doc.author.digits(),
                 checksum: sha256_hex(&doc.doctor_signature),
                 cms: doc.doctor_signature.clone(),
             },
@@ -799,10 +880,10 @@ fn verify_pair(
 /// The answer to a submission whose UID is stored already: the stored document when it is
 /// the same submission (a replay), else a duplicate-UID refusal.
 fn replayed(
-    existing: StoredDocument,
+    existing: Document,
     request_hash: &str,
     uid: String,
-) -> Result<(StoredDocument, bool), DocumentError> {
+) -> Result<(Document, bool), DocumentError> {
     if existing.request_hash == request_hash {
         Ok((existing, false))
     } else {

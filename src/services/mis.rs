@@ -1,10 +1,13 @@
-//! The clinic systems that own slots, as the booking service sees them: book and cancel in
-//! the system named by a slot's `source`, whatever protocol that system speaks.
+//! Port: the clinic systems that own slots, as the booking service sees them: book and
+//! cancel in the system named by a slot's `source`, whatever protocol that system speaks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+
+use crate::model::booking::Patient;
+use crate::model::schedule::Channel;
 
 /// What the gateway asks a clinic system to book.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,14 +17,10 @@ pub struct MisBooking {
     /// The gateway's appointment id: the clinic system keeps it as the client reference, so
     /// a retried create returns the first appointment and a compensating cancel can find it.
     pub client_ref: String,
-    /// Patient's OMS policy number (16 digits), when known.
-    pub policy: Option<String>,
-    /// Patient's SNILS (11 digits), when known.
-    pub snils: Option<String>,
-    /// Patient's birth date, when known.
-    pub birth_date: Option<chrono::NaiveDate>,
-    /// The booking channel (`internet`, `phone`, ...).
-    pub channel: String,
+    /// The patient.
+    pub patient: Patient,
+    /// The booking channel.
+    pub channel: Channel,
 }
 
 /// Why a clinic system did not book or cancel.

@@ -1,5 +1,6 @@
 //! Synchronization of schedules from clinic systems: full (a window of days, idempotent,
-//! bulk writes, slots that vanished are withdrawn) and incremental (change tokens).
+//! bulk writes, slots that vanished are withdrawn) and incremental (change tokens), and the
+//! port every clinic system that publishes schedules implements.
 
 use std::collections::HashMap;
 
@@ -7,40 +8,29 @@ use chrono::{Days, NaiveDate};
 
 use futures_util::future::BoxFuture;
 
-use crate::adapters::emias::{EmiasClient, EmiasError};
-use crate::store::schedules::{Practitioner, SlotRow};
+use crate::model::schedule::{Practitioner, Slot, SlotChange, SlotStatus};
+use crate::model::time::day_start_ms;
+use crate::model::Oid;
 use crate::store::{now_ms, Store, StoreError};
 
 /// One page of slots and the token of the next page.
-pub type SchedulePage = (Vec<SlotRow>, Option<String>);
+pub type SchedulePage = (Vec<Slot>, Option<String>);
 /// Slot changes and the next change token.
 pub type Changes = (Vec<SlotChange>, String);
 
-/// One change of a slot reported by a clinic system.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotChange {
-    /// Slot id (with the source prefix).
-    pub id: String,
-    /// `booked`, `free`, `withdrawn` or `moved` (times changed, status kept).
-    pub kind: String,
-    /// The slot's current start and end (epoch ms), when the system reports them; a
-    /// `moved` change always does.
-    pub times: Option<(i64, i64)>,
-}
-
-/// A clinic system whose schedules the gateway synchronizes.
+/// Port: a clinic system whose schedules the gateway synchronizes.
 pub trait ScheduleSource: Send + Sync {
     /// Source name: the prefix of its slot and practitioner ids (`emias`, `fhir-mis`).
     fn source(&self) -> &'static str;
 
     /// Practitioners of an organization.
-    fn resources<'a>(&'a self, org: &'a str)
+    fn resources<'a>(&'a self, org: &'a Oid)
         -> BoxFuture<'a, Result<Vec<Practitioner>, SyncError>>;
 
     /// One page of an organization's slots in `[from, to)` and the next page token.
     fn schedule_page<'a>(
         &'a self,
-        org: &'a str,
+        org: &'a Oid,
         from: NaiveDate,
         to: NaiveDate,
         page: Option<&'a str>,
@@ -53,36 +43,6 @@ pub trait ScheduleSource: Send + Sync {
     /// The token to start from when none is stored.
     fn initial_token(&self) -> String {
         "0".into()
-    }
-}
-
-impl ScheduleSource for EmiasClient {
-    fn source(&self) -> &'static str {
-        crate::adapters::emias::SOURCE
-    }
-
-    fn resources<'a>(
-        &'a self,
-        org: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<Practitioner>, SyncError>> {
-        Box::pin(async move { Ok(EmiasClient::resources(self, org).await?) })
-    }
-
-    fn schedule_page<'a>(
-        &'a self,
-        org: &'a str,
-        from: NaiveDate,
-        to: NaiveDate,
-        page: Option<&'a str>,
-        specialty_of: &'a (dyn Fn(&str) -> String + Sync),
-    ) -> BoxFuture<'a, Result<SchedulePage, SyncError>> {
-        Box::pin(async move {
-            Ok(EmiasClient::schedule_page(self, org, from, to, page, specialty_of).await?)
-        })
-    }
-
-    fn changes<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Changes, SyncError>> {
-        Box::pin(async move { Ok(EmiasClient::changes(self, token).await?) })
     }
 }
 
@@ -105,10 +65,7 @@ pub struct SyncReport {
 /// Sync failures. Nothing is withdrawn unless every page of a full sync was read.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    /// The city MIS failed.
-    #[error(transparent)]
-    Mis(#[from] EmiasError),
-    /// Another clinic system failed.
+    /// The clinic system failed or answered something unreadable.
     #[error("{0}")]
     Source(String),
     /// Storage failed.
@@ -121,7 +78,7 @@ pub enum SyncError {
 pub async fn full_sync(
     store: &Store,
     client: &dyn ScheduleSource,
-    org: &str,
+    org: &Oid,
     from: NaiveDate,
     days: u32,
     progress: &(dyn Fn(usize) + Sync),
@@ -149,13 +106,14 @@ pub async fn full_sync(
             None => break,
         }
     }
-    let ms = |d: NaiveDate| {
-        d.and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp_millis())
-            .unwrap_or_default()
-    };
     let withdrawn = store
-        .withdraw_unseen_slots(client.source(), org, ms(from), ms(to), started)
+        .withdraw_unseen_slots(
+            client.source(),
+            org,
+            day_start_ms(from),
+            day_start_ms(to),
+            started,
+        )
         .await?;
     // Recorded so that a running gateway checks every active appointment against its slot
     // in its next round: a full sync changes slots outside the change feed.
@@ -188,14 +146,13 @@ pub async fn incremental_sync(
     let (changes, next) = client.changes(&token).await?;
     let now = now_ms();
     // The last status change of each slot wins; a move changes times, not status.
-    let last: HashMap<&str, &str> = changes
+    let last: HashMap<&str, SlotStatus> = changes
         .iter()
-        .filter(|c| c.kind != "moved")
-        .map(|c| (c.id.as_str(), c.kind.as_str()))
+        .filter_map(|c| Some((c.id.as_str(), c.kind.status()?)))
         .collect();
-    let of_kind = |kind: &str| -> Vec<String> {
+    let of_status = |status: SlotStatus| -> Vec<String> {
         last.iter()
-            .filter(|(_, k)| **k == kind)
+            .filter(|(_, s)| **s == status)
             .map(|(id, _)| id.to_string())
             .collect()
     };
@@ -210,14 +167,15 @@ pub async fn incremental_sync(
         .collect();
     let moved = store.set_slots_times(&times, now).await?;
     // Bookings and cancellations made directly in the MIS (its own registry desk).
-    store
-        .set_slots_status(&of_kind("booked"), "busy", now)
+    for status in [SlotStatus::Busy, SlotStatus::Free] {
+        store
+            .set_slots_status(&of_status(status), status, now)
+            .await?;
+    }
+    let withdrawn = of_status(SlotStatus::Withdrawn);
+    let n = store
+        .set_slots_status(&withdrawn, SlotStatus::Withdrawn, now)
         .await?;
-    store
-        .set_slots_status(&of_kind("free"), "free", now)
-        .await?;
-    let withdrawn = of_kind("withdrawn");
-    let n = store.set_slots_status(&withdrawn, "withdrawn", now).await?;
     store
         .set_change_token(client.source(), "slots", &next, now)
         .await?;

@@ -24,7 +24,9 @@ use crate::codec::xml::dom::{escape_text as esc, Element, Limits};
 use crate::model::schedule::{Channel, Channels};
 use crate::model::Snils;
 
-pub use crate::adapters::emias::NS;
+/// Namespace of the MIS operations (the contract in `adapters/emias/`; spelled out here so
+/// the simulator shares no code with the gateway's client).
+pub const NS: &str = "urn:medgate:sim:emias:v1";
 /// Specialty reference book and the version the simulator cites.
 pub const SPECIALTY_BOOK_VERSION: &str = "4.12";
 

@@ -288,7 +288,7 @@ fn slot_resource(r: &FhirRegion, b: &Booked, doctor: &str, day: NaiveDate, i: u3
         "status": b.status(&id), "start": start.to_rfc3339(), "end": end.to_rfc3339(),
         "extension": channels_of(i).iter().map(|c| json!({"url": CHANNEL_EXTENSION, "valueCode": c.as_str()})).collect::<Vec<_>>()});
     if let Some(t) = b.updated.get(&id) {
-        v["meta"] = json!({"lastUpdated": crate::store::from_ms(*t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)});
+        v["meta"] = json!({"lastUpdated": crate::model::time::instant_millis(*t)});
     }
     v
 }

@@ -8,83 +8,70 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::outbox::{enqueue, NewOutboxItem};
-use super::{Store, StoreError};
-
-/// An appointment as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appointment {
-    /// Gateway id (UUIDv7); also the client reference given to the clinic system.
-    pub id: String,
-    /// Slot id (`source:external id`); empty for urgent visits.
-    pub slot_id: String,
-    /// Organization OID.
-    pub org_oid: String,
-    /// Practitioner id.
-    pub practitioner_id: String,
-    /// Specialty code.
-    pub specialty_code: String,
-    /// Start (epoch ms).
-    pub start_at: i64,
-    /// End (epoch ms).
-    pub end_at: i64,
-    /// Clinic system that owns the slot.
-    pub source: String,
-    /// Patient's policy number.
-    pub patient_policy: Option<String>,
-    /// Patient's SNILS.
-    pub patient_snils: Option<String>,
-    /// Patient's birth date (`YYYY-MM-DD`).
-    pub patient_birth: Option<String>,
-    /// Booking channel.
-    pub channel: String,
-    /// `held`, `booked`, `cancelled`, `expired`, `failed`, `withdrawn`, `urgent`.
-    pub status: String,
-    /// When a hold ends (epoch ms).
-    pub hold_expires_at: Option<i64>,
-    /// The clinic system's appointment id.
-    pub external_id: Option<String>,
-    /// The API client that created it.
-    pub client_id: String,
-    /// Why the status last changed (refusal code, cancel reason, ...).
-    pub reason: String,
-    /// The appointment this one replaces (reschedule).
-    pub replaces: Option<String>,
-    /// Created (epoch ms).
-    pub created_at: i64,
-    /// Last change (epoch ms).
-    pub updated_at: i64,
-}
+use super::schedules::organization;
+use super::{corrupt, Store, StoreError};
+use crate::model::booking::{Appointment, AppointmentStatus, Patient, Restriction, Transition};
+use crate::model::schedule::{Channel, Channels, Slot};
+use crate::model::{Oid, PolicyNumber, Snils};
 
 /// Filters of an appointment search.
 #[derive(Debug, Clone, Default)]
 pub struct AppointmentQuery {
     /// Patient policy number.
-    pub policy: Option<String>,
+    pub policy: Option<PolicyNumber>,
     /// Patient SNILS.
-    pub snils: Option<String>,
+    pub snils: Option<Snils>,
     /// Organization.
-    pub org_oid: Option<String>,
+    pub org: Option<Oid>,
     /// Status.
-    pub status: Option<String>,
+    pub status: Option<AppointmentStatus>,
     /// Slot.
     pub slot_id: Option<String>,
 }
 
-/// A booking restriction of an organization's channels for a period.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Restriction {
-    /// Id (UUIDv7).
+/// A hold about to be taken: what the request brings; the slot brings the rest.
+#[derive(Debug, Clone)]
+pub struct NewHold {
+    /// The appointment id (UUIDv7).
     pub id: String,
-    /// Organization OID.
-    pub org_oid: String,
-    /// Restricted channels (bit mask).
-    pub channels: i32,
-    /// Start of the restricted period of slot times (epoch ms, inclusive).
-    pub from_at: i64,
-    /// End (epoch ms, exclusive).
-    pub to_at: i64,
-    /// Why (shown in refusals).
-    pub reason: String,
+    /// The slot.
+    pub slot_id: String,
+    /// The patient, as far as known.
+    pub patient: Patient,
+    /// Booking channel.
+    pub channel: Channel,
+    /// When the hold lapses (epoch ms).
+    pub expires_at: i64,
+    /// The API client.
+    pub client_id: String,
+    /// The appointment this one replaces (reschedule).
+    pub replaces: Option<String>,
+}
+
+impl NewHold {
+    /// The held appointment on `slot`, created `now`.
+    pub fn on(&self, slot: Slot, now: i64) -> Appointment {
+        Appointment {
+            id: self.id.clone(),
+            slot_id: Some(slot.id),
+            org: slot.org,
+            practitioner_id: slot.practitioner_id,
+            specialty_code: slot.specialty_code,
+            start_at: slot.start_at,
+            end_at: slot.end_at,
+            source: slot.source,
+            patient: self.patient.clone(),
+            channel: self.channel,
+            status: AppointmentStatus::Held,
+            hold_expires_at: Some(self.expires_at),
+            external_id: None,
+            client_id: self.client_id.clone(),
+            reason: String::new(),
+            replaces: self.replaces.clone(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
 }
 
 /// The state of an idempotency key when a create begins.
@@ -127,7 +114,7 @@ impl Store {
             "UPDATE appointments SET status = 'expired', reason = 'HOLD_EXPIRED', hold_expires_at = NULL, \
              updated_at = $2 WHERE slot_id = $1 AND status = 'held' AND hold_expires_at < $2",
         )
-        .bind(a.slot_id.clone())
+        .bind(a.slot_id.clone().unwrap_or_default())
         .bind(now)
         .execute(self.pool())
         .await?
@@ -149,9 +136,9 @@ impl Store {
     /// which rule refused.
     pub async fn hold_if_bookable(
         &self,
-        a: &Appointment,
-        channel_bit: i32,
-        restricted: i32,
+        a: &NewHold,
+        channels: Channels,
+        restricted: Channels,
         now: i64,
     ) -> Result<Option<Appointment>, StoreError> {
         let sql = format!(
@@ -165,16 +152,16 @@ impl Store {
         let row = sqlx::query(&sql)
             .bind(a.id.clone())
             .bind(a.slot_id.clone())
-            .bind(a.patient_policy.clone())
-            .bind(a.patient_snils.clone())
-            .bind(a.patient_birth.clone())
-            .bind(a.channel.clone())
-            .bind(a.hold_expires_at)
+            .bind(policy(&a.patient))
+            .bind(snils(&a.patient))
+            .bind(birth(&a.patient))
+            .bind(a.channel.as_str())
+            .bind(a.expires_at)
             .bind(a.client_id.clone())
             .bind(a.replaces.clone())
             .bind(now)
-            .bind(channel_bit)
-            .bind(restricted)
+            .bind(channels.0)
+            .bind(restricted.0)
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(decode).transpose()
@@ -212,14 +199,17 @@ impl Store {
         let mut sql = format!("SELECT {COLUMNS} FROM appointments WHERE 1=1");
         let mut args = Vec::new();
         for (col, v) in [
-            ("patient_policy", &q.policy),
-            ("patient_snils", &q.snils),
-            ("org_oid", &q.org_oid),
-            ("status", &q.status),
-            ("slot_id", &q.slot_id),
+            (
+                "patient_policy",
+                q.policy.as_ref().map(|p| p.digits().to_string()),
+            ),
+            ("patient_snils", q.snils.as_ref().map(Snils::digits)),
+            ("org_oid", q.org.as_ref().map(Oid::to_string)),
+            ("status", q.status.map(|s| s.as_str().to_string())),
+            ("slot_id", q.slot_id.clone()),
         ] {
             if let Some(v) = v {
-                args.push(v.clone());
+                args.push(v);
                 sql.push_str(&format!(" AND {col} = ${}", args.len()));
             }
         }
@@ -256,9 +246,7 @@ impl Store {
     pub async fn set_hold_patient(
         &self,
         id: &str,
-        policy: Option<&str>,
-        snils: Option<&str>,
-        birth: Option<&str>,
+        patient: &Patient,
         now: i64,
     ) -> Result<bool, StoreError> {
         Ok(sqlx::query(
@@ -266,9 +254,9 @@ impl Store {
              updated_at = $5 WHERE id = $1 AND status = 'held'",
         )
         .bind(id.to_string())
-        .bind(policy.map(str::to_string))
-        .bind(snils.map(str::to_string))
-        .bind(birth.map(str::to_string))
+        .bind(policy(patient))
+        .bind(snils(patient))
+        .bind(birth(patient))
         .bind(now)
         .execute(self.pool())
         .await?
@@ -312,30 +300,27 @@ impl Store {
             return Ok(None);
         };
         sqlx::query("UPDATE slots SET status = 'busy' WHERE id = $1 AND status = 'free'")
-            .bind(a.slot_id.clone())
+            .bind(a.slot_id.clone().unwrap_or_default())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(Some(a))
     }
 
-    /// Ends an active appointment whose status is one of `from`: sets `status` and
-    /// `reason`, sets its slot's status to `slot_status` when given, and enqueues `effect`,
-    /// all in one transaction. Returns the appointment as changed, or `None` when it was not
-    /// in one of the `from` states. The transaction begins with the write, so SQLite takes
-    /// its write lock at once (waiting for it) instead of failing a lock upgrade.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn end_appointment(
+    /// Applies `change` to appointment `id` if it is in one of the transition's `from`
+    /// states: its status and reason, its slot's status when the transition names one, and
+    /// `effect` enqueued, all in one transaction. Returns the appointment as changed, or
+    /// `None` when it was not in a `from` state. The transaction begins with the write, so
+    /// SQLite takes its write lock at once (waiting for it) instead of failing a lock
+    /// upgrade.
+    pub async fn transition_appointment(
         &self,
         id: &str,
-        from: &[&str],
-        status: &str,
-        reason: &str,
-        slot_status: Option<&str>,
+        change: &Transition,
         effect: Option<&NewOutboxItem>,
         now: i64,
     ) -> Result<Option<Appointment>, StoreError> {
-        let states = (0..from.len())
+        let states = (0..change.from.len())
             .map(|i| format!("${}", i + 5))
             .collect::<Vec<_>>()
             .join(",");
@@ -345,11 +330,11 @@ impl Store {
         );
         let mut q = sqlx::query(&sql)
             .bind(id.to_string())
-            .bind(status.to_string())
-            .bind(reason.to_string())
+            .bind(change.to.as_str())
+            .bind(change.reason.clone())
             .bind(now);
-        for f in from {
-            q = q.bind(f.to_string());
+        for f in change.from {
+            q = q.bind(f.as_str());
         }
         let mut tx = self.pool().begin().await?;
         let Some(after) = q
@@ -361,10 +346,10 @@ impl Store {
         else {
             return Ok(None);
         };
-        if let (Some(s), false) = (slot_status, after.slot_id.is_empty()) {
+        if let (Some(s), Some(slot)) = (change.slot, &after.slot_id) {
             sqlx::query("UPDATE slots SET status = $2 WHERE id = $1 AND status <> 'withdrawn'")
-                .bind(after.slot_id.clone())
-                .bind(s.to_string())
+                .bind(slot.clone())
+                .bind(s.as_str())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -604,8 +589,8 @@ impl Store {
              VALUES ($1,$2,$3,$4,$5,$6)",
         )
         .bind(r.id.clone())
-        .bind(r.org_oid.clone())
-        .bind(r.channels)
+        .bind(r.org.to_string())
+        .bind(r.channels.0)
         .bind(r.from_at)
         .bind(r.to_at)
         .bind(r.reason.clone())
@@ -627,20 +612,20 @@ impl Store {
     }
 
     /// Restrictions of an organization (or all) ordered by start.
-    pub async fn restrictions(&self, org: Option<&str>) -> Result<Vec<Restriction>, StoreError> {
+    pub async fn restrictions(&self, org: Option<&Oid>) -> Result<Vec<Restriction>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, org_oid, channels, from_at, to_at, reason FROM booking_restrictions \
              WHERE ($1 = '' OR org_oid = $1) ORDER BY from_at, id",
         )
-        .bind(org.unwrap_or("").to_string())
+        .bind(org.map(Oid::to_string).unwrap_or_default())
         .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(Restriction {
                     id: r.try_get("id")?,
-                    org_oid: r.try_get("org_oid")?,
-                    channels: r.try_get("channels")?,
+                    org: organization(r, "booking_restrictions.org_oid")?,
+                    channels: Channels(r.try_get("channels")?),
                     from_at: r.try_get("from_at")?,
                     to_at: r.try_get("to_at")?,
                     reason: r.try_get("reason")?,
@@ -654,8 +639,8 @@ impl Store {
     pub async fn slot_for_booking(
         &self,
         slot_id: &str,
-        channels: i32,
-    ) -> Result<Option<(crate::store::schedules::SlotRow, Option<Restriction>)>, StoreError> {
+        channels: Channels,
+    ) -> Result<Option<(Slot, Option<Restriction>)>, StoreError> {
         let row = sqlx::query(
             "SELECT s.id, s.org_oid, s.practitioner_id, s.specialty_code, s.start_at, s.end_at, s.status, \
              s.channels, s.source, r.id AS r_id, r.channels AS r_channels, r.from_at AS r_from, \
@@ -665,29 +650,19 @@ impl Store {
              ORDER BY x.from_at LIMIT 1) WHERE s.id = $1",
         )
         .bind(slot_id.to_string())
-        .bind(channels)
+        .bind(channels.0)
         .fetch_optional(self.pool())
         .await?;
         let Some(r) = row else {
             return Ok(None);
         };
-        let slot = crate::store::schedules::SlotRow {
-            id: r.try_get("id")?,
-            org_oid: r.try_get("org_oid")?,
-            practitioner_id: r.try_get("practitioner_id")?,
-            specialty_code: r.try_get("specialty_code")?,
-            start_at: r.try_get("start_at")?,
-            end_at: r.try_get("end_at")?,
-            status: r.try_get("status")?,
-            channels: r.try_get("channels")?,
-            source: r.try_get("source")?,
-        };
+        let slot = super::schedules::decode_slot(&r)?;
         let restriction = match r.try_get::<Option<String>, _>("r_id")? {
             None => None,
             Some(id) => Some(Restriction {
                 id,
-                org_oid: slot.org_oid.clone(),
-                channels: r.try_get("r_channels")?,
+                org: slot.org.clone(),
+                channels: Channels(r.try_get("r_channels")?),
                 from_at: r.try_get("r_from")?,
                 to_at: r.try_get("r_to")?,
                 reason: r.try_get("r_reason")?,
@@ -697,23 +672,35 @@ impl Store {
     }
 }
 
+fn policy(p: &Patient) -> Option<String> {
+    p.policy.as_ref().map(|x| x.digits().to_string())
+}
+
+fn snils(p: &Patient) -> Option<String> {
+    p.snils.as_ref().map(Snils::digits)
+}
+
+fn birth(p: &Patient) -> Option<String> {
+    p.birth_date.map(|d| d.to_string())
+}
+
 fn bind_all<'q>(
     q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     a: &Appointment,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     q.bind(a.id.clone())
-        .bind(a.slot_id.clone())
-        .bind(a.org_oid.clone())
+        .bind(a.slot_id.clone().unwrap_or_default())
+        .bind(a.org.to_string())
         .bind(a.practitioner_id.clone())
         .bind(a.specialty_code.clone())
         .bind(a.start_at)
         .bind(a.end_at)
         .bind(a.source.clone())
-        .bind(a.patient_policy.clone())
-        .bind(a.patient_snils.clone())
-        .bind(a.patient_birth.clone())
-        .bind(a.channel.clone())
-        .bind(a.status.clone())
+        .bind(policy(&a.patient))
+        .bind(snils(&a.patient))
+        .bind(birth(&a.patient))
+        .bind(a.channel.as_str())
+        .bind(a.status.as_str())
         .bind(a.hold_expires_at)
         .bind(a.external_id.clone())
         .bind(a.client_id.clone())
@@ -732,21 +719,48 @@ fn columns_of(alias: &str) -> String {
         .join(", ")
 }
 
+/// An appointment from its row; unknown states, channels or malformed patient identifiers
+/// are corruptions.
 fn decode(r: &AnyRow) -> Result<Appointment, StoreError> {
+    let status: String = r.try_get("status")?;
+    let channel: String = r.try_get("channel")?;
+    let slot_id: String = r.try_get("slot_id")?;
+    let policy: Option<String> = r.try_get("patient_policy")?;
+    let snils: Option<String> = r.try_get("patient_snils")?;
+    let birth: Option<String> = r.try_get("patient_birth")?;
+    let patient = Patient {
+        policy: policy
+            .map(|p| {
+                PolicyNumber::parse(&p)
+                    .map_err(|_| corrupt("appointments.patient_policy", "(masked)"))
+            })
+            .transpose()?,
+        snils: snils
+            .map(|s| {
+                Snils::parse(&s).map_err(|_| corrupt("appointments.patient_snils", "(masked)"))
+            })
+            .transpose()?,
+        birth_date: birth
+            .map(|b| {
+                chrono::NaiveDate::parse_from_str(&b, "%Y-%m-%d")
+                    .map_err(|_| corrupt("appointments.patient_birth", &b))
+            })
+            .transpose()?,
+    };
     Ok(Appointment {
         id: r.try_get("id")?,
-        slot_id: r.try_get("slot_id")?,
-        org_oid: r.try_get("org_oid")?,
+        slot_id: Some(slot_id).filter(|s| !s.is_empty()),
+        org: organization(r, "appointments.org_oid")?,
         practitioner_id: r.try_get("practitioner_id")?,
         specialty_code: r.try_get("specialty_code")?,
         start_at: r.try_get("start_at")?,
         end_at: r.try_get("end_at")?,
         source: r.try_get("source")?,
-        patient_policy: r.try_get("patient_policy")?,
-        patient_snils: r.try_get("patient_snils")?,
-        patient_birth: r.try_get("patient_birth")?,
-        channel: r.try_get("channel")?,
-        status: r.try_get("status")?,
+        patient,
+        channel: Channel::parse(&channel)
+            .ok_or_else(|| corrupt("appointments.channel", &channel))?,
+        status: AppointmentStatus::parse(&status)
+            .ok_or_else(|| corrupt("appointments.status", &status))?,
         hold_expires_at: r.try_get("hold_expires_at")?,
         external_id: r.try_get("external_id")?,
         client_id: r.try_get("client_id")?,

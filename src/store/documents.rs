@@ -6,67 +6,10 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::outbox::{enqueue, NewOutboxItem};
-use super::{now_ms, Backend, Store, StoreError};
-
-/// A document as stored (bytes exactly as accepted).
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredDocument {
-    /// Local UID given by the submitter (unique forever).
-    pub id: String,
-    /// Organization OID (custodian).
-    pub org_oid: String,
-    /// Document kind code (reference book 1.2.643.5.1.13.13.11.1522).
-    pub kind_code: String,
-    /// Version of the kind reference book.
-    pub kind_version: String,
-    /// Patient SNILS (digits).
-    #[serde(skip)]
-    pub patient_snils: String,
-    /// Author SNILS (digits).
-    #[serde(skip)]
-    pub author_snils: String,
-    /// Client that submitted it.
-    pub submitted_by: String,
-    /// Hash of the submission, to tell a replay from a different document with the same UID.
-    pub request_hash: String,
-    /// The exact accepted bytes.
-    #[serde(skip)]
-    pub content: Vec<u8>,
-    /// Media type of the content.
-    pub content_type: String,
-    /// SHA-256 of the content, hex.
-    pub sha256: String,
-    /// GOST R 34.11-2012 (256) of the content, hex.
-    pub streebog256: String,
-    /// Detached CMS of the organization.
-    #[serde(skip)]
-    pub org_signature: Vec<u8>,
-    /// Detached CMS of the doctor.
-    #[serde(skip)]
-    pub doctor_signature: Vec<u8>,
-    /// True when the gateway made the signatures.
-    pub signed_by_gateway: bool,
-    /// `queued`, `sent`, `registered`, `rejected`, `dead-lettered`.
-    pub status: String,
-    /// Registry number once registered.
-    pub emdr_id: Option<String>,
-    /// Registration time (epoch ms).
-    pub registered_at: Option<i64>,
-    /// WS-Addressing MessageID of the last registration request.
-    pub message_id: Option<String>,
-    /// `retryable`, `data` (the clinic must fix it) or `gateway`.
-    pub error_class: Option<String>,
-    /// Registry error codes, comma separated.
-    pub error_codes: Option<String>,
-    /// Registry error messages.
-    pub error_message: Option<String>,
-    /// The document this one re-submits, for reruns.
-    pub rerun_of: Option<String>,
-    /// Accepted at (epoch ms).
-    pub created_at: i64,
-    /// Last change (epoch ms).
-    pub updated_at: i64,
-}
+use super::{corrupt, now_ms, Backend, Store, StoreError};
+use crate::model::document::{Document, DocumentStatus};
+use crate::model::remd::ErrorClass;
+use crate::model::{Oid, Snils};
 
 /// One entry of a document's history.
 #[derive(Debug, Clone, Serialize)]
@@ -85,20 +28,20 @@ pub enum Inserted {
     /// Stored and queued.
     New,
     /// A document with this UID already exists.
-    Existing(Box<StoredDocument>),
+    Existing(Box<Document>),
 }
 
 /// Filters for listing documents.
 #[derive(Debug, Default, Clone)]
 pub struct DocumentFilter {
     /// Exact status.
-    pub status: Option<String>,
-    /// Organization OID.
-    pub org_oid: Option<String>,
+    pub status: Option<DocumentStatus>,
+    /// Organization.
+    pub org: Option<Oid>,
     /// Kind code.
     pub kind_code: Option<String>,
     /// Error class.
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     /// Keyset cursor: ids greater than this.
     pub after_id: Option<String>,
 }
@@ -113,7 +56,7 @@ impl Store {
     /// exists already is not touched; the existing one is returned.
     pub async fn insert_document(
         &self,
-        d: &StoredDocument,
+        d: &Document,
         registration: &NewOutboxItem,
     ) -> Result<Inserted, StoreError> {
         let inserted = self.insert_document_row(d, registration).await?;
@@ -140,7 +83,7 @@ impl Store {
     /// exists already.
     async fn insert_document_row(
         &self,
-        d: &StoredDocument,
+        d: &Document,
         registration: &NewOutboxItem,
     ) -> Result<bool, StoreError> {
         let now = if d.created_at > 0 {
@@ -170,7 +113,7 @@ impl Store {
                         &mut tx,
                         &d.id,
                         now,
-                        &d.status,
+                        d.status,
                         "accepted and queued for registration",
                     )
                     .await?;
@@ -191,7 +134,7 @@ impl Store {
     /// the documents are inserted one by one.
     pub async fn insert_documents(
         &self,
-        batch: &[(StoredDocument, NewOutboxItem)],
+        batch: &[(Document, NewOutboxItem)],
     ) -> Result<Vec<bool>, StoreError> {
         if self.backend() == Backend::Sqlite {
             let mut out = Vec::with_capacity(batch.len());
@@ -220,7 +163,7 @@ impl Store {
     }
 
     /// One document by local UID.
-    pub async fn get_document(&self, id: &str) -> Result<Option<StoredDocument>, StoreError> {
+    pub async fn get_document(&self, id: &str) -> Result<Option<Document>, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM documents WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(self.pool())
@@ -232,7 +175,7 @@ impl Store {
     pub async fn document_by_message(
         &self,
         message_id: &str,
-    ) -> Result<Option<StoredDocument>, StoreError> {
+    ) -> Result<Option<Document>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM documents WHERE message_id = $1"
         ))
@@ -247,17 +190,17 @@ impl Store {
         &self,
         f: &DocumentFilter,
         limit: u32,
-    ) -> Result<Vec<StoredDocument>, StoreError> {
+    ) -> Result<Vec<Document>, StoreError> {
         let mut sql = format!("SELECT {COLUMNS} FROM documents WHERE 1=1");
         let mut args: Vec<String> = Vec::new();
         for (col, v) in [
-            ("status", &f.status),
-            ("org_oid", &f.org_oid),
-            ("kind_code", &f.kind_code),
-            ("error_class", &f.error_class),
+            ("status", f.status.map(|s| s.as_str().to_string())),
+            ("org_oid", f.org.as_ref().map(Oid::to_string)),
+            ("kind_code", f.kind_code.clone()),
+            ("error_class", f.error_class.map(|c| c.as_str().to_string())),
         ] {
             if let Some(v) = v {
-                args.push(v.clone());
+                args.push(v);
                 sql.push_str(&format!(" AND {col} = ${}", args.len()));
             }
         }
@@ -314,18 +257,18 @@ impl Store {
              error_message = $9 WHERE id = $1{guard}"
         ))
         .bind(id.to_string())
-        .bind(change.status.clone())
+        .bind(change.status.as_str())
         .bind(now)
         .bind(change.emdr_id.clone())
         .bind(change.registered_at)
         .bind(change.message_id.clone())
-        .bind(change.error_class.clone())
+        .bind(change.error_class.map(ErrorClass::as_str))
         .bind(change.error_codes.clone())
         .bind(change.error_message.clone())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            add_event(&mut tx, id, now, &change.status, &change.detail).await?;
+            add_event(&mut tx, id, now, change.status, &change.detail).await?;
         }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
@@ -341,28 +284,38 @@ impl Store {
         Ok(())
     }
 
-    /// Queues a document for registration again (registry lost it, asked us to retry, or an
-    /// operator reran it), atomically with the new outbox item.
+    /// Queues a document for registration again, atomically with the new outbox item,
+    /// if its status is one of `from` (the registry lost it or asked us to retry: anything
+    /// but registered; an operator rerun: rejected or dead-lettered). False when it was in
+    /// another state: of two concurrent requeues, exactly one succeeds.
     pub async fn requeue_document(
         &self,
         id: &str,
+        from: &[DocumentStatus],
         detail: &str,
         registration: &NewOutboxItem,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
         let now = now_ms();
-        let done = sqlx::query(
-            "UPDATE documents SET status = 'queued', updated_at = $2, error_class = NULL,              error_codes = NULL, error_message = NULL WHERE id = $1 AND status <> 'registered'",
-        )
-        .bind(id.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
+        let states = (0..from.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "UPDATE documents SET status = 'queued', updated_at = $2, error_class = NULL, \
+             error_codes = NULL, error_message = NULL WHERE id = $1 AND status IN ({states}) RETURNING id"
+        );
+        let mut q = sqlx::query_as::<_, (String,)>(&sql)
+            .bind(id.to_string())
+            .bind(now);
+        for s in from {
+            q = q.bind(s.as_str());
+        }
+        if q.fetch_optional(&mut *tx).await?.is_none() {
             tx.rollback().await?;
             return Ok(false);
         }
-        add_event(&mut tx, id, now, "queued", detail).await?;
+        add_event(&mut tx, id, now, DocumentStatus::Queued, detail).await?;
         enqueue(&mut tx, registration, now).await?;
         tx.commit().await?;
         Ok(true)
@@ -377,7 +330,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        add_event(&mut tx, id, now, "sent", detail).await?;
+        add_event(&mut tx, id, now, DocumentStatus::Sent, detail).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -399,7 +352,7 @@ impl Store {
         &self,
         sent_before: i64,
         limit: u32,
-    ) -> Result<Vec<StoredDocument>, StoreError> {
+    ) -> Result<Vec<Document>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM documents WHERE status = 'sent' AND updated_at < $1 ORDER BY updated_at LIMIT $2"
         ))
@@ -412,10 +365,10 @@ impl Store {
 }
 
 /// A status change with its details.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StatusChange {
     /// New status.
-    pub status: String,
+    pub status: DocumentStatus,
     /// History text.
     pub detail: String,
     /// Registry number.
@@ -425,7 +378,7 @@ pub struct StatusChange {
     /// Message id of the request sent.
     pub message_id: Option<String>,
     /// Error class.
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     /// Error codes.
     pub error_codes: Option<String>,
     /// Error message.
@@ -434,11 +387,28 @@ pub struct StatusChange {
     pub allow_from_final: bool,
 }
 
+impl StatusChange {
+    /// A change to `status` recorded with `detail`, touching nothing else.
+    pub fn to(status: DocumentStatus, detail: impl Into<String>) -> StatusChange {
+        StatusChange {
+            status,
+            detail: detail.into(),
+            emdr_id: None,
+            registered_at: None,
+            message_id: None,
+            error_class: None,
+            error_codes: None,
+            error_message: None,
+            allow_from_final: false,
+        }
+    }
+}
+
 async fn add_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     id: &str,
     now: i64,
-    status: &str,
+    status: DocumentStatus,
     detail: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(
@@ -447,7 +417,7 @@ async fn add_event(
     .bind(uuid::Uuid::now_v7().to_string())
     .bind(id.to_string())
     .bind(now)
-    .bind(status.to_string())
+    .bind(status.as_str())
     .bind(detail.chars().take(2000).collect::<String>())
     .execute(&mut **tx)
     .await?;
@@ -500,8 +470,8 @@ fn batch_sql(n: usize) -> String {
 
 /// The rows of a batch as the references [`batch_insert`] binds.
 fn rows_of(
-    batch: &[(StoredDocument, NewOutboxItem)],
-) -> impl ExactSizeIterator<Item = (&StoredDocument, &NewOutboxItem)> {
+    batch: &[(Document, NewOutboxItem)],
+) -> impl ExactSizeIterator<Item = (&Document, &NewOutboxItem)> {
     batch.iter().map(|(d, r)| (d, r))
 }
 
@@ -510,7 +480,7 @@ static BATCH_SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
 /// A batched insert of `rows` (at most [`MAX_BATCH_ROWS`]), bound; yields inserted UIDs.
 fn batch_insert<'a>(
-    rows: impl ExactSizeIterator<Item = (&'a StoredDocument, &'a NewOutboxItem)>,
+    rows: impl ExactSizeIterator<Item = (&'a Document, &'a NewOutboxItem)>,
 ) -> sqlx::query::QueryScalar<'static, sqlx::Any, String, sqlx::any::AnyArguments<'static>> {
     let sql = &BATCH_SQL.get_or_init(|| (0..=MAX_BATCH_ROWS).map(batch_sql).collect())[rows.len()];
     let mut q = sqlx::query_scalar::<_, String>(sql.as_str());
@@ -541,15 +511,15 @@ const BATCH_CASTS: [&str; 30] = [
 /// Binds the 24 document columns ($1..$24, `created_at` and `updated_at` both `now`).
 fn bind_document<'q, O>(
     q: sqlx::query::QueryScalar<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
-    d: &StoredDocument,
+    d: &Document,
     now: i64,
 ) -> sqlx::query::QueryScalar<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
     q.bind(d.id.clone())
-        .bind(d.org_oid.clone())
+        .bind(d.org.to_string())
         .bind(d.kind_code.clone())
         .bind(d.kind_version.clone())
-        .bind(d.patient_snils.clone())
-        .bind(d.author_snils.clone())
+        .bind(d.patient.digits())
+        .bind(d.author.digits())
         .bind(d.submitted_by.clone())
         .bind(d.request_hash.clone())
         .bind(d.content.clone())
@@ -559,25 +529,33 @@ fn bind_document<'q, O>(
         .bind(d.org_signature.clone())
         .bind(d.doctor_signature.clone())
         .bind(i32::from(d.signed_by_gateway))
-        .bind(d.status.clone())
+        .bind(d.status.as_str())
         .bind(d.emdr_id.clone())
         .bind(d.registered_at)
         .bind(d.message_id.clone())
-        .bind(d.error_class.clone())
+        .bind(d.error_class.map(ErrorClass::as_str))
         .bind(d.error_codes.clone())
         .bind(d.error_message.clone())
         .bind(d.rerun_of.clone())
         .bind(now)
 }
 
-fn decode(row: &AnyRow) -> Result<StoredDocument, StoreError> {
-    Ok(StoredDocument {
+/// A document from its row; an unknown state, error class or malformed identifier is a
+/// corruption.
+fn decode(row: &AnyRow) -> Result<Document, StoreError> {
+    let snils = |col: &'static str, what: &'static str| -> Result<Snils, StoreError> {
+        let raw: String = row.try_get(col)?;
+        Snils::parse(&raw).map_err(|_| corrupt(what, "(masked)"))
+    };
+    let status: String = row.try_get("status")?;
+    let class: Option<String> = row.try_get("error_class")?;
+    Ok(Document {
         id: row.try_get("id")?,
-        org_oid: row.try_get("org_oid")?,
+        org: super::schedules::organization(row, "documents.org_oid")?,
         kind_code: row.try_get("kind_code")?,
         kind_version: row.try_get("kind_version")?,
-        patient_snils: row.try_get("patient_snils")?,
-        author_snils: row.try_get("author_snils")?,
+        patient: snils("patient_snils", "documents.patient_snils")?,
+        author: snils("author_snils", "documents.author_snils")?,
         submitted_by: row.try_get("submitted_by")?,
         request_hash: row.try_get("request_hash")?,
         content: row.try_get("content")?,
@@ -587,11 +565,14 @@ fn decode(row: &AnyRow) -> Result<StoredDocument, StoreError> {
         org_signature: row.try_get("org_signature")?,
         doctor_signature: row.try_get("doctor_signature")?,
         signed_by_gateway: row.try_get::<i32, _>("signed_by_gateway")? != 0,
-        status: row.try_get("status")?,
+        status: DocumentStatus::parse(&status)
+            .ok_or_else(|| corrupt("documents.status", &status))?,
         emdr_id: row.try_get("emdr_id")?,
         registered_at: row.try_get("registered_at")?,
         message_id: row.try_get("message_id")?,
-        error_class: row.try_get("error_class")?,
+        error_class: class
+            .map(|c| ErrorClass::parse(&c).ok_or_else(|| corrupt("documents.error_class", &c)))
+            .transpose()?,
         error_codes: row.try_get("error_codes")?,
         error_message: row.try_get("error_message")?,
         rerun_of: row.try_get("rerun_of")?,

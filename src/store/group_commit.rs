@@ -13,9 +13,10 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::documents::{Inserted, StoredDocument};
+use super::documents::Inserted;
 use super::outbox::NewOutboxItem;
 use super::{Backend, Store, StoreError};
+use crate::model::document::Document;
 
 /// Most documents written by one statement.
 const MAX_BATCH: usize = 64;
@@ -25,9 +26,9 @@ const WRITERS: usize = 2;
 const QUEUE: usize = 1024;
 
 struct Pending {
-    doc: StoredDocument,
+    doc: Document,
     registration: NewOutboxItem,
-    done: oneshot::Sender<(StoredDocument, Result<bool, StoreError>)>,
+    done: oneshot::Sender<(Document, Result<bool, StoreError>)>,
 }
 
 /// Writes intakes, batching concurrent ones on PostgreSQL. Cheap to clone; the writer
@@ -55,9 +56,9 @@ impl IntakeWriter {
     /// [`Store::insert_document`], and gives the document back with the outcome.
     pub async fn insert(
         &self,
-        doc: StoredDocument,
+        doc: Document,
         registration: NewOutboxItem,
-    ) -> Result<(StoredDocument, Inserted), StoreError> {
+    ) -> Result<(Document, Inserted), StoreError> {
         if self.store.backend() == Backend::Sqlite {
             // A single writer anyway: nothing to group.
             let r = self.store.insert_document(&doc, &registration).await?;

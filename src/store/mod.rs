@@ -79,6 +79,17 @@ pub enum StoreError {
     },
 }
 
+/// A stored value that does not decode into the model.
+pub(crate) fn corrupt(what: &'static str, value: &str) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: format!(
+            "unknown value {:?}",
+            value.chars().take(80).collect::<String>()
+        ),
+    }
+}
+
 impl StoreError {
     /// True when the database could not be used right now (unreachable, restarting, its
     /// connection dropped, the pool exhausted) rather than refusing the request: a retry
@@ -231,15 +242,7 @@ pub fn power_of_two_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
     out
 }
 
-/// Milliseconds since the Unix epoch, UTC: the stored form of every timestamp.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// Converts a stored timestamp back to UTC time.
-pub fn from_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
+pub use crate::model::time::{from_ms, now_ms};
 
 #[cfg(test)]
 mod chunk_tests {

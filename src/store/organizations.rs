@@ -1,28 +1,10 @@
 //! Medical organizations known to the gateway.
 
-use serde::Serialize;
 use sqlx::Row;
 
 use super::{now_ms, Store, StoreError};
-
-/// A medical organization (clinic, hospital) identified by its FRMO OID.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Organization {
-    /// FRMO OID.
-    pub oid: String,
-    /// Full name.
-    pub name: String,
-    /// Short name shown to patients.
-    pub short_name: String,
-    /// Postal address.
-    pub address: String,
-    /// District (used by the portal to group clinics).
-    pub district: String,
-    /// Where the record came from: `config`, `emias`, `fhir-mis`, ...
-    pub source: String,
-    /// False when the organization is switched off.
-    pub active: bool,
-}
+use crate::model::organization::Organization;
+use crate::model::Oid;
 
 impl Store {
     /// Inserts or updates organizations by OID.
@@ -37,7 +19,7 @@ impl Store {
                  address = excluded.address, district = excluded.district, source = excluded.source, \
                  active = excluded.active, updated_at = excluded.updated_at",
             )
-            .bind(o.oid.clone())
+            .bind(o.oid.to_string())
             .bind(o.name.clone())
             .bind(o.short_name.clone())
             .bind(o.address.clone())
@@ -79,7 +61,7 @@ impl Store {
     }
 
     /// One organization by OID, active or not.
-    pub async fn get_organization(&self, oid: &str) -> Result<Option<Organization>, StoreError> {
+    pub async fn get_organization(&self, oid: &Oid) -> Result<Option<Organization>, StoreError> {
         let row = sqlx::query(
             "SELECT oid, name, short_name, address, district, source, active FROM organizations WHERE oid = $1",
         )
@@ -91,8 +73,9 @@ impl Store {
 }
 
 fn decode(row: &sqlx::any::AnyRow) -> Result<Organization, StoreError> {
+    let oid: String = row.try_get("oid")?;
     Ok(Organization {
-        oid: row.try_get("oid")?,
+        oid: Oid::parse(&oid).map_err(|_| super::corrupt("organizations.oid", &oid))?,
         name: row.try_get("name")?,
         short_name: row.try_get("short_name")?,
         address: row.try_get("address")?,

@@ -72,6 +72,14 @@ pub async fn enqueue(
 }
 
 impl Store {
+    /// Enqueues an item on its own (no state change goes with it).
+    pub async fn enqueue(&self, item: &NewOutboxItem, now: i64) -> Result<String, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let id = enqueue(&mut tx, item, now).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
     /// Claims up to `limit` due items for `worker` until `lease_until`. Items whose lease
     /// expired (their worker died) are due again. On PostgreSQL concurrent claimers skip each
     /// other's rows (`FOR UPDATE SKIP LOCKED`); SQLite has a single writer.

@@ -4,69 +4,21 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{Store, StoreError};
-
-/// A practitioner (doctor) as synchronized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Practitioner {
-    /// `source:external id`.
-    pub id: String,
-    /// Organization OID.
-    pub org_oid: String,
-    /// Source system.
-    pub source: String,
-    /// Id in the source system.
-    pub external_id: String,
-    /// SNILS digits.
-    pub snils: String,
-    /// Family name.
-    pub family: String,
-    /// Given names.
-    pub given: String,
-    /// Specialty code (reference book 1.2.643.5.1.13.13.11.1066).
-    pub specialty_code: String,
-    /// Version of that reference book.
-    pub specialty_version: String,
-    /// Position code (reference book 1.2.643.5.1.13.13.11.1002).
-    pub position_code: String,
-    /// Room.
-    pub room: String,
-}
-
-/// A slot as synchronized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotRow {
-    /// `source:external id`.
-    pub id: String,
-    /// Organization OID.
-    pub org_oid: String,
-    /// Practitioner id.
-    pub practitioner_id: String,
-    /// Specialty code of the practitioner.
-    pub specialty_code: String,
-    /// Start (epoch ms).
-    pub start_at: i64,
-    /// End (epoch ms).
-    pub end_at: i64,
-    /// `free`, `busy`, `withdrawn`.
-    pub status: String,
-    /// Channel bit mask.
-    pub channels: i32,
-    /// Source system.
-    pub source: String,
-}
+use super::{corrupt, Store, StoreError};
+use crate::model::schedule::{Channels, Practitioner, Slot, SlotStatus};
+use crate::model::Oid;
 
 /// Filters of a slot search; all optional.
 #[derive(Debug, Clone, Default)]
 pub struct SlotQuery {
-    /// Organization OID.
-    pub org_oid: Option<String>,
+    /// Organization.
+    pub org: Option<Oid>,
     /// Practitioner id.
     pub practitioner_id: Option<String>,
     /// Specialty code.
     pub specialty_code: Option<String>,
     /// Status.
-    pub status: Option<String>,
+    pub status: Option<SlotStatus>,
     /// Start at or after (epoch ms).
     pub start_from: Option<i64>,
     /// Start before (epoch ms).
@@ -101,7 +53,7 @@ impl Store {
             for p in chunk {
                 q = q
                     .bind(p.id.clone())
-                    .bind(p.org_oid.clone())
+                    .bind(p.org.to_string())
                     .bind(p.source.clone())
                     .bind(p.external_id.clone())
                     .bind(p.snils.clone())
@@ -121,7 +73,7 @@ impl Store {
     }
 
     /// Inserts or updates slots in multi-row statements, stamping them with `synced_at`.
-    pub async fn upsert_slots(&self, rows: &[SlotRow], synced_at: i64) -> Result<(), StoreError> {
+    pub async fn upsert_slots(&self, rows: &[Slot], synced_at: i64) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         for chunk in rows.chunks(CHUNK) {
             let mut sql = String::from(
@@ -137,13 +89,13 @@ impl Store {
             for s in chunk {
                 q = q
                     .bind(s.id.clone())
-                    .bind(s.org_oid.clone())
+                    .bind(s.org.to_string())
                     .bind(s.practitioner_id.clone())
                     .bind(s.specialty_code.clone())
                     .bind(s.start_at)
                     .bind(s.end_at)
-                    .bind(s.status.clone())
-                    .bind(s.channels)
+                    .bind(s.status.as_str())
+                    .bind(s.channels.0)
                     .bind(s.source.clone())
                     .bind(synced_at);
             }
@@ -158,7 +110,7 @@ impl Store {
     pub async fn withdraw_unseen_slots(
         &self,
         source: &str,
-        org: &str,
+        org: &Oid,
         from: i64,
         to: i64,
         synced_at: i64,
@@ -178,11 +130,7 @@ impl Store {
     }
 
     /// Slots matching the query, ordered by (start, id), at most `limit`.
-    pub async fn search_slots(
-        &self,
-        q: &SlotQuery,
-        limit: u32,
-    ) -> Result<Vec<SlotRow>, StoreError> {
+    pub async fn search_slots(&self, q: &SlotQuery, limit: u32) -> Result<Vec<Slot>, StoreError> {
         let mut sql = String::from(
             "SELECT id, org_oid, practitioner_id, specialty_code, start_at, end_at, status, channels, source \
              FROM slots WHERE 1=1",
@@ -193,13 +141,13 @@ impl Store {
         }
         let mut args: Vec<A> = Vec::new();
         for (col, v) in [
-            ("org_oid", &q.org_oid),
-            ("practitioner_id", &q.practitioner_id),
-            ("specialty_code", &q.specialty_code),
-            ("status", &q.status),
+            ("org_oid", q.org.as_ref().map(Oid::as_str)),
+            ("practitioner_id", q.practitioner_id.as_deref()),
+            ("specialty_code", q.specialty_code.as_deref()),
+            ("status", q.status.map(SlotStatus::as_str)),
         ] {
             if let Some(v) = v {
-                args.push(A::T(v.clone()));
+                args.push(A::T(v.to_string()));
                 sql.push_str(&format!(" AND {col} = ${}", args.len()));
             }
         }
@@ -235,14 +183,14 @@ impl Store {
         rows.iter().map(decode_slot).collect()
     }
 
-    /// Free slots of an organization starting at or after `from` that accept a channel of
-    /// `channel_bit`, counted by specialty (`by_practitioner` false) or by practitioner
+    /// Free slots of an organization starting at or after `from` that accept one of
+    /// `channels`, counted by specialty (`by_practitioner` false) or by practitioner
     /// (optionally of one specialty).
     pub async fn free_slot_counts(
         &self,
-        org: &str,
+        org: &Oid,
         from: i64,
-        channel_bit: i32,
+        channels: Channels,
         by_practitioner: bool,
         specialty: Option<&str>,
     ) -> Result<Vec<(String, i64)>, StoreError> {
@@ -258,7 +206,7 @@ impl Store {
         ))
         .bind(org.to_string())
         .bind(from)
-        .bind(channel_bit)
+        .bind(channels.0)
         .bind(specialty.unwrap_or("").to_string())
         .fetch_all(self.pool())
         .await?;
@@ -268,7 +216,7 @@ impl Store {
     }
 
     /// One slot.
-    pub async fn slot(&self, id: &str) -> Result<Option<SlotRow>, StoreError> {
+    pub async fn slot(&self, id: &str) -> Result<Option<Slot>, StoreError> {
         let row = sqlx::query(
             "SELECT id, org_oid, practitioner_id, specialty_code, start_at, end_at, status, channels, source \
              FROM slots WHERE id = $1",
@@ -294,14 +242,14 @@ impl Store {
     /// Practitioners of an organization (or all), ordered by id.
     pub async fn list_practitioners(
         &self,
-        org: Option<&str>,
+        org: Option<&Oid>,
         limit: u32,
     ) -> Result<Vec<Practitioner>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, org_oid, source, external_id, snils, family, given, specialty_code, specialty_version, \
              position_code, room FROM practitioners WHERE ($1 = '' OR org_oid = $1) ORDER BY id LIMIT $2",
         )
-        .bind(org.unwrap_or("").to_string())
+        .bind(org.map(Oid::to_string).unwrap_or_default())
         .bind(i64::from(limit.clamp(1, 10_000)))
         .fetch_all(self.pool())
         .await?;
@@ -312,7 +260,7 @@ impl Store {
     pub async fn set_slots_status(
         &self,
         ids: &[String],
-        status: &str,
+        status: SlotStatus,
         now: i64,
     ) -> Result<u64, StoreError> {
         let mut n = 0;
@@ -322,7 +270,7 @@ impl Store {
                 "UPDATE slots SET status = $2, synced_at = $3 WHERE id = $1 AND status <> $2",
             )
             .bind(id.clone())
-            .bind(status.to_string())
+            .bind(status.as_str())
             .bind(now)
             .execute(&mut *tx)
             .await?
@@ -421,11 +369,11 @@ impl Store {
     }
 
     /// Counts slots by status for an organization (or all).
-    pub async fn slot_counts(&self, org: Option<&str>) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn slot_counts(&self, org: Option<&Oid>) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT status, COUNT(*) AS n FROM slots WHERE ($1 = '' OR org_oid = $1) GROUP BY status ORDER BY status",
         )
-        .bind(org.unwrap_or("").to_string())
+        .bind(org.map(Oid::to_string).unwrap_or_default())
         .fetch_all(self.pool())
         .await?;
         rows.iter()
@@ -450,24 +398,35 @@ fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {
     }
 }
 
-fn decode_slot(r: &AnyRow) -> Result<SlotRow, StoreError> {
-    Ok(SlotRow {
+/// A slot from its row; an unknown organization, state or channel is a corruption.
+pub(crate) fn decode_slot(r: &AnyRow) -> Result<Slot, StoreError> {
+    let status: String = r.try_get("status")?;
+    let channels: i32 = r.try_get("channels")?;
+    Ok(Slot {
         id: r.try_get("id")?,
-        org_oid: r.try_get("org_oid")?,
+        org: organization(r, "slots.org_oid")?,
         practitioner_id: r.try_get("practitioner_id")?,
         specialty_code: r.try_get("specialty_code")?,
         start_at: r.try_get("start_at")?,
         end_at: r.try_get("end_at")?,
-        status: r.try_get("status")?,
-        channels: r.try_get("channels")?,
+        status: SlotStatus::parse(&status).ok_or_else(|| corrupt("slots.status", &status))?,
+        channels: Some(Channels(channels))
+            .filter(|c| c.0 & !Channels::ALL.0 == 0)
+            .ok_or_else(|| corrupt("slots.channels", &channels.to_string()))?,
         source: r.try_get("source")?,
     })
+}
+
+/// The organization OID in column `org_oid`.
+pub(crate) fn organization(r: &AnyRow, what: &'static str) -> Result<Oid, StoreError> {
+    let raw: String = r.try_get("org_oid")?;
+    Oid::parse(&raw).map_err(|_| corrupt(what, &raw))
 }
 
 fn decode_practitioner(r: &AnyRow) -> Result<Practitioner, StoreError> {
     Ok(Practitioner {
         id: r.try_get("id")?,
-        org_oid: r.try_get("org_oid")?,
+        org: organization(r, "practitioners.org_oid")?,
         source: r.try_get("source")?,
         external_id: r.try_get("external_id")?,
         snils: r.try_get("snils")?,

@@ -10,11 +10,14 @@ use std::time::Duration;
 use chrono::{Days, NaiveDate, Utc};
 use medgate::adapters::emias::EmiasClient;
 use medgate::config::EmiasSettings;
-use medgate::model::schedule::{Channel, Channels};
+use medgate::model::booking::Patient;
+use medgate::model::schedule::Channel;
+use medgate::model::schedule::{Slot, SlotStatus};
+use medgate::model::{Oid, PolicyNumber};
 use medgate::services::mis::{Mis, MisBooking, MisError};
 use medgate::services::schedule_sync::full_sync;
 use medgate::sim::emias::{EmiasSim, Faults, Region};
-use medgate::store::schedules::{SlotQuery, SlotRow};
+use medgate::store::schedules::SlotQuery;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -22,6 +25,11 @@ use crate::schedules::validate_fhir;
 use crate::support::*;
 
 pub(crate) const ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
+
+/// The test clinic's OID, typed.
+pub(crate) fn org() -> Oid {
+    Oid::parse_organization(ORG).unwrap()
+}
 
 pub(crate) fn first_day() -> NaiveDate {
     Utc::now().date_naive() + Days::new(1)
@@ -61,16 +69,9 @@ impl Fx {
         })
         .await;
         let fx = Fx { t, sim };
-        full_sync(
-            &fx.t.gw.state.store,
-            &fx.mis(),
-            ORG,
-            first_day(),
-            7,
-            &|_| {},
-        )
-        .await
-        .unwrap();
+        full_sync(&fx.t.gw.store, &fx.mis(), &org(), first_day(), 7, &|_| {})
+            .await
+            .unwrap();
         fx
     }
 
@@ -83,15 +84,15 @@ impl Fx {
     }
 
     /// Free slots of the clinic that accept `channel`.
-    pub(crate) async fn free(&self, channel: Channel) -> Vec<SlotRow> {
+    pub(crate) async fn free(&self, channel: Channel) -> Vec<Slot> {
         let q = SlotQuery {
-            org_oid: Some(ORG.into()),
-            status: Some("free".into()),
+            org: Some(org()),
+            status: Some(SlotStatus::Free),
             ..SlotQuery::default()
         };
-        let rows = self.t.gw.state.store.search_slots(&q, 1000).await.unwrap();
+        let rows = self.t.gw.store.search_slots(&q, 1000).await.unwrap();
         rows.into_iter()
-            .filter(|s| Channels(s.channels).contains(channel))
+            .filter(|s| s.channels.contains(channel))
             .collect()
     }
 
@@ -150,7 +151,7 @@ impl Fx {
             "SELECT aggregate_id, status FROM outbox WHERE destination = $1 ORDER BY id",
         )
         .bind(destination.to_string())
-        .fetch_all(self.t.gw.state.store.pool())
+        .fetch_all(self.t.gw.store.pool())
         .await
         .unwrap()
     }
@@ -174,10 +175,11 @@ impl Fx {
         let probe = MisBooking {
             slot_external_id: slot_id.trim_start_matches("emias:").into(),
             client_ref: uuid::Uuid::new_v4().to_string(),
-            policy: Some(policy(999)),
-            snils: None,
-            birth_date: None,
-            channel: "registry".into(),
+            patient: Patient {
+                policy: PolicyNumber::parse(&policy(999)).ok(),
+                ..Patient::default()
+            },
+            channel: Channel::Registry,
         };
         let mis = self.mis();
         match mis.book(probe.clone()).await {
@@ -330,8 +332,8 @@ async fn find_hold_book_reschedule_cancel(backend: Backend) {
         "{booked}"
     );
     assert_eq!(
-        fx.t.gw.state.store.slot(&a).await.unwrap().unwrap().status,
-        "busy"
+        fx.t.gw.store.slot(&a).await.unwrap().unwrap().status,
+        SlotStatus::Busy
     );
     assert!(fx.mis_has_booked(&a).await);
     emitted.push(booked);
@@ -379,7 +381,7 @@ async fn find_hold_book_reschedule_cancel(backend: Backend) {
     assert_eq!(moved["status"], "booked");
     assert_eq!(moved["slot"][0]["reference"], slot_ref(&b).as_str());
     let new_id = moved["id"].as_str().unwrap().to_string();
-    let old = fx.t.gw.state.store.appointment(&id).await.unwrap().unwrap();
+    let old = fx.t.gw.store.appointment(&id).await.unwrap().unwrap();
     assert_eq!(
         (old.status.as_str(), old.reason.as_str()),
         ("cancelled", "RESCHEDULED")
@@ -391,8 +393,8 @@ async fn find_hold_book_reschedule_cancel(backend: Backend) {
     );
     assert!(fx.mis_has_booked(&b).await);
     assert_eq!(
-        fx.t.gw.state.store.slot(&a).await.unwrap().unwrap().status,
-        "free"
+        fx.t.gw.store.slot(&a).await.unwrap().unwrap().status,
+        SlotStatus::Free
     );
     emitted.push(moved.clone());
 
@@ -479,7 +481,7 @@ async fn channels_and_restrictions(backend: Backend) {
         .free(Channel::Registry)
         .await
         .into_iter()
-        .find(|s| !Channels(s.channels).contains(Channel::Internet))
+        .find(|s| !s.channels.contains(Channel::Internet))
         .unwrap();
     let (s, refused) = fx
         .post(
@@ -671,7 +673,7 @@ async fn holds_expire(backend: Backend) {
         ["HOLD_EXPIRED", "WRONG_STATE"].contains(&issue_code(&expired).as_str()),
         "{expired}"
     );
-    let a = fx.t.gw.state.store.appointment(&id).await.unwrap().unwrap();
+    let a = fx.t.gw.store.appointment(&id).await.unwrap().unwrap();
     assert_eq!(
         (a.status.as_str(), a.reason.as_str()),
         ("expired", "HOLD_EXPIRED")
@@ -722,7 +724,6 @@ async fn mis_timeout_leaves_nothing_booked(backend: Backend) {
     );
     let rows =
         fx.t.gw
-            .state
             .store
             .search_appointments(
                 &medgate::store::appointments::AppointmentQuery {
@@ -739,15 +740,8 @@ async fn mis_timeout_leaves_nothing_booked(backend: Backend) {
         ("failed", "MIS_UNAVAILABLE")
     );
     assert_eq!(
-        fx.t.gw
-            .state
-            .store
-            .slot(&slot)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        "free"
+        fx.t.gw.store.slot(&slot).await.unwrap().unwrap().status,
+        SlotStatus::Free
     );
     // The compensating cancel waits in the outbox until the MIS answers again.
     assert_eq!(fx.outbox("mis").await.len(), 1);
@@ -774,10 +768,11 @@ async fn mis_timeout_leaves_nothing_booked(backend: Backend) {
         .book(MisBooking {
             slot_external_id: other.trim_start_matches("emias:").into(),
             client_ref: "direct".into(),
-            policy: Some(policy(9)),
-            snils: None,
-            birth_date: None,
-            channel: "registry".into(),
+            patient: Patient {
+                policy: PolicyNumber::parse(&policy(9)).ok(),
+                ..Patient::default()
+            },
+            channel: Channel::Registry,
         })
         .await
         .unwrap();
@@ -795,15 +790,8 @@ async fn mis_timeout_leaves_nothing_booked(backend: Backend) {
         "{taken}"
     );
     assert_eq!(
-        fx.t.gw
-            .state
-            .store
-            .slot(&other)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        "busy",
+        fx.t.gw.store.slot(&other).await.unwrap().unwrap().status,
+        SlotStatus::Busy,
         "the MIS's verdict is recorded"
     );
     fx.sim.stop().await;
@@ -1059,7 +1047,7 @@ async fn bad_booking_input_is_named(backend: Backend) {
     );
     // Nothing was stored by any of it.
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM appointments")
-        .fetch_one(fx.t.gw.state.store.pool())
+        .fetch_one(fx.t.gw.store.pool())
         .await
         .unwrap();
     assert_eq!(n, 0);
@@ -1118,7 +1106,7 @@ async fn booked_with_notifications(
     Fx,
     Arc<Mutex<Vec<Value>>>,
     actix_web::dev::ServerHandle,
-    medgate::store::schedules::SlotRow,
+    Slot,
     Value,
 ) {
     let (url, got, handle) = receiver().await;
@@ -1169,7 +1157,6 @@ async fn withdrawn_slot_notifies_the_patient(backend: Backend) {
     for alt in alternatives {
         let s =
             fx.t.gw
-                .state
                 .store
                 .slot(alt["slot"].as_str().unwrap())
                 .await
@@ -1179,7 +1166,7 @@ async fn withdrawn_slot_notifies_the_patient(backend: Backend) {
             (s.specialty_code.as_str(), s.status.as_str()),
             (slot.specialty_code.as_str(), "free")
         );
-        assert!(Channels(s.channels).contains(Channel::Internet));
+        assert!(s.channels.contains(Channel::Internet));
     }
     let (_, a) = fx
         .get(
@@ -1228,7 +1215,7 @@ async fn moved_slot_moves_the_appointment_and_notifies_the_patient(backend: Back
         "{n}"
     );
     // The slot and the appointment carry the new time; the appointment stays booked.
-    let stored = fx.t.gw.state.store.slot(&slot.id).await.unwrap().unwrap();
+    let stored = fx.t.gw.store.slot(&slot.id).await.unwrap().unwrap();
     assert_eq!(
         (stored.start_at, stored.status.as_str()),
         (moved_to, "busy")
@@ -1279,11 +1266,11 @@ async fn slot_checks_look_at_the_changed_slots_or_at_all(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{booked}");
-    let store = &fx.t.gw.state.store;
+    let store = &fx.t.gw.store;
     store
         .set_slots_status(
             std::slice::from_ref(&slot.id),
-            "withdrawn",
+            SlotStatus::Withdrawn,
             medgate::store::now_ms(),
         )
         .await
@@ -1342,10 +1329,10 @@ async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Bac
     // second) take it into account first.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // A change outside the change feed, as a full sync makes it: the slot is gone.
-    let store = &fx.t.gw.state.store;
+    let store = &fx.t.gw.store;
     let now = medgate::store::now_ms();
     store
-        .set_slots_status(std::slice::from_ref(&slot.id), "withdrawn", now)
+        .set_slots_status(std::slice::from_ref(&slot.id), SlotStatus::Withdrawn, now)
         .await
         .unwrap();
     // Rounds look only at the slots their incremental sync changed: nothing happens.
@@ -1354,7 +1341,7 @@ async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Bac
     // A full sync finishes (as `medgate sync schedules` records it): the next round
     // looks at every active appointment.
     store
-        .set_change_token("emias", &format!("full:{}", slot.org_oid), "0", now)
+        .set_change_token("emias", &format!("full:{}", slot.org), "0", now)
         .await
         .unwrap();
     let notes = first_notes(&got).await;
@@ -1417,7 +1404,7 @@ async fn booking_race_gives_one_appointment_per_slot(backend: Backend) {
         "{statuses:?}"
     );
     let booked: Vec<(String, i64)> = sqlx::query_as("SELECT slot_id, COUNT(*) FROM appointments WHERE status = 'booked' GROUP BY slot_id ORDER BY slot_id")
-        .fetch_all(fx.t.gw.state.store.pool()).await.unwrap();
+        .fetch_all(fx.t.gw.store.pool()).await.unwrap();
     assert_eq!(booked.len(), 10);
     assert!(booked.iter().all(|(_, n)| *n == 1));
     for s in &slots {

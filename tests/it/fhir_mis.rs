@@ -8,11 +8,14 @@ use std::time::Duration;
 use chrono::{Days, Utc};
 use medgate::adapters::fhir_mis::FhirMisClient;
 use medgate::config::EmiasSettings;
+use medgate::model::booking::Patient;
+use medgate::model::organization::Organization;
+use medgate::model::schedule::{Channel, SlotStatus};
+use medgate::model::{Oid, PolicyNumber};
 use medgate::services::mis::{Mis, MisBooking, MisError};
 use medgate::services::schedule_sync::{full_sync, incremental_sync};
 use medgate::sim::emias::Faults;
 use medgate::sim::fhir_mis::{FhirMisSim, FhirRegion};
-use medgate::store::organizations::Organization;
 use medgate::store::schedules::SlotQuery;
 use reqwest::StatusCode;
 
@@ -20,6 +23,10 @@ use crate::booking::{params, patient, policy};
 use crate::support::*;
 
 const CLINIC: &str = "1.2.643.5.1.13.13.12.2.77.7013";
+
+fn clinic() -> Oid {
+    Oid::parse_organization(CLINIC).unwrap()
+}
 
 async fn fhir_clinic_is_synchronized_and_booked_through_both_interfaces(backend: Backend) {
     let first_day = Utc::now().date_naive() + Days::new(1);
@@ -42,10 +49,10 @@ async fn fhir_clinic_is_synchronized_and_booked_through_both_interfaces(backend:
         s.booking.sync_interval_secs = 0;
     })
     .await;
-    let store = &t.gw.state.store;
+    let store = &t.gw.store;
     store
         .upsert_organizations(&[Organization {
-            oid: CLINIC.into(),
+            oid: clinic(),
             name: "Regional Cardiology Centre".into(),
             short_name: "Cardiology Centre".into(),
             address: "1 Test Street".into(),
@@ -56,15 +63,15 @@ async fn fhir_clinic_is_synchronized_and_booked_through_both_interfaces(backend:
         .await
         .unwrap();
     let client = FhirMisClient::new(&sim.url, Duration::from_secs(1), t.gw.state.txlog.clone());
-    let r = full_sync(store, &client, CLINIC, first_day, 3, &|_| {})
+    let r = full_sync(store, &client, &clinic(), first_day, 3, &|_| {})
         .await
         .unwrap();
     assert_eq!((r.practitioners, r.slots, r.withdrawn), (2, 48, 0));
     let slots = store
         .search_slots(
             &SlotQuery {
-                org_oid: Some(CLINIC.into()),
-                status: Some("free".into()),
+                org: Some(clinic()),
+                status: Some(SlotStatus::Free),
                 ..Default::default()
             },
             100,
@@ -79,7 +86,7 @@ async fn fhir_clinic_is_synchronized_and_booked_through_both_interfaces(backend:
     let internet: Vec<_> = slots
         .iter()
         .filter(|s| {
-            medgate::model::schedule::Channels(s.channels)
+            s.channels
                 .contains(medgate::model::schedule::Channel::Internet)
         })
         .collect();
@@ -167,8 +174,14 @@ async fn fhir_clinic_is_synchronized_and_booked_through_both_interfaces(backend:
         0,
         "the token advanced"
     );
-    assert_eq!(store.slot(&a).await.unwrap().unwrap().status, "busy");
-    assert_eq!(store.slot(&b).await.unwrap().unwrap().status, "free");
+    assert_eq!(
+        store.slot(&a).await.unwrap().unwrap().status,
+        SlotStatus::Busy
+    );
+    assert_eq!(
+        store.slot(&b).await.unwrap().unwrap().status,
+        SlotStatus::Free
+    );
 
     // The clinic moves the visit booked through the hub by half an hour: the gateway's
     // slot takes the new time and the appointment follows it, once.
@@ -200,10 +213,11 @@ async fn fhir_clinic_is_synchronized_and_booked_through_both_interfaces(backend:
     let req = MisBooking {
         slot_external_id: c.clone(),
         client_ref: "ref-1".into(),
-        policy: Some(policy(53)),
-        snils: None,
-        birth_date: None,
-        channel: "phone".into(),
+        patient: Patient {
+            policy: PolicyNumber::parse(&policy(53)).ok(),
+            ..Patient::default()
+        },
+        channel: Channel::Phone,
     };
     let first = client.book(req.clone()).await.unwrap();
     assert_eq!(client.book(req.clone()).await.unwrap(), first);

@@ -102,9 +102,14 @@ async fn not_ready_until_migrated(backend: Backend) {
     s.database.migrate_on_start = false;
     let store = medgate::store::Store::connect(&s.database).await.unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let gw = medgate::app::Gateway::start_on(s, store.clone(), listener, std::time::Instant::now())
-        .await
-        .unwrap();
+    let gw = medgate::app::Gateway::start_on(
+        s,
+        store.clone(),
+        listener,
+        medgate::model::time::system_clock(),
+    )
+    .await
+    .unwrap();
     let http = reqwest::Client::new();
     let r = http
         .get(format!("{}/readyz", gw.url()))
@@ -507,11 +512,7 @@ async fn transaction_log_pages_through_a_thousand_records(backend: Backend) {
             expires_at: base + 86_400_000,
         })
         .collect();
-    t.gw.state
-        .store
-        .insert_transactions(&records)
-        .await
-        .unwrap();
+    t.gw.store.insert_transactions(&records).await.unwrap();
 
     let mut seen = std::collections::HashSet::new();
     let mut next =
@@ -558,8 +559,7 @@ async fn transaction_log_pages_through_a_thousand_records(backend: Backend) {
 
     // Retention: everything expires a day after `base`.
     let removed =
-        t.gw.state
-            .store
+        t.gw.store
             .prune_transactions(base + 86_400_001)
             .await
             .unwrap();

@@ -3,7 +3,7 @@
 //! history → refusal; raw messages check that bad input gets a Fault naming the element;
 //! a race through both interfaces books each slot once.
 
-use medgate::model::schedule::{Channel, Channels};
+use medgate::model::schedule::Channel;
 use medgate::store::Backend;
 use reqwest::StatusCode;
 
@@ -133,16 +133,13 @@ async fn zeep_client_books_through_the_wsdl(backend: Backend) {
     assert_eq!(v["fault"]["code"], "INVALID_POLICY", "{v}");
     assert_eq!(v["fault"]["field"], "Polis");
     // The database and the MIS agree.
-    let a =
-        fx.t.gw
-            .state
-            .store
-            .appointment(claim)
-            .await
-            .unwrap()
-            .unwrap();
+    let a = fx.t.gw.store.appointment(claim).await.unwrap().unwrap();
     assert_eq!(
-        (a.status.as_str(), a.slot_id.as_str(), a.channel.as_str()),
+        (
+            a.status.as_str(),
+            a.slot_id.as_deref().unwrap_or(""),
+            a.channel.as_str()
+        ),
         ("cancelled", slot, "internet")
     );
     fx.wait_outbox_done("mis", 1).await;
@@ -207,7 +204,7 @@ async fn hub_faults_name_the_element(backend: Backend) {
         .free(Channel::Registry)
         .await
         .into_iter()
-        .find(|s| !Channels(s.channels).contains(Channel::Internet))
+        .find(|s| !s.channels.contains(Channel::Internet))
         .unwrap();
     let inner = format!(
         "<IdAppointment>{}</IdAppointment><IdLPU>{ORG}</IdLPU>{pat}",
@@ -349,7 +346,7 @@ async fn race_through_both_interfaces(backend: Backend) {
     let booked: Vec<(String, i64)> = sqlx::query_as(
         "SELECT slot_id, COUNT(*) FROM appointments WHERE status = 'booked' GROUP BY slot_id",
     )
-    .fetch_all(fx.t.gw.state.store.pool())
+    .fetch_all(fx.t.gw.store.pool())
     .await
     .unwrap();
     assert_eq!(booked.len(), 10);

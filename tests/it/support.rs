@@ -1,7 +1,6 @@
 //! Test harness: fresh databases and a running gateway.
 
 use std::net::TcpListener;
-use std::time::Instant;
 
 use medgate::app::Gateway;
 use medgate::config::{BodyPolicy, ClientSettings, Secret, Settings};
@@ -162,7 +161,7 @@ impl TestGateway {
         tweak(&mut s);
         let store = db.store().await;
         medgate::demo::seed(&store).await.expect("seed");
-        let gw = Gateway::start_on(s, store, listener, Instant::now())
+        let gw = Gateway::start_on(s, store, listener, medgate::model::time::system_clock())
             .await
             .expect("start gateway");
         TestGateway {

@@ -1,0 +1,57 @@
+//! What operators and orchestrators read about the gateway itself: the transaction log,
+//! readiness of the database, connection pool figures.
+
+pub use crate::exchange::txlog::{TransactionFilter, TransactionRecord};
+use crate::exchange::TxLog;
+use crate::store::{Store, StoreError};
+
+/// Reads of the gateway's own state.
+#[derive(Clone)]
+pub struct Operations {
+    store: Store,
+    txlog: TxLog,
+}
+
+impl Operations {
+    /// Reads over `store`, with the transaction log's writer `txlog`.
+    pub fn new(store: Store, txlog: TxLog) -> Operations {
+        Operations { store, txlog }
+    }
+
+    /// Transaction records matching `filter`, newest first, at most `limit`; everything
+    /// recorded before the call is included.
+    pub async fn transactions(
+        &self,
+        filter: &TransactionFilter,
+        limit: u32,
+    ) -> Result<Vec<TransactionRecord>, StoreError> {
+        self.txlog.flush().await;
+        self.store.list_transactions(filter, limit).await
+    }
+
+    /// One transaction record with its bodies.
+    pub async fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError> {
+        self.txlog.flush().await;
+        self.store.get_transaction(id).await
+    }
+
+    /// Ready when the database answers and every migration is applied; else why not.
+    pub async fn readiness(&self) -> Result<(), String> {
+        self.store.check_ready().await
+    }
+
+    /// The database engine's name.
+    pub fn database(&self) -> &'static str {
+        self.store.backend().name()
+    }
+
+    /// Open and idle database connections.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        self.store.pool_stats()
+    }
+
+    /// Transaction records dropped because the log's queue was full.
+    pub fn txlog_dropped(&self) -> u64 {
+        self.txlog.dropped()
+    }
+}
