@@ -314,13 +314,12 @@ fn background_jobs(
         let period = Duration::from_secs((r.callback_timeout_secs / 4).clamp(1, 60));
         jobs.push(Arc::new(VerdictPoll::new(documents.clone(), period)));
     }
-    if settings.booking.sync_interval_secs > 0 {
-        jobs.push(Arc::new(ScheduleRound::new(
-            store.clone(),
-            booking.clone(),
-            sources,
-            Duration::from_secs(settings.booking.sync_interval_secs),
-        )));
-    }
+    // With no interval the rounds run only when asked (`Gateway::job`).
+    jobs.push(Arc::new(ScheduleRound::new(
+        store.clone(),
+        booking.clone(),
+        sources,
+        Duration::from_secs(settings.booking.sync_interval_secs),
+    )));
     jobs
 }

@@ -271,6 +271,9 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// Seconds to wait for a free connection before failing a request.
     pub acquire_timeout_secs: u64,
+    /// A pooled connection idle for longer than this (seconds) is pinged before use, so one
+    /// the server dropped during a quiet spell is replaced unnoticed.
+    pub ping_idle_secs: u64,
     /// Apply pending migrations when the gateway starts.
     pub migrate_on_start: bool,
 }
@@ -282,6 +285,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("password", &self.password)
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .field("ping_idle_secs", &self.ping_idle_secs)
             .field("migrate_on_start", &self.migrate_on_start)
             .finish()
     }
@@ -398,6 +402,7 @@ impl Default for Settings {
                 password: None,
                 max_connections: 16,
                 acquire_timeout_secs: 5,
+                ping_idle_secs: 1,
                 migrate_on_start: true,
             },
             log: LogSettings {

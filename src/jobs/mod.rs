@@ -45,6 +45,12 @@ pub trait Job: Send + Sync {
     /// The pause after a step that left nothing waiting (or failed).
     fn period(&self) -> Duration;
 
+    /// False for a job that runs only when asked (a step run by hand, e.g. by a test or an
+    /// operator): no loop is started for it.
+    fn scheduled(&self) -> bool {
+        true
+    }
+
     /// Notified by producers when work is queued: ends the pause early.
     fn wake(&self) -> Option<Arc<Notify>> {
         None
@@ -59,11 +65,12 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// Starts a loop per job on the current runtime.
+    /// Starts a loop per scheduled job on the current runtime.
     pub fn start(jobs: Vec<Arc<dyn Job>>) -> Jobs {
         let token = CancellationToken::new();
         let tasks = jobs
             .iter()
+            .filter(|job| job.scheduled())
             .map(|job| tokio::spawn(run(job.clone(), token.clone())))
             .collect();
         Jobs { jobs, token, tasks }

@@ -31,7 +31,8 @@ struct RoundState {
 }
 
 impl ScheduleRound {
-    /// Rounds over `sources` every `period`, following with `booking`.
+    /// Rounds over `sources` every `period` (zero: only when a step is run by hand),
+    /// following with `booking`.
     pub fn new(
         store: Store,
         booking: Booking,
@@ -118,5 +119,9 @@ impl Job for ScheduleRound {
 
     fn period(&self) -> Duration {
         self.period
+    }
+
+    fn scheduled(&self) -> bool {
+        !self.period.is_zero()
     }
 }

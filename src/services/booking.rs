@@ -43,7 +43,7 @@ const BOOKING_GRACE_MS: i64 = 120_000;
 /// Delays between delivery attempts of forwarded cancels and notifications.
 const RETRY_SCHEDULE_SECS: [u64; 8] = [1, 5, 15, 60, 300, 900, 3600, 21600];
 
-use AppointmentStatus::{Booked, Cancelled, Failed, Held, Urgent, Withdrawn};
+use AppointmentStatus::{Booked, Cancelled, Expired, Failed, Held, Urgent, Withdrawn};
 
 /// What to book.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -496,6 +496,9 @@ impl Booking {
             }
             Target::Hold(id) => {
                 let a = self.appointment(who, id).await?;
+                if a.status == Expired {
+                    return Err(BookingError::HoldExpired(a.id));
+                }
                 if a.status != Held {
                     return Err(BookingError::WrongState {
                         id: a.id,

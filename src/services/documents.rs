@@ -481,7 +481,11 @@ impl Documents {
     }
 
     async fn apply(&self, id: &str, change: StatusChange) -> Outcome {
-        match self.store.update_document_status(id, &change).await {
+        match self
+            .store
+            .update_document_status(id, &change, self.now())
+            .await
+        {
             Ok(_) => Outcome::Delivered,
             Err(e) => Outcome::RetryAt(self.now() + 5_000, e.to_string()),
         }
@@ -542,7 +546,11 @@ impl Documents {
             let detail = format!("attempt {} failed: {e}", item.attempts);
             let _ = self
                 .store
-                .update_document_status(&doc.id, &failed(DocumentStatus::Queued, detail.clone()))
+                .update_document_status(
+                    &doc.id,
+                    &failed(DocumentStatus::Queued, detail.clone()),
+                    self.now(),
+                )
                 .await;
             return match next_attempt(
                 &link.settings.retry_schedule_secs,
@@ -555,7 +563,10 @@ impl Documents {
                         DocumentStatus::DeadLettered,
                         format!("gave up after {} attempts: {e}", item.attempts),
                     );
-                    let _ = self.store.update_document_status(&doc.id, &dead).await;
+                    let _ = self
+                        .store
+                        .update_document_status(&doc.id, &dead, self.now())
+                        .await;
                     Outcome::Dead(detail)
                 }
             };
@@ -609,6 +620,7 @@ impl Documents {
                         "registered",
                         self.now(),
                     ),
+                    self.now(),
                 )
                 .await?;
         } else {
@@ -627,6 +639,7 @@ impl Documents {
                         NOT_REGISTERED,
                         &format!("registry asked to retry: {message}"),
                         &self.registration(&doc.id),
+                        self.now(),
                     )
                     .await?;
                 self.wake.notify_one();
@@ -643,7 +656,9 @@ impl Documents {
                         ),
                     )
                 };
-                self.store.update_document_status(&doc.id, &change).await?;
+                self.store
+                    .update_document_status(&doc.id, &change, self.now())
+                    .await?;
             }
         }
         Ok(self.store.get_document(&doc.id).await?.unwrap_or(doc))
@@ -670,13 +685,18 @@ impl Documents {
                                 "registered (verdict recovered by polling)",
                                 self.now(),
                             ),
+                            self.now(),
                         )
                         .await?;
                     handled += 1;
                 }
                 Ok(ItemStatus::InProgress) => {
                     self.store
-                        .touch_document(&doc.id, "verdict overdue; registry still processing")
+                        .touch_document(
+                            &doc.id,
+                            "verdict overdue; registry still processing",
+                            self.now(),
+                        )
                         .await?;
                 }
                 Ok(ItemStatus::NotFound) => {
@@ -685,7 +705,7 @@ impl Documents {
                             &doc.id,
                             NOT_REGISTERED,
                             "verdict overdue and the registry does not know the document; sending again",
-                            &self.registration(&doc.id),
+                            &self.registration(&doc.id), self.now()
                         )
                         .await?;
                     self.wake.notify_one();
@@ -709,6 +729,7 @@ impl Documents {
                 RERUNNABLE,
                 &format!("rerun requested by {operator}"),
                 &self.registration(id),
+                self.now(),
             )
             .await?;
         if queued {

@@ -242,9 +242,9 @@ impl Store {
         &self,
         id: &str,
         change: &StatusChange,
+        now: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let now = now_ms();
         let guard = if change.allow_from_final {
             ""
         } else {
@@ -294,9 +294,9 @@ impl Store {
         from: &[DocumentStatus],
         detail: &str,
         registration: &NewOutboxItem,
+        now: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let now = now_ms();
         let states = (0..from.len())
             .map(|i| format!("${}", i + 3))
             .collect::<Vec<_>>()
@@ -322,9 +322,8 @@ impl Store {
     }
 
     /// Marks a sent document as still awaited (after polling), without changing its status.
-    pub async fn touch_document(&self, id: &str, detail: &str) -> Result<(), StoreError> {
+    pub async fn touch_document(&self, id: &str, detail: &str, now: i64) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        let now = now_ms();
         sqlx::query("UPDATE documents SET updated_at = $2 WHERE id = $1")
             .bind(id.to_string())
             .bind(now)

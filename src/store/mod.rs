@@ -139,6 +139,7 @@ impl Store {
             url.push_str("mode=rwc");
         }
         let options = AnyConnectOptions::from_str(&url)?;
+        let ping_idle = Duration::from_secs(settings.ping_idle_secs);
         let mut pool_options = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
@@ -148,9 +149,9 @@ impl Store {
             // dropped while busy fails its next statement, is discarded, and that request
             // is answered 503 without having changed anything.
             .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
+            .before_acquire(move |conn, meta| {
                 Box::pin(async move {
-                    if meta.idle_for > Duration::from_secs(1) {
+                    if meta.idle_for > ping_idle {
                         sqlx::Connection::ping(conn).await?;
                     }
                     Ok(true)

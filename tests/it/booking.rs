@@ -13,6 +13,7 @@ use medgate::config::EmiasSettings;
 use medgate::model::booking::Patient;
 use medgate::model::schedule::Channel;
 use medgate::model::schedule::{Slot, SlotStatus};
+use medgate::model::time::ManualClock;
 use medgate::model::{Oid, PolicyNumber};
 use medgate::services::mis::{Mis, MisBooking, MisError};
 use medgate::services::schedule_sync::full_sync;
@@ -56,9 +57,18 @@ impl Fx {
         backend: medgate::store::Backend,
         tweak: impl FnOnce(&mut medgate::config::Settings),
     ) -> Fx {
+        Fx::start_clocked(backend, medgate::model::time::system_clock(), tweak).await
+    }
+
+    /// Starts with the gateway's services and jobs reading `clock`.
+    pub(crate) async fn start_clocked(
+        backend: medgate::store::Backend,
+        clock: medgate::model::time::SharedClock,
+        tweak: impl FnOnce(&mut medgate::config::Settings),
+    ) -> Fx {
         let sim = EmiasSim::start(region()).unwrap();
         let url = sim.url.clone();
-        let t = TestGateway::start_with(backend, |s| {
+        let t = TestGateway::start_clocked(backend, clock, |s| {
             s.emias = Some(EmiasSettings {
                 url,
                 timeout_secs: 1,
@@ -633,7 +643,8 @@ async fn channels_and_restrictions_sqlite() {
 }
 
 async fn holds_expire(backend: Backend) {
-    let fx = Fx::start(backend, |s| s.booking.hold_secs = 1).await;
+    let clock = ManualClock::new();
+    let fx = Fx::start_clocked(backend, clock.clone(), |s| s.booking.hold_secs = 300).await;
     let slot = fx.free(Channel::Internet).await[0].id.clone();
     let (s, held) = fx
         .post(
@@ -659,7 +670,10 @@ async fn holds_expire(backend: Backend) {
         (StatusCode::BAD_REQUEST, "PATIENT_NOT_IDENTIFIED".into()),
         "{refused}"
     );
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // The hold time passes (a hold at its very end still counts).
+    clock.advance(Duration::from_secs(300));
+    assert_eq!(fx.t.step("hold-sweeper").await, 0);
+    clock.advance(Duration::from_secs(1));
     let mut late = book_hold(&id);
     late["parameter"]
         .as_array_mut()
@@ -668,10 +682,21 @@ async fn holds_expire(backend: Backend) {
     let (s, expired) = fx
         .post(PORTAL_TOKEN, "/fhir/Appointment/$book", &late, None)
         .await;
-    assert_eq!(s, StatusCode::CONFLICT, "{expired}");
-    assert!(
-        ["HOLD_EXPIRED", "WRONG_STATE"].contains(&issue_code(&expired).as_str()),
+    assert_eq!(
+        (s, issue_code(&expired)),
+        (StatusCode::CONFLICT, "HOLD_EXPIRED".into()),
         "{expired}"
+    );
+    // The sweeper ends it (whether or not it ran before the late booking, the answer is
+    // the same).
+    assert_eq!(fx.t.step("hold-sweeper").await, 1);
+    let (s, again) = fx
+        .post(PORTAL_TOKEN, "/fhir/Appointment/$book", &late, None)
+        .await;
+    assert_eq!(
+        (s, issue_code(&again)),
+        (StatusCode::CONFLICT, "HOLD_EXPIRED".into()),
+        "{again}"
     );
     let a = fx.t.gw.store.appointment(&id).await.unwrap().unwrap();
     assert_eq!(
@@ -1096,9 +1121,9 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>, actix_web::dev::ServerHa
     (format!("http://{addr}/notify"), got, handle)
 }
 
-/// A gateway syncing every second and notifying a [`receiver`], with one slot booked by
-/// patient `n`: the fixture, the notifications received, the receiver, the slot and the
-/// booked Appointment.
+/// A gateway notifying a [`receiver`] (its schedule rounds run by hand), with one slot
+/// booked by patient `n`: the fixture, the notifications received, the receiver, the slot
+/// and the booked Appointment. The first round (which looks at every appointment) has run.
 async fn booked_with_notifications(
     backend: medgate::store::Backend,
     n: u32,
@@ -1110,11 +1135,7 @@ async fn booked_with_notifications(
     Value,
 ) {
     let (url, got, handle) = receiver().await;
-    let fx = Fx::start(backend, |s| {
-        s.booking.notify_url = Some(url);
-        s.booking.sync_interval_secs = 1;
-    })
-    .await;
+    let fx = Fx::start(backend, |s| s.booking.notify_url = Some(url)).await;
     let slot = fx.free(Channel::Internet).await[0].clone();
     let (s, booked) = fx
         .post(
@@ -1125,6 +1146,7 @@ async fn booked_with_notifications(
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{booked}");
+    assert_eq!(fx.t.step("schedule-round").await, 0);
     (fx, got, handle, slot, booked)
 }
 
@@ -1146,6 +1168,7 @@ async fn withdrawn_slot_notifies_the_patient(backend: Backend) {
     let doctor = slot.practitioner_id.trim_start_matches("emias:");
     let day = medgate::store::from_ms(slot.start_at).date_naive();
     assert_eq!(fx.sim.withdraw_day(doctor, day), 8);
+    assert_eq!(fx.t.step("schedule-round").await, 1);
     let notes = first_notes(&got).await;
     assert_eq!(notes.len(), 1, "one notification: {notes:?}");
     let n = &notes[0];
@@ -1200,6 +1223,7 @@ async fn moved_slot_moves_the_appointment_and_notifies_the_patient(backend: Back
     // The clinic shifts the visit by an hour and a half; the booking stays in the MIS.
     let sim_slot = slot.id.trim_start_matches("emias:");
     assert!(fx.sim.move_slot(sim_slot, 90));
+    assert_eq!(fx.t.step("schedule-round").await, 1);
     let notes = first_notes(&got).await;
     assert_eq!(notes.len(), 1, "one notification: {notes:?}");
     let n = &notes[0];
@@ -1233,7 +1257,9 @@ async fn moved_slot_moves_the_appointment_and_notifies_the_patient(backend: Back
         "the MIS keeps the booking"
     );
     // Later sync rounds find nothing new to tell.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(fx.t.step("schedule-round").await, 0);
+    assert_eq!(fx.t.step("schedule-round").await, 0);
+    fx.wait_outbox_done("notify", 1).await;
     assert_eq!(got.lock().unwrap().len(), 1);
     fx.wait_outbox_done("notify", 1).await;
     handle.stop(false).await;
@@ -1325,9 +1351,8 @@ async fn slot_checks_look_at_the_changed_slots_or_at_all_sqlite() {
 
 async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Backend) {
     let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 24).await;
-    // The fixture's own full sync ran after the gateway started: let a round (one a
-    // second) take it into account first.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The fixture's own full sync ran after the gateway started; a round took it into
+    // account (the fixture ran it).
     // A change outside the change feed, as a full sync makes it: the slot is gone.
     let store = &fx.t.gw.store;
     let now = medgate::store::now_ms();
@@ -1336,7 +1361,8 @@ async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Bac
         .await
         .unwrap();
     // Rounds look only at the slots their incremental sync changed: nothing happens.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(fx.t.step("schedule-round").await, 0);
+    assert_eq!(fx.t.step("schedule-round").await, 0);
     assert!(got.lock().unwrap().is_empty(), "no full sync on record yet");
     // A full sync finishes (as `medgate sync schedules` records it): the next round
     // looks at every active appointment.
@@ -1344,6 +1370,7 @@ async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Bac
         .set_change_token("emias", &format!("full:{}", slot.org), "0", now)
         .await
         .unwrap();
+    assert_eq!(fx.t.step("schedule-round").await, 1);
     let notes = first_notes(&got).await;
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use medgate::config::{KeyRole, KeySettings, RemdSettings};
+use medgate::model::document::DocumentStatus;
+use medgate::model::remd::ErrorClass;
+use medgate::model::time::{Clock, ManualClock};
 use medgate::sim::remd::{CryptoCheck, Faults, RemdSim, RemdSimConfig};
+use medgate::store::documents::StatusChange;
 use medgate::store::Backend;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -70,6 +74,19 @@ async fn setup_with(
     callback_timeout: u64,
     tweak: impl FnOnce(&mut medgate::config::Settings) + Send + 'static,
 ) -> Setup {
+    let clock = medgate::model::time::system_clock();
+    setup_clocked(backend, clock, sim_config, retry, callback_timeout, tweak).await
+}
+
+/// A gateway with a registry simulator whose services and jobs read `clock`.
+async fn setup_clocked(
+    backend: Backend,
+    clock: medgate::model::time::SharedClock,
+    sim_config: RemdSimConfig,
+    retry: Vec<u64>,
+    callback_timeout: u64,
+    tweak: impl FnOnce(&mut medgate::config::Settings) + Send + 'static,
+) -> Setup {
     let sim = RemdSim::start(RemdSimConfig {
         gateway_token: REMD_TOKEN.into(),
         check: Some(Arc::new(CryptoCheck)),
@@ -77,7 +94,7 @@ async fn setup_with(
     })
     .unwrap();
     let url = sim.url.clone();
-    let t = TestGateway::start_with(backend, move |s| {
+    let t = TestGateway::start_clocked(backend, clock, move |s| {
         let base = s.http.public_url.clone().unwrap();
         s.remd = Some(RemdSettings {
             url,
@@ -472,14 +489,17 @@ async fn transient_registry_faults_are_retried_until_success(backend: Backend) {
         rate_limit: 1.0,
         ..Faults::default()
     };
-    let Setup { t, sim } = setup(
+    let clock = ManualClock::new();
+    let Setup { t, sim } = setup_clocked(
         backend,
+        clock.clone(),
         RemdSimConfig {
             faults,
             ..RemdSimConfig::default()
         },
-        vec![0, 0, 1, 1, 1, 1],
+        vec![60, 60, 60, 60],
         30,
+        |_| {},
     )
     .await;
     let uid = uuid::Uuid::new_v4().to_string();
@@ -489,20 +509,51 @@ async fn transient_registry_faults_are_retried_until_success(backend: Backend) {
             .status(),
         StatusCode::CREATED
     );
-    // Wait until a few attempts failed, then let the registry recover.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sim.counters().received < 3 {
-        assert!(std::time::Instant::now() < deadline, "no retries happened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The first attempt goes at once and is refused; the retry waits for its time.
+    let attempts = |n: i32| {
+        let store = t.gw.store.clone();
+        let uid = uid.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let items = store.outbox_for(&uid).await.unwrap();
+                if items[0].attempts == n && items[0].status == "pending" {
+                    return items[0].next_attempt_at;
+                }
+                assert!(std::time::Instant::now() < deadline, "{items:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let due = attempts(1).await;
+    assert_eq!(due, clock.now_ms() + 60_000, "the schedule's first delay");
+    t.step("deliver:remd").await;
+    assert_eq!(
+        sim.counters().received,
+        1,
+        "nothing is sent before it is due"
+    );
     let d = t.gw.store.get_document(&uid).await.unwrap().unwrap();
     assert_eq!(d.status.as_str(), "queued");
     assert_eq!(d.error_class.map(|c| c.as_str()), Some("retryable"));
+    for n in 2..=3 {
+        clock.advance(Duration::from_secs(60));
+        t.step("deliver:remd").await;
+        attempts(n).await;
+        assert_eq!(sim.counters().received, n as u64);
+    }
+    // The registry recovers; the next attempt succeeds.
     sim.set_faults(Faults::default());
+    clock.advance(Duration::from_secs(60));
+    t.step("deliver:remd").await;
     wait_status(&t, &uid, "registered", 15).await;
     assert_eq!(sim.registrations(&uid), 1);
     let deliveries = t.gw.store.outbox_for(&uid).await.unwrap();
-    assert!(deliveries[0].attempts >= 3, "{deliveries:?}");
+    assert_eq!(
+        (deliveries.len(), deliveries[0].attempts),
+        (1, 4),
+        "{deliveries:?}"
+    );
     sim.stop().await;
     t.stop().await;
 }
@@ -594,19 +645,30 @@ async fn lost_callback_is_recovered_by_polling(backend: Backend) {
         lost_callback: 1.0,
         ..Faults::default()
     };
-    let Setup { t, sim } = setup(
+    let clock = ManualClock::new();
+    let Setup { t, sim } = setup_clocked(
         backend,
+        clock.clone(),
         RemdSimConfig {
             faults,
             ..RemdSimConfig::default()
         },
-        vec![1],
-        1,
+        vec![60],
+        30,
+        |_| {},
     )
     .await;
     let uid = uuid::Uuid::new_v4().to_string();
     submit(&t, &document_reference(&uid, &cda(8), &[])).await;
-    wait_status(&t, &uid, "registered", 20).await;
+    wait_status(&t, &uid, "sent", 15).await;
+    wait_for("the lost callback", || sim.counters().callbacks_lost == 1).await;
+    // Not overdue yet: the registry is not asked.
+    assert_eq!(t.step("remd-verdict-poll").await, 0);
+    wait_status(&t, &uid, "sent", 1).await;
+    // Well past the callback timeout, the poll asks the registry and records its verdict.
+    clock.advance(Duration::from_secs(120));
+    t.step("remd-verdict-poll").await;
+    wait_status(&t, &uid, "registered", 15).await;
     assert_eq!(sim.counters().callbacks_sent, 0);
     assert_eq!(sim.counters().callbacks_lost, 1);
     assert_eq!(sim.registrations(&uid), 1);
@@ -1035,4 +1097,108 @@ async fn concurrent_intakes_are_written_together_and_replays_collapse_postgres()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_intakes_are_written_together_and_replays_collapse_sqlite() {
     concurrent_intakes_are_written_together_and_replays_collapse(Backend::Sqlite).await
+}
+
+async fn concurrent_reruns_queue_one_registration(backend: Backend) {
+    // Delivery is off: the document stays where the test puts it.
+    let Setup { t, sim } = setup_with(backend, RemdSimConfig::default(), vec![1], 30, |s| {
+        if let Some(r) = s.remd.as_mut() {
+            r.deliver = false;
+        }
+    })
+    .await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    let rerun = |token: &'static str| {
+        let (http, url) = (
+            t.http.clone(),
+            t.url(&format!("/api/admin/documents/{uid}/rerun")),
+        );
+        async move {
+            let r = http.post(url).bearer_auth(token).send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(
+        submit(&t, &document_reference(&uid, &cda(31), &[]))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    // Queued, not refused: nothing to rerun, and nothing more is queued.
+    let (s, v) = rerun(ADMIN_TOKEN).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::CONFLICT, Some("ALREADY_QUEUED")),
+        "{v}"
+    );
+    // The registry refused it; two operators rerun it at the same moment.
+    let refused = StatusChange {
+        error_class: Some(ErrorClass::Data),
+        ..StatusChange::to(DocumentStatus::Rejected, "refused (test)")
+    };
+    let store = &t.gw.store;
+    assert!(store
+        .update_document_status(&uid, &refused, medgate::model::time::now_ms())
+        .await
+        .unwrap());
+    let (a, b) = futures_util::future::join(rerun(ADMIN_TOKEN), rerun(ADMIN_TOKEN)).await;
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::ACCEPTED, StatusCode::CONFLICT],
+        "{a:?} {b:?}"
+    );
+    let loser = if a.0 == StatusCode::CONFLICT {
+        a.1
+    } else {
+        b.1
+    };
+    assert_eq!(loser["error"], "ALREADY_QUEUED", "{loser}");
+    let items = store.outbox_for(&uid).await.unwrap();
+    assert_eq!(
+        items.len(),
+        2,
+        "the intake's registration and one rerun: {items:?}"
+    );
+    // Registered documents are not rerun; unknown ones are not found.
+    let done = StatusChange {
+        emdr_id: Some("16.62.23.09.000000001".into()),
+        ..StatusChange::to(DocumentStatus::Registered, "registered (test)")
+    };
+    store
+        .update_document_status(&uid, &done, medgate::model::time::now_ms())
+        .await
+        .unwrap();
+    let (s, v) = rerun(ADMIN_TOKEN).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::CONFLICT, Some("NOT_RERUNNABLE")),
+        "{v}"
+    );
+    let unknown = t
+        .http
+        .post(t.url(&format!(
+            "/api/admin/documents/{}/rerun",
+            uuid::Uuid::new_v4()
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(store.outbox_for(&uid).await.unwrap().len(), 2);
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reruns_queue_one_registration_postgres() {
+    concurrent_reruns_queue_one_registration(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reruns_queue_one_registration_sqlite() {
+    concurrent_reruns_queue_one_registration(Backend::Sqlite).await
 }

@@ -716,7 +716,11 @@ async fn dropped_database_connections_answer_503_then_recover() {
     // like to it). The pool does not ping before each checkout, so a request may meet a
     // dead connection: it is answered 503 DATABASE_UNAVAILABLE (retry), never 500, the dead
     // connection is discarded, and the gateway recovers by itself.
-    let t = TestGateway::start(medgate::store::Backend::Postgres).await;
+    // No ping of idle connections: the first request after the drop meets a dead one.
+    let t = TestGateway::start_with(medgate::store::Backend::Postgres, |s| {
+        s.database.ping_idle_secs = 3600
+    })
+    .await;
     let get = || async {
         let r = t.get_admin("/fhir/Organization?_count=1").await;
         let status = r.status();
@@ -725,6 +729,8 @@ async fn dropped_database_connections_answer_503_then_recover() {
     // Several requests at once, so the pool holds several connections.
     let warm = futures_util::future::join_all((0..6).map(|_| get())).await;
     assert!(warm.iter().all(|(s, _)| *s == StatusCode::OK), "{warm:?}");
+    // The transaction log's writer holds no connection either when they are dropped.
+    t.gw.state.txlog.flush().await;
     let mut admin = sqlx::PgConnection::connect(&t.db.url).await.unwrap();
     let killed: i64 = sqlx::query_scalar(
         "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
@@ -752,6 +758,11 @@ async fn dropped_database_connections_answer_503_then_recover() {
         }
         answers.push(status);
     }
+    assert_eq!(
+        answers[0],
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the first request meets a dropped connection: {answers:?}"
+    );
     assert!(
         answers[answers.len() - 10..]
             .iter()

@@ -1,9 +1,11 @@
 //! Test harness: fresh databases and a running gateway.
 
 use std::net::TcpListener;
+use std::time::Instant;
 
 use medgate::app::Gateway;
 use medgate::config::{BodyPolicy, ClientSettings, Secret, Settings};
+use medgate::model::time::SharedClock;
 use medgate::store::{Backend, Store};
 
 /// The PostgreSQL server the tests use (trust auth); override with `MEDGATE_TEST_PG`.
@@ -95,6 +97,16 @@ impl Drop for TestDb {
     }
 }
 
+/// Waits (polling, at most 15 seconds) until `ready` holds: for effects that happen in the
+/// background (a delivery, a callback), never for time to pass.
+pub async fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(15);
+    while !ready() {
+        assert!(Instant::now() < deadline, "waited in vain for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Bearer token of the test admin client.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 /// Bearer token of a client without admin scopes.
@@ -154,6 +166,15 @@ impl TestGateway {
 
     /// Starts with settings adjusted by `tweak`.
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestGateway {
+        Self::start_clocked(backend, medgate::model::time::system_clock(), tweak).await
+    }
+
+    /// Starts with settings adjusted by `tweak`, its services and jobs reading `clock`.
+    pub async fn start_clocked(
+        backend: Backend,
+        clock: SharedClock,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> TestGateway {
         let db = TestDb::new(backend).await;
         let mut s = settings(&db);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -161,7 +182,7 @@ impl TestGateway {
         tweak(&mut s);
         let store = db.store().await;
         medgate::demo::seed(&store).await.expect("seed");
-        let gw = Gateway::start_on(s, store, listener, medgate::model::time::system_clock())
+        let gw = Gateway::start_on(s, store, listener, clock)
             .await
             .expect("start gateway");
         TestGateway {
@@ -197,6 +218,12 @@ impl TestGateway {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Runs one step of the background job `name` by hand; what it handled.
+    pub async fn step(&self, name: &str) -> usize {
+        let job = self.gw.job(name).unwrap_or_else(|| panic!("no job {name}"));
+        job.step().await.unwrap().handled
     }
 
     /// Stops the gateway and drops the database.

@@ -532,6 +532,12 @@ mod tests {
                 continue;
             }
             let input = std::fs::read(&path).unwrap();
+            if path.to_string_lossy().contains("bom") {
+                assert!(
+                    input.starts_with(b"\xEF\xBB\xBF"),
+                    "{path:?} names a BOM it lacks"
+                );
+            }
             let expected = std::fs::read(path.with_extension("xml.c14n")).unwrap();
             let got = canonicalize(&input, &Selection::default(), &Limits::default()).unwrap();
             if got != expected {
