@@ -274,6 +274,11 @@ async fn find_hold_book_reschedule_cancel(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{found}");
+    let self_link = found["link"][0]["url"].as_str().unwrap();
+    assert!(
+        self_link.ends_with(&format!("/Appointment/$find?organization={ORG}&_count=30")),
+        "the self link carries the query: {self_link}"
+    );
     let proposals = found["entry"].as_array().unwrap();
     assert_eq!(proposals.len(), 30);
     for e in proposals {
@@ -839,7 +844,7 @@ async fn urgent_visits_and_idempotency(backend: Backend) {
         "resourceType": "Appointment", "status": "booked",
         "appointmentType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0276", "code": "EMERGENCY"}]},
         "contained": [{"resourceType": "Patient", "id": "p", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": "123-456-789 64"}]}],
-        "participant": [{"actor": {"reference": "#p"}, "status": "accepted"}, {"actor": {"reference": format!("Organization/{ORG}")}, "status": "accepted"}]
+        "participant": [{"actor": {"reference": "#p"}, "status": "accepted"}, {"actor": {"reference": format!("Location/{ORG}")}, "status": "accepted"}]
     });
     let (s, a) = fx
         .post(PORTAL_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1"))

@@ -256,6 +256,20 @@ async fn fhir_errors_are_operation_outcomes_naming_the_field(backend: Backend) {
     let cs: Value = r.json().await.unwrap();
     assert_eq!(cs["resourceType"], "CapabilityStatement");
     assert_eq!(cs["fhirVersion"], "4.0.1");
+    // Its date is the build's, a real date, not a literal.
+    let date = cs["date"].as_str().unwrap();
+    assert_eq!(date, env!("GATEWAY_BUILD_DATE"));
+    assert!(
+        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok(),
+        "{date}"
+    );
+    let types: Vec<&str> = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    assert!(types.contains(&"Location"), "{types:?}");
     t.stop().await;
 }
 

@@ -152,9 +152,96 @@ async fn full_and_incremental_sync_sqlite() {
     full_and_incremental_sync(Backend::Sqlite).await
 }
 
+/// Where R4 lets each reference the gateway emits point: (resource type, element path,
+/// target types). `#id` points into `contained`.
+const REFERENCE_TARGETS: &[(&str, &str, &[&str])] = &[
+    ("Schedule", "actor", ACTORS),
+    ("Appointment", "participant.actor", ACTORS),
+    ("Appointment", "slot", &["Slot"]),
+    ("Slot", "schedule", &["Schedule"]),
+    ("PractitionerRole", "practitioner", &["Practitioner"]),
+    ("PractitionerRole", "organization", &["Organization"]),
+    ("PractitionerRole", "location", &["Location"]),
+    ("Location", "managingOrganization", &["Organization"]),
+    ("DocumentReference", "custodian", &["Organization"]),
+];
+
+/// What `Schedule.actor` and `Appointment.participant.actor` may reference in R4.
+const ACTORS: &[&str] = &[
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "RelatedPerson",
+    "Device",
+    "HealthcareService",
+    "Location",
+];
+
+/// Every `reference` in `v` with its element path (array positions dropped).
+fn references(v: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(r) = m.get("reference").and_then(|r| r.as_str()) {
+                out.push((path.to_string(), r.to_string()));
+            }
+            for (k, x) in m {
+                // Contained resources are checked as resources of their own.
+                if k != "contained" {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    references(x, &p, out);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| references(x, path, out)),
+        _ => {}
+    }
+}
+
+/// Checks that each reference of `resource` (and of a Bundle's entries) points at a type R4
+/// allows there; a reference at a path without a rule fails too.
+pub fn check_reference_targets(resource: &serde_json::Value) {
+    let kind = resource["resourceType"].as_str().unwrap_or_default();
+    if kind == "Bundle" {
+        for e in resource["entry"].as_array().into_iter().flatten() {
+            check_reference_targets(&e["resource"]);
+        }
+        return;
+    }
+    let mut refs = Vec::new();
+    references(resource, "", &mut refs);
+    for (path, reference) in refs {
+        let path = path.trim_end_matches(".reference").to_string();
+        let (_, _, allowed) = REFERENCE_TARGETS
+            .iter()
+            .find(|(k, p, _)| *k == kind && *p == path)
+            .unwrap_or_else(|| panic!("no R4 rule for {kind}.{path} ({reference})"));
+        let target = match reference.strip_prefix('#') {
+            Some(id) => resource["contained"]
+                .as_array()
+                .and_then(|c| c.iter().find(|r| r["id"] == id))
+                .and_then(|r| r["resourceType"].as_str())
+                .unwrap_or_else(|| panic!("{kind}.{path}: no contained {reference}"))
+                .to_string(),
+            None => reference.split('/').next().unwrap_or_default().to_string(),
+        };
+        assert!(
+            allowed.contains(&target.as_str()),
+            "{kind}.{path} may not reference {target} in R4 ({reference}); allowed: {allowed:?}"
+        );
+    }
+}
+
 /// Validates FHIR resources with PyPI's `fhir.resources` (its R4B models: the revision of
-/// R4 the package ships; these resources are structurally the same).
+/// R4 the package ships; these resources are structurally the same), and checks that their
+/// references point where R4 allows.
 pub fn validate_fhir(resources: &[serde_json::Value]) {
+    for r in resources {
+        check_reference_targets(r);
+    }
     let dir = tempfile::tempdir().unwrap();
     for (i, r) in resources.iter().enumerate() {
         std::fs::write(dir.path().join(format!("{i}.json")), r.to_string()).unwrap();
@@ -177,6 +264,21 @@ pub fn validate_fhir(resources: &[serde_json::Value]) {
         String::from_utf8_lossy(&out.stdout).trim(),
         resources.len().to_string()
     );
+}
+
+#[test]
+fn reference_rules_catch_an_organization_as_an_actor() {
+    let ok =
+        serde_json::json!({"resourceType": "Schedule", "actor": [{"reference": "Location/1.2.3"}]});
+    check_reference_targets(&ok);
+    let bad = serde_json::json!({"resourceType": "Schedule", "actor": [{"reference": "Organization/1.2.3"}]});
+    assert!(std::panic::catch_unwind(|| check_reference_targets(&bad)).is_err());
+    let unknown = serde_json::json!({"resourceType": "Slot", "comment": {"reference": "Slot/x"}});
+    assert!(std::panic::catch_unwind(|| check_reference_targets(&unknown)).is_err());
+    let contained = serde_json::json!({"resourceType": "Appointment",
+        "contained": [{"resourceType": "Patient", "id": "p"}],
+        "participant": [{"actor": {"reference": "#p"}}]});
+    check_reference_targets(&contained);
 }
 
 async fn fhir_slot_search(backend: Backend) {
@@ -279,6 +381,41 @@ async fn fhir_slot_search(backend: Backend) {
     all.extend(practitioners);
     all.push(prs.clone());
     all.push(get("/fhir/metadata".into()).await.json().await.unwrap());
+    // The directory around the slots: schedules, roles, the clinic and its place of care.
+    for path in [
+        format!("/fhir/Schedule?organization={org}"),
+        format!("/fhir/PractitionerRole?organization={org}"),
+        format!("/fhir/Location?organization={org}"),
+        format!("/fhir/Location/{org}"),
+        format!("/fhir/Organization/{org}"),
+        "/fhir/Location?_count=2".to_string(),
+    ] {
+        let r = get(path.clone()).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        all.push(r.json().await.unwrap());
+    }
+    let schedules = &all[all.len() - 6];
+    assert_eq!(schedules["entry"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        schedules["entry"][0]["resource"]["actor"][1]["reference"],
+        format!("Location/{org}")
+    );
+    let located: Value = get(format!("/fhir/Schedule?actor=Location/{org}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(located["entry"].as_array().unwrap().len(), 3);
+    let location = &all[all.len() - 3];
+    assert_eq!(
+        (
+            location["id"].as_str(),
+            location["managingOrganization"]["reference"].as_str()
+        ),
+        (Some(org), Some(format!("Organization/{org}").as_str()))
+    );
+    let r = get("/fhir/Location/1.2.643.5.1.13.13.12.2.77.9999".into()).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     validate_fhir(&all);
 
     // Bad input names the parameter.
