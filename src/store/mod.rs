@@ -1,7 +1,7 @@
 //! The only place with SQL. One logical schema on PostgreSQL (production) and SQLite (embedded).
 //!
 //! Queries go through `sqlx::Any` with portable SQL and `$n` placeholders, so one code path
-//! serves both backends; the few statements that must differ (row locking, advisory locks)
+//! serves both backends; the few statements that must differ (row locking, batched inserts)
 //! branch on [`Backend`]. Times are stored as BIGINT epoch milliseconds, identifiers as TEXT
 //! and flags as small integers, which `Any` decodes identically on both backends.
 

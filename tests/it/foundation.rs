@@ -656,6 +656,32 @@ async fn panicking_handler_is_contained() {
     t.stop().await;
 }
 
+/// Each adapter's default profile (`adapters/<system>/profile.toml`) is a valid section of
+/// the gateway's configuration, as its README says.
+#[test]
+fn adapter_profiles_are_valid_config_sections() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    for (system, section) in [
+        ("emias", "emias"),
+        ("fhir-mis", "fhir_mis"),
+        ("remd", "remd"),
+    ] {
+        let profile =
+            std::fs::read_to_string(format!("{root}/adapters/{system}/profile.toml")).unwrap();
+        let file = dir.path().join(format!("{section}.toml"));
+        std::fs::write(&file, format!("[{section}]\n{profile}")).unwrap();
+        let s = medgate::config::Settings::load(Some(&file))
+            .unwrap_or_else(|e| panic!("adapters/{system}/profile.toml: {e}"));
+        let loaded = match section {
+            "emias" => s.emias.is_some(),
+            "fhir_mis" => s.fhir_mis.is_some(),
+            _ => s.remd.is_some(),
+        };
+        assert!(loaded, "{system}");
+    }
+}
+
 /// The configurations shipped in `deploy/` load through the real loader.
 #[test]
 fn shipped_configurations_are_valid() {
