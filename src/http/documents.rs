@@ -12,15 +12,15 @@ use super::error::current;
 use super::middleware::Operation;
 use super::query::{count, organization};
 use super::{ApiError, ApiResult, AppState, Principal, Protocol};
-use crate::codec::fhir::document::document_reference;
+use crate::codec::fhir::document::{document_reference, read_submission, ReadError};
 use crate::codec::fhir::{IssueType, FHIR_JSON};
 use crate::codec::remd::{Addressing, RegisterResult, NS_CALLBACK, NS_SERVICE};
 use crate::codec::soap::{self, SoapVersion};
 use crate::codec::xml::{dom, Limits};
-use crate::model::document::{Document, DocumentStatus};
+use crate::model::document::{Document, DocumentStatus, Submission};
 use crate::model::remd::ErrorClass;
 use crate::model::time::from_ms;
-use crate::services::documents::{DocumentError, DocumentFilter, Field, Rerun, Submission};
+use crate::services::documents::{DocumentError, DocumentFilter, Field, Rerun};
 
 /// FHIR routes (under `/fhir`).
 pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
@@ -138,151 +138,6 @@ fn to_api_with(e: DocumentError, path_of: fn(Field) -> &'static str) -> ApiError
     }
 }
 
-#[derive(Deserialize)]
-struct Identifier {
-    value: Option<String>,
-}
-#[derive(Deserialize)]
-struct Reference {
-    identifier: Option<Identifier>,
-}
-#[derive(Deserialize)]
-struct Coding {
-    system: Option<String>,
-    version: Option<String>,
-    code: Option<String>,
-}
-#[derive(Deserialize)]
-struct CodeableConcept {
-    coding: Option<Vec<Coding>>,
-}
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Attachment {
-    content_type: Option<String>,
-    data: Option<String>,
-    title: Option<String>,
-}
-#[derive(Deserialize)]
-struct Content {
-    attachment: Attachment,
-}
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DocumentReferenceIn {
-    resource_type: String,
-    master_identifier: Option<Identifier>,
-    #[serde(rename = "type")]
-    kind: Option<CodeableConcept>,
-    subject: Option<Reference>,
-    author: Option<Vec<Reference>>,
-    custodian: Option<Reference>,
-    content: Option<Vec<Content>>,
-}
-
-fn ident(r: &Option<Reference>, path: &str) -> ApiResult<String> {
-    r.as_ref()
-        .and_then(|r| r.identifier.as_ref())
-        .and_then(|i| i.value.clone())
-        .map(|v| v.trim_start_matches("urn:oid:").to_string())
-        .ok_or_else(|| ApiError::required(path))
-}
-
-fn submission(d: DocumentReferenceIn) -> ApiResult<Submission> {
-    if d.resource_type != "DocumentReference" {
-        return Err(ApiError::invalid(
-            "WRONG_RESOURCE_TYPE",
-            "resourceType",
-            format!("expected DocumentReference, got {}", d.resource_type),
-        ));
-    }
-    let local_uid = d
-        .master_identifier
-        .and_then(|m| m.value)
-        .ok_or_else(|| ApiError::required("DocumentReference.masterIdentifier.value"))?;
-    let coding = d
-        .kind
-        .and_then(|k| k.coding)
-        .and_then(|c| {
-            c.into_iter()
-                .find(|c| c.system.as_deref() == Some("urn:oid:1.2.643.5.1.13.13.11.1522"))
-        })
-        .ok_or_else(|| {
-            ApiError::required(
-                "DocumentReference.type.coding.where(system='urn:oid:1.2.643.5.1.13.13.11.1522')",
-            )
-        })?;
-    let kind_code = coding
-        .code
-        .ok_or_else(|| ApiError::required("DocumentReference.type.coding[0].code"))?;
-    let kind_version = coding
-        .version
-        .ok_or_else(|| ApiError::required("DocumentReference.type.coding[0].version"))?;
-    let patient_snils = ident(&d.subject, "DocumentReference.subject.identifier.value")?;
-    let author_snils = ident(
-        &d.author.and_then(|a| a.into_iter().next()),
-        "DocumentReference.author[0].identifier.value",
-    )?;
-    let org_oid = ident(&d.custodian, "DocumentReference.custodian.identifier.value")?;
-    let contents = d.content.unwrap_or_default();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut doc: Option<(Vec<u8>, String)> = None;
-    let (mut org_sig, mut doc_sig) = (None, None);
-    for (i, c) in contents.into_iter().enumerate() {
-        let path = format!("DocumentReference.content[{i}].attachment.data");
-        let data = c
-            .attachment
-            .data
-            .ok_or_else(|| ApiError::required(path.clone()))?;
-        let bytes = b64.decode(data.as_bytes()).map_err(|e| {
-            ApiError::invalid("INVALID_BASE64", path.clone(), format!("not base64: {e}"))
-        })?;
-        let ct = c.attachment.content_type.unwrap_or_default();
-        if ct == "application/pkcs7-signature" {
-            match c.attachment.title.as_deref() {
-                Some("organization") => org_sig = Some(bytes),
-                Some("doctor") => doc_sig = Some(bytes),
-                _ => {
-                    return Err(ApiError::invalid(
-                        "UNKNOWN_SIGNATURE_ROLE",
-                        format!("DocumentReference.content[{i}].attachment.title"),
-                        "a signature attachment's title must be `organization` or `doctor`",
-                    ))
-                }
-            }
-        } else if doc.is_none() {
-            doc = Some((
-                bytes,
-                if ct.is_empty() {
-                    "application/xml".into()
-                } else {
-                    ct
-                },
-            ));
-        } else {
-            return Err(ApiError::invalid(
-                "TOO_MANY_DOCUMENTS",
-                format!("DocumentReference.content[{i}]"),
-                "exactly one document attachment is allowed",
-            ));
-        }
-    }
-    let (content, content_type) =
-        doc.ok_or_else(|| ApiError::required("DocumentReference.content[0].attachment.data"))?;
-    Ok(Submission {
-        local_uid,
-        kind_code,
-        kind_version,
-        org_oid,
-        patient_snils,
-        author_snils,
-        content,
-        content_type,
-        org_signature: org_sig,
-        doctor_signature: doc_sig,
-    })
-}
-
 async fn submit_fhir(
     state: Data<AppState>,
     principal: Principal,
@@ -291,29 +146,21 @@ async fn submit_fhir(
 ) -> ApiResult<HttpResponse> {
     req.extensions_mut()
         .insert(Operation("fhir.DocumentReference.create".into()));
-    // The common case parses once without path tracking; a bad body is parsed again with
-    // it, so the OperationOutcome names the field.
-    let parsed: DocumentReferenceIn = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(_) => {
-            let mut de = serde_json::Deserializer::from_slice(&body);
-            serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                let path = e.path().to_string();
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    IssueType::Invalid,
-                    "INVALID_JSON",
-                    e.inner().to_string(),
-                )
-                .at(if path == "." {
-                    "DocumentReference".to_string()
-                } else {
-                    format!("DocumentReference.{path}")
-                })
-            })?
-        }
-    };
-    let submission = submission(parsed)?;
+    let submission = read_submission(&body).map_err(|e| match e {
+        ReadError::Missing(path) => ApiError::required(path),
+        ReadError::Malformed { path, message } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            "INVALID_JSON",
+            message,
+        )
+        .at(path),
+        ReadError::Invalid {
+            code,
+            path,
+            message,
+        } => ApiError::invalid(code, path, message),
+    })?;
     let (doc, new) = state
         .documents
         .submit(&principal, submission)

@@ -4,10 +4,11 @@
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::query::{check_params, count_param, first, organization, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
+use crate::codec::fhir::capability::capability_statement;
 use crate::codec::fhir::directory::{location, organization as organization_resource};
 use crate::codec::fhir::{searchset, FHIR_JSON};
 use crate::model::organization::Organization;
@@ -77,90 +78,8 @@ async fn unknown(req: HttpRequest) -> ApiResult<HttpResponse> {
 
 async fn metadata(state: Data<AppState>, req: HttpRequest) -> HttpResponse {
     let base = base_url(&state, &req);
-    let body = json!({
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": env!("GATEWAY_BUILD_DATE"),
-        "publisher": "medgate",
-        "kind": "instance",
-        "software": {"name": "medgate", "version": env!("CARGO_PKG_VERSION")},
-        "implementation": {"description": format!("medgate gateway {}", state.settings.instance), "url": base},
-        "fhirVersion": "4.0.1",
-        "format": ["json"],
-        "rest": [{
-            "mode": "server",
-            "security": {
-                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth"}]}],
-                "description": "Bearer token issued by the regional operator"
-            },
-            "resource": [{
-                "type": "Organization",
-                "interaction": [{"code": "read"}, {"code": "search-type"}],
-                "searchParam": [
-                    {"name": "name", "type": "string"},
-                    {"name": "_count", "type": "number"}
-                ]
-            }, {
-                "type": "Location",
-                "interaction": [{"code": "read"}, {"code": "search-type"}],
-                "searchParam": [
-                    {"name": "organization", "type": "reference"},
-                    {"name": "name", "type": "string"},
-                    {"name": "_count", "type": "number"}
-                ]
-            }, {
-                "type": "Practitioner",
-                "interaction": [{"code": "search-type"}],
-                "searchParam": [{"name": "organization", "type": "reference"}]
-            }, {
-                "type": "Slot",
-                "interaction": [{"code": "search-type"}],
-                "searchParam": [
-                    {"name": "organization", "type": "reference"},
-                    {"name": "practitioner", "type": "reference"},
-                    {"name": "schedule", "type": "reference"},
-                    {"name": "specialty", "type": "token"},
-                    {"name": "start", "type": "date"},
-                    {"name": "status", "type": "token"},
-                    {"name": "_count", "type": "number"}
-                ]
-            }, {
-                "type": "Schedule",
-                "interaction": [{"code": "search-type"}],
-                "searchParam": [
-                    {"name": "organization", "type": "reference"},
-                    {"name": "actor", "type": "reference", "documentation": "Practitioner/<id> or Location/<organization OID>"}
-                ]
-            }, {
-                "type": "PractitionerRole",
-                "interaction": [{"code": "search-type"}],
-                "searchParam": [
-                    {"name": "organization", "type": "reference"},
-                    {"name": "specialty", "type": "token"},
-                    {"name": "practitioner", "type": "reference"}
-                ]
-            }, {
-                "type": "Appointment",
-                "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "create"}, {"code": "update"}],
-                "searchParam": [
-                    {"name": "patient", "type": "reference", "documentation": "with the :identifier modifier (SNILS or OMS policy)"},
-                    {"name": "status", "type": "token"},
-                    {"name": "slot", "type": "reference"},
-                    {"name": "identifier", "type": "token"}
-                ],
-                "operation": [
-                    {"name": "find", "definition": "http://ihe.net/fhir/ihe.scheduling/OperationDefinition/appointment-find"},
-                    {"name": "hold", "definition": "http://ihe.net/fhir/ihe.scheduling/OperationDefinition/appointment-hold"},
-                    {"name": "book", "definition": "http://ihe.net/fhir/ihe.scheduling/OperationDefinition/appointment-book"},
-                    {"name": "reschedule", "definition": "https://medgate.example/fhir/OperationDefinition/appointment-reschedule"}
-                ]
-            }, {
-                "type": "DocumentReference",
-                "interaction": [{"code": "create"}, {"code": "read"}]
-            }]
-        }]
-    });
-    fhir_json(actix_web::http::StatusCode::OK, &body)
+    let body = capability_statement(&base, &state.settings.instance);
+    fhir_json(StatusCode::OK, &body)
 }
 
 /// A page of organizations (`name`, `_count`, `_offset`) as `resource_type` entries built

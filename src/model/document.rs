@@ -1,5 +1,6 @@
-//! Structured medical documents at the gateway: their registration states and the record
-//! kept of each (bytes exactly as accepted, digests, signatures, the registry's answer).
+//! Structured medical documents at the gateway: a submission as it arrives, the registration
+//! states, and the record kept of each (bytes exactly as accepted, digests, signatures, the
+//! registry's answer).
 
 use std::fmt;
 
@@ -115,6 +116,32 @@ pub struct Document {
     pub created_at: i64,
     /// Last change (epoch ms).
     pub updated_at: i64,
+}
+
+/// A document as a clinic submits it, before any rule is checked: the edges read it from
+/// their protocol, the documents service validates it.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// Local UID (UUID).
+    pub local_uid: String,
+    /// Kind code from book 1522.
+    pub kind_code: String,
+    /// Version of book 1522.
+    pub kind_version: String,
+    /// Organization OID.
+    pub org_oid: String,
+    /// Patient SNILS.
+    pub patient_snils: String,
+    /// Author SNILS.
+    pub author_snils: String,
+    /// The document bytes.
+    pub content: Vec<u8>,
+    /// Media type.
+    pub content_type: String,
+    /// The organization's detached CMS, if the clinic signed.
+    pub org_signature: Option<Vec<u8>>,
+    /// The doctor's detached CMS, if the clinic signed.
+    pub doctor_signature: Option<Vec<u8>>,
 }
 
 #[cfg(test)]

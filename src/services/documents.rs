@@ -18,7 +18,7 @@ use crate::codec::remd::{sha256_hex, RegisterDocument, RegisterResult, Signature
 use crate::codec::xml::Limits;
 use crate::config::{KeyRole, RemdSettings};
 use crate::exchange::delivery::{next_attempt, Outcome};
-use crate::model::document::{Document, DocumentStatus};
+use crate::model::document::{Document, DocumentStatus, Submission};
 use crate::model::remd::{classify_all, ErrorClass};
 use crate::model::time::SharedClock;
 use crate::model::{Oid, Snils};
@@ -100,31 +100,6 @@ fn invalid(code: &'static str, field: Field, message: impl Into<String>) -> Docu
         path: None,
         message: message.into(),
     }
-}
-
-/// A document as submitted by a clinic.
-#[derive(Debug, Clone)]
-pub struct Submission {
-    /// Local UID (UUID).
-    pub local_uid: String,
-    /// Kind code from book 1522.
-    pub kind_code: String,
-    /// Version of book 1522.
-    pub kind_version: String,
-    /// Organization OID.
-    pub org_oid: String,
-    /// Patient SNILS.
-    pub patient_snils: String,
-    /// Author SNILS.
-    pub author_snils: String,
-    /// The document bytes.
-    pub content: Vec<u8>,
-    /// Media type.
-    pub content_type: String,
-    /// The organization's detached CMS, if the clinic signed.
-    pub org_signature: Option<Vec<u8>>,
-    /// The doctor's detached CMS, if the clinic signed.
-    pub doctor_signature: Option<Vec<u8>>,
 }
 
 /// Payload of a registration outbox item.

@@ -4,6 +4,7 @@
 
 pub mod appointment;
 pub mod bundle;
+pub mod capability;
 pub mod directory;
 pub mod document;
 pub mod outcome;
