@@ -189,7 +189,7 @@ impl OutboundCall {
             operation: operation.to_string(),
             target: target.to_string(),
             correlation_id: correlation_id.to_string(),
-            started_at: crate::store::now_ms(),
+            started_at: crate::model::time::now_ms(),
             request: Vec::new(),
         }
     }

@@ -10,8 +10,9 @@ use futures_util::future::BoxFuture;
 
 use crate::model::schedule::{Practitioner, Slot, SlotChange, SlotStatus};
 use crate::model::time::day_start_ms;
+use crate::model::time::now_ms;
 use crate::model::Oid;
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// One page of slots and the token of the next page.
 pub type SchedulePage = (Vec<Slot>, Option<String>);

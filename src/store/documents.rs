@@ -6,9 +6,10 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::outbox::{enqueue, NewOutboxItem};
-use super::{corrupt, now_ms, Backend, Store, StoreError};
+use super::{corrupt, Backend, Store, StoreError};
 use crate::model::document::{Document, DocumentStatus};
 use crate::model::remd::ErrorClass;
+use crate::model::time::now_ms;
 use crate::model::{Oid, Snils};
 
 /// One entry of a document's history.

@@ -243,8 +243,6 @@ pub fn power_of_two_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
     out
 }
 
-pub use crate::model::time::{from_ms, now_ms};
-
 #[cfg(test)]
 mod chunk_tests {
     use super::power_of_two_chunks;

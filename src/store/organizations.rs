@@ -2,8 +2,9 @@
 
 use sqlx::Row;
 
-use super::{now_ms, Store, StoreError};
+use super::{Store, StoreError};
 use crate::model::organization::Organization;
+use crate::model::time::now_ms;
 use crate::model::Oid;
 
 impl Store {

@@ -558,11 +558,11 @@ async fn channels_and_restrictions(backend: Backend) {
     let free = fx.free(Channel::Internet).await;
     let on_day = free
         .iter()
-        .find(|s| medgate::store::from_ms(s.start_at).date_naive() == day)
+        .find(|s| medgate::model::time::from_ms(s.start_at).date_naive() == day)
         .unwrap();
     let later = free
         .iter()
-        .find(|s| medgate::store::from_ms(s.start_at).date_naive() > day)
+        .find(|s| medgate::model::time::from_ms(s.start_at).date_naive() > day)
         .unwrap();
     let (s, refused) = fx
         .post(
@@ -622,7 +622,9 @@ async fn channels_and_restrictions(backend: Backend) {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let next = free
         .iter()
-        .find(|s| medgate::store::from_ms(s.start_at).date_naive() == day && s.id != on_day.id)
+        .find(|s| {
+            medgate::model::time::from_ms(s.start_at).date_naive() == day && s.id != on_day.id
+        })
         .unwrap();
     let (s, _) = fx
         .post(
@@ -1171,7 +1173,7 @@ async fn withdrawn_slot_notifies_the_patient(backend: Backend) {
     let (fx, got, handle, slot, booked) = booked_with_notifications(backend, 21).await;
     // The doctor falls ill that day.
     let doctor = slot.practitioner_id.trim_start_matches("emias:");
-    let day = medgate::store::from_ms(slot.start_at).date_naive();
+    let day = medgate::model::time::from_ms(slot.start_at).date_naive();
     assert_eq!(fx.sim.withdraw_day(doctor, day), 8);
     assert_eq!(fx.t.step("schedule-round").await, 1);
     let notes = first_notes(&got).await;
@@ -1233,7 +1235,7 @@ async fn moved_slot_moves_the_appointment_and_notifies_the_patient(backend: Back
     assert_eq!(notes.len(), 1, "one notification: {notes:?}");
     let n = &notes[0];
     let moved_to = slot.start_at + 90 * 60_000;
-    let time = |ms: i64| medgate::store::from_ms(ms).to_rfc3339();
+    let time = |ms: i64| medgate::model::time::from_ms(ms).to_rfc3339();
     assert_eq!(n["event"], "slot-moved");
     assert_eq!(n["appointment"], booked["id"]);
     assert_eq!(n["patient"]["policy"], policy(22).as_str());
@@ -1302,7 +1304,7 @@ async fn slot_checks_look_at_the_changed_slots_or_at_all(backend: Backend) {
         .set_slots_status(
             std::slice::from_ref(&slot.id),
             SlotStatus::Withdrawn,
-            medgate::store::now_ms(),
+            medgate::model::time::now_ms(),
         )
         .await
         .unwrap();
@@ -1360,7 +1362,7 @@ async fn a_full_sync_makes_the_next_round_look_at_every_appointment(backend: Bac
     // account (the fixture ran it).
     // A change outside the change feed, as a full sync makes it: the slot is gone.
     let store = &fx.t.gw.store;
-    let now = medgate::store::now_ms();
+    let now = medgate::model::time::now_ms();
     store
         .set_slots_status(std::slice::from_ref(&slot.id), SlotStatus::Withdrawn, now)
         .await

@@ -585,12 +585,12 @@ async fn data_errors_are_not_retried_and_name_who_fixes_them(backend: Backend) {
         v["extension"][1]["extension"][1]["valueString"],
         "ORG_NOT_FOUND_IN_FRMO"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        sim.counters().received,
-        1,
-        "a data error must not be retried"
-    );
+    // A data error must not be retried: nothing is left to deliver.
+    let items = t.gw.store.outbox_for(&uid).await.unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!((items[0].status.as_str(), items[0].attempts), ("done", 1));
+    assert_eq!(t.step("deliver:remd").await, 0);
+    assert_eq!(sim.counters().received, 1);
     let list: Value = t
         .get_admin("/api/admin/documents?status=rejected&error_class=data")
         .await

@@ -499,7 +499,7 @@ async fn transaction_log_records_requests_sqlite() {
 
 async fn transaction_log_pages_through_a_thousand_records(backend: Backend) {
     let t = TestGateway::start(backend).await;
-    let base = medgate::store::now_ms() - 3_600_000;
+    let base = medgate::model::time::now_ms() - 3_600_000;
     let records: Vec<_> = (0..1000)
         .map(|i| medgate::store::transactions::TransactionRecord {
             id: uuid::Uuid::now_v7().to_string(),
@@ -559,7 +559,7 @@ async fn transaction_log_pages_through_a_thousand_records(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(errors["count"], 100);
-    let from = medgate::store::from_ms(base + 900).to_rfc3339();
+    let from = medgate::model::time::from_ms(base + 900).to_rfc3339();
     let recent: Value = t
         .get_admin(&format!(
             "/api/admin/transactions?operation=emias.GetSchedule&from={}",

@@ -36,7 +36,7 @@ async fn full_and_incremental_sync(backend: Backend) {
     let org = &oid;
     // 3 doctors in this clinic, 6 working days (Sunday off) of 4 slots.
     assert_eq!(store.latest_full_sync().await.unwrap(), None);
-    let before = medgate::store::now_ms();
+    let before = medgate::model::time::now_ms();
     let r = full_sync(store, &client, org, first_day(), 7, &|_| {})
         .await
         .unwrap();
