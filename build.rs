@@ -5,6 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
+    // Any change of the sources is a new build: its date is stamped again.
+    println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     // Reproducible builds pin the date through SOURCE_DATE_EPOCH; otherwise it is today. Not
     // named MEDGATE_*: cargo passes it to test processes, where the config loader reads

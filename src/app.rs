@@ -320,6 +320,7 @@ fn background_jobs(
         booking.clone(),
         sources,
         Duration::from_secs(settings.booking.sync_interval_secs),
+        clock.clone(),
     )));
     jobs
 }

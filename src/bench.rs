@@ -564,6 +564,7 @@ async fn load_region(
                     &org,
                     day,
                     30,
+                    crate::model::time::now_ms(),
                     &|n| {
                         let prev = last.swap(n, std::sync::atomic::Ordering::Relaxed);
                         bar.inc((n - prev) as u64);

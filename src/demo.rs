@@ -269,6 +269,7 @@ impl Demo {
                     &org.oid,
                     today,
                     30,
+                    crate::model::time::now_ms(),
                     &|_| {},
                 )
                 .await
@@ -291,6 +292,7 @@ impl Demo {
                     &demo_oid(org),
                     today,
                     30,
+                    crate::model::time::now_ms(),
                     &|_| {},
                 )
                 .await

@@ -490,9 +490,15 @@ async fn sync_schedules(settings: Settings, org: Option<String>, full: bool) -> 
                 let source = client.source();
                 bar.set_message(format!("{source} {o}"));
                 let base = total.slots;
-                match full_sync(&store, client.as_ref(), o, today, *days, &|n| {
-                    bar.set_message(format!("{source} {o}: {} slots", base + n))
-                })
+                match full_sync(
+                    &store,
+                    client.as_ref(),
+                    o,
+                    today,
+                    *days,
+                    medgate::model::time::now_ms(),
+                    &|n| bar.set_message(format!("{source} {o}: {} slots", base + n)),
+                )
                 .await
                 {
                     Ok(r) => add(&mut total, r),
@@ -515,7 +521,7 @@ async fn sync_schedules(settings: Settings, org: Option<String>, full: bool) -> 
     } else {
         let mut total = SyncReport::default();
         for (client, _) in &clients {
-            match incremental_sync(&store, client.as_ref()).await {
+            match incremental_sync(&store, client.as_ref(), medgate::model::time::now_ms()).await {
                 Ok(r) => add(&mut total, r),
                 Err(e) => {
                     result = Err(format!("{}: {e}", client.source()));

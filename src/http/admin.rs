@@ -57,7 +57,13 @@ pub struct ListParams {
 fn parse_time(field: &str, raw: &str) -> ApiResult<i64> {
     match raw.parse::<i64>() {
         Ok(ms) => Ok(ms),
-        Err(_) => moment(field, raw).map(|m| m.ms()),
+        Err(_) => moment(field, raw).map(|m| m.ms()).map_err(|_| {
+            ApiError::invalid(
+                "INVALID_TIME",
+                field,
+                format!("`{field}` must be RFC 3339 (2026-11-22T10:00:00Z), a date or epoch milliseconds"),
+            )
+        }),
     }
 }
 

@@ -167,7 +167,11 @@ pub fn booking_error(e: BookingError, field_of: &dyn Fn(&str) -> String) -> ApiE
             (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule)
         }
         BookingError::NotYours(_) => (StatusCode::FORBIDDEN, IssueType::Forbidden),
-        BookingError::Patient(_) => (StatusCode::BAD_REQUEST, IssueType::Required),
+        BookingError::Patient(_)
+        | BookingError::Invalid {
+            code: "REQUIRED_FIELD_MISSING",
+            ..
+        } => (StatusCode::BAD_REQUEST, IssueType::Required),
         BookingError::Invalid { .. }
         | BookingError::SlotElsewhere { .. }
         | BookingError::NotRestrictable { .. }

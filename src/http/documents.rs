@@ -102,8 +102,8 @@ fn to_api_with(e: DocumentError, path_of: fn(Field) -> &'static str) -> ApiError
             };
             ApiError::new(status, IssueType::Invalid, code, message).at(at)
         }
-        DocumentError::Forbidden(org) => {
-            ApiError::forbidden(format!("client may not act for organization {org}"))
+        e @ (DocumentError::Forbidden(_) | DocumentError::NotReadable(_)) => {
+            ApiError::forbidden(e.to_string())
         }
         DocumentError::NotFound(uid) => ApiError::not_found(
             "DOCUMENT_NOT_FOUND",
@@ -368,6 +368,15 @@ impl AdminFilter {
         })
     }
 
+    /// The limit, clamped to 1..=1000 (a filtered rerun takes what it can).
+    fn limit_clamped(&self, default: u32) -> u32 {
+        self.limit
+            .as_deref()
+            .and_then(|l| l.trim().parse::<u32>().ok())
+            .unwrap_or(default)
+            .clamp(1, 1000)
+    }
+
     fn limit(&self, default: u32) -> ApiResult<u32> {
         self.limit
             .as_deref()
@@ -482,7 +491,7 @@ async fn admin_rerun_set(
     }
     let ids = state
         .documents
-        .rerun_matching(&filter, f.limit(1000)?, &principal.id)
+        .rerun_matching(&filter, f.limit_clamped(1000), &principal.id)
         .await
         .map_err(|e| match e {
             DocumentError::NotRerunnable(_) => ApiError::invalid(

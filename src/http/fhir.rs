@@ -44,7 +44,16 @@ pub fn base_url(state: &AppState, req: &HttpRequest) -> String {
     }
 }
 
-/// The `self` link of a search: `base/path` with the search's parameters.
+/// The `self` link of a search as the client sent it: `base/path` with its query string.
+pub fn request_link(base: &str, path: &str, req: &HttpRequest) -> String {
+    match req.query_string() {
+        "" => format!("{base}/{path}"),
+        q => format!("{base}/{path}?{q}"),
+    }
+}
+
+/// A link to `base/path` with the given parameters (paging links, and the `self` link of
+/// an operation whose criteria came in a body).
 pub fn self_link(base: &str, path: &str, params: &[(String, String)]) -> String {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use super::booking::{
     booking_error, patient, reader, request_digest, requester, search_channel, PatientFields,
 };
-use super::fhir::{base_url, fhir_json, self_link};
+use super::fhir::{base_url, fhir_json, request_link, self_link};
 use super::middleware::Operation;
-use super::query::{check_params, count, first, moment, organization, pairs};
+use super::query::{check_params, count, first, moment, organization, organization_as, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
 use crate::codec::fhir::appointment::{appointment, proposal, status_of};
 use crate::codec::fhir::{
@@ -316,7 +316,11 @@ async fn create(
     // The place of care (R4: a Location); an Organization reference is read the same way.
     let org = actor(&["Location/", "Organization/"])
         .ok_or_else(|| ApiError::required("Appointment.participant[Location]"))?;
-    let org = organization("Appointment.participant[Location]", org)?;
+    let org = organization_as(
+        "INVALID_ORGANIZATION",
+        "Appointment.participant[Location]",
+        org,
+    )?;
     let practitioner =
         actor(&["Practitioner/"]).map(|p| gateway_id(p.trim_start_matches("Practitioner/")));
     let at = resource["start"]
@@ -527,7 +531,7 @@ async fn search(
         .iter()
         .map(|a| (format!("{base}/Appointment/{}", a.id), appointment(a)))
         .collect();
-    let body = searchset(&self_link(&base, "Appointment", &params), None, entries);
+    let body = searchset(&request_link(&base, "Appointment", &req), None, entries);
     Ok(fhir_json(StatusCode::OK, &body))
 }
 

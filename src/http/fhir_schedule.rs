@@ -7,7 +7,7 @@ use actix_web::web::{self, Data};
 use actix_web::{HttpRequest, HttpResponse};
 use base64::Engine;
 
-use super::fhir::{base_url, fhir_json, self_link};
+use super::fhir::{base_url, fhir_json, request_link, self_link};
 use super::query::{check_params, count, first, moment, organization, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
 use crate::codec::fhir::directory::{
@@ -53,7 +53,13 @@ fn start_range(raw: &str, q: &mut SlotQuery) -> ApiResult<()> {
         Some(p @ ("ge" | "gt" | "le" | "lt" | "eq")) => (p, &raw[2..]),
         _ => ("eq", raw),
     };
-    let m = moment("start", value)?;
+    let m = moment("start", value).map_err(|_| {
+        ApiError::invalid(
+            "INVALID_PARAMETER",
+            "start",
+            format!("`start` must be a date (2026-11-23) or dateTime with an optional ge/gt/le/lt prefix, got {raw:?}"),
+        )
+    })?;
     let ms = m.ms();
     match prefix {
         "ge" => q.start_from = Some(q.start_from.map_or(ms, |x| x.max(ms))),
@@ -129,7 +135,7 @@ async fn search_slots(
     let base = base_url(&state, &req);
     let more = rows.len() as u32 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
-    let self_url = format!("{base}/Slot?{}", req.query_string());
+    let self_url = request_link(&base, "Slot", &req);
     let next = more.then(|| {
         let last = &page[page.len() - 1];
         let mut p: Vec<(String, String)> = params
@@ -175,7 +181,7 @@ async fn practitioner_search(
             )
         })
         .collect();
-    let body = searchset(&self_link(&base, resource_type, &params), None, entries);
+    let body = searchset(&request_link(&base, resource_type, req), None, entries);
     Ok(fhir_json(StatusCode::OK, &body))
 }
 

@@ -43,15 +43,20 @@ pub fn check_params(params: &[(String, String)], known: &[&str]) -> ApiResult<()
     Ok(())
 }
 
-/// A count (`_count`, `limit`): an integer from 1 to `max`.
+/// A count (`_count`, or the JSON API's `limit`): an integer from 1 to `max`.
 pub fn count(name: &str, raw: &str, max: u32) -> ApiResult<u32> {
+    let code = if name == "limit" {
+        "INVALID_LIMIT"
+    } else {
+        "INVALID_PARAMETER"
+    };
     raw.trim()
         .parse()
         .ok()
         .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| {
             ApiError::invalid(
-                "INVALID_PARAMETER",
+                code,
                 name,
                 format!("`{name}` must be an integer from 1 to {max}"),
             )
@@ -79,13 +84,18 @@ pub fn moment(name: &str, raw: &str) -> ApiResult<Moment> {
     })
 }
 
-/// An organization named by OID, as `Organization/<oid>`, `Location/<oid>` or bare.
-pub fn organization(name: &str, raw: &str) -> ApiResult<Oid> {
+/// An organization named by OID, as `Organization/<oid>`, `Location/<oid>` or bare; a bad
+/// one is refused with `code`.
+pub fn organization_as(code: &'static str, name: &str, raw: &str) -> ApiResult<Oid> {
     let oid = raw
         .trim_start_matches("Organization/")
         .trim_start_matches("Location/");
-    Oid::parse_organization(oid)
-        .map_err(|e| ApiError::invalid("INVALID_ORGANIZATION", name, e.to_string()))
+    Oid::parse_organization(oid).map_err(|e| ApiError::invalid(code, name, e.to_string()))
+}
+
+/// A search parameter naming an organization (see [`organization_as`]).
+pub fn organization(name: &str, raw: &str) -> ApiResult<Oid> {
+    organization_as("INVALID_PARAMETER", name, raw)
 }
 
 #[cfg(test)]
@@ -118,6 +128,8 @@ mod tests {
         ] {
             assert_eq!(organization("organization", &raw).unwrap().as_str(), oid);
         }
-        assert!(organization("organization", "1.2.3").is_err());
+        let e = organization("organization", "1.2.3").unwrap_err();
+        assert_eq!(e.code, "INVALID_PARAMETER");
+        assert_eq!(count("limit", "0", 10).unwrap_err().code, "INVALID_LIMIT");
     }
 }

@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Mutex;
 
 use super::{Job, Tick};
+use crate::model::time::SharedClock;
 use crate::services::booking::Booking;
 use crate::services::schedule_sync::{incremental_sync, ScheduleSource};
 use crate::store::Store;
@@ -21,6 +22,7 @@ pub struct ScheduleRound {
     booking: Booking,
     sources: Vec<Arc<dyn ScheduleSource>>,
     period: Duration,
+    clock: SharedClock,
     state: Mutex<RoundState>,
 }
 
@@ -38,12 +40,14 @@ impl ScheduleRound {
         booking: Booking,
         sources: Vec<Arc<dyn ScheduleSource>>,
         period: Duration,
+        clock: SharedClock,
     ) -> ScheduleRound {
         ScheduleRound {
             store,
             booking,
             sources,
             period,
+            clock,
             state: Mutex::new(RoundState::default()),
         }
     }
@@ -51,12 +55,15 @@ impl ScheduleRound {
     /// One round. It looks only at the slots its sync changed; the first round, a round
     /// after a full sync (`medgate sync schedules`, e.g. the nightly timer) and every
     /// [`FULL_CHECK_EVERY`]th look at every active appointment, the last as a backstop for
-    /// a failed round. Returns how many appointments followed their slots.
-    pub async fn round(&self) -> Result<usize, String> {
+    /// a failed round. A failing part is logged and the rest still runs. Returns how many
+    /// appointments followed their slots.
+    pub async fn round(&self) -> usize {
         let mut state = self.state.lock().await;
+        let round = state.round;
+        state.round += 1;
         let mut changed = Vec::new();
         for client in &self.sources {
-            match incremental_sync(&self.store, client.as_ref()).await {
+            match incremental_sync(&self.store, client.as_ref(), self.clock.now_ms()).await {
                 Ok(r) => changed.extend(r.changed),
                 Err(e) => {
                     tracing::warn!(source = client.source(), error = %e, "incremental schedule sync failed")
@@ -64,11 +71,13 @@ impl ScheduleRound {
             }
         }
         // A full sync since the last round changed slots outside the change feed.
-        let latest_full = self
-            .store
-            .latest_full_sync()
-            .await
-            .map_err(|e| e.to_string())?;
+        let latest_full = match self.store.latest_full_sync().await {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::warn!(error = %e, "full sync lookup failed");
+                None
+            }
+        };
         let full_sync = match state.full_seen {
             None => {
                 state.full_seen = Some(latest_full.unwrap_or(0));
@@ -79,32 +88,34 @@ impl ScheduleRound {
         if full_sync {
             state.full_seen = latest_full;
         }
-        let scope =
-            (state.round % FULL_CHECK_EVERY != 0 && !full_sync).then_some(changed.as_slice());
-        state.round += 1;
-        let withdrawn = self
-            .booking
-            .handle_withdrawn_slots(scope)
-            .await
-            .map_err(|e| format!("withdrawn slot check failed: {e}"))?;
+        let scope = (round % FULL_CHECK_EVERY != 0 && !full_sync).then_some(changed.as_slice());
+        let withdrawn = match self.booking.handle_withdrawn_slots(scope).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "withdrawn slot check failed");
+                0
+            }
+        };
         if withdrawn > 0 {
             tracing::info!(
                 appointments = withdrawn,
                 "appointments on withdrawn slots ended, patients notified"
             );
         }
-        let moved = self
-            .booking
-            .handle_moved_slots(scope)
-            .await
-            .map_err(|e| format!("moved slot check failed: {e}"))?;
+        let moved = match self.booking.handle_moved_slots(scope).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "moved slot check failed");
+                0
+            }
+        };
         if moved > 0 {
             tracing::info!(
                 appointments = moved,
                 "appointments on moved slots follow the new times, patients notified"
             );
         }
-        Ok(withdrawn + moved)
+        withdrawn + moved
     }
 }
 
@@ -114,7 +125,7 @@ impl Job for ScheduleRound {
     }
 
     fn step(&self) -> BoxFuture<'_, Result<Tick, String>> {
-        Box::pin(async move { self.round().await.map(Tick::done) })
+        Box::pin(async move { Ok(Tick::done(self.round().await)) })
     }
 
     fn period(&self) -> Duration {

@@ -26,7 +26,7 @@ use crate::model::booking::{
     Appointment, AppointmentStatus, Patient, PatientError, Restriction, Transition, RESTRICTABLE,
 };
 use crate::model::schedule::{external_part, Channel, Channels, Slot, SlotStatus};
-use crate::model::time::{from_ms, instant_secs, SharedClock, DAY_MS};
+use crate::model::time::{from_ms, SharedClock, DAY_MS};
 use crate::model::Oid;
 pub use crate::store::appointments::AppointmentQuery;
 use crate::store::appointments::{KeyClaim, NewHold};
@@ -348,8 +348,8 @@ pub fn refusal(
     restriction.map(|r| BookingError::ChannelRestricted {
         org: r.org.clone(),
         channel,
-        from: instant_secs(r.from_at),
-        to: instant_secs(r.to_at),
+        from: from_ms(r.from_at).to_rfc3339(),
+        to: from_ms(r.to_at).to_rfc3339(),
         reason: r.reason.clone(),
     })
 }
@@ -648,7 +648,17 @@ impl Booking {
         patient.check()?;
         self.schedules.known_organization(org).await?;
         let specialty = match practitioner_id {
-            Some(p) => self.schedules.practitioner_of(org, p).await?.specialty_code,
+            Some(p) => match self.schedules.practitioner_of(org, p).await {
+                Ok(found) => found.specialty_code,
+                Err(ScheduleError::UnknownPractitioner { .. }) => {
+                    return Err(BookingError::Invalid {
+                        code: "INVALID_REQUEST",
+                        field: "practitioner",
+                        message: format!("organization {org} has no practitioner {p}"),
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            },
             None => String::new(),
         };
         let now = self.now();

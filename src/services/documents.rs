@@ -70,9 +70,12 @@ pub enum DocumentError {
         /// Message.
         message: String,
     },
-    /// The client may not submit for, or read documents of, this organization.
-    #[error("client may not act for organization {0}")]
+    /// The client may not submit documents for this organization.
+    #[error("client may not submit documents for organization {0}")]
     Forbidden(Oid),
+    /// The client may not read documents of this organization.
+    #[error("client may not read documents of this organization")]
+    NotReadable(Oid),
     /// No document with this local UID.
     #[error("no document with local UID {0}")]
     NotFound(String),
@@ -735,8 +738,11 @@ impl Documents {
         }
         let mut ids = Vec::new();
         for d in self.store.list_documents(filter, limit).await? {
-            if self.rerun(&d.id, operator).await? == Rerun::Queued {
-                ids.push(d.id);
+            // One that moved on since the listing (queued, sent, registered) is skipped.
+            match self.rerun(&d.id, operator).await {
+                Ok(Rerun::Queued) => ids.push(d.id),
+                Ok(Rerun::AlreadyQueued) | Err(DocumentError::NotRerunnable(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(ids)
@@ -746,7 +752,7 @@ impl Documents {
     pub async fn document(&self, client: &Client, id: &str) -> Result<Document, DocumentError> {
         let doc = self.any_document(id).await?;
         if !client.may_act_for(&doc.org) {
-            return Err(DocumentError::Forbidden(doc.org));
+            return Err(DocumentError::NotReadable(doc.org));
         }
         Ok(doc)
     }

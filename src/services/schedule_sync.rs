@@ -10,7 +10,6 @@ use futures_util::future::BoxFuture;
 
 use crate::model::schedule::{Practitioner, Slot, SlotChange, SlotStatus};
 use crate::model::time::day_start_ms;
-use crate::model::time::now_ms;
 use crate::model::Oid;
 use crate::store::{Store, StoreError};
 
@@ -74,17 +73,18 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
-/// Full sync of one organization for `days` days from `from`. `progress` is called with the
-/// number of slots written so far.
+/// Full sync of one organization for `days` days from `from`, at `now` (epoch ms).
+/// `progress` is called with the number of slots written so far.
 pub async fn full_sync(
     store: &Store,
     client: &dyn ScheduleSource,
     org: &Oid,
     from: NaiveDate,
     days: u32,
+    now: i64,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<SyncReport, SyncError> {
-    let started = now_ms();
+    let started = now;
     let practitioners = client.resources(org).await?;
     store.upsert_practitioners(&practitioners, started).await?;
     let specialty: HashMap<String, String> = practitioners
@@ -123,7 +123,7 @@ pub async fn full_sync(
             client.source(),
             &format!("full:{org}"),
             &started.to_string(),
-            now_ms(),
+            started,
         )
         .await?;
     Ok(SyncReport {
@@ -135,17 +135,18 @@ pub async fn full_sync(
     })
 }
 
-/// Incremental sync: applies the MIS's slot changes since the stored token.
+/// Incremental sync at `now` (epoch ms): applies the clinic system's slot changes since the
+/// stored token.
 pub async fn incremental_sync(
     store: &Store,
     client: &dyn ScheduleSource,
+    now: i64,
 ) -> Result<SyncReport, SyncError> {
     let token = store
         .change_token(client.source(), "slots")
         .await?
         .unwrap_or_else(|| client.initial_token());
     let (changes, next) = client.changes(&token).await?;
-    let now = now_ms();
     // The last status change of each slot wins; a move changes times, not status.
     let last: HashMap<&str, SlotStatus> = changes
         .iter()

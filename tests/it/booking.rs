@@ -79,9 +79,17 @@ impl Fx {
         })
         .await;
         let fx = Fx { t, sim };
-        full_sync(&fx.t.gw.store, &fx.mis(), &org(), first_day(), 7, &|_| {})
-            .await
-            .unwrap();
+        full_sync(
+            &fx.t.gw.store,
+            &fx.mis(),
+            &org(),
+            first_day(),
+            7,
+            medgate::model::time::now_ms(),
+            &|_| {},
+        )
+        .await
+        .unwrap();
         fx
     }
 

@@ -63,9 +63,17 @@ async fn fhir_clinic_is_synchronized_and_booked_through_both_interfaces(backend:
         .await
         .unwrap();
     let client = FhirMisClient::new(&sim.url, Duration::from_secs(1), t.gw.state.txlog.clone());
-    let r = full_sync(store, &client, &clinic(), first_day, 3, &|_| {})
-        .await
-        .unwrap();
+    let r = full_sync(
+        store,
+        &client,
+        &clinic(),
+        first_day,
+        3,
+        medgate::model::time::now_ms(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((r.practitioners, r.slots, r.withdrawn), (2, 48, 0));
     let slots = store
         .search_slots(
@@ -167,10 +175,15 @@ async fn fhir_clinic_is_synchronized_and_booked_through_both_interfaces(backend:
     // The MIS's own changes: a withdrawn day and the bookings above.
     let doctor = slots[0].practitioner_id.trim_start_matches("fhir-mis:");
     assert_eq!(sim.withdraw_day(doctor, first_day + Days::new(1)), 8);
-    let inc = incremental_sync(store, &client).await.unwrap();
+    let inc = incremental_sync(store, &client, medgate::model::time::now_ms())
+        .await
+        .unwrap();
     assert_eq!(inc.withdrawn, 8);
     assert_eq!(
-        incremental_sync(store, &client).await.unwrap().withdrawn,
+        incremental_sync(store, &client, medgate::model::time::now_ms())
+            .await
+            .unwrap()
+            .withdrawn,
         0,
         "the token advanced"
     );
@@ -187,7 +200,9 @@ async fn fhir_clinic_is_synchronized_and_booked_through_both_interfaces(backend:
     // slot takes the new time and the appointment follows it, once.
     let before = store.slot(&a).await.unwrap().unwrap().start_at;
     assert!(sim.move_slot(ext_a, 30));
-    let inc = incremental_sync(store, &client).await.unwrap();
+    let inc = incremental_sync(store, &client, medgate::model::time::now_ms())
+        .await
+        .unwrap();
     assert_eq!((inc.moved, inc.changed.clone()), (1, vec![a.clone()]));
     let moved = store.slot(&a).await.unwrap().unwrap();
     assert_eq!(

@@ -37,9 +37,17 @@ async fn full_and_incremental_sync(backend: Backend) {
     // 3 doctors in this clinic, 6 working days (Sunday off) of 4 slots.
     assert_eq!(store.latest_full_sync().await.unwrap(), None);
     let before = medgate::model::time::now_ms();
-    let r = full_sync(store, &client, org, first_day(), 7, &|_| {})
-        .await
-        .unwrap();
+    let r = full_sync(
+        store,
+        &client,
+        org,
+        first_day(),
+        7,
+        medgate::model::time::now_ms(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((r.practitioners, r.slots, r.withdrawn), (3, 72, 0));
     // Recorded, so a running gateway's next round checks every appointment.
     assert!(store
@@ -47,9 +55,17 @@ async fn full_and_incremental_sync(backend: Backend) {
         .await
         .unwrap()
         .is_some_and(|t| t >= before));
-    let again = full_sync(store, &client, org, first_day(), 7, &|_| {})
-        .await
-        .unwrap();
+    let again = full_sync(
+        store,
+        &client,
+        org,
+        first_day(),
+        7,
+        medgate::model::time::now_ms(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(again, r, "a second full sync changes nothing");
     let counts = store.slot_counts(Some(org)).await.unwrap();
     assert_eq!(counts, vec![("free".to_string(), 72)]);
@@ -57,10 +73,15 @@ async fn full_and_incremental_sync(backend: Backend) {
     // The doctor falls ill on Tuesday: the change feed withdraws the day's slots.
     let doctor = &sim.doctors(org.as_str())[0];
     assert_eq!(sim.withdraw_day(&doctor.id, first_day() + Days::new(1)), 4);
-    let inc = incremental_sync(store, &client).await.unwrap();
+    let inc = incremental_sync(store, &client, medgate::model::time::now_ms())
+        .await
+        .unwrap();
     assert_eq!(inc.withdrawn, 4);
     assert_eq!(
-        incremental_sync(store, &client).await.unwrap().withdrawn,
+        incremental_sync(store, &client, medgate::model::time::now_ms())
+            .await
+            .unwrap()
+            .withdrawn,
         0,
         "token advanced"
     );
@@ -102,9 +123,17 @@ async fn full_and_incremental_sync(backend: Backend) {
         error_rate: 1.0,
         ..Faults::default()
     });
-    let err = full_sync(store, &client, org, first_day(), 7, &|_| {})
-        .await
-        .unwrap_err();
+    let err = full_sync(
+        store,
+        &client,
+        org,
+        first_day(),
+        7,
+        medgate::model::time::now_ms(),
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, SyncError::Source(ref m) if m.contains("INTERNAL_ERROR")),
         "{err}"
@@ -114,9 +143,17 @@ async fn full_and_incremental_sync(backend: Backend) {
         hang: Duration::from_secs(3),
         ..Faults::default()
     });
-    let err = full_sync(store, &client, org, first_day(), 7, &|_| {})
-        .await
-        .unwrap_err();
+    let err = full_sync(
+        store,
+        &client,
+        org,
+        first_day(),
+        7,
+        medgate::model::time::now_ms(),
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, SyncError::Source(ref m) if m.contains("did not answer")),
         "{err}"
@@ -294,6 +331,7 @@ async fn fhir_slot_search(backend: Backend) {
         &medgate::model::Oid::parse_organization(org).unwrap(),
         first_day(),
         7,
+        medgate::model::time::now_ms(),
         &|_| {},
     )
     .await
