@@ -179,7 +179,7 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         name: "bench".into(),
         token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
         organizations: vec![ORG.into()],
-        scopes: vec!["documents:write".into()],
+        scopes: vec!["documents:submit".into()],
         channels: Vec::new(),
     }];
     s.remd = Some(RemdSettings {

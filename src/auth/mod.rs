@@ -10,6 +10,42 @@ use crate::config::ClientSettings;
 use crate::model::schedule::Channel;
 use crate::model::Oid;
 
+/// The scopes a client may hold; every route names the one it needs.
+pub mod scopes {
+    /// Everything, for any organization (operators).
+    pub const ADMIN: &str = "admin";
+    /// The directory and schedules: organizations, practitioners, slots, free slots.
+    pub const SCHEDULE_READ: &str = "schedule:read";
+    /// Appointments and a patient's history.
+    pub const APPOINTMENT_READ: &str = "appointment:read";
+    /// Hold, book, cancel, reschedule, urgent visits (implies reading appointments).
+    pub const APPOINTMENT_WRITE: &str = "appointment:write";
+    /// Channel restrictions of the client's organizations.
+    pub const BOOKING_ADMIN: &str = "booking:admin";
+    /// Submitting documents for the client's organizations.
+    pub const DOCUMENTS_SUBMIT: &str = "documents:submit";
+    /// Reading documents of the client's organizations and their registration status.
+    pub const DOCUMENTS_READ: &str = "documents:read";
+    /// Sending refused documents of the client's organizations again.
+    pub const DOCUMENTS_RERUN: &str = "documents:rerun";
+    /// The transaction log's records (metadata).
+    pub const TRANSACTIONS_READ: &str = "transactions:read";
+    /// The stored bodies of transaction records (they carry personal data).
+    pub const TRANSACTIONS_BODIES: &str = "transactions:bodies";
+    /// The registry's callbacks and file fetches.
+    pub const REMD_CALLBACK: &str = "remd:callback";
+    /// The audit trail of accesses to personal data.
+    pub const AUDIT_READ: &str = "audit:read";
+
+    /// Scopes a held scope implies.
+    pub fn implied(held: &str) -> &'static [&'static str] {
+        match held {
+            APPOINTMENT_WRITE => &[APPOINTMENT_READ],
+            _ => &[],
+        }
+    }
+}
+
 /// An authenticated API client, handed to every handler of a protected route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
@@ -26,9 +62,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// True when the client holds `scope` or the `admin` scope.
+    /// True when the client holds `scope`, a scope that implies it, or `admin`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope || s == "admin")
+        self.scopes
+            .iter()
+            .any(|s| s == scope || s == scopes::ADMIN || scopes::implied(s).contains(&scope))
+    }
+
+    /// True for operators, who see every organization's records.
+    pub fn is_operator(&self) -> bool {
+        self.scopes.iter().any(|s| s == scopes::ADMIN)
     }
 
     /// The channel a booking request uses: the one it names (if the client may use it) or

@@ -7,36 +7,27 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::access::{Access, Org, Route};
 use super::booking::booking_error;
 use super::query::{count, moment};
 use super::{ApiError, ApiResult, AppState, Principal};
+use crate::auth::scopes::{BOOKING_ADMIN, TRANSACTIONS_BODIES, TRANSACTIONS_READ};
 use crate::model::booking::Restriction;
 use crate::model::schedule::Channel;
 use crate::model::time::from_ms;
+use crate::route;
 use crate::services::booking::NewRestriction;
 use crate::services::operations::{TransactionFilter, TransactionRecord};
+use crate::services::Caller;
 
-/// Registers the admin routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/transactions", web::get().to(list_transactions))
-        .route("/transactions/{id}", web::get().to(get_transaction))
-        .route("/restrictions", web::get().to(list_restrictions))
-        .route("/restrictions", web::post().to(add_restriction))
-        .route("/restrictions/{id}", web::delete().to(delete_restriction))
-        .configure(super::documents::admin_routes);
-}
-
-/// Refuses a client without `scope` (or `admin`) with 403 naming the scope.
-pub fn require(principal: &Principal, scope: &str) -> ApiResult<()> {
-    if principal.has_scope(scope) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "client `{}` lacks the scope `{scope}`",
-            principal.id
-        )))
-    }
-}
+/// The operator routes (the document ones are in `documents`), with who may call them.
+pub const ROUTES: &[Route] = &[
+    route!(GET "/api/admin" "/transactions" => list_transactions, Access::Scope(TRANSACTIONS_READ, Org::Records)),
+    route!(GET "/api/admin" "/transactions/{id}" => get_transaction, Access::Scope(TRANSACTIONS_READ, Org::Records)),
+    route!(GET "/api/admin" "/restrictions" => list_restrictions, Access::Scope(BOOKING_ADMIN, Org::Records)),
+    route!(POST "/api/admin" "/restrictions" => add_restriction, Access::Scope(BOOKING_ADMIN, Org::Named)),
+    route!(DELETE "/api/admin" "/restrictions/{id}" => delete_restriction, Access::Scope(BOOKING_ADMIN, Org::Records)),
+];
 
 /// Query parameters of the transaction list.
 #[derive(Debug, Deserialize)]
@@ -72,7 +63,6 @@ async fn list_transactions(
     principal: Principal,
     params: Result<Query<ListParams>, actix_web::Error>,
 ) -> ApiResult<HttpResponse> {
-    require(&principal, "transactions:read")?;
     let Query(p) = params.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
     const STATUSES: [&str; 4] = ["ok", "client-error", "server-error", "failed"];
     if let Some(s) = &p.status {
@@ -102,7 +92,10 @@ async fn list_transactions(
         to: p.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
         before_id: p.cursor.clone(),
     };
-    let items = state.operations.transactions(&filter, limit).await?;
+    let items = state
+        .operations
+        .transactions(Caller::of(&principal), &filter, limit)
+        .await?;
     let next_cursor = (items.len() as u32 == limit)
         .then(|| items.last().map(|r| r.id.clone()))
         .flatten();
@@ -138,17 +131,27 @@ async fn get_transaction(
     principal: Principal,
     id: Path<String>,
 ) -> ApiResult<HttpResponse> {
-    require(&principal, "transactions:read")?;
-    let record = state.operations.transaction(&id).await?.ok_or_else(|| {
-        ApiError::not_found(
-            "TRANSACTION_NOT_FOUND",
-            format!("no transaction with id {id}"),
-        )
-        .at("id")
-    })?;
+    let record = state
+        .operations
+        .transaction(Caller::of(&principal), &id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "TRANSACTION_NOT_FOUND",
+                format!("no transaction with id {id}"),
+            )
+            .at("id")
+        })?;
     let mut v = summary(&record);
-    v["request_body"] = body_json(record.request_body.as_deref());
-    v["response_body"] = body_json(record.response_body.as_deref());
+    // Bodies carry patients' identifiers: only for clients trusted with them.
+    if principal.has_scope(TRANSACTIONS_BODIES) {
+        v["request_body"] = body_json(record.request_body.as_deref());
+        v["response_body"] = body_json(record.response_body.as_deref());
+    } else {
+        v["bodies"] = json!(format!(
+            "withheld: reading bodies needs the scope {TRANSACTIONS_BODIES}"
+        ));
+    }
     Ok(HttpResponse::Ok().json(v))
 }
 
@@ -183,9 +186,6 @@ struct RestrictionIn {
     reason: String,
 }
 
-/// Scope needed to manage booking restrictions.
-const RESTRICTIONS_SCOPE: &str = "booking:admin";
-
 fn restriction_field(f: &str) -> String {
     f.to_string()
 }
@@ -195,7 +195,6 @@ async fn add_restriction(
     principal: Principal,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    require(&principal, RESTRICTIONS_SCOPE)?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let r: RestrictionIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         ApiError::invalid("INVALID_JSON", e.path().to_string(), e.inner().to_string())
@@ -227,7 +226,7 @@ async fn add_restriction(
     };
     let created = state
         .booking
-        .add_restriction(restriction)
+        .add_restriction(Caller::of(&principal), restriction)
         .await
         .map_err(|e| booking_error(e, &restriction_field))?;
     Ok(HttpResponse::Created().json(restriction_json(&created)))
@@ -249,14 +248,13 @@ async fn list_restrictions(
     principal: Principal,
     query: web::Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult<HttpResponse> {
-    require(&principal, RESTRICTIONS_SCOPE)?;
     let org = query
         .get("organization")
         .map(|o| super::query::organization("organization", o))
         .transpose()?;
     let rows = state
         .booking
-        .restrictions(org.as_ref())
+        .restrictions(Caller::of(&principal), org.as_ref())
         .await
         .map_err(|e| booking_error(e, &restriction_field))?;
     Ok(HttpResponse::Ok().json(rows.iter().map(restriction_json).collect::<Vec<_>>()))
@@ -267,10 +265,9 @@ async fn delete_restriction(
     principal: Principal,
     id: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    require(&principal, RESTRICTIONS_SCOPE)?;
     state
         .booking
-        .delete_restriction(&id)
+        .delete_restriction(Caller::of(&principal), &id)
         .await
         .map_err(|e| booking_error(e, &restriction_field))?;
     Ok(HttpResponse::NoContent().finish())

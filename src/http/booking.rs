@@ -5,30 +5,22 @@ use actix_web::http::StatusCode;
 use chrono::Datelike;
 
 use super::{ApiError, ApiResult, Principal};
+use crate::auth::scopes::APPOINTMENT_WRITE;
 use crate::codec::fhir::IssueType;
 use crate::model::booking::Patient;
 use crate::model::schedule::Channel;
 use crate::model::{PolicyNumber, Snils};
 use crate::services::booking::{BookingError, Requester};
+use crate::services::Caller;
 
-/// Scope needed to hold, book, cancel and reschedule.
-pub const WRITE_SCOPE: &str = "appointment:write";
-/// Scope needed to read appointments (write implies read).
-pub const READ_SCOPE: &str = "appointment:read";
-
-/// The requester of a booking operation: needs [`WRITE_SCOPE`]; `channel` (a wire name)
-/// must be one the client may use; none means the client's default. `field` names the
-/// channel field in the caller's protocol.
+/// The requester of a booking operation (the route's rule checked the scope): `channel`
+/// (a wire name) must be one the client may use; none means the client's default. `field`
+/// names the channel field in the caller's protocol.
 pub fn requester<'a>(
     p: &'a Principal,
     channel: Option<&str>,
     field: &str,
 ) -> ApiResult<Requester<'a>> {
-    if !p.has_scope(WRITE_SCOPE) {
-        return Err(ApiError::forbidden(format!(
-            "booking needs the scope {WRITE_SCOPE}"
-        )));
-    }
     let requested = match channel.map(str::trim).filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => Some(Channel::parse(c).ok_or_else(|| {
@@ -44,24 +36,16 @@ pub fn requester<'a>(
             .at(field.to_string())
     })?;
     Ok(Requester {
-        client_id: &p.id,
-        admin: p.has_scope("admin"),
+        caller: Caller::of(p),
         channel,
     })
 }
 
-/// The reader of appointments: needs [`READ_SCOPE`] or [`WRITE_SCOPE`].
-pub fn reader(p: &Principal) -> ApiResult<Requester<'_>> {
-    if p.has_scope(READ_SCOPE) || p.has_scope(WRITE_SCOPE) {
-        Ok(Requester {
-            client_id: &p.id,
-            admin: p.has_scope("admin"),
-            channel: p.booking_channel(None).unwrap_or(Channel::Internet),
-        })
-    } else {
-        Err(ApiError::forbidden(format!(
-            "reading appointments needs the scope {READ_SCOPE}"
-        )))
+/// The reader of appointments (the route's rule checked the scope).
+pub fn reader(p: &Principal) -> Requester<'_> {
+    Requester {
+        caller: Caller::of(p),
+        channel: p.booking_channel(None).unwrap_or(Channel::Internet),
     }
 }
 
@@ -69,12 +53,11 @@ pub fn reader(p: &Principal) -> ApiResult<Requester<'_>> {
 /// through it, else the client's default; a reader without booking rights sees the
 /// internet channel's slots.
 pub fn search_channel(p: &Principal, requested: Option<&str>, field: &str) -> ApiResult<Channel> {
-    match requester(p, requested, field) {
-        Ok(r) => Ok(r.channel),
+    if !p.has_scope(APPOINTMENT_WRITE) {
         // Reading free slots needs no write scope; the channel still filters.
-        Err(e) if e.status == StatusCode::FORBIDDEN && e.field.is_none() => Ok(Channel::Internet),
-        Err(e) => Err(e),
+        return Ok(Channel::Internet);
     }
+    requester(p, requested, field).map(|r| r.channel)
 }
 
 fn present(v: Option<&str>) -> Option<&str> {
@@ -166,7 +149,7 @@ pub fn booking_error(e: BookingError, field_of: &dyn Fn(&str) -> String) -> ApiE
         | BookingError::MisRefused { .. } => {
             (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule)
         }
-        BookingError::NotYours(_) => (StatusCode::FORBIDDEN, IssueType::Forbidden),
+        BookingError::NotYourOrganization(_) => (StatusCode::FORBIDDEN, IssueType::Forbidden),
         BookingError::Patient(_)
         | BookingError::Invalid {
             code: "REQUIRED_FIELD_MISSING",

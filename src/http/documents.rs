@@ -2,16 +2,18 @@
 //! callback and file endpoints, and the operator's document API.
 
 use actix_web::http::StatusCode;
-use actix_web::web::{self, Bytes, Data, Path, Query};
+use actix_web::web::{Bytes, Data, Path, Query};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::access::{Access, Org, Route};
 use super::error::current;
 use super::middleware::Operation;
 use super::query::{count, organization};
 use super::{ApiError, ApiResult, AppState, Principal, Protocol};
+use crate::auth::scopes::{DOCUMENTS_READ, DOCUMENTS_RERUN, DOCUMENTS_SUBMIT, REMD_CALLBACK};
 use crate::codec::fhir::document::{document_reference, read_submission, ReadError};
 use crate::codec::fhir::{IssueType, FHIR_JSON};
 use crate::codec::remd::{Addressing, RegisterResult, NS_CALLBACK, NS_SERVICE};
@@ -20,28 +22,28 @@ use crate::codec::xml::{dom, Limits};
 use crate::model::document::{Document, DocumentStatus, Submission};
 use crate::model::remd::ErrorClass;
 use crate::model::time::from_ms;
+use crate::route;
 use crate::services::documents::{DocumentError, DocumentFilter, Field, Rerun};
+use crate::services::Caller;
 
-/// FHIR routes (under `/fhir`).
-pub fn fhir_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/DocumentReference", web::post().to(submit_fhir))
-        .route("/DocumentReference/{id}", web::get().to(read_fhir));
-}
+/// The operations of the SOAP document service and who may call them.
+pub const SOAP_OPERATIONS: &[(&str, &str, Org)] = &[
+    ("SubmitDocument", DOCUMENTS_SUBMIT, Org::Named),
+    ("GetDocumentStatus", DOCUMENTS_READ, Org::Records),
+];
 
-/// Registry-facing SOAP routes (under `/soap`).
-pub fn soap_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/documents", web::post().to(soap_documents))
-        .route("/remd/callback", web::post().to(remd_callback))
-        .route("/remd/provider", web::post().to(remd_provider));
-}
-
-/// Operator routes (under `/api/admin`).
-pub fn admin_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/documents", web::get().to(admin_list))
-        .route("/documents/rerun", web::post().to(admin_rerun_set))
-        .route("/documents/{id}", web::get().to(admin_show))
-        .route("/documents/{id}/rerun", web::post().to(admin_rerun));
-}
+/// The document routes (FHIR, SOAP, the registry's, the operators'), with who may call them.
+pub const ROUTES: &[Route] = &[
+    route!(POST "/fhir" "/DocumentReference" => submit_fhir, Access::Scope(DOCUMENTS_SUBMIT, Org::Named)),
+    route!(GET "/fhir" "/DocumentReference/{id}" => read_fhir, Access::Scope(DOCUMENTS_READ, Org::Records)),
+    route!(POST "/soap" "/documents" => soap_documents, Access::Soap(SOAP_OPERATIONS)),
+    route!(POST "/soap" "/remd/callback" => remd_callback, Access::Scope(REMD_CALLBACK, Org::Registry)),
+    route!(POST "/soap" "/remd/provider" => remd_provider, Access::Scope(REMD_CALLBACK, Org::Registry)),
+    route!(GET "/api/admin" "/documents" => admin_list, Access::Scope(DOCUMENTS_READ, Org::Records)),
+    route!(POST "/api/admin" "/documents/rerun" => admin_rerun_set, Access::Scope(DOCUMENTS_RERUN, Org::Records)),
+    route!(GET "/api/admin" "/documents/{id}" => admin_show, Access::Scope(DOCUMENTS_READ, Org::Records)),
+    route!(POST "/api/admin" "/documents/{id}/rerun" => admin_rerun, Access::Scope(DOCUMENTS_RERUN, Org::Records)),
+];
 
 fn fhir_path(field: Field) -> &'static str {
     match field {
@@ -74,6 +76,7 @@ pub const DOCUMENTS_NS: &str = "urn:medgate:documents:v1";
 
 /// The SOAP document service.
 pub const DOCUMENTS: super::soap::Service = super::soap::Service {
+    operations: SOAP_OPERATIONS,
     namespace: DOCUMENTS_NS,
     action_prefix: "urn:medgate:documents:v1/",
     log_name: "documents",
@@ -102,9 +105,7 @@ fn to_api_with(e: DocumentError, path_of: fn(Field) -> &'static str) -> ApiError
             };
             ApiError::new(status, IssueType::Invalid, code, message).at(at)
         }
-        e @ (DocumentError::Forbidden(_) | DocumentError::NotReadable(_)) => {
-            ApiError::forbidden(e.to_string())
-        }
+        e @ DocumentError::Forbidden(_) => ApiError::forbidden(e.to_string()),
         DocumentError::NotFound(uid) => ApiError::not_found(
             "DOCUMENT_NOT_FOUND",
             format!("no document with local UID {uid}"),
@@ -186,24 +187,13 @@ async fn read_fhir(
 ) -> ApiResult<HttpResponse> {
     let doc = state
         .documents
-        .document(&principal, &id)
+        .document(Caller::of(&principal), &id)
         .await
         .map_err(|e| to_api_with(e, |_| "DocumentReference.id"))?;
     let base = super::fhir::base_url(&state, &req);
     Ok(HttpResponse::Ok()
         .content_type(FHIR_JSON)
         .body(document_reference(&doc, &base).to_string()))
-}
-
-fn require_scope(p: &Principal, scope: &str) -> ApiResult<()> {
-    if p.has_scope(scope) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "client `{}` lacks the scope `{scope}`",
-            p.id
-        )))
-    }
 }
 
 fn soap12_fault(err: &ApiError) -> HttpResponse {
@@ -217,13 +207,8 @@ fn soap12_reply(relates_to: &str, body: &str) -> HttpResponse {
         .body(Addressing::reply(relates_to, "medgate").envelope(body))
 }
 
-/// Checks the registry's scope and parses its SOAP 1.2 message, expecting `operation`.
-fn registry_request(
-    principal: &Principal,
-    body: &[u8],
-    operation: &str,
-) -> Result<soap::SoapRequest, Box<HttpResponse>> {
-    require_scope(principal, "remd:callback").map_err(|e| Box::new(soap12_fault(&e)))?;
+/// Parses the registry's SOAP 1.2 message, expecting `operation`.
+fn registry_request(body: &[u8], operation: &str) -> Result<soap::SoapRequest, Box<HttpResponse>> {
     let parsed = soap::parse_request(body, &Limits::default()).map_err(|e| {
         Box::new(soap12_fault(&ApiError::malformed(
             "MALFORMED_XML",
@@ -242,13 +227,13 @@ fn registry_request(
 
 async fn remd_callback(
     state: Data<AppState>,
-    principal: Principal,
+    _principal: Principal,
     req: HttpRequest,
     body: Bytes,
 ) -> HttpResponse {
     req.extensions_mut()
         .insert(Operation("remd.registerDocumentResult".into()));
-    let parsed = match registry_request(&principal, &body, "registerDocumentResult") {
+    let parsed = match registry_request(&body, "registerDocumentResult") {
         Ok(p) if p.operation.ns == NS_CALLBACK => p,
         Ok(p) => {
             return soap12_fault(&ApiError::invalid(
@@ -286,13 +271,13 @@ async fn remd_callback(
 
 async fn remd_provider(
     state: Data<AppState>,
-    principal: Principal,
+    _principal: Principal,
     req: HttpRequest,
     body: Bytes,
 ) -> HttpResponse {
     req.extensions_mut()
         .insert(Operation("remd.getDocumentFile".into()));
-    let parsed = match registry_request(&principal, &body, "getDocumentFileRequest") {
+    let parsed = match registry_request(&body, "getDocumentFileRequest") {
         Ok(p) => p,
         Err(fault) => return *fault,
     };
@@ -350,6 +335,7 @@ impl AdminFilter {
                 .as_deref()
                 .map(|o| organization("org", o))
                 .transpose()?,
+            orgs: None,
             kind_code: self.kind.clone(),
             error_class: self
                 .error_class
@@ -410,18 +396,21 @@ async fn admin_list(
     principal: Principal,
     q: Result<Query<AdminFilter>, actix_web::Error>,
 ) -> ApiResult<HttpResponse> {
-    require_scope(&principal, "documents:read")?;
     let Query(f) = q.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
     let limit = f.limit(100)?;
     let items = state
         .documents
-        .documents(&f.parse()?, limit)
+        .documents(Caller::of(&principal), &f.parse()?, limit)
         .await
         .map_err(admin_error)?;
     let next_cursor = (items.len() as u32 == limit)
         .then(|| items.last().map(|d| d.id.clone()))
         .flatten();
-    let totals = state.documents.counts().await.map_err(admin_error)?;
+    let totals = state
+        .documents
+        .counts(Caller::of(&principal))
+        .await
+        .map_err(admin_error)?;
     Ok(HttpResponse::Ok().json(json!({
         "items": items.iter().map(summary).collect::<Vec<_>>(),
         "count": items.len(),
@@ -435,13 +424,16 @@ async fn admin_show(
     principal: Principal,
     id: Path<String>,
 ) -> ApiResult<HttpResponse> {
-    require_scope(&principal, "documents:read")?;
     let doc = state
         .documents
-        .any_document(&id)
+        .document(Caller::of(&principal), &id)
         .await
         .map_err(admin_error)?;
-    let (events, deliveries) = state.documents.history(&id).await.map_err(admin_error)?;
+    let (events, deliveries) = state
+        .documents
+        .history(Caller::of(&principal), &id)
+        .await
+        .map_err(admin_error)?;
     let mut v = summary(&doc);
     v["history"] = json!(events
         .iter()
@@ -458,10 +450,9 @@ async fn admin_rerun(
     principal: Principal,
     id: Path<String>,
 ) -> ApiResult<HttpResponse> {
-    require_scope(&principal, "documents:rerun")?;
     match state
         .documents
-        .rerun(&id, &principal.id)
+        .rerun(Caller::of(&principal), &id)
         .await
         .map_err(admin_error)?
     {
@@ -479,7 +470,6 @@ async fn admin_rerun_set(
     principal: Principal,
     q: Result<Query<AdminFilter>, actix_web::Error>,
 ) -> ApiResult<HttpResponse> {
-    require_scope(&principal, "documents:rerun")?;
     let Query(f) = q.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
     let filter = f.parse()?;
     if filter.status.is_none() {
@@ -491,7 +481,7 @@ async fn admin_rerun_set(
     }
     let ids = state
         .documents
-        .rerun_matching(&filter, f.limit_clamped(1000), &principal.id)
+        .rerun_matching(Caller::of(&principal), &filter, f.limit_clamped(1000))
         .await
         .map_err(|e| match e {
             DocumentError::NotRerunnable(_) => ApiError::invalid(
@@ -603,7 +593,7 @@ async fn soap_status(
     let uid = soap_text(op, "LocalUid")?;
     let doc = state
         .documents
-        .document(principal, &uid)
+        .document(Caller::of(principal), &uid)
         .await
         .map_err(|e| to_api_with(e, |_| "GetDocumentStatus/LocalUid"))?;
     let opt = |name: &str, v: &Option<String>| {

@@ -2,29 +2,28 @@
 //! and what every FHIR handler shares (base URL, JSON answers, links).
 
 use actix_web::http::StatusCode;
-use actix_web::web::{self, Data, Path};
+use actix_web::web::{Data, Path};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::Value;
 
+use super::access::{Access, Org, Route};
 use super::query::{check_params, count_param, first, organization, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
+use crate::auth::scopes::SCHEDULE_READ;
 use crate::codec::fhir::capability::capability_statement;
 use crate::codec::fhir::directory::{location, organization as organization_resource};
 use crate::codec::fhir::{searchset, FHIR_JSON};
 use crate::model::organization::Organization;
+use crate::route;
 
-/// Registers the FHIR routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metadata", web::get().to(metadata))
-        .route("/Organization", web::get().to(search_organizations))
-        .route("/Organization/{id}", web::get().to(read_organization))
-        .route("/Location", web::get().to(search_locations))
-        .route("/Location/{id}", web::get().to(read_location))
-        .configure(super::documents::fhir_routes)
-        .configure(super::fhir_schedule::routes)
-        .configure(super::fhir_booking::routes)
-        .default_service(web::to(unknown));
-}
+/// The directory's FHIR routes and the CapabilityStatement, with who may call them.
+pub const ROUTES: &[Route] = &[
+    route!(GET "/fhir" "/metadata" => metadata, Access::Open),
+    route!(GET "/fhir" "/Organization" => search_organizations, Access::Scope(SCHEDULE_READ, Org::Public)),
+    route!(GET "/fhir" "/Organization/{id}" => read_organization, Access::Scope(SCHEDULE_READ, Org::Public)),
+    route!(GET "/fhir" "/Location" => search_locations, Access::Scope(SCHEDULE_READ, Org::Public)),
+    route!(GET "/fhir" "/Location/{id}" => read_location, Access::Scope(SCHEDULE_READ, Org::Public)),
+];
 
 /// A FHIR JSON answer.
 pub fn fhir_json(status: StatusCode, body: &Value) -> HttpResponse {
@@ -67,7 +66,8 @@ pub fn self_link(base: &str, path: &str, params: &[(String, String)]) -> String 
     }
 }
 
-async fn unknown(req: HttpRequest) -> ApiResult<HttpResponse> {
+/// Any other request under `/fhir`: an OperationOutcome naming what is not supported.
+pub async fn unknown(req: HttpRequest) -> ApiResult<HttpResponse> {
     let kind = req
         .path()
         .trim_start_matches("/fhir/")

@@ -4,10 +4,11 @@
 //! appointment type `EMERGENCY`). Also `Schedule` and `PractitionerRole` searches.
 
 use actix_web::http::StatusCode;
-use actix_web::web::{self, Bytes, Data, Path};
+use actix_web::web::{Bytes, Data, Path};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::access::{Access, Org, Route};
 use super::booking::{
     booking_error, patient, reader, request_digest, requester, search_channel, PatientFields,
 };
@@ -15,27 +16,29 @@ use super::fhir::{base_url, fhir_json, request_link, self_link};
 use super::middleware::Operation;
 use super::query::{check_params, count, first, moment, organization, organization_as, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
+use crate::auth::scopes::{APPOINTMENT_READ, APPOINTMENT_WRITE, SCHEDULE_READ};
 use crate::codec::fhir::appointment::{appointment, proposal, status_of};
 use crate::codec::fhir::{
     gateway_id, searchset, IssueType, CHANNEL_EXTENSION, FHIR_JSON, POLICY_SYSTEM, SNILS_SYSTEM,
 };
 use crate::model::booking::{Appointment, Patient};
 use crate::model::{PolicyNumber, Snils};
+use crate::route;
 use crate::services::booking::{AppointmentQuery, AppointmentSearch, Target};
 use crate::services::schedules::FreeSlots;
 
-/// Registers the routes (under `/fhir`).
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/Appointment/$find", web::get().to(find))
-        .route("/Appointment/$find", web::post().to(find))
-        .route("/Appointment/$hold", web::post().to(hold))
-        .route("/Appointment/$book", web::post().to(book))
-        .route("/Appointment", web::get().to(search))
-        .route("/Appointment", web::post().to(create))
-        .route("/Appointment/{id}", web::get().to(read))
-        .route("/Appointment/{id}", web::put().to(update))
-        .route("/Appointment/{id}/$reschedule", web::post().to(reschedule));
-}
+/// The booking routes, with who may call them.
+pub const ROUTES: &[Route] = &[
+    route!(GET "/fhir" "/Appointment/$find" => find, Access::Scope(SCHEDULE_READ, Org::Public)),
+    route!(POST "/fhir" "/Appointment/$find" => find, Access::Scope(SCHEDULE_READ, Org::Public)),
+    route!(POST "/fhir" "/Appointment/$hold" => hold, Access::Scope(APPOINTMENT_WRITE, Org::Public)),
+    route!(POST "/fhir" "/Appointment/$book" => book, Access::Scope(APPOINTMENT_WRITE, Org::Records)),
+    route!(GET "/fhir" "/Appointment" => search, Access::Scope(APPOINTMENT_READ, Org::Records)),
+    route!(POST "/fhir" "/Appointment" => create, Access::Scope(APPOINTMENT_WRITE, Org::Named)),
+    route!(GET "/fhir" "/Appointment/{id}" => read, Access::Scope(APPOINTMENT_READ, Org::Records)),
+    route!(PUT "/fhir" "/Appointment/{id}" => update, Access::Scope(APPOINTMENT_WRITE, Org::Records)),
+    route!(POST "/fhir" "/Appointment/{id}/$reschedule" => reschedule, Access::Scope(APPOINTMENT_WRITE, Org::Records)),
+];
 
 fn json_body(body: &[u8], what: &str) -> ApiResult<Value> {
     serde_json::from_slice(body).map_err(|e| {
@@ -442,7 +445,7 @@ async fn read(
     req: HttpRequest,
     id: Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let who = reader(&principal)?;
+    let who = reader(&principal);
     let a = state
         .booking
         .appointment(who, &id)
@@ -486,7 +489,7 @@ async fn search(
     principal: Principal,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let who = reader(&principal)?;
+    let who = reader(&principal);
     let params = pairs(&req);
     check_params(
         &params,

@@ -3,28 +3,31 @@
 //! `PractitionerRole` and `Schedule`.
 
 use actix_web::http::StatusCode;
-use actix_web::web::{self, Data};
+use actix_web::web::Data;
 use actix_web::{HttpRequest, HttpResponse};
 use base64::Engine;
 
+use super::access::{Access, Org, Route};
 use super::fhir::{base_url, fhir_json, request_link, self_link};
 use super::query::{check_params, count, first, moment, organization, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
+use crate::auth::scopes::SCHEDULE_READ;
 use crate::codec::fhir::directory::{
     practitioner, practitioner_role, schedule, slot_searchset, slot_status_of,
 };
 use crate::codec::fhir::{gateway_id, searchset, FHIR_JSON};
 use crate::model::schedule::Practitioner;
 use crate::model::time::Moment;
+use crate::route;
 use crate::services::schedules::SlotQuery;
 
-/// Registers the routes (under `/fhir`).
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/Slot", web::get().to(search_slots))
-        .route("/Practitioner", web::get().to(search_practitioners))
-        .route("/PractitionerRole", web::get().to(search_roles))
-        .route("/Schedule", web::get().to(search_schedules));
-}
+/// The schedule reads, with who may call them.
+pub const ROUTES: &[Route] = &[
+    route!(GET "/fhir" "/Slot" => search_slots, Access::Scope(SCHEDULE_READ, Org::Public)),
+    route!(GET "/fhir" "/Practitioner" => search_practitioners, Access::Scope(SCHEDULE_READ, Org::Public)),
+    route!(GET "/fhir" "/PractitionerRole" => search_roles, Access::Scope(SCHEDULE_READ, Org::Public)),
+    route!(GET "/fhir" "/Schedule" => search_schedules, Access::Scope(SCHEDULE_READ, Org::Public)),
+];
 
 fn cursor_encode(start: i64, id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{start}|{id}"))

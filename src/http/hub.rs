@@ -9,18 +9,40 @@ use actix_web::web::{Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse};
 use chrono::NaiveDate;
 
+use super::access::{Access, Org, Route};
 use super::booking::{booking_error, patient, reader, request_digest, requester, PatientFields};
 use super::query::moment;
 use super::soap::{accept, answer, unknown_operation, HUB};
 use super::{ApiError, ApiResult, AppState, Principal};
+use crate::auth::scopes::{APPOINTMENT_READ, APPOINTMENT_WRITE, SCHEDULE_READ};
 use crate::codec::hub;
 use crate::codec::xml::Element;
 use crate::model::booking::Patient;
 use crate::model::schedule::Channel;
 use crate::model::time::{from_ms, Moment, DAY_MS};
 use crate::model::Oid;
+use crate::route;
 use crate::services::booking::{AppointmentSearch, Target};
 use crate::services::schedules::{CountBy, FreeSlots, ScheduleError};
+
+/// The hub's operations and who may call them.
+pub const OPERATIONS: &[(&str, &str, Org)] = &[
+    ("CheckPatient", SCHEDULE_READ, Org::Public),
+    ("GetLPUList", SCHEDULE_READ, Org::Public),
+    ("GetSpesialityList", SCHEDULE_READ, Org::Public),
+    ("GetDoctorList", SCHEDULE_READ, Org::Public),
+    ("GetAvailableDates", SCHEDULE_READ, Org::Public),
+    ("GetAvaibleAppointments", SCHEDULE_READ, Org::Public),
+    ("SetAppointment", APPOINTMENT_WRITE, Org::Public),
+    ("CreateClaimForRefusal", APPOINTMENT_WRITE, Org::Records),
+    ("GetPatientHistory", APPOINTMENT_READ, Org::Records),
+];
+
+/// The hub's routes: the service and its WSDL.
+pub const ROUTES: &[Route] = &[
+    route!(POST "/soap" "/hub" => hub, Access::Soap(OPERATIONS)),
+    route!(GET "/soap" "/hub" => wsdl, Access::Open),
+];
 
 /// The WSDL, with `HUB_ADDRESS` standing for the endpoint URL.
 const WSDL: &str = include_str!("../../schemas/hub/HubService.wsdl");
@@ -351,7 +373,7 @@ async fn get_patient_history(
     principal: &Principal,
     op: &Element,
 ) -> ApiResult<String> {
-    let who = reader(principal)?;
+    let who = reader(principal);
     let p = read_patient(op)?;
     let rows = state
         .booking

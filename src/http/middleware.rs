@@ -16,6 +16,7 @@ use actix_web::{Error, HttpMessage};
 use futures_util::{FutureExt, StreamExt};
 use tracing::Instrument;
 
+use super::access::{Access, AccessRules};
 use super::error::{ApiError, Protocol, RequestContext, REQUEST};
 use super::AppState;
 use crate::auth::AuthError;
@@ -90,30 +91,30 @@ pub async fn gateway(
             error: None,
         };
 
-        // Read the body under the size limit; it is put back for the handler.
-        match read_body(&mut req, limit).await {
-            Ok(b) => fin.request_body = b,
-            Err(e) => {
-                let res = e.render(protocol, &fin.request_id);
-                fin.error = Some(e.code.to_string());
-                return Ok(finish(&state, req.into_parts().0, res, fin).await);
-            }
-        }
-        req.set_payload(actix_http::Payload::from(fin.request_body.clone()));
-
-        // Authentication for protected protocols.
-        let open = matches!(protocol, Protocol::Open) || is_public(&fin.path, req.query_string());
-        if !open {
+        // The route's access rule, before anything of the body is read.
+        let rules = req
+            .app_data::<Data<AccessRules>>()
+            .cloned()
+            .unwrap_or_default();
+        let rule = match req.match_pattern() {
+            None => None,
+            Some(pattern) => match rules.rule(req.method(), &pattern) {
+                Some(rule) => Some(rule),
+                None => {
+                    let err = method_not_allowed(req.method(), &pattern, &rules);
+                    let res = err.render(protocol, &fin.request_id);
+                    fin.error = Some(err.code.to_string());
+                    return Ok(finish(&state, req.into_parts().0, res, fin).await);
+                }
+            },
+        };
+        if let Some(rule) = rule.filter(|r| *r != Access::Open) {
             let header = req
                 .headers()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok());
-            match state.clients.authenticate(header) {
-                Ok(client) => {
-                    fin.client_id = Some(client.id.clone());
-                    tracing::Span::current().record("client", client.id.as_str());
-                    req.extensions_mut().insert(client);
-                }
+            let client = match state.clients.authenticate(header) {
+                Ok(client) => client,
                 Err(e) => {
                     let err = ApiError::unauthorized(e.to_string());
                     let mut res = err.render(protocol, &fin.request_id);
@@ -126,7 +127,35 @@ pub async fn gateway(
                     fin.error = Some("UNAUTHORIZED".into());
                     return Ok(finish(&state, req.into_parts().0, res, fin).await);
                 }
+            };
+            fin.client_id = Some(client.id.clone());
+            tracing::Span::current().record("client", client.id.as_str());
+            if let Some(scope) = rule.scope(soap_action(&req).as_deref()) {
+                if !client.has_scope(scope) {
+                    let err = ApiError::forbidden(format!(
+                        "client `{}` lacks the scope `{scope}`",
+                        client.id
+                    ));
+                    let res = err.render(protocol, &fin.request_id);
+                    fin.error = Some(err.code.to_string());
+                    return Ok(finish(&state, req.into_parts().0, res, fin).await);
+                }
             }
+            req.extensions_mut().insert(client);
+        }
+
+        // Read the body under the size limit (only for routes the gateway serves); it is
+        // put back for the handler.
+        if rule.is_some() {
+            match read_body(&mut req, limit).await {
+                Ok(b) => fin.request_body = b,
+                Err(e) => {
+                    let res = e.render(protocol, &fin.request_id);
+                    fin.error = Some(e.code.to_string());
+                    return Ok(finish(&state, req.into_parts().0, res, fin).await);
+                }
+            }
+            req.set_payload(actix_http::Payload::from(fin.request_body.clone()));
         }
 
         let outcome = AssertUnwindSafe(next.call(req)).catch_unwind().await;
@@ -169,11 +198,40 @@ fn detached_request(method: &str, path: &str) -> actix_web::HttpRequest {
         .to_http_request()
 }
 
-/// Paths under protected prefixes that are public by nature (FHIR metadata, WSDL).
-fn is_public(path: &str, query: &str) -> bool {
-    path == "/fhir/metadata"
-        || (path.starts_with("/soap/")
-            && (query.eq_ignore_ascii_case("wsdl") || query.eq_ignore_ascii_case("singlewsdl")))
+/// The SOAP action a request names: the `SOAPAction` header (SOAP 1.1) or the `action`
+/// parameter of its content type (SOAP 1.2).
+fn soap_action(req: &ServiceRequest) -> Option<String> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    header("soapaction")
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .or_else(|| {
+            header("content-type")?
+                .split(';')
+                .find_map(|p| p.trim().strip_prefix("action="))
+                .map(|a| a.trim_matches('"').to_string())
+        })
+}
+
+/// A known path asked with a method it does not serve: 405 with the methods it does.
+fn method_not_allowed(
+    method: &actix_web::http::Method,
+    pattern: &str,
+    rules: &AccessRules,
+) -> ApiError {
+    let allowed: Vec<String> = rules
+        .methods(pattern)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        crate::codec::fhir::IssueType::NotSupported,
+        "METHOD_NOT_ALLOWED",
+        format!(
+            "{method} is not served on {pattern}; allowed: {}",
+            allowed.join(", ")
+        ),
+    )
 }
 
 async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiError> {

@@ -1,6 +1,7 @@
 //! The HTTP edge (actix-web): routes per protocol; each handler parses its request, makes
 //! one service call and maps the answer or the error to its protocol.
 
+pub mod access;
 pub mod admin;
 pub mod booking;
 pub mod documents;
@@ -18,6 +19,9 @@ pub mod soap;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
+
+use crate::route;
+use access::{Access, AccessRules, Route};
 
 use actix_web::dev::{Payload, Server};
 use actix_web::web::{self, Data};
@@ -83,14 +87,49 @@ impl FromRequest for Principal {
     }
 }
 
+/// The open routes of orchestrators and scrapers.
+const ROOT: &[Route] = &[
+    route!(GET "" "/healthz" => health::healthz, Access::Open),
+    route!(GET "" "/readyz" => health::readyz, Access::Open),
+    route!(GET "" "/metrics" => health::metrics, Access::Open),
+];
+
+/// Every route the gateway serves, with its access rule.
+pub fn route_table() -> impl Iterator<Item = &'static Route> {
+    [
+        ROOT,
+        fhir::ROUTES,
+        fhir_schedule::ROUTES,
+        fhir_booking::ROUTES,
+        documents::ROUTES,
+        hub::ROUTES,
+        admin::ROUTES,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The access rules of every route of the gateway.
+pub fn access_rules() -> AccessRules {
+    AccessRules::of(route_table())
+}
+
+fn register(cfg: &mut web::ServiceConfig, scope: &str) {
+    for r in route_table().filter(|r| r.scope == scope) {
+        (r.register)(cfg);
+    }
+}
+
 /// Registers every route on an actix `App`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .service(web::scope("/api/admin").configure(admin::routes))
-        .service(web::scope("/fhir").configure(fhir::routes))
-        .service(web::scope("/soap").configure(soap::routes))
+    register(cfg, "");
+    cfg.service(web::scope("/api/admin").configure(|c| register(c, "/api/admin")))
+        .service(
+            web::scope("/fhir")
+                .configure(|c| register(c, "/fhir"))
+                .default_service(web::to(fhir::unknown)),
+        )
+        .service(web::scope("/soap").configure(|c| register(c, "/soap")))
         .default_service(web::to(not_found));
 }
 
@@ -108,9 +147,11 @@ pub fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<Ser
         n => n,
     };
     let data = Data::from(state);
+    let rules = Data::new(access_rules());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(rules.clone())
             .app_data(web::PayloadConfig::new(usize::MAX))
             .wrap(actix_web::middleware::from_fn(middleware::gateway))
             .configure(routes)

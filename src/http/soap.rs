@@ -1,7 +1,6 @@
 //! SOAP services under `/soap`: routes and what every published SOAP service shares
 //! (bounded parsing, SOAPAction check, answers and Faults).
 
-use actix_web::web;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
 use super::error::current;
@@ -14,13 +13,6 @@ use crate::codec::xml::Limits;
 pub const HUB_NS: &str = "http://tempuri.org/";
 /// Prefix of every hub SOAPAction.
 pub const HUB_ACTION: &str = "http://tempuri.org/IHubService/";
-
-/// Registers the SOAP routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/hub", web::post().to(super::hub::hub))
-        .route("/hub", web::get().to(super::hub::wsdl))
-        .configure(super::documents::soap_routes);
-}
 
 fn soap_action(req: &HttpRequest, parsed: &SoapRequest) -> Option<String> {
     match parsed.version {
@@ -55,8 +47,12 @@ fn xml_error(e: SoapError) -> ApiError {
     }
 }
 
-/// A SOAP service the gateway publishes: its namespace, SOAPAction prefix and log name.
+/// A SOAP service the gateway publishes: its namespace, SOAPAction prefix, log name and the
+/// scope of each operation.
 pub struct Service {
+    /// Operations with the scope each needs (checked again on the parsed operation, for a
+    /// request whose SOAPAction did not name it before the body was read).
+    pub operations: &'static [(&'static str, &'static str, super::access::Org)],
     /// Target namespace of the operation elements.
     pub namespace: &'static str,
     /// SOAPAction = prefix + operation name.
@@ -102,6 +98,22 @@ pub fn accept(
         }
         None => return Err(Box::new(fault(version, &ApiError::required("SOAPAction")))),
     }
+    let scope = service
+        .operations
+        .iter()
+        .find(|(name, _, _)| *name == op)
+        .map(|(_, scope, _)| *scope);
+    let client = req
+        .extensions()
+        .get::<std::sync::Arc<crate::auth::Client>>()
+        .cloned();
+    if let (Some(scope), Some(client)) = (scope, client) {
+        if !client.has_scope(scope) {
+            let err =
+                ApiError::forbidden(format!("client `{}` lacks the scope `{scope}`", client.id));
+            return Err(Box::new(fault(version, &err)));
+        }
+    }
     if parsed.operation.ns != service.namespace {
         return Err(Box::new(fault(
             version,
@@ -120,6 +132,7 @@ pub fn accept(
 
 /// The portal booking hub.
 pub const HUB: Service = Service {
+    operations: super::hub::OPERATIONS,
     namespace: HUB_NS,
     action_prefix: HUB_ACTION,
     log_name: "hub",

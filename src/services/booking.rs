@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use super::mis::{MisBooking, MisError, MisRegistry};
 use super::notify::{Notice, Notifier, NotifyError};
 use super::schedules::{FreeSlots, ScheduleError, Schedules};
+use super::Caller;
 use crate::config::BookingSettings;
 use crate::exchange::delivery::{self, Outcome};
 use crate::model::booking::{
@@ -124,9 +125,9 @@ pub enum BookingError {
         /// What the operation needs.
         wanted: &'static str,
     },
-    /// Another client's appointment.
-    #[error("appointment {0} belongs to another client")]
-    NotYours(String),
+    /// A record for an organization the client does not act for.
+    #[error("client may not act for organization {0}")]
+    NotYourOrganization(Oid),
     /// The clinic system refused.
     #[error("the clinic system refused: {code}: {message}")]
     MisRefused {
@@ -203,7 +204,7 @@ impl BookingError {
             BookingError::Patient(_) => "PATIENT_NOT_IDENTIFIED",
             BookingError::HoldExpired(_) => "HOLD_EXPIRED",
             BookingError::WrongState { .. } => "WRONG_STATE",
-            BookingError::NotYours(_) => "NOT_YOUR_APPOINTMENT",
+            BookingError::NotYourOrganization(_) => "FORBIDDEN",
             BookingError::MisRefused { .. } => "MIS_REFUSED",
             BookingError::MisUnavailable(_) => "MIS_UNAVAILABLE",
             BookingError::NoMis(_) => "MIS_NOT_CONFIGURED",
@@ -238,8 +239,8 @@ impl BookingError {
             BookingError::Invalid { field, .. } => field,
             BookingError::UnknownAppointment(_)
             | BookingError::HoldExpired(_)
-            | BookingError::WrongState { .. }
-            | BookingError::NotYours(_) => "appointment",
+            | BookingError::WrongState { .. } => "appointment",
+            BookingError::NotYourOrganization(_) => "organization",
             BookingError::SearchTooBroad => "patient",
             BookingError::NotRestrictable { index, .. } => {
                 return Some(format!("channels[{index}]"))
@@ -252,22 +253,20 @@ impl BookingError {
     }
 }
 
-/// Who asks: the API client and the channel it books through.
+/// Who asks: the caller and the channel it books through.
 #[derive(Debug, Clone, Copy)]
 pub struct Requester<'a> {
-    /// API client id.
-    pub client_id: &'a str,
-    /// True for operators, who may act on any client's appointments.
-    pub admin: bool,
+    /// The client.
+    pub caller: Caller<'a>,
     /// Booking channel.
     pub channel: Channel,
 }
 
 impl Requester<'_> {
-    /// The ownership rule: a client sees and changes the appointments it made; operators
-    /// see all.
+    /// The ownership rule: a client sees and changes the appointments it made and those at
+    /// organizations it acts for; operators see all. Others do not exist for it.
     pub fn owns(&self, a: &Appointment) -> bool {
-        self.admin || a.client_id == self.client_id
+        a.client_id == self.caller.client_id || self.caller.acts_for(&a.org)
     }
 }
 
@@ -647,6 +646,9 @@ impl Booking {
     ) -> Result<Appointment, BookingError> {
         patient.check()?;
         self.schedules.known_organization(org).await?;
+        if !who.caller.acts_for(org) {
+            return Err(BookingError::NotYourOrganization(org.clone()));
+        }
         let specialty = match practitioner_id {
             Some(p) => match self.schedules.practitioner_of(org, p).await {
                 Ok(found) => found.specialty_code,
@@ -677,7 +679,7 @@ impl Booking {
             status: Urgent,
             hold_expires_at: None,
             external_id: None,
-            client_id: who.client_id.into(),
+            client_id: who.caller.client_id.into(),
             reason: "OUT_OF_SCHEDULE".into(),
             replaces: None,
             created_at: now,
@@ -699,7 +701,7 @@ impl Booking {
             .await?
             .ok_or_else(|| BookingError::UnknownAppointment(id.into()))?;
         if !who.owns(&a) {
-            return Err(BookingError::NotYours(id.into()));
+            return Err(BookingError::UnknownAppointment(id.into()));
         }
         Ok(a)
     }
@@ -727,9 +729,16 @@ impl Booking {
         Ok(rows)
     }
 
-    /// Restricts internet or kiosk booking of a known organization for a period.
-    pub async fn add_restriction(&self, r: NewRestriction) -> Result<Restriction, BookingError> {
+    /// Restricts internet or kiosk booking of a known organization the caller acts for.
+    pub async fn add_restriction(
+        &self,
+        caller: Caller<'_>,
+        r: NewRestriction,
+    ) -> Result<Restriction, BookingError> {
         self.schedules.known_organization(&r.org).await?;
+        if !caller.acts_for(&r.org) {
+            return Err(BookingError::NotYourOrganization(r.org));
+        }
         if let Some((index, channel)) = r
             .channels
             .iter()
@@ -775,18 +784,29 @@ impl Booking {
         Ok(restriction)
     }
 
-    /// Restrictions of an organization (or all), ordered by start.
-    pub async fn restrictions(&self, org: Option<&Oid>) -> Result<Vec<Restriction>, BookingError> {
-        Ok(self.store.restrictions(org).await?)
+    /// Restrictions of an organization (or all) that the caller acts for, ordered by start.
+    pub async fn restrictions(
+        &self,
+        caller: Caller<'_>,
+        org: Option<&Oid>,
+    ) -> Result<Vec<Restriction>, BookingError> {
+        let mut rows = self.store.restrictions(org).await?;
+        rows.retain(|r| caller.acts_for(&r.org));
+        Ok(rows)
     }
 
-    /// Lifts a restriction.
-    pub async fn delete_restriction(&self, id: &str) -> Result<(), BookingError> {
-        if self.store.delete_restriction(id).await? {
-            Ok(())
-        } else {
-            Err(BookingError::UnknownRestriction(id.into()))
+    /// Lifts a restriction of an organization the caller acts for.
+    pub async fn delete_restriction(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+    ) -> Result<(), BookingError> {
+        let unknown = || BookingError::UnknownRestriction(id.into());
+        let r = self.store.restriction(id).await?.ok_or_else(unknown)?;
+        if !caller.acts_for(&r.org) || !self.store.delete_restriction(id).await? {
+            return Err(unknown());
         }
+        Ok(())
     }
 
     /// Ends active appointments on slots the clinic systems withdrew and queues a patient
@@ -930,7 +950,7 @@ impl Booking {
             patient: patient.cloned().unwrap_or_default(),
             channel: who.channel,
             expires_at: now + ttl_ms,
-            client_id: who.client_id.to_string(),
+            client_id: who.caller.client_id.to_string(),
             replaces: replaces.map(str::to_string),
         };
         if let Some(held) = self
@@ -1227,9 +1247,13 @@ mod tests {
 
     #[test]
     fn owners_and_operators_see_appointments() {
-        let who = |client_id, admin| Requester {
-            client_id,
-            admin,
+        let orgs = [restriction().org];
+        let who = |client_id, operator, acts: bool| Requester {
+            caller: Caller {
+                client_id,
+                operator,
+                organizations: if acts { &orgs[..] } else { &[] },
+            },
             channel: Channel::Internet,
         };
         let a = Appointment {
@@ -1252,8 +1276,12 @@ mod tests {
             created_at: NOW,
             updated_at: NOW,
         };
-        assert!(who("portal", false).owns(&a));
-        assert!(!who("kiosk", false).owns(&a));
-        assert!(who("operator", true).owns(&a));
+        assert!(who("portal", false, false).owns(&a), "its maker");
+        assert!(!who("kiosk", false, false).owns(&a), "another client");
+        assert!(
+            who("clinic", false, true).owns(&a),
+            "a client of its organization"
+        );
+        assert!(who("operator", true, false).owns(&a));
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::registry::{ItemStatus, Registry, RegistryCallError};
+use super::Caller;
 use crate::auth::Client;
 use crate::codec::cda;
 use crate::codec::remd::{sha256_hex, RegisterDocument, RegisterResult, SignatureRef};
@@ -73,9 +74,6 @@ pub enum DocumentError {
     /// The client may not submit documents for this organization.
     #[error("client may not submit documents for organization {0}")]
     Forbidden(Oid),
-    /// The client may not read documents of this organization.
-    #[error("client may not read documents of this organization")]
-    NotReadable(Oid),
     /// No document with this local UID.
     #[error("no document with local UID {0}")]
     NotFound(String),
@@ -697,9 +695,12 @@ impl Documents {
         Ok(handled)
     }
 
-    /// Operator rerun of a rejected or dead-lettered document: of two concurrent reruns
-    /// exactly one queues a registration; the other is told it is queued already.
-    pub async fn rerun(&self, id: &str, operator: &str) -> Result<Rerun, DocumentError> {
+    /// Rerun of a rejected or dead-lettered document of the caller's organizations: of two
+    /// concurrent reruns exactly one queues a registration; the other is told it is queued
+    /// already.
+    pub async fn rerun(&self, caller: Caller<'_>, id: &str) -> Result<Rerun, DocumentError> {
+        self.document(caller, id).await?;
+        let operator = caller.client_id;
         let queued = self
             .store
             .requeue_document(
@@ -725,21 +726,21 @@ impl Documents {
         }
     }
 
-    /// Reruns the documents matching `filter` (its status must be rejected or
+    /// Reruns the caller's documents matching `filter` (its status must be rejected or
     /// dead-lettered); returns the ids queued.
     pub async fn rerun_matching(
         &self,
+        caller: Caller<'_>,
         filter: &DocumentFilter,
         limit: u32,
-        operator: &str,
     ) -> Result<Vec<String>, DocumentError> {
         if let Some(status) = filter.status.filter(|s| !s.is_rerunnable()) {
             return Err(DocumentError::NotRerunnable(status));
         }
         let mut ids = Vec::new();
-        for d in self.store.list_documents(filter, limit).await? {
+        for d in self.documents(caller, filter, limit).await? {
             // One that moved on since the listing (queued, sent, registered) is skipped.
-            match self.rerun(&d.id, operator).await {
+            match self.rerun(caller, &d.id).await {
                 Ok(Rerun::Queued) => ids.push(d.id),
                 Ok(Rerun::AlreadyQueued) | Err(DocumentError::NotRerunnable(_)) => {}
                 Err(e) => return Err(e),
@@ -748,11 +749,11 @@ impl Documents {
         Ok(ids)
     }
 
-    /// A document the client may read (one of its organizations').
-    pub async fn document(&self, client: &Client, id: &str) -> Result<Document, DocumentError> {
+    /// A document of the caller's organizations; any other does not exist for it.
+    pub async fn document(&self, caller: Caller<'_>, id: &str) -> Result<Document, DocumentError> {
         let doc = self.any_document(id).await?;
-        if !client.may_act_for(&doc.org) {
-            return Err(DocumentError::NotReadable(doc.org));
+        if !caller.acts_for(&doc.org) {
+            return Err(DocumentError::NotFound(id.into()));
         }
         Ok(doc)
     }
@@ -765,25 +766,35 @@ impl Documents {
             .ok_or_else(|| DocumentError::NotFound(id.into()))
     }
 
-    /// Documents matching the filter in id order, at most `limit`.
+    /// The caller's documents matching the filter in id order, at most `limit`.
     pub async fn documents(
         &self,
+        caller: Caller<'_>,
         filter: &DocumentFilter,
         limit: u32,
     ) -> Result<Vec<Document>, DocumentError> {
-        Ok(self.store.list_documents(filter, limit).await?)
+        let mut filter = filter.clone();
+        if let Some(orgs) = caller.scope() {
+            if filter.org.as_ref().is_some_and(|o| !orgs.contains(o)) {
+                return Ok(Vec::new());
+            }
+            filter.orgs = Some(orgs.to_vec());
+        }
+        Ok(self.store.list_documents(&filter, limit).await?)
     }
 
-    /// Documents per status.
-    pub async fn counts(&self) -> Result<Vec<(String, i64)>, DocumentError> {
-        Ok(self.store.document_counts().await?)
+    /// The caller's documents per status.
+    pub async fn counts(&self, caller: Caller<'_>) -> Result<Vec<(String, i64)>, DocumentError> {
+        Ok(self.store.document_counts(caller.scope()).await?)
     }
 
-    /// A document's history and its deliveries, oldest first.
+    /// The history and the deliveries of a document of the caller's, oldest first.
     pub async fn history(
         &self,
+        caller: Caller<'_>,
         id: &str,
     ) -> Result<(Vec<DocumentEvent>, Vec<OutboxItem>), DocumentError> {
+        self.document(caller, id).await?;
         Ok((
             self.store.document_events(id).await?,
             self.store.outbox_for(id).await?,

@@ -12,3 +12,39 @@ pub mod schedule_sync;
 pub mod schedules;
 
 pub use crate::store::StoreError;
+
+use crate::auth::Client;
+use crate::model::Oid;
+
+/// Who calls a service: the API client, whether it is an operator (who sees every
+/// organization's records), and the organizations it acts for.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// API client id.
+    pub client_id: &'a str,
+    /// Operators (`admin`) act for every organization.
+    pub operator: bool,
+    /// The organizations the client acts for.
+    pub organizations: &'a [Oid],
+}
+
+impl<'a> Caller<'a> {
+    /// The caller behind an authenticated client.
+    pub fn of(client: &'a Client) -> Caller<'a> {
+        Caller {
+            client_id: &client.id,
+            operator: client.is_operator(),
+            organizations: &client.organizations,
+        }
+    }
+
+    /// True when the caller may see and change records of `org`.
+    pub fn acts_for(&self, org: &Oid) -> bool {
+        self.operator || self.organizations.contains(org)
+    }
+
+    /// The organizations whose records a listing may show: `None` for all (operators).
+    pub fn scope(&self) -> Option<&'a [Oid]> {
+        (!self.operator).then_some(self.organizations)
+    }
+}

@@ -1,6 +1,7 @@
 //! What operators and orchestrators read about the gateway itself: the transaction log,
 //! readiness of the database, connection pool figures.
 
+use super::Caller;
 pub use crate::exchange::txlog::{TransactionFilter, TransactionRecord};
 use crate::exchange::TxLog;
 use crate::store::{Store, StoreError};
@@ -18,21 +19,41 @@ impl Operations {
         Operations { store, txlog }
     }
 
-    /// Transaction records matching `filter`, newest first, at most `limit`; everything
-    /// recorded before the call is included.
+    /// Transaction records matching `filter`, newest first, at most `limit`: a client's
+    /// own, all for operators; everything recorded before the call is included.
     pub async fn transactions(
         &self,
+        caller: Caller<'_>,
         filter: &TransactionFilter,
         limit: u32,
     ) -> Result<Vec<TransactionRecord>, StoreError> {
+        let mut filter = filter.clone();
+        if !caller.operator {
+            if filter
+                .client_id
+                .as_deref()
+                .is_some_and(|c| c != caller.client_id)
+            {
+                return Ok(Vec::new());
+            }
+            filter.client_id = Some(caller.client_id.to_string());
+        }
         self.txlog.flush().await;
-        self.store.list_transactions(filter, limit).await
+        self.store.list_transactions(&filter, limit).await
     }
 
-    /// One transaction record with its bodies.
-    pub async fn transaction(&self, id: &str) -> Result<Option<TransactionRecord>, StoreError> {
+    /// One transaction record with its bodies, if it is the caller's (operators: any).
+    pub async fn transaction(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+    ) -> Result<Option<TransactionRecord>, StoreError> {
         self.txlog.flush().await;
-        self.store.get_transaction(id).await
+        Ok(self
+            .store
+            .get_transaction(id)
+            .await?
+            .filter(|r| caller.operator || r.client_id.as_deref() == Some(caller.client_id)))
     }
 
     /// Ready when the database answers and every migration is applied; else why not.

@@ -599,6 +599,27 @@ impl Store {
         Ok(())
     }
 
+    /// One restriction.
+    pub async fn restriction(&self, id: &str) -> Result<Option<Restriction>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, org_oid, channels, from_at, to_at, reason FROM booking_restrictions WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(Restriction {
+                id: r.try_get("id")?,
+                org: organization(&r, "booking_restrictions.org_oid")?,
+                channels: Channels(r.try_get("channels")?),
+                from_at: r.try_get("from_at")?,
+                to_at: r.try_get("to_at")?,
+                reason: r.try_get("reason")?,
+            })
+        })
+        .transpose()
+    }
+
     /// Removes a restriction; false when there was none.
     pub async fn delete_restriction(&self, id: &str) -> Result<bool, StoreError> {
         Ok(

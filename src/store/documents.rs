@@ -39,6 +39,8 @@ pub struct DocumentFilter {
     pub status: Option<DocumentStatus>,
     /// Organization.
     pub org: Option<Oid>,
+    /// Only documents of these organizations (a client's), when given.
+    pub orgs: Option<Vec<Oid>>,
     /// Kind code.
     pub kind_code: Option<String>,
     /// Error class.
@@ -205,6 +207,9 @@ impl Store {
                 sql.push_str(&format!(" AND {col} = ${}", args.len()));
             }
         }
+        if let Some(orgs) = &f.orgs {
+            sql.push_str(&in_list("org_oid", orgs, &mut args));
+        }
         if let Some(v) = &f.after_id {
             args.push(v.clone());
             sql.push_str(&format!(" AND id > ${}", args.len()));
@@ -335,13 +340,23 @@ impl Store {
         Ok(())
     }
 
-    /// Counts documents by status.
-    pub async fn document_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM documents GROUP BY status ORDER BY status",
-        )
-        .fetch_all(self.pool())
-        .await?;
+    /// Counts documents by status, of the given organizations only when `orgs` is given.
+    pub async fn document_counts(
+        &self,
+        orgs: Option<&[Oid]>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut args = Vec::new();
+        let filter = orgs
+            .map(|o| in_list("org_oid", o, &mut args))
+            .unwrap_or_default();
+        let sql = format!(
+            "SELECT status, COUNT(*) AS n FROM documents WHERE 1=1{filter} GROUP BY status ORDER BY status"
+        );
+        let mut q = sqlx::query(&sql);
+        for a in args {
+            q = q.bind(a);
+        }
+        let rows = q.fetch_all(self.pool()).await?;
         rows.iter()
             .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
             .collect()
@@ -362,6 +377,21 @@ impl Store {
         .await?;
         rows.iter().map(decode).collect()
     }
+}
+
+/// ` AND col IN ($n, ...)` for `values` appended to `args`; an empty list matches nothing.
+fn in_list(col: &str, values: &[Oid], args: &mut Vec<String>) -> String {
+    if values.is_empty() {
+        return " AND 1=0".into();
+    }
+    let marks: Vec<String> = values
+        .iter()
+        .map(|v| {
+            args.push(v.to_string());
+            format!("${}", args.len())
+        })
+        .collect();
+    format!(" AND {col} IN ({})", marks.join(","))
 }
 
 /// A status change with its details.

@@ -69,6 +69,12 @@ fn references(source: &str) -> BTreeSet<String> {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
+            // `crate::route!` is the route macro of `http`.
+            let name = if name == "route" {
+                "http".to_string()
+            } else {
+                name
+            };
             if !name.is_empty() {
                 out.insert(name);
             }

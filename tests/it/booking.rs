@@ -856,15 +856,20 @@ async fn urgent_visits_and_idempotency(backend: Backend) {
         "contained": [{"resourceType": "Patient", "id": "p", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": "123-456-789 64"}]}],
         "participant": [{"actor": {"reference": "#p"}, "status": "accepted"}, {"actor": {"reference": format!("Location/{ORG}")}, "status": "accepted"}]
     });
+    // An urgent visit is a record of the clinic: the portal may not make one there.
+    let (s, refused) = fx
+        .post(PORTAL_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-0"))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{refused}");
     let (s, a) = fx
-        .post(PORTAL_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1"))
+        .post(DESK_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1"))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{a}");
     assert_eq!(ext(&a, "booking-status"), "urgent");
     assert_eq!(a["appointmentType"]["coding"][0]["code"], "EMERGENCY");
     assert!(a.get("slot").is_none());
     let (s, replay) = fx
-        .post(PORTAL_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1"))
+        .post(DESK_TOKEN, "/fhir/Appointment", &urgent, Some("urgent-1"))
         .await;
     assert_eq!(
         (s, replay["id"].clone()),

@@ -36,7 +36,7 @@ scopes = ["admin"]
 id = "clinic"
 token_sha256 = "{clinic}"
 organizations = ["{CLINIC_ORG}"]
-scopes = ["documents:write"]
+scopes = ["documents:submit", "documents:read"]
 [[clients]]
 id = "remd"
 token_sha256 = "{remd}"

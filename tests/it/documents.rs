@@ -18,13 +18,13 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 const PATIENT: &str = "112-233-445 95";
-const AUTHOR: &str = "123-456-789 64";
+pub(crate) const AUTHOR: &str = "123-456-789 64";
 
 fn keys_dir() -> String {
     format!("{}/tests/fixtures/keys", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn key(owner: &str, role: KeyRole, name: &str) -> KeySettings {
+pub(crate) fn key(owner: &str, role: KeyRole, name: &str) -> KeySettings {
     KeySettings {
         owner: owner.into(),
         role,
@@ -119,11 +119,11 @@ async fn setup_clocked(
     Setup { t, sim }
 }
 
-fn cda(number: u64) -> String {
+pub(crate) fn cda(number: u64) -> String {
     medgate::codec::cda::sample_document(CLINIC_ORG, "11223344595", "12345678964", number, 200)
 }
 
-fn document_reference(uid: &str, doc: &str, signatures: &[(&str, Vec<u8>)]) -> Value {
+pub(crate) fn document_reference(uid: &str, doc: &str, signatures: &[(&str, Vec<u8>)]) -> Value {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut content = vec![
         json!({"attachment": {"contentType": "application/x-hl7-cda+xml", "data": b64.encode(doc)}}),

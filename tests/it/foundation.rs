@@ -146,7 +146,7 @@ async fn body_limit_answers_413_in_the_route_protocol(backend: Backend) {
     // Declared length over the limit, FHIR route.
     let r = t
         .http
-        .post(t.url("/fhir/Organization"))
+        .post(t.url("/fhir/DocumentReference"))
         .bearer_auth(ADMIN_TOKEN)
         .header("content-type", "application/fhir+json")
         .body(big.clone())
@@ -599,14 +599,24 @@ fn urlencode(s: &str) -> String {
 /// and answers in the route's protocol with the request id, and the server keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_handler_is_contained() {
+    use actix_web::http::Method;
     use actix_web::{web, App, HttpServer};
+    use medgate::http::access::{Access, AccessRules, Org};
     let t = TestGateway::start(medgate::store::Backend::Sqlite).await;
     let data = web::Data::from(t.gw.state.clone());
+    // The test's own routes need rules too: a served route without one is refused.
+    let admin = Access::Scope("admin", Org::Public);
+    let rules = web::Data::new(
+        AccessRules::default()
+            .with(Method::GET, "/fhir/Boom", admin)
+            .with(Method::GET, "/fhir/Fine", admin),
+    );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(rules.clone())
             .wrap(actix_web::middleware::from_fn(
                 medgate::http::middleware::gateway,
             ))
@@ -811,4 +821,21 @@ async fn dropped_database_connections_answer_503_then_recover() {
     );
     admin.close().await.unwrap();
     t.stop().await;
+}
+
+/// The README's access table is the route table (route, scope, organization rule).
+#[test]
+fn the_readme_lists_every_route_with_its_rule() {
+    let table = medgate::http::access::markdown_table(medgate::http::route_table());
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("<!-- routes -->\n")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- /routes -->").next())
+        .unwrap_or_default();
+    assert_eq!(
+        block, table,
+        "README.md's route table is out of date; it should read:\n{table}"
+    );
 }

@@ -1,6 +1,7 @@
 //! Black-box tests: the gateway on a random loopback port over real HTTP, on a fresh
 //! database per test. Every test that touches storage runs on PostgreSQL and on SQLite.
 
+mod access;
 mod architecture;
 mod booking;
 mod cli;

@@ -115,6 +115,8 @@ pub const PORTAL_TOKEN: &str = "test-portal-token";
 pub const CLINIC_TOKEN: &str = "test-clinic-token";
 /// Bearer token the registry simulator uses for callbacks and file fetches.
 pub const REMD_TOKEN: &str = "test-remd-token";
+/// Bearer token of the registry desk of [`CLINIC_ORG`]: books and records urgent visits there.
+pub const DESK_TOKEN: &str = "test-desk-token";
 /// The organization the test clinic acts for.
 pub const CLINIC_ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
 
@@ -142,8 +144,14 @@ pub fn settings(db: &TestDb) -> Settings {
             &[],
             &["schedule:read", "appointment:write"],
         ),
-        client("clinic", CLINIC_TOKEN, &[CLINIC_ORG], &["documents:write"]),
+        client(
+            "clinic",
+            CLINIC_TOKEN,
+            &[CLINIC_ORG],
+            &["documents:submit", "documents:read"],
+        ),
         client("remd", REMD_TOKEN, &[], &["remd:callback"]),
+        client("desk", DESK_TOKEN, &[CLINIC_ORG], &["appointment:write"]),
     ];
     s
 }

@@ -1,0 +1,580 @@
+//! The access matrix: every route of the route table × {no credentials, a client without
+//! the route's scope, a client of another organization, the owner}. A route without a case
+//! here fails the test, so a new route cannot go without one.
+
+use medgate::config::{KeyRole, RemdSettings};
+use medgate::http::access::{Access, Org};
+use medgate::model::schedule::Channel;
+use medgate::store::Backend;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::booking::{params, patient, Fx, ORG};
+use crate::documents::{cda, document_reference, key, AUTHOR};
+use crate::support::*;
+
+/// Owner: acts for the test clinic with every scope a clinic may hold.
+const OWNER: &str = "matrix-owner-token";
+/// Another clinic, with the same scopes, acting for another organization.
+const OTHER: &str = "matrix-other-token";
+/// Acts for the test clinic but holds no scope.
+const NOSCOPE: &str = "matrix-noscope-token";
+const OTHER_ORG: &str = "1.2.643.5.1.13.13.12.2.77.7002";
+const SCOPES: &[&str] = &[
+    "schedule:read",
+    "appointment:write",
+    "booking:admin",
+    "documents:submit",
+    "documents:read",
+    "documents:rerun",
+    "transactions:read",
+    "transactions:bodies",
+];
+
+/// What became of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    /// Allowed: the status and body.
+    Allowed(u16, String),
+}
+
+fn seen(status: StatusCode, body: String) -> Seen {
+    // SOAP 1.1 answers every fault 500: the fault's code says what it was.
+    let code = body
+        .split("<mg:code>")
+        .nth(1)
+        .and_then(|r| r.split("</mg:code>").next())
+        .unwrap_or("");
+    match status.as_u16() {
+        401 => Seen::Unauthorized,
+        403 => Seen::Forbidden,
+        404 => Seen::NotFound,
+        500 if code == "FORBIDDEN" => Seen::Forbidden,
+        500 if code.ends_with("NOT_FOUND") || code.starts_with("UNKNOWN_") => Seen::NotFound,
+        s => Seen::Allowed(s, body),
+    }
+}
+
+/// What a client of another organization must see.
+#[derive(Debug, Clone, Copy)]
+enum Other {
+    /// The same as the owner (public data).
+    Same,
+    /// Nothing: 404.
+    NotFound,
+    /// Refused: 403 (a create for an organization it does not act for).
+    Forbidden,
+    /// A list that leaves out the owner's record (its id must not appear).
+    Hidden,
+}
+
+/// One request of the matrix.
+struct Req {
+    method: Method,
+    path: String,
+    body: Option<String>,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Req {
+    fn get(path: impl Into<String>) -> Req {
+        Req {
+            method: Method::GET,
+            path: path.into(),
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn with(method: Method, path: impl Into<String>, body: Value) -> Req {
+        Req {
+            method,
+            path: path.into(),
+            body: Some(body.to_string()),
+            headers: vec![("content-type", "application/fhir+json".into())],
+        }
+    }
+
+    fn soap(path: &str, action: &str, body: String) -> Req {
+        Req {
+            method: Method::POST,
+            path: path.into(),
+            body: Some(body),
+            headers: vec![
+                ("content-type", "text/xml; charset=utf-8".into()),
+                ("soapaction", format!("\"{action}\"")),
+            ],
+        }
+    }
+}
+
+/// The owner's records the cases act on.
+struct Records {
+    slots: Vec<String>,
+    hold_to_book: String,
+    hold_to_cancel: String,
+    booked: String,
+    urgent: String,
+    hold_to_refuse: String,
+    document: String,
+    restriction_to_list: String,
+    restriction_to_delete: String,
+    transaction: String,
+}
+
+async fn send(fx: &Fx, token: Option<&str>, r: &Req) -> Seen {
+    let mut b = fx.t.http.request(r.method.clone(), fx.t.url(&r.path));
+    if let Some(t) = token {
+        b = b.bearer_auth(t);
+    }
+    for (k, v) in &r.headers {
+        b = b.header(*k, v);
+    }
+    if let Some(body) = &r.body {
+        b = b.body(body.clone());
+    }
+    let resp = b.send().await.unwrap();
+    let status = resp.status();
+    seen(status, resp.text().await.unwrap())
+}
+
+async fn json_of(fx: &Fx, token: &str, r: &Req) -> Value {
+    match send(fx, Some(token), r).await {
+        Seen::Allowed(_, body) => serde_json::from_str(&body).unwrap(),
+        other => panic!("{} {}: {other:?}", r.method, r.path),
+    }
+}
+
+fn hub(op: &str, inner: &str) -> Req {
+    Req::soap(
+        "/soap/hub",
+        &format!("http://tempuri.org/IHubService/{op}"),
+        format!(
+            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><{op} xmlns="http://tempuri.org/">{inner}</{op}></s:Body></s:Envelope>"#
+        ),
+    )
+}
+
+/// The case of a route: the request, what another organization's client sees, and the
+/// statuses the owner may get.
+fn case(
+    method: &actix_web::http::Method,
+    pattern: &str,
+    r: &Records,
+) -> Option<(Req, Other, &'static [u16])> {
+    const OK: &[u16] = &[200];
+    const CREATED: &[u16] = &[201];
+    let urgent = json!({
+        "resourceType": "Appointment", "status": "booked",
+        "appointmentType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0276", "code": "EMERGENCY"}]},
+        "contained": [{"resourceType": "Patient", "id": "p", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": AUTHOR}]}],
+        "participant": [{"actor": {"reference": "#p"}, "status": "accepted"}, {"actor": {"reference": format!("Location/{ORG}")}, "status": "accepted"}]
+    });
+    let doc_status = format!(
+        r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><GetDocumentStatus xmlns="urn:medgate:documents:v1"><LocalUid>{}</LocalUid></GetDocumentStatus></s:Body></s:Envelope>"#,
+        r.document
+    );
+    let file_request = format!(
+        r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><getDocumentFileRequest xmlns="http://egisz.rosminzdrav.ru/iehr/emdr/service/"><localUid>{}</localUid></getDocumentFileRequest></s:Body></s:Envelope>"#,
+        r.document
+    );
+    let m = method.as_str();
+    Some(match (m, pattern) {
+        ("GET", "/healthz" | "/readyz" | "/metrics" | "/fhir/metadata") => {
+            (Req::get(pattern), Other::Same, OK)
+        }
+        ("GET", "/soap/hub") => (Req::get("/soap/hub?wsdl"), Other::Same, OK),
+        ("GET", "/fhir/Organization") => (Req::get("/fhir/Organization?_count=2"), Other::Same, OK),
+        ("GET", "/fhir/Location" | "/fhir/Practitioner" | "/fhir/PractitionerRole" | "/fhir/Schedule") => {
+            (Req::get(format!("{pattern}?organization={ORG}")), Other::Same, OK)
+        }
+        ("GET", "/fhir/Organization/{id}" | "/fhir/Location/{id}") => {
+            (Req::get(pattern.replace("{id}", ORG)), Other::Same, OK)
+        }
+        ("GET", "/fhir/Slot") => (
+            Req::get(format!("/fhir/Slot?organization={ORG}&status=free&_count=5")),
+            Other::Same,
+            OK,
+        ),
+        ("GET", "/fhir/Appointment/$find") => (
+            Req::get(format!("/fhir/Appointment/$find?organization={ORG}&_count=3")),
+            Other::Same,
+            OK,
+        ),
+        ("POST", "/fhir/Appointment/$find") => (
+            Req::with(
+                Method::POST,
+                pattern,
+                json!({"resourceType": "Parameters", "parameter": [{"name": "organization", "valueString": ORG}]}),
+            ),
+            Other::Same,
+            OK,
+        ),
+        // Any client may hold a free slot; the owner and the other hold different ones.
+        ("POST", "/fhir/Appointment/$hold") => (
+            Req::with(Method::POST, pattern, params(&r.slots[0], None, None)),
+            Other::Same,
+            CREATED,
+        ),
+        ("POST", "/fhir/Appointment/$book") => (
+            Req::with(
+                Method::POST,
+                pattern,
+                json!({"resourceType": "Parameters", "parameter": [
+                    {"name": "appointment", "resource": {"resourceType": "Appointment", "id": r.hold_to_book, "status": "proposed", "participant": [{"status": "needs-action"}]}},
+                    {"name": "patient", "resource": patient(41)}]}),
+            ),
+            Other::NotFound,
+            CREATED,
+        ),
+        // By patient: the appointment's id is in no link of the answer.
+        ("GET", "/fhir/Appointment") => (
+            Req::get(format!(
+                "/fhir/Appointment?patient:identifier=urn:oid:1.2.643.100.3%7C{}",
+                AUTHOR.replace(['-', ' '], "")
+            )),
+            Other::Hidden,
+            OK,
+        ),
+        ("POST", "/fhir/Appointment") => (
+            Req::with(Method::POST, pattern, urgent),
+            Other::Forbidden,
+            CREATED,
+        ),
+        ("GET", "/fhir/Appointment/{id}") => (
+            Req::get(format!("/fhir/Appointment/{}", r.urgent)),
+            Other::NotFound,
+            OK,
+        ),
+        ("PUT", "/fhir/Appointment/{id}") => (
+            Req::with(
+                Method::PUT,
+                format!("/fhir/Appointment/{}", r.hold_to_cancel),
+                json!({"resourceType": "Appointment", "id": r.hold_to_cancel, "status": "cancelled", "participant": [{"status": "declined"}]}),
+            ),
+            Other::NotFound,
+            OK,
+        ),
+        ("POST", "/fhir/Appointment/{id}/$reschedule") => (
+            Req::with(
+                Method::POST,
+                format!("/fhir/Appointment/{}/$reschedule", r.booked),
+                json!({"resourceType": "Parameters", "parameter": [{"name": "slot", "valueReference": {"reference": format!("Slot/{}", r.slots[1].replacen(':', ".", 1))}}]}),
+            ),
+            Other::NotFound,
+            CREATED,
+        ),
+        ("POST", "/fhir/DocumentReference") => (
+            Req::with(
+                Method::POST,
+                pattern,
+                document_reference(&uuid::Uuid::new_v4().to_string(), &cda(52), &[]),
+            ),
+            Other::Forbidden,
+            CREATED,
+        ),
+        ("GET", "/fhir/DocumentReference/{id}") => (
+            Req::get(format!("/fhir/DocumentReference/{}", r.document)),
+            Other::NotFound,
+            OK,
+        ),
+        ("POST", "/soap/documents") => (
+            Req::soap(
+                pattern,
+                "urn:medgate:documents:v1/GetDocumentStatus",
+                doc_status,
+            ),
+            Other::NotFound,
+            OK,
+        ),
+        ("POST", "/soap/remd/provider") => (
+            Req {
+                headers: vec![(
+                    "content-type",
+                    "application/soap+xml; charset=utf-8".into(),
+                )],
+                ..Req::soap(pattern, "getDocumentFile", file_request)
+            },
+            Other::Forbidden,
+            OK,
+        ),
+        // An unknown verdict: the registry gets a Fault, but it got in.
+        ("POST", "/soap/remd/callback") => (
+            Req {
+                headers: vec![(
+                    "content-type",
+                    "application/soap+xml; charset=utf-8".into(),
+                )],
+                ..Req::soap(
+                    pattern,
+                    "registerDocumentResult",
+                    r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><registerDocumentResult xmlns="http://egisz.rosminzdrav.ru/iehr/emdr/callback/"><relatesToMessage>urn:uuid:00000000-0000-0000-0000-000000000000</relatesToMessage><status>error</status></registerDocumentResult></s:Body></s:Envelope>"#.into(),
+                )
+            },
+            Other::Forbidden,
+            &[200, 400],
+        ),
+        ("POST", "/soap/hub") => (
+            hub(
+                "CreateClaimForRefusal",
+                &format!("<IdClaim>{}</IdClaim>", r.hold_to_refuse),
+            ),
+            Other::NotFound,
+            OK,
+        ),
+        ("GET", "/api/admin/documents") => (Req::get(pattern), Other::Hidden, OK),
+        ("GET", "/api/admin/documents/{id}") => (
+            Req::get(format!("/api/admin/documents/{}", r.document)),
+            Other::NotFound,
+            OK,
+        ),
+        // The document is queued already: the owner gets in and is told so.
+        ("POST", "/api/admin/documents/{id}/rerun") => (
+            Req {
+                method: Method::POST,
+                ..Req::get(format!("/api/admin/documents/{}/rerun", r.document))
+            },
+            Other::NotFound,
+            &[409],
+        ),
+        ("POST", "/api/admin/documents/rerun") => (
+            Req {
+                method: Method::POST,
+                ..Req::get("/api/admin/documents/rerun?status=rejected")
+            },
+            Other::Same,
+            &[202],
+        ),
+        ("GET", "/api/admin/transactions") => (Req::get(pattern), Other::Hidden, OK),
+        ("GET", "/api/admin/transactions/{id}") => (
+            Req::get(format!("/api/admin/transactions/{}", r.transaction)),
+            Other::NotFound,
+            OK,
+        ),
+        ("GET", "/api/admin/restrictions") => (Req::get(pattern), Other::Hidden, OK),
+        ("POST", "/api/admin/restrictions") => (
+            Req::with(
+                Method::POST,
+                pattern,
+                json!({"organization": ORG, "channels": ["kiosk"], "from": "2030-01-01", "to": "2030-01-02", "reason": "matrix"}),
+            ),
+            Other::Forbidden,
+            CREATED,
+        ),
+        ("DELETE", "/api/admin/restrictions/{id}") => (
+            Req {
+                method: Method::DELETE,
+                ..Req::get(format!("/api/admin/restrictions/{}", r.restriction_to_delete))
+            },
+            Other::NotFound,
+            &[204],
+        ),
+        _ => return None,
+    })
+}
+
+/// The record a list must leave out for another organization's client.
+fn hidden_id<'a>(pattern: &str, r: &'a Records) -> &'a str {
+    match pattern {
+        "/fhir/Appointment" => &r.urgent,
+        "/api/admin/documents" => &r.document,
+        "/api/admin/transactions" => &r.transaction,
+        _ => &r.restriction_to_list,
+    }
+}
+
+async fn records(fx: &Fx) -> Records {
+    let slots: Vec<String> = fx
+        .free(Channel::Internet)
+        .await
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let hold = |slot: String| async move {
+        let (s, v) = fx
+            .post(
+                OWNER,
+                "/fhir/Appointment/$hold",
+                &params(&slot, None, None),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    };
+    let hold_to_book = hold(slots[10].clone()).await;
+    let hold_to_cancel = hold(slots[11].clone()).await;
+    let hold_to_refuse = hold(slots[12].clone()).await;
+    let (s, booked) = fx
+        .post(
+            OWNER,
+            "/fhir/Appointment/$book",
+            &params(&slots[13], Some(patient(42)), None),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{booked}");
+    let urgent = json!({
+        "resourceType": "Appointment", "status": "booked",
+        "appointmentType": {"coding": [{"code": "EMERGENCY"}]},
+        "contained": [{"resourceType": "Patient", "id": "p", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": AUTHOR}]}],
+        "participant": [{"actor": {"reference": "#p"}}, {"actor": {"reference": format!("Location/{ORG}")}}]
+    });
+    let (s, urgent) = fx.post(OWNER, "/fhir/Appointment", &urgent, None).await;
+    assert_eq!(s, StatusCode::CREATED, "{urgent}");
+    let uid = uuid::Uuid::new_v4().to_string();
+    let (s, doc) = fx
+        .post(
+            OWNER,
+            "/fhir/DocumentReference",
+            &document_reference(&uid, &cda(51), &[]),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{doc}");
+    let restriction = |day: u32| async move {
+        let body = json!({"organization": ORG, "channels": ["internet"], "from": format!("2030-02-{day:02}"), "to": format!("2030-02-{:02}", day + 1), "reason": "matrix"});
+        let v = json_of(
+            fx,
+            OWNER,
+            &Req::with(Method::POST, "/api/admin/restrictions", body),
+        )
+        .await;
+        v["id"].as_str().unwrap().to_string()
+    };
+    let restriction_to_list = restriction(1).await;
+    let restriction_to_delete = restriction(3).await;
+    let mine = json_of(fx, OWNER, &Req::get("/api/admin/transactions?limit=1")).await;
+    Records {
+        slots: slots[..10].to_vec(),
+        hold_to_book,
+        hold_to_cancel,
+        booked: booked["id"].as_str().unwrap().to_string(),
+        urgent: urgent["id"].as_str().unwrap().to_string(),
+        hold_to_refuse,
+        document: uid,
+        restriction_to_list,
+        restriction_to_delete,
+        transaction: mine["items"][0]["id"].as_str().unwrap().to_string(),
+    }
+}
+
+async fn every_route_checks_scope_and_organization(backend: Backend) {
+    let fx = Fx::start(backend, |s| {
+        let client =
+            |id: &str, token: &str, org: &str, scopes: &[&str]| medgate::config::ClientSettings {
+                id: id.into(),
+                name: id.into(),
+                token_sha256: medgate::config::Secret::new(hex::encode(medgate::auth::token_hash(
+                    token,
+                ))),
+                organizations: vec![org.into()],
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                channels: Vec::new(),
+            };
+        s.clients.push(client("owner", OWNER, ORG, SCOPES));
+        s.clients.push(client("other", OTHER, OTHER_ORG, SCOPES));
+        s.clients.push(client("noscope", NOSCOPE, ORG, &[]));
+        let base = s.http.public_url.clone().unwrap();
+        // Intake only: nothing is sent to a registry.
+        s.remd = Some(RemdSettings {
+            url: "http://127.0.0.1:9/unused".into(),
+            client_entity_id: "matrix".into(),
+            callback_url: format!("{base}/soap/remd/callback"),
+            file_url: format!("{base}/soap/remd/provider"),
+            timeout_secs: 1,
+            retry_schedule_secs: vec![1],
+            callback_timeout_secs: 30,
+            workers: 1,
+            max_document_bytes: 1024 * 1024,
+            deliver: false,
+            message_key: None,
+        });
+        s.signing.keys = vec![
+            key(ORG, KeyRole::Organization, "org-gost256"),
+            key("12345678964", KeyRole::Doctor, "doctor-gost256"),
+        ];
+    })
+    .await;
+    let r = records(&fx).await;
+    let mut checked = 0;
+    for route in medgate::http::route_table() {
+        let pattern = route.pattern();
+        let what = format!("{} {pattern}", route.method);
+        let Some((req, other, owner_ok)) = case(&route.method, &pattern, &r) else {
+            panic!("{what} has no case in the access matrix");
+        };
+        let open = route.access == Access::Open;
+        // No credentials.
+        let s = send(&fx, None, &req).await;
+        if open {
+            assert!(matches!(s, Seen::Allowed(200, _)), "{what} open: {s:?}");
+        } else {
+            assert_eq!(s, Seen::Unauthorized, "{what} without credentials");
+        }
+        // A client without the scope.
+        let s = send(&fx, Some(NOSCOPE), &req).await;
+        if open {
+            assert!(matches!(s, Seen::Allowed(200, _)), "{what} open: {s:?}");
+        } else {
+            assert_eq!(s, Seen::Forbidden, "{what} without the scope");
+        }
+        // A client of another organization.
+        let s = send(&fx, Some(OTHER), &req).await;
+        let registry = matches!(route.access, Access::Scope(_, Org::Registry));
+        match other {
+            Other::NotFound => assert_eq!(s, Seen::NotFound, "{what} for another organization"),
+            Other::Forbidden => assert_eq!(s, Seen::Forbidden, "{what} for another organization"),
+            Other::Same => assert!(
+                matches!(&s, Seen::Allowed(code, _) if owner_ok.contains(code)),
+                "{what} for another organization: {s:?}"
+            ),
+            Other::Hidden => match &s {
+                Seen::Allowed(200, body) => assert!(
+                    !body.contains(hidden_id(&pattern, &r)),
+                    "{what} shows another organization's record: {body}"
+                ),
+                s => panic!("{what} for another organization: {s:?}"),
+            },
+        }
+        // The owner (for the registry's routes: the registry).
+        let token = if registry { REMD_TOKEN } else { OWNER };
+        let req = if pattern == "/fhir/Appointment/$hold" {
+            Req::with(
+                Method::POST,
+                pattern.as_str(),
+                params(&r.slots[2], None, None),
+            )
+        } else {
+            req
+        };
+        let s = send(&fx, Some(token), &req).await;
+        assert!(
+            matches!(&s, Seen::Allowed(code, _) if owner_ok.contains(code)),
+            "{what} for its owner: {s:?}"
+        );
+        if let (Other::Hidden, Seen::Allowed(_, body)) = (other, &s) {
+            assert!(
+                body.contains(hidden_id(&pattern, &r)),
+                "{what} must list the owner's record: {body}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 37, "{checked} routes checked");
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_checks_scope_and_organization_postgres() {
+    every_route_checks_scope_and_organization(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_checks_scope_and_organization_sqlite() {
+    every_route_checks_scope_and_organization(Backend::Sqlite).await
+}
