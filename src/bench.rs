@@ -181,6 +181,7 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         organizations: vec![ORG.into()],
         scopes: vec!["documents:submit".into()],
         channels: Vec::new(),
+        rate: None,
     }];
     s.remd = Some(RemdSettings {
         url: "http://127.0.0.1:9/unused".into(),
@@ -398,6 +399,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
         organizations: vec![],
         scopes: vec!["schedule:read".into()],
         channels: Vec::new(),
+        rate: None,
     }];
     let store = crate::store::Store::connect(&s.database)
         .await
@@ -686,6 +688,7 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
         organizations: vec![],
         scopes: vec!["appointment:write".into()],
         channels: Vec::new(),
+        rate: None,
     }];
     let store = crate::store::Store::connect(&s.database)
         .await

@@ -385,6 +385,19 @@ pub struct ClientSettings {
     /// Empty means every channel, with `internet` as the default.
     #[serde(default)]
     pub channels: Vec<String>,
+    /// Requests per second this client may make (answered 429 beyond); none: unlimited.
+    #[serde(default)]
+    pub rate: Option<RateLimit>,
+}
+
+/// A client's request rate.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second (at least 1).
+    pub per_second: u32,
+    /// Requests that may come at once before the rate applies (at least 1).
+    pub burst: u32,
 }
 
 impl Default for Settings {
@@ -487,6 +500,14 @@ impl Settings {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {
+            if let Some(r) = c.rate {
+                if r.per_second == 0 || r.burst == 0 {
+                    return bad(
+                        &format!("clients[{i}].rate"),
+                        "per_second and burst must be at least 1",
+                    );
+                }
+            }
             if c.id.trim().is_empty() {
                 return bad(&format!("clients[{i}].id"), "must not be empty");
             }

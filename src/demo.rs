@@ -34,6 +34,7 @@ pub fn settings(port: u16, data_dir: &Path) -> Settings {
         organizations: Vec::new(),
         scopes: vec!["admin".into()],
         channels: Vec::new(),
+        rate: None,
     }];
     s
 }

@@ -4,6 +4,7 @@
 //! Mutual TLS and per-organization checks on every route build on the same principal.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use crate::config::ClientSettings;
@@ -90,10 +91,23 @@ impl Client {
     }
 }
 
-/// Clients known to this gateway, looked up by token hash.
-#[derive(Debug, Clone, Default)]
+/// A client's request-rate limiter.
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Clients known to this gateway, looked up by token hash, with their rate limiters.
+#[derive(Clone, Default)]
 pub struct ClientRegistry {
     by_hash: Arc<HashMap<[u8; 32], Arc<Client>>>,
+    limits: Arc<HashMap<String, Limiter>>,
+}
+
+impl std::fmt::Debug for ClientRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRegistry")
+            .field("clients", &self.by_hash.len())
+            .field("rate_limited", &self.limits.len())
+            .finish()
+    }
 }
 
 /// Why a request could not be authenticated.
@@ -156,9 +170,32 @@ impl ClientRegistry {
                 }),
             );
         }
+        let limits = clients
+            .iter()
+            .filter_map(|c| {
+                let r = c.rate?;
+                let quota = governor::Quota::per_second(NonZeroU32::new(r.per_second)?)
+                    .allow_burst(NonZeroU32::new(r.burst)?);
+                Some((c.id.clone(), governor::RateLimiter::direct(quota)))
+            })
+            .collect();
         ClientRegistry {
             by_hash: Arc::new(map),
+            limits: Arc::new(limits),
         }
+    }
+
+    /// Counts one request of `client` against its rate; `Err` says how long to wait when
+    /// the client is over it.
+    pub fn check_rate(&self, client: &str) -> Result<(), std::time::Duration> {
+        let Some(limiter) = self.limits.get(client) else {
+            return Ok(());
+        };
+        limiter.check().map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
+        })
     }
 
     /// Resolves an `Authorization` header value to a client.
@@ -194,6 +231,7 @@ mod tests {
             organizations: vec!["1.2.643.5.1.13.13.12.1.1".into()],
             scopes: vec!["schedule:read".into()],
             channels: Vec::new(),
+            rate: None,
         }]);
         let c = reg.authenticate(Some("Bearer s3cret")).unwrap();
         assert_eq!(c.id, "portal");

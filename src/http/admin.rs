@@ -195,6 +195,7 @@ async fn add_restriction(
     principal: Principal,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    ApiError::check_json(&body, "restriction")?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let r: RestrictionIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         ApiError::invalid("INVALID_JSON", e.path().to_string(), e.inner().to_string())

@@ -185,6 +185,36 @@ impl ApiError {
         )
     }
 
+    /// 400: a JSON body with more structure than any request needs, refused before parsing.
+    pub fn json_too_complex(e: crate::codec::json::JsonLimitError, field: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::TooCostly,
+            "JSON_TOO_COMPLEX",
+            e.to_string(),
+        )
+        .at(field.to_string())
+    }
+
+    /// Checks a JSON body's structure against the default limits before it is parsed.
+    pub fn check_json(body: &[u8], field: &str) -> Result<(), Self> {
+        crate::codec::json::check(body, &crate::codec::json::JsonLimits::default())
+            .map_err(|e| Self::json_too_complex(e, field))
+    }
+
+    /// 429: the client is over its request rate; it may try again after `wait`.
+    pub fn too_many_requests(wait: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            IssueType::Throttled,
+            "RATE_LIMITED",
+            format!(
+                "too many requests from this client; retry after {} ms",
+                wait.as_millis().max(1)
+            ),
+        )
+    }
+
     /// 500: logs the cause with the request id and returns a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(cause = %cause, "internal error");

@@ -41,6 +41,7 @@ pub const ROUTES: &[Route] = &[
 ];
 
 fn json_body(body: &[u8], what: &str) -> ApiResult<Value> {
+    ApiError::check_json(body, what)?;
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

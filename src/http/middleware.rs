@@ -141,6 +141,17 @@ pub async fn gateway(
                     return Ok(finish(&state, req.into_parts().0, res, fin).await);
                 }
             }
+            if let Err(wait) = state.clients.check_rate(&client.id) {
+                let err = ApiError::too_many_requests(wait);
+                let mut res = err.render(protocol, &fin.request_id);
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    res.headers_mut()
+                        .insert(actix_web::http::header::RETRY_AFTER, v);
+                }
+                fin.error = Some(err.code.to_string());
+                return Ok(finish(&state, req.into_parts().0, res, fin).await);
+            }
             req.extensions_mut().insert(client);
         }
 

@@ -474,6 +474,7 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
                 organizations: vec![org.into()],
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
                 channels: Vec::new(),
+                rate: None,
             };
         s.clients.push(client("owner", OWNER, ORG, SCOPES));
         s.clients.push(client("other", OTHER, OTHER_ORG, SCOPES));

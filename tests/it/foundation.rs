@@ -839,3 +839,41 @@ fn the_readme_lists_every_route_with_its_rule() {
         "README.md's route table is out of date; it should read:\n{table}"
     );
 }
+
+/// A client over its rate is answered 429 with `Retry-After`, in its route's format; other
+/// clients are not slowed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_over_their_rate_get_429_with_retry_after() {
+    let t = TestGateway::start_with(Backend::Sqlite, |s| {
+        if let Some(portal) = s.clients.iter_mut().find(|c| c.id == "portal") {
+            portal.rate = Some(medgate::config::RateLimit {
+                per_second: 1,
+                burst: 3,
+            });
+        }
+    })
+    .await;
+    let get = |token: &'static str| {
+        let (http, url) = (t.http.clone(), t.url("/fhir/Organization?_count=1"));
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    for _ in 0..3 {
+        assert_eq!(get(PORTAL_TOKEN).await.status(), StatusCode::OK);
+    }
+    let r = get(PORTAL_TOKEN).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    let o: Value = r.json().await.unwrap();
+    assert_eq!(issue(&o)["code"], "throttled");
+    assert_eq!(issue(&o)["details"]["coding"][0]["code"], "RATE_LIMITED");
+    // Another client is not limited by the portal's rate.
+    for _ in 0..5 {
+        assert_eq!(get(ADMIN_TOKEN).await.status(), StatusCode::OK);
+    }
+    t.stop().await;
+}

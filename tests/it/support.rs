@@ -135,6 +135,7 @@ pub fn settings(db: &TestDb) -> Settings {
         organizations: orgs.iter().map(|s| s.to_string()).collect(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         channels: Vec::new(),
+        rate: None,
     };
     s.clients = vec![
         client("admin", ADMIN_TOKEN, &[], &["admin"]),

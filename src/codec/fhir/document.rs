@@ -140,6 +140,13 @@ fn ident(r: Option<Reference>, path: &str) -> Result<String, ReadError> {
 /// is not a signature; signatures are `application/pkcs7-signature` attachments titled
 /// `organization` or `doctor`.
 pub fn read_submission(body: &[u8]) -> Result<Submission, ReadError> {
+    crate::codec::json::check(body, &crate::codec::json::JsonLimits::default()).map_err(|e| {
+        ReadError::Invalid {
+            code: "JSON_TOO_COMPLEX",
+            path: "DocumentReference".into(),
+            message: e.to_string(),
+        }
+    })?;
     // The common case parses once without path tracking; a bad body is parsed again with
     // it, so the error names the element.
     let d: DocumentReferenceIn = match serde_json::from_slice(body) {
