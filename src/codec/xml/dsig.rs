@@ -143,10 +143,11 @@ pub fn sign_envelope(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
     use std::process::Command;
 
     use super::*;
-    use crate::codec::soap::NS_SOAP11;
+    use crate::codec::soap::{NS_SOAP11, NS_SOAP12};
     use crate::sign::LocalSigner;
 
     const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
@@ -335,6 +336,337 @@ mod tests {
             verify_envelope_trusted(b"<a/>", &trusted, &limits),
             Err(VerifyError::NotSoap(_))
         ));
+    }
+
+    /// Base64 of a PEM certificate's DER, as a `BinarySecurityToken` carries it.
+    fn cert_b64(name: &str) -> String {
+        b64().encode(cert_der(name))
+    }
+
+    /// Signs `template` with xmlsec1 (`--id-attr:Id` registers `Id` attributes, in any
+    /// namespace, on the named elements), as another stack would.
+    fn xmlsec_sign(template: &str, key: &str, id_elements: &[&str]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("template.xml");
+        let output = dir.path().join("signed.xml");
+        std::fs::write(&input, template).unwrap();
+        let mut cmd = Command::new("xmlsec1");
+        cmd.arg("--sign")
+            .arg("--privkey-pem")
+            .arg(format!("{KEYS}/{key}.key.pem,{KEYS}/{key}.cert.pem"));
+        for el in id_elements {
+            cmd.args(["--id-attr:Id", el]);
+        }
+        let out = cmd
+            .arg("--output")
+            .arg(&output)
+            .arg(&input)
+            .output()
+            .expect("xmlsec1 is installed by tests/run.sh");
+        assert!(
+            out.status.success(),
+            "xmlsec1 --sign: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(Path::new(&output)).unwrap()
+    }
+
+    /// As WSS4J/CXF write it: exclusive C14N with an `InclusiveNamespaces PrefixList` on the
+    /// canonicalization method and on the transform, a `BinarySecurityToken` referenced from
+    /// `KeyInfo`, indentation. The body uses `m` only inside an attribute value, so only the
+    /// prefix list makes the namespace part of the digest.
+    fn wss4j_like() -> String {
+        let cert = cert_b64("org-rsa");
+        format!(
+            r##"<soapenv:Envelope xmlns:soapenv="{NS_SOAP11}" xmlns:m="urn:m" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <soapenv:Header>
+    <wsse:Security xmlns:wsse="{NS_WSSE}" xmlns:wsu="{NS_WSU}" soapenv:mustUnderstand="1">
+      <wsse:BinarySecurityToken EncodingType="{BASE64}" ValueType="{X509V3}" wsu:Id="X509-1">{cert}</wsse:BinarySecurityToken>
+      <ds:Signature xmlns:ds="{NS_DS}" Id="SIG-1">
+        <ds:SignedInfo>
+          <ds:CanonicalizationMethod Algorithm="{EXC_C14N}">
+            <ec:InclusiveNamespaces xmlns:ec="{EXC_C14N}" PrefixList="m soapenv"/>
+          </ds:CanonicalizationMethod>
+          <ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/>
+          <ds:Reference URI="#id-1">
+            <ds:Transforms>
+              <ds:Transform Algorithm="{EXC_C14N}">
+                <ec:InclusiveNamespaces xmlns:ec="{EXC_C14N}" PrefixList="m xsi"/>
+              </ds:Transform>
+            </ds:Transforms>
+            <ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/>
+            <ds:DigestValue/>
+          </ds:Reference>
+        </ds:SignedInfo>
+        <ds:SignatureValue/>
+        <ds:KeyInfo Id="KI-1">
+          <wsse:SecurityTokenReference wsu:Id="STR-1">
+            <wsse:Reference URI="#X509-1" ValueType="{X509V3}"/>
+          </wsse:SecurityTokenReference>
+        </ds:KeyInfo>
+      </ds:Signature>
+    </wsse:Security>
+  </soapenv:Header>
+  <soapenv:Body xmlns:wsu="{NS_WSU}" wsu:Id="id-1">
+    <m:registerDocumentRequest><m:localUid xsi:type="m:Uid">u-1</m:localUid></m:registerDocumentRequest>
+  </soapenv:Body>
+</soapenv:Envelope>
+"##
+        )
+    }
+
+    /// A Reference without Transforms (so Canonical XML 1.0 of the Body: every namespace in
+    /// scope and the envelope's `xml:lang`), the certificate in `X509Data`, ECDSA.
+    fn no_transforms() -> String {
+        format!(
+            r##"<?xml version="1.0" encoding="UTF-8"?>
+<S:Envelope xmlns:S="{NS_SOAP11}" xmlns:wsu="{NS_WSU}" xmlns:unused="urn:unused" xml:lang="ru">
+<S:Header><wsse:Security xmlns:wsse="{NS_WSSE}"><Signature xmlns="{NS_DS}"><SignedInfo><CanonicalizationMethod Algorithm="{EXC_C14N}"/><SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"/><Reference URI="#b"><DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><DigestValue/></Reference></SignedInfo><SignatureValue/><KeyInfo><X509Data><X509Certificate/></X509Data></KeyInfo></Signature></wsse:Security></S:Header>
+<S:Body wsu:Id="b"><m:registerDocumentRequest xmlns:m="urn:m"><m:localUid>u-1</m:localUid></m:registerDocumentRequest></S:Body>
+</S:Envelope>
+"##
+        )
+    }
+
+    /// Canonical XML 1.0 for SignedInfo and the references, enveloped-signature first, a
+    /// second reference to a Timestamp, the key named by issuer and serial, SOAP 1.2.
+    fn inclusive() -> String {
+        let cert = openssl::x509::X509::from_der(&cert_der("org-rsa")).unwrap();
+        let serial = cert.serial_number().to_bn().unwrap().to_dec_str().unwrap();
+        let transforms = format!(
+            r#"<ds:Transforms><ds:Transform Algorithm="{ENVELOPED_SIGNATURE}"/><ds:Transform Algorithm="{C14N_10}"/></ds:Transforms><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue/>"#
+        );
+        format!(
+            r##"<env:Envelope xmlns:env="{NS_SOAP12}" xmlns:wsse="{NS_WSSE}" xmlns:wsu="{NS_WSU}" xml:lang="ru">
+ <env:Header>
+  <wsse:Security>
+   <wsu:Timestamp wsu:Id="TS-1"><wsu:Created>2024-06-11T10:00:00Z</wsu:Created></wsu:Timestamp>
+   <ds:Signature xmlns:ds="{NS_DS}">
+    <ds:SignedInfo>
+     <ds:CanonicalizationMethod Algorithm="{C14N_10}"/>
+     <ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/>
+     <ds:Reference URI="#TS-1">{transforms}</ds:Reference>
+     <ds:Reference URI="#BODY">{transforms}</ds:Reference>
+    </ds:SignedInfo>
+    <ds:SignatureValue/>
+    <ds:KeyInfo><wsse:SecurityTokenReference><ds:X509Data><ds:X509IssuerSerial><ds:X509IssuerName>CN=Test</ds:X509IssuerName><ds:X509SerialNumber>{serial}</ds:X509SerialNumber></ds:X509IssuerSerial></ds:X509Data></wsse:SecurityTokenReference></ds:KeyInfo>
+   </ds:Signature>
+  </wsse:Security>
+ </env:Header>
+ <env:Body wsu:Id="BODY"><m:registerDocumentRequest xmlns:m="urn:m"><m:localUid>u-1</m:localUid></m:registerDocumentRequest></env:Body>
+</env:Envelope>
+"##
+        )
+    }
+
+    fn expect(
+        xml: &str,
+        trusted: &[Vec<u8>],
+        what: &str,
+        check: impl FnOnce(&VerifyError) -> bool,
+    ) {
+        match verify_envelope_trusted(xml.as_bytes(), trusted, &Limits::default()) {
+            Err(e) if check(&e) => {}
+            other => panic!("{what}: {:?}", other.map(|v| v.algorithm)),
+        }
+    }
+
+    #[test]
+    fn verifies_wss4j_style_exclusive_with_prefix_lists() {
+        let signed = xmlsec_sign(&wss4j_like(), "org-rsa", &["Body"]);
+        let trusted = vec![cert_der("org-rsa")];
+        let limits = Limits::default();
+        let v = verify_envelope_trusted(signed.as_bytes(), &trusted, &limits).unwrap();
+        assert_eq!(v.algorithm, Algorithm::Rsa);
+        verify_envelope(signed.as_bytes(), &limits).unwrap();
+        // Only the prefix list brings m into the digest: its value is signed content.
+        expect(
+            &signed.replace("m:Uid", "m:Other"),
+            &trusted,
+            "body changed",
+            |e| matches!(e, VerifyError::DigestMismatch(uri) if uri == "#id-1"),
+        );
+        expect(
+            &signed.replace(r#"PrefixList="m xsi""#, r#"PrefixList="xsi""#),
+            &trusted,
+            "transform prefix list changed",
+            |e| matches!(e, VerifyError::BadSignatureValue),
+        );
+        let digest = signed
+            .split("<ds:DigestValue>")
+            .nth(1)
+            .and_then(|s| s.split('<').next())
+            .unwrap();
+        expect(
+            &signed.replace(digest, &b64().encode([0u8; 32])),
+            &trusted,
+            "digest value changed",
+            |e| matches!(e, VerifyError::BadSignatureValue),
+        );
+        expect(
+            &signed.replace("<ds:SignatureValue>", "<ds:SignatureValue>AAAA"),
+            &trusted,
+            "signature value changed",
+            |e| matches!(e, VerifyError::BadSignatureValue),
+        );
+        expect(&signed, &[cert_der("org-ec")], "untrusted signer", |e| {
+            matches!(e, VerifyError::UntrustedCertificate(_))
+        });
+        let start = signed.find("<ds:Signature ").unwrap();
+        let end = signed.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+        let unsigned = format!("{}{}", &signed[..start], &signed[end..]);
+        expect(&unsigned, &trusted, "signature removed", |e| {
+            matches!(e, VerifyError::Unsigned(_))
+        });
+        expect(
+            &signed.replace(r##"URI="#id-1""##, r##"URI="#X509-1""##),
+            &trusted,
+            "reference to the token",
+            |e| matches!(e, VerifyError::NotBody(_)),
+        );
+        expect(
+            &signed.replace("xmldsig-more#rsa-sha256", "xmldsig#rsa-sha1"),
+            &trusted,
+            "SHA-1",
+            |e| matches!(e, VerifyError::UnsupportedAlgorithm(m) if m.contains("rsa-sha1")),
+        );
+        expect(
+            &signed.replace(
+                "<soapenv:Header>",
+                &format!(r#"<soapenv:Header><m:x xmlns:wsu="{NS_WSU}" wsu:Id="id-1"/>"#),
+            ),
+            &trusted,
+            "second element with the ID",
+            |e| matches!(e, VerifyError::DuplicateId(_)),
+        );
+    }
+
+    #[test]
+    fn verifies_a_reference_without_transforms_as_inclusive_c14n() {
+        let signed = xmlsec_sign(&no_transforms(), "org-ec", &["Body"]);
+        let trusted = vec![cert_der("org-ec")];
+        let limits = Limits::default();
+        let v = verify_envelope_trusted(signed.as_bytes(), &trusted, &limits).unwrap();
+        assert_eq!(v.algorithm, Algorithm::EcdsaP256);
+        verify_envelope(signed.as_bytes(), &limits).unwrap();
+        // Comments are not part of a bare #id reference.
+        verify_envelope_trusted(
+            signed
+                .replace("<m:localUid>", "<m:localUid><!-- note -->")
+                .as_bytes(),
+            &trusted,
+            &limits,
+        )
+        .unwrap();
+        // Inclusive C14N: an unused namespace and xml:lang in scope are signed content.
+        for (from, to) in [
+            (
+                r#"xmlns:unused="urn:unused""#,
+                r#"xmlns:unused="urn:other""#,
+            ),
+            (r#"xml:lang="ru""#, r#"xml:lang="en""#),
+            ("u-1", "u-2"),
+        ] {
+            expect(
+                &signed.replace(from, to),
+                &trusted,
+                from,
+                |e| matches!(e, VerifyError::DigestMismatch(uri) if uri == "#b"),
+            );
+        }
+        expect(&signed, &[cert_der("doctor-ec")], "untrusted", |e| {
+            matches!(e, VerifyError::UntrustedCertificate(_))
+        });
+        // KeyInfo is not signed: without it every trusted certificate is tried; a thumbprint
+        // picks one.
+        let start = signed.find("<KeyInfo>").unwrap();
+        let end = signed.find("</KeyInfo>").unwrap() + "</KeyInfo>".len();
+        let without_key_info = format!("{}{}", &signed[..start], &signed[end..]);
+        let both = vec![cert_der("org-rsa"), cert_der("org-ec")];
+        let v = verify_envelope_trusted(without_key_info.as_bytes(), &both, &limits).unwrap();
+        assert_eq!(v.certificate_der, both[1]);
+        expect(
+            &without_key_info,
+            &[cert_der("other-ec")],
+            "wrong key",
+            |e| matches!(e, VerifyError::BadSignatureValue),
+        );
+        let thumbprint =
+            openssl::hash::hash(openssl::hash::MessageDigest::sha1(), &cert_der("org-ec")).unwrap();
+        let by_thumbprint = format!(
+            r#"{}<KeyInfo><wsse:SecurityTokenReference><wsse:KeyIdentifier ValueType="http://docs.oasis-open.org/wss/oasis-wss-soap-message-security-1.1#ThumbprintSHA1">{}</wsse:KeyIdentifier></wsse:SecurityTokenReference></KeyInfo>{}"#,
+            &signed[..start],
+            b64().encode(thumbprint),
+            &signed[end..]
+        );
+        let v = verify_envelope_trusted(by_thumbprint.as_bytes(), &both, &limits).unwrap();
+        assert_eq!(v.certificate_der, both[1]);
+        expect(&by_thumbprint, &both[..1], "thumbprint of another", |e| {
+            matches!(e, VerifyError::UntrustedCertificate(_))
+        });
+        expect(&signed, &[cert_der("org-rsa")], "other key type", |e| {
+            matches!(e, VerifyError::UntrustedCertificate(_))
+        });
+    }
+
+    #[test]
+    fn verifies_inclusive_c14n_with_several_references() {
+        let signed = xmlsec_sign(&inclusive(), "org-rsa", &["Body", "Timestamp"]);
+        let trusted = vec![cert_der("org-ec"), cert_der("org-rsa")];
+        let limits = Limits::default();
+        let v = verify_envelope_trusted(signed.as_bytes(), &trusted, &limits).unwrap();
+        assert_eq!(v.certificate_der, trusted[1]);
+        // The message names the key only by serial: it cannot verify without trust.
+        assert!(matches!(
+            verify_envelope(signed.as_bytes(), &limits),
+            Err(DsigError::Structure(_))
+        ));
+        expect(
+            &signed.replace("2024-06-11T10:00:00Z", "2030-01-01T00:00:00Z"),
+            &trusted,
+            "timestamp changed",
+            |e| matches!(e, VerifyError::DigestMismatch(uri) if uri == "#TS-1"),
+        );
+        expect(
+            &signed.replace("u-1", "u-2"),
+            &trusted,
+            "body changed",
+            |e| matches!(e, VerifyError::DigestMismatch(uri) if uri == "#BODY"),
+        );
+        // SignedInfo inherits xml:lang under Canonical XML 1.0.
+        expect(
+            &signed.replace(r#"xml:lang="ru""#, r#"xml:lang="en""#),
+            &trusted,
+            "xml:lang changed",
+            |e| matches!(e, VerifyError::BadSignatureValue),
+        );
+        let serial = openssl::x509::X509::from_der(&cert_der("org-rsa"))
+            .unwrap()
+            .serial_number()
+            .to_bn()
+            .unwrap()
+            .to_dec_str()
+            .unwrap()
+            .to_string();
+        expect(
+            &signed.replace(&serial, "12345"),
+            &trusted,
+            "unknown serial",
+            |e| matches!(e, VerifyError::UntrustedCertificate(m) if m.contains("12345")),
+        );
+        expect(
+            &signed.replace(C14N_10, "http://www.w3.org/2006/12/xml-c14n11"),
+            &trusted,
+            "C14N 1.1",
+            |e| matches!(e, VerifyError::UnsupportedAlgorithm(_)),
+        );
+        // Every reference must verify, not only the Body's.
+        expect(
+            &signed.replace(r##"URI="#TS-1""##, r##"URI="#nowhere""##),
+            &trusted,
+            "dangling reference",
+            |e| matches!(e, VerifyError::Malformed(_)),
+        );
     }
 
     #[test]
