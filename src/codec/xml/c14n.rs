@@ -1,35 +1,93 @@
-//! Exclusive XML Canonicalization 1.0 without comments
-//! (`http://www.w3.org/2001/10/xml-exc-c14n#`) over quick-xml.
+//! XML canonicalization for XMLDSig over quick-xml, both without comments: Exclusive XML
+//! Canonicalization 1.0 (`http://www.w3.org/2001/10/xml-exc-c14n#`, with an optional
+//! `InclusiveNamespaces PrefixList`) and Canonical XML 1.0
+//! (`http://www.w3.org/TR/2001/REC-xml-c14n-20010315`).
 //!
-//! Canonicalizes a whole document or the subtree of one element (found by an ID attribute),
-//! optionally leaving out one descendant element (the enveloped-signature transform). DTDs
-//! are refused, so no entity beyond the five predefined ones and character references can
-//! appear. Tested differentially against libxml2 (python3-lxml) on `tests/fixtures/c14n`.
+//! Canonicalizes a whole document or the subtree of one element (found by an ID attribute, a
+//! unique name or a path from the root), optionally leaving out descendant elements (the
+//! enveloped-signature transform). A subtree is treated as the XPath node-set of a
+//! same-document `#id` reference, as xmlsec does. DTDs are refused, so no entity beyond the
+//! five predefined ones and character references can appear; relative namespace URIs are
+//! refused, as C14N demands. Tested differentially against libxml2 on `tests/fixtures/c14n`
+//! (`make_expected.py` there writes the expected outputs).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::{BytesPI, BytesStart, Event};
 use quick_xml::name::PrefixDeclaration;
 use quick_xml::Reader;
 
 use super::dom::{Limits, XmlError};
 
+/// Exclusive XML Canonicalization 1.0 without comments.
+pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+/// Exclusive XML Canonicalization 1.0 with comments.
+pub const EXC_C14N_WITH_COMMENTS: &str = "http://www.w3.org/2001/10/xml-exc-c14n#WithComments";
+/// Canonical XML 1.0 (inclusive) without comments.
+pub const C14N_10: &str = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315";
+/// Canonical XML 1.0 (inclusive) with comments.
+pub const C14N_10_WITH_COMMENTS: &str =
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments";
+
 /// The `xml:` namespace, never declared in output.
 const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
+/// The namespace of namespace declarations themselves, never bound by a document.
+const NS_XMLNS: &str = "http://www.w3.org/2000/xmlns/";
 
-/// Which part of the document to canonicalize.
+/// A canonicalization algorithm; both leave comments out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Exclusive XML Canonicalization 1.0: an element renders only the namespaces it visibly
+    /// uses (plus [`Selection::inclusive_prefixes`]); `xml:*` attributes are not inherited.
+    #[default]
+    Exclusive,
+    /// Canonical XML 1.0: an element renders every namespace in scope that its nearest
+    /// output ancestor did not, and a subtree's top element inherits its ancestors' `xml:*`
+    /// attributes.
+    Inclusive,
+}
+
+impl Method {
+    /// The algorithm URI (the form without comments).
+    pub fn uri(self) -> &'static str {
+        match self {
+            Method::Exclusive => EXC_C14N,
+            Method::Inclusive => C14N_10,
+        }
+    }
+
+    /// The method an algorithm URI names; `with_comments` tells whether it is the
+    /// `#WithComments` form. `None` for any other URI.
+    pub fn from_uri(uri: &str) -> Option<(Method, bool)> {
+        match uri {
+            EXC_C14N => Some((Method::Exclusive, false)),
+            EXC_C14N_WITH_COMMENTS => Some((Method::Exclusive, true)),
+            C14N_10 => Some((Method::Inclusive, false)),
+            C14N_10_WITH_COMMENTS => Some((Method::Inclusive, true)),
+            _ => None,
+        }
+    }
+}
+
+/// What to canonicalize, and how.
 #[derive(Debug, Clone, Default)]
 pub struct Selection<'a> {
+    /// The algorithm.
+    pub method: Method,
     /// Canonicalize only the element whose attribute `(namespace, local name)` equals the
     /// value; `None` canonicalizes the whole document.
     pub id: Option<((&'a str, &'a str), &'a str)>,
     /// Canonicalize only the element with this `(namespace, local name)`, which must occur
-    /// exactly once (used for `SignedInfo`).
+    /// exactly once.
     pub element: Option<(&'a str, &'a str)>,
+    /// Canonicalize only the first element, in document order, reached from the root by this
+    /// path of `(namespace, local name)` steps, the root's own name first.
+    pub path: Option<&'a [(&'a str, &'a str)]>,
     /// Leave out every element with this `(namespace, local name)` and its content.
     pub exclude: Option<(&'a str, &'a str)>,
-    /// Prefixes treated by inclusive rules (`InclusiveNamespaces PrefixList`); `#default`
-    /// names the default namespace.
+    /// Prefixes treated by inclusive rules in exclusive canonicalization (`InclusiveNamespaces
+    /// PrefixList`); `#default` names the default namespace. Canonical XML ignores it.
     pub inclusive_prefixes: &'a [&'a str],
 }
 
@@ -45,13 +103,40 @@ pub enum C14nError {
     /// The selected ID occurs more than once (a signature-wrapping attempt).
     #[error("more than one element with {0}")]
     Ambiguous(String),
+    /// A namespace URI is relative (or no URI at all), which C14N must refuse.
+    #[error("relative namespace URI {0:?} cannot be canonicalized")]
+    RelativeNamespace(String),
 }
 
+/// Namespace bindings as declared: (prefix, "" for the default; URI).
+type Bindings = Vec<(String, String)>;
+
 struct Frame {
-    /// Namespace bindings declared on this element (prefix, "" for default → URI).
-    declared: Vec<(String, String)>,
+    /// Namespace bindings declared on this element.
+    declared: Bindings,
+    /// `xml:*` attributes of this element (local name, value), which an inclusive subtree's
+    /// top element inherits.
+    xml_attrs: Vec<(String, String)>,
     /// Output bindings in effect after this element (prefix → URI), if it was output.
     rendered: Option<BTreeMap<String, String>>,
+    /// This element and its ancestors match the first steps of [`Selection::path`].
+    on_path: bool,
+}
+
+/// An attribute other than a namespace declaration, its prefix resolved.
+struct Attr {
+    uri: String,
+    local: String,
+    qname: String,
+    value: String,
+}
+
+fn malformed(message: impl std::fmt::Display) -> C14nError {
+    XmlError::Malformed {
+        position: 0,
+        message: message.to_string(),
+    }
+    .into()
 }
 
 /// Canonicalizes `xml` according to `sel`.
@@ -74,11 +159,12 @@ pub fn canonicalize(
     let mut out = Vec::with_capacity(xml.len());
     let mut stack: Vec<Frame> = Vec::new();
     // Depth (stack length) at which output started, and at which an excluded subtree began.
-    let whole = sel.id.is_none() && sel.element.is_none();
-    let mut output_from: Option<usize> = if whole { Some(0) } else { None };
+    let subtree = sel.id.is_some() || sel.element.is_some() || sel.path.is_some();
+    let mut output_from: Option<usize> = if subtree { None } else { Some(0) };
     let mut excluded_at: Option<usize> = None;
     let mut found = 0usize;
     let mut root_seen = false;
+    let mut first_event = true;
     let mut elements = 0usize;
     let err = |reader: &Reader<&[u8]>, e: &dyn std::fmt::Display| -> C14nError {
         XmlError::Malformed {
@@ -89,6 +175,7 @@ pub fn canonicalize(
     };
     loop {
         let event = reader.read_event().map_err(|e| err(&reader, &e))?;
+        let at_start = std::mem::replace(&mut first_event, false);
         let emitting = output_from.is_some() && excluded_at.is_none();
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
@@ -110,21 +197,34 @@ pub fn canonicalize(
                 }
                 root_seen = true;
                 let depth = stack.len();
-                let declared = declarations(e).map_err(|m| err(&reader, &m))?;
+                let (declared, raw) = read_attributes(e, limits).map_err(|e| match e {
+                    C14nError::Xml(XmlError::Malformed { message, .. }) => err(&reader, &message),
+                    other => other,
+                })?;
                 stack.push(Frame {
                     declared,
+                    xml_attrs: Vec::new(),
                     rendered: None,
+                    on_path: false,
                 });
                 let (ns, local) = element_name(&stack, e)?;
+                let attrs = resolve_attributes(&stack, raw)?;
+                let top = stack.len() - 1;
+                stack[top].xml_attrs = attrs
+                    .iter()
+                    .filter(|a| a.uri == NS_XML)
+                    .map(|a| (a.local.clone(), a.value.clone()))
+                    .collect();
                 if let Some(((id_ns, id_local), id_value)) = sel.id {
-                    if attribute_value(&stack, e, id_ns, id_local)?.as_deref() == Some(id_value) {
+                    let matches = attrs
+                        .iter()
+                        .any(|a| a.uri == id_ns && a.local == id_local && a.value == id_value);
+                    if matches {
                         found += 1;
                         if found > 1 {
                             return Err(C14nError::Ambiguous(format!("{id_local}={id_value}")));
                         }
-                        if output_from.is_none() {
-                            output_from = Some(depth);
-                        }
+                        output_from.get_or_insert(depth);
                     }
                 }
                 if sel
@@ -135,7 +235,17 @@ pub fn canonicalize(
                     if found > 1 {
                         return Err(C14nError::Ambiguous(format!("element {local}")));
                     }
-                    if output_from.is_none() {
+                    output_from.get_or_insert(depth);
+                }
+                if let Some(path) = sel.path {
+                    let parent_on_path = depth == 0 || stack[depth - 1].on_path;
+                    let on_path = parent_on_path
+                        && path
+                            .get(depth)
+                            .is_some_and(|step| *step == (ns.as_str(), local.as_str()));
+                    stack[top].on_path = on_path;
+                    if on_path && depth + 1 == path.len() && found == 0 {
+                        found = 1;
                         output_from = Some(depth);
                     }
                 }
@@ -148,7 +258,8 @@ pub fn canonicalize(
                     excluded_at = Some(depth);
                 }
                 if output_from.is_some() && excluded_at.is_none() {
-                    write_start(&mut out, &mut stack, e, sel)?;
+                    let apex = output_from == Some(depth);
+                    write_start(&mut out, &mut stack, e, attrs, sel, apex);
                 }
                 if empty {
                     close(
@@ -157,7 +268,7 @@ pub fn canonicalize(
                         &mut output_from,
                         &mut excluded_at,
                         e.name().as_ref(),
-                        sel,
+                        subtree,
                     );
                 }
             }
@@ -168,7 +279,7 @@ pub fn canonicalize(
                     &mut output_from,
                     &mut excluded_at,
                     e.name().as_ref(),
-                    sel,
+                    subtree,
                 );
             }
             Event::Text(t) => {
@@ -177,8 +288,9 @@ pub fn canonicalize(
                 }
             }
             Event::CData(t) => {
+                // The parser normalizes line ends inside CDATA as everywhere else.
                 if emitting && !stack.is_empty() {
-                    escape_text(&mut out, &t.into_inner());
+                    escape_text(&mut out, &t.xml10_content());
                 }
             }
             Event::GeneralRef(r) => {
@@ -200,19 +312,24 @@ pub fn canonicalize(
                 }
             }
             Event::PI(pi) => {
+                check_pi_target(pi.target()).map_err(|m| err(&reader, &m))?;
                 // Only whole-document output keeps PIs outside the root, with line breaks.
                 if emitting {
                     let outside = stack.is_empty();
                     if outside && root_seen {
                         out.push(b'\n');
                     }
-                    out.extend_from_slice(b"<?");
-                    out.extend_from_slice(pi.into_inner().as_bytes());
-                    out.extend_from_slice(b"?>");
+                    write_pi(&mut out, &pi);
                     if outside && !root_seen {
                         out.push(b'\n');
                     }
                 }
+            }
+            Event::Decl(_) if !at_start => {
+                return Err(err(
+                    &reader,
+                    &"XML declaration allowed only at the start of the document",
+                ))
             }
             Event::DocType(_) => return Err(XmlError::Doctype.into()),
             Event::Comment(_) | Event::Decl(_) => {}
@@ -229,26 +346,208 @@ pub fn canonicalize(
             return Err(C14nError::NotFound(format!("element {local}")));
         }
     }
-    Ok(out)
-}
-
-fn declarations(e: &BytesStart<'_>) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    for a in e.attributes().with_checks(true) {
-        let a = a.map_err(|e| e.to_string())?;
-        if let Some(binding) = a.key.as_namespace_binding() {
-            let prefix = match binding {
-                PrefixDeclaration::Default => String::new(),
-                PrefixDeclaration::Named(p) => p.to_string(),
-            };
-            let uri = a
-                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .map_err(|e| e.to_string())?
-                .into_owned();
-            out.push((prefix, uri));
+    if let Some(path) = sel.path {
+        if found == 0 {
+            let names: Vec<&str> = path.iter().map(|(_, local)| *local).collect();
+            return Err(C14nError::NotFound(format!("path {}", names.join("/"))));
         }
     }
     Ok(out)
+}
+
+/// An attribute as written, before its prefix is resolved.
+struct RawAttr {
+    qname: String,
+    value: String,
+}
+
+/// Splits the attributes of a start tag into namespace declarations (checked: absolute
+/// URIs, no rebinding of `xml` or `xmlns`) and other attributes (values normalized).
+fn read_attributes(
+    e: &BytesStart<'_>,
+    limits: &Limits,
+) -> Result<(Bindings, Vec<RawAttr>), C14nError> {
+    let mut declared = Vec::new();
+    let mut raw = Vec::new();
+    for a in e.attributes().with_checks(true) {
+        let a = a.map_err(malformed)?;
+        let value =
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|err| match err {
+                    quick_xml::Error::Escape(
+                        quick_xml::escape::EscapeError::UnrecognizedEntity(_, n),
+                    ) => C14nError::Xml(XmlError::Entity(n)),
+                    other => malformed(other),
+                })?
+                .into_owned();
+        match a.key.as_namespace_binding() {
+            Some(binding) => {
+                let prefix = match binding {
+                    PrefixDeclaration::Default => String::new(),
+                    PrefixDeclaration::Named(p) => p.to_string(),
+                };
+                check_declaration(&prefix, &value)?;
+                declared.push((prefix, value));
+            }
+            None => {
+                if raw.len() >= limits.max_attributes {
+                    return Err(XmlError::Limit {
+                        what: "attributes per element",
+                        limit: limits.max_attributes,
+                    }
+                    .into());
+                }
+                raw.push(RawAttr {
+                    qname: a.key.as_ref().to_string(),
+                    value,
+                });
+            }
+        }
+    }
+    Ok((declared, raw))
+}
+
+/// Refuses what the Namespaces in XML rules forbid and the relative URIs C14N forbids.
+fn check_declaration(prefix: &str, uri: &str) -> Result<(), C14nError> {
+    let forbidden = match (prefix, uri) {
+        ("xml", NS_XML) => None,
+        ("xml", _) => Some("the xml prefix bound to another namespace"),
+        ("xmlns", _) => Some("the xmlns prefix declared"),
+        (_, NS_XML) => Some("the xml namespace bound to another prefix"),
+        (_, NS_XMLNS) => Some("the xmlns namespace bound to a prefix"),
+        (p, "") if !p.is_empty() => Some("a prefix bound to the empty namespace"),
+        _ => None,
+    };
+    if let Some(what) = forbidden {
+        return Err(malformed(format!("{what} (xmlns:{prefix}=\"{uri}\")")));
+    }
+    if !uri.is_empty() && !is_absolute_uri(uri) {
+        return Err(C14nError::RelativeNamespace(
+            uri.chars().take(256).collect(),
+        ));
+    }
+    Ok(())
+}
+
+/// True when `uri` is an absolute URI (optionally with a fragment) that RFC 3986 accepts,
+/// the namespace URIs libxml2's C14N accepts.
+fn is_absolute_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let mut scheme_bytes = scheme.bytes();
+    if !scheme_bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        || !scheme_bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return false;
+    }
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((r, f)) => (r, Some(f)),
+        None => (rest, None),
+    };
+    let (hier, query) = match rest.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (rest, None),
+    };
+    let path = match hier.strip_prefix("//") {
+        Some(after) => {
+            let end = after.find('/').unwrap_or(after.len());
+            if !is_authority(&after[..end]) {
+                return false;
+            }
+            &after[end..]
+        }
+        None => hier,
+    };
+    uri_chars(path, b":@/")
+        && query.is_none_or(|q| uri_chars(q, b":@/?"))
+        && fragment.is_none_or(|f| uri_chars(f, b":@/?"))
+}
+
+/// `[userinfo "@"] host [":" port]` of RFC 3986 (libxml2 wants digits after a colon).
+fn is_authority(authority: &str) -> bool {
+    let (userinfo, host_port) = match authority.split_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    if userinfo.is_some_and(|u| !uri_chars(u, b":")) {
+        return false;
+    }
+    let (host_ok, port) = if let Some(literal) = host_port.strip_prefix('[') {
+        match literal.split_once(']') {
+            Some((ip, port)) => (
+                !ip.is_empty()
+                    && ip
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')),
+                port,
+            ),
+            None => return false,
+        }
+    } else {
+        let end = host_port.find(':').unwrap_or(host_port.len());
+        (uri_chars(&host_port[..end], b""), &host_port[end..])
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
+}
+
+/// True when `s` holds only unreserved characters, sub-delimiters, `extra` and well-formed
+/// percent escapes.
+fn uri_chars(s: &str, extra: &[u8]) -> bool {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        let allowed =
+            b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) || extra.contains(&b);
+        if !allowed {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Refuses PI targets XML forbids: empty, `xml` in any case, or with a colon.
+fn check_pi_target(target: &str) -> Result<(), String> {
+    if target.is_empty() || target.eq_ignore_ascii_case("xml") || target.contains(':') {
+        return Err(format!("invalid processing instruction target {target:?}"));
+    }
+    Ok(())
+}
+
+/// `<?target data?>` as C14N writes it: one space before non-empty data (the whitespace
+/// after the target is not part of the data), line ends normalized, nothing escaped.
+fn write_pi(out: &mut Vec<u8>, pi: &BytesPI<'_>) {
+    out.extend_from_slice(b"<?");
+    out.extend_from_slice(pi.target().as_bytes());
+    let data = pi.content().trim_start_matches([' ', '\t', '\r', '\n']);
+    if !data.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(normalize_eols(data).as_bytes());
+    }
+    out.extend_from_slice(b"?>");
+}
+
+/// XML 1.0 line-end normalization: CR LF and lone CR become LF.
+fn normalize_eols(s: &str) -> Cow<'_, str> {
+    if s.contains('\r') {
+        Cow::Owned(s.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// The URI bound to `prefix` in the document (all ancestors), `None` when unbound.
@@ -268,6 +567,19 @@ fn in_scope(stack: &[Frame], prefix: &str) -> Option<String> {
     None
 }
 
+/// Every namespace in scope (prefix → URI, "" for the default, an empty URI when the
+/// default is undeclared), without `xml`.
+fn all_in_scope(stack: &[Frame]) -> BTreeMap<String, String> {
+    let mut scope = BTreeMap::new();
+    for f in stack {
+        for (p, uri) in &f.declared {
+            scope.insert(p.clone(), uri.clone());
+        }
+    }
+    scope.remove("xml");
+    scope
+}
+
 fn split(qname: &str) -> (String, String) {
     match qname.split_once(':') {
         Some((p, l)) => (p.to_string(), l.to_string()),
@@ -285,37 +597,27 @@ fn element_name(stack: &[Frame], e: &BytesStart<'_>) -> Result<(String, String),
     Ok((ns, local))
 }
 
-fn attribute_value(
-    stack: &[Frame],
-    e: &BytesStart<'_>,
-    ns: &str,
-    local: &str,
-) -> Result<Option<String>, C14nError> {
-    for a in e.attributes().with_checks(true) {
-        let a = a.map_err(|err| XmlError::Malformed {
-            position: 0,
-            message: err.to_string(),
-        })?;
-        if a.key.as_namespace_binding().is_some() {
-            continue;
-        }
-        let (prefix, name) = split(a.key.as_ref());
-        let ans = if prefix.is_empty() {
+/// Resolves attribute prefixes; two attributes with one expanded name are refused.
+fn resolve_attributes(stack: &[Frame], raw: Vec<RawAttr>) -> Result<Vec<Attr>, C14nError> {
+    let mut attrs: Vec<Attr> = Vec::with_capacity(raw.len());
+    for a in raw {
+        let (prefix, local) = split(&a.qname);
+        let uri = if prefix.is_empty() {
             String::new()
         } else {
-            in_scope(stack, &prefix).unwrap_or_default()
+            in_scope(stack, &prefix).ok_or(XmlError::UnknownPrefix(prefix))?
         };
-        if name == local && ans == ns {
-            let v = a
-                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .map_err(|err| XmlError::Malformed {
-                    position: 0,
-                    message: err.to_string(),
-                })?;
-            return Ok(Some(v.into_owned()));
+        if attrs.iter().any(|b| b.uri == uri && b.local == local) {
+            return Err(malformed(format!("attribute {{{uri}}}{local} given twice")));
         }
+        attrs.push(Attr {
+            uri,
+            local,
+            qname: a.qname,
+            value: a.value,
+        });
     }
-    Ok(None)
+    Ok(attrs)
 }
 
 /// The output bindings in effect for the element on top of the stack (nearest output ancestor).
@@ -327,65 +629,85 @@ fn output_context(stack: &[Frame]) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The namespace declarations the element on top of the stack renders, and the output
+/// bindings in effect after it.
+fn namespace_axis(
+    stack: &[Frame],
+    prefix: &str,
+    attrs: &[Attr],
+    sel: &Selection<'_>,
+) -> (Vec<(String, String)>, BTreeMap<String, String>) {
+    let mut rendered = output_context(stack);
+    let mut decls: Vec<(String, String)> = Vec::new();
+    match sel.method {
+        Method::Exclusive => {
+            // Prefixes visibly utilized (the element's own and its attributes'), and the
+            // inclusive ones in scope.
+            let mut utilized: Vec<String> = vec![prefix.to_string()];
+            for a in attrs {
+                if let Some((p, _)) = a.qname.split_once(':') {
+                    utilized.push(p.to_string());
+                }
+            }
+            for p in sel.inclusive_prefixes {
+                let p = if *p == "#default" { "" } else { p };
+                if p.is_empty() || in_scope(stack, p).is_some() {
+                    utilized.push(p.to_string());
+                }
+            }
+            utilized.sort();
+            utilized.dedup();
+            for p in utilized {
+                if p == "xml" {
+                    continue;
+                }
+                let uri = in_scope(stack, &p).unwrap_or_default();
+                if rendered.get(&p).map_or("", String::as_str) != uri {
+                    decls.push((p.clone(), uri.clone()));
+                    rendered.insert(p, uri);
+                }
+            }
+        }
+        Method::Inclusive => {
+            let mut scope = all_in_scope(stack);
+            // An absent or undeclared default namespace is compared as "".
+            scope.entry(String::new()).or_default();
+            for (p, uri) in &scope {
+                if rendered.get(p).map_or("", String::as_str) != uri {
+                    decls.push((p.clone(), uri.clone()));
+                }
+            }
+            rendered = scope;
+        }
+    }
+    (decls, rendered)
+}
+
 fn write_start(
     out: &mut Vec<u8>,
     stack: &mut [Frame],
     e: &BytesStart<'_>,
+    mut attrs: Vec<Attr>,
     sel: &Selection<'_>,
-) -> Result<(), C14nError> {
+    apex: bool,
+) {
     let (prefix, _) = split(e.name().as_ref());
-    let mut rendered = output_context(stack);
-    // Prefixes visibly utilized: the element's own and those of its attributes.
-    let mut utilized: Vec<String> = vec![prefix.clone()];
-    let mut attrs: Vec<(String, String, String, String)> = Vec::new(); // (ns uri, local, qname, value)
-    for a in e.attributes().with_checks(true) {
-        let a = a.map_err(|err| XmlError::Malformed {
-            position: 0,
-            message: err.to_string(),
-        })?;
-        if a.key.as_namespace_binding().is_some() {
-            continue;
-        }
-        let qname = a.key.as_ref().to_string();
-        let (p, local) = split(a.key.as_ref());
-        let uri = if p.is_empty() {
-            String::new()
-        } else {
-            utilized.push(p.clone());
-            in_scope(stack, &p).ok_or_else(|| XmlError::UnknownPrefix(p.clone()))?
-        };
-        let value =
-            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .map_err(|err| match err {
-                    quick_xml::Error::Escape(
-                        quick_xml::escape::EscapeError::UnrecognizedEntity(_, n),
-                    ) => XmlError::Entity(n),
-                    other => XmlError::Malformed {
-                        position: 0,
-                        message: other.to_string(),
-                    },
-                })?
-                .into_owned();
-        attrs.push((uri, local, qname, value));
-    }
-    for p in sel.inclusive_prefixes {
-        let p = if *p == "#default" { "" } else { p };
-        if in_scope(stack, p).is_some() || p.is_empty() {
-            utilized.push(p.to_string());
-        }
-    }
-    utilized.sort();
-    utilized.dedup();
-    let mut decls: Vec<(String, String)> = Vec::new();
-    for p in &utilized {
-        if p == "xml" {
-            continue;
-        }
-        let uri = in_scope(stack, p).unwrap_or_default();
-        let current = rendered.get(p).cloned().unwrap_or_default();
-        if uri != current {
-            decls.push((p.clone(), uri.clone()));
-            rendered.insert(p.clone(), uri);
+    let (decls, rendered) = namespace_axis(stack, &prefix, &attrs, sel);
+    if apex && sel.method == Method::Inclusive {
+        // The top of an inclusive subtree inherits the nearest ancestor's value of every
+        // xml:* attribute it does not carry itself.
+        let ancestors = &stack[..stack.len().saturating_sub(1)];
+        for f in ancestors.iter().rev() {
+            for (local, value) in &f.xml_attrs {
+                if !attrs.iter().any(|a| a.uri == NS_XML && a.local == *local) {
+                    attrs.push(Attr {
+                        uri: NS_XML.into(),
+                        local: local.clone(),
+                        qname: format!("xml:{local}"),
+                        value: value.clone(),
+                    });
+                }
+            }
         }
     }
     out.push(b'<');
@@ -401,19 +723,18 @@ fn write_start(
         escape_attr(out, uri);
         out.push(b'"');
     }
-    attrs.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    for (_, _, qname, value) in &attrs {
+    attrs.sort_by(|a, b| (&a.uri, &a.local).cmp(&(&b.uri, &b.local)));
+    for a in &attrs {
         out.push(b' ');
-        out.extend_from_slice(qname.as_bytes());
+        out.extend_from_slice(a.qname.as_bytes());
         out.extend_from_slice(b"=\"");
-        escape_attr(out, value);
+        escape_attr(out, &a.value);
         out.push(b'"');
     }
     out.push(b'>');
     if let Some(top) = stack.last_mut() {
         top.rendered = Some(rendered);
     }
-    Ok(())
 }
 
 fn close(
@@ -422,7 +743,7 @@ fn close(
     output_from: &mut Option<usize>,
     excluded_at: &mut Option<usize>,
     qname: &str,
-    sel: &Selection<'_>,
+    subtree: bool,
 ) {
     let depth = stack.len().saturating_sub(1);
     let was_output = stack.last().is_some_and(|f| f.rendered.is_some());
@@ -435,7 +756,7 @@ fn close(
     if *excluded_at == Some(depth) {
         *excluded_at = None;
     }
-    if (sel.id.is_some() || sel.element.is_some()) && *output_from == Some(depth) {
+    if subtree && *output_from == Some(depth) {
         // The selected subtree is complete; nothing after it belongs to the output.
         *output_from = None;
         *excluded_at = Some(usize::MAX);
@@ -448,6 +769,7 @@ fn escape_text(out: &mut Vec<u8>, s: &str) {
             b'&' => out.extend_from_slice(b"&amp;"),
             b'<' => out.extend_from_slice(b"&lt;"),
             b'>' => out.extend_from_slice(b"&gt;"),
+            // Only a character reference can still carry a CR here.
             b'\r' => out.extend_from_slice(b"&#xD;"),
             _ => out.push(b),
         }
@@ -490,7 +812,12 @@ mod tests {
             "<a>x&#xD;&amp;&lt;y\nz</a>"
         );
         assert_eq!(c14n("<a><![CDATA[<&>]]></a>"), "<a>&lt;&amp;&gt;</a>");
+        assert_eq!(c14n("<a><![CDATA[x\r\ny\r]]></a>"), "<a>x\ny\n</a>");
         assert_eq!(c14n("<a><!--c--></a>"), "<a></a>");
+        assert_eq!(
+            c14n("<a><?t   ?><?t \r\n d\re ?></a>"),
+            "<a><?t?><?t d\ne ?></a>"
+        );
     }
 
     #[test]
@@ -505,6 +832,15 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"<s:B xmlns:s="urn:s" xmlns:u="urn:u" u:Id="b1"><p>t</p></s:B>"#
+        );
+        let inclusive = Selection {
+            method: Method::Inclusive,
+            ..sel.clone()
+        };
+        let out = canonicalize(doc.as_bytes(), &inclusive, &Limits::default()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"<s:B xmlns:s="urn:s" xmlns:u="urn:u" xmlns:unused="urn:x" u:Id="b1"><p>t</p></s:B>"#
         );
         let missing = Selection {
             id: Some((("urn:u", "Id"), "nope")),
@@ -522,10 +858,136 @@ mod tests {
     }
 
     #[test]
+    fn path_selects_the_first_match_in_document_order() {
+        let doc = r#"<r xmlns="urn:r"><a><b n="1"/></a><a><b n="2"/><b n="3"/></a><x><a><b n="4"/></a></x></r>"#;
+        let path = [("urn:r", "r"), ("urn:r", "a"), ("urn:r", "b")];
+        let sel = Selection {
+            path: Some(&path),
+            ..Selection::default()
+        };
+        let out = canonicalize(doc.as_bytes(), &sel, &Limits::default()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"<b xmlns="urn:r" n="1"></b>"#
+        );
+        let nested = [("urn:r", "r"), ("urn:r", "x"), ("urn:r", "b")];
+        let sel = Selection {
+            path: Some(&nested),
+            ..Selection::default()
+        };
+        assert!(matches!(
+            canonicalize(doc.as_bytes(), &sel, &Limits::default()),
+            Err(C14nError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn method_uris() {
+        for m in [Method::Exclusive, Method::Inclusive] {
+            assert_eq!(Method::from_uri(m.uri()), Some((m, false)));
+        }
+        assert_eq!(
+            Method::from_uri(C14N_10_WITH_COMMENTS),
+            Some((Method::Inclusive, true))
+        );
+        assert_eq!(
+            Method::from_uri("http://www.w3.org/2006/12/xml-c14n11"),
+            None
+        );
+    }
+
+    /// Namespace URIs with libxml2's verdict (`namespace-uris.txt`, from `make_expected.py`).
+    #[test]
+    fn namespace_uris_as_libxml2_judges_them() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/c14n/namespace-uris.txt"
+        );
+        let table = std::fs::read_to_string(path).unwrap();
+        let mut checked = 0;
+        for line in table.lines().filter(|l| !l.starts_with('#')) {
+            let (verdict, uri) = line.split_once('\t').unwrap();
+            assert_eq!(
+                is_absolute_uri(uri),
+                verdict == "ok",
+                "{uri:?}: libxml2 says {verdict}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 40, "only {checked} URIs");
+        let doc = r#"<a xmlns:p="p/q"/>"#;
+        assert_eq!(
+            canonicalize(doc.as_bytes(), &Selection::default(), &Limits::default()),
+            Err(C14nError::RelativeNamespace("p/q".into()))
+        );
+    }
+
+    /// A fixture's settings, from its optional `NAME.xml.args` (see `make_expected.py`).
+    #[derive(Default)]
+    struct Args {
+        method: Method,
+        prefixes: Vec<String>,
+        id: Option<(String, String, String)>,
+        exclude: Option<(String, String)>,
+    }
+
+    /// `{namespace}local` or `local`.
+    fn expanded_name(s: &str) -> (String, String) {
+        match s.strip_prefix('{').and_then(|r| r.split_once('}')) {
+            Some((ns, local)) => (ns.to_string(), local.to_string()),
+            None => (String::new(), s.to_string()),
+        }
+    }
+
+    fn read_args(path: &std::path::Path) -> Args {
+        let mut args = Args::default();
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return args;
+        };
+        for line in text.lines() {
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            match key {
+                "method" => {
+                    args.method = match value {
+                        "inclusive" => Method::Inclusive,
+                        "exclusive" => Method::Exclusive,
+                        other => panic!("{path:?}: method {other}"),
+                    }
+                }
+                "prefixes" => args.prefixes = value.split_whitespace().map(String::from).collect(),
+                "id" => {
+                    let (name, id) = value.rsplit_once('=').unwrap();
+                    let (ns, local) = expanded_name(name);
+                    args.id = Some((ns, local, id.to_string()));
+                }
+                "exclude" => args.exclude = Some(expanded_name(value)),
+                other => panic!("{path:?}: unknown setting {other}"),
+            }
+        }
+        args
+    }
+
+    fn refusal_class(e: &C14nError) -> &'static str {
+        match e {
+            C14nError::RelativeNamespace(_) => "relative-namespace",
+            C14nError::Xml(_) => "malformed",
+            C14nError::NotFound(_) => "not-found",
+            C14nError::Ambiguous(_) => "ambiguous",
+        }
+    }
+
+    /// Every `NAME.xml` against libxml2's output (`NAME.xml.c14n`) or refusal
+    /// (`NAME.xml.refused`), with the settings of `NAME.xml.args`. `MEDGATE_C14N_FIXTURES`
+    /// names another folder, such as random cases from `make_expected.py --random`.
+    #[test]
     fn differential_against_libxml2_fixtures() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/c14n");
+        let other = std::env::var("MEDGATE_C14N_FIXTURES").ok();
+        let dir = other.clone().unwrap_or_else(|| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/c14n").to_string()
+        });
         let mut checked = 0;
         let mut failures = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().and_then(|e| e.to_str()) != Some("xml") {
@@ -538,19 +1000,59 @@ mod tests {
                     "{path:?} names a BOM it lacks"
                 );
             }
-            let expected = std::fs::read(path.with_extension("xml.c14n")).unwrap();
-            let got = canonicalize(&input, &Selection::default(), &Limits::default()).unwrap();
-            if got != expected {
-                failures.push(format!(
-                    "{}:\n  got      {}\n  expected {}",
-                    path.display(),
-                    String::from_utf8_lossy(&got),
+            let args = read_args(&path.with_extension("xml.args"));
+            let prefixes: Vec<&str> = args.prefixes.iter().map(String::as_str).collect();
+            let sel = Selection {
+                method: args.method,
+                id: args
+                    .id
+                    .as_ref()
+                    .map(|(ns, local, v)| ((ns.as_str(), local.as_str()), v.as_str())),
+                exclude: args
+                    .exclude
+                    .as_ref()
+                    .map(|(ns, local)| (ns.as_str(), local.as_str())),
+                inclusive_prefixes: &prefixes,
+                ..Selection::default()
+            };
+            let got = canonicalize(&input, &sel, &Limits::default());
+            let expected = std::fs::read(path.with_extension("xml.c14n"));
+            let refused = std::fs::read_to_string(path.with_extension("xml.refused"));
+            let failure = match (&got, expected, refused) {
+                (Ok(got), Ok(expected), _) if *got == expected => None,
+                (Ok(got), Ok(expected), _) => Some(format!(
+                    "got      {}\n  expected {}",
+                    String::from_utf8_lossy(got),
                     String::from_utf8_lossy(&expected)
-                ));
+                )),
+                (Err(e), _, Ok(class)) if refusal_class(e) == class.trim() => None,
+                (Err(e), Ok(_), _) => Some(format!("refused: {e}")),
+                (got, _, Ok(class)) => {
+                    Some(format!("expected a {} refusal, got {got:?}", class.trim()))
+                }
+                (_, Err(_), Err(_)) => Some("neither .c14n nor .refused".into()),
+            };
+            if let Some(f) = failure {
+                failures.push(format!("{}:\n  {f}", path.display()));
+            }
+            if args.method == Method::Inclusive {
+                seen.insert("inclusive");
+            }
+            if !args.prefixes.is_empty() {
+                seen.insert("prefix list");
+            }
+            if args.id.is_some() {
+                seen.insert("subtree");
+            }
+            if path.with_extension("xml.refused").exists() {
+                seen.insert("refusal");
             }
             checked += 1;
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
-        assert!(checked >= 25, "only {checked} fixtures");
+        assert!(checked >= 80, "only {checked} fixtures");
+        if other.is_none() {
+            assert_eq!(seen.len(), 4, "fixture classes seen: {seen:?}");
+        }
     }
 }
