@@ -118,7 +118,18 @@ impl Gateway {
             documents,
             schedules: Schedules::new(store.clone(), clock),
             operations: Operations::new(store.clone(), txlog.clone()),
-            clients: ClientRegistry::from_settings(&settings.clients),
+            clients: ClientRegistry::from_settings(&settings.clients).map_err(AppError::Keys)?,
+            callback_trust: Arc::new(
+                settings
+                    .remd
+                    .iter()
+                    .flat_map(|r| &r.callback_certificates)
+                    .map(|path| {
+                        crate::sign::certificate_der(path)
+                            .map_err(|e| AppError::Keys(format!("remd.callback_certificates: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
             settings: Arc::new(settings),
             txlog,
             metrics: Metrics::new(),

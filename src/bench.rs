@@ -182,6 +182,7 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         scopes: vec!["documents:submit".into()],
         channels: Vec::new(),
         rate: None,
+        signing_certificate: None,
     }];
     s.remd = Some(RemdSettings {
         url: "http://127.0.0.1:9/unused".into(),
@@ -195,6 +196,7 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         max_document_bytes: 5 * 1024 * 1024,
         deliver: false,
         message_key: None,
+        callback_certificates: Vec::new(),
     });
     s.signing.keys = vec![
         key(opts, ORG, KeyRole::Organization, "org-gost256"),
@@ -400,6 +402,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
         scopes: vec!["schedule:read".into()],
         channels: Vec::new(),
         rate: None,
+        signing_certificate: None,
     }];
     let store = crate::store::Store::connect(&s.database)
         .await
@@ -689,6 +692,7 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
         scopes: vec!["appointment:write".into()],
         channels: Vec::new(),
         rate: None,
+        signing_certificate: None,
     }];
     let store = crate::store::Store::connect(&s.database)
         .await

@@ -165,6 +165,10 @@ pub struct RemdSettings {
     /// registry message is signed (XMLDSig in WS-Security); unset sends unsigned messages.
     #[serde(default)]
     pub message_key: Option<String>,
+    /// PEM files of the certificates the registry signs its callbacks with; when any is
+    /// given, an unsigned or badly signed callback is refused with a Fault saying why.
+    #[serde(default)]
+    pub callback_certificates: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -388,6 +392,10 @@ pub struct ClientSettings {
     /// Requests per second this client may make (answered 429 beyond); none: unlimited.
     #[serde(default)]
     pub rate: Option<RateLimit>,
+    /// PEM file of the certificate this client signs its SOAP requests with (WS-Security);
+    /// when set, its unsigned or badly signed SOAP requests are refused with a Fault.
+    #[serde(default)]
+    pub signing_certificate: Option<String>,
 }
 
 /// A client's request rate.

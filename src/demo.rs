@@ -35,6 +35,7 @@ pub fn settings(port: u16, data_dir: &Path) -> Settings {
         scopes: vec!["admin".into()],
         channels: Vec::new(),
         rate: None,
+        signing_certificate: None,
     }];
     s
 }
@@ -59,6 +60,7 @@ pub fn with_registry(mut s: Settings, registry_url: &str, keys: Vec<KeySettings>
         max_document_bytes: 5 * 1024 * 1024,
         deliver: true,
         message_key: None,
+        callback_certificates: Vec::new(),
     });
     s.signing.keys = keys;
     s

@@ -60,6 +60,8 @@ pub struct Client {
     pub scopes: Vec<String>,
     /// Booking channels the client may use, in order of preference (never empty).
     pub channels: Vec<Channel>,
+    /// DER of the certificate the client signs its SOAP requests with, when it must.
+    pub message_certificate: Option<Vec<u8>>,
 }
 
 impl Client {
@@ -125,10 +127,19 @@ pub enum AuthError {
 }
 
 impl ClientRegistry {
-    /// Builds the registry from validated settings; entries with a bad hash are skipped.
-    pub fn from_settings(clients: &[ClientSettings]) -> ClientRegistry {
+    /// Builds the registry from validated settings; entries with a bad hash are skipped; a
+    /// client's signing certificate that cannot be read is an error.
+    pub fn from_settings(clients: &[ClientSettings]) -> Result<ClientRegistry, String> {
         let mut map = HashMap::new();
         for c in clients {
+            let message_certificate = c
+                .signing_certificate
+                .as_deref()
+                .map(|path| {
+                    crate::sign::certificate_der(path)
+                        .map_err(|e| format!("clients `{}`.signing_certificate: {e}", c.id))
+                })
+                .transpose()?;
             let Ok(bytes) = hex::decode(c.token_sha256.expose()) else {
                 continue;
             };
@@ -151,6 +162,7 @@ impl ClientRegistry {
                     },
                     organizations,
                     scopes: c.scopes.clone(),
+                    message_certificate: message_certificate.clone(),
                     channels: {
                         let listed: Vec<Channel> = c
                             .channels
@@ -179,10 +191,10 @@ impl ClientRegistry {
                 Some((c.id.clone(), governor::RateLimiter::direct(quota)))
             })
             .collect();
-        ClientRegistry {
+        Ok(ClientRegistry {
             by_hash: Arc::new(map),
             limits: Arc::new(limits),
-        }
+        })
     }
 
     /// Counts one request of `client` against its rate; `Err` says how long to wait when
@@ -232,7 +244,9 @@ mod tests {
             scopes: vec!["schedule:read".into()],
             channels: Vec::new(),
             rate: None,
-        }]);
+            signing_certificate: None,
+        }])
+        .unwrap();
         let c = reg.authenticate(Some("Bearer s3cret")).unwrap();
         assert_eq!(c.id, "portal");
         assert!(c.has_scope("schedule:read"));

@@ -18,7 +18,7 @@ use crate::codec::fhir::document::{document_reference, read_submission, ReadErro
 use crate::codec::fhir::{IssueType, FHIR_JSON};
 use crate::codec::remd::{Addressing, RegisterResult, NS_CALLBACK, NS_SERVICE};
 use crate::codec::soap::{self, SoapVersion};
-use crate::codec::xml::{dom, Limits};
+use crate::codec::xml::{dom, dsig, Limits};
 use crate::model::document::{Document, DocumentStatus, Submission};
 use crate::model::remd::ErrorClass;
 use crate::model::time::from_ms;
@@ -233,6 +233,17 @@ async fn remd_callback(
 ) -> HttpResponse {
     req.extensions_mut()
         .insert(Operation("remd.registerDocumentResult".into()));
+    // With the registry's certificates configured, only its signed verdicts count.
+    if !state.callback_trust.is_empty() {
+        if let Err(e) = dsig::verify_envelope_trusted(
+            &body,
+            state.callback_trust.as_slice(),
+            &Limits::default(),
+        ) {
+            tracing::warn!(code = e.code(), error = %e, "registry callback refused");
+            return soap12_fault(&ApiError::signature(&e));
+        }
+    }
     let parsed = match registry_request(&body, "registerDocumentResult") {
         Ok(p) if p.operation.ns == NS_CALLBACK => p,
         Ok(p) => {

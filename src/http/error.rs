@@ -215,6 +215,17 @@ impl ApiError {
         )
     }
 
+    /// 403: a SOAP message whose WS-Security signature is missing or does not verify.
+    pub fn signature(e: &crate::codec::xml::dsig::VerifyError) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            e.code(),
+            format!("the message signature is not accepted: {e}"),
+        )
+        .at("Envelope/Header/wsse:Security")
+    }
+
     /// 500: logs the cause with the request id and returns a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(cause = %cause, "internal error");

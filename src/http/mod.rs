@@ -47,6 +47,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Known API clients.
     pub clients: ClientRegistry,
+    /// Certificates the registry signs its callbacks with (DER); empty: unsigned accepted.
+    pub callback_trust: Arc<Vec<Vec<u8>>>,
     /// Documents service.
     pub documents: Documents,
     /// Booking service.

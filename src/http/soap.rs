@@ -73,8 +73,12 @@ pub fn accept(
         Some(super::Protocol::Soap(v)) => v,
         _ => SoapVersion::V11,
     };
+    // Requests are small envelopes (a document travels as one base64 text): a tight
+    // element and depth budget bounds the memory a hostile one can take while parsed.
     let limits = Limits {
         max_bytes: state.settings.http.max_body_bytes,
+        max_depth: 32,
+        max_elements: 20_000,
         ..Limits::default()
     };
     let parsed = soap::parse_request(body, &limits)
@@ -107,11 +111,17 @@ pub fn accept(
         .extensions()
         .get::<std::sync::Arc<crate::auth::Client>>()
         .cloned();
-    if let (Some(scope), Some(client)) = (scope, client) {
+    if let (Some(scope), Some(client)) = (scope, &client) {
         if !client.has_scope(scope) {
             let err =
                 ApiError::forbidden(format!("client `{}` lacks the scope `{scope}`", client.id));
             return Err(Box::new(fault(version, &err)));
+        }
+    }
+    // A client configured to sign has every SOAP request verified against its certificate.
+    if let Some(cert) = client.as_ref().and_then(|c| c.message_certificate.as_ref()) {
+        if let Err(e) = crate::codec::xml::dsig::verify_envelope_trusted(body, &[cert], &limits) {
+            return Err(Box::new(fault(version, &ApiError::signature(&e))));
         }
     }
     if parsed.operation.ns != service.namespace {

@@ -281,3 +281,11 @@ fn first_error(e: &openssl::error::ErrorStack) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The DER of the (first) certificate in a PEM file.
+pub fn certificate_der(path: &str) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    openssl::x509::X509::from_pem(&pem)
+        .and_then(|c| c.to_der())
+        .map_err(|e| format!("{path} is not a PEM certificate: {e}"))
+}

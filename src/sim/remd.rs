@@ -66,6 +66,8 @@ pub struct RemdSimConfig {
     pub faults: Faults,
     /// Refuse `registerDocument` messages without a valid XMLDSig signature.
     pub require_signed_messages: bool,
+    /// Sign the verdict callbacks (WS-Security) with this key.
+    pub callback_signer: Option<Arc<dyn crate::sign::Signer>>,
 }
 
 impl Default for RemdSimConfig {
@@ -78,6 +80,7 @@ impl Default for RemdSimConfig {
             check: None,
             faults: Faults::default(),
             require_signed_messages: false,
+            callback_signer: None,
         }
     }
 }
@@ -519,13 +522,26 @@ async fn decide(
         relates_to: Some(result.relates_to_message.clone()),
         client_entity_id: "remd-sim".into(),
     };
+    let envelope = match &state.config.callback_signer {
+        None => a.envelope(&result.to_xml()),
+        Some(signer) => match crate::codec::xml::dsig::sign_envelope(
+            crate::codec::soap::SoapVersion::V12,
+            &a.header_xml(),
+            &result.to_xml(),
+            signer.as_ref(),
+            &crate::codec::xml::Limits::default(),
+        ) {
+            Ok(signed) => signed,
+            Err(_) => return,
+        },
+    };
     for attempt in 0..3u64 {
         let sent = state
             .http
             .post(&reply_to)
             .bearer_auth(&state.config.gateway_token)
             .header("content-type", format!("application/soap+xml; charset=utf-8; action=\"{NS_CALLBACK}registerDocumentResult\""))
-            .body(a.envelope(&result.to_xml()))
+            .body(envelope.clone())
             .send()
             .await;
         if matches!(&sent, Ok(r) if r.status().is_success()) {

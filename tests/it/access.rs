@@ -475,6 +475,7 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
                 channels: Vec::new(),
                 rate: None,
+                signing_certificate: None,
             };
         s.clients.push(client("owner", OWNER, ORG, SCOPES));
         s.clients.push(client("other", OTHER, OTHER_ORG, SCOPES));
@@ -493,6 +494,7 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
             max_document_bytes: 1024 * 1024,
             deliver: false,
             message_key: None,
+            callback_certificates: Vec::new(),
         });
         s.signing.keys = vec![
             key(ORG, KeyRole::Organization, "org-gost256"),

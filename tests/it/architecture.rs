@@ -13,7 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &["model"]),
     ("telemetry", &["config"]),
     ("sign", &["config", "model"]),
-    ("auth", &["config", "model"]),
+    ("auth", &["config", "model", "sign"]),
     ("codec", &["model", "sign"]),
     ("store", &["model", "config"]),
     ("exchange", &["store", "model", "config", "context"]),

@@ -108,6 +108,7 @@ async fn setup_clocked(
             max_document_bytes: 1024 * 1024,
             deliver: true,
             message_key: None,
+            callback_certificates: Vec::new(),
         });
         s.signing.keys = vec![
             key(CLINIC_ORG, KeyRole::Organization, "org-gost256"),
@@ -820,6 +821,7 @@ async fn keys_in_an_external_signing_service(backend: Backend) {
             max_document_bytes: 1024 * 1024,
             deliver: true,
             message_key: None,
+            callback_certificates: Vec::new(),
         });
         s.signing.keys = vec![
             remote_key(CLINIC_ORG, KeyRole::Organization, &signer_url, "org-1"),
@@ -1201,4 +1203,160 @@ async fn concurrent_reruns_queue_one_registration_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reruns_queue_one_registration_sqlite() {
     concurrent_reruns_queue_one_registration(Backend::Sqlite).await
+}
+
+fn signer(name: &str) -> medgate::sign::LocalSigner {
+    let dir = keys_dir();
+    medgate::sign::LocalSigner::from_pem(
+        &std::fs::read(format!("{dir}/{name}.key.pem")).unwrap(),
+        &std::fs::read(format!("{dir}/{name}.cert.pem")).unwrap(),
+        None,
+    )
+    .unwrap()
+}
+
+/// A SOAP envelope signed (WS-Security, over the Body) by key `name`.
+fn signed(
+    version: medgate::codec::soap::SoapVersion,
+    header: &str,
+    body: &str,
+    name: &str,
+) -> String {
+    medgate::codec::xml::dsig::sign_envelope(
+        version,
+        header,
+        body,
+        &signer(name),
+        &medgate::codec::xml::Limits::default(),
+    )
+    .unwrap()
+}
+
+/// The Fault's machine code.
+fn fault_code(xml: &str) -> String {
+    xml.split("<mg:code>")
+        .nth(1)
+        .and_then(|r| r.split("</mg:code>").next())
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn signed_soap_is_verified_for_clients_and_the_registry(backend: Backend) {
+    let dir = keys_dir();
+    let trusted = format!("{dir}/org-ec.cert.pem");
+    let client_cert = format!("{dir}/doctor-ec.cert.pem");
+    let Setup { t, sim } = setup_with(
+        backend,
+        RemdSimConfig {
+            callback_signer: Some(Arc::new(signer("org-ec"))),
+            ..RemdSimConfig::default()
+        },
+        vec![1],
+        30,
+        move |s| {
+            if let Some(r) = s.remd.as_mut() {
+                r.callback_certificates = vec![trusted];
+            }
+            if let Some(c) = s.clients.iter_mut().find(|c| c.id == "clinic") {
+                c.signing_certificate = Some(client_cert);
+            }
+        },
+    )
+    .await;
+    use medgate::codec::soap::SoapVersion;
+    // The registry's verdicts, signed with its trusted key, register documents.
+    let uid = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        submit(&t, &document_reference(&uid, &cda(61), &[]))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    wait_status(&t, &uid, "registered", 15).await;
+    // Unsigned, untrusted and tampered verdicts are refused, saying why.
+    let verdict = r#"<registerDocumentResult xmlns="http://egisz.rosminzdrav.ru/iehr/emdr/callback/"><relatesToMessage>urn:uuid:00000000-0000-0000-0000-000000000000</relatesToMessage><status>error</status></registerDocumentResult>"#;
+    let callback = |body: String| {
+        let (http, url) = (t.http.clone(), t.url("/soap/remd/callback"));
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(REMD_TOKEN)
+                .header("content-type", "application/soap+xml; charset=utf-8")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let unsigned = medgate::codec::soap::envelope(SoapVersion::V12, "", verdict);
+    let (s, f) = callback(unsigned).await;
+    assert_eq!(
+        (s, fault_code(&f)),
+        (StatusCode::FORBIDDEN, "UNSIGNED".into()),
+        "{f}"
+    );
+    let (s, f) = callback(signed(SoapVersion::V12, "", verdict, "other-ec")).await;
+    assert_eq!(
+        (s, fault_code(&f)),
+        (StatusCode::FORBIDDEN, "UNTRUSTED_CERTIFICATE".into()),
+        "{f}"
+    );
+    let tampered = signed(SoapVersion::V12, "", verdict, "org-ec").replace(">error<", ">success<");
+    let (_, f) = callback(tampered).await;
+    assert_eq!(fault_code(&f), "DIGEST_MISMATCH", "{f}");
+    // A signed one gets past the check (its message is unknown).
+    let (s, f) = callback(signed(SoapVersion::V12, "", verdict, "org-ec")).await;
+    assert_eq!(
+        (s, fault_code(&f)),
+        (StatusCode::BAD_REQUEST, "UNKNOWN_MESSAGE".into()),
+        "{f}"
+    );
+
+    // The clinic signs its SOAP requests: unsigned or wrongly signed ones are refused.
+    let status = format!(
+        r#"<GetDocumentStatus xmlns="urn:medgate:documents:v1"><LocalUid>{uid}</LocalUid></GetDocumentStatus>"#
+    );
+    let soap = |body: String| {
+        let (http, url) = (t.http.clone(), t.url("/soap/documents"));
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(CLINIC_TOKEN)
+                .header("content-type", "text/xml; charset=utf-8")
+                .header(
+                    "soapaction",
+                    "\"urn:medgate:documents:v1/GetDocumentStatus\"",
+                )
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (_, f) = soap(medgate::codec::soap::envelope(
+        SoapVersion::V11,
+        "",
+        &status,
+    ))
+    .await;
+    assert_eq!(fault_code(&f), "UNSIGNED", "{f}");
+    let (_, f) = soap(signed(SoapVersion::V11, "", &status, "other-ec")).await;
+    assert_eq!(fault_code(&f), "UNTRUSTED_CERTIFICATE", "{f}");
+    let (s, answer) = soap(signed(SoapVersion::V11, "", &status, "doctor-ec")).await;
+    assert_eq!(s, StatusCode::OK, "{answer}");
+    assert!(answer.contains("<Status>registered</Status>"), "{answer}");
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_soap_is_verified_for_clients_and_the_registry_postgres() {
+    signed_soap_is_verified_for_clients_and_the_registry(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_soap_is_verified_for_clients_and_the_registry_sqlite() {
+    signed_soap_is_verified_for_clients_and_the_registry(Backend::Sqlite).await
 }

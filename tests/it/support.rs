@@ -136,6 +136,7 @@ pub fn settings(db: &TestDb) -> Settings {
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         channels: Vec::new(),
         rate: None,
+        signing_certificate: None,
     };
     s.clients = vec![
         client("admin", ADMIN_TOKEN, &[], &["admin"]),
