@@ -133,7 +133,11 @@ async fn get_transaction(
 ) -> ApiResult<HttpResponse> {
     let record = state
         .operations
-        .transaction(Caller::of(&principal), &id)
+        .transaction(
+            Caller::of(&principal),
+            &id,
+            principal.has_scope(TRANSACTIONS_BODIES),
+        )
         .await?
         .ok_or_else(|| {
             ApiError::not_found(

@@ -282,7 +282,7 @@ async fn remd_callback(
 
 async fn remd_provider(
     state: Data<AppState>,
-    _principal: Principal,
+    principal: Principal,
     req: HttpRequest,
     body: Bytes,
 ) -> HttpResponse {
@@ -295,7 +295,11 @@ async fn remd_provider(
     let Some(uid) = parsed.operation.child_text("localUid") else {
         return soap12_fault(&ApiError::required("localUid"));
     };
-    let doc = match state.documents.any_document(uid).await {
+    let doc = match state
+        .documents
+        .registry_file(Caller::of(&principal), uid)
+        .await
+    {
         Ok(d) => d,
         Err(e) => return soap12_fault(&to_api_with(e, |_| "localUid")),
     };

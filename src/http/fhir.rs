@@ -9,12 +9,15 @@ use serde_json::Value;
 use super::access::{Access, Org, Route};
 use super::query::{check_params, count_param, first, organization, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
-use crate::auth::scopes::SCHEDULE_READ;
+use crate::auth::scopes::{AUDIT_READ, SCHEDULE_READ};
+use crate::codec::fhir::audit::audit_event;
 use crate::codec::fhir::capability::capability_statement;
 use crate::codec::fhir::directory::{location, organization as organization_resource};
 use crate::codec::fhir::{searchset, FHIR_JSON};
+use crate::codec::fhir::{POLICY_SYSTEM, SNILS_SYSTEM};
 use crate::model::organization::Organization;
 use crate::route;
+use crate::services::operations::AuditQuery;
 
 /// The directory's FHIR routes and the CapabilityStatement, with who may call them.
 pub const ROUTES: &[Route] = &[
@@ -225,4 +228,77 @@ async fn read_location(
 ) -> ApiResult<HttpResponse> {
     let org = directory_entry(&state, &id, "Location").await?;
     Ok(fhir_json(StatusCode::OK, &location(&org)))
+}
+
+/// The audit trail, for operators and auditors.
+pub const AUDIT_ROUTES: &[Route] =
+    &[route!(GET "/fhir" "/AuditEvent" => search_audit, Access::Scope(AUDIT_READ, Org::Records))];
+
+/// `AuditEvent` search: `patient:identifier` (SNILS or OMS policy, `system|value`),
+/// `agent` (client id), `date` (`ge`/`lt` prefixes), `_count`.
+async fn search_audit(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let params = pairs(&req);
+    check_params(&params, &["patient:identifier", "agent", "date", "request"])?;
+    let mut q = AuditQuery::default();
+    for (k, v) in &params {
+        match k.as_str() {
+            "patient:identifier" => {
+                let (system, value) = v.split_once('|').ok_or_else(|| {
+                    ApiError::invalid("INVALID_PARAMETER", k.clone(), "expected system|value")
+                })?;
+                match system {
+                    SNILS_SYSTEM => {
+                        q.snils = Some(crate::model::Snils::parse(value).map_err(|e| {
+                            ApiError::invalid("INVALID_SNILS", k.clone(), e.to_string())
+                        })?)
+                    }
+                    POLICY_SYSTEM => {
+                        q.policy = Some(crate::model::PolicyNumber::parse(value).map_err(|e| {
+                            ApiError::invalid("INVALID_POLICY", k.clone(), e.to_string())
+                        })?)
+                    }
+                    other => {
+                        return Err(ApiError::invalid(
+                            "INVALID_PARAMETER",
+                            k.clone(),
+                            format!("identifier system {other:?} is not supported; use {SNILS_SYSTEM} or {POLICY_SYSTEM}"),
+                        ))
+                    }
+                }
+            }
+            "agent" => q.client_id = Some(v.clone()),
+            "request" => q.request_id = Some(v.clone()),
+            "date" => {
+                let (prefix, value) = match v.get(..2) {
+                    Some(p @ ("ge" | "lt")) => (p, &v[2..]),
+                    _ => ("ge", v.as_str()),
+                };
+                let ms = super::query::moment("date", value)?.ms();
+                if prefix == "lt" {
+                    q.to = Some(ms);
+                } else {
+                    q.from = Some(ms);
+                }
+            }
+            _ => {}
+        }
+    }
+    let limit = count_param(&params, "_count", 100, 1000)?;
+    let rows = state
+        .operations
+        .audit_events(crate::services::Caller::of(&principal), &q, limit)
+        .await?;
+    let base = base_url(&state, &req);
+    let body = searchset(
+        &request_link(&base, "AuditEvent", &req),
+        None,
+        rows.iter()
+            .map(|e| (format!("{base}/AuditEvent/{}", e.id), audit_event(e)))
+            .collect(),
+    );
+    Ok(fhir_json(StatusCode::OK, &body))
 }

@@ -116,7 +116,7 @@ pub async fn hub(
     let op = &parsed.operation;
     let result = match op.name.as_str() {
         "GetLPUList" => get_lpu_list(&state, op).await,
-        "CheckPatient" => check_patient(op),
+        "CheckPatient" => check_patient(&state, &principal, op).await,
         "GetSpesialityList" => get_speciality_list(&state, &principal, op).await,
         "GetDoctorList" => get_doctor_list(&state, &principal, op).await,
         "GetAvailableDates" => get_available_dates(&state, &principal, op).await,
@@ -204,22 +204,15 @@ async fn get_lpu_list(state: &AppState, op: &Element) -> ApiResult<String> {
     Ok(hub::lpu_list(&orgs))
 }
 
-/// Checks the identifiers and answers a stable pseudonymous patient id (no lookup in a
-/// population register: the gateway has none; the MIS decides on booking).
-fn check_patient(op: &Element) -> ApiResult<String> {
+/// Checks the identifiers and answers a stable pseudonymous patient id.
+async fn check_patient(state: &AppState, principal: &Principal, op: &Element) -> ApiResult<String> {
     let p = read_patient(op)?;
-    let key = match (&p.snils, &p.policy) {
-        (Some(s), _) => s.digits(),
-        (None, Some(policy)) => format!(
-            "{}|{}",
-            policy.digits(),
-            p.birth_date.map(|d| d.to_string()).unwrap_or_default()
-        ),
-        (None, None) => String::new(),
-    };
-    Ok(hub::check_patient(
-        &request_digest(&["patient", &key])[..16],
-    ))
+    let id = state
+        .booking
+        .identify(reader(principal), &p)
+        .await
+        .map_err(|e| booking_error(e, &hub_field))?;
+    Ok(hub::check_patient(&id))
 }
 
 async fn get_speciality_list(

@@ -101,6 +101,7 @@ pub fn route_table() -> impl Iterator<Item = &'static Route> {
     [
         ROOT,
         fhir::ROUTES,
+        fhir::AUDIT_ROUTES,
         fhir_schedule::ROUTES,
         fhir_booking::ROUTES,
         documents::ROUTES,

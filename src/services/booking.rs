@@ -20,9 +20,10 @@ use tokio::sync::Notify;
 use super::mis::{MisBooking, MisError, MisRegistry};
 use super::notify::{Notice, Notifier, NotifyError};
 use super::schedules::{FreeSlots, ScheduleError, Schedules};
-use super::Caller;
+use super::{audit_event, Caller};
 use crate::config::BookingSettings;
 use crate::exchange::delivery::{self, Outcome};
+use crate::model::audit::{AuditAction, AuditEntity, AuditEvent};
 use crate::model::booking::{
     Appointment, AppointmentStatus, Patient, PatientError, Restriction, Transition, RESTRICTABLE,
 };
@@ -412,6 +413,38 @@ impl Booking {
         self.clock.now_ms()
     }
 
+    /// The audit event of an access by `who` to an appointment.
+    fn event(&self, who: &Requester<'_>, action: AuditAction) -> AuditEvent {
+        audit_event(who.caller, action, AuditEntity::Appointment, self.now())
+    }
+
+    /// The audit event of an access by `who` to appointment `id`.
+    fn event_on(&self, who: &Requester<'_>, action: AuditAction, id: &str) -> AuditEvent {
+        AuditEvent {
+            entity_id: Some(id.to_string()),
+            ..self.event(who, action)
+        }
+    }
+
+    /// The event of an access whose outcome no change recorded: written now. A refusal is
+    /// recorded as such; a store failure leaves nothing to record (nothing was accessed).
+    async fn settle<T>(
+        &self,
+        event: AuditEvent,
+        result: Result<T, BookingError>,
+        success: impl FnOnce(&T, AuditEvent) -> Option<AuditEvent>,
+    ) -> Result<T, BookingError> {
+        let event = match &result {
+            Ok(value) => success(value, event),
+            Err(BookingError::Store(_)) => None,
+            Err(e) => Some(event.refused(e.code())),
+        };
+        if let Some(e) = event {
+            self.store.insert_audit(&e).await?;
+        }
+        result
+    }
+
     /// Runs `create` at most once per (client, key): a replay with the same request digest
     /// returns the appointment the first request produced.
     pub async fn idempotent<F, Fut>(
@@ -440,11 +473,28 @@ impl Booking {
             .claim_idempotency_key(client_id, key, request_digest, self.now())
             .await?
         {
-            KeyClaim::Replay(id) => self
-                .store
-                .appointment(&id)
-                .await?
-                .ok_or(BookingError::UnknownAppointment(id)),
+            KeyClaim::Replay(id) => {
+                let a = self
+                    .store
+                    .appointment(&id)
+                    .await?
+                    .ok_or(BookingError::UnknownAppointment(id))?;
+                // A replay reads the first result back: an access of its own.
+                let e = audit_event(
+                    Caller {
+                        client_id,
+                        operator: false,
+                        organizations: &[],
+                    },
+                    AuditAction::Read,
+                    AuditEntity::Appointment,
+                    self.now(),
+                )
+                .record(&a.org, &a.id)
+                .patient(&a.patient);
+                self.store.insert_audit(&e).await?;
+                Ok(a)
+            }
             KeyClaim::Mismatch => Err(BookingError::KeyMismatch(key.into())),
             KeyClaim::InProgress => Err(BookingError::KeyInProgress(key.into())),
             KeyClaim::Fresh => match create().await {
@@ -469,10 +519,17 @@ impl Booking {
         slot_id: &str,
         patient: Option<&Patient>,
     ) -> Result<Appointment, BookingError> {
-        if let Some(p) = patient {
-            p.check()?;
+        let event = self.event(&who, AuditAction::Create);
+        let result = async {
+            if let Some(p) = patient {
+                p.check()?;
+            }
+            self.take(who, slot_id, patient, self.hold_ms, None, Some(&event))
+                .await
         }
-        self.take(who, slot_id, patient, self.hold_ms, None).await
+        .await;
+        // A hold made was audited with its insert.
+        self.settle(event, result, |_, _| None).await
     }
 
     /// Books a slot or a held appointment in the clinic system that owns the slot.
@@ -482,6 +539,29 @@ impl Booking {
         target: &Target,
         patient: Option<&Patient>,
     ) -> Result<Appointment, BookingError> {
+        let mut event = match target {
+            Target::Slot(_) => self.event(&who, AuditAction::Create),
+            Target::Hold(id) => {
+                let mut e = self.event(&who, AuditAction::Update);
+                e.entity_id = Some(id.clone());
+                e
+            }
+        };
+        if let Some(p) = patient {
+            event = event.patient(p);
+        }
+        let result = self.book_audited(who, target, patient, &event).await;
+        // A booking made was audited with its confirmation.
+        self.settle(event, result, |_, _| None).await
+    }
+
+    async fn book_audited(
+        &self,
+        who: Requester<'_>,
+        target: &Target,
+        patient: Option<&Patient>,
+        event: &AuditEvent,
+    ) -> Result<Appointment, BookingError> {
         let now = self.now();
         let held = match target {
             Target::Slot(slot) => {
@@ -490,11 +570,11 @@ impl Booking {
                     message: "booking needs the patient",
                 })?;
                 p.check()?;
-                self.take(who, slot, Some(p), BOOKING_GRACE_MS, None)
+                self.take(who, slot, Some(p), BOOKING_GRACE_MS, None, None)
                     .await?
             }
             Target::Hold(id) => {
-                let a = self.appointment(who, id).await?;
+                let a = self.owned(who, id).await?;
                 if a.status == Expired {
                     return Err(BookingError::HoldExpired(a.id));
                 }
@@ -528,7 +608,7 @@ impl Booking {
                     .ok_or(BookingError::UnknownAppointment(a.id))?
             }
         };
-        self.forward(held).await
+        self.forward(held, Some(event)).await
     }
 
     /// Books as [`Booking::book`] for a request that names the slot's organization too (the
@@ -562,7 +642,19 @@ impl Booking {
         id: &str,
         reason: &str,
     ) -> Result<Appointment, BookingError> {
-        let a = self.appointment(who, id).await?;
+        let event = self.event_on(&who, AuditAction::Update, id);
+        let result = self.cancel_audited(who, id, reason, &event).await;
+        self.settle(event, result, |_, _| None).await
+    }
+
+    async fn cancel_audited(
+        &self,
+        who: Requester<'_>,
+        id: &str,
+        reason: &str,
+        event: &AuditEvent,
+    ) -> Result<Appointment, BookingError> {
+        let a = self.owned(who, id).await?;
         let reason = if reason.is_empty() {
             "CANCELLED"
         } else {
@@ -573,7 +665,7 @@ impl Booking {
             Held => {
                 let change = Transition::new(&[Held], Cancelled, reason).slot(SlotStatus::Free);
                 self.store
-                    .transition_appointment(id, &change, None, now)
+                    .transition_appointment(id, &change, None, now, Some(event))
                     .await?
             }
             Booked => {
@@ -581,7 +673,7 @@ impl Booking {
                 let effect = cancel_effect(&a, now);
                 let r = self
                     .store
-                    .transition_appointment(id, &change, Some(&effect), now)
+                    .transition_appointment(id, &change, Some(&effect), now, Some(event))
                     .await?;
                 self.wake_mis.notify_one();
                 r
@@ -607,7 +699,19 @@ impl Booking {
         id: &str,
         new_slot: &str,
     ) -> Result<Appointment, BookingError> {
-        let old = self.appointment(who, id).await?;
+        let event = self.event_on(&who, AuditAction::Update, id);
+        let result = self.reschedule_audited(who, id, new_slot, &event).await;
+        self.settle(event, result, |_, _| None).await
+    }
+
+    async fn reschedule_audited(
+        &self,
+        who: Requester<'_>,
+        id: &str,
+        new_slot: &str,
+        event: &AuditEvent,
+    ) -> Result<Appointment, BookingError> {
+        let old = self.owned(who, id).await?;
         if old.status != Booked {
             return Err(BookingError::WrongState {
                 id: old.id,
@@ -622,13 +726,20 @@ impl Booking {
                 Some(&old.patient),
                 BOOKING_GRACE_MS,
                 Some(&old.id),
+                None,
             )
             .await?;
-        let booked = self.forward(held).await?;
+        let booked = self.forward(held, None).await?;
         let now = self.now();
         let change = Transition::new(&[Booked], Cancelled, "RESCHEDULED").slot(SlotStatus::Free);
         self.store
-            .transition_appointment(&old.id, &change, Some(&cancel_effect(&old, now)), now)
+            .transition_appointment(
+                &old.id,
+                &change,
+                Some(&cancel_effect(&old, now)),
+                now,
+                Some(event),
+            )
             .await?;
         self.wake_mis.notify_one();
         Ok(booked)
@@ -643,6 +754,22 @@ impl Booking {
         practitioner_id: Option<&str>,
         patient: &Patient,
         at: Option<i64>,
+    ) -> Result<Appointment, BookingError> {
+        let event = self.event(&who, AuditAction::Create).patient(patient);
+        let result = self
+            .urgent_audited(who, org, practitioner_id, patient, at, &event)
+            .await;
+        self.settle(event, result, |_, _| None).await
+    }
+
+    async fn urgent_audited(
+        &self,
+        who: Requester<'_>,
+        org: &Oid,
+        practitioner_id: Option<&str>,
+        patient: &Patient,
+        at: Option<i64>,
+        event: &AuditEvent,
     ) -> Result<Appointment, BookingError> {
         patient.check()?;
         self.schedules.known_organization(org).await?;
@@ -685,8 +812,31 @@ impl Booking {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_unslotted(&a).await?;
+        self.store.insert_unslotted(&a, event).await?;
         Ok(a)
+    }
+
+    /// A patient looked up by the identifiers a channel gives: checked, and answered with a
+    /// stable pseudonymous id (the gateway holds no population register; the clinic system
+    /// decides on booking). A lookup of personal data: audited.
+    pub async fn identify(&self, who: Requester<'_>, p: &Patient) -> Result<String, BookingError> {
+        let event = AuditEvent {
+            entity: AuditEntity::Patient,
+            ..self.event(&who, AuditAction::Read).patient(p)
+        };
+        let result = p.check().map_err(BookingError::from).map(|()| {
+            let key = match (&p.snils, &p.policy) {
+                (Some(s), _) => s.digits(),
+                (None, Some(policy)) => format!(
+                    "{}|{}",
+                    policy.digits(),
+                    p.birth_date.map(|d| d.to_string()).unwrap_or_default()
+                ),
+                (None, None) => String::new(),
+            };
+            hex::encode(&openssl::sha::sha256(format!("patient\0{key}\0").as_bytes())[..8])
+        });
+        self.settle(event, result, |_, e| Some(e)).await
     }
 
     /// One appointment, if the requester owns it (the ownership rule, [`Requester::owns`]).
@@ -695,6 +845,16 @@ impl Booking {
         who: Requester<'_>,
         id: &str,
     ) -> Result<Appointment, BookingError> {
+        let event = self.event_on(&who, AuditAction::Read, id);
+        let result = self.owned(who, id).await;
+        self.settle(event, result, |a, e| {
+            Some(e.record(&a.org, &a.id).patient(&a.patient))
+        })
+        .await
+    }
+
+    /// One appointment the requester owns; others do not exist for it.
+    async fn owned(&self, who: Requester<'_>, id: &str) -> Result<Appointment, BookingError> {
         let a = self
             .store
             .appointment(id)
@@ -708,6 +868,19 @@ impl Booking {
 
     /// Appointments the requester owns matching the search, newest first.
     pub async fn appointments(
+        &self,
+        who: Requester<'_>,
+        search: &AppointmentSearch,
+    ) -> Result<Vec<Appointment>, BookingError> {
+        let mut event = self.event(&who, AuditAction::Search);
+        event.snils = search.query.snils.clone();
+        event.policy = search.query.policy.clone();
+        event.entity_id = search.id.clone();
+        let result = self.search(who, search).await;
+        self.settle(event, result, |_, e| Some(e)).await
+    }
+
+    async fn search(
         &self,
         who: Requester<'_>,
         search: &AppointmentSearch,
@@ -827,7 +1000,7 @@ impl Booking {
                 .await?;
             if self
                 .store
-                .transition_appointment(&a.id, &change, Some(&effect), now)
+                .transition_appointment(&a.id, &change, Some(&effect), now, None)
                 .await?
                 .is_some()
             {
@@ -936,6 +1109,7 @@ impl Booking {
         patient: Option<&Patient>,
         ttl_ms: i64,
         replaces: Option<&str>,
+        audit: Option<&AuditEvent>,
     ) -> Result<Appointment, BookingError> {
         let now = self.now();
         let channel = Channels::of(&[who.channel]);
@@ -955,7 +1129,7 @@ impl Booking {
         };
         if let Some(held) = self
             .store
-            .hold_if_bookable(&hold, channel, restrictable, now)
+            .hold_if_bookable(&hold, channel, restrictable, now, audit)
             .await?
         {
             return Ok(held);
@@ -971,18 +1145,22 @@ impl Booking {
         }
         // Free by every rule: a lapsed hold may still sit on it, which the insert clears.
         let a = hold.on(slot, now);
-        if !self.store.insert_hold(&a, now).await? {
+        if !self.store.insert_hold(&a, now, audit).await? {
             return Err(BookingError::SlotTaken(a.slot_id.unwrap_or_default()));
         }
         Ok(a)
     }
 
     /// Asks the owning clinic system to book a held appointment.
-    async fn forward(&self, held: Appointment) -> Result<Appointment, BookingError> {
+    async fn forward(
+        &self,
+        held: Appointment,
+        audit: Option<&AuditEvent>,
+    ) -> Result<Appointment, BookingError> {
         let Some(mis) = self.mis.get(&held.source).cloned() else {
             let change = Transition::new(&[Held], Failed, "MIS_NOT_CONFIGURED");
             self.store
-                .transition_appointment(&held.id, &change, None, self.now())
+                .transition_appointment(&held.id, &change, None, self.now(), None)
                 .await?;
             return Err(BookingError::NoMis(held.source));
         };
@@ -997,7 +1175,7 @@ impl Booking {
             Ok(external) => {
                 if let Some(booked) = self
                     .store
-                    .confirm_booking(&held.id, &external, self.now())
+                    .confirm_booking(&held.id, &external, self.now(), audit)
                     .await?
                 {
                     return Ok(booked);
@@ -1022,7 +1200,7 @@ impl Booking {
                     change = change.slot(SlotStatus::Busy);
                 }
                 self.store
-                    .transition_appointment(&held.id, &change, None, self.now())
+                    .transition_appointment(&held.id, &change, None, self.now(), None)
                     .await?;
                 Err(refusal)
             }
@@ -1046,7 +1224,7 @@ impl Booking {
         let change = Transition::new(&[Held], Failed, reason);
         let ended = self
             .store
-            .transition_appointment(id, &change, Some(&effect), now)
+            .transition_appointment(id, &change, Some(&effect), now, None)
             .await?;
         if ended.is_none() {
             // Already expired by the sweeper: queue the cancel on its own.

@@ -12,20 +12,21 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::registry::{ItemStatus, Registry, RegistryCallError};
-use super::Caller;
+use super::{audit_event, Caller};
 use crate::auth::Client;
 use crate::codec::cda;
 use crate::codec::remd::{sha256_hex, RegisterDocument, RegisterResult, SignatureRef};
 use crate::codec::xml::Limits;
 use crate::config::{KeyRole, RemdSettings};
 use crate::exchange::delivery::{next_attempt, Outcome};
+use crate::model::audit::{AuditAction, AuditEntity, AuditEvent};
 use crate::model::document::{Document, DocumentStatus, Submission};
 use crate::model::remd::{classify_all, ErrorClass};
 use crate::model::time::SharedClock;
 use crate::model::{Oid, Snils};
 use crate::sign::{self, DigestAlgorithm, KeyRing, SignError, Signer};
 pub use crate::store::documents::{DocumentEvent, DocumentFilter};
-use crate::store::documents::{Inserted, StatusChange};
+use crate::store::documents::{Inserted, Intake, StatusChange};
 use crate::store::group_commit::IntakeWriter;
 use crate::store::outbox::{NewOutboxItem, OutboxItem};
 use crate::store::{Store, StoreError};
@@ -92,6 +93,22 @@ pub enum DocumentError {
     /// Signing failure of the gateway's own keys.
     #[error("gateway signing failed: {0}")]
     Signing(SignError),
+}
+
+impl DocumentError {
+    /// Stable machine code (for the audit trail and the edges).
+    pub fn code(&self) -> &'static str {
+        match self {
+            DocumentError::Invalid { code, .. } => code,
+            DocumentError::Forbidden(_) => "FORBIDDEN",
+            DocumentError::NotFound(_) => "DOCUMENT_NOT_FOUND",
+            DocumentError::NotRerunnable(_) => "NOT_RERUNNABLE",
+            DocumentError::Duplicate(_) => "NOT_UNIQUE_PROVIDED_ID",
+            DocumentError::NotConfigured => "REGISTRATION_NOT_CONFIGURED",
+            DocumentError::Store(_) => "STORAGE_ERROR",
+            DocumentError::Signing(_) => "SIGNING_FAILED",
+        }
+    }
 }
 
 fn invalid(code: &'static str, field: Field, message: impl Into<String>) -> DocumentError {
@@ -203,6 +220,21 @@ impl Documents {
         &self,
         client: &Client,
         s: Submission,
+    ) -> Result<(Document, bool), DocumentError> {
+        let event = self.event(Caller::of(client), AuditAction::Create);
+        let result = self.submit_audited(client, s, &event).await;
+        // A new document was audited with its insert; a replay reads the first one back.
+        self.settle(event, result, |(doc, new), e| {
+            (!new).then(|| read_of(e, doc))
+        })
+        .await
+    }
+
+    async fn submit_audited(
+        &self,
+        client: &Client,
+        s: Submission,
+        event: &AuditEvent,
     ) -> Result<(Document, bool), DocumentError> {
         let settings = self.settings().ok_or(DocumentError::NotConfigured)?;
         let uid = uuid::Uuid::parse_str(s.local_uid.trim_start_matches("urn:uuid:"))
@@ -405,8 +437,11 @@ impl Documents {
             created_at: now,
             updated_at: now,
         };
-        let registration = self.registration(&uid);
-        match self.intake.insert(doc, registration).await? {
+        let intake = Intake {
+            registration: self.registration(&uid),
+            audit: event.clone(),
+        };
+        match self.intake.insert(doc, intake).await? {
             (doc, Inserted::New) => {
                 self.wake.notify_one();
                 Ok((doc, true))
@@ -616,6 +651,7 @@ impl Documents {
                         &format!("registry asked to retry: {message}"),
                         &self.registration(&doc.id),
                         self.now(),
+                        None,
                     )
                     .await?;
                 self.wake.notify_one();
@@ -681,7 +717,8 @@ impl Documents {
                             &doc.id,
                             NOT_REGISTERED,
                             "verdict overdue and the registry does not know the document; sending again",
-                            &self.registration(&doc.id), self.now()
+                            &self.registration(&doc.id), self.now(),
+                        None
                         )
                         .await?;
                     self.wake.notify_one();
@@ -699,8 +736,29 @@ impl Documents {
     /// concurrent reruns exactly one queues a registration; the other is told it is queued
     /// already.
     pub async fn rerun(&self, caller: Caller<'_>, id: &str) -> Result<Rerun, DocumentError> {
-        self.document(caller, id).await?;
+        let mut event = self.event(caller, AuditAction::Update);
+        event.entity_id = Some(id.to_string());
+        let result = self.rerun_audited(caller, id, &event).await;
+        // A rerun queued was audited with the requeue.
+        self.settle(event, result, |r, e| {
+            (*r == Rerun::AlreadyQueued).then_some(e)
+        })
+        .await
+    }
+
+    async fn rerun_audited(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        event: &AuditEvent,
+    ) -> Result<Rerun, DocumentError> {
+        let doc = self.lookup(caller, id).await?;
         let operator = caller.client_id;
+        let audit = event.clone().record(&doc.org, &doc.id);
+        let audit = AuditEvent {
+            snils: Some(doc.patient.clone()),
+            ..audit
+        };
         let queued = self
             .store
             .requeue_document(
@@ -709,6 +767,7 @@ impl Documents {
                 &format!("rerun requested by {operator}"),
                 &self.registration(id),
                 self.now(),
+                Some(&audit),
             )
             .await?;
         if queued {
@@ -749,21 +808,67 @@ impl Documents {
         Ok(ids)
     }
 
-    /// A document of the caller's organizations; any other does not exist for it.
+    /// A document of the caller's organizations (a read: audited); any other does not exist
+    /// for it.
     pub async fn document(&self, caller: Caller<'_>, id: &str) -> Result<Document, DocumentError> {
-        let doc = self.any_document(id).await?;
+        let mut event = self.event(caller, AuditAction::Read);
+        event.entity_id = Some(id.to_string());
+        let result = self.lookup(caller, id).await;
+        self.settle(event, result, |d, e| Some(read_of(e, d))).await
+    }
+
+    /// The file the registry fetches to compare with what was registered (a read by the
+    /// registry: audited).
+    pub async fn registry_file(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+    ) -> Result<Document, DocumentError> {
+        let mut event = self.event(caller, AuditAction::Read);
+        event.entity_id = Some(id.to_string());
+        let result = self
+            .store
+            .get_document(id)
+            .await
+            .map_err(DocumentError::from)
+            .and_then(|d| d.ok_or_else(|| DocumentError::NotFound(id.into())));
+        self.settle(event, result, |d, e| Some(read_of(e, d))).await
+    }
+
+    /// A document of the caller's organizations, unaudited (the caller audits the access).
+    async fn lookup(&self, caller: Caller<'_>, id: &str) -> Result<Document, DocumentError> {
+        let doc = self
+            .store
+            .get_document(id)
+            .await?
+            .ok_or_else(|| DocumentError::NotFound(id.into()))?;
         if !caller.acts_for(&doc.org) {
             return Err(DocumentError::NotFound(id.into()));
         }
         Ok(doc)
     }
 
-    /// A document, whoever asks (the registry fetching a file, operators).
-    pub async fn any_document(&self, id: &str) -> Result<Document, DocumentError> {
-        self.store
-            .get_document(id)
-            .await?
-            .ok_or_else(|| DocumentError::NotFound(id.into()))
+    fn event(&self, caller: Caller<'_>, action: AuditAction) -> AuditEvent {
+        audit_event(caller, action, AuditEntity::Document, self.now())
+    }
+
+    /// Writes the event of an access no change recorded: a read's success (as `success`
+    /// says), or a refusal; a store failure leaves nothing to record.
+    async fn settle<T>(
+        &self,
+        event: AuditEvent,
+        result: Result<T, DocumentError>,
+        success: impl FnOnce(&T, AuditEvent) -> Option<AuditEvent>,
+    ) -> Result<T, DocumentError> {
+        let event = match &result {
+            Ok(value) => success(value, event),
+            Err(DocumentError::Store(_)) => None,
+            Err(e) => Some(event.refused(e.code())),
+        };
+        if let Some(e) = event {
+            self.store.insert_audit(&e).await?;
+        }
+        result
     }
 
     /// The caller's documents matching the filter in id order, at most `limit`.
@@ -794,7 +899,7 @@ impl Documents {
         caller: Caller<'_>,
         id: &str,
     ) -> Result<(Vec<DocumentEvent>, Vec<OutboxItem>), DocumentError> {
-        self.document(caller, id).await?;
+        self.lookup(caller, id).await?;
         Ok((
             self.store.document_events(id).await?,
             self.store.outbox_for(id).await?,
@@ -816,6 +921,15 @@ const NOT_REGISTERED: &[DocumentStatus] = &[
 ];
 /// States an operator may rerun.
 const RERUNNABLE: &[DocumentStatus] = &[DocumentStatus::Rejected, DocumentStatus::DeadLettered];
+
+/// The read of `doc` recorded by `event`.
+fn read_of(event: AuditEvent, doc: &Document) -> AuditEvent {
+    AuditEvent {
+        action: AuditAction::Read,
+        snils: Some(doc.patient.clone()),
+        ..event.record(&doc.org, &doc.id)
+    }
+}
 
 fn registered_change(emdr_id: &str, when: &str, detail: &str, now: i64) -> StatusChange {
     StatusChange {

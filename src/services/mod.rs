@@ -28,6 +28,30 @@ pub struct Caller<'a> {
     pub organizations: &'a [Oid],
 }
 
+/// A new audit event of `caller`'s access: successful until refused, its record and
+/// patient filled in by whoever knows them; the request id comes from the context.
+pub fn audit_event(
+    caller: Caller<'_>,
+    action: crate::model::audit::AuditAction,
+    entity: crate::model::audit::AuditEntity,
+    now: i64,
+) -> crate::model::audit::AuditEvent {
+    crate::model::audit::AuditEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        at: now,
+        request_id: crate::context::request_id().unwrap_or_default(),
+        client_id: caller.client_id.to_string(),
+        org: None,
+        action,
+        entity,
+        entity_id: None,
+        snils: None,
+        policy: None,
+        success: true,
+        detail: String::new(),
+    }
+}
+
 impl<'a> Caller<'a> {
     /// The caller behind an authenticated client.
     pub fn of(client: &'a Client) -> Caller<'a> {

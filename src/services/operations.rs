@@ -1,9 +1,11 @@
 //! What operators and orchestrators read about the gateway itself: the transaction log,
 //! readiness of the database, connection pool figures.
 
-use super::Caller;
+use super::{audit_event, Caller};
 pub use crate::exchange::txlog::{TransactionFilter, TransactionRecord};
 use crate::exchange::TxLog;
+use crate::model::audit::{AuditAction, AuditEntity, AuditEvent};
+pub use crate::store::audit::AuditQuery;
 use crate::store::{Store, StoreError};
 
 /// Reads of the gateway's own state.
@@ -42,18 +44,49 @@ impl Operations {
         self.store.list_transactions(&filter, limit).await
     }
 
-    /// One transaction record with its bodies, if it is the caller's (operators: any).
+    /// One transaction record, if it is the caller's (operators: any); reading its stored
+    /// bodies (`with_bodies`), which carry personal data, is audited.
     pub async fn transaction(
         &self,
         caller: Caller<'_>,
         id: &str,
+        with_bodies: bool,
     ) -> Result<Option<TransactionRecord>, StoreError> {
         self.txlog.flush().await;
-        Ok(self
+        let record = self
             .store
             .get_transaction(id)
             .await?
-            .filter(|r| caller.operator || r.client_id.as_deref() == Some(caller.client_id)))
+            .filter(|r| caller.operator || r.client_id.as_deref() == Some(caller.client_id));
+        if with_bodies {
+            let mut event = audit_event(
+                caller,
+                AuditAction::Read,
+                AuditEntity::TransactionBody,
+                crate::model::time::now_ms(),
+            );
+            event.entity_id = Some(id.to_string());
+            if record.is_none() {
+                event = event.refused("TRANSACTION_NOT_FOUND");
+            }
+            self.store.insert_audit(&event).await?;
+        }
+        Ok(record)
+    }
+
+    /// Audit events matching `q` of the caller's organizations (operators: all), newest
+    /// first.
+    pub async fn audit_events(
+        &self,
+        caller: Caller<'_>,
+        q: &AuditQuery,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut q = q.clone();
+        if let Some(orgs) = caller.scope() {
+            q.orgs = Some(orgs.to_vec());
+        }
+        self.store.audit_events(&q, limit).await
     }
 
     /// Ready when the database answers and every migration is applied; else why not.

@@ -7,9 +7,11 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::audit::{audit_from_row, bind_from_row, insert_audit_in};
 use super::outbox::{enqueue, NewOutboxItem};
 use super::schedules::organization;
 use super::{corrupt, Store, StoreError};
+use crate::model::audit::AuditEvent;
 use crate::model::booking::{Appointment, AppointmentStatus, Patient, Restriction, Transition};
 use crate::model::schedule::{Channel, Channels, Slot};
 use crate::model::{Oid, PolicyNumber, Snils};
@@ -96,18 +98,13 @@ impl Store {
     /// Inserts `a` (status `held`) unless the slot has an active appointment; returns false
     /// when the slot is taken. One statement in the common case; when the slot is taken, its
     /// holds that lapsed before `now` are expired and the insert is tried once more.
-    pub async fn insert_hold(&self, a: &Appointment, now: i64) -> Result<bool, StoreError> {
-        let sql = format!(
-            "INSERT INTO appointments ({COLUMNS}) VALUES \
-             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20) \
-             ON CONFLICT DO NOTHING"
-        );
-        if bind_all(sqlx::query(&sql), a)
-            .execute(self.pool())
-            .await?
-            .rows_affected()
-            == 1
-        {
+    pub async fn insert_hold(
+        &self,
+        a: &Appointment,
+        now: i64,
+        audit: Option<&AuditEvent>,
+    ) -> Result<bool, StoreError> {
+        if self.insert_audited(a, audit).await? {
             return Ok(true);
         }
         let expired = sqlx::query(
@@ -122,11 +119,40 @@ impl Store {
         if expired == 0 {
             return Ok(false);
         }
-        Ok(bind_all(sqlx::query(&sql), a)
-            .execute(self.pool())
+        self.insert_audited(a, audit).await
+    }
+
+    /// Inserts `a` unless its slot is taken, with the audit row of the insert, in one
+    /// transaction; false when the slot is taken.
+    async fn insert_audited(
+        &self,
+        a: &Appointment,
+        audit: Option<&AuditEvent>,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "INSERT INTO appointments ({COLUMNS}) VALUES \
+             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20) \
+             ON CONFLICT DO NOTHING"
+        );
+        let mut tx = self.pool().begin().await?;
+        if bind_all(sqlx::query(&sql), a)
+            .execute(&mut *tx)
             .await?
             .rows_affected()
-            == 1)
+            != 1
+        {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(e) = audit {
+            insert_audit_in(
+                &mut tx,
+                &e.clone().record(&a.org, &a.id).patient(&a.patient),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The fast path of a hold: inserts `a` (its slot fields are taken from the slot) in
@@ -140,8 +166,9 @@ impl Store {
         channels: Channels,
         restricted: Channels,
         now: i64,
+        audit: Option<&AuditEvent>,
     ) -> Result<Option<Appointment>, StoreError> {
-        let sql = format!(
+        let insert = format!(
             "INSERT INTO appointments ({COLUMNS}) SELECT $1, s.id, s.org_oid, s.practitioner_id, \
              s.specialty_code, s.start_at, s.end_at, s.source, $3, $4, $5, $6, 'held', $7, NULL, $8, '', \
              $9, $10, $10 FROM slots s WHERE s.id = $2 AND s.status = 'free' AND s.start_at > $10 \
@@ -149,7 +176,17 @@ impl Store {
              WHERE x.org_oid = s.org_oid AND x.from_at <= s.start_at AND s.start_at < x.to_at \
              AND (x.channels & $12) <> 0) ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         );
-        let row = sqlx::query(&sql)
+        // PostgreSQL: the audit row rides in the same statement; SQLite: the same transaction.
+        let postgres = self.backend() == super::Backend::Postgres;
+        let sql = if postgres && audit.is_some() {
+            format!(
+                "WITH a AS ({insert}), e AS ({}) SELECT * FROM a",
+                audit_from_row("a", 13, true)
+            )
+        } else {
+            insert
+        };
+        let q = sqlx::query(&sql)
             .bind(a.id.clone())
             .bind(a.slot_id.clone())
             .bind(policy(&a.patient))
@@ -161,14 +198,48 @@ impl Store {
             .bind(a.replaces.clone())
             .bind(now)
             .bind(channels.0)
-            .bind(restricted.0)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(decode).transpose()
+            .bind(restricted.0);
+        let audit = match audit {
+            Some(e) if postgres => {
+                let row = bind_from_row(q, e).fetch_optional(self.pool()).await?;
+                return row.as_ref().map(decode).transpose();
+            }
+            None => {
+                let row = q.fetch_optional(self.pool()).await?;
+                return row.as_ref().map(decode).transpose();
+            }
+            Some(e) => e,
+        };
+        let mut tx = self.pool().begin().await?;
+        let Some(held) = q
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(decode)
+            .transpose()?
+        else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        insert_audit_in(
+            &mut tx,
+            &audit
+                .clone()
+                .record(&held.org, &held.id)
+                .patient(&held.patient),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(held))
     }
 
-    /// Inserts an appointment that takes no slot (an urgent visit).
-    pub async fn insert_unslotted(&self, a: &Appointment) -> Result<(), StoreError> {
+    /// Inserts an appointment that takes no slot (an urgent visit), with its audit row.
+    pub async fn insert_unslotted(
+        &self,
+        a: &Appointment,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         bind_all(
             sqlx::query(&format!(
                 "INSERT INTO appointments ({COLUMNS}) VALUES \
@@ -176,8 +247,14 @@ impl Store {
             )),
             a,
         )
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        insert_audit_in(
+            &mut tx,
+            &audit.clone().record(&a.org, &a.id).patient(&a.patient),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -272,21 +349,29 @@ impl Store {
         id: &str,
         external_id: &str,
         now: i64,
+        audit: Option<&AuditEvent>,
     ) -> Result<Option<Appointment>, StoreError> {
         let update = format!(
             "UPDATE appointments SET status = 'booked', external_id = $2, hold_expires_at = NULL, \
              reason = '', updated_at = $3 WHERE id = $1 AND status = 'held' RETURNING {COLUMNS}"
         );
         if self.backend() == super::Backend::Postgres {
-            let row = sqlx::query(&format!(
+            let audit_cte = match audit {
+                Some(_) => format!(", e AS ({})", audit_from_row("a", 4, true)),
+                None => String::new(),
+            };
+            let sql = format!(
                 "WITH a AS ({update}), s AS (UPDATE slots SET status = 'busy' \
-                 WHERE id = (SELECT slot_id FROM a) AND status = 'free') SELECT * FROM a"
-            ))
-            .bind(id.to_string())
-            .bind(external_id.to_string())
-            .bind(now)
-            .fetch_optional(self.pool())
-            .await?;
+                 WHERE id = (SELECT slot_id FROM a) AND status = 'free'){audit_cte} SELECT * FROM a"
+            );
+            let mut q = sqlx::query(&sql)
+                .bind(id.to_string())
+                .bind(external_id.to_string())
+                .bind(now);
+            if let Some(e) = audit {
+                q = bind_from_row(q, e);
+            }
+            let row = q.fetch_optional(self.pool()).await?;
             return row.as_ref().map(decode).transpose();
         }
         let mut tx = self.pool().begin().await?;
@@ -303,6 +388,13 @@ impl Store {
             .bind(a.slot_id.clone().unwrap_or_default())
             .execute(&mut *tx)
             .await?;
+        if let Some(e) = audit {
+            insert_audit_in(
+                &mut tx,
+                &e.clone().record(&a.org, &a.id).patient(&a.patient),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(Some(a))
     }
@@ -319,6 +411,7 @@ impl Store {
         change: &Transition,
         effect: Option<&NewOutboxItem>,
         now: i64,
+        audit: Option<&AuditEvent>,
     ) -> Result<Option<Appointment>, StoreError> {
         let states = (0..change.from.len())
             .map(|i| format!("${}", i + 5))
@@ -355,6 +448,13 @@ impl Store {
         }
         if let Some(item) = effect {
             enqueue(&mut tx, item, now).await?;
+        }
+        if let Some(e) = audit {
+            let e = e
+                .clone()
+                .record(&after.org, &after.id)
+                .patient(&after.patient);
+            insert_audit_in(&mut tx, &e).await?;
         }
         tx.commit().await?;
         Ok(Some(after))

@@ -5,12 +5,24 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::audit::{insert_audit_in, AUDIT_COLUMNS};
 use super::outbox::{enqueue, NewOutboxItem};
 use super::{corrupt, Backend, Store, StoreError};
+use crate::model::audit::AuditEvent;
 use crate::model::document::{Document, DocumentStatus};
 use crate::model::remd::ErrorClass;
 use crate::model::time::now_ms;
 use crate::model::{Oid, Snils};
+
+/// What is written with a new document: its registration, and the audit row of its intake
+/// (the document's id, organization and patient are taken from the document itself).
+#[derive(Debug, Clone)]
+pub struct Intake {
+    /// The registration queued in the outbox.
+    pub registration: NewOutboxItem,
+    /// The intake's audit event.
+    pub audit: AuditEvent,
+}
 
 /// One entry of a document's history.
 #[derive(Debug, Clone, Serialize)]
@@ -60,7 +72,7 @@ impl Store {
     pub async fn insert_document(
         &self,
         d: &Document,
-        registration: &NewOutboxItem,
+        registration: &Intake,
     ) -> Result<Inserted, StoreError> {
         let inserted = self.insert_document_row(d, registration).await?;
         self.inserted_or_existing(&d.id, inserted).await
@@ -84,11 +96,7 @@ impl Store {
 
     /// Inserts one document with its first event and outbox item; false when the UID
     /// exists already.
-    async fn insert_document_row(
-        &self,
-        d: &Document,
-        registration: &NewOutboxItem,
-    ) -> Result<bool, StoreError> {
+    async fn insert_document_row(&self, d: &Document, intake: &Intake) -> Result<bool, StoreError> {
         let now = if d.created_at > 0 {
             d.created_at
         } else {
@@ -97,7 +105,7 @@ impl Store {
         Ok(match self.backend() {
             // One statement: the document, its first history event and its outbox item are
             // written atomically in a single round trip (the batched statement, for one row).
-            Backend::Postgres => !batch_insert(std::iter::once((d, registration)))
+            Backend::Postgres => !batch_insert(std::iter::once((d, intake)))
                 .fetch_all(self.pool())
                 .await?
                 .is_empty(),
@@ -120,7 +128,16 @@ impl Store {
                         "accepted and queued for registration",
                     )
                     .await?;
-                    enqueue(&mut tx, registration, now).await?;
+                    enqueue(&mut tx, &intake.registration, now).await?;
+                    let audit = intake.audit.clone().record(&d.org, &d.id);
+                    insert_audit_in(
+                        &mut tx,
+                        &AuditEvent {
+                            snils: Some(d.patient.clone()),
+                            ..audit
+                        },
+                    )
+                    .await?;
                     tx.commit().await?;
                     true
                 } else {
@@ -137,7 +154,7 @@ impl Store {
     /// the documents are inserted one by one.
     pub async fn insert_documents(
         &self,
-        batch: &[(Document, NewOutboxItem)],
+        batch: &[(Document, Intake)],
     ) -> Result<Vec<bool>, StoreError> {
         if self.backend() == Backend::Sqlite {
             let mut out = Vec::with_capacity(batch.len());
@@ -301,6 +318,7 @@ impl Store {
         detail: &str,
         registration: &NewOutboxItem,
         now: i64,
+        audit: Option<&AuditEvent>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
         let states = (0..from.len())
@@ -323,6 +341,9 @@ impl Store {
         }
         add_event(&mut tx, id, now, DocumentStatus::Queued, detail).await?;
         enqueue(&mut tx, registration, now).await?;
+        if let Some(e) = audit {
+            insert_audit_in(&mut tx, e).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -460,10 +481,10 @@ const MAX_BATCH_ROWS: usize = 64;
 /// The statement inserting `n` documents with their first events and outbox items.
 fn batch_sql(n: usize) -> String {
     // Each row: the 24 document columns, then event id, outbox id, destination, kind,
-    // payload, due time (30 parameters).
-    let mut values = String::with_capacity(n * 240);
+    // payload, due time, audit id, request id (32 parameters).
+    let mut values = String::with_capacity(n * 260);
     for i in 0..n {
-        let b = i * 30;
+        let b = i * 32;
         if i > 0 {
             values.push(',');
         }
@@ -481,7 +502,7 @@ fn batch_sql(n: usize) -> String {
          submitted_by, request_hash, content, content_type, sha256, streebog256, org_signature, \
          doctor_signature, signed_by_gateway, status, emdr_id, registered_at, message_id, \
          error_class, error_codes, error_message, rerun_of, created_at, event_id, outbox_id, \
-         destination, kind, payload, due_at) AS (VALUES {values}), \
+         destination, kind, payload, due_at, audit_id, request_id) AS (VALUES {values}), \
          d AS (INSERT INTO documents ({COLUMNS}) SELECT id, org_oid, kind_code, kind_version, \
            patient_snils, author_snils, submitted_by, request_hash, content, content_type, \
            sha256, streebog256, org_signature, doctor_signature, signed_by_gateway, status, \
@@ -493,15 +514,16 @@ fn batch_sql(n: usize) -> String {
          o AS (INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
            next_attempt_at, created_at, updated_at) \
            SELECT v.outbox_id, v.destination, v.kind, v.id, v.payload, 'pending', 0, v.due_at, \
-           v.created_at, v.created_at FROM v JOIN d ON d.id = v.id) \
+           v.created_at, v.created_at FROM v JOIN d ON d.id = v.id), \
+         a AS (INSERT INTO audit_events ({AUDIT_COLUMNS}) \
+           SELECT v.audit_id, v.created_at, v.request_id, v.submitted_by, v.org_oid, 'create', \
+           'document', v.id, v.patient_snils, NULL, 'success', '' FROM v JOIN d ON d.id = v.id) \
          SELECT id FROM d"
     )
 }
 
 /// The rows of a batch as the references [`batch_insert`] binds.
-fn rows_of(
-    batch: &[(Document, NewOutboxItem)],
-) -> impl ExactSizeIterator<Item = (&Document, &NewOutboxItem)> {
+fn rows_of(batch: &[(Document, Intake)]) -> impl ExactSizeIterator<Item = (&Document, &Intake)> {
     batch.iter().map(|(d, r)| (d, r))
 }
 
@@ -510,7 +532,7 @@ static BATCH_SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
 /// A batched insert of `rows` (at most [`MAX_BATCH_ROWS`]), bound; yields inserted UIDs.
 fn batch_insert<'a>(
-    rows: impl ExactSizeIterator<Item = (&'a Document, &'a NewOutboxItem)>,
+    rows: impl ExactSizeIterator<Item = (&'a Document, &'a Intake)>,
 ) -> sqlx::query::QueryScalar<'static, sqlx::Any, String, sqlx::any::AnyArguments<'static>> {
     let sql = &BATCH_SQL.get_or_init(|| (0..=MAX_BATCH_ROWS).map(batch_sql).collect())[rows.len()];
     let mut q = sqlx::query_scalar::<_, String>(sql.as_str());
@@ -523,19 +545,21 @@ fn batch_insert<'a>(
         q = bind_document(q, d, now)
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(uuid::Uuid::now_v7().to_string())
-            .bind(r.destination.clone())
-            .bind(r.kind.clone())
-            .bind(r.payload.clone())
-            .bind(r.due_at);
+            .bind(r.registration.destination.clone())
+            .bind(r.registration.kind.clone())
+            .bind(r.registration.payload.clone())
+            .bind(r.registration.due_at)
+            .bind(r.audit.id.clone())
+            .bind(r.audit.request_id.clone());
     }
     q
 }
 
-/// SQL types of the 30 parameters of one row of a batched insert.
-const BATCH_CASTS: [&str; 30] = [
+/// SQL types of the 32 parameters of one row of a batched insert.
+const BATCH_CASTS: [&str; 32] = [
     "text", "text", "text", "text", "text", "text", "text", "text", "bytea", "text", "text",
     "text", "bytea", "bytea", "smallint", "text", "text", "bigint", "text", "text", "text", "text",
-    "text", "bigint", "text", "text", "text", "text", "text", "bigint",
+    "text", "bigint", "text", "text", "text", "text", "text", "bigint", "text", "text",
 ];
 
 /// Binds the 24 document columns ($1..$24, `created_at` and `updated_at` both `now`).

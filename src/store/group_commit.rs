@@ -13,8 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::documents::Inserted;
-use super::outbox::NewOutboxItem;
+use super::documents::{Inserted, Intake};
 use super::{Backend, Store, StoreError};
 use crate::model::document::Document;
 
@@ -27,7 +26,7 @@ const QUEUE: usize = 1024;
 
 struct Pending {
     doc: Document,
-    registration: NewOutboxItem,
+    registration: Intake,
     done: oneshot::Sender<(Document, Result<bool, StoreError>)>,
 }
 
@@ -57,7 +56,7 @@ impl IntakeWriter {
     pub async fn insert(
         &self,
         doc: Document,
-        registration: NewOutboxItem,
+        registration: Intake,
     ) -> Result<(Document, Inserted), StoreError> {
         if self.store.backend() == Backend::Sqlite {
             // A single writer anyway: nothing to group.

@@ -6,6 +6,7 @@
 //! and flags as small integers, which `Any` decodes identically on both backends.
 
 pub mod appointments;
+pub mod audit;
 pub mod documents;
 pub mod group_commit;
 pub mod organizations;

@@ -4,7 +4,9 @@
 
 use medgate::config::{KeyRole, RemdSettings};
 use medgate::http::access::{Access, Org};
+use medgate::model::audit::{AuditAction, AuditEntity};
 use medgate::model::schedule::Channel;
+use medgate::store::audit::AuditQuery;
 use medgate::store::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -29,6 +31,7 @@ const SCOPES: &[&str] = &[
     "documents:rerun",
     "transactions:read",
     "transactions:bodies",
+    "audit:read",
 ];
 
 /// What became of a request.
@@ -126,7 +129,15 @@ struct Records {
 }
 
 async fn send(fx: &Fx, token: Option<&str>, r: &Req) -> Seen {
-    let mut b = fx.t.http.request(r.method.clone(), fx.t.url(&r.path));
+    send_as(fx, token, r, &uuid::Uuid::now_v7().to_string()).await
+}
+
+/// Sends `r` with request id `rid`.
+async fn send_as(fx: &Fx, token: Option<&str>, r: &Req, rid: &str) -> Seen {
+    let mut b =
+        fx.t.http
+            .request(r.method.clone(), fx.t.url(&r.path))
+            .header("x-request-id", rid);
     if let Some(t) = token {
         b = b.bearer_auth(t);
     }
@@ -325,6 +336,15 @@ fn case(
             Other::NotFound,
             OK,
         ),
+        // The trail of the owner's urgent visit: its id is in no event another sees.
+        ("GET", "/fhir/AuditEvent") => (
+            Req::get(format!(
+                "/fhir/AuditEvent?patient:identifier=urn:oid:1.2.643.100.3%7C{}",
+                AUTHOR.replace(['-', ' '], "")
+            )),
+            Other::Hidden,
+            OK,
+        ),
         ("GET", "/api/admin/documents") => (Req::get(pattern), Other::Hidden, OK),
         ("GET", "/api/admin/documents/{id}") => (
             Req::get(format!("/api/admin/documents/{}", r.document)),
@@ -376,10 +396,67 @@ fn case(
     })
 }
 
+/// What the trail must record of the owner's access to a route: action, entity, and
+/// whether the patient is known; `None` for routes that touch no personal data.
+fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, bool)> {
+    use AuditAction::*;
+    use AuditEntity::*;
+    match (method, pattern) {
+        // The hold has no patient yet.
+        ("POST", "/fhir/Appointment/$hold") => Some((Create, Appointment, false)),
+        ("POST", "/fhir/Appointment/$book") => Some((Update, Appointment, false)),
+        ("GET", "/fhir/Appointment") => Some((Search, Appointment, true)),
+        ("POST", "/fhir/Appointment") => Some((Create, Appointment, true)),
+        ("GET", "/fhir/Appointment/{id}") => Some((Read, Appointment, true)),
+        ("PUT", "/fhir/Appointment/{id}") => Some((Update, Appointment, false)),
+        ("POST", "/fhir/Appointment/{id}/$reschedule") => Some((Update, Appointment, false)),
+        ("POST", "/soap/hub") => Some((Update, Appointment, false)),
+        ("POST", "/fhir/DocumentReference") => Some((Create, Document, true)),
+        ("GET", "/fhir/DocumentReference/{id}") => Some((Read, Document, true)),
+        ("POST", "/soap/documents") => Some((Read, Document, true)),
+        ("POST", "/soap/remd/provider") => Some((Read, Document, true)),
+        ("GET", "/api/admin/documents/{id}") => Some((Read, Document, true)),
+        ("POST", "/api/admin/documents/{id}/rerun") => Some((Update, Document, false)),
+        ("GET", "/api/admin/transactions/{id}") => Some((Read, TransactionBody, false)),
+        // Public data, lists without patients, the registry's verdicts, the (masked)
+        // trail itself.
+        (
+            "GET",
+            "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/fhir/metadata"
+            | "/fhir/Organization"
+            | "/fhir/Organization/{id}"
+            | "/fhir/Location"
+            | "/fhir/Location/{id}"
+            | "/fhir/AuditEvent"
+            | "/fhir/Slot"
+            | "/fhir/Practitioner"
+            | "/fhir/PractitionerRole"
+            | "/fhir/Schedule"
+            | "/fhir/Appointment/$find"
+            | "/api/admin/documents"
+            | "/soap/hub"
+            | "/api/admin/transactions"
+            | "/api/admin/restrictions",
+        ) => None,
+        (
+            "POST",
+            "/fhir/Appointment/$find"
+            | "/soap/remd/callback"
+            | "/api/admin/documents/rerun"
+            | "/api/admin/restrictions",
+        ) => None,
+        ("DELETE", "/api/admin/restrictions/{id}") => None,
+        (m, p) => panic!("{m} {p}: say whether it touches personal data"),
+    }
+}
+
 /// The record a list must leave out for another organization's client.
 fn hidden_id<'a>(pattern: &str, r: &'a Records) -> &'a str {
     match pattern {
-        "/fhir/Appointment" => &r.urgent,
+        "/fhir/Appointment" | "/fhir/AuditEvent" => &r.urgent,
         "/api/admin/documents" => &r.document,
         "/api/admin/transactions" => &r.transaction,
         _ => &r.restriction_to_list,
@@ -503,6 +580,7 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
     })
     .await;
     let r = records(&fx).await;
+    let store = fx.t.db.store().await;
     let mut checked = 0;
     for route in medgate::http::route_table() {
         let pattern = route.pattern();
@@ -526,7 +604,8 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
             assert_eq!(s, Seen::Forbidden, "{what} without the scope");
         }
         // A client of another organization.
-        let s = send(&fx, Some(OTHER), &req).await;
+        let rid_other = uuid::Uuid::now_v7().to_string();
+        let s = send_as(&fx, Some(OTHER), &req, &rid_other).await;
         let registry = matches!(route.access, Access::Scope(_, Org::Registry));
         match other {
             Other::NotFound => assert_eq!(s, Seen::NotFound, "{what} for another organization"),
@@ -554,11 +633,58 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
         } else {
             req
         };
-        let s = send(&fx, Some(token), &req).await;
+        let rid_owner = uuid::Uuid::now_v7().to_string();
+        let s = send_as(&fx, Some(token), &req, &rid_owner).await;
         assert!(
             matches!(&s, Seen::Allowed(code, _) if owner_ok.contains(code)),
             "{what} for its owner: {s:?}"
         );
+        let trail = |rid: String| {
+            let store = store.clone();
+            async move {
+                let q = AuditQuery {
+                    request_id: Some(rid),
+                    ..AuditQuery::default()
+                };
+                store.audit_events(&q, 10).await.unwrap()
+            }
+        };
+        let (mine, theirs) = (trail(rid_owner).await, trail(rid_other).await);
+        match audited(route.method.as_str(), &pattern) {
+            None => assert!(
+                mine.is_empty() && theirs.is_empty(),
+                "{what} touches no personal data yet wrote {mine:?} {theirs:?}"
+            ),
+            Some((action, entity, with_patient)) => {
+                assert_eq!(
+                    mine.len(),
+                    1,
+                    "{what}: one audit event per access: {mine:?}"
+                );
+                let e = &mine[0];
+                let client = if registry { "remd" } else { "owner" };
+                assert_eq!(
+                    (e.action, e.entity, e.success, e.client_id.as_str()),
+                    (action, entity, true, client),
+                    "{what}: {e:?}"
+                );
+                assert_eq!(e.snils.is_some(), with_patient, "{what}: patient of {e:?}");
+                if registry {
+                    // Refused before the service, for want of the registry's scope.
+                    assert!(theirs.is_empty(), "{what}: {theirs:?}");
+                } else {
+                    assert_eq!(theirs.len(), 1, "{what}: refusals are audited: {theirs:?}");
+                    let e = &theirs[0];
+                    let refused = matches!(other, Other::NotFound | Other::Forbidden);
+                    assert_eq!(
+                        (e.action, e.entity, e.success, e.client_id.as_str()),
+                        (action, entity, !refused, "other"),
+                        "{what} for another organization: {e:?}"
+                    );
+                    assert_eq!(e.detail.is_empty(), !refused, "{what}: {e:?}");
+                }
+            }
+        }
         if let (Other::Hidden, Seen::Allowed(_, body)) = (other, &s) {
             assert!(
                 body.contains(hidden_id(&pattern, &r)),
@@ -567,7 +693,7 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
         }
         checked += 1;
     }
-    assert!(checked >= 37, "{checked} routes checked");
+    assert!(checked >= 38, "{checked} routes checked");
     fx.sim.stop().await;
     fx.t.stop().await;
 }

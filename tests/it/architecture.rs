@@ -20,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "services",
         &[
-            "model", "codec", "store", "exchange", "sign", "config", "auth",
+            "model", "codec", "store", "exchange", "sign", "config", "auth", "context",
         ],
     ),
     (

@@ -144,6 +144,52 @@ async fn zeep_client_books_through_the_wsdl(backend: Backend) {
     );
     fx.wait_outbox_done("mis", 1).await;
     assert!(!fx.mis_has_booked(slot).await);
+    let trail: serde_json::Value =
+        fx.t.get_admin("/fhir/AuditEvent?agent=portal&_count=50")
+            .await
+            .json()
+            .await
+            .unwrap();
+    // The session's trail, newest first: the refusal, the history, the booking, the check;
+    // each names the request and the (masked) patient. The faulted call reached no data.
+    let events: Vec<&serde_json::Value> = trail["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["subtype"][0]["code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("U", "appointment"),
+            ("E", "appointment"),
+            ("C", "appointment"),
+            ("R", "patient")
+        ],
+        "{trail}"
+    );
+    let masked = format!("************{}", &policy(31)[12..]);
+    let mut requests = std::collections::HashSet::new();
+    for e in &events {
+        assert_eq!(e["outcome"], "0", "{e}");
+        assert!(e.to_string().contains(&masked), "{e}");
+        assert!(!e.to_string().contains(&policy(31)), "unmasked: {e}");
+        assert!(requests.insert(e["extension"][0]["valueString"].to_string()));
+    }
+    for e in [events[0], events[2]] {
+        assert_eq!(e["entity"][0]["what"]["identifier"]["value"], claim, "{e}");
+        assert_eq!(e["source"]["site"], ORG, "{e}");
+    }
+    crate::schedules::validate_fhir(std::slice::from_ref(&trail));
     fx.sim.stop().await;
     fx.t.stop().await;
 }

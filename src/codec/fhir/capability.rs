@@ -83,6 +83,15 @@ pub fn capability_statement(base: &str, instance: &str) -> Value {
                     {"name": "reschedule", "definition": "https://medgate.example/fhir/OperationDefinition/appointment-reschedule"}
                 ]
             }, {
+                "type": "AuditEvent",
+                "interaction": [{"code": "search-type"}],
+                "searchParam": [
+                    {"name": "patient", "type": "reference", "documentation": "with the :identifier modifier (SNILS or OMS policy)"},
+                    {"name": "agent", "type": "reference", "documentation": "the client id"},
+                    {"name": "date", "type": "date"},
+                    {"name": "request", "type": "token", "documentation": "the request id"}
+                ]
+            }, {
                 "type": "DocumentReference",
                 "interaction": [{"code": "create"}, {"code": "read"}]
             }]

@@ -3,6 +3,7 @@
 //! systems and extensions they cite.
 
 pub mod appointment;
+pub mod audit;
 pub mod bundle;
 pub mod capability;
 pub mod directory;
