@@ -5,6 +5,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::adapters::emias::EmiasClient;
 use crate::adapters::fhir_mis::FhirMisClient;
 use crate::adapters::remd::RemdClient;
@@ -13,6 +15,7 @@ use crate::auth::ClientRegistry;
 use crate::config::{KeyRole, Settings};
 use crate::exchange::delivery::{Handler, Worker, WorkerConfig};
 use crate::exchange::{TxLog, TxLogHandle};
+use crate::http::tls::TlsReloader;
 use crate::http::{self, AppState, Metrics};
 use crate::jobs::delivery::Delivery;
 use crate::jobs::documents::VerdictPoll;
@@ -42,6 +45,9 @@ pub enum AppError {
     /// A signing key could not be loaded.
     #[error("{0}")]
     Keys(String),
+    /// The listener's TLS files do not make a context.
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::TlsError),
     /// Could not bind the listener.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -63,6 +69,9 @@ pub struct Gateway {
     /// The background jobs.
     pub jobs: Jobs,
     server: actix_web::dev::ServerHandle,
+    /// The listener's TLS, when it speaks TLS.
+    pub tls: Option<TlsReloader>,
+    tls_watch: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     txlog_task: TxLogHandle,
 }
@@ -135,10 +144,23 @@ impl Gateway {
             metrics: Metrics::new(),
             started,
         });
-        let server = http::serve(state.clone(), listener).map_err(|source| AppError::Bind {
-            addr: addr.to_string(),
-            source,
+        let tls = state
+            .settings
+            .http
+            .tls
+            .as_ref()
+            .map(TlsReloader::new)
+            .transpose()?;
+        let server = http::serve(state.clone(), listener, tls.as_ref()).map_err(|source| {
+            AppError::Bind {
+                addr: addr.to_string(),
+                source,
+            }
         })?;
+        let tls_watch = tls.as_ref().map(|t| {
+            let stop = CancellationToken::new();
+            (stop.clone(), t.spawn_watch(stop))
+        });
         let handle = server.handle();
         let server_task = tokio::spawn(server);
         tracing::info!(%addr, database = store.backend().name(), jobs = ?jobs.names(), "medgate listening");
@@ -148,14 +170,17 @@ impl Gateway {
             store,
             jobs,
             server: handle,
+            tls,
+            tls_watch,
             server_task,
             txlog_task,
         })
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    /// Base URL, e.g. `http://127.0.0.1:8080` (`https` when the listener speaks TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The background job called `name`, to run one step of it by hand.
@@ -171,6 +196,7 @@ impl Gateway {
             Err(e) => Err(std::io::Error::other(e)),
         };
         self.jobs.stop(Duration::from_secs(5)).await;
+        stop_watch(self.tls_watch).await;
         drop(self.state);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.txlog_task).await;
         result
@@ -181,7 +207,16 @@ impl Gateway {
         self.server.stop(true).await;
         let _ = self.server_task.await;
         self.jobs.stop(Duration::from_secs(5)).await;
+        stop_watch(self.tls_watch).await;
         self.state.txlog.flush().await;
+    }
+}
+
+/// Stops the TLS files' watch, if there is one.
+async fn stop_watch(watch: Option<(CancellationToken, tokio::task::JoinHandle<()>)>) {
+    if let Some((stop, task)) = watch {
+        stop.cancel();
+        let _ = task.await;
     }
 }
 

@@ -183,6 +183,7 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         channels: Vec::new(),
         rate: None,
         signing_certificate: None,
+        certificate: None,
     }];
     s.remd = Some(RemdSettings {
         url: "http://127.0.0.1:9/unused".into(),
@@ -403,6 +404,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
         channels: Vec::new(),
         rate: None,
         signing_certificate: None,
+        certificate: None,
     }];
     let store = crate::store::Store::connect(&s.database)
         .await
@@ -693,6 +695,7 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
         channels: Vec::new(),
         rate: None,
         signing_certificate: None,
+        certificate: None,
     }];
     let store = crate::store::Store::connect(&s.database)
         .await

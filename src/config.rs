@@ -249,6 +249,30 @@ fn default_remote_timeout() -> u64 {
     5
 }
 
+impl ClientCertificate {
+    /// The fingerprint as 32 bytes, when one is given.
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        let hex_digits: String = self
+            .sha256
+            .as_deref()?
+            .chars()
+            .filter(|c| *c != ':')
+            .collect();
+        <[u8; 32]>::try_from(hex::decode(hex_digits).ok()?.as_slice()).ok()
+    }
+
+    /// Exactly one of a well-formed fingerprint or a non-empty subject.
+    fn check(&self) -> Result<(), &'static str> {
+        match (&self.sha256, &self.subject) {
+            (Some(_), None) if self.fingerprint().is_some() => Ok(()),
+            (Some(_), None) => Err("sha256: expected 64 hex characters (colons allowed)"),
+            (None, Some(s)) if !s.trim().is_empty() => Ok(()),
+            (None, Some(_)) => Err("subject must not be empty"),
+            _ => Err("give exactly one of sha256 or subject"),
+        }
+    }
+}
+
 /// HTTP listener settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -261,6 +285,34 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Public base URL used in links the gateway emits (FHIR `next` links, WSDL address).
     pub public_url: Option<String>,
+    /// TLS (and client certificates); none: plain HTTP, for a TLS-terminating proxy.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+}
+
+/// The listener's TLS: its certificate and key, and the CA client certificates must chain
+/// to. The files are read again on `SIGHUP` and when they change (`watch_secs`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of the server certificate, followed by its chain.
+    pub certificate: String,
+    /// PEM file of the server's private key.
+    pub private_key: String,
+    /// PEM file of the CA certificates client certificates must chain to; none: no client
+    /// certificate is asked for.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// Refuse connections without a client certificate (else bearer tokens still work).
+    #[serde(default)]
+    pub require_client_certificate: bool,
+    /// Seconds between checks of the files for changes; 0: reload only on `SIGHUP`.
+    #[serde(default = "default_tls_watch")]
+    pub watch_secs: u64,
+}
+
+fn default_tls_watch() -> u64 {
+    10
 }
 
 /// Database settings.
@@ -376,7 +428,9 @@ pub struct ClientSettings {
     /// Human-readable name.
     #[serde(default)]
     pub name: String,
-    /// SHA-256 of the bearer token, hex encoded (`printf %s TOKEN | sha256sum`).
+    /// SHA-256 of the bearer token, hex encoded (`printf %s TOKEN | sha256sum`); empty for
+    /// a client known only by its certificate.
+    #[serde(default)]
     pub token_sha256: Secret,
     /// Organization OIDs this client may act for; empty means none.
     #[serde(default)]
@@ -396,6 +450,24 @@ pub struct ClientSettings {
     /// when set, its unsigned or badly signed SOAP requests are refused with a Fault.
     #[serde(default)]
     pub signing_certificate: Option<String>,
+    /// The TLS client certificate that identifies this client instead of a token.
+    #[serde(default)]
+    pub certificate: Option<ClientCertificate>,
+}
+
+/// How a client's TLS certificate is recognised: exactly one of its SHA-256 fingerprint or
+/// its subject. The certificate must chain to `http.tls.client_ca` either way.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificate {
+    /// SHA-256 of the certificate's DER, hex (colons allowed), as `openssl x509 -noout
+    /// -fingerprint -sha256` prints it.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// The subject as `openssl x509 -noout -subject -nameopt RFC2253` prints it, e.g.
+    /// `CN=mis.clinic-1,O=City Polyclinic 1,C=RU`.
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// A client's request rate.
@@ -417,6 +489,7 @@ impl Default for Settings {
                 max_body_bytes: 10 * 1024 * 1024,
                 workers: 0,
                 public_url: None,
+                tls: None,
             },
             database: DatabaseSettings {
                 url: "sqlite://medgate.db".into(),
@@ -490,6 +563,14 @@ impl Settings {
         if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
             return bad("http.bind", "expected HOST:PORT with a numeric IP address");
         }
+        if let Some(t) = &self.http.tls {
+            if t.require_client_certificate && t.client_ca.is_none() {
+                return bad(
+                    "http.tls.require_client_certificate",
+                    "needs http.tls.client_ca",
+                );
+            }
+        }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");
         }
@@ -523,7 +604,35 @@ impl Settings {
                 return bad(&format!("clients[{i}].id"), "duplicate client id");
             }
             let hash = c.token_sha256.expose();
-            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            match &c.certificate {
+                None if hash.is_empty() => {
+                    return bad(
+                        &format!("clients[{i}]"),
+                        "needs token_sha256 or certificate (or both)",
+                    )
+                }
+                Some(cert) => {
+                    if let Err(why) = cert.check() {
+                        return bad(&format!("clients[{i}].certificate"), why);
+                    }
+                    if self
+                        .http
+                        .tls
+                        .as_ref()
+                        .and_then(|t| t.client_ca.as_ref())
+                        .is_none()
+                    {
+                        return bad(
+                            &format!("clients[{i}].certificate"),
+                            "needs http.tls.client_ca: client certificates are asked for only then",
+                        );
+                    }
+                }
+                None => {}
+            }
+            if !hash.is_empty()
+                && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
                 return bad(
                     &format!("clients[{i}].token_sha256"),
                     "expected 64 hex characters (SHA-256 of the token)",
@@ -685,6 +794,40 @@ mod tests {
             .merge(Toml::string("[http]\nbind = \"nowhere\"\n"));
         let err = Settings::from_figment(fig).unwrap_err().to_string();
         assert!(err.contains("http.bind"), "{err}");
+    }
+
+    #[test]
+    fn client_certificates_are_checked() {
+        let tls = "[http.tls]\ncertificate = \"s.pem\"\nprivate_key = \"s.key\"\n";
+        let ca = "client_ca = \"ca.pem\"\n";
+        for (toml, key) in [
+            ("[[clients]]\nid = \"bare\"\n".to_string(), "clients[0]`: needs token_sha256 or certificate"),
+            (
+                format!("{tls}{ca}[[clients]]\nid = \"c\"\ncertificate = {{ sha256 = \"AB:CD\" }}\n"),
+                "clients[0].certificate`: sha256",
+            ),
+            (
+                format!("{tls}{ca}[[clients]]\nid = \"c\"\ncertificate = {{ sha256 = \"{}\", subject = \"CN=x\" }}\n", "0".repeat(64)),
+                "exactly one",
+            ),
+            (
+                format!("{tls}[[clients]]\nid = \"c\"\ncertificate = {{ subject = \"CN=x\" }}\n"),
+                "needs http.tls.client_ca",
+            ),
+            (format!("{tls}require_client_certificate = true\n"), "http.tls.require_client_certificate"),
+        ] {
+            let fig = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(&toml));
+            let err = Settings::from_figment(fig).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let fig =
+            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(&format!(
+                "{tls}{ca}[[clients]]\nid = \"c\"\ncertificate = {{ sha256 = \"{}\" }}\n",
+                ["AB"; 32].join(":")
+            )));
+        let s = Settings::from_figment(fig).unwrap();
+        let fp = s.clients[0].certificate.as_ref().unwrap().fingerprint();
+        assert_eq!(fp, Some([0xAB; 32]));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub fn settings(port: u16, data_dir: &Path) -> Settings {
         channels: Vec::new(),
         rate: None,
         signing_certificate: None,
+        certificate: None,
     }];
     s
 }

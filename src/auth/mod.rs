@@ -100,6 +100,8 @@ type Limiter = governor::DefaultDirectRateLimiter;
 #[derive(Clone, Default)]
 pub struct ClientRegistry {
     by_hash: Arc<HashMap<[u8; 32], Arc<Client>>>,
+    by_fingerprint: Arc<HashMap<[u8; 32], Arc<Client>>>,
+    by_subject: Arc<HashMap<String, Arc<Client>>>,
     limits: Arc<HashMap<String, Limiter>>,
 }
 
@@ -116,7 +118,7 @@ impl std::fmt::Debug for ClientRegistry {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No `Authorization` header.
-    #[error("missing credentials: send `Authorization: Bearer <token>`")]
+    #[error("missing credentials: send `Authorization: Bearer <token>` or a client certificate")]
     Missing,
     /// A header that is not a bearer token.
     #[error("malformed Authorization header: expected `Bearer <token>`")]
@@ -124,6 +126,19 @@ pub enum AuthError {
     /// A token no client owns.
     #[error("unknown or revoked token")]
     Unknown,
+    /// A client certificate no client is configured with.
+    #[error("the client certificate `{0}` belongs to no client")]
+    UnknownCertificate(String),
+}
+
+/// The certificate a client presented on its TLS connection, verified against the client
+/// CA during the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// SHA-256 of its DER.
+    pub sha256: [u8; 32],
+    /// Its subject, RFC 2253.
+    pub subject: String,
 }
 
 impl ClientRegistry {
@@ -131,6 +146,8 @@ impl ClientRegistry {
     /// client's signing certificate that cannot be read is an error.
     pub fn from_settings(clients: &[ClientSettings]) -> Result<ClientRegistry, String> {
         let mut map = HashMap::new();
+        let mut by_fingerprint = HashMap::new();
+        let mut by_subject = HashMap::new();
         for c in clients {
             let message_certificate = c
                 .signing_certificate
@@ -140,47 +157,48 @@ impl ClientRegistry {
                         .map_err(|e| format!("clients `{}`.signing_certificate: {e}", c.id))
                 })
                 .transpose()?;
-            let Ok(bytes) = hex::decode(c.token_sha256.expose()) else {
-                continue;
-            };
-            let Ok(hash) = <[u8; 32]>::try_from(bytes.as_slice()) else {
-                continue;
-            };
             let organizations = c
                 .organizations
                 .iter()
                 .filter_map(|o| Oid::parse(o).ok())
                 .collect();
-            map.insert(
-                hash,
-                Arc::new(Client {
-                    id: c.id.clone(),
-                    name: if c.name.is_empty() {
-                        c.id.clone()
+            let client = Arc::new(Client {
+                id: c.id.clone(),
+                name: if c.name.is_empty() {
+                    c.id.clone()
+                } else {
+                    c.name.clone()
+                },
+                organizations,
+                scopes: c.scopes.clone(),
+                message_certificate: message_certificate.clone(),
+                channels: {
+                    let listed: Vec<Channel> = c
+                        .channels
+                        .iter()
+                        .filter_map(|x| Channel::parse(x))
+                        .collect();
+                    if listed.is_empty() {
+                        let mut all = vec![Channel::Internet];
+                        all.extend(Channel::ALL.into_iter().filter(|x| *x != Channel::Internet));
+                        all
                     } else {
-                        c.name.clone()
-                    },
-                    organizations,
-                    scopes: c.scopes.clone(),
-                    message_certificate: message_certificate.clone(),
-                    channels: {
-                        let listed: Vec<Channel> = c
-                            .channels
-                            .iter()
-                            .filter_map(|x| Channel::parse(x))
-                            .collect();
-                        if listed.is_empty() {
-                            let mut all = vec![Channel::Internet];
-                            all.extend(
-                                Channel::ALL.into_iter().filter(|x| *x != Channel::Internet),
-                            );
-                            all
-                        } else {
-                            listed
-                        }
-                    },
-                }),
-            );
+                        listed
+                    }
+                },
+            });
+            let token = hex::decode(c.token_sha256.expose()).ok();
+            if let Some(hash) = token.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()) {
+                map.insert(hash, client.clone());
+            }
+            if let Some(cert) = &c.certificate {
+                if let Some(fp) = cert.fingerprint() {
+                    by_fingerprint.insert(fp, client.clone());
+                }
+                if let Some(subject) = &cert.subject {
+                    by_subject.insert(subject.trim().to_string(), client.clone());
+                }
+            }
         }
         let limits = clients
             .iter()
@@ -193,6 +211,8 @@ impl ClientRegistry {
             .collect();
         Ok(ClientRegistry {
             by_hash: Arc::new(map),
+            by_fingerprint: Arc::new(by_fingerprint),
+            by_subject: Arc::new(by_subject),
             limits: Arc::new(limits),
         })
     }
@@ -210,9 +230,22 @@ impl ClientRegistry {
         })
     }
 
-    /// Resolves an `Authorization` header value to a client.
-    pub fn authenticate(&self, header: Option<&str>) -> Result<Arc<Client>, AuthError> {
-        let header = header.ok_or(AuthError::Missing)?;
+    /// Resolves a request's credentials to a client: its `Authorization` header when it
+    /// sends one, else the certificate its connection presented.
+    pub fn authenticate(
+        &self,
+        header: Option<&str>,
+        certificate: Option<&PeerCertificate>,
+    ) -> Result<Arc<Client>, AuthError> {
+        let Some(header) = header else {
+            let cert = certificate.ok_or(AuthError::Missing)?;
+            return self
+                .by_fingerprint
+                .get(&cert.sha256)
+                .or_else(|| self.by_subject.get(&cert.subject))
+                .cloned()
+                .ok_or_else(|| AuthError::UnknownCertificate(cert.subject.clone()));
+        };
         let (scheme, token) = header.trim().split_once(' ').ok_or(AuthError::Malformed)?;
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(AuthError::Malformed);
@@ -245,16 +278,20 @@ mod tests {
             channels: Vec::new(),
             rate: None,
             signing_certificate: None,
+            certificate: None,
         }])
         .unwrap();
-        let c = reg.authenticate(Some("Bearer s3cret")).unwrap();
+        let c = reg.authenticate(Some("Bearer s3cret"), None).unwrap();
         assert_eq!(c.id, "portal");
         assert!(c.has_scope("schedule:read"));
         assert!(!c.has_scope("admin"));
-        assert_eq!(reg.authenticate(None), Err(AuthError::Missing));
-        assert_eq!(reg.authenticate(Some("Basic x")), Err(AuthError::Malformed));
+        assert_eq!(reg.authenticate(None, None), Err(AuthError::Missing));
         assert_eq!(
-            reg.authenticate(Some("Bearer nope")),
+            reg.authenticate(Some("Basic x"), None),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            reg.authenticate(Some("Bearer nope"), None),
             Err(AuthError::Unknown)
         );
     }

@@ -113,7 +113,8 @@ pub async fn gateway(
                 .headers()
                 .get("authorization")
                 .and_then(|v| v.to_str().ok());
-            let client = match state.clients.authenticate(header) {
+            let peer = req.conn_data::<crate::auth::PeerCertificate>();
+            let client = match state.clients.authenticate(header, peer) {
                 Ok(client) => client,
                 Err(e) => {
                     let err = ApiError::unauthorized(e.to_string());

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod query;
 pub mod soap;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -144,7 +145,11 @@ async fn not_found(req: HttpRequest) -> ApiResult<actix_web::HttpResponse> {
 }
 
 /// Starts the HTTP server on an already bound listener.
-pub fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+pub fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    tls: Option<&tls::TlsReloader>,
+) -> std::io::Result<Server> {
     let workers = match state.settings.http.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -161,7 +166,11 @@ pub fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Result<Ser
     })
     .workers(workers)
     .shutdown_timeout(10)
-    .listen(listener)?
+    .on_connect(tls::on_connect);
+    let server = match tls {
+        None => server.listen(listener)?,
+        Some(t) => server.listen_openssl(listener, t.acceptor().map_err(std::io::Error::other)?)?,
+    }
     .run();
     Ok(server)
 }

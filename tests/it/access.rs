@@ -553,6 +553,7 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
                 channels: Vec::new(),
                 rate: None,
                 signing_certificate: None,
+                certificate: None,
             };
         s.clients.push(client("owner", OWNER, ORG, SCOPES));
         s.clients.push(client("other", OTHER, OTHER_ORG, SCOPES));

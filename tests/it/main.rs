@@ -12,3 +12,4 @@ mod foundation;
 mod hub;
 mod schedules;
 mod support;
+mod tls;

@@ -137,6 +137,7 @@ pub fn settings(db: &TestDb) -> Settings {
         channels: Vec::new(),
         rate: None,
         signing_certificate: None,
+        certificate: None,
     };
     s.clients = vec![
         client("admin", ADMIN_TOKEN, &[], &["admin"]),
