@@ -42,3 +42,22 @@ pub fn init(settings: &LogSettings) {
     };
     let _ = result;
 }
+
+/// Installs a global subscriber writing JSON lines (as `init` does for collectors) to
+/// `writer` with `filter`; tests capture the gateway's logs with it. Calling it twice is
+/// harmless.
+pub fn init_json_to<W>(filter: &str, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let _ = tracing_subscriber::registry()
+        .with(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(writer),
+        )
+        .try_init();
+}

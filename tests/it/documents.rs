@@ -53,12 +53,12 @@ fn remote_key(owner: &str, role: KeyRole, url: &str, key_id: &str) -> KeySetting
     }
 }
 
-struct Setup {
-    t: TestGateway,
-    sim: RemdSim,
+pub(crate) struct Setup {
+    pub(crate) t: TestGateway,
+    pub(crate) sim: RemdSim,
 }
 
-async fn setup(
+pub(crate) async fn setup(
     backend: Backend,
     sim_config: RemdSimConfig,
     retry: Vec<u64>,
@@ -144,7 +144,7 @@ pub(crate) fn document_reference(uid: &str, doc: &str, signatures: &[(&str, Vec<
     })
 }
 
-async fn submit(t: &TestGateway, body: &Value) -> reqwest::Response {
+pub(crate) async fn submit(t: &TestGateway, body: &Value) -> reqwest::Response {
     t.http
         .post(t.url("/fhir/DocumentReference"))
         .bearer_auth(CLINIC_TOKEN)
@@ -162,7 +162,7 @@ fn status_of(v: &Value) -> String {
         .to_string()
 }
 
-async fn wait_status(t: &TestGateway, uid: &str, want: &str, secs: u64) -> Value {
+pub(crate) async fn wait_status(t: &TestGateway, uid: &str, want: &str, secs: u64) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let v: Value = t

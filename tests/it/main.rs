@@ -10,6 +10,7 @@ mod documents;
 mod fhir_mis;
 mod foundation;
 mod hub;
+mod logs;
 mod schedules;
 mod support;
 mod tls;

@@ -26,6 +26,7 @@ pub struct TestDb {
 impl TestDb {
     /// Creates a fresh database; panics (fails the test) when PostgreSQL is unreachable.
     pub async fn new(backend: Backend) -> TestDb {
+        capture_logs();
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -95,6 +96,34 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// Where the tests' processes write their logs (one file per process), for the scan of
+/// `logs.rs`; `tests/run.sh` empties it before the suite.
+pub fn log_dir() -> std::path::PathBuf {
+    std::env::var_os("GATEWAY_TEST_LOGS")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-logs"))
+}
+
+/// This process's log file.
+pub fn log_file() -> std::path::PathBuf {
+    log_dir().join(format!("{}.jsonl", std::process::id()))
+}
+
+/// Sends this process's logs (the gateway's and the simulators', at debug) to
+/// [`log_file`], once.
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = log_dir();
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let file = std::fs::File::create(log_file()).expect("log file");
+        medgate::telemetry::init_json_to(
+            "info,medgate=debug,sqlx=warn",
+            std::sync::Mutex::new(file),
+        );
+    });
 }
 
 /// Waits (polling, at most 15 seconds) until `ready` holds: for effects that happen in the
