@@ -302,16 +302,21 @@ fn background_jobs(
     documents: &Documents,
     sources: Vec<Arc<dyn ScheduleSource>>,
 ) -> Vec<Arc<dyn Job>> {
-    let deliver =
-        |destination: &str, concurrency: usize, lease: Duration, handler: Handler, wake| {
-            let config = WorkerConfig {
-                destination: destination.into(),
-                concurrency,
-                lease,
-            };
-            let worker = Worker::new(store.clone(), config, handler, clock.clone());
-            Arc::new(Delivery::new(worker, wake, IDLE_POLL)) as Arc<dyn Job>
+    let deliver = |destination: &str,
+                   concurrency: usize,
+                   lease: Duration,
+                   schedule: &[u64],
+                   handler: Handler,
+                   wake| {
+        let config = WorkerConfig {
+            destination: destination.into(),
+            concurrency,
+            lease,
+            max_attempts: i32::try_from(schedule.len() + 1).unwrap_or(i32::MAX),
         };
+        let worker = Worker::new(store.clone(), config, handler, clock.clone());
+        Arc::new(Delivery::new(worker, wake, IDLE_POLL)) as Arc<dyn Job>
+    };
     let mut jobs: Vec<Arc<dyn Job>> = vec![
         Arc::new(TransactionPrune::new(store.clone(), clock.clone())),
         Arc::new(HoldSweeper::new(booking.clone())),
@@ -325,6 +330,7 @@ fn background_jobs(
         MIS_DESTINATION,
         8,
         Duration::from_secs(120),
+        &settings.booking.mis_retry_schedule_secs,
         handler,
         booking.mis_queued(),
     ));
@@ -339,6 +345,7 @@ fn background_jobs(
             NOTIFY_DESTINATION,
             8,
             lease,
+            &settings.booking.notify_retry_schedule_secs,
             handler,
             booking.notice_queued(),
         ));
@@ -354,6 +361,7 @@ fn background_jobs(
             REMD_DESTINATION,
             r.workers,
             lease,
+            &r.retry_schedule_secs,
             handler,
             documents.wake(),
         ));

@@ -86,6 +86,18 @@ pub struct BookingSettings {
     /// 0 turns the background sync off.
     #[serde(default = "default_sync_interval")]
     pub sync_interval_secs: u64,
+    /// Delays between attempts to forward a cancellation to the clinic system, in seconds;
+    /// after the last the item is dead-lettered.
+    #[serde(default = "default_booking_retries")]
+    pub mis_retry_schedule_secs: Vec<u64>,
+    /// Delays between attempts to deliver a patient notification, in seconds; after the
+    /// last the item is dead-lettered.
+    #[serde(default = "default_booking_retries")]
+    pub notify_retry_schedule_secs: Vec<u64>,
+}
+
+fn default_booking_retries() -> Vec<u64> {
+    vec![1, 5, 15, 60, 300, 900, 3600, 21600]
 }
 
 fn default_hold_secs() -> u64 {
@@ -105,6 +117,8 @@ impl Default for BookingSettings {
             notify_url: None,
             notify_timeout_secs: default_notify_timeout(),
             sync_interval_secs: default_sync_interval(),
+            mis_retry_schedule_secs: default_booking_retries(),
+            notify_retry_schedule_secs: default_booking_retries(),
         }
     }
 }
@@ -690,6 +704,20 @@ impl Settings {
         if b.hold_secs == 0 {
             return bad("booking.hold_secs", "must be at least 1");
         }
+        for (key, schedule) in [
+            (
+                "booking.mis_retry_schedule_secs",
+                &b.mis_retry_schedule_secs,
+            ),
+            (
+                "booking.notify_retry_schedule_secs",
+                &b.notify_retry_schedule_secs,
+            ),
+        ] {
+            if schedule.is_empty() {
+                return bad(key, "needs at least one delay");
+            }
+        }
         if let Some(u) = &b.notify_url {
             if !matches!(
                 url::Url::parse(u)
@@ -836,6 +864,7 @@ mod tests {
             ("[emias]\nurl = \"emias.local/soap\"\n", "emias.url"),
             ("[emias]\nurl = \"http://emias.local/soap\"\ndays_ahead = 0\n", "emias.days_ahead"),
             ("[booking]\nhold_secs = 0\n", "booking.hold_secs"),
+            ("[booking]\nmis_retry_schedule_secs = []\n", "booking.mis_retry_schedule_secs"),
             ("[booking]\nnotify_url = \"ftp://portal/notify\"\n", "booking.notify_url"),
             (
                 "[[clients]]\nid = \"kiosk\"\ntoken_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nchannels = [\"teleport\"]\n",

@@ -287,13 +287,19 @@ pub struct RegistryItem {
     pub local_uid: String,
     /// Registration time, RFC 3339.
     pub registration_date_time: String,
+    /// GOST R 34.11-2012 (256) digest of the registered document, hex, when the registry
+    /// tells it (`getRegistryItem` does): what a duplicate answer is checked against.
+    pub content_digest: Option<String>,
 }
 
 impl RegistryItem {
     /// The `registryItem` element.
     pub fn to_xml(&self) -> String {
+        let digest = self.content_digest.as_deref().map_or(String::new(), |d| {
+            format!(r#"<contentDigest algorithm="gostr34112012-256">{}</contentDigest>"#, esc(d))
+        });
         format!(
-            "<registryItem><emdrId>{}</emdrId><localUid>{}</localUid><registrationDateTime>{}</registrationDateTime></registryItem>",
+            "<registryItem><emdrId>{}</emdrId><localUid>{}</localUid><registrationDateTime>{}</registrationDateTime>{digest}</registryItem>",
             esc(&self.emdr_id),
             esc(&self.local_uid),
             esc(&self.registration_date_time)
@@ -310,6 +316,7 @@ impl RegistryItem {
                 .child_text("registrationDateTime")
                 .unwrap_or("")
                 .to_string(),
+            content_digest: i.child_text("contentDigest").map(str::to_string),
         })
     }
 }

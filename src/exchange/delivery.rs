@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// How long a claim lasts before another worker may take the item.
     pub lease: Duration,
+    /// Attempts an item gets (its destination's retry schedule plus the first): a retry
+    /// asked for beyond them dead-letters the item instead.
+    pub max_attempts: i32,
 }
 
 /// A delivery worker of one destination: each [`Worker::step`] claims the due items (at
@@ -82,7 +85,13 @@ impl Worker {
         let n = claimed.len();
         let tasks = claimed.into_iter().map(|item| async move {
             let id = item.id.clone();
-            let outcome = (self.handler)(item).await;
+            let attempts = item.attempts;
+            let outcome = match (self.handler)(item).await {
+                Outcome::RetryAt(_, err) if attempts >= self.config.max_attempts => {
+                    Outcome::Dead(format!("gave up after {attempts} attempts: {err}"))
+                }
+                o => o,
+            };
             let now = self.clock.now_ms();
             let applied = match &outcome {
                 Outcome::Delivered => self.store.complete_outbox(&id, &self.id, now).await,

@@ -14,6 +14,9 @@ pub enum ErrorClass {
     Gateway,
     /// A code this gateway does not know: held for an operator to review, not retried.
     Unknown,
+    /// The registry holds another document under this document's UID: a person must
+    /// decide which is right; retrying cannot help.
+    Conflict,
 }
 
 impl ErrorClass {
@@ -24,6 +27,7 @@ impl ErrorClass {
             ErrorClass::Data => "data",
             ErrorClass::Gateway => "gateway",
             ErrorClass::Unknown => "unknown",
+            ErrorClass::Conflict => "conflict",
         }
     }
 
@@ -34,6 +38,7 @@ impl ErrorClass {
             ErrorClass::Data,
             ErrorClass::Gateway,
             ErrorClass::Unknown,
+            ErrorClass::Conflict,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)
@@ -46,6 +51,9 @@ impl ErrorClass {
             ErrorClass::Data => "the clinic that submitted the document",
             ErrorClass::Gateway => "the regional gateway operator",
             ErrorClass::Unknown => "the regional gateway operator (unknown code, review)",
+            ErrorClass::Conflict => {
+                "the clinic with the regional operator: the registry holds another document under this UID"
+            }
         }
     }
 }

@@ -42,8 +42,6 @@ pub const NOTIFY_DESTINATION: &str = "notify";
 
 /// How long the clinic system may take to book before the hold would lapse.
 const BOOKING_GRACE_MS: i64 = 120_000;
-/// Delays between delivery attempts of forwarded cancels and notifications.
-const RETRY_SCHEDULE_SECS: [u64; 8] = [1, 5, 15, 60, 300, 900, 3600, 21600];
 
 use AppointmentStatus::{Booked, Cancelled, Expired, Failed, Held, Urgent, Withdrawn};
 
@@ -365,6 +363,8 @@ pub struct Booking {
     hold_ms: i64,
     wake_mis: Arc<Notify>,
     wake_notify: Arc<Notify>,
+    mis_retries: Arc<[u64]>,
+    notify_retries: Arc<[u64]>,
 }
 
 impl Booking {
@@ -386,6 +386,8 @@ impl Booking {
             hold_ms: i64::try_from(settings.hold_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             wake_mis: Arc::new(Notify::new()),
             wake_notify: Arc::new(Notify::new()),
+            mis_retries: settings.mis_retry_schedule_secs.clone().into(),
+            notify_retries: settings.notify_retry_schedule_secs.clone().into(),
         }
     }
 
@@ -1073,7 +1075,7 @@ impl Booking {
         match mis.cancel(external, client_ref).await {
             Ok(()) => Outcome::Delivered,
             Err(e @ MisError::Refused { .. }) => Outcome::Dead(e.to_string()),
-            Err(e) => self.retry(&item, e.to_string()),
+            Err(e) => retry(&self.mis_retries, &item, e.to_string(), self.now()),
         }
     }
 
@@ -1090,16 +1092,10 @@ impl Booking {
         match notifier.notify(notice).await {
             Ok(()) => Outcome::Delivered,
             Err(e @ NotifyError::Refused(_)) => Outcome::Dead(e.to_string()),
-            Err(e) => self.retry(&item, e.to_string()),
+            Err(e) => retry(&self.notify_retries, &item, e.to_string(), self.now()),
         }
     }
 
-    fn retry(&self, item: &OutboxItem, error: String) -> Outcome {
-        match delivery::next_attempt(&RETRY_SCHEDULE_SECS, item.attempts, self.now()) {
-            Some(at) => Outcome::RetryAt(at, error),
-            None => Outcome::Dead(error),
-        }
-    }
 
     /// Checks the rules and inserts a hold lasting `ttl_ms`.
     async fn take(
@@ -1268,6 +1264,7 @@ impl Booking {
             aggregate_id: a.id.clone(),
             payload: payload.to_string(),
             due_at: now,
+            attempts: 0,
         })
     }
 
@@ -1312,6 +1309,14 @@ impl Booking {
     }
 }
 
+/// The next attempt on `schedule` after the item's failed one, or its dead letter.
+fn retry(schedule: &[u64], item: &OutboxItem, error: String, now: i64) -> Outcome {
+    match delivery::next_attempt(schedule, item.attempts, now) {
+        Some(at) => Outcome::RetryAt(at, error),
+        None => Outcome::Dead(format!("gave up after {} attempts: {error}", item.attempts)),
+    }
+}
+
 fn cancel_effect(a: &Appointment, now: i64) -> NewOutboxItem {
     NewOutboxItem {
         destination: MIS_DESTINATION.into(),
@@ -1325,6 +1330,7 @@ fn cancel_effect(a: &Appointment, now: i64) -> NewOutboxItem {
         })
         .to_string(),
         due_at: now,
+        attempts: 0,
     }
 }
 

@@ -15,7 +15,7 @@ use super::registry::{ItemStatus, Registry, RegistryCallError};
 use super::{audit_event, Caller};
 use crate::auth::Client;
 use crate::codec::cda;
-use crate::codec::remd::{sha256_hex, RegisterDocument, RegisterResult, SignatureRef};
+use crate::codec::remd::{sha256_hex, RegisterDocument, RegisterResult, RegistryItem, SignatureRef};
 use crate::codec::xml::Limits;
 use crate::config::{KeyRole, RemdSettings};
 use crate::exchange::delivery::{next_attempt, Outcome};
@@ -201,7 +201,13 @@ impl Documents {
         self.remd.as_ref().map(|r| &r.settings)
     }
 
+    /// A fresh registration of `local_uid`, due now.
     fn registration(&self, local_uid: &str) -> NewOutboxItem {
+        self.registration_after(local_uid, 0, self.now())
+    }
+
+    /// A registration of `local_uid` that continues after `attempts` made, due at `due_at`.
+    fn registration_after(&self, local_uid: &str, attempts: i32, due_at: i64) -> NewOutboxItem {
         let payload = RegistrationPayload {
             message_id: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
         };
@@ -210,8 +216,23 @@ impl Documents {
             kind: KIND_REGISTER.into(),
             aggregate_id: local_uid.to_string(),
             payload: serde_json::to_string(&payload).unwrap_or_default(),
-            due_at: self.now(),
+            due_at,
+            attempts,
         }
+    }
+
+    /// The registration that follows a failed attempt the registry told of later (a
+    /// verdict, an unknown document on polling): on the retry schedule, counting on from the
+    /// last attempt; `None` when the schedule is exhausted.
+    async fn next_registration(
+        &self,
+        link: &RegistryLink,
+        local_uid: &str,
+    ) -> Result<(i32, Option<NewOutboxItem>), DocumentError> {
+        let attempts = self.store.latest_attempts(DESTINATION, local_uid).await?.max(1);
+        let next = next_attempt(&link.settings.retry_schedule_secs, attempts, self.now())
+            .map(|at| self.registration_after(local_uid, attempts, at));
+        Ok((attempts, next))
     }
 
     /// Validates, signs or verifies, stores and queues a document. Returns the stored
@@ -450,8 +471,33 @@ impl Documents {
         }
     }
 
-    /// Delivers one registration outbox item.
+    /// Delivers one registration outbox item; a retry beyond the schedule dead-letters the
+    /// document with the reason.
     pub async fn deliver(&self, item: OutboxItem) -> Outcome {
+        let (id, attempts) = (item.aggregate_id.clone(), item.attempts);
+        let outcome = self.attempt(item).await;
+        let Some(link) = &self.remd else {
+            return outcome;
+        };
+        match outcome {
+            Outcome::RetryAt(_, err)
+                if next_attempt(&link.settings.retry_schedule_secs, attempts, self.now())
+                    .is_none() =>
+            {
+                let reason = format!("gave up after {attempts} attempts: {err}");
+                let dead = StatusChange {
+                    error_class: Some(ErrorClass::Retryable),
+                    error_message: Some(err),
+                    ..StatusChange::to(DocumentStatus::DeadLettered, reason.clone())
+                };
+                let _ = self.store.update_document_status(&id, &dead, self.now()).await;
+                Outcome::Dead(reason)
+            }
+            o => o,
+        }
+    }
+
+    async fn attempt(&self, item: OutboxItem) -> Outcome {
         let Some(link) = &self.remd else {
             return Outcome::RetryAt(self.now() + 60_000, "registration not configured".into());
         };
@@ -514,17 +560,16 @@ impl Documents {
             // Our earlier attempt may have reached the registry: ask what it holds.
             match link.registry.registry_item(&doc.id).await {
                 Ok(ItemStatus::Registered(found)) => {
-                    return self
-                        .apply(
-                            &doc.id,
-                            registered_change(
-                                &found.emdr_id,
-                                &found.registration_date_time,
-                                "registered (found in the registry after a duplicate answer)",
-                                self.now(),
-                            ),
-                        )
-                        .await;
+                    let change = match same_document(doc, &found) {
+                        Ok(()) => registered_change(
+                            &found.emdr_id,
+                            &found.registration_date_time,
+                            "registered (found in the registry after a duplicate answer)",
+                            self.now(),
+                        ),
+                        Err(why) => conflict(&found, why),
+                    };
+                    return self.apply(&doc.id, change).await;
                 }
                 Ok(ItemStatus::InProgress) => {
                     return self
@@ -643,18 +688,42 @@ impl Documents {
                 .map(|e| format!("{}: {}", e.code, e.message))
                 .collect::<Vec<_>>()
                 .join("; ");
-            if class == ErrorClass::Retryable {
+            // A retry the registry asks for is an attempt of the schedule, not a fresh start.
+            let next = match (&self.remd, class) {
+                (Some(link), ErrorClass::Retryable) => {
+                    Some(self.next_registration(link, &doc.id).await?)
+                }
+                _ => None,
+            };
+            if let Some((attempts, Some(registration))) = next {
                 self.store
                     .requeue_document(
                         &doc.id,
                         NOT_REGISTERED,
-                        &format!("registry asked to retry: {message}"),
-                        &self.registration(&doc.id),
+                        &format!(
+                            "attempt {attempts}: registry asked to retry: {message}; attempt {} at {}",
+                            attempts + 1,
+                            crate::model::time::instant_millis(registration.due_at)
+                        ),
+                        &registration,
                         self.now(),
                         None,
                     )
                     .await?;
                 self.wake.notify_one();
+            } else if let Some((attempts, None)) = next {
+                let dead = StatusChange {
+                    error_class: Some(class),
+                    error_codes: Some(codes.join(",")),
+                    error_message: Some(message.clone()),
+                    ..StatusChange::to(
+                        DocumentStatus::DeadLettered,
+                        format!("gave up after {attempts} attempts: registry asked to retry: {message}"),
+                    )
+                };
+                self.store
+                    .update_document_status(&doc.id, &dead, self.now())
+                    .await?;
             } else {
                 let change = StatusChange {
                     error_class: Some(class),
@@ -688,17 +757,17 @@ impl Documents {
         for doc in overdue {
             match link.registry.registry_item(&doc.id).await {
                 Ok(ItemStatus::Registered(item)) => {
-                    self.store
-                        .update_document_status(
-                            &doc.id,
-                            &registered_change(
-                                &item.emdr_id,
-                                &item.registration_date_time,
-                                "registered (verdict recovered by polling)",
-                                self.now(),
-                            ),
+                    let change = match same_document(&doc, &item) {
+                        Ok(()) => registered_change(
+                            &item.emdr_id,
+                            &item.registration_date_time,
+                            "registered (verdict recovered by polling)",
                             self.now(),
-                        )
+                        ),
+                        Err(why) => conflict(&item, why),
+                    };
+                    self.store
+                        .update_document_status(&doc.id, &change, self.now())
                         .await?;
                     handled += 1;
                 }
@@ -712,16 +781,36 @@ impl Documents {
                         .await?;
                 }
                 Ok(ItemStatus::NotFound) => {
-                    self.store
-                        .requeue_document(
-                            &doc.id,
-                            NOT_REGISTERED,
-                            "verdict overdue and the registry does not know the document; sending again",
-                            &self.registration(&doc.id), self.now(),
-                        None
-                        )
-                        .await?;
-                    self.wake.notify_one();
+                    // The lost attempt counts: sending again follows the schedule.
+                    let (attempts, next) = self.next_registration(link, &doc.id).await?;
+                    match next {
+                        Some(registration) => {
+                            self.store
+                                .requeue_document(
+                                    &doc.id,
+                                    NOT_REGISTERED,
+                                    &format!(
+                                        "attempt {attempts}: verdict overdue and the registry does not know the document; attempt {} at {}",
+                                        attempts + 1,
+                                        crate::model::time::instant_millis(registration.due_at)
+                                    ),
+                                    &registration,
+                                    self.now(),
+                                    None,
+                                )
+                                .await?;
+                            self.wake.notify_one();
+                        }
+                        None => {
+                            let dead = StatusChange::to(
+                                DocumentStatus::DeadLettered,
+                                format!("gave up after {attempts} attempts: the registry never received the document"),
+                            );
+                            self.store
+                                .update_document_status(&doc.id, &dead, self.now())
+                                .await?;
+                        }
+                    }
                     handled += 1;
                 }
                 Err(e) => {
@@ -928,6 +1017,40 @@ fn read_of(event: AuditEvent, doc: &Document) -> AuditEvent {
         action: AuditAction::Read,
         snils: Some(doc.patient.clone()),
         ..event.record(&doc.org, &doc.id)
+    }
+}
+
+/// Whether the registry's record under the document's UID is this document: its content
+/// digest must be the document's; a record that does not tell cannot be taken as ours.
+fn same_document(doc: &Document, found: &RegistryItem) -> Result<(), String> {
+    match &found.content_digest {
+        Some(d) if d.eq_ignore_ascii_case(&doc.streebog256) => Ok(()),
+        Some(d) => Err(format!(
+            "the registry's record {} has digest {d}, this document {}",
+            found.emdr_id, doc.streebog256
+        )),
+        None => Err(format!(
+            "the registry's record {} does not give its digest, so it cannot be matched",
+            found.emdr_id
+        )),
+    }
+}
+
+/// The rejection of a document whose UID the registry holds for another document.
+fn conflict(found: &RegistryItem, why: String) -> StatusChange {
+    let class = ErrorClass::Conflict;
+    StatusChange {
+        error_class: Some(class),
+        error_codes: Some("NOT_UNIQUE_PROVIDED_ID".into()),
+        error_message: Some(why.clone()),
+        ..StatusChange::to(
+            DocumentStatus::Rejected,
+            format!(
+                "conflict: the registry holds another document under this UID ({}); {why}; to be resolved by {}",
+                found.emdr_id,
+                class.who_fixes()
+            ),
+        )
     }
 }
 

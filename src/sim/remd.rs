@@ -184,6 +184,26 @@ impl RemdSim {
         }
     }
 
+    /// Registers `local_uid` as if another system had, with a document of digest `digest`
+    /// (hex): the gateway's own registration of that UID then meets a duplicate.
+    pub fn preregister(&self, local_uid: &str, organization: &str, digest: &str) {
+        let n = self.state.seq.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut e) = self.state.entries.lock() {
+            e.insert(
+                local_uid.to_string(),
+                Entry::Registered {
+                    item: RegistryItem {
+                        emdr_id: format!("16.62.23.09.{n:09}"),
+                        local_uid: local_uid.to_string(),
+                        registration_date_time: chrono::Utc::now().to_rfc3339(),
+                        content_digest: Some(digest.to_ascii_lowercase()),
+                    },
+                    organization: organization.to_string(),
+                },
+            );
+        }
+    }
+
     /// How many times a local UID was registered (exactly-once means 1).
     pub fn registrations(&self, local_uid: &str) -> u32 {
         self.state
@@ -479,6 +499,7 @@ async fn decide(
             emdr_id: format!("16.62.23.09.{n:09}"),
             local_uid: request.local_uid.clone(),
             registration_date_time: chrono::Utc::now().to_rfc3339(),
+            content_digest: Some(request.content_digest.to_ascii_lowercase()),
         };
         if let Ok(mut e) = state.entries.lock() {
             e.insert(

@@ -43,6 +43,9 @@ pub struct NewOutboxItem {
     pub payload: String,
     /// When it becomes due (epoch ms).
     pub due_at: i64,
+    /// Attempts already made at this effect by earlier items (a retry the partner asked
+    /// for in a later answer continues the count; a fresh effect starts at 0).
+    pub attempts: i32,
 }
 
 const COLUMNS: &str =
@@ -57,7 +60,7 @@ pub async fn enqueue(
     let id = uuid::Uuid::now_v7().to_string();
     sqlx::query(
         "INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
-         next_attempt_at, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,'pending',0,$6,$7,$7)",
+         next_attempt_at, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,'pending',$8,$6,$7,$7)",
     )
     .bind(id.clone())
     .bind(item.destination.clone())
@@ -66,6 +69,7 @@ pub async fn enqueue(
     .bind(item.payload.clone())
     .bind(item.due_at)
     .bind(now)
+    .bind(item.attempts)
     .execute(&mut **tx)
     .await?;
     Ok(id)
@@ -170,6 +174,23 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(decode).collect()
+    }
+
+    /// Attempts made by the newest item of `aggregate_id` for `destination` (0: none).
+    pub async fn latest_attempts(
+        &self,
+        destination: &str,
+        aggregate_id: &str,
+    ) -> Result<i32, StoreError> {
+        let row: Option<(i32,)> = sqlx::query_as(
+            "SELECT attempts FROM outbox WHERE destination = $1 AND aggregate_id = $2 \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(destination.to_string())
+        .bind(aggregate_id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map_or(0, |r| r.0))
     }
 
     /// Counts items by status for a destination.

@@ -701,6 +701,122 @@ async fn lost_callback_is_recovered_by_polling_sqlite() {
     lost_callback_is_recovered_by_polling(Backend::Sqlite).await
 }
 
+/// Waits until the history of `uid` has an entry containing `text`.
+async fn wait_event(t: &TestGateway, uid: &str, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = t.gw.store.document_events(uid).await.unwrap();
+        if events.iter().any(|e| e.detail.contains(text)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{text}` in the history of {uid}: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The registry cannot fetch the file (its verdicts say DOCUMENT_FILE_UNAVAILABLE, which
+/// asks for a retry): each verdict is an attempt of the schedule, and after the last the
+/// document is dead-lettered with the reason, its history one or two entries per attempt.
+async fn retries_the_registry_asks_for_follow_the_schedule_and_end(backend: Backend) {
+    let clock = ManualClock::new();
+    let Setup { t, sim } = setup_clocked(
+        backend,
+        clock.clone(),
+        RemdSimConfig::default(),
+        vec![60, 60, 60],
+        3600,
+        |s| {
+            // Nothing listens there: the registry's fetch of the file fails.
+            s.remd.as_mut().unwrap().file_url = "http://127.0.0.1:9/soap/remd/provider".into();
+        },
+    )
+    .await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    submit(&t, &document_reference(&uid, &cda(9), &[])).await;
+    for attempt in 1..=3 {
+        wait_event(&t, &uid, &format!("attempt {attempt}: registry asked to retry")).await;
+        // Not due before its time on the schedule.
+        assert_eq!(t.step("deliver:remd").await, 0);
+        clock.advance(Duration::from_secs(60));
+    }
+    wait_status(&t, &uid, "dead-lettered", 60).await;
+    let items = t.gw.store.outbox_for(&uid).await.unwrap();
+    let attempts: Vec<i32> = items.iter().map(|i| i.attempts).collect();
+    assert_eq!(attempts, [1, 2, 3, 4], "{items:?}");
+    // Nothing is left to deliver, even much later.
+    clock.advance(Duration::from_secs(86_400));
+    assert_eq!(t.step("deliver:remd").await, 0);
+    assert_eq!(sim.counters().received, 4);
+    let shown: Value = t
+        .get_admin(&format!("/api/admin/documents/{uid}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let history = shown["history"].as_array().unwrap();
+    assert!(history.len() <= 1 + 2 * 4, "{shown}");
+    let last = history.last().unwrap()["detail"].as_str().unwrap();
+    assert!(
+        last.contains("gave up after 4 attempts") && last.contains("DOCUMENT_FILE_UNAVAILABLE"),
+        "{shown}"
+    );
+    assert_eq!(shown["error"]["class"], "retryable", "{shown}");
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_the_registry_asks_for_follow_the_schedule_and_end_postgres() {
+    retries_the_registry_asks_for_follow_the_schedule_and_end(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_the_registry_asks_for_follow_the_schedule_and_end_sqlite() {
+    retries_the_registry_asks_for_follow_the_schedule_and_end(Backend::Sqlite).await
+}
+
+/// The registry holds another document under this UID: its duplicate answer is not taken
+/// for a registration; the document is a conflict for a person to resolve.
+async fn a_duplicate_answer_is_checked_against_the_registry(backend: Backend) {
+    let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    sim.preregister(&uid, CLINIC_ORG, &"ab".repeat(32));
+    submit(&t, &document_reference(&uid, &cda(10), &[])).await;
+    let v = wait_status(&t, &uid, "rejected", 30).await;
+    assert_eq!(v["extension"][1]["extension"][0]["valueCode"], "conflict", "{v}");
+    let shown: Value = t
+        .get_admin(&format!("/api/admin/documents/{uid}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["emdr_id"], Value::Null, "{shown}");
+    let why = shown["error"]["message"].as_str().unwrap();
+    assert!(why.contains(&"ab".repeat(32)), "{shown}");
+    assert!(
+        shown["error"]["to_be_fixed_by"]
+            .as_str()
+            .unwrap()
+            .contains("regional operator"),
+        "{shown}"
+    );
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_answer_is_checked_against_the_registry_postgres() {
+    a_duplicate_answer_is_checked_against_the_registry(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_answer_is_checked_against_the_registry_sqlite() {
+    a_duplicate_answer_is_checked_against_the_registry(Backend::Sqlite).await
+}
+
 async fn shipped_sample_document_is_accepted_and_registered(backend: Backend) {
     let Setup { t, sim } = setup(backend, RemdSimConfig::default(), vec![1], 30).await;
     let sample = std::fs::read(format!(
@@ -749,6 +865,7 @@ fn callback_messages_match_the_published_schema() {
             emdr_id: "16.62.23.09.000000001".into(),
             local_uid: "6f1c9a52-3d0e-4b8a-9b1e-2f5d7c8e9a01".into(),
             registration_date_time: chrono::Utc::now().to_rfc3339(),
+            content_digest: Some("00ff".repeat(16)),
         }),
         errors: vec![],
     };
