@@ -296,7 +296,10 @@ impl RegistryItem {
     /// The `registryItem` element.
     pub fn to_xml(&self) -> String {
         let digest = self.content_digest.as_deref().map_or(String::new(), |d| {
-            format!(r#"<contentDigest algorithm="gostr34112012-256">{}</contentDigest>"#, esc(d))
+            format!(
+                r#"<contentDigest algorithm="gostr34112012-256">{}</contentDigest>"#,
+                esc(d)
+            )
         });
         format!(
             "<registryItem><emdrId>{}</emdrId><localUid>{}</localUid><registrationDateTime>{}</registrationDateTime>{digest}</registryItem>",

@@ -1096,7 +1096,6 @@ impl Booking {
         }
     }
 
-
     /// Checks the rules and inserts a hold lasting `ttl_ms`.
     async fn take(
         &self,

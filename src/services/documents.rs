@@ -15,7 +15,9 @@ use super::registry::{ItemStatus, Registry, RegistryCallError};
 use super::{audit_event, Caller};
 use crate::auth::Client;
 use crate::codec::cda;
-use crate::codec::remd::{sha256_hex, RegisterDocument, RegisterResult, RegistryItem, SignatureRef};
+use crate::codec::remd::{
+    sha256_hex, RegisterDocument, RegisterResult, RegistryItem, SignatureRef,
+};
 use crate::codec::xml::Limits;
 use crate::config::{KeyRole, RemdSettings};
 use crate::exchange::delivery::{next_attempt, Outcome};
@@ -221,18 +223,41 @@ impl Documents {
         }
     }
 
-    /// The registration that follows a failed attempt the registry told of later (a
-    /// verdict, an unknown document on polling): on the retry schedule, counting on from the
-    /// last attempt; `None` when the schedule is exhausted.
-    async fn next_registration(
+    /// After a failed attempt the registry told of later (a verdict asking to retry, a
+    /// document it never received): the next registration on the retry schedule, counting
+    /// on from the last attempt, or, the schedule exhausted, `dead` (its detail filled in).
+    async fn retry_later(
         &self,
         link: &RegistryLink,
-        local_uid: &str,
-    ) -> Result<(i32, Option<NewOutboxItem>), DocumentError> {
-        let attempts = self.store.latest_attempts(DESTINATION, local_uid).await?.max(1);
-        let next = next_attempt(&link.settings.retry_schedule_secs, attempts, self.now())
-            .map(|at| self.registration_after(local_uid, attempts, at));
-        Ok((attempts, next))
+        id: &str,
+        why: &str,
+        dead: StatusChange,
+    ) -> Result<(), DocumentError> {
+        let attempts = self.store.latest_attempts(DESTINATION, id).await?.max(1);
+        match next_attempt(&link.settings.retry_schedule_secs, attempts, self.now()) {
+            Some(at) => {
+                let detail = format!(
+                    "attempt {attempts}: {why}; attempt {} at {}",
+                    attempts + 1,
+                    crate::model::time::instant_millis(at)
+                );
+                let registration = self.registration_after(id, attempts, at);
+                self.store
+                    .requeue_document(id, NOT_REGISTERED, &detail, &registration, self.now(), None)
+                    .await?;
+                self.wake.notify_one();
+            }
+            None => {
+                let dead = StatusChange {
+                    detail: format!("gave up after {attempts} attempts: {why}"),
+                    ..dead
+                };
+                self.store
+                    .update_document_status(id, &dead, self.now())
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Validates, signs or verifies, stores and queues a document. Returns the stored
@@ -490,7 +515,10 @@ impl Documents {
                     error_message: Some(err),
                     ..StatusChange::to(DocumentStatus::DeadLettered, reason.clone())
                 };
-                let _ = self.store.update_document_status(&id, &dead, self.now()).await;
+                let _ = self
+                    .store
+                    .update_document_status(&id, &dead, self.now())
+                    .await;
                 Outcome::Dead(reason)
             }
             o => o,
@@ -688,42 +716,15 @@ impl Documents {
                 .map(|e| format!("{}: {}", e.code, e.message))
                 .collect::<Vec<_>>()
                 .join("; ");
-            // A retry the registry asks for is an attempt of the schedule, not a fresh start.
-            let next = match (&self.remd, class) {
-                (Some(link), ErrorClass::Retryable) => {
-                    Some(self.next_registration(link, &doc.id).await?)
-                }
-                _ => None,
-            };
-            if let Some((attempts, Some(registration))) = next {
-                self.store
-                    .requeue_document(
-                        &doc.id,
-                        NOT_REGISTERED,
-                        &format!(
-                            "attempt {attempts}: registry asked to retry: {message}; attempt {} at {}",
-                            attempts + 1,
-                            crate::model::time::instant_millis(registration.due_at)
-                        ),
-                        &registration,
-                        self.now(),
-                        None,
-                    )
-                    .await?;
-                self.wake.notify_one();
-            } else if let Some((attempts, None)) = next {
-                let dead = StatusChange {
+            if let (Some(link), ErrorClass::Retryable) = (&self.remd, class) {
+                let failure = StatusChange {
                     error_class: Some(class),
                     error_codes: Some(codes.join(",")),
                     error_message: Some(message.clone()),
-                    ..StatusChange::to(
-                        DocumentStatus::DeadLettered,
-                        format!("gave up after {attempts} attempts: registry asked to retry: {message}"),
-                    )
+                    ..StatusChange::to(DocumentStatus::DeadLettered, String::new())
                 };
-                self.store
-                    .update_document_status(&doc.id, &dead, self.now())
-                    .await?;
+                let why = format!("registry asked to retry: {message}");
+                self.retry_later(link, &doc.id, &why, failure).await?;
             } else {
                 let change = StatusChange {
                     error_class: Some(class),
@@ -782,35 +783,9 @@ impl Documents {
                 }
                 Ok(ItemStatus::NotFound) => {
                     // The lost attempt counts: sending again follows the schedule.
-                    let (attempts, next) = self.next_registration(link, &doc.id).await?;
-                    match next {
-                        Some(registration) => {
-                            self.store
-                                .requeue_document(
-                                    &doc.id,
-                                    NOT_REGISTERED,
-                                    &format!(
-                                        "attempt {attempts}: verdict overdue and the registry does not know the document; attempt {} at {}",
-                                        attempts + 1,
-                                        crate::model::time::instant_millis(registration.due_at)
-                                    ),
-                                    &registration,
-                                    self.now(),
-                                    None,
-                                )
-                                .await?;
-                            self.wake.notify_one();
-                        }
-                        None => {
-                            let dead = StatusChange::to(
-                                DocumentStatus::DeadLettered,
-                                format!("gave up after {attempts} attempts: the registry never received the document"),
-                            );
-                            self.store
-                                .update_document_status(&doc.id, &dead, self.now())
-                                .await?;
-                        }
-                    }
+                    let why = "verdict overdue and the registry does not know the document";
+                    let failure = StatusChange::to(DocumentStatus::DeadLettered, String::new());
+                    self.retry_later(link, &doc.id, why, failure).await?;
                     handled += 1;
                 }
                 Err(e) => {

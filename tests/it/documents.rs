@@ -737,7 +737,12 @@ async fn retries_the_registry_asks_for_follow_the_schedule_and_end(backend: Back
     let uid = uuid::Uuid::new_v4().to_string();
     submit(&t, &document_reference(&uid, &cda(9), &[])).await;
     for attempt in 1..=3 {
-        wait_event(&t, &uid, &format!("attempt {attempt}: registry asked to retry")).await;
+        wait_event(
+            &t,
+            &uid,
+            &format!("attempt {attempt}: registry asked to retry"),
+        )
+        .await;
         // Not due before its time on the schedule.
         assert_eq!(t.step("deliver:remd").await, 0);
         clock.advance(Duration::from_secs(60));
@@ -786,7 +791,10 @@ async fn a_duplicate_answer_is_checked_against_the_registry(backend: Backend) {
     sim.preregister(&uid, CLINIC_ORG, &"ab".repeat(32));
     submit(&t, &document_reference(&uid, &cda(10), &[])).await;
     let v = wait_status(&t, &uid, "rejected", 30).await;
-    assert_eq!(v["extension"][1]["extension"][0]["valueCode"], "conflict", "{v}");
+    assert_eq!(
+        v["extension"][1]["extension"][0]["valueCode"], "conflict",
+        "{v}"
+    );
     let shown: Value = t
         .get_admin(&format!("/api/admin/documents/{uid}"))
         .await
