@@ -84,36 +84,54 @@ impl Worker {
             .await?;
         let n = claimed.len();
         let tasks = claimed.into_iter().map(|item| async move {
-            let id = item.id.clone();
-            let attempts = item.attempts;
-            let outcome = match (self.handler)(item).await {
-                Outcome::RetryAt(_, err) if attempts >= self.config.max_attempts => {
-                    Outcome::Dead(format!("gave up after {attempts} attempts: {err}"))
-                }
-                o => o,
-            };
-            let now = self.clock.now_ms();
-            let applied = match &outcome {
-                Outcome::Delivered => self.store.complete_outbox(&id, &self.id, now).await,
-                Outcome::RetryAt(at, err) => {
-                    self.store
-                        .retry_outbox(&id, &self.id, err, Some(*at), now)
-                        .await
-                }
-                Outcome::Dead(err) => self.store.retry_outbox(&id, &self.id, err, None, now).await,
-            };
-            match applied {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(item = %id, "outbox lease lost before the outcome was recorded")
-                }
-                Err(e) => {
-                    tracing::error!(item = %id, error = %e, "could not record delivery outcome")
-                }
-            }
+            let (id, attempts) = (item.id.clone(), item.attempts);
+            let outcome = (self.handler)(item).await;
+            let max = self.config.max_attempts;
+            record(
+                &self.store,
+                &self.id,
+                &id,
+                attempts,
+                max,
+                outcome,
+                &self.clock,
+            )
+            .await;
         });
         futures_util::future::join_all(tasks).await;
         Ok(n)
+    }
+}
+
+/// Records what became of item `id`, claimed by `worker` for its `attempts`-th attempt: a
+/// retry asked for beyond `max_attempts` dead-letters it instead.
+pub async fn record(
+    store: &Store,
+    worker: &str,
+    id: &str,
+    attempts: i32,
+    max_attempts: i32,
+    outcome: Outcome,
+    clock: &SharedClock,
+) {
+    let outcome = match outcome {
+        Outcome::RetryAt(_, err) if attempts >= max_attempts => {
+            Outcome::Dead(format!("gave up after {attempts} attempts: {err}"))
+        }
+        o => o,
+    };
+    let now = clock.now_ms();
+    let applied = match &outcome {
+        Outcome::Delivered => store.complete_outbox(id, worker, now).await,
+        Outcome::RetryAt(at, err) => store.retry_outbox(id, worker, err, Some(*at), now).await,
+        Outcome::Dead(err) => store.retry_outbox(id, worker, err, None, now).await,
+    };
+    match applied {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(item = %id, "outbox lease lost before the outcome was recorded")
+        }
+        Err(e) => tracing::error!(item = %id, error = %e, "could not record delivery outcome"),
     }
 }
 

@@ -161,6 +161,16 @@ pub fn booking_error(e: BookingError, field_of: &dyn Fn(&str) -> String) -> ApiE
         | BookingError::SearchTooBroad => (StatusCode::BAD_REQUEST, IssueType::Value),
         BookingError::MisUnavailable(_) => (StatusCode::GATEWAY_TIMEOUT, IssueType::Timeout),
         BookingError::NoMis(_) => (StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient),
+        BookingError::SlotReleasePending(_) => {
+            let mut api = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Transient,
+                code,
+                e.to_string(),
+            );
+            api.field = field;
+            return api.retry_after(2);
+        }
         BookingError::Store(inner) => return ApiError::storage(inner),
     };
     let mut api = ApiError::new(status, issue, code, e.to_string());

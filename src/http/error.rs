@@ -88,6 +88,8 @@ pub struct ApiError {
     pub message: String,
     /// The field at fault (FHIRPath for FHIR, element path for SOAP, parameter name).
     pub field: Option<String>,
+    /// Seconds after which a retry makes sense (`Retry-After`), for transient refusals.
+    pub retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -110,7 +112,14 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again (`Retry-After`, seconds).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// Names the field at fault.
@@ -240,6 +249,12 @@ impl ApiError {
     /// Renders for a protocol; the response carries an [`ErrorInfo`] extension for the log.
     pub fn render(&self, protocol: Protocol, request_id: &str) -> HttpResponse {
         let mut res = self.render_body(protocol, request_id);
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from(secs),
+            );
+        }
         res.extensions_mut().insert(ErrorInfo {
             status: self.status,
             code: self.code,
@@ -331,6 +346,7 @@ impl ApiError {
                 "DATABASE_UNAVAILABLE",
                 "the gateway's database is unavailable right now; nothing was changed, retry later",
             )
+            .retry_after(5)
         } else {
             ApiError::internal(e)
         }

@@ -42,6 +42,10 @@ pub const NOTIFY_DESTINATION: &str = "notify";
 
 /// How long the clinic system may take to book before the hold would lapse.
 const BOOKING_GRACE_MS: i64 = 120_000;
+/// How long a booking waits for an earlier effect on its slot another worker is delivering.
+/// How long an inline delivery holds its claim (as long as the delivery job's).
+const MIS_LEASE_MS: i64 = 120_000;
+const SLOT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 use AppointmentStatus::{Booked, Cancelled, Expired, Failed, Held, Urgent, Withdrawn};
 
@@ -127,6 +131,10 @@ pub enum BookingError {
     /// A record for an organization the client does not act for.
     #[error("client may not act for organization {0}")]
     NotYourOrganization(Oid),
+    /// An earlier effect on the slot (a cancellation) has not reached the clinic system
+    /// yet: booking it there now would be refused; the client may retry shortly.
+    #[error("an earlier cancellation of slot {0} has not reached the clinic system yet; try again shortly")]
+    SlotReleasePending(String),
     /// The clinic system refused.
     #[error("the clinic system refused: {code}: {message}")]
     MisRefused {
@@ -196,6 +204,7 @@ impl BookingError {
             BookingError::UnknownAppointment(_) => "UNKNOWN_APPOINTMENT",
             BookingError::SlotTaken(_) => "SLOT_TAKEN",
             BookingError::SlotWithdrawn(_) => "SLOT_WITHDRAWN",
+            BookingError::SlotReleasePending(_) => "SLOT_RELEASE_PENDING",
             BookingError::SlotInPast(_) => "SLOT_IN_PAST",
             BookingError::SlotElsewhere { .. } => "SLOT_OF_ANOTHER_CLINIC",
             BookingError::ChannelNotAllowed { .. } => "CHANNEL_NOT_ALLOWED",
@@ -229,6 +238,7 @@ impl BookingError {
             BookingError::UnknownSlot(_)
             | BookingError::SlotTaken(_)
             | BookingError::SlotWithdrawn(_)
+            | BookingError::SlotReleasePending(_)
             | BookingError::SlotElsewhere { .. }
             | BookingError::SlotInPast(_) => "slot",
             BookingError::ChannelNotAllowed { .. } | BookingError::ChannelRestricted { .. } => {
@@ -365,6 +375,8 @@ pub struct Booking {
     wake_notify: Arc<Notify>,
     mis_retries: Arc<[u64]>,
     notify_retries: Arc<[u64]>,
+    /// Claims this service makes to deliver a slot's earlier effects before booking it.
+    inline_worker: Arc<str>,
 }
 
 impl Booking {
@@ -388,6 +400,7 @@ impl Booking {
             wake_notify: Arc::new(Notify::new()),
             mis_retries: settings.mis_retry_schedule_secs.clone().into(),
             notify_retries: settings.notify_retry_schedule_secs.clone().into(),
+            inline_worker: format!("booking-inline-{}", uuid::Uuid::new_v4().simple()).into(),
         }
     }
 
@@ -1160,6 +1173,13 @@ impl Booking {
             return Err(BookingError::NoMis(held.source));
         };
         let slot_id = held.slot_id.clone().unwrap_or_default();
+        if !self.release_slot(&slot_id).await? {
+            let change = Transition::new(&[Held], Failed, "SLOT_RELEASE_PENDING");
+            self.store
+                .transition_appointment(&held.id, &change, None, self.now(), None)
+                .await?;
+            return Err(BookingError::SlotReleasePending(slot_id));
+        }
         let request = MisBooking {
             slot_external_id: external_part(&slot_id).to_string(),
             client_ref: held.id.clone(),
@@ -1184,14 +1204,23 @@ impl Booking {
             Err(MisError::Refused { code, message }) => {
                 let mut change = Transition::new(&[Held], Failed, format!("MIS_REFUSED:{code}"));
                 let refusal = match code.as_str() {
-                    "SLOT_TAKEN" => BookingError::SlotTaken(slot_id),
-                    "SLOT_WITHDRAWN" => BookingError::SlotWithdrawn(slot_id),
+                    "SLOT_TAKEN" => BookingError::SlotTaken(slot_id.clone()),
+                    "SLOT_WITHDRAWN" => BookingError::SlotWithdrawn(slot_id.clone()),
                     _ => BookingError::MisRefused { code, message },
                 };
-                if matches!(
-                    refusal,
-                    BookingError::SlotTaken(_) | BookingError::SlotWithdrawn(_)
-                ) {
+                // Busy on the clinic's word only when no effect of ours on the slot is
+                // still on its way (a cancellation in flight explains a refusal).
+                let ours_pending = !self
+                    .store
+                    .unfinished_effects(MIS_DESTINATION, &slot_id)
+                    .await?
+                    .is_empty();
+                if !ours_pending
+                    && matches!(
+                        refusal,
+                        BookingError::SlotTaken(_) | BookingError::SlotWithdrawn(_)
+                    )
+                {
                     change = change.slot(SlotStatus::Busy);
                 }
                 self.store
@@ -1202,6 +1231,56 @@ impl Booking {
             Err(MisError::Unavailable(why)) => {
                 self.compensate(&held.id, "MIS_UNAVAILABLE", &held).await?;
                 Err(BookingError::MisUnavailable(why))
+            }
+        }
+    }
+
+    /// Delivers the slot's earlier effects still queued for its clinic system (a
+    /// cancellation made a moment ago) before a booking of it goes there, so the clinic
+    /// system sees them in order; waits a bounded time for one another worker is
+    /// delivering. False when one is still unfinished (it failed and waits for its retry).
+    async fn release_slot(&self, slot_id: &str) -> Result<bool, BookingError> {
+        // A wait on another worker: wall-clock time, whatever clock the service reads.
+        let deadline = std::time::Instant::now() + SLOT_RELEASE_WAIT;
+        loop {
+            let pending = self
+                .store
+                .unfinished_effects(MIS_DESTINATION, slot_id)
+                .await?;
+            let Some(first) = pending.into_iter().next() else {
+                return Ok(true);
+            };
+            let now = self.now();
+            let lease = now + MIS_LEASE_MS;
+            let claimed = self
+                .store
+                .claim_outbox_item(&first.id, &self.inline_worker, now, lease)
+                .await?;
+            match claimed {
+                Some(item) => {
+                    let (id, attempts) = (item.id.clone(), item.attempts);
+                    let outcome = self.deliver_cancel(item).await;
+                    let failed = !matches!(outcome, Outcome::Delivered);
+                    let max = i32::try_from(self.mis_retries.len() + 1).unwrap_or(i32::MAX);
+                    delivery::record(
+                        &self.store,
+                        &self.inline_worker,
+                        &id,
+                        attempts,
+                        max,
+                        outcome,
+                        &self.clock,
+                    )
+                    .await;
+                    if failed {
+                        return Ok(false);
+                    }
+                }
+                // Being delivered by a worker, or waiting for its retry.
+                None if first.status == "inflight" && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                None => return Ok(false),
             }
         }
     }
@@ -1264,6 +1343,7 @@ impl Booking {
             payload: payload.to_string(),
             due_at: now,
             attempts: 0,
+            ordering_key: Some(a.id.clone()),
         })
     }
 
@@ -1330,6 +1410,8 @@ fn cancel_effect(a: &Appointment, now: i64) -> NewOutboxItem {
         .to_string(),
         due_at: now,
         attempts: 0,
+        // Effects on one slot reach the clinic system in order.
+        ordering_key: Some(a.slot_id.clone().unwrap_or_else(|| a.id.clone())),
     }
 }
 

@@ -220,6 +220,7 @@ impl Documents {
             payload: serde_json::to_string(&payload).unwrap_or_default(),
             due_at,
             attempts,
+            ordering_key: Some(local_uid.to_string()),
         }
     }
 

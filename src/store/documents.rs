@@ -512,9 +512,9 @@ fn batch_sql(n: usize) -> String {
            SELECT v.event_id, v.id, v.created_at, v.status, 'accepted and queued for registration' \
            FROM v JOIN d ON d.id = v.id), \
          o AS (INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
-           next_attempt_at, created_at, updated_at) \
+           next_attempt_at, created_at, updated_at, ordering_key) \
            SELECT v.outbox_id, v.destination, v.kind, v.id, v.payload, 'pending', 0, v.due_at, \
-           v.created_at, v.created_at FROM v JOIN d ON d.id = v.id), \
+           v.created_at, v.created_at, v.id FROM v JOIN d ON d.id = v.id), \
          a AS (INSERT INTO audit_events ({AUDIT_COLUMNS}) \
            SELECT v.audit_id, v.created_at, v.request_id, v.submitted_by, v.org_oid, 'create', \
            'document', v.id, v.patient_snils, NULL, 'success', '' FROM v JOIN d ON d.id = v.id) \

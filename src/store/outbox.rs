@@ -46,6 +46,9 @@ pub struct NewOutboxItem {
     /// Attempts already made at this effect by earlier items (a retry the partner asked
     /// for in a later answer continues the count; a fresh effect starts at 0).
     pub attempts: i32,
+    /// The object the effect is on (a slot, a document): items with the same key are
+    /// delivered one after the other, in the order they were queued.
+    pub ordering_key: Option<String>,
 }
 
 const COLUMNS: &str =
@@ -60,7 +63,8 @@ pub async fn enqueue(
     let id = uuid::Uuid::now_v7().to_string();
     sqlx::query(
         "INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
-         next_attempt_at, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,'pending',$8,$6,$7,$7)",
+         next_attempt_at, created_at, updated_at, ordering_key) \
+         VALUES ($1,$2,$3,$4,$5,'pending',$8,$6,$7,$7,$9)",
     )
     .bind(id.clone())
     .bind(item.destination.clone())
@@ -70,6 +74,7 @@ pub async fn enqueue(
     .bind(item.due_at)
     .bind(now)
     .bind(item.attempts)
+    .bind(item.ordering_key.clone())
     .execute(&mut **tx)
     .await?;
     Ok(id)
@@ -85,8 +90,10 @@ impl Store {
     }
 
     /// Claims up to `limit` due items for `worker` until `lease_until`. Items whose lease
-    /// expired (their worker died) are due again. On PostgreSQL concurrent claimers skip each
-    /// other's rows (`FOR UPDATE SKIP LOCKED`); SQLite has a single writer.
+    /// expired (their worker died) are due again. An item waits while an earlier one with
+    /// its ordering key is unfinished, so effects on one object arrive in order. On
+    /// PostgreSQL concurrent claimers skip each other's rows (`FOR UPDATE SKIP LOCKED`);
+    /// SQLite has a single writer.
     pub async fn claim_outbox(
         &self,
         destination: &str,
@@ -102,8 +109,11 @@ impl Store {
         let sql = format!(
             "UPDATE outbox SET status = 'inflight', locked_by = $1, locked_until = $2, \
              attempts = attempts + 1, updated_at = $3 \
-             WHERE id IN (SELECT id FROM outbox WHERE destination = $4 AND \
+             WHERE id IN (SELECT id FROM outbox o WHERE destination = $4 AND \
                ((status = 'pending' AND next_attempt_at <= $3) OR (status = 'inflight' AND locked_until < $3)) \
+               AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.destination = o.destination \
+                 AND e.ordering_key = o.ordering_key AND e.id < o.id \
+                 AND e.status IN ('pending', 'inflight')) \
                ORDER BY next_attempt_at LIMIT $5{lock}) \
              RETURNING {COLUMNS}"
         );
@@ -116,6 +126,54 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(decode).collect()
+    }
+
+    /// Unfinished (pending or in-flight) items of `destination` with `ordering_key`, in
+    /// queue order.
+    pub async fn unfinished_effects(
+        &self,
+        destination: &str,
+        ordering_key: &str,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE destination = $1 AND ordering_key = $2 \
+             AND status IN ('pending', 'inflight') ORDER BY id"
+        ))
+        .bind(destination.to_string())
+        .bind(ordering_key.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Claims item `id` for `worker` until `lease_until` if it is pending and due (or new),
+    /// or in flight with its lease expired, and no earlier item with its ordering key is
+    /// unfinished: a caller that needs the effect now delivers it itself.
+    pub async fn claim_outbox_item(
+        &self,
+        id: &str,
+        worker: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<OutboxItem>, StoreError> {
+        let sql = format!(
+            "UPDATE outbox SET status = 'inflight', locked_by = $1, locked_until = $2, \
+             attempts = attempts + 1, updated_at = $3 \
+             WHERE id = $4 AND ((status = 'pending' AND (next_attempt_at <= $3 OR attempts = 0)) \
+               OR (status = 'inflight' AND locked_until < $3)) \
+             AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.destination = outbox.destination \
+               AND e.ordering_key = outbox.ordering_key AND e.id < outbox.id \
+               AND e.status IN ('pending', 'inflight')) \
+             RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(worker.to_string())
+            .bind(lease_until)
+            .bind(now)
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(decode).transpose()
     }
 
     /// Marks an item delivered, if `worker` still holds it.

@@ -1470,3 +1470,92 @@ async fn booking_race_gives_one_appointment_per_slot_postgres() {
 async fn booking_race_gives_one_appointment_per_slot_sqlite() {
     booking_race_gives_one_appointment_per_slot(Backend::Sqlite).await
 }
+
+/// Books `slot` for patient `i` through FHIR.
+async fn book(fx: &Fx, slot: &str, i: u32) -> (StatusCode, Value) {
+    fx.post(
+        PORTAL_TOKEN,
+        "/fhir/Appointment/$book",
+        &params(slot, Some(patient(i)), None),
+        None,
+    )
+    .await
+}
+
+/// Cancels appointment `v` through FHIR.
+async fn cancel(fx: &Fx, v: &Value) {
+    let mut c = v.clone();
+    c["status"] = json!("cancelled");
+    let id = v["id"].as_str().unwrap();
+    let (s, out) = fx
+        .put(PORTAL_TOKEN, &format!("/fhir/Appointment/{id}"), &c)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+}
+
+/// A patient cancels and another books the same slot at once: the cancellation reaches the
+/// clinic system before the new booking (delivered first, or waited for), so the second
+/// booking succeeds; while the cancellation cannot be delivered, the booking is refused as
+/// retryable and the slot is not marked busy on the clinic's refusal.
+async fn a_freed_slot_is_booked_after_its_cancellation(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    let slots = fx.free(Channel::Internet).await;
+    // Slow clinic system: the cancellation is still in flight when the next booking comes.
+    fx.sim.set_faults(Faults {
+        latency: Duration::from_millis(300),
+        ..Faults::default()
+    });
+    for (n, slot) in slots[..3].iter().enumerate() {
+        let n = n as u32;
+        let (s, first) = book(&fx, &slot.id, 300 + n).await;
+        assert_eq!(s, StatusCode::CREATED, "{first}");
+        cancel(&fx, &first).await;
+        let (s, second) = book(&fx, &slot.id, 310 + n).await;
+        assert_eq!(s, StatusCode::CREATED, "slot {}: {second}", slot.id);
+        assert!(fx.mis_has_booked(&slot.id).await);
+    }
+    // The clinic system fails: the cancellation waits for its retry; a booking meanwhile is
+    // refused as retryable, the slot stays free, and books once the cancellation is through.
+    fx.sim.set_faults(Faults::default());
+    let slot = &slots[3].id;
+    let (s, first) = book(&fx, slot, 320).await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    fx.sim.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    cancel(&fx, &first).await;
+    let res =
+        fx.t.http
+            .post(fx.t.url("/fhir/Appointment/$book"))
+            .bearer_auth(PORTAL_TOKEN)
+            .header("content-type", "application/fhir+json")
+            .body(params(slot, Some(patient(321)), None).to_string())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers().contains_key("retry-after"));
+    let refused: Value = res.json().await.unwrap();
+    assert_eq!(issue_code(&refused), "SLOT_RELEASE_PENDING", "{refused}");
+    assert_eq!(
+        fx.t.gw.store.slot(slot).await.unwrap().unwrap().status,
+        SlotStatus::Free
+    );
+    fx.sim.set_faults(Faults::default());
+    fx.wait_outbox_done("mis", 4).await;
+    let (s, second) = book(&fx, slot, 321).await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freed_slot_is_booked_after_its_cancellation_postgres() {
+    a_freed_slot_is_booked_after_its_cancellation(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freed_slot_is_booked_after_its_cancellation_sqlite() {
+    a_freed_slot_is_booked_after_its_cancellation(Backend::Sqlite).await
+}
