@@ -14,6 +14,7 @@ use crate::adapters::webhook::WebhookNotifier;
 use crate::auth::ClientRegistry;
 use crate::config::{KeyRole, Settings};
 use crate::exchange::delivery::{Handler, Worker, WorkerConfig};
+use crate::exchange::partners::{Partners, COOL_DOWN, TRIP_AFTER};
 use crate::exchange::{TxLog, TxLogHandle};
 use crate::http::tls::TlsReloader;
 use crate::http::{self, AppState, Metrics};
@@ -104,8 +105,13 @@ impl Gateway {
             source,
         })?;
         let (txlog, txlog_task) = TxLog::start(store.clone(), settings.transaction_log.clone());
-        let documents = documents(&settings, &store, &txlog, &clock).await?;
-        let (mis, sources) = clinic_systems(&settings, &txlog);
+        let partners = Partners::new(TRIP_AFTER, COOL_DOWN, clock.clone());
+        let metrics = Metrics::new();
+        partners
+            .register(metrics.registry())
+            .map_err(|e| AppError::Keys(format!("metrics: {e}")))?;
+        let documents = documents(&settings, &store, &txlog, &clock, &partners).await?;
+        let (mis, sources) = clinic_systems(&settings, &txlog, &partners);
         let notifier = settings.booking.notify_url.as_ref().map(|url| {
             Arc::new(WebhookNotifier::new(
                 url,
@@ -118,9 +124,10 @@ impl Gateway {
             notifier,
             &settings.booking,
             clock.clone(),
+            partners.clone(),
         );
         let jobs = Jobs::start(background_jobs(
-            &settings, &store, &clock, &booking, &documents, sources,
+            &settings, &store, &clock, &booking, &documents, sources, &partners,
         ));
         let state = Arc::new(AppState {
             booking,
@@ -141,7 +148,7 @@ impl Gateway {
             ),
             settings: Arc::new(settings),
             txlog,
-            metrics: Metrics::new(),
+            metrics,
             started,
         });
         let tls = state
@@ -226,6 +233,7 @@ async fn documents(
     store: &Store,
     txlog: &TxLog,
     clock: &SharedClock,
+    partners: &Partners,
 ) -> Result<Documents, AppError> {
     crate::sign::init_crypto();
     let key_settings = settings.signing.keys.clone();
@@ -242,7 +250,8 @@ async fn documents(
                 &r.callback_url,
                 Duration::from_secs(r.timeout_secs),
                 txlog.clone(),
-            );
+            )
+            .with_partners(partners.clone());
             if let Some(owner) = &r.message_key {
                 let key = keys.get(KeyRole::Organization, owner).ok_or_else(|| {
                     AppError::Keys(format!(
@@ -269,24 +278,23 @@ async fn documents(
 fn clinic_systems(
     settings: &Settings,
     txlog: &TxLog,
+    partners: &Partners,
 ) -> (MisRegistry, Vec<Arc<dyn ScheduleSource>>) {
     let mut mis = MisRegistry::default();
     let mut sources: Vec<Arc<dyn ScheduleSource>> = Vec::new();
     if let Some(e) = &settings.emias {
-        let client = Arc::new(EmiasClient::new(
-            &e.url,
-            Duration::from_secs(e.timeout_secs),
-            txlog.clone(),
-        ));
+        let client = Arc::new(
+            EmiasClient::new(&e.url, Duration::from_secs(e.timeout_secs), txlog.clone())
+                .with_partners(partners.clone()),
+        );
         mis.insert(crate::adapters::emias::SOURCE, client.clone());
         sources.push(client);
     }
     if let Some(e) = &settings.fhir_mis {
-        let client = Arc::new(FhirMisClient::new(
-            &e.url,
-            Duration::from_secs(e.timeout_secs),
-            txlog.clone(),
-        ));
+        let client = Arc::new(
+            FhirMisClient::new(&e.url, Duration::from_secs(e.timeout_secs), txlog.clone())
+                .with_partners(partners.clone()),
+        );
         mis.insert(crate::adapters::fhir_mis::SOURCE, client.clone());
         sources.push(client);
     }
@@ -301,6 +309,7 @@ fn background_jobs(
     booking: &Booking,
     documents: &Documents,
     sources: Vec<Arc<dyn ScheduleSource>>,
+    partners: &Partners,
 ) -> Vec<Arc<dyn Job>> {
     let deliver = |destination: &str,
                    concurrency: usize,
@@ -314,7 +323,13 @@ fn background_jobs(
             lease,
             max_attempts: i32::try_from(schedule.len() + 1).unwrap_or(i32::MAX),
         };
-        let worker = Worker::new(store.clone(), config, handler, clock.clone());
+        let worker = Worker::new(
+            store.clone(),
+            config,
+            handler,
+            clock.clone(),
+            partners.clone(),
+        );
         Arc::new(Delivery::new(worker, wake, IDLE_POLL)) as Arc<dyn Job>
     };
     let mut jobs: Vec<Arc<dyn Job>> = vec![

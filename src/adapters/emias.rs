@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 
 use crate::codec::soap;
 use crate::codec::xml::dom::{escape_text as esc, Element, Limits};
+use crate::exchange::partners::Partners;
 use crate::exchange::txlog::TxLog;
 use crate::model::schedule::{
     Channels, Practitioner, Slot, SlotChange, SlotChangeKind, SlotStatus,
@@ -48,6 +49,19 @@ impl From<super::exchange::NoAnswer> for EmiasError {
         match e {
             super::exchange::NoAnswer::Timeout(d) => EmiasError::Timeout(d),
             super::exchange::NoAnswer::Transport(m) => EmiasError::Transport(m),
+            e @ super::exchange::NoAnswer::CircuitOpen(_) => EmiasError::Transport(e.to_string()),
+        }
+    }
+}
+
+impl super::exchange::PartnerFault for EmiasError {
+    fn is_partner_fault(&self) -> bool {
+        match self {
+            EmiasError::Timeout(_) | EmiasError::Transport(_) | EmiasError::Malformed(_) => true,
+            // Refusals of a request (slot taken, ...) are answers; its own failures are not.
+            EmiasError::Fault { code, .. } => {
+                matches!(code.as_str(), "INTERNAL_ERROR" | "UNAVAILABLE" | "UNKNOWN")
+            }
         }
     }
 }
@@ -55,24 +69,23 @@ impl From<super::exchange::NoAnswer> for EmiasError {
 /// A configured client.
 #[derive(Clone)]
 pub struct EmiasClient {
-    http: reqwest::Client,
+    link: super::exchange::Link,
     url: String,
-    timeout: Duration,
-    txlog: TxLog,
 }
 
 impl EmiasClient {
     /// A client of the MIS at `url`.
     pub fn new(url: &str, timeout: Duration, txlog: TxLog) -> EmiasClient {
         EmiasClient {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .build()
-                .unwrap_or_default(),
+            link: super::exchange::Link::new(timeout, txlog, Partners::default()),
             url: url.to_string(),
-            timeout,
-            txlog,
         }
+    }
+
+    /// The same client reporting to the gateway's shared breakers.
+    pub fn with_partners(mut self, partners: Partners) -> EmiasClient {
+        self.link.partners = partners;
+        self
     }
 
     /// Calls operation `op` with the inner XML of its element; the answer's operation element.
@@ -100,12 +113,8 @@ impl EmiasClient {
             ],
             body: envelope,
         };
-        super::exchange::exchange(
-            &self.http,
-            &self.txlog,
-            self.timeout,
-            request,
-            |_, bytes| match soap::parse_request(bytes, &limits) {
+        super::exchange::exchange(&self.link, request, |_, bytes| {
+            match soap::parse_request(bytes, &limits) {
                 Err(e) => Err(EmiasError::Malformed(e.to_string())),
                 Ok(p) if p.operation.name == "Fault" => {
                     let detail = p.operation.path(&["detail", "error"]);
@@ -121,8 +130,8 @@ impl EmiasClient {
                     })
                 }
                 Ok(p) => Ok(p.operation),
-            },
-        )
+            }
+        })
         .await
     }
 

@@ -1,9 +1,18 @@
-//! One outbound HTTP exchange, recorded in the transaction log: the shared part of every
-//! adapter's calls (send, time out, read the answer, record it).
+//! One outbound HTTP exchange, recorded in the transaction log and guarded by the partner's
+//! circuit breaker: the shared part of every adapter's calls (send, time out, read the
+//! answer, record it).
 
 use std::time::{Duration, Instant};
 
+use crate::exchange::partners::Partners;
 use crate::exchange::txlog::{OutboundCall, TxLog};
+
+/// Tells the partner's own failures (it is down, overloaded, broken) from its refusals of
+/// a request: only the former count towards opening its circuit.
+pub trait PartnerFault {
+    /// True when the partner failed rather than refused.
+    fn is_partner_fault(&self) -> bool;
+}
 
 /// A call that got no usable HTTP answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -14,6 +23,9 @@ pub enum NoAnswer {
     /// Connection refused, reset, unreadable body...
     #[error("unreachable: {0}")]
     Transport(String),
+    /// The partner's circuit is open: it failed repeatedly and is skipped for a while.
+    #[error("not called: {0} failed repeatedly and is skipped for a cool-down")]
+    CircuitOpen(String),
 }
 
 /// The description of one outbound call.
@@ -34,9 +46,60 @@ pub struct Request<'a> {
     pub body: String,
 }
 
-/// Sends `req`, then `read` turns the HTTP status and body into the adapter's result; the
-/// record (with the error, if `read` failed) goes to the transaction log.
+/// What every call of one adapter shares: its HTTP client, the transaction log, its timeout
+/// and the partners' breakers.
+#[derive(Clone)]
+pub struct Link {
+    /// HTTP client (its own timeout set).
+    pub http: reqwest::Client,
+    /// Transaction log.
+    pub txlog: TxLog,
+    /// Time allowed for an answer.
+    pub timeout: Duration,
+    /// Circuit breakers and partner metrics.
+    pub partners: Partners,
+}
+
+impl Link {
+    /// A link with a client timing out after `timeout`.
+    pub fn new(timeout: Duration, txlog: TxLog, partners: Partners) -> Link {
+        Link {
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .unwrap_or_default(),
+            txlog,
+            timeout,
+            partners,
+        }
+    }
+}
+
+/// Sends `req` (unless the partner's circuit is open), then `read` turns the HTTP status
+/// and body into the adapter's result; the record (with the error, if `read` failed) goes
+/// to the transaction log, the outcome to the partner's breaker.
 pub async fn exchange<T, E>(
+    link: &Link,
+    req: Request<'_>,
+    read: impl FnOnce(u16, &[u8]) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<NoAnswer> + std::fmt::Display + PartnerFault,
+{
+    let partner = req.adapter;
+    if !link.partners.allow(partner) {
+        return Err(NoAnswer::CircuitOpen(partner.to_string()).into());
+    }
+    let result = send(&link.http, &link.txlog, link.timeout, req, read).await;
+    let failed = result
+        .as_ref()
+        .err()
+        .is_some_and(PartnerFault::is_partner_fault);
+    link.partners.record(partner, failed);
+    result
+}
+
+async fn send<T, E>(
     http: &reqwest::Client,
     txlog: &TxLog,
     timeout: Duration,

@@ -8,7 +8,8 @@ use chrono::NaiveDate;
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 
-use super::exchange::{exchange, NoAnswer, Request};
+use super::exchange::{exchange, Link, NoAnswer, Request};
+use crate::exchange::partners::Partners;
 use crate::exchange::txlog::TxLog;
 use crate::model::schedule::{
     Channel, Channels, Practitioner, Slot, SlotChange, SlotChangeKind, SlotStatus,
@@ -53,6 +54,15 @@ impl From<NoAnswer> for FhirMisError {
     }
 }
 
+impl super::exchange::PartnerFault for FhirMisError {
+    fn is_partner_fault(&self) -> bool {
+        match self {
+            FhirMisError::NoAnswer(_) | FhirMisError::Malformed(_) => true,
+            FhirMisError::Refused { status, .. } => *status >= 500,
+        }
+    }
+}
+
 impl From<FhirMisError> for SyncError {
     fn from(e: FhirMisError) -> Self {
         SyncError::Source(e.to_string())
@@ -62,24 +72,23 @@ impl From<FhirMisError> for SyncError {
 /// A configured client.
 #[derive(Clone)]
 pub struct FhirMisClient {
-    http: reqwest::Client,
+    link: Link,
     base: String,
-    timeout: Duration,
-    txlog: TxLog,
 }
 
 impl FhirMisClient {
     /// A client of the FHIR base URL `base` (e.g. `https://mis.example/fhir`).
     pub fn new(base: &str, timeout: Duration, txlog: TxLog) -> FhirMisClient {
         FhirMisClient {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .build()
-                .unwrap_or_default(),
+            link: Link::new(timeout, txlog, Partners::default()),
             base: base.trim_end_matches('/').to_string(),
-            timeout,
-            txlog,
         }
+    }
+
+    /// The same client reporting to the gateway's shared breakers.
+    pub fn with_partners(mut self, partners: Partners) -> FhirMisClient {
+        self.link.partners = partners;
+        self
     }
 
     async fn call(
@@ -102,28 +111,22 @@ impl FhirMisClient {
             ],
             body: body.map(|b| b.to_string()).unwrap_or_default(),
         };
-        exchange(
-            &self.http,
-            &self.txlog,
-            self.timeout,
-            request,
-            |status, bytes| {
-                let v: Value = serde_json::from_slice(bytes)
-                    .map_err(|e| FhirMisError::Malformed(e.to_string()))?;
-                if status >= 400 {
-                    let issue = &v["issue"][0];
-                    return Err(FhirMisError::Refused {
-                        status,
-                        code: issue["details"]["coding"][0]["code"]
-                            .as_str()
-                            .unwrap_or("UNKNOWN")
-                            .to_string(),
-                        message: issue["details"]["text"].as_str().unwrap_or("").to_string(),
-                    });
-                }
-                Ok((status, v))
-            },
-        )
+        exchange(&self.link, request, |status, bytes| {
+            let v: Value = serde_json::from_slice(bytes)
+                .map_err(|e| FhirMisError::Malformed(e.to_string()))?;
+            if status >= 400 {
+                let issue = &v["issue"][0];
+                return Err(FhirMisError::Refused {
+                    status,
+                    code: issue["details"]["coding"][0]["code"]
+                        .as_str()
+                        .unwrap_or("UNKNOWN")
+                        .to_string(),
+                    message: issue["details"]["text"].as_str().unwrap_or("").to_string(),
+                });
+            }
+            Ok((status, v))
+        })
         .await
     }
 

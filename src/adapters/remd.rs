@@ -10,6 +10,7 @@ use crate::codec::remd::{
 };
 use crate::codec::soap;
 use crate::codec::xml::{dom, Limits};
+use crate::exchange::partners::Partners;
 use crate::exchange::txlog::TxLog;
 use crate::services::registry::{ItemStatus, Registry, RegistryCallError as RemdCallError};
 
@@ -18,6 +19,25 @@ impl From<super::exchange::NoAnswer> for RemdCallError {
         match e {
             super::exchange::NoAnswer::Timeout(d) => RemdCallError::Timeout(d),
             super::exchange::NoAnswer::Transport(m) => RemdCallError::Transport(m),
+            e @ super::exchange::NoAnswer::CircuitOpen(_) => {
+                RemdCallError::Transport(e.to_string())
+            }
+        }
+    }
+}
+
+impl super::exchange::PartnerFault for RemdCallError {
+    fn is_partner_fault(&self) -> bool {
+        match self {
+            RemdCallError::Timeout(_)
+            | RemdCallError::Transport(_)
+            | RemdCallError::Malformed(_) => true,
+            // The registry's own trouble (internal errors, overload), not its verdict on a
+            // document.
+            RemdCallError::Refused(errors) => {
+                crate::model::remd::classify_all(errors.iter().map(|e| e.code.as_str()))
+                    == crate::model::remd::ErrorClass::Retryable
+            }
         }
     }
 }
@@ -25,12 +45,10 @@ impl From<super::exchange::NoAnswer> for RemdCallError {
 /// A configured registry client.
 #[derive(Clone)]
 pub struct RemdClient {
-    http: reqwest::Client,
+    link: super::exchange::Link,
     url: String,
     client_entity_id: String,
     callback_url: String,
-    timeout: Duration,
-    txlog: TxLog,
     message_signer: Option<std::sync::Arc<dyn crate::sign::Signer>>,
 }
 
@@ -43,19 +61,25 @@ impl RemdClient {
         timeout: Duration,
         txlog: TxLog,
     ) -> RemdClient {
+        let mut link = super::exchange::Link::new(timeout, txlog, Partners::default());
+        link.http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(32)
+            .build()
+            .unwrap_or_default();
         RemdClient {
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .pool_max_idle_per_host(32)
-                .build()
-                .unwrap_or_default(),
+            link,
             url: url.to_string(),
             client_entity_id: client_entity_id.to_string(),
             callback_url: callback_url.to_string(),
-            timeout,
-            txlog,
             message_signer: None,
         }
+    }
+
+    /// The same client reporting to the gateway's shared breakers.
+    pub fn with_partners(mut self, partners: Partners) -> RemdClient {
+        self.link.partners = partners;
+        self
     }
 
     /// Signs every outbound message with this key (XMLDSig, WS-Security).
@@ -124,9 +148,7 @@ impl RemdClient {
             body: envelope,
         };
         super::exchange::exchange(
-            &self.http,
-            &self.txlog,
-            self.timeout,
+            &self.link,
             request,
             |status, bytes| match soap::parse_request(bytes, &limits) {
                 Err(e) => Err(RemdCallError::Malformed(format!("HTTP {status}: {e}"))),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use super::partners::Partners;
 use crate::model::time::SharedClock;
 pub use crate::store::outbox::OutboxItem;
 use crate::store::{Store, StoreError};
@@ -48,18 +49,34 @@ pub struct Worker {
     handler: Handler,
     clock: SharedClock,
     id: String,
+    recorder: Recorder,
 }
 
 impl Worker {
-    /// A worker delivering `config.destination` with `handler`; claims are timed by `clock`.
-    pub fn new(store: Store, config: WorkerConfig, handler: Handler, clock: SharedClock) -> Worker {
+    /// A worker delivering `config.destination` with `handler`; claims are timed by `clock`,
+    /// outcomes counted in `partners`' delivery metrics.
+    pub fn new(
+        store: Store,
+        config: WorkerConfig,
+        handler: Handler,
+        clock: SharedClock,
+        partners: Partners,
+    ) -> Worker {
         let id = format!("{}-{}", config.destination, uuid::Uuid::new_v4().simple());
+        let recorder = Recorder {
+            store: store.clone(),
+            worker: id.clone(),
+            max_attempts: config.max_attempts,
+            clock: clock.clone(),
+            partners,
+        };
         Worker {
             store,
             config,
             handler,
             clock,
             id,
+            recorder,
         }
     }
 
@@ -84,54 +101,60 @@ impl Worker {
             .await?;
         let n = claimed.len();
         let tasks = claimed.into_iter().map(|item| async move {
-            let (id, attempts) = (item.id.clone(), item.attempts);
-            let outcome = (self.handler)(item).await;
-            let max = self.config.max_attempts;
-            record(
-                &self.store,
-                &self.id,
-                &id,
-                attempts,
-                max,
-                outcome,
-                &self.clock,
-            )
-            .await;
+            let outcome = (self.handler)(item.clone()).await;
+            self.recorder.record(&item, outcome).await;
         });
         futures_util::future::join_all(tasks).await;
         Ok(n)
     }
 }
 
-/// Records what became of item `id`, claimed by `worker` for its `attempts`-th attempt: a
-/// retry asked for beyond `max_attempts` dead-letters it instead.
-pub async fn record(
-    store: &Store,
-    worker: &str,
-    id: &str,
-    attempts: i32,
-    max_attempts: i32,
-    outcome: Outcome,
-    clock: &SharedClock,
-) {
-    let outcome = match outcome {
-        Outcome::RetryAt(_, err) if attempts >= max_attempts => {
-            Outcome::Dead(format!("gave up after {attempts} attempts: {err}"))
+/// Records what became of claimed items: a retry asked for beyond `max_attempts`
+/// dead-letters the item instead; outcomes and delivery latency go to the metrics.
+pub struct Recorder {
+    /// The database.
+    pub store: Store,
+    /// Who holds the claims.
+    pub worker: String,
+    /// Attempts an item gets.
+    pub max_attempts: i32,
+    /// Time of the outcome.
+    pub clock: SharedClock,
+    /// Delivery metrics.
+    pub partners: Partners,
+}
+
+impl Recorder {
+    /// Records the outcome of `item`'s attempt.
+    pub async fn record(&self, item: &OutboxItem, outcome: Outcome) {
+        let (id, attempts) = (&item.id, item.attempts);
+        let outcome = match outcome {
+            Outcome::RetryAt(_, err) if attempts >= self.max_attempts => {
+                Outcome::Dead(format!("gave up after {attempts} attempts: {err}"))
+            }
+            o => o,
+        };
+        let now = self.clock.now_ms();
+        let (store, worker) = (&self.store, self.worker.as_str());
+        let (label, applied) = match &outcome {
+            Outcome::Delivered => ("delivered", store.complete_outbox(id, worker, now).await),
+            Outcome::RetryAt(at, err) => (
+                "retry",
+                store.retry_outbox(id, worker, err, Some(*at), now).await,
+            ),
+            Outcome::Dead(err) => ("dead", store.retry_outbox(id, worker, err, None, now).await),
+        };
+        let queued_for = (label == "delivered")
+            .then(|| Duration::from_millis(u64::try_from(now - item.created_at).unwrap_or(0)));
+        self.partners
+            .delivered(&item.destination, label, queued_for);
+        match applied {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(item = %id, "outbox lease lost before the outcome was recorded")
+            }
+            Err(e) => tracing::error!(item = %id, error = %e, "could not record delivery outcome"),
         }
-        o => o,
-    };
-    let now = clock.now_ms();
-    let applied = match &outcome {
-        Outcome::Delivered => store.complete_outbox(id, worker, now).await,
-        Outcome::RetryAt(at, err) => store.retry_outbox(id, worker, err, Some(*at), now).await,
-        Outcome::Dead(err) => store.retry_outbox(id, worker, err, None, now).await,
-    };
-    match applied {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(item = %id, "outbox lease lost before the outcome was recorded")
-        }
-        Err(e) => tracing::error!(item = %id, error = %e, "could not record delivery outcome"),
     }
 }
 

@@ -51,6 +51,17 @@ pub async fn metrics(state: Data<AppState>) -> HttpResponse {
         .metrics
         .txlog_dropped
         .set(state.operations.txlog_dropped() as i64);
+    // The queues as they are now; a failed count leaves the last one standing.
+    if let Ok(depths) = state.operations.outbox_depths().await {
+        state.metrics.outbox.reset();
+        for (destination, status, n) in depths {
+            state
+                .metrics
+                .outbox
+                .with_label_values(&[destination.as_str(), status.as_str()])
+                .set(n);
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

@@ -9,8 +9,12 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Requests by method, route pattern and status.
+    /// Requests by method, route pattern, status and fault (`client`: the request was
+    /// refused; `server`: the gateway or a partner failed; `none`). A SOAP 1.1 fault is
+    /// sent as 500 whoever is at fault: the label tells them apart.
     pub requests: IntCounterVec,
+    /// Outbox items by destination and status (pending, inflight, dead).
+    pub outbox: IntGaugeVec,
     /// Request latency by method and route pattern.
     pub latency: HistogramVec,
     /// Database pool connections by state (`open`, `idle`).
@@ -26,7 +30,15 @@ impl Metrics {
             .expect("static registry prefix is valid");
         let requests = IntCounterVec::new(
             Opts::new("http_requests_total", "HTTP requests served"),
-            &["method", "route", "status"],
+            &["method", "route", "status", "fault"],
+        )
+        .expect("static metric definition");
+        let outbox = IntGaugeVec::new(
+            Opts::new(
+                "outbox_items",
+                "Outbox items by destination and status (pending and inflight: the queue; dead: dead letters)",
+            ),
+            &["destination", "status"],
         )
         .expect("static metric definition");
         let latency = HistogramVec::new(
@@ -54,22 +66,35 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(db_pool.clone()),
             Box::new(txlog_dropped.clone()),
+            Box::new(outbox.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
         Metrics {
             registry,
             requests,
+            outbox,
             latency,
             db_pool,
             txlog_dropped,
         }
     }
 
-    /// Records one served request.
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// The registry, for families other layers own (partners, deliveries).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Records one served request; `class` is the status the answer stands for (a SOAP
+    /// fault's real class).
+    pub fn observe(&self, method: &str, route: &str, status: u16, class: u16, seconds: f64) {
+        let fault = match class {
+            400..=499 => "client",
+            500..=599 => "server",
+            _ => "none",
+        };
         self.requests
-            .with_label_values(&[method, route, &status.to_string()])
+            .with_label_values(&[method, route, &status.to_string(), fault])
             .inc();
         self.latency
             .with_label_values(&[method, route])

@@ -318,10 +318,14 @@ async fn finish(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
     let elapsed = f.started.elapsed();
-    state
-        .metrics
-        .observe(&f.method, &route, status.as_u16(), elapsed.as_secs_f64());
-    if status.is_server_error() {
+    state.metrics.observe(
+        &f.method,
+        &route,
+        status.as_u16(),
+        class.as_u16(),
+        elapsed.as_secs_f64(),
+    );
+    if class.is_server_error() {
         tracing::warn!(status = status.as_u16(), route = %route, "request failed");
     } else {
         tracing::debug!(status = status.as_u16(), route = %route, "request served");

@@ -22,7 +22,8 @@ use super::notify::{Notice, Notifier, NotifyError};
 use super::schedules::{FreeSlots, ScheduleError, Schedules};
 use super::{audit_event, Caller};
 use crate::config::BookingSettings;
-use crate::exchange::delivery::{self, Outcome};
+use crate::exchange::delivery::{self, Outcome, Recorder};
+use crate::exchange::partners::Partners;
 use crate::model::audit::{AuditAction, AuditEntity, AuditEvent};
 use crate::model::booking::{
     Appointment, AppointmentStatus, Patient, PatientError, Restriction, Transition, RESTRICTABLE,
@@ -375,32 +376,42 @@ pub struct Booking {
     wake_notify: Arc<Notify>,
     mis_retries: Arc<[u64]>,
     notify_retries: Arc<[u64]>,
-    /// Claims this service makes to deliver a slot's earlier effects before booking it.
-    inline_worker: Arc<str>,
+    /// Records the deliveries this service makes itself (a slot's earlier effects, before
+    /// booking it), under its own worker id.
+    inline: Arc<Recorder>,
 }
 
 impl Booking {
     /// A booking service over `store` forwarding to the clinic systems in `mis` and telling
-    /// patients through `notifier`; time comes from `clock`.
+    /// patients through `notifier`; time comes from `clock`; its own deliveries are counted
+    /// in `partners`.
     pub fn new(
         store: Store,
         mis: MisRegistry,
         notifier: Option<Arc<dyn Notifier>>,
         settings: &BookingSettings,
         clock: SharedClock,
+        partners: Partners,
     ) -> Booking {
         Booking {
             schedules: Schedules::new(store.clone(), clock.clone()),
-            store,
             mis,
             notifier,
-            clock,
             hold_ms: i64::try_from(settings.hold_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             wake_mis: Arc::new(Notify::new()),
             wake_notify: Arc::new(Notify::new()),
             mis_retries: settings.mis_retry_schedule_secs.clone().into(),
             notify_retries: settings.notify_retry_schedule_secs.clone().into(),
-            inline_worker: format!("booking-inline-{}", uuid::Uuid::new_v4().simple()).into(),
+            inline: Arc::new(Recorder {
+                worker: format!("booking-inline-{}", uuid::Uuid::new_v4().simple()),
+                max_attempts: i32::try_from(settings.mis_retry_schedule_secs.len() + 1)
+                    .unwrap_or(i32::MAX),
+                clock: clock.clone(),
+                partners,
+                store: store.clone(),
+            }),
+            store,
+            clock,
         }
     }
 
@@ -1254,24 +1265,13 @@ impl Booking {
             let lease = now + MIS_LEASE_MS;
             let claimed = self
                 .store
-                .claim_outbox_item(&first.id, &self.inline_worker, now, lease)
+                .claim_outbox_item(&first.id, &self.inline.worker, now, lease)
                 .await?;
             match claimed {
                 Some(item) => {
-                    let (id, attempts) = (item.id.clone(), item.attempts);
-                    let outcome = self.deliver_cancel(item).await;
+                    let outcome = self.deliver_cancel(item.clone()).await;
                     let failed = !matches!(outcome, Outcome::Delivered);
-                    let max = i32::try_from(self.mis_retries.len() + 1).unwrap_or(i32::MAX);
-                    delivery::record(
-                        &self.store,
-                        &self.inline_worker,
-                        &id,
-                        attempts,
-                        max,
-                        outcome,
-                        &self.clock,
-                    )
-                    .await;
+                    self.inline.record(&item, outcome).await;
                     if failed {
                         return Ok(false);
                     }

@@ -94,6 +94,11 @@ impl Operations {
         self.store.check_ready().await
     }
 
+    /// Outbox items by destination and status (pending, in flight, dead), for the metrics.
+    pub async fn outbox_depths(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.store.outbox_depths().await
+    }
+
     /// The database engine's name.
     pub fn database(&self) -> &'static str {
         self.store.backend().name()

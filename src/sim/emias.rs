@@ -175,6 +175,8 @@ struct State {
     appointments: Mutex<HashMap<String, String>>,
     /// Client reference (the gateway's appointment id) -> appointment id.
     client_refs: Mutex<HashMap<String, String>>,
+    /// Requests received.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 /// A running simulator.
@@ -198,6 +200,7 @@ impl EmiasSim {
             moves: Mutex::new(HashMap::new()),
             appointments: Mutex::new(HashMap::new()),
             client_refs: Mutex::new(HashMap::new()),
+            requests: std::sync::atomic::AtomicU64::new(0),
         });
         let data = Data::from(state.clone());
         let server = HttpServer::new(move || {
@@ -215,6 +218,13 @@ impl EmiasSim {
             state,
             handle,
         })
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.state
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Replaces the faults.
@@ -348,6 +358,9 @@ fn reply(body: String) -> HttpResponse {
 }
 
 async fn endpoint(state: Data<State>, body: Bytes) -> HttpResponse {
+    state
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let faults = state.faults.read().map(|f| f.clone()).unwrap_or_default();
     if !faults.latency.is_zero() {
         tokio::time::sleep(faults.latency).await;

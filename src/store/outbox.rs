@@ -28,6 +28,8 @@ pub struct OutboxItem {
     pub next_attempt_at: i64,
     /// Last error, if any.
     pub last_error: Option<String>,
+    /// When it was queued (epoch ms).
+    pub created_at: i64,
 }
 
 /// A new item to enqueue.
@@ -51,8 +53,8 @@ pub struct NewOutboxItem {
     pub ordering_key: Option<String>,
 }
 
-const COLUMNS: &str =
-    "id, destination, kind, aggregate_id, payload, status, attempts, next_attempt_at, last_error";
+const COLUMNS: &str = "id, destination, kind, aggregate_id, payload, status, attempts, \
+    next_attempt_at, last_error, created_at";
 
 /// Enqueues an item inside the caller's transaction (same transaction as the state change).
 pub async fn enqueue(
@@ -251,6 +253,26 @@ impl Store {
         Ok(row.map_or(0, |r| r.0))
     }
 
+    /// Unfinished and dead items by destination and status (`pending`, `inflight`,
+    /// `dead`): the queues' depth and their dead letters.
+    pub async fn outbox_depths(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT destination, status, COUNT(*) AS n FROM outbox \
+             WHERE status IN ('pending', 'inflight', 'dead') GROUP BY destination, status",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("destination")?,
+                    r.try_get("status")?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Counts items by status for a destination.
     pub async fn outbox_counts(&self, destination: &str) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
@@ -276,5 +298,6 @@ fn decode(row: &AnyRow) -> Result<OutboxItem, StoreError> {
         attempts: row.try_get("attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
     })
 }

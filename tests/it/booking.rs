@@ -1559,3 +1559,99 @@ async fn a_freed_slot_is_booked_after_its_cancellation_postgres() {
 async fn a_freed_slot_is_booked_after_its_cancellation_sqlite() {
     a_freed_slot_is_booked_after_its_cancellation(Backend::Sqlite).await
 }
+
+/// The value of the metric line starting with `prefix` in `/metrics` (0 when absent).
+pub(crate) async fn metric(t: &TestGateway, prefix: &str) -> f64 {
+    let text = t
+        .http
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A clinic system that keeps failing is skipped for the cool-down (bookings answered at
+/// once, without a call), probed after it, and used again once it answers; the metrics
+/// show the circuit, and count SOAP client faults as client faults.
+async fn a_failing_clinic_system_is_skipped_for_a_cool_down(backend: Backend) {
+    let clock = ManualClock::new();
+    let fx = Fx::start_clocked(backend, clock.clone(), |_| {}).await;
+    let slots = fx.free(Channel::Internet).await;
+    fx.sim.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let state = "medgate_partner_circuit_state{partner=\"emias\"}";
+    let mut i = 0;
+    while metric(&fx.t, state).await != 1.0 {
+        let (s, v) = book(&fx, &slots[i].id, 400 + i as u32).await;
+        assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{v}");
+        i += 1;
+        assert!(i <= 5, "the circuit never opened");
+    }
+    // The compensating cancels of the failed bookings wait in the queue, counted.
+    let queued = metric(
+        &fx.t,
+        "medgate_outbox_items{destination=\"mis\",status=\"pending\"}",
+    )
+    .await
+        + metric(
+            &fx.t,
+            "medgate_outbox_items{destination=\"mis\",status=\"inflight\"}",
+        )
+        .await;
+    assert!(queued >= 1.0, "{queued}");
+    // Open: not called, answered at once.
+    let before = fx.sim.requests();
+    let (s, v) = book(&fx, &slots[10].id, 410).await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{v}");
+    assert!(v.to_string().contains("skipped for a cool-down"), "{v}");
+    assert_eq!(fx.sim.requests(), before);
+    // After the cool-down one probe goes; the clinic system answers again: closed.
+    fx.sim.set_faults(Faults::default());
+    clock.advance(Duration::from_secs(31));
+    let (s, v) = book(&fx, &slots[11].id, 411).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(metric(&fx.t, state).await, 0.0);
+    assert!(
+        metric(
+            &fx.t,
+            "medgate_partner_circuit_trips_total{partner=\"emias\"}"
+        )
+        .await
+            >= 1.0
+    );
+    // A SOAP client fault is sent as HTTP 500 but counted as the client's.
+    let fault = fx
+        .t
+        .soap(
+            "http://tempuri.org/IHubService/CheckPatient",
+            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><CheckPatient xmlns="http://tempuri.org/"><Polis>12</Polis><Birthday>1980-05-17</Birthday></CheckPatient></s:Body></s:Envelope>"#,
+        )
+        .await;
+    assert_eq!(fault.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let client = "medgate_http_requests_total{fault=\"client\",method=\"POST\",route=\"/soap/hub\",status=\"500\"}";
+    assert_eq!(metric(&fx.t, client).await, 1.0);
+    let server = "medgate_http_requests_total{fault=\"server\",method=\"POST\",route=\"/soap/hub\"";
+    assert_eq!(metric(&fx.t, server).await, 0.0);
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_clinic_system_is_skipped_for_a_cool_down_postgres() {
+    a_failing_clinic_system_is_skipped_for_a_cool_down(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_clinic_system_is_skipped_for_a_cool_down_sqlite() {
+    a_failing_clinic_system_is_skipped_for_a_cool_down(Backend::Sqlite).await
+}

@@ -75,7 +75,7 @@ async fn health_ready_and_metrics(backend: Backend) {
         .unwrap();
     assert!(
         m.contains(
-            r#"medgate_http_requests_total{method="GET",route="/fhir/Organization",status="200"} 1"#
+            r#"medgate_http_requests_total{fault="none",method="GET",route="/fhir/Organization",status="200"} 1"#
         ),
         "{m}"
     );
