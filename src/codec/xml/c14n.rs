@@ -197,6 +197,10 @@ pub fn canonicalize(
                 }
                 root_seen = true;
                 let depth = stack.len();
+                if !is_qname(e.name().as_ref()) {
+                    let name: String = e.name().as_ref().chars().take(32).collect();
+                    return Err(err(&reader, &format!("invalid element name {name:?}")));
+                }
                 let (declared, raw) = read_attributes(e, limits).map_err(|e| match e {
                     C14nError::Xml(XmlError::Malformed { message, .. }) => err(&reader, &message),
                     other => other,
@@ -371,6 +375,10 @@ fn read_attributes(
     let mut raw = Vec::new();
     for a in e.attributes().with_checks(true) {
         let a = a.map_err(malformed)?;
+        if !is_qname(a.key.as_ref()) {
+            let name: String = a.key.as_ref().chars().take(32).collect();
+            return Err(malformed(format!("invalid attribute name {name:?}")));
+        }
         let value =
             a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
                 .map_err(|err| match err {
@@ -548,6 +556,38 @@ fn normalize_eols(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(s)
     }
+}
+
+/// A `QName` of Namespaces in XML 1.0: an `NCName`, or two joined by one colon. quick-xml
+/// does not check names, and an element named `a/` would be written as `<a/></a/>`.
+fn is_qname(name: &str) -> bool {
+    match name.split_once(':') {
+        Some((prefix, local)) => is_ncname(prefix) && is_ncname(local),
+        None => is_ncname(name),
+    }
+}
+
+/// A `Name` of XML 1.0 (fifth edition) without colons.
+fn is_ncname(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(is_name_start_char) && chars.all(is_name_char)
+}
+
+/// `NameStartChar` of XML 1.0 (fifth edition), colon left out.
+fn is_name_start_char(c: char) -> bool {
+    matches!(c, 'A'..='Z' | '_' | 'a'..='z')
+        || matches!(c, '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}')
+        || matches!(c, '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}')
+        || matches!(c, '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}')
+        || matches!(c, '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}')
+        || matches!(c, '\u{10000}'..='\u{EFFFF}')
+}
+
+/// `NameChar` of XML 1.0 (fifth edition), colon left out.
+fn is_name_char(c: char) -> bool {
+    matches!(c, '-' | '.' | '0'..='9' | '\u{B7}')
+        || matches!(c, '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+        || is_name_start_char(c)
 }
 
 /// The URI bound to `prefix` in the document (all ancestors), `None` when unbound.
@@ -979,6 +1019,34 @@ mod tests {
     /// Every `NAME.xml` against libxml2's output (`NAME.xml.c14n`) or refusal
     /// (`NAME.xml.refused`), with the settings of `NAME.xml.args`. `MEDGATE_C14N_FIXTURES`
     /// names another folder, such as random cases from `make_expected.py --random`.
+    #[test]
+    fn refuses_names_that_are_not_qnames() {
+        // Found by the c14n fuzz target: the element name `a/` came out as `<a/></a/>`, which
+        // is not even well-formed.
+        for doc in [
+            "<a//>",
+            "<\0//>",
+            "<a/b></a/b>",
+            "<a:b:c xmlns:a=\"urn:a\"/>",
+            "<1a/>",
+            "<a b\"c=\"1\"/>",
+            "<a xmlns:=\"urn:a\"/>",
+            "<a :b=\"1\"/>",
+        ] {
+            assert!(
+                matches!(
+                    canonicalize(doc.as_bytes(), &Selection::default(), &Limits::default()),
+                    Err(C14nError::Xml(XmlError::Malformed { .. }))
+                ),
+                "{doc:?}"
+            );
+        }
+        assert_eq!(
+            c14n("<\u{436}:x-1.\u{B7} xmlns:\u{436}=\"urn:z\" _a=\"1\"/>"),
+            "<\u{436}:x-1.\u{B7} xmlns:\u{436}=\"urn:z\" _a=\"1\"></\u{436}:x-1.\u{B7}>"
+        );
+    }
+
     #[test]
     fn differential_against_libxml2_fixtures() {
         let other = std::env::var("MEDGATE_C14N_FIXTURES").ok();
