@@ -185,15 +185,14 @@ impl ApiError {
         )
     }
 
-    /// 400: a JSON body with more structure than any request needs, refused before parsing.
+    /// 400: a JSON body with more structure than any request needs, or a NUL in a string,
+    /// refused before parsing.
     pub fn json_too_complex(e: crate::codec::json::JsonLimitError, field: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            IssueType::TooCostly,
-            "JSON_TOO_COMPLEX",
-            e.to_string(),
-        )
-        .at(field.to_string())
+        let issue = match e {
+            crate::codec::json::JsonLimitError::Nul { .. } => IssueType::Invalid,
+            _ => IssueType::TooCostly,
+        };
+        Self::new(StatusCode::BAD_REQUEST, issue, e.code(), e.to_string()).at(field.to_string())
     }
 
     /// Checks a JSON body's structure against the default limits before it is parsed.

@@ -155,6 +155,17 @@ pub async fn gateway(
             req.extensions_mut().insert(client);
         }
 
+        // No parameter or identifier holds a NUL, and PostgreSQL text cannot: refused here.
+        if req.path().contains("%00") || req.query_string().contains("%00") {
+            let err = ApiError::malformed(
+                "INVALID_CHARACTER",
+                "the request URL holds a NUL character (%00)",
+            );
+            let res = err.render(protocol, &fin.request_id);
+            fin.error = Some(err.code.to_string());
+            return Ok(finish(&state, req.into_parts().0, res, fin).await);
+        }
+
         // Read the body under the size limit (only for routes the gateway serves); it is
         // put back for the handler.
         if rule.is_some() {
