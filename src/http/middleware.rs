@@ -338,10 +338,12 @@ async fn finish(
     }
 
     if f.decision.bodies != BodyPolicy::None && f.protocol != Protocol::Open {
+        // An unknown SOAP operation is named by the client: clipped like the error, so the
+        // index on it can hold the row (one row too wide loses the writer's whole batch).
         let operation = req
             .extensions()
             .get::<Operation>()
-            .map(|o| o.0.clone())
+            .map(|o| o.0.chars().take(200).collect())
             .unwrap_or_else(|| format!("{} {route}", f.method));
         let max = state.txlog.max_body();
         let (request_body, response_body, truncated) = match response_body {
