@@ -331,7 +331,8 @@ async fn finish(
     state
         .metrics
         .observe(&f.method, &route, status.as_u16(), elapsed.as_secs_f64());
-    if status.is_server_error() {
+    // By what the answer stands for: a SOAP 1.1 Client fault is sent as 500 yet is no failure.
+    if class.is_server_error() {
         tracing::warn!(status = status.as_u16(), route = %route, "request failed");
     } else {
         tracing::debug!(status = status.as_u16(), route = %route, "request served");
