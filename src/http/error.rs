@@ -279,9 +279,9 @@ impl ApiError {
                 );
                 // SOAP 1.1 over HTTP answers every fault with 500; 1.2 keeps 4xx for senders.
                 // What HTTP refuses before any SOAP is read (credentials, a method or path
-                // not served, a body too large) keeps its status.
-                let http =
-                    matches!(self.status.as_u16(), 401 | 405 | 413) || self.code == "NO_SUCH_ROUTE";
+                // not served, a body too large or too slow) keeps its status.
+                let http = matches!(self.status.as_u16(), 401 | 405 | 408 | 413)
+                    || self.code == "NO_SUCH_ROUTE";
                 let status = match version {
                     SoapVersion::V11 if !http => StatusCode::INTERNAL_SERVER_ERROR,
                     _ => self.status,

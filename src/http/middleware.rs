@@ -169,7 +169,8 @@ pub async fn gateway(
         // Read the body under the size limit (only for routes the gateway serves); it is
         // put back for the handler.
         if rule.is_some() {
-            match read_body(&mut req, limit).await {
+            let deadline = std::time::Duration::from_secs(state.settings.http.body_timeout_secs);
+            match read_body(&mut req, limit, deadline).await {
                 Ok(b) => fin.request_body = b,
                 Err(e) => {
                     let res = e.render(protocol, &fin.request_id);
@@ -256,7 +257,11 @@ fn method_not_allowed(
     )
 }
 
-async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(
+    req: &mut ServiceRequest,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get("content-length")
@@ -266,20 +271,37 @@ async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiE
         return Err(ApiError::too_large(limit));
     }
     let mut payload = req.take_payload();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::malformed(
-                "BODY_READ_FAILED",
-                format!("could not read the request body: {e}"),
-            )
-        })?;
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::too_large(limit));
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::malformed(
+                    "BODY_READ_FAILED",
+                    format!("could not read the request body: {e}"),
+                )
+            })?;
+            if buf.len() + chunk.len() > limit {
+                return Err(ApiError::too_large(limit));
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
+        Ok(buf.freeze())
+    };
+    // actix bounds the time to the end of the head, not of the body: a body that stalls
+    // (a Content-Length never met) would hold its request open for ever.
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                actix_web::http::StatusCode::REQUEST_TIMEOUT,
+                crate::codec::fhir::IssueType::Timeout,
+                "BODY_TIMEOUT",
+                format!(
+                    "the request body did not arrive within {} s",
+                    deadline.as_secs()
+                ),
+            ))
+        })
 }
 
 struct Finish {
