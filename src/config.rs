@@ -295,6 +295,8 @@ pub struct HttpSettings {
     pub bind: String,
     /// Largest accepted request body in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Seconds a request body may take to arrive in full; a slower one gets 408.
+    pub body_timeout_secs: u64,
     /// Number of HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
     /// Public base URL used in links the gateway emits (FHIR `next` links, WSDL address).
@@ -501,6 +503,7 @@ impl Default for Settings {
             http: HttpSettings {
                 bind: "127.0.0.1:8080".into(),
                 max_body_bytes: 10 * 1024 * 1024,
+                body_timeout_secs: 60,
                 workers: 0,
                 public_url: None,
                 tls: None,
@@ -587,6 +590,9 @@ impl Settings {
         }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.body_timeout_secs == 0 {
+            return bad("http.body_timeout_secs", "must be at least 1");
         }
         let url = &self.database.url;
         if !(url.starts_with("postgres://")

@@ -12,9 +12,12 @@ use crate::config::{LogFormat, LogSettings};
 /// Installs the global subscriber; `RUST_LOG` overrides the configured filter.
 /// Calling it twice is harmless (the second call does nothing).
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let env = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let filter = [env.as_deref(), Some(settings.filter.as_str()), Some("info")]
+        .into_iter()
+        .flatten()
+        .find_map(filter)
+        .unwrap_or_default();
     let json = match settings.format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
@@ -51,7 +54,7 @@ where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
     let _ = tracing_subscriber::registry()
-        .with(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with(self::filter(filter).unwrap_or_else(|| EnvFilter::new("info")))
         .with(
             tracing_subscriber::fmt::layer()
                 .json()
@@ -60,4 +63,17 @@ where
                 .with_writer(writer),
         )
         .try_init();
+}
+
+/// The filter a spec (`info,medgate=debug`) stands for, or `None` when it does not parse.
+/// actix-http reports a client's malformed HTTP (bad framing, a head too large) at error
+/// level though it is the client's fault and answered 400 or 431: those reports are off
+/// unless the spec names `actix_http`.
+pub fn filter(spec: &str) -> Option<EnvFilter> {
+    let spec = if spec.contains("actix_http") {
+        spec.to_string()
+    } else {
+        format!("{spec},actix_http::h1::dispatcher=off")
+    };
+    EnvFilter::try_new(spec).ok()
 }

@@ -1,6 +1,7 @@
 //! Limits that hold while JSON is read: nesting depth and the number of values are counted
 //! in one pass over the bytes before any tree is built, so a body made of a million tiny
-//! objects is refused without allocating for them.
+//! objects is refused without allocating for them; the same pass refuses a string holding a
+//! NUL (`\u0000`), which no field carries and PostgreSQL text cannot store.
 
 /// How much structure a JSON body may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,22 @@ pub enum JsonLimitError {
         /// Where it was crossed.
         at: usize,
     },
+    /// A string holds a NUL character.
+    #[error("a JSON string holds a NUL character (\\u0000) at byte {at}")]
+    Nul {
+        /// Where.
+        at: usize,
+    },
+}
+
+impl JsonLimitError {
+    /// The machine code a client is answered with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            JsonLimitError::Nul { .. } => "INVALID_CHARACTER",
+            _ => "JSON_TOO_COMPLEX",
+        }
+    }
 }
 
 /// Checks the structure of `bytes` against `limits` in one pass (strings and escapes are
@@ -53,6 +70,9 @@ pub fn check(bytes: &[u8], limits: &JsonLimits) -> Result<(), JsonLimitError> {
     for (at, &b) in bytes.iter().enumerate() {
         if in_string {
             match (escaped, b) {
+                (true, b'u') if bytes.get(at + 1..at + 5) == Some(b"0000") => {
+                    return Err(JsonLimitError::Nul { at });
+                }
                 (true, _) => escaped = false,
                 (false, b'\\') => escaped = true,
                 (false, b'"') => in_string = false,
@@ -126,6 +146,14 @@ mod tests {
             JsonLimitError::TooManyValues { at, .. } => assert!(at < 70_000, "{at}"),
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            check(br#"{"a": "x\u0000"}"#, &JsonLimits::default()),
+            Err(JsonLimitError::Nul { at: 9 })
+        );
+        assert_eq!(
+            check(br#"["\\u0000", "\u00001"]"#, &limits(2, 10)),
+            Err(JsonLimitError::Nul { at: 14 })
+        );
         let deep = "[".repeat(100_000);
         assert!(matches!(
             check(deep.as_bytes(), &JsonLimits::default()),

@@ -18,7 +18,7 @@ use crate::codec::fhir::document::{document_reference, read_submission, ReadErro
 use crate::codec::fhir::{IssueType, FHIR_JSON};
 use crate::codec::remd::{Addressing, RegisterResult, NS_CALLBACK, NS_SERVICE};
 use crate::codec::soap::{self, SoapVersion};
-use crate::codec::xml::{dom, dsig, Limits};
+use crate::codec::xml::{dom, dsig};
 use crate::model::document::{Document, DocumentStatus, Submission};
 use crate::model::remd::ErrorClass;
 use crate::model::time::from_ms;
@@ -208,8 +208,15 @@ fn soap12_reply(relates_to: &str, body: &str) -> HttpResponse {
 }
 
 /// Parses the registry's SOAP 1.2 message, expecting `operation`.
-fn registry_request(body: &[u8], operation: &str) -> Result<soap::SoapRequest, Box<HttpResponse>> {
-    let parsed = soap::parse_request(body, &Limits::default()).map_err(|e| {
+fn registry_request(
+    state: &AppState,
+    body: &[u8],
+    operation: &str,
+) -> Result<soap::SoapRequest, Box<HttpResponse>> {
+    // The budget of every SOAP request: under the default one a 2 MB envelope of 100,000
+    // elements took some 50 MB while parsed.
+    let limits = super::soap::request_limits(state);
+    let parsed = soap::parse_request(body, &limits).map_err(|e| {
         Box::new(soap12_fault(&ApiError::malformed(
             "MALFORMED_XML",
             e.to_string(),
@@ -238,13 +245,13 @@ async fn remd_callback(
         if let Err(e) = dsig::verify_envelope_trusted(
             &body,
             state.callback_trust.as_slice(),
-            &Limits::default(),
+            &super::soap::request_limits(&state),
         ) {
             tracing::warn!(code = e.code(), error = %e, "registry callback refused");
             return soap12_fault(&ApiError::signature(&e));
         }
     }
-    let parsed = match registry_request(&body, "registerDocumentResult") {
+    let parsed = match registry_request(&state, &body, "registerDocumentResult") {
         Ok(p) if p.operation.ns == NS_CALLBACK => p,
         Ok(p) => {
             return soap12_fault(&ApiError::invalid(
@@ -288,7 +295,7 @@ async fn remd_provider(
 ) -> HttpResponse {
     req.extensions_mut()
         .insert(Operation("remd.getDocumentFile".into()));
-    let parsed = match registry_request(&body, "getDocumentFileRequest") {
+    let parsed = match registry_request(&state, &body, "getDocumentFileRequest") {
         Ok(p) => p,
         Err(fault) => return *fault,
     };

@@ -194,15 +194,14 @@ impl ApiError {
         )
     }
 
-    /// 400: a JSON body with more structure than any request needs, refused before parsing.
+    /// 400: a JSON body with more structure than any request needs, or a NUL in a string,
+    /// refused before parsing.
     pub fn json_too_complex(e: crate::codec::json::JsonLimitError, field: &str) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            IssueType::TooCostly,
-            "JSON_TOO_COMPLEX",
-            e.to_string(),
-        )
-        .at(field.to_string())
+        let issue = match e {
+            crate::codec::json::JsonLimitError::Nul { .. } => IssueType::Invalid,
+            _ => IssueType::TooCostly,
+        };
+        Self::new(StatusCode::BAD_REQUEST, issue, e.code(), e.to_string()).at(field.to_string())
     }
 
     /// Checks a JSON body's structure against the default limits before it is parsed.
@@ -294,10 +293,12 @@ impl ApiError {
                     },
                 );
                 // SOAP 1.1 over HTTP answers every fault with 500; 1.2 keeps 4xx for senders.
+                // What HTTP refuses before any SOAP is read (credentials, a method or path
+                // not served, a body too large or too slow) keeps its status.
+                let http = matches!(self.status.as_u16(), 401 | 405 | 408 | 413)
+                    || self.code == "NO_SUCH_ROUTE";
                 let status = match version {
-                    SoapVersion::V11 if !matches!(self.status.as_u16(), 401 | 413) => {
-                        StatusCode::INTERNAL_SERVER_ERROR
-                    }
+                    SoapVersion::V11 if !http => StatusCode::INTERNAL_SERVER_ERROR,
                     _ => self.status,
                 };
                 HttpResponse::build(status)

@@ -45,6 +45,10 @@ fn cursor_decode(raw: &str) -> ApiResult<(i64, String)> {
         .decode(raw)
         .map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    // What it decodes to is the client's: no NUL reaches the store.
+    if text.contains('\0') {
+        return Err(bad());
+    }
     let (start, id) = text.split_once('|').ok_or_else(bad)?;
     Ok((start.parse().map_err(|_| bad())?, id.to_string()))
 }

@@ -156,10 +156,22 @@ pub async fn gateway(
             req.extensions_mut().insert(client);
         }
 
+        // No parameter or identifier holds a NUL, and PostgreSQL text cannot: refused here.
+        if req.path().contains("%00") || req.query_string().contains("%00") {
+            let err = ApiError::malformed(
+                "INVALID_CHARACTER",
+                "the request URL holds a NUL character (%00)",
+            );
+            let res = err.render(protocol, &fin.request_id);
+            fin.error = Some(err.code.to_string());
+            return Ok(finish(&state, req.into_parts().0, res, fin).await);
+        }
+
         // Read the body under the size limit (only for routes the gateway serves); it is
         // put back for the handler.
         if rule.is_some() {
-            match read_body(&mut req, limit).await {
+            let deadline = std::time::Duration::from_secs(state.settings.http.body_timeout_secs);
+            match read_body(&mut req, limit, deadline).await {
                 Ok(b) => fin.request_body = b,
                 Err(e) => {
                     let res = e.render(protocol, &fin.request_id);
@@ -246,7 +258,11 @@ fn method_not_allowed(
     )
 }
 
-async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(
+    req: &mut ServiceRequest,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get("content-length")
@@ -256,20 +272,37 @@ async fn read_body(req: &mut ServiceRequest, limit: usize) -> Result<Bytes, ApiE
         return Err(ApiError::too_large(limit));
     }
     let mut payload = req.take_payload();
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::malformed(
-                "BODY_READ_FAILED",
-                format!("could not read the request body: {e}"),
-            )
-        })?;
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::too_large(limit));
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::malformed(
+                    "BODY_READ_FAILED",
+                    format!("could not read the request body: {e}"),
+                )
+            })?;
+            if buf.len() + chunk.len() > limit {
+                return Err(ApiError::too_large(limit));
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
+        Ok(buf.freeze())
+    };
+    // actix bounds the time to the end of the head, not of the body: a body that stalls
+    // (a Content-Length never met) would hold its request open for ever.
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                actix_web::http::StatusCode::REQUEST_TIMEOUT,
+                crate::codec::fhir::IssueType::Timeout,
+                "BODY_TIMEOUT",
+                format!(
+                    "the request body did not arrive within {} s",
+                    deadline.as_secs()
+                ),
+            ))
+        })
 }
 
 struct Finish {
@@ -325,6 +358,7 @@ async fn finish(
         class.as_u16(),
         elapsed.as_secs_f64(),
     );
+    // By what the answer stands for: a SOAP 1.1 Client fault is sent as 500 yet is no failure.
     if class.is_server_error() {
         tracing::warn!(status = status.as_u16(), route = %route, "request failed");
     } else {
@@ -332,10 +366,12 @@ async fn finish(
     }
 
     if f.decision.bodies != BodyPolicy::None && f.protocol != Protocol::Open {
+        // An unknown SOAP operation is named by the client: clipped like the error, so the
+        // index on it can hold the row (one row too wide loses the writer's whole batch).
         let operation = req
             .extensions()
             .get::<Operation>()
-            .map(|o| o.0.clone())
+            .map(|o| o.0.chars().take(200).collect())
             .unwrap_or_else(|| format!("{} {route}", f.method));
         let max = state.txlog.max_body();
         let (request_body, response_body, truncated) = match response_body {

@@ -61,6 +61,18 @@ pub struct Service {
     pub log_name: &'static str,
 }
 
+/// The parse budget of every inbound SOAP request. Requests are small envelopes (a document
+/// travels as one base64 text): a tight element and depth budget bounds the memory a hostile
+/// one can take while parsed.
+pub fn request_limits(state: &AppState) -> Limits {
+    Limits {
+        max_bytes: state.settings.http.max_body_bytes,
+        max_depth: 32,
+        max_elements: 20_000,
+        ..Limits::default()
+    }
+}
+
 /// Parses a request to `service`: bounded envelope, SOAPAction matching the operation,
 /// operation in the service namespace. A refusal is the Fault to answer.
 pub fn accept(
@@ -73,14 +85,7 @@ pub fn accept(
         Some(super::Protocol::Soap(v)) => v,
         _ => SoapVersion::V11,
     };
-    // Requests are small envelopes (a document travels as one base64 text): a tight
-    // element and depth budget bounds the memory a hostile one can take while parsed.
-    let limits = Limits {
-        max_bytes: state.settings.http.max_body_bytes,
-        max_depth: 32,
-        max_elements: 20_000,
-        ..Limits::default()
-    };
+    let limits = request_limits(state);
     let parsed = soap::parse_request(body, &limits)
         .map_err(|e| Box::new(fault(default_version, &xml_error(e))))?;
     let version = parsed.version;

@@ -16,13 +16,13 @@ use crate::documents::{cda, document_reference, key, AUTHOR};
 use crate::support::*;
 
 /// Owner: acts for the test clinic with every scope a clinic may hold.
-const OWNER: &str = "matrix-owner-token";
+pub(crate) const OWNER: &str = "matrix-owner-token";
 /// Another clinic, with the same scopes, acting for another organization.
 const OTHER: &str = "matrix-other-token";
 /// Acts for the test clinic but holds no scope.
-const NOSCOPE: &str = "matrix-noscope-token";
+pub(crate) const NOSCOPE: &str = "matrix-noscope-token";
 const OTHER_ORG: &str = "1.2.643.5.1.13.13.12.2.77.7002";
-const SCOPES: &[&str] = &[
+pub(crate) const SCOPES: &[&str] = &[
     "schedule:read",
     "appointment:write",
     "booking:admin",
@@ -115,17 +115,17 @@ impl Req {
 }
 
 /// The owner's records the cases act on.
-struct Records {
-    slots: Vec<String>,
-    hold_to_book: String,
-    hold_to_cancel: String,
-    booked: String,
-    urgent: String,
-    hold_to_refuse: String,
-    document: String,
-    restriction_to_list: String,
-    restriction_to_delete: String,
-    transaction: String,
+pub(crate) struct Records {
+    pub(crate) slots: Vec<String>,
+    pub(crate) hold_to_book: String,
+    pub(crate) hold_to_cancel: String,
+    pub(crate) booked: String,
+    pub(crate) urgent: String,
+    pub(crate) hold_to_refuse: String,
+    pub(crate) document: String,
+    pub(crate) restriction_to_list: String,
+    pub(crate) restriction_to_delete: String,
+    pub(crate) transaction: String,
 }
 
 async fn send(fx: &Fx, token: Option<&str>, r: &Req) -> Seen {
@@ -463,7 +463,7 @@ fn hidden_id<'a>(pattern: &str, r: &'a Records) -> &'a str {
     }
 }
 
-async fn records(fx: &Fx) -> Records {
+pub(crate) async fn records(fx: &Fx) -> Records {
     let slots: Vec<String> = fx
         .free(Channel::Internet)
         .await
@@ -539,47 +539,50 @@ async fn records(fx: &Fx) -> Records {
     }
 }
 
+/// The matrix's clients (owner, other, no scope), an intake-only registry link and the
+/// signing keys, on top of the test settings.
+pub(crate) fn matrix_settings(s: &mut medgate::config::Settings) {
+    let client =
+        |id: &str, token: &str, org: &str, scopes: &[&str]| medgate::config::ClientSettings {
+            id: id.into(),
+            name: id.into(),
+            token_sha256: medgate::config::Secret::new(hex::encode(medgate::auth::token_hash(
+                token,
+            ))),
+            organizations: vec![org.into()],
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            channels: Vec::new(),
+            rate: None,
+            signing_certificate: None,
+            certificate: None,
+        };
+    s.clients.push(client("owner", OWNER, ORG, SCOPES));
+    s.clients.push(client("other", OTHER, OTHER_ORG, SCOPES));
+    s.clients.push(client("noscope", NOSCOPE, ORG, &[]));
+    let base = s.http.public_url.clone().unwrap();
+    // Intake only: nothing is sent to a registry.
+    s.remd = Some(RemdSettings {
+        url: "http://127.0.0.1:9/unused".into(),
+        client_entity_id: "matrix".into(),
+        callback_url: format!("{base}/soap/remd/callback"),
+        file_url: format!("{base}/soap/remd/provider"),
+        timeout_secs: 1,
+        retry_schedule_secs: vec![1],
+        callback_timeout_secs: 30,
+        workers: 1,
+        max_document_bytes: 1024 * 1024,
+        deliver: false,
+        message_key: None,
+        callback_certificates: Vec::new(),
+    });
+    s.signing.keys = vec![
+        key(ORG, KeyRole::Organization, "org-gost256"),
+        key("12345678964", KeyRole::Doctor, "doctor-gost256"),
+    ];
+}
+
 async fn every_route_checks_scope_and_organization(backend: Backend) {
-    let fx = Fx::start(backend, |s| {
-        let client =
-            |id: &str, token: &str, org: &str, scopes: &[&str]| medgate::config::ClientSettings {
-                id: id.into(),
-                name: id.into(),
-                token_sha256: medgate::config::Secret::new(hex::encode(medgate::auth::token_hash(
-                    token,
-                ))),
-                organizations: vec![org.into()],
-                scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                channels: Vec::new(),
-                rate: None,
-                signing_certificate: None,
-                certificate: None,
-            };
-        s.clients.push(client("owner", OWNER, ORG, SCOPES));
-        s.clients.push(client("other", OTHER, OTHER_ORG, SCOPES));
-        s.clients.push(client("noscope", NOSCOPE, ORG, &[]));
-        let base = s.http.public_url.clone().unwrap();
-        // Intake only: nothing is sent to a registry.
-        s.remd = Some(RemdSettings {
-            url: "http://127.0.0.1:9/unused".into(),
-            client_entity_id: "matrix".into(),
-            callback_url: format!("{base}/soap/remd/callback"),
-            file_url: format!("{base}/soap/remd/provider"),
-            timeout_secs: 1,
-            retry_schedule_secs: vec![1],
-            callback_timeout_secs: 30,
-            workers: 1,
-            max_document_bytes: 1024 * 1024,
-            deliver: false,
-            message_key: None,
-            callback_certificates: Vec::new(),
-        });
-        s.signing.keys = vec![
-            key(ORG, KeyRole::Organization, "org-gost256"),
-            key("12345678964", KeyRole::Doctor, "doctor-gost256"),
-        ];
-    })
-    .await;
+    let fx = Fx::start(backend, matrix_settings).await;
     let r = records(&fx).await;
     let store = fx.t.db.store().await;
     let mut checked = 0;

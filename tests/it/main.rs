@@ -9,6 +9,7 @@ mod crash;
 mod documents;
 mod fhir_mis;
 mod foundation;
+mod hostile;
 mod hub;
 mod logs;
 mod schedules;

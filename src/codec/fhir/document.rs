@@ -142,7 +142,7 @@ fn ident(r: Option<Reference>, path: &str) -> Result<String, ReadError> {
 pub fn read_submission(body: &[u8]) -> Result<Submission, ReadError> {
     crate::codec::json::check(body, &crate::codec::json::JsonLimits::default()).map_err(|e| {
         ReadError::Invalid {
-            code: "JSON_TOO_COMPLEX",
+            code: e.code(),
             path: "DocumentReference".into(),
             message: e.to_string(),
         }

@@ -145,6 +145,13 @@ pub fn parse(input: &[u8], limits: &Limits) -> Result<Element, XmlError> {
         });
     }
     let text = std::str::from_utf8(input).map_err(|_| XmlError::Encoding)?;
+    // NUL is no XML character (and PostgreSQL text cannot hold one).
+    if let Some(at) = input.iter().position(|b| *b == 0) {
+        return Err(XmlError::Malformed {
+            position: at as u64,
+            message: "NUL is not an XML character".into(),
+        });
+    }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = NsReader::from_str(text);
     reader.config_mut().check_end_names = true;
@@ -396,5 +403,9 @@ mod tests {
             Err(XmlError::UnknownPrefix(_))
         ));
         assert_eq!(parse(b"  ", &Limits::default()), Err(XmlError::Empty));
+        assert!(matches!(
+            parse(b"<a>x\0</a>", &Limits::default()),
+            Err(XmlError::Malformed { position: 4, .. })
+        ));
     }
 }
