@@ -102,7 +102,15 @@ pub async fn gateway(
                 Some(rule) => Some(rule),
                 None => {
                     let err = method_not_allowed(req.method(), &pattern, &rules);
-                    let res = err.render(protocol, &fin.request_id);
+                    let mut res = err.render(protocol, &fin.request_id);
+                    let allow: Vec<String> = rules
+                        .methods(&pattern)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                        res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+                    }
                     fin.error = Some(err.code.to_string());
                     return Ok(finish(&state, req.into_parts().0, res, fin).await);
                 }

@@ -711,3 +711,22 @@ async fn every_route_checks_scope_and_organization_postgres() {
 async fn every_route_checks_scope_and_organization_sqlite() {
     every_route_checks_scope_and_organization(Backend::Sqlite).await
 }
+
+/// A served path asked with another method: 405 at once, naming the methods it serves in
+/// `Allow`, before credentials or the body are looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unserved_method_is_refused_with_allow() {
+    let t = TestGateway::start(Backend::Sqlite).await;
+    let r = t.http.delete(t.url("/fhir/Slot")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "GET");
+    let r = t
+        .http
+        .request(Method::PATCH, t.url("/fhir/Appointment/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "GET, PUT");
+    t.stop().await;
+}
