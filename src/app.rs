@@ -129,6 +129,10 @@ impl Gateway {
         let jobs = Jobs::start(background_jobs(
             &settings, &store, &clock, &booking, &documents, sources, &partners,
         ));
+        let admission = crate::http::admission::Admission::new(
+            settings.http.max_inflight,
+            Duration::from_millis(settings.http.queue_timeout_ms),
+        );
         let state = Arc::new(AppState {
             booking,
             documents,
@@ -150,6 +154,7 @@ impl Gateway {
             txlog,
             metrics,
             started,
+            admission,
         });
         let tls = state
             .settings

@@ -297,6 +297,13 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Seconds a request body may take to arrive in full; a slower one gets 408.
     pub body_timeout_secs: u64,
+    /// Requests of protected routes at work at once; beyond, a request waits
+    /// `queue_timeout_ms` and is then answered 503 with Retry-After.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+    /// How long a request waits for admission before it is shed, in milliseconds.
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout_ms: u64,
     /// Number of HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
     /// Public base URL used in links the gateway emits (FHIR `next` links, WSDL address).
@@ -325,6 +332,14 @@ pub struct TlsSettings {
     /// Seconds between checks of the files for changes; 0: reload only on `SIGHUP`.
     #[serde(default = "default_tls_watch")]
     pub watch_secs: u64,
+}
+
+fn default_max_inflight() -> usize {
+    256
+}
+
+fn default_queue_timeout() -> u64 {
+    2000
 }
 
 fn default_tls_watch() -> u64 {
@@ -504,6 +519,8 @@ impl Default for Settings {
                 bind: "127.0.0.1:8080".into(),
                 max_body_bytes: 10 * 1024 * 1024,
                 body_timeout_secs: 60,
+                max_inflight: default_max_inflight(),
+                queue_timeout_ms: default_queue_timeout(),
                 workers: 0,
                 public_url: None,
                 tls: None,
@@ -590,6 +607,9 @@ impl Settings {
         }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.max_inflight == 0 {
+            return bad("http.max_inflight", "must be at least 1");
         }
         if self.http.body_timeout_secs == 0 {
             return bad("http.body_timeout_secs", "must be at least 1");

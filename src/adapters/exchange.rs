@@ -127,7 +127,9 @@ where
         Ok(r) => r,
         Err(e) => {
             let err = no_answer(e);
-            txlog.record_outbound(call.failed(started, &err.to_string()));
+            txlog
+                .record_outbound(call.failed(started, &err.to_string()))
+                .await;
             return Err(err.into());
         }
     };
@@ -136,16 +138,20 @@ where
         Ok(b) => b,
         Err(e) => {
             let err = no_answer(e);
-            txlog.record_outbound(call.failed(started, &err.to_string()));
+            txlog
+                .record_outbound(call.failed(started, &err.to_string()))
+                .await;
             return Err(err.into());
         }
     };
     let result = read(status, &bytes);
-    txlog.record_outbound(call.answered(
-        started,
-        status,
-        &bytes,
-        result.as_ref().err().map(|e| e.to_string()),
-    ));
+    txlog
+        .record_outbound(call.answered(
+            started,
+            status,
+            &bytes,
+            result.as_ref().err().map(|e| e.to_string()),
+        ))
+        .await;
     result
 }

@@ -58,6 +58,8 @@ pub struct TxLog {
 pub type TxLogHandle = tokio::task::JoinHandle<()>;
 
 const QUEUE: usize = 16_384;
+/// How long a record waits for room in a full queue before it is counted as dropped.
+const QUEUE_WAIT: Duration = Duration::from_secs(2);
 const BATCH: usize = 500;
 
 impl TxLog {
@@ -97,14 +99,34 @@ impl TxLog {
         self.settings.max_stored_body_bytes
     }
 
-    /// Queues a record. When the queue is full the record is counted as dropped and logged,
-    /// never blocking the request that produced it.
-    pub fn record(&self, record: TransactionRecord) {
-        if let Err(e) = self.tx.try_send(Msg::Record(Box::new(record))) {
+    /// Queues a record. A full queue is waited on for a moment (admission sheds new
+    /// requests long before it fills); a record that still finds no room is counted as
+    /// dropped and logged.
+    pub async fn record(&self, record: TransactionRecord) {
+        let msg = match self.tx.try_send(Msg::Record(Box::new(record))) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("transaction log closed; record dropped");
+                return;
+            }
+        };
+        if !matches!(
+            tokio::time::timeout(QUEUE_WAIT, self.tx.send(msg)).await,
+            Ok(Ok(()))
+        ) {
             self.dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(error = %e, "transaction log queue full; record dropped");
+            tracing::warn!("transaction log queue full; record dropped");
         }
+    }
+
+    /// True when the queue is more than nine-tenths full: the writer is behind, and new
+    /// requests are shed until it catches up.
+    pub fn saturated(&self) -> bool {
+        self.tx.capacity() < QUEUE / 10
     }
 
     /// Records dropped because the queue was full.
@@ -259,7 +281,7 @@ impl OutboundCall {
 
 impl TxLog {
     /// Applies the policy for `target`'s adapter to an outbound record (bodies, retention).
-    pub fn record_outbound(&self, mut record: TransactionRecord) {
+    pub async fn record_outbound(&self, mut record: TransactionRecord) {
         let decision = self.decide(&format!("/outbound/{}", record.protocol));
         match decision.bodies {
             BodyPolicy::None => return,
@@ -283,6 +305,6 @@ impl TxLog {
             }
         }
         record.expires_at = record.started_at + i64::from(decision.retention_days) * 86_400_000;
-        self.record(record);
+        self.record(record).await;
     }
 }

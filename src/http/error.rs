@@ -116,6 +116,25 @@ impl ApiError {
         }
     }
 
+    /// 503: shed under overload; retry in a second.
+    pub fn overloaded(shed: &super::admission::Shed) -> Self {
+        let message = match shed {
+            super::admission::Shed::Busy => {
+                "the gateway is at capacity; nothing was done, retry shortly"
+            }
+            super::admission::Shed::Recording => {
+                "the gateway's transaction log is behind; nothing was done, retry shortly"
+            }
+        };
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            IssueType::Transient,
+            "OVERLOADED",
+            message,
+        )
+        .retry_after(1)
+    }
+
     /// Tells the client when to try again (`Retry-After`, seconds).
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);

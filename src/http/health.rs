@@ -51,6 +51,11 @@ pub async fn metrics(state: Data<AppState>) -> HttpResponse {
         .metrics
         .txlog_dropped
         .set(state.operations.txlog_dropped() as i64);
+    let max = state.settings.http.max_inflight;
+    state
+        .metrics
+        .inflight
+        .set(state.admission.inflight(max) as i64);
     // The queues as they are now; a failed count leaves the last one standing.
     if let Ok(depths) = state.operations.outbox_depths().await {
         state.metrics.outbox.reset();

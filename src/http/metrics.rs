@@ -15,6 +15,10 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// Outbox items by destination and status (pending, inflight, dead).
     pub outbox: IntGaugeVec,
+    /// Requests shed by admission control, by reason (`busy`, `recording`).
+    pub shed: IntCounterVec,
+    /// Requests at work now (admitted, not yet answered).
+    pub inflight: IntGauge,
     /// Request latency by method and route pattern.
     pub latency: HistogramVec,
     /// Database pool connections by state (`open`, `idle`).
@@ -41,6 +45,16 @@ impl Metrics {
             &["destination", "status"],
         )
         .expect("static metric definition");
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "http_shed_total",
+                "Requests answered 503 by admission control, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let inflight = IntGauge::new("http_inflight", "Requests at work now")
+            .expect("static metric definition");
         let latency = HistogramVec::new(
             HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
                 vec![
@@ -67,6 +81,8 @@ impl Metrics {
             Box::new(db_pool.clone()),
             Box::new(txlog_dropped.clone()),
             Box::new(outbox.clone()),
+            Box::new(shed.clone()),
+            Box::new(inflight.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -74,6 +90,8 @@ impl Metrics {
             registry,
             requests,
             outbox,
+            shed,
+            inflight,
             latency,
             db_pool,
             txlog_dropped,

@@ -164,6 +164,22 @@ pub async fn gateway(
             req.extensions_mut().insert(client);
         }
 
+        // Admission: a bounded number of requests at work; beyond it a request waits a
+        // bounded time, then is shed with 503 and Retry-After (never a reset connection).
+        let _permit = match rule.filter(|r| *r != Access::Open) {
+            None => None,
+            Some(_) => match state.admission.enter(state.txlog.saturated()).await {
+                Ok(permit) => Some(permit),
+                Err(shed) => {
+                    state.metrics.shed.with_label_values(&[shed.reason()]).inc();
+                    let err = ApiError::overloaded(&shed);
+                    let res = err.render(protocol, &fin.request_id);
+                    fin.error = Some(err.code.to_string());
+                    return Ok(finish(&state, req.into_parts().0, res, fin).await);
+                }
+            },
+        };
+
         // No parameter or identifier holds a NUL, and PostgreSQL text cannot: refused here.
         if req.path().contains("%00") || req.query_string().contains("%00") {
             let err = ApiError::malformed(
@@ -398,34 +414,37 @@ async fn finish(
             } else {
                 "server-error"
             };
-        state.txlog.record(TransactionRecord {
-            id: uuid::Uuid::now_v7().to_string(),
-            correlation_id: f.correlation_id,
-            request_id: f.request_id,
-            client_id: f.client_id,
-            direction: "inbound".into(),
-            protocol: f.protocol.name().into(),
-            operation,
-            method: f.method,
-            target: f.path,
-            status: status_text.into(),
-            http_status: Some(i32::from(status.as_u16())),
-            error: error.map(|e| e.chars().take(500).collect()),
-            started_at: f.started_at,
-            duration_us: elapsed.as_micros() as i64,
-            request_bytes: f.request_body.len() as i64,
-            response_bytes,
-            body_policy: match f.decision.bodies {
-                BodyPolicy::Full => "full",
-                _ => "metadata-only",
-            }
-            .into(),
-            request_body,
-            response_body,
-            truncated,
-            rerun_of: None,
-            expires_at: f.started_at + i64::from(f.decision.retention_days) * 86_400_000,
-        });
+        state
+            .txlog
+            .record(TransactionRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                correlation_id: f.correlation_id,
+                request_id: f.request_id,
+                client_id: f.client_id,
+                direction: "inbound".into(),
+                protocol: f.protocol.name().into(),
+                operation,
+                method: f.method,
+                target: f.path,
+                status: status_text.into(),
+                http_status: Some(i32::from(status.as_u16())),
+                error: error.map(|e| e.chars().take(500).collect()),
+                started_at: f.started_at,
+                duration_us: elapsed.as_micros() as i64,
+                request_bytes: f.request_body.len() as i64,
+                response_bytes,
+                body_policy: match f.decision.bodies {
+                    BodyPolicy::Full => "full",
+                    _ => "metadata-only",
+                }
+                .into(),
+                request_body,
+                response_body,
+                truncated,
+                rerun_of: None,
+                expires_at: f.started_at + i64::from(f.decision.retention_days) * 86_400_000,
+            })
+            .await;
     }
     ServiceResponse::new(req, res)
 }

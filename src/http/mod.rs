@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod booking;
 pub mod documents;
 pub mod error;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub operations: Operations,
     /// Process start time.
     pub started: Instant,
+    /// The gate of requests at work (load shedding).
+    pub admission: admission::Admission,
 }
 
 /// The authenticated client of the current request; every protected handler takes one.

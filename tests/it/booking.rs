@@ -1655,3 +1655,80 @@ async fn a_failing_clinic_system_is_skipped_for_a_cool_down_postgres() {
 async fn a_failing_clinic_system_is_skipped_for_a_cool_down_sqlite() {
     a_failing_clinic_system_is_skipped_for_a_cool_down(Backend::Sqlite).await
 }
+
+/// Beyond `http.max_inflight` requests at work, a request waits `queue_timeout_ms` and is
+/// then shed: 503 OVERLOADED with Retry-After, at once, while health stays answered.
+async fn overload_is_shed_with_a_retryable_answer(backend: Backend) {
+    let fx = Fx::start(backend, |s| {
+        s.http.max_inflight = 1;
+        s.http.queue_timeout_ms = 100;
+        // Room for the slow booking on a busy machine.
+        s.emias.as_mut().unwrap().timeout_secs = 10;
+    })
+    .await;
+    let slots = fx.free(Channel::Internet).await;
+    fx.sim.set_faults(Faults {
+        latency: Duration::from_millis(1500),
+        ..Faults::default()
+    });
+    // One slow booking (within the clinic system's timeout) takes the only slot.
+    let slow = {
+        let http = fx.t.http.clone();
+        let url = fx.t.url("/fhir/Appointment/$book");
+        let body = params(&slots[0].id, Some(patient(500)), None).to_string();
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(PORTAL_TOKEN)
+                .header("content-type", "application/fhir+json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let shed = "medgate_http_shed_total{reason=\"busy\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let r =
+            fx.t.http
+                .get(fx.t.url("/fhir/Organization?_count=1"))
+                .bearer_auth(PORTAL_TOKEN)
+                .send()
+                .await
+                .unwrap();
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never shed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let o: Value = refused.json().await.unwrap();
+    assert_eq!(issue_code(&o), "OVERLOADED", "{o}");
+    assert!(metric(&fx.t, shed).await >= 1.0);
+    // Health is not behind the gate.
+    let h = fx.t.http.get(fx.t.url("/healthz")).send().await.unwrap();
+    assert_eq!(h.status(), StatusCode::OK);
+    assert_eq!(slow.await.unwrap(), StatusCode::CREATED);
+    let r =
+        fx.t.http
+            .get(fx.t.url("/fhir/Organization?_count=1"))
+            .bearer_auth(PORTAL_TOKEN)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_with_a_retryable_answer_postgres() {
+    overload_is_shed_with_a_retryable_answer(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_with_a_retryable_answer_sqlite() {
+    overload_is_shed_with_a_retryable_answer(Backend::Sqlite).await
+}
