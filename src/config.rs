@@ -304,6 +304,13 @@ pub struct HttpSettings {
     /// How long a request waits for admission before it is shed, in milliseconds.
     #[serde(default = "default_queue_timeout")]
     pub queue_timeout_ms: u64,
+    /// Seconds a client has to send a request's head (line and headers); slower: 408.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open. Longer than clients' pool idle
+    /// time, so a client never sends on a connection the gateway is closing.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
     /// Number of HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
     /// Public base URL used in links the gateway emits (FHIR `next` links, WSDL address).
@@ -340,6 +347,14 @@ fn default_max_inflight() -> usize {
 
 fn default_queue_timeout() -> u64 {
     2000
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+
+fn default_keep_alive() -> u64 {
+    75
 }
 
 fn default_tls_watch() -> u64 {
@@ -521,6 +536,8 @@ impl Default for Settings {
                 body_timeout_secs: 60,
                 max_inflight: default_max_inflight(),
                 queue_timeout_ms: default_queue_timeout(),
+                header_timeout_secs: default_header_timeout(),
+                keep_alive_secs: default_keep_alive(),
                 workers: 0,
                 public_url: None,
                 tls: None,
@@ -607,6 +624,9 @@ impl Settings {
         }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.header_timeout_secs == 0 {
+            return bad("http.header_timeout_secs", "must be at least 1");
         }
         if self.http.max_inflight == 0 {
             return bad("http.max_inflight", "must be at least 1");

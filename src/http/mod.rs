@@ -157,6 +157,7 @@ pub fn serve(
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    let state_http = state.settings.http.clone();
     let data = Data::from(state);
     let rules = Data::new(access_rules());
     let server = HttpServer::new(move || {
@@ -169,6 +170,10 @@ pub fn serve(
     })
     .workers(workers)
     .shutdown_timeout(10)
+    .client_request_timeout(std::time::Duration::from_secs(
+        state_http.header_timeout_secs,
+    ))
+    .keep_alive(std::time::Duration::from_secs(state_http.keep_alive_secs))
     .on_connect(tls::on_connect);
     let server = match tls {
         None => server.listen(listener)?,

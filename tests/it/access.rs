@@ -730,3 +730,27 @@ async fn an_unserved_method_is_refused_with_allow() {
     assert_eq!(r.headers()["allow"], "GET, PUT");
     t.stop().await;
 }
+
+/// A client that sends a request's head too slowly (slowloris) is answered 408 after
+/// `http.header_timeout_secs` and its connection closed: it cannot hold a worker forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_sent_too_slowly_is_answered_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestGateway::start_with(Backend::Sqlite, |s| s.http.header_timeout_secs = 1).await;
+    let mut conn = tokio::net::TcpStream::connect(t.gw.addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: medgate\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // Generous: the gateway's deadline is 1 s; a busy machine may add a few.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        conn.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the connection is closed")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    t.stop().await;
+}
