@@ -496,7 +496,14 @@ impl Booking {
         }
         match self
             .store
-            .claim_idempotency_key(client_id, key, request_digest, self.now())
+            .claim_idempotency_key(
+                client_id,
+                key,
+                request_digest,
+                self.now(),
+                // By then a hold its first request made has lapsed and been compensated.
+                self.now() - self.hold_ms,
+            )
             .await?
         {
             KeyClaim::Replay(id) => {
@@ -1078,8 +1085,31 @@ impl Booking {
     }
 
     /// Expires lapsed holds; returns how many.
+    /// Each may have been booked in the clinic system by a request that died with its
+    /// process, so each expiry queues a cancel there (by our reference; a no-op if none).
     pub async fn expire_holds(&self) -> Result<u64, BookingError> {
-        Ok(self.store.expire_holds(self.now()).await?)
+        let now = self.now();
+        let mut n = 0;
+        for held in self.store.lapsed_holds(now, 500).await? {
+            let change = Transition::new(&[Held], Expired, "HOLD_EXPIRED");
+            let effect = self
+                .mis
+                .get(&held.source)
+                .is_some()
+                .then(|| cancel_effect(&held, now));
+            if self
+                .store
+                .transition_appointment(&held.id, &change, effect.as_ref(), now, None)
+                .await?
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.wake_mis.notify_one();
+        }
+        Ok(n)
     }
 
     /// Delivers one forwarded cancel to the clinic system that owns the slot.

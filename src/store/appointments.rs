@@ -460,16 +460,18 @@ impl Store {
         Ok(Some(after))
     }
 
-    /// Expires every hold that ended before `now`; returns how many.
-    pub async fn expire_holds(&self, now: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE appointments SET status = 'expired', reason = 'HOLD_EXPIRED', hold_expires_at = NULL, \
-             updated_at = $1 WHERE status = 'held' AND hold_expires_at < $1",
-        )
-        .bind(now)
-        .execute(self.pool())
-        .await?
-        .rows_affected())
+    /// Holds that ended before `now`, oldest first, at most `limit`.
+    pub async fn lapsed_holds(&self, now: i64, limit: u32) -> Result<Vec<Appointment>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM appointments WHERE status = 'held' AND hold_expires_at < $1 \
+             ORDER BY hold_expires_at LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(decode).collect()
     }
 
     /// Active (held or booked) appointments on any of `slot_ids`.
@@ -616,6 +618,7 @@ impl Store {
         key: &str,
         hash: &str,
         now: i64,
+        stale_before: i64,
     ) -> Result<KeyClaim, StoreError> {
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (client_id, key, request_hash, response, created_at) \
@@ -648,7 +651,25 @@ impl Store {
         Ok(if stored_hash != hash {
             KeyClaim::Mismatch
         } else if response.is_empty() {
-            KeyClaim::InProgress
+            // Its first request died with its process: the first retry after
+            // `stale_before` takes the key over (one wins the conditional update).
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET created_at = $3 WHERE client_id = $1 AND key = $2 \
+                 AND response = '' AND created_at < $4",
+            )
+            .bind(client.to_string())
+            .bind(key.to_string())
+            .bind(now)
+            .bind(stale_before)
+            .execute(self.pool())
+            .await?
+            .rows_affected()
+                == 1;
+            if taken {
+                KeyClaim::Fresh
+            } else {
+                KeyClaim::InProgress
+            }
         } else {
             KeyClaim::Replay(response)
         })
