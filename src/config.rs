@@ -75,6 +75,11 @@ pub struct BookingSettings {
     /// How long a hold keeps a slot for its client, in seconds.
     #[serde(default = "default_hold_secs")]
     pub hold_secs: u64,
+    /// How long a booking's hold waits for the clinic system's answer, in seconds; longer
+    /// than the clinic systems' `timeout_secs`. A booking cut off by a crash frees its slot
+    /// (with a cancel sent to the clinic system) after this.
+    #[serde(default = "default_booking_grace")]
+    pub booking_grace_secs: u64,
     /// Where patient notifications (slot withdrawn, ...) are POSTed as JSON; absent means
     /// they stay queued in the outbox until a URL is configured.
     #[serde(default)]
@@ -103,6 +108,9 @@ fn default_booking_retries() -> Vec<u64> {
 fn default_hold_secs() -> u64 {
     300
 }
+fn default_booking_grace() -> u64 {
+    120
+}
 fn default_notify_timeout() -> u64 {
     10
 }
@@ -114,6 +122,7 @@ impl Default for BookingSettings {
     fn default() -> Self {
         BookingSettings {
             hold_secs: default_hold_secs(),
+            booking_grace_secs: default_booking_grace(),
             notify_url: None,
             notify_timeout_secs: default_notify_timeout(),
             sync_interval_secs: default_sync_interval(),
@@ -750,6 +759,18 @@ impl Settings {
         if b.hold_secs == 0 {
             return bad("booking.hold_secs", "must be at least 1");
         }
+        let slowest = [&self.emias, &self.fhir_mis]
+            .into_iter()
+            .flatten()
+            .map(|e| e.timeout_secs)
+            .max()
+            .unwrap_or(0);
+        if b.booking_grace_secs <= slowest {
+            return bad(
+                "booking.booking_grace_secs",
+                "must be longer than the clinic systems' timeout_secs",
+            );
+        }
         for (key, schedule) in [
             (
                 "booking.mis_retry_schedule_secs",
@@ -910,6 +931,10 @@ mod tests {
             ("[emias]\nurl = \"emias.local/soap\"\n", "emias.url"),
             ("[emias]\nurl = \"http://emias.local/soap\"\ndays_ahead = 0\n", "emias.days_ahead"),
             ("[booking]\nhold_secs = 0\n", "booking.hold_secs"),
+            (
+                "[emias]\nurl = \"http://emias.local/soap\"\ntimeout_secs = 30\n[booking]\nbooking_grace_secs = 30\n",
+                "booking.booking_grace_secs",
+            ),
             ("[booking]\nmis_retry_schedule_secs = []\n", "booking.mis_retry_schedule_secs"),
             ("[booking]\nnotify_url = \"ftp://portal/notify\"\n", "booking.notify_url"),
             (

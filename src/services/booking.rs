@@ -41,8 +41,12 @@ pub const MIS_DESTINATION: &str = "mis";
 /// Outbox destination of patient notifications.
 pub const NOTIFY_DESTINATION: &str = "notify";
 
-/// How long the clinic system may take to book before the hold would lapse.
-const BOOKING_GRACE_MS: i64 = 120_000;
+tokio::task_local! {
+    /// The (client, idempotency key) of the request being served: the booking's commit
+    /// completes the key in the same transaction, so a crash cannot leave it half-done.
+    static REQUEST_KEY: (String, String);
+}
+
 /// How long a booking waits for an earlier effect on its slot another worker is delivering.
 /// How long an inline delivery holds its claim (as long as the delivery job's).
 const MIS_LEASE_MS: i64 = 120_000;
@@ -372,6 +376,8 @@ pub struct Booking {
     notifier: Option<Arc<dyn Notifier>>,
     clock: SharedClock,
     hold_ms: i64,
+    /// How long a booking's hold waits for the clinic system (ms).
+    grace_ms: i64,
     wake_mis: Arc<Notify>,
     wake_notify: Arc<Notify>,
     mis_retries: Arc<[u64]>,
@@ -398,6 +404,8 @@ impl Booking {
             mis,
             notifier,
             hold_ms: i64::try_from(settings.hold_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            grace_ms: i64::try_from(settings.booking_grace_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             wake_mis: Arc::new(Notify::new()),
             wake_notify: Arc::new(Notify::new()),
             mis_retries: settings.mis_retry_schedule_secs.clone().into(),
@@ -501,8 +509,9 @@ impl Booking {
                 key,
                 request_digest,
                 self.now(),
-                // By then a hold its first request made has lapsed and been compensated.
-                self.now() - self.hold_ms,
+                // By then a hold its first request made has lapsed and the sweeper (four
+                // rounds per hold time) has queued its compensation.
+                self.now() - 2 * self.hold_ms.max(self.grace_ms),
             )
             .await?
         {
@@ -530,7 +539,10 @@ impl Booking {
             }
             KeyClaim::Mismatch => Err(BookingError::KeyMismatch(key.into())),
             KeyClaim::InProgress => Err(BookingError::KeyInProgress(key.into())),
-            KeyClaim::Fresh => match create().await {
+            KeyClaim::Fresh => match REQUEST_KEY
+                .scope((client_id.to_string(), key.to_string()), create())
+                .await
+            {
                 Ok(a) => {
                     self.store
                         .complete_idempotency_key(client_id, key, &a.id)
@@ -603,7 +615,7 @@ impl Booking {
                     message: "booking needs the patient",
                 })?;
                 p.check()?;
-                self.take(who, slot, Some(p), BOOKING_GRACE_MS, None, None)
+                self.take(who, slot, Some(p), self.grace_ms, None, None)
                     .await?
             }
             Target::Hold(id) => {
@@ -630,7 +642,7 @@ impl Booking {
                 }
                 if !self
                     .store
-                    .extend_hold(&a.id, now + BOOKING_GRACE_MS, now)
+                    .extend_hold(&a.id, now + self.grace_ms, now)
                     .await?
                 {
                     return Err(BookingError::HoldExpired(a.id));
@@ -757,7 +769,7 @@ impl Booking {
                 who,
                 new_slot,
                 Some(&old.patient),
-                BOOKING_GRACE_MS,
+                self.grace_ms,
                 Some(&old.id),
                 None,
             )
@@ -1088,9 +1100,14 @@ impl Booking {
     /// Each may have been booked in the clinic system by a request that died with its
     /// process, so each expiry queues a cancel there (by our reference; a no-op if none).
     pub async fn expire_holds(&self) -> Result<u64, BookingError> {
+        self.expire_lapsed(None).await
+    }
+
+    /// Expires lapsed holds (of one slot when given), each with its compensating cancel.
+    async fn expire_lapsed(&self, slot: Option<&str>) -> Result<u64, BookingError> {
         let now = self.now();
         let mut n = 0;
-        for held in self.store.lapsed_holds(now, 500).await? {
+        for held in self.store.lapsed_holds(now, slot, 500).await? {
             let change = Transition::new(&[Held], Expired, "HOLD_EXPIRED");
             let effect = self
                 .mis
@@ -1127,7 +1144,16 @@ impl Booking {
             ));
         };
         match mis.cancel(external, client_ref).await {
-            Ok(()) => Outcome::Delivered,
+            Ok(()) => {
+                // The clinic system has the slot free again: a sync that saw our (now
+                // cancelled) booking there may have marked it busy here.
+                if let Some(slot) = payload["slot"].as_str() {
+                    if let Err(e) = self.store.free_slot_if_unheld(slot).await {
+                        tracing::warn!(slot, error = %e, "freeing a cancelled slot failed");
+                    }
+                }
+                Outcome::Delivered
+            }
             Err(e @ MisError::Refused { .. }) => Outcome::Dead(e.to_string()),
             Err(e) => retry(&self.mis_retries, &item, e.to_string(), self.now()),
         }
@@ -1192,10 +1218,13 @@ impl Booking {
         if let Some(refused) = refusal(&slot, restriction.as_ref(), who.channel, now) {
             return Err(refused);
         }
-        // Free by every rule: a lapsed hold may still sit on it, which the insert clears.
+        // Free by every rule: a lapsed hold may still sit on it; expired, it frees the slot.
         let a = hold.on(slot, now);
-        if !self.store.insert_hold(&a, now, audit).await? {
-            return Err(BookingError::SlotTaken(a.slot_id.unwrap_or_default()));
+        if !self.store.insert_hold(&a, audit).await? {
+            let cleared = self.expire_lapsed(Some(slot_id)).await?;
+            if cleared == 0 || !self.store.insert_hold(&a, audit).await? {
+                return Err(BookingError::SlotTaken(a.slot_id.unwrap_or_default()));
+            }
         }
         Ok(a)
     }
@@ -1231,7 +1260,13 @@ impl Booking {
             Ok(external) => {
                 if let Some(booked) = self
                     .store
-                    .confirm_booking(&held.id, &external, self.now(), audit)
+                    .confirm_booking(
+                        &held.id,
+                        &external,
+                        self.now(),
+                        audit,
+                        REQUEST_KEY.try_with(Clone::clone).ok().as_ref(),
+                    )
                     .await?
                 {
                     return Ok(booked);

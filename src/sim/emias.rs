@@ -177,6 +177,8 @@ struct State {
     client_refs: Mutex<HashMap<String, String>>,
     /// Requests received.
     requests: std::sync::atomic::AtomicU64,
+    /// Appointments created (replays of a client reference not counted).
+    creates: std::sync::atomic::AtomicU64,
 }
 
 /// A running simulator.
@@ -201,6 +203,7 @@ impl EmiasSim {
             appointments: Mutex::new(HashMap::new()),
             client_refs: Mutex::new(HashMap::new()),
             requests: std::sync::atomic::AtomicU64::new(0),
+            creates: std::sync::atomic::AtomicU64::new(0),
         });
         let data = Data::from(state.clone());
         let server = HttpServer::new(move || {
@@ -225,6 +228,35 @@ impl EmiasSim {
         self.state
             .requests
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Appointments created so far (a repeat of a client reference creates none).
+    pub fn creates(&self) -> u64 {
+        self.state
+            .creates
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Slots booked now, each with the client reference its booking was made under
+    /// (empty when it was made without one).
+    pub fn active_bookings(&self) -> Vec<(String, String)> {
+        let (Ok(slots), Ok(refs)) = (self.state.slots.lock(), self.state.client_refs.lock()) else {
+            return Vec::new();
+        };
+        let by_appointment: HashMap<&String, &String> = refs.iter().map(|(r, a)| (a, r)).collect();
+        slots
+            .iter()
+            .filter_map(|(slot, state)| match state {
+                SlotState::Booked { appointment } => Some((
+                    slot.clone(),
+                    by_appointment
+                        .get(appointment)
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
+                )),
+                SlotState::Withdrawn => None,
+            })
+            .collect()
     }
 
     /// Replaces the faults.
@@ -521,6 +553,9 @@ fn create_appointment(state: &State, op: &Element) -> HttpResponse {
         },
     );
     changes.push((slot.to_string(), "booked"));
+    state
+        .creates
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let Some(r) = client_ref {
         refs.insert(r.to_string(), appointment.clone());
     }

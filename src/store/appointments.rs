@@ -95,30 +95,13 @@ const COLUMNS: &str =
      client_id, reason, replaces, created_at, updated_at";
 
 impl Store {
-    /// Inserts `a` (status `held`) unless the slot has an active appointment; returns false
-    /// when the slot is taken. One statement in the common case; when the slot is taken, its
-    /// holds that lapsed before `now` are expired and the insert is tried once more.
+    /// Inserts `a` (status `held`) unless the slot has an active appointment (a lapsed hold
+    /// counts until it is expired); returns false when the slot is taken.
     pub async fn insert_hold(
         &self,
         a: &Appointment,
-        now: i64,
         audit: Option<&AuditEvent>,
     ) -> Result<bool, StoreError> {
-        if self.insert_audited(a, audit).await? {
-            return Ok(true);
-        }
-        let expired = sqlx::query(
-            "UPDATE appointments SET status = 'expired', reason = 'HOLD_EXPIRED', hold_expires_at = NULL, \
-             updated_at = $2 WHERE slot_id = $1 AND status = 'held' AND hold_expires_at < $2",
-        )
-        .bind(a.slot_id.clone().unwrap_or_default())
-        .bind(now)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        if expired == 0 {
-            return Ok(false);
-        }
         self.insert_audited(a, audit).await
     }
 
@@ -350,24 +333,32 @@ impl Store {
         external_id: &str,
         now: i64,
         audit: Option<&AuditEvent>,
+        key: Option<&(String, String)>,
     ) -> Result<Option<Appointment>, StoreError> {
         let update = format!(
             "UPDATE appointments SET status = 'booked', external_id = $2, hold_expires_at = NULL, \
              reason = '', updated_at = $3 WHERE id = $1 AND status = 'held' RETURNING {COLUMNS}"
         );
+        let (key_client, key) = key.cloned().unzip();
         if self.backend() == super::Backend::Postgres {
             let audit_cte = match audit {
-                Some(_) => format!(", e AS ({})", audit_from_row("a", 4, true)),
+                Some(_) => format!(", e AS ({})", audit_from_row("a", 6, true)),
                 None => String::new(),
             };
+            // The request's idempotency key is completed with the booking: a retry after a
+            // crash replays it instead of booking again.
             let sql = format!(
                 "WITH a AS ({update}), s AS (UPDATE slots SET status = 'busy' \
-                 WHERE id = (SELECT slot_id FROM a) AND status = 'free'){audit_cte} SELECT * FROM a"
+                 WHERE id = (SELECT slot_id FROM a) AND status = 'free'), \
+                 k AS (UPDATE idempotency_keys SET response = (SELECT id FROM a) \
+                 WHERE client_id = $4 AND key = $5 AND EXISTS (SELECT 1 FROM a)){audit_cte} SELECT * FROM a"
             );
             let mut q = sqlx::query(&sql)
                 .bind(id.to_string())
                 .bind(external_id.to_string())
-                .bind(now);
+                .bind(now)
+                .bind(key_client.clone())
+                .bind(key.clone());
             if let Some(e) = audit {
                 q = bind_from_row(q, e);
             }
@@ -388,6 +379,16 @@ impl Store {
             .bind(a.slot_id.clone().unwrap_or_default())
             .execute(&mut *tx)
             .await?;
+        if let (Some(client), Some(key)) = (key_client, key) {
+            sqlx::query(
+                "UPDATE idempotency_keys SET response = $3 WHERE client_id = $1 AND key = $2",
+            )
+            .bind(client)
+            .bind(key)
+            .bind(a.id.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some(e) = audit {
             insert_audit_in(
                 &mut tx,
@@ -460,14 +461,33 @@ impl Store {
         Ok(Some(after))
     }
 
-    /// Holds that ended before `now`, oldest first, at most `limit`.
-    pub async fn lapsed_holds(&self, now: i64, limit: u32) -> Result<Vec<Appointment>, StoreError> {
+    /// Marks `slot` free if it is busy and no appointment holds or books it.
+    pub async fn free_slot_if_unheld(&self, slot: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE slots SET status = 'free' WHERE id = $1 AND status = 'busy' AND NOT EXISTS \
+             (SELECT 1 FROM appointments WHERE slot_id = $1 AND status IN ('held', 'booked'))",
+        )
+        .bind(slot.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Holds that ended before `now` (only on `slot` when given), oldest first, at most
+    /// `limit`.
+    pub async fn lapsed_holds(
+        &self,
+        now: i64,
+        slot: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Appointment>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM appointments WHERE status = 'held' AND hold_expires_at < $1 \
-             ORDER BY hold_expires_at LIMIT $2"
+             AND ($2 IS NULL OR slot_id = $2) ORDER BY hold_expires_at LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(now)
+            .bind(slot.map(str::to_string))
             .bind(i64::from(limit))
             .fetch_all(self.pool())
             .await?;

@@ -783,7 +783,7 @@ async fn a_hold_that_outlived_its_process_is_cancelled_in_the_mis(backend: Backe
         !fx.mis_has_booked(&slot.id).await,
         "the orphan is cancelled"
     );
-    // A key whose first request died is taken over once the hold time has passed.
+    // A key whose first request died is taken over once older than the bound given.
     let store = &fx.t.gw.store;
     let now = medgate::model::time::now_ms();
     use medgate::store::appointments::KeyClaim;
