@@ -1,5 +1,5 @@
-//! Operator JSON API under `/api/admin`: the transaction log and booking restrictions (the
-//! document routes are in `documents`).
+//! Operator JSON API under `/api/admin`: the transaction log, the outbox's dead letters and
+//! queues, and booking restrictions (the document routes are in `documents`).
 
 use actix_web::web::{self, Data, Path, Query};
 use actix_web::HttpResponse;
@@ -24,6 +24,7 @@ use crate::services::Caller;
 pub const ROUTES: &[Route] = &[
     route!(GET "/api/admin" "/transactions" => list_transactions, Access::Scope(TRANSACTIONS_READ, Org::Records)),
     route!(GET "/api/admin" "/transactions/{id}" => get_transaction, Access::Scope(TRANSACTIONS_READ, Org::Records)),
+    route!(GET "/api/admin" "/outbox" => list_outbox, Access::Scope(TRANSACTIONS_READ, Org::Records)),
     route!(GET "/api/admin" "/restrictions" => list_restrictions, Access::Scope(BOOKING_ADMIN, Org::Records)),
     route!(POST "/api/admin" "/restrictions" => add_restriction, Access::Scope(BOOKING_ADMIN, Org::Named)),
     route!(DELETE "/api/admin" "/restrictions/{id}" => delete_restriction, Access::Scope(BOOKING_ADMIN, Org::Records)),
@@ -123,6 +124,67 @@ async fn list_transactions(
         "count": items.len(),
         "next_cursor": next_cursor,
         "next": next,
+    })))
+}
+
+/// Query parameters of the outbox list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxParams {
+    status: Option<String>,
+    destination: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Outbox items in a status (default `dead`: the dead letters, each with why it was given
+/// up and how many attempts it had), newest first.
+async fn list_outbox(
+    state: Data<AppState>,
+    principal: Principal,
+    params: Result<Query<OutboxParams>, actix_web::Error>,
+) -> ApiResult<HttpResponse> {
+    let Query(p) = params.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
+    const STATUSES: [&str; 4] = ["dead", "pending", "inflight", "done"];
+    let status = p.status.as_deref().unwrap_or("dead");
+    if !STATUSES.contains(&status) {
+        return Err(ApiError::invalid(
+            "INVALID_STATUS",
+            "status",
+            format!("`status` must be one of {}", STATUSES.join(", ")),
+        ));
+    }
+    let limit = p
+        .limit
+        .as_deref()
+        .map_or(Ok(100), |l| count("limit", l, 1000))?;
+    let items = state
+        .operations
+        .outbox(
+            Caller::of(&principal),
+            status,
+            p.destination.as_deref(),
+            p.cursor.as_deref(),
+            limit,
+        )
+        .await?;
+    let next_cursor = (items.len() as u32 == limit)
+        .then(|| items.last().map(|i| i.id.clone()))
+        .flatten();
+    let items: Vec<Value> = items
+        .iter()
+        .map(|i| {
+            let mut v = serde_json::to_value(i).unwrap_or(Value::Null);
+            v["created_at"] = json!(from_ms(i.created_at).to_rfc3339());
+            v["updated_at"] = json!(from_ms(i.updated_at).to_rfc3339());
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "status": status,
+        "items": items,
+        "count": items.len(),
+        "next_cursor": next_cursor,
     })))
 }
 

@@ -6,6 +6,7 @@ pub use crate::exchange::txlog::{TransactionFilter, TransactionRecord};
 use crate::exchange::TxLog;
 use crate::model::audit::{AuditAction, AuditEntity, AuditEvent};
 pub use crate::store::audit::AuditQuery;
+pub use crate::store::outbox::OutboxEntry;
 use crate::store::{Store, StoreError};
 
 /// Reads of the gateway's own state.
@@ -92,6 +93,21 @@ impl Operations {
     /// Ready when the database answers and every migration is applied; else why not.
     pub async fn readiness(&self) -> Result<(), String> {
         self.store.check_ready().await
+    }
+
+    /// Outbox items in `status` (e.g. `dead`: the dead letters with their reason), of the
+    /// caller's organizations (operators: all), newest first.
+    pub async fn outbox(
+        &self,
+        caller: Caller<'_>,
+        status: &str,
+        destination: Option<&str>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.store
+            .list_outbox(status, destination, caller.scope(), before, limit)
+            .await
     }
 
     /// Outbox items by destination and status (pending, in flight, dead), for the metrics.

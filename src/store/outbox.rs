@@ -32,6 +32,31 @@ pub struct OutboxItem {
     pub created_at: i64,
 }
 
+/// An outbox item as operators see it (without its payload).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxEntry {
+    /// Item id.
+    pub id: String,
+    /// Destination system.
+    pub destination: String,
+    /// What it does.
+    pub kind: String,
+    /// The appointment or document it belongs to.
+    pub aggregate_id: String,
+    /// `pending`, `inflight`, `done` or `dead`.
+    pub status: String,
+    /// Delivery attempts made.
+    pub attempts: i32,
+    /// Why the last attempt failed (for a dead letter: why it was given up).
+    pub last_error: Option<String>,
+    /// Queued at (epoch ms).
+    pub created_at: i64,
+    /// Last changed at (epoch ms).
+    pub updated_at: i64,
+    /// The organization of its appointment or document, if known.
+    pub org: Option<String>,
+}
+
 /// A new item to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewOutboxItem {
@@ -251,6 +276,65 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         Ok(row.map_or(0, |r| r.0))
+    }
+
+    /// Outbox items in `status` (of `destination` when given; of the organizations `orgs`
+    /// when given, by the appointment or document they belong to), newest first, ids
+    /// before `before` when given, at most `limit`. Payloads are left out: notifications
+    /// carry personal data.
+    pub async fn list_outbox(
+        &self,
+        status: &str,
+        destination: Option<&str>,
+        orgs: Option<&[crate::model::Oid]>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let org_filter = match orgs {
+            None => String::new(),
+            Some([]) => " AND 1 = 0".into(),
+            Some(list) => format!(
+                " AND COALESCE(a.org_oid, d.org_oid) IN ({})",
+                (0..list.len())
+                    .map(|i| format!("${}", i + 5))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
+        let sql = format!(
+            "SELECT o.id, o.destination, o.kind, o.aggregate_id, o.status, o.attempts, o.last_error, \
+             o.created_at, o.updated_at, COALESCE(a.org_oid, d.org_oid) AS org_oid FROM outbox o \
+             LEFT JOIN appointments a ON a.id = o.aggregate_id \
+             LEFT JOIN documents d ON d.id = o.aggregate_id \
+             WHERE o.status = $1 AND ($2 IS NULL OR o.destination = $2) AND ($3 IS NULL OR o.id < $3){org_filter} \
+             ORDER BY o.id DESC LIMIT $4"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(status.to_string())
+            .bind(destination.map(str::to_string))
+            .bind(before.map(str::to_string))
+            .bind(i64::from(limit));
+        for org in orgs.unwrap_or_default() {
+            q = q.bind(org.to_string());
+        }
+        q.fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(OutboxEntry {
+                    id: r.try_get("id")?,
+                    destination: r.try_get("destination")?,
+                    kind: r.try_get("kind")?,
+                    aggregate_id: r.try_get("aggregate_id")?,
+                    status: r.try_get("status")?,
+                    attempts: r.try_get("attempts")?,
+                    last_error: r.try_get("last_error")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                    org: r.try_get("org_oid")?,
+                })
+            })
+            .collect()
     }
 
     /// Unfinished and dead items by destination and status (`pending`, `inflight`,

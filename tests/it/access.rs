@@ -369,6 +369,7 @@ fn case(
             &[202],
         ),
         ("GET", "/api/admin/transactions") => (Req::get(pattern), Other::Hidden, OK),
+        ("GET", "/api/admin/outbox") => (Req::get(pattern), Other::Hidden, OK),
         ("GET", "/api/admin/transactions/{id}") => (
             Req::get(format!("/api/admin/transactions/{}", r.transaction)),
             Other::NotFound,
@@ -439,6 +440,7 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/api/admin/documents"
             | "/soap/hub"
             | "/api/admin/transactions"
+            | "/api/admin/outbox"
             | "/api/admin/restrictions",
         ) => None,
         (
@@ -459,6 +461,7 @@ fn hidden_id<'a>(pattern: &str, r: &'a Records) -> &'a str {
         "/fhir/Appointment" | "/fhir/AuditEvent" => &r.urgent,
         "/api/admin/documents" => &r.document,
         "/api/admin/transactions" => &r.transaction,
+        "/api/admin/outbox" => &r.booked,
         _ => &r.restriction_to_list,
     }
 }
@@ -525,6 +528,31 @@ pub(crate) async fn records(fx: &Fx) -> Records {
     let restriction_to_list = restriction(1).await;
     let restriction_to_delete = restriction(3).await;
     let mine = json_of(fx, OWNER, &Req::get("/api/admin/transactions?limit=1")).await;
+    // A dead letter of the owner's booking (due far ahead, so no worker takes it first).
+    let booked_id = booked["id"].as_str().unwrap().to_string();
+    let now = medgate::model::time::now_ms();
+    let dead =
+        fx.t.gw
+            .store
+            .enqueue(
+                &medgate::store::outbox::NewOutboxItem {
+                    destination: "mis".into(),
+                    kind: "cancel-appointment".into(),
+                    aggregate_id: booked_id.clone(),
+                    payload: "{}".into(),
+                    due_at: now + 86_400_000,
+                    attempts: 0,
+                    ordering_key: None,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+    sqlx::query("UPDATE outbox SET status = 'dead', attempts = 9, last_error = 'gave up: matrix' WHERE id = $1")
+        .bind(dead)
+        .execute(fx.t.gw.store.pool())
+        .await
+        .unwrap();
     Records {
         slots: slots[..10].to_vec(),
         hold_to_book,
@@ -697,7 +725,31 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
         }
         checked += 1;
     }
-    assert!(checked >= 38, "{checked} routes checked");
+    // A dead letter shows why it was given up and after how many attempts.
+    let dead = json_of(&fx, OWNER, &Req::get("/api/admin/outbox?destination=mis")).await;
+    let item = dead["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["aggregate_id"] == r.booked.as_str())
+        .unwrap_or_else(|| panic!("{dead}"));
+    assert_eq!(
+        (
+            &item["status"],
+            &item["attempts"],
+            &item["last_error"],
+            &item["org"]
+        ),
+        (
+            &json!("dead"),
+            &json!(9),
+            &json!("gave up: matrix"),
+            &json!(ORG)
+        ),
+        "{item}"
+    );
+    assert!(item.get("payload").is_none(), "{item}");
+    assert!(checked >= 39, "{checked} routes checked");
     fx.sim.stop().await;
     fx.t.stop().await;
 }
