@@ -67,7 +67,7 @@ pub(crate) async fn setup(
     setup_with(backend, sim_config, retry, callback_timeout, |_| {}).await
 }
 
-async fn setup_with(
+pub(crate) async fn setup_with(
     backend: Backend,
     sim_config: RemdSimConfig,
     retry: Vec<u64>,

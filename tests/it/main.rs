@@ -4,6 +4,7 @@
 mod access;
 mod architecture;
 mod booking;
+mod chaos;
 mod cli;
 mod crash;
 mod documents;

@@ -1,0 +1,303 @@
+//! Chaos under load, on PostgreSQL: the database becomes unreachable for ten seconds and
+//! comes back; a partner turns slow and failing while another stays healthy. The crash case
+//! (kill -9 under mixed load) is `crash`.
+//!
+//! The outage is made by a TCP proxy between the gateway and PostgreSQL that the test cuts
+//! (every connection closed, new ones refused), so the server the other tests share stays up.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use medgate::store::Backend;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+use crate::documents::{cda, document_reference, setup_with, Setup};
+use crate::support::*;
+
+/// A TCP proxy to one upstream that can be cut and restored.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl Proxy {
+    /// Listens on a loopback port and forwards every connection to `upstream`.
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let accept = {
+            let (cut, conns) = (cut.clone(), conns.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        // Down: the connection is closed at once, as by a stopped server.
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(task.abort_handle());
+                }
+            })
+            .abort_handle()
+        };
+        Proxy {
+            port,
+            cut,
+            conns,
+            accept,
+        }
+    }
+
+    /// Closes every connection and refuses new ones.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+/// `url` with its port replaced by `port`, and the `host:port` it named.
+fn through(url: &str, port: u16) -> (String, String) {
+    let mut u = url::Url::parse(url).unwrap();
+    let upstream = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(5432));
+    u.set_port(Some(port)).unwrap();
+    (u.to_string(), upstream)
+}
+
+/// What clients saw during the outage.
+#[derive(Debug, Default)]
+struct Answers {
+    ok: AtomicUsize,
+    retryable: AtomicUsize,
+    other: Mutex<Vec<String>>,
+    slowest_ms: AtomicUsize,
+}
+
+impl Answers {
+    fn note(&self, what: &str, started: Instant, r: Result<reqwest::Response, reqwest::Error>) {
+        self.slowest_ms
+            .fetch_max(started.elapsed().as_millis() as usize, Ordering::Relaxed);
+        match r {
+            Ok(r) if r.status().is_success() => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r)
+                if r.status() == StatusCode::SERVICE_UNAVAILABLE
+                    && r.headers().contains_key("retry-after") =>
+            {
+                self.retryable.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => self
+                .other
+                .lock()
+                .unwrap()
+                .push(format!("{what}: {}", r.status())),
+            Err(e) => self
+                .other
+                .lock()
+                .unwrap()
+                .push(format!("{what}: no answer: {e}")),
+        }
+    }
+}
+
+async fn ready(t: &TestGateway) -> StatusCode {
+    match t.http.get(t.url("/readyz")).send().await {
+        Ok(r) => r.status(),
+        Err(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_away_for_ten_seconds_under_load_loses_nothing() {
+    let (_, upstream) = through(&pg_admin_url(), 5432);
+    let proxy = Proxy::start(upstream).await;
+    let proxy_port = proxy.port;
+    let Setup { t, sim } = setup_with(
+        Backend::Postgres,
+        medgate::sim::remd::RemdSimConfig::default(),
+        vec![1, 1, 2, 2, 5, 5, 5, 5, 5, 5],
+        // Verdict callbacks the registry gives up on during the outage are asked for once
+        // this overdue.
+        5,
+        move |s| {
+            s.database.url = through(&s.database.url, proxy_port).0;
+            // A request waits at most this long for a connection before it is answered 503.
+            s.database.acquire_timeout_secs = 2;
+        },
+    )
+    .await;
+    let t = Arc::new(t);
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let submit = |n: u64| {
+        let (t, accepted) = (t.clone(), accepted.clone());
+        async move {
+            let uid = uuid::Uuid::new_v4().to_string();
+            let started = Instant::now();
+            let r = t
+                .http
+                .post(t.url("/fhir/DocumentReference"))
+                .bearer_auth(CLINIC_TOKEN)
+                .header("content-type", "application/fhir+json")
+                .timeout(Duration::from_secs(30))
+                .json(&document_reference(&uid, &cda(n), &[]))
+                .send()
+                .await;
+            if matches!(&r, Ok(r) if r.status() == StatusCode::CREATED) {
+                accepted.lock().unwrap().push(uid);
+            }
+            (started, r)
+        }
+    };
+    let search = |t: Arc<TestGateway>| async move {
+        let started = Instant::now();
+        let r = t
+            .http
+            .get(t.url(&format!(
+                "/fhir/Slot?organization={CLINIC_ORG}&status=free&_count=5"
+            )))
+            .bearer_auth(PORTAL_TOKEN)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+        (started, r)
+    };
+    // Before: documents flow.
+    for n in 0..20 {
+        let (_, r) = submit(n).await;
+        assert_eq!(r.unwrap().status(), StatusCode::CREATED);
+    }
+
+    // The database goes away for ten seconds while clients keep sending.
+    proxy.cut();
+    let during = Arc::new(Answers::default());
+    let mut not_ready = false;
+    let outage = Instant::now();
+    let mut n = 100;
+    while outage.elapsed() < Duration::from_secs(10) {
+        let (a, b) = tokio::join!(submit(n), search(t.clone()));
+        during.note("document", a.0, a.1);
+        during.note("search", b.0, b.1);
+        not_ready |= ready(&t).await == StatusCode::SERVICE_UNAVAILABLE;
+        n += 1;
+    }
+    proxy.restore();
+    let restored = Instant::now();
+
+    // Recovery without a restart: ready again, documents accepted again.
+    while ready(&t).await != StatusCode::OK {
+        assert!(
+            restored.elapsed() < Duration::from_secs(60),
+            "not ready a minute after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered_in = restored.elapsed();
+    for n in 1000..1020 {
+        let (_, r) = submit(n).await;
+        let r = r.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    }
+    // Nothing lost: every accepted document is registered, once.
+    let accepted = accepted.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut left = 0;
+        for uid in &accepted {
+            let v: Value = t
+                .http
+                .get(t.url(&format!("/fhir/DocumentReference/{uid}")))
+                .bearer_auth(CLINIC_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if !v.to_string().contains("\"registered\"") {
+                left += 1;
+            }
+        }
+        if left == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            let totals: Value = t
+                .get_admin("/api/admin/documents?limit=1")
+                .await
+                .json()
+                .await
+                .unwrap();
+            let outbox: Vec<(String, String, i32, Option<String>, i64)> = sqlx::query_as(
+                "SELECT status, kind, attempts, last_error, next_attempt_at FROM outbox ORDER BY id DESC LIMIT 5",
+            )
+            .fetch_all(t.gw.store.pool())
+            .await
+            .unwrap();
+            panic!(
+                "{left} of {} accepted documents not registered: {} {outbox:?} {:?}",
+                accepted.len(),
+                totals["totals"],
+                sim.counters()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for uid in &accepted {
+        assert_eq!(sim.registrations(uid), 1, "{uid}");
+    }
+    let other = during.other.lock().unwrap().clone();
+    eprintln!(
+        "database outage of 10 s: {} answers during it ({} successes, {} 503 with Retry-After, {} else), slowest {} ms; ready again {:.1} s after; {} documents accepted, all registered once",
+        during.ok.load(Ordering::Relaxed) + during.retryable.load(Ordering::Relaxed) + other.len(),
+        during.ok.load(Ordering::Relaxed),
+        during.retryable.load(Ordering::Relaxed),
+        other.len(),
+        during.slowest_ms.load(Ordering::Relaxed),
+        recovered_in.as_secs_f64(),
+        accepted.len(),
+    );
+    assert!(not_ready, "/readyz never said not ready during the outage");
+    assert!(
+        during.retryable.load(Ordering::Relaxed) > 0,
+        "no retryable answer during the outage"
+    );
+    assert!(
+        other.is_empty(),
+        "answers that were not retryable: {other:?}"
+    );
+    sim.stop().await;
+    drop(proxy);
+    match Arc::try_unwrap(t) {
+        Ok(t) => t.stop().await,
+        Err(_) => panic!("gateway still shared"),
+    }
+}
