@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use crate::documents::{cda, document_reference, setup_with, Setup};
+use crate::documents::{cda, document, document_reference, setup_with, status_of, Setup};
 use crate::support::*;
 
 /// A TCP proxy to one upstream that can be cut and restored.
@@ -232,17 +232,7 @@ async fn the_database_away_for_ten_seconds_under_load_loses_nothing() {
     loop {
         let mut left = 0;
         for uid in &accepted {
-            let v: Value = t
-                .http
-                .get(t.url(&format!("/fhir/DocumentReference/{uid}")))
-                .bearer_auth(CLINIC_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if !v.to_string().contains("\"registered\"") {
+            if status_of(&document(&t, uid).await) != "registered" {
                 left += 1;
             }
         }

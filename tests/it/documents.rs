@@ -155,7 +155,7 @@ pub(crate) async fn submit(t: &TestGateway, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
-fn status_of(v: &Value) -> String {
+pub(crate) fn status_of(v: &Value) -> String {
     v["extension"][0]["valueCode"]
         .as_str()
         .unwrap_or_default()
@@ -163,7 +163,7 @@ fn status_of(v: &Value) -> String {
 }
 
 /// The document as FHIR shows it to its clinic.
-async fn document(t: &TestGateway, uid: &str) -> Value {
+pub(crate) async fn document(t: &TestGateway, uid: &str) -> Value {
     t.http
         .get(t.url(&format!("/fhir/DocumentReference/{uid}")))
         .bearer_auth(CLINIC_TOKEN)
@@ -178,16 +178,7 @@ async fn document(t: &TestGateway, uid: &str) -> Value {
 pub(crate) async fn wait_status(t: &TestGateway, uid: &str, want: &str, secs: u64) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let v: Value = t
-            .http
-            .get(t.url(&format!("/fhir/DocumentReference/{uid}")))
-            .bearer_auth(CLINIC_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = document(t, uid).await;
         if status_of(&v) == want {
             return v;
         }
