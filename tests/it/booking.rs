@@ -1545,7 +1545,7 @@ async fn booking_race_gives_one_appointment_per_slot_sqlite() {
 }
 
 /// Books `slot` for patient `i` through FHIR.
-async fn book(fx: &Fx, slot: &str, i: u32) -> (StatusCode, Value) {
+pub(crate) async fn book(fx: &Fx, slot: &str, i: u32) -> (StatusCode, Value) {
     fx.post(
         PORTAL_TOKEN,
         "/fhir/Appointment/$book",

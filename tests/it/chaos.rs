@@ -291,3 +291,165 @@ async fn the_database_away_for_ten_seconds_under_load_loses_nothing() {
         Err(_) => panic!("gateway still shared"),
     }
 }
+
+/// Median of latencies.
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (Duration, T) {
+    let started = Instant::now();
+    let out = f.await;
+    (started.elapsed(), out)
+}
+
+/// A partner at 2 s latency with 30% errors and some timeouts does not slow the traffic to
+/// the others (bookings while the registry fails, document intake while the clinic system
+/// fails), and everything queued for it ends delivered or dead-lettered with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_failing_partner_does_not_slow_the_others() {
+    use crate::booking::{book, Fx};
+    use crate::documents::registry_link;
+    use medgate::model::schedule::Channel;
+    use medgate::sim::remd::{CryptoCheck, RemdSim, RemdSimConfig};
+
+    let registry = RemdSim::start(RemdSimConfig {
+        gateway_token: REMD_TOKEN.into(),
+        check: Some(Arc::new(CryptoCheck)),
+        ..RemdSimConfig::default()
+    })
+    .unwrap();
+    let registry_url = registry.url.clone();
+    let fx = Fx::start(Backend::Postgres, move |s| {
+        if let Some(e) = s.emias.as_mut() {
+            e.timeout_secs = 3;
+        }
+        registry_link(s, registry_url, vec![0, 1, 1, 2, 2], 5);
+    })
+    .await;
+    let slots = fx.free(Channel::Internet).await;
+    assert!(slots.len() >= 30, "{} free slots", slots.len());
+    let uids: Arc<Mutex<Vec<String>>> = Arc::default();
+    let submit = |n: u64| {
+        let uids = uids.clone();
+        let t = &fx.t;
+        async move {
+            let uid = uuid::Uuid::new_v4().to_string();
+            let r = crate::documents::submit(t, &document_reference(&uid, &cda(n), &[])).await;
+            assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+            uids.lock().unwrap().push(uid);
+        }
+    };
+
+    // Baselines, all partners healthy.
+    let mut book_base = Vec::new();
+    let mut intake_base = Vec::new();
+    for i in 0..6u32 {
+        let (d, (s, v)) = timed(book(&fx, &slots[i as usize].id, 700 + i)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        book_base.push(d);
+        intake_base.push(timed(submit(u64::from(i))).await.0);
+    }
+
+    // The registry turns slow and failing: bookings keep their latency.
+    registry.set_faults(medgate::sim::remd::Faults {
+        latency: Duration::from_secs(2),
+        internal_error: 0.3,
+        timeout: 0.1,
+        hang: Duration::from_secs(4),
+        ..Default::default()
+    });
+    let mut book_during = Vec::new();
+    for i in 6..16u32 {
+        let ((d, (s, v)), ()) = tokio::join!(
+            timed(book(&fx, &slots[i as usize].id, 700 + i)),
+            submit(u64::from(100 + i))
+        );
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        book_during.push(d);
+    }
+    registry.set_faults(Default::default());
+
+    // The clinic system turns slow and failing: document intake keeps its latency;
+    // bookings get an answer within its timeout (booked, or a retryable refusal).
+    fx.sim.set_faults(medgate::sim::emias::Faults {
+        latency: Duration::from_secs(2),
+        error_rate: 0.3,
+        ..Default::default()
+    });
+    let mut intake_during = Vec::new();
+    let mut mis_answers = std::collections::BTreeMap::<u16, usize>::new();
+    for i in 16..26u32 {
+        let ((_, (s, _)), (d, ())) = tokio::join!(
+            timed(book(&fx, &slots[i as usize].id, 700 + i)),
+            timed(submit(u64::from(200 + i)))
+        );
+        *mis_answers.entry(s.as_u16()).or_default() += 1;
+        intake_during.push(d);
+    }
+    fx.sim.set_faults(Default::default());
+
+    // Everything queued ends: each document registered or dead-lettered with its reason;
+    // no clinic-system effect left pending or in flight.
+    let uids = uids.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (registered, dead) = loop {
+        let mut states = std::collections::BTreeMap::<String, usize>::new();
+        for uid in &uids {
+            *states
+                .entry(status_of(&document(&fx.t, uid).await))
+                .or_default() += 1;
+        }
+        let registered = states.get("registered").copied().unwrap_or(0);
+        let dead = states.get("dead-lettered").copied().unwrap_or(0);
+        let mis_open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE destination = 'mis' AND status IN ('pending', 'inflight')",
+        )
+        .fetch_one(fx.t.gw.store.pool())
+        .await
+        .unwrap();
+        if registered + dead == uids.len() && mis_open == 0 {
+            break (registered, dead);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled: documents {states:?}, {mis_open} clinic-system effects open"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if dead > 0 {
+        let letters: Value =
+            fx.t.get_admin("/api/admin/outbox?destination=remd")
+                .await
+                .json()
+                .await
+                .unwrap();
+        let items = letters["items"].as_array().unwrap();
+        assert_eq!(items.len(), dead, "{letters}");
+        for i in items {
+            assert!(
+                i["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+                "a dead letter without its reason: {i}"
+            );
+        }
+    }
+    for uid in &uids {
+        assert!(registry.registrations(uid) <= 1, "{uid} registered twice");
+    }
+    let (b0, b1) = (median(book_base), median(book_during));
+    let (i0, i1) = (median(intake_base), median(intake_during));
+    eprintln!(
+        "slow, failing partners (2 s latency, 30% errors): booking median {b0:?} healthy, {b1:?} while the registry failed; document intake median {i0:?} healthy, {i1:?} while the clinic system failed (bookings then answered {mis_answers:?}); {} documents: {registered} registered, {dead} dead-lettered with a reason",
+        uids.len()
+    );
+    // Below the failing partner's own latency: no request waited on it.
+    assert!(
+        b1 < Duration::from_millis(1500),
+        "bookings slowed to {b1:?}"
+    );
+    assert!(i1 < Duration::from_millis(1500), "intake slowed to {i1:?}");
+    registry.stop().await;
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}

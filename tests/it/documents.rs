@@ -95,29 +95,40 @@ async fn setup_clocked(
     .unwrap();
     let url = sim.url.clone();
     let t = TestGateway::start_clocked(backend, clock, move |s| {
-        let base = s.http.public_url.clone().unwrap();
-        s.remd = Some(RemdSettings {
-            url,
-            client_entity_id: "medgate-test".into(),
-            callback_url: format!("{base}/soap/remd/callback"),
-            file_url: format!("{base}/soap/remd/provider"),
-            timeout_secs: 2,
-            retry_schedule_secs: retry,
-            callback_timeout_secs: callback_timeout,
-            workers: 4,
-            max_document_bytes: 1024 * 1024,
-            deliver: true,
-            message_key: None,
-            callback_certificates: Vec::new(),
-        });
-        s.signing.keys = vec![
-            key(CLINIC_ORG, KeyRole::Organization, "org-gost256"),
-            key(AUTHOR, KeyRole::Doctor, "doctor-gost256"),
-        ];
+        registry_link(s, url, retry, callback_timeout);
         tweak(s);
     })
     .await;
     Setup { t, sim }
+}
+
+/// Registration in the registry at `url` with the test's keys: 2 s timeout, 4 workers,
+/// `retry` as the schedule, verdicts overdue after `callback_timeout` seconds.
+pub(crate) fn registry_link(
+    s: &mut medgate::config::Settings,
+    url: String,
+    retry: Vec<u64>,
+    callback_timeout: u64,
+) {
+    let base = s.http.public_url.clone().unwrap();
+    s.remd = Some(RemdSettings {
+        url,
+        client_entity_id: "medgate-test".into(),
+        callback_url: format!("{base}/soap/remd/callback"),
+        file_url: format!("{base}/soap/remd/provider"),
+        timeout_secs: 2,
+        retry_schedule_secs: retry,
+        callback_timeout_secs: callback_timeout,
+        workers: 4,
+        max_document_bytes: 1024 * 1024,
+        deliver: true,
+        message_key: None,
+        callback_certificates: Vec::new(),
+    });
+    s.signing.keys = vec![
+        key(CLINIC_ORG, KeyRole::Organization, "org-gost256"),
+        key(AUTHOR, KeyRole::Doctor, "doctor-gost256"),
+    ];
 }
 
 pub(crate) fn cda(number: u64) -> String {
