@@ -2,7 +2,7 @@
 //! PostgreSQL, reporting throughput and latency percentiles. Figures go to BENCHMARKS.md.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,22 +134,41 @@ impl BenchDb {
 const ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
 const TOKEN: &str = "bench-token";
 
-fn key(opts: &DocumentBench, owner: &str, role: KeyRole, name: &str) -> KeySettings {
+/// A client of the benchmark's gateway presenting `token`.
+fn client(id: &str, token: &str, organizations: &[&str], scopes: &[&str]) -> ClientSettings {
+    ClientSettings {
+        id: id.into(),
+        name: id.into(),
+        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(token))),
+        organizations: organizations.iter().map(|o| o.to_string()).collect(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        channels: Vec::new(),
+        rate: None,
+        signing_certificate: None,
+        certificate: None,
+    }
+}
+
+/// A FHIR `DocumentReference` of [`ORG`] carrying the CDA document `cda`.
+fn document_reference(cda: &str) -> Vec<u8> {
+    let v = serde_json::json!({
+        "resourceType": "DocumentReference",
+        "masterIdentifier": {"value": format!("urn:uuid:{}", uuid::Uuid::new_v4())},
+        "type": {"coding": [{"system": "urn:oid:1.2.643.5.1.13.13.11.1522", "version": "5.12", "code": "4"}]},
+        "subject": {"identifier": {"value": "11223344595"}},
+        "author": [{"identifier": {"value": "12345678964"}}],
+        "custodian": {"identifier": {"value": ORG}},
+        "content": [{"attachment": {"contentType": "application/x-hl7-cda+xml", "data": base64::engine::general_purpose::STANDARD.encode(cda)}}],
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+fn key(keys: &Path, owner: &str, role: KeyRole, name: &str) -> KeySettings {
     KeySettings {
         owner: owner.into(),
         role,
-        certificate: Some(
-            opts.keys
-                .join(format!("{name}.cert.pem"))
-                .display()
-                .to_string(),
-        ),
-        private_key: Some(
-            opts.keys
-                .join(format!("{name}.key.pem"))
-                .display()
-                .to_string(),
-        ),
+        certificate: Some(keys.join(format!("{name}.cert.pem")).display().to_string()),
+        private_key: Some(keys.join(format!("{name}.key.pem")).display().to_string()),
         pkcs12: None,
         passphrase: None,
         remote: None,
@@ -174,17 +193,7 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
     s.database.max_connections = 32;
     s.log.filter = "warn".into();
     s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
-    s.clients = vec![ClientSettings {
-        id: "bench".into(),
-        name: "bench".into(),
-        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
-        organizations: vec![ORG.into()],
-        scopes: vec!["documents:submit".into()],
-        channels: Vec::new(),
-        rate: None,
-        signing_certificate: None,
-        certificate: None,
-    }];
+    s.clients = vec![client("bench", TOKEN, &[ORG], &["documents:submit"])];
     s.remd = Some(RemdSettings {
         url: "http://127.0.0.1:9/unused".into(),
         client_entity_id: "bench".into(),
@@ -200,8 +209,8 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         callback_certificates: Vec::new(),
     });
     s.signing.keys = vec![
-        key(opts, ORG, KeyRole::Organization, "org-gost256"),
-        key(opts, "12345678964", KeyRole::Doctor, "doctor-gost256"),
+        key(&opts.keys, ORG, KeyRole::Organization, "org-gost256"),
+        key(&opts.keys, "12345678964", KeyRole::Doctor, "doctor-gost256"),
     ];
     let store = crate::store::Store::connect(&s.database)
         .await
@@ -212,20 +221,8 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         .await
         .map_err(|e| e.to_string())?;
     let endpoint = format!("{}/fhir/DocumentReference", gw.url());
-    let b64 = base64::engine::general_purpose::STANDARD;
     let bodies: Vec<Vec<u8>> = (0..opts.count)
-        .map(|i| {
-            let v = serde_json::json!({
-                "resourceType": "DocumentReference",
-                "masterIdentifier": {"value": format!("urn:uuid:{}", uuid::Uuid::new_v4())},
-                "type": {"coding": [{"system": "urn:oid:1.2.643.5.1.13.13.11.1522", "version": "5.12", "code": "4"}]},
-                "subject": {"identifier": {"value": "11223344595"}},
-                "author": [{"identifier": {"value": "12345678964"}}],
-                "custodian": {"identifier": {"value": ORG}},
-                "content": [{"attachment": {"contentType": "application/x-hl7-cda+xml", "data": b64.encode(document(i, opts.size))}}],
-            });
-            serde_json::to_vec(&v).unwrap_or_default()
-        })
+        .map(|i| document_reference(&document(i, opts.size)))
         .collect();
     let doc_bytes = document(0, opts.size).len();
     let http = reqwest::Client::builder()
@@ -395,17 +392,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
     s.database.max_connections = 16;
     s.log.filter = "warn".into();
     s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
-    s.clients = vec![ClientSettings {
-        id: "bench".into(),
-        name: "bench".into(),
-        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
-        organizations: vec![],
-        scopes: vec!["schedule:read".into()],
-        channels: Vec::new(),
-        rate: None,
-        signing_certificate: None,
-        certificate: None,
-    }];
+    s.clients = vec![client("bench", TOKEN, &[], &["schedule:read"])];
     let store = crate::store::Store::connect(&s.database)
         .await
         .map_err(|e| e.to_string())?;
@@ -457,7 +444,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
             tokio::time::sleep_until(due.into()).await;
             let (search, latencies, errors) = (search.clone(), latencies.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
-                let ok = search.send(n as usize).await;
+                let ok = succeeded(search.send(n as usize).await);
                 record(&latencies, &errors, ok, due.elapsed());
             }));
         }
@@ -476,7 +463,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
                 let mut i = w;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let ok = search.send(i).await;
+                    let ok = succeeded(search.send(i).await);
                     record(&latencies, &errors, ok, t.elapsed());
                     i += 7;
                 }
@@ -605,6 +592,11 @@ async fn load_region(
     ))
 }
 
+/// True for a 2xx status.
+fn succeeded(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
 /// One slot search of the benchmark, through FHIR or through the SOAP hub.
 struct SearchRequest {
     http: reqwest::Client,
@@ -615,14 +607,14 @@ struct SearchRequest {
 }
 
 impl SearchRequest {
-    /// Sends search `i` (a clinic and a day for FHIR, a doctor and a day for SOAP); true when
-    /// answered with success.
-    async fn send(&self, i: usize) -> bool {
+    /// Sends search `i` (a clinic and a day for FHIR, a doctor and a day for SOAP); the HTTP
+    /// status of the answer read in full, 0 when none came.
+    async fn send(&self, i: usize) -> u16 {
         let day = self.today + chrono::Days::new(1 + (i as u64 * 7) % 28);
         let next = day + chrono::Days::new(1);
         let request = if self.soap {
             let Some((org, doc)) = self.doctors.get(i % self.doctors.len().max(1)) else {
-                return false;
+                return 0;
             };
             self.http
                 .post(format!("{}/soap/hub", self.base))
@@ -639,8 +631,15 @@ impl SearchRequest {
             ))
         };
         match request.bearer_auth(TOKEN).send().await {
-            Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-            _ => false,
+            Ok(r) => {
+                let status = r.status().as_u16();
+                if r.bytes().await.is_ok() {
+                    status
+                } else {
+                    0
+                }
+            }
+            Err(_) => 0,
         }
     }
 }
@@ -686,44 +685,11 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
         days_ahead: 30,
     });
     s.booking.sync_interval_secs = 0;
-    s.clients = vec![ClientSettings {
-        id: "bench".into(),
-        name: "bench".into(),
-        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
-        organizations: vec![],
-        scopes: vec!["appointment:write".into()],
-        channels: Vec::new(),
-        rate: None,
-        signing_certificate: None,
-        certificate: None,
-    }];
+    s.clients = vec![client("bench", TOKEN, &[], &["appointment:write"])];
     let store = crate::store::Store::connect(&s.database)
         .await
         .map_err(|e| e.to_string())?;
-    // Free slots the internet channel may take, spread over the region.
-    let mut targets = Vec::with_capacity(opts.count);
-    let mut q = crate::store::schedules::SlotQuery {
-        status: Some(crate::model::schedule::SlotStatus::Free),
-        start_from: Some(crate::model::time::now_ms() + 3_600_000),
-        ..Default::default()
-    };
-    while targets.len() < opts.count {
-        let page = store
-            .search_slots(&q, 1000)
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(last) = page.last() else { break };
-        q.after = Some((last.start_at, last.id.clone()));
-        targets.extend(
-            page.into_iter()
-                .filter(|r| {
-                    r.channels
-                        .contains(crate::model::schedule::Channel::Internet)
-                })
-                .map(|r| r.id),
-        );
-    }
-    targets.truncate(opts.count);
+    let targets = free_internet_slots(&store, opts.count).await?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let gw = Gateway::start_on(s, store, listener, crate::model::time::system_clock())
         .await
@@ -755,20 +721,12 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(slot) = targets.get(i) else { break };
-                    let body = serde_json::json!({"resourceType": "Parameters", "parameter": [
-                        {"name": "appointment", "resource": {"resourceType": "Appointment", "status": "proposed",
-                            "slot": [{"reference": format!("Slot/{}", slot.replacen(':', ".", 1))}],
-                            "participant": [{"status": "needs-action"}]}},
-                        {"name": "patient", "resource": {"resourceType": "Patient",
-                            "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": format!("77{:014}", i)}],
-                            "birthDate": "1980-05-17"}}
-                    ]});
                     let t = Instant::now();
                     let sent = http
                         .post(format!("{base}/fhir/Appointment/$book"))
                         .bearer_auth(TOKEN)
                         .header("content-type", "application/fhir+json")
-                        .body(body.to_string())
+                        .body(book_body(slot, i as u64))
                         .send()
                         .await;
                     match sent {
@@ -818,4 +776,49 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
         ms(pct(0.99)),
         ms(l.last().copied().unwrap_or_default()),
     ))
+}
+
+/// Up to `count` free slots, an hour or more ahead, that the internet channel may take,
+/// spread over the region.
+async fn free_internet_slots(
+    store: &crate::store::Store,
+    count: usize,
+) -> Result<Vec<String>, String> {
+    let mut targets = Vec::with_capacity(count);
+    let mut q = crate::store::schedules::SlotQuery {
+        status: Some(crate::model::schedule::SlotStatus::Free),
+        start_from: Some(crate::model::time::now_ms() + 3_600_000),
+        ..Default::default()
+    };
+    while targets.len() < count {
+        let page = store
+            .search_slots(&q, 1000)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else { break };
+        q.after = Some((last.start_at, last.id.clone()));
+        targets.extend(
+            page.into_iter()
+                .filter(|r| {
+                    r.channels
+                        .contains(crate::model::schedule::Channel::Internet)
+                })
+                .map(|r| r.id),
+        );
+    }
+    targets.truncate(count);
+    Ok(targets)
+}
+
+/// FHIR `$book` parameters for `slot` and patient number `patient` (a distinct policy each).
+fn book_body(slot: &str, patient: u64) -> String {
+    serde_json::json!({"resourceType": "Parameters", "parameter": [
+        {"name": "appointment", "resource": {"resourceType": "Appointment", "status": "proposed",
+            "slot": [{"reference": format!("Slot/{}", slot.replacen(':', ".", 1))}],
+            "participant": [{"status": "needs-action"}]}},
+        {"name": "patient", "resource": {"resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": format!("77{patient:014}")}],
+            "birthDate": "1980-05-17"}}
+    ]})
+    .to_string()
 }
