@@ -1,5 +1,6 @@
 //! Load commands (`medgate bench ...`): real HTTP against an in-process gateway on
-//! PostgreSQL, reporting throughput and latency percentiles. Figures go to BENCHMARKS.md.
+//! PostgreSQL, reporting throughput and latency percentiles; the soak (`bench soak`, in
+//! `bench/soak.rs`) also memory over time. Figures go to BENCHMARKS.md.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ use crate::app::Gateway;
 use crate::config::{
     BodyPolicy, ClientSettings, KeyRole, KeySettings, RemdSettings, Secret, Settings,
 };
+
+mod soak;
+pub use soak::{soak, OpReport, Operation, SoakBench, SoakReport};
 
 /// Options of `medgate bench documents`.
 #[derive(Debug, Clone)]
@@ -163,6 +167,33 @@ fn document_reference(cda: &str) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
+/// Registry settings of a benchmark gateway whose public URL is `base`: delivering to the
+/// registry at `url`, or intake only when `None` (documents stay queued).
+fn registry(url: Option<&str>, base: &str) -> RemdSettings {
+    RemdSettings {
+        url: url.unwrap_or("http://127.0.0.1:9/unused").into(),
+        client_entity_id: "bench".into(),
+        callback_url: format!("{base}/soap/remd/callback"),
+        file_url: format!("{base}/soap/remd/provider"),
+        timeout_secs: 10,
+        retry_schedule_secs: vec![1, 5, 15, 60],
+        callback_timeout_secs: 600,
+        workers: if url.is_some() { 4 } else { 1 },
+        max_document_bytes: 5 * 1024 * 1024,
+        deliver: url.is_some(),
+        message_key: None,
+        callback_certificates: Vec::new(),
+    }
+}
+
+/// The organization's and the doctor's GOST keys, PEM files in `keys`.
+fn signing_keys(keys: &Path) -> Vec<KeySettings> {
+    vec![
+        key(keys, ORG, KeyRole::Organization, "org-gost256"),
+        key(keys, "12345678964", KeyRole::Doctor, "doctor-gost256"),
+    ]
+}
+
 fn key(keys: &Path, owner: &str, role: KeyRole, name: &str) -> KeySettings {
     KeySettings {
         owner: owner.into(),
@@ -194,24 +225,8 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
     s.log.filter = "warn".into();
     s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
     s.clients = vec![client("bench", TOKEN, &[ORG], &["documents:submit"])];
-    s.remd = Some(RemdSettings {
-        url: "http://127.0.0.1:9/unused".into(),
-        client_entity_id: "bench".into(),
-        callback_url: "http://127.0.0.1:9/cb".into(),
-        file_url: "http://127.0.0.1:9/file".into(),
-        timeout_secs: 10,
-        retry_schedule_secs: vec![60],
-        callback_timeout_secs: 600,
-        workers: 1,
-        max_document_bytes: 5 * 1024 * 1024,
-        deliver: false,
-        message_key: None,
-        callback_certificates: Vec::new(),
-    });
-    s.signing.keys = vec![
-        key(&opts.keys, ORG, KeyRole::Organization, "org-gost256"),
-        key(&opts.keys, "12345678964", KeyRole::Doctor, "doctor-gost256"),
-    ];
+    s.remd = Some(registry(None, "http://127.0.0.1:9"));
+    s.signing.keys = signing_keys(&opts.keys);
     let store = crate::store::Store::connect(&s.database)
         .await
         .map_err(|e| e.to_string())?;
@@ -340,6 +355,33 @@ pub struct SyncBench {
     pub keep: bool,
 }
 
+impl SyncBench {
+    /// The sync that stores `slots` before another benchmark (into a database it is given).
+    fn preload(slots: u64) -> SyncBench {
+        SyncBench {
+            pg_admin_url: String::new(),
+            slots,
+            parallel: 4,
+            keep: false,
+        }
+    }
+}
+
+/// Settings of a benchmark gateway on `db_url` booking through the city MIS at `emias_url`.
+fn booking_settings(db_url: &str, emias_url: &str) -> Settings {
+    let mut s = Settings::default();
+    s.database.url = db_url.to_string();
+    s.database.max_connections = 16;
+    s.log.filter = "warn".into();
+    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
+    s.emias = Some(crate::config::EmiasSettings {
+        url: emias_url.to_string(),
+        timeout_secs: 10,
+        days_ahead: 30,
+    });
+    s
+}
+
 /// Full sync of a simulated region into a fresh PostgreSQL database; returns (slots, time).
 pub async fn sync(opts: SyncBench) -> Result<(usize, Duration, Option<String>), String> {
     let db = BenchDb::create(&opts.pg_admin_url).await?;
@@ -380,13 +422,7 @@ pub async fn slot_search(opts: SlotSearchBench) -> Result<String, String> {
 }
 
 async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String, String> {
-    let sync_opts = SyncBench {
-        pg_admin_url: String::new(),
-        slots: opts.slots,
-        parallel: 4,
-        keep: false,
-    };
-    let (stored, _) = run_sync(&sync_opts, db_url).await?;
+    let (stored, _) = run_sync(&SyncBench::preload(opts.slots), db_url).await?;
     let mut s = Settings::default();
     s.database.url = db_url.to_string();
     s.database.max_connections = 16;
@@ -404,21 +440,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
         .pool_max_idle_per_host(256)
         .build()
         .map_err(|e| e.to_string())?;
-    let doctors: Vec<(String, String)> = gw
-        .store
-        .list_practitioners(None, 10_000)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|p| (p.org.to_string(), p.id))
-        .collect();
-    let search = Arc::new(SearchRequest {
-        http: http.clone(),
-        base: gw.url(),
-        today: chrono::Utc::now().date_naive(),
-        soap: opts.soap,
-        doctors,
-    });
+    let search = Arc::new(SearchRequest::new(&gw, &http, opts.soap).await?);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(u64::from(opts.seconds));
@@ -592,6 +614,21 @@ async fn load_region(
     ))
 }
 
+/// The HTTP status of an answer read in full; 0 when none came or its body broke off.
+async fn answered(sent: reqwest::Result<reqwest::Response>) -> u16 {
+    match sent {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            if r.bytes().await.is_ok() {
+                status
+            } else {
+                0
+            }
+        }
+        Err(_) => 0,
+    }
+}
+
 /// True for a 2xx status.
 fn succeeded(status: u16) -> bool {
     (200..300).contains(&status)
@@ -607,6 +644,25 @@ struct SearchRequest {
 }
 
 impl SearchRequest {
+    /// Searches of `gw`'s slots through `http`, spread over every stored doctor and clinic.
+    async fn new(gw: &Gateway, http: &reqwest::Client, soap: bool) -> Result<Self, String> {
+        let doctors = gw
+            .store
+            .list_practitioners(None, 10_000)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|p| (p.org.to_string(), p.id))
+            .collect();
+        Ok(SearchRequest {
+            http: http.clone(),
+            base: gw.url(),
+            today: chrono::Utc::now().date_naive(),
+            soap,
+            doctors,
+        })
+    }
+
     /// Sends search `i` (a clinic and a day for FHIR, a doctor and a day for SOAP); the HTTP
     /// status of the answer read in full, 0 when none came.
     async fn send(&self, i: usize) -> u16 {
@@ -630,17 +686,7 @@ impl SearchRequest {
                 7001 + (i % 12)
             ))
         };
-        match request.bearer_auth(TOKEN).send().await {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                if r.bytes().await.is_ok() {
-                    status
-                } else {
-                    0
-                }
-            }
-            Err(_) => 0,
-        }
+        answered(request.bearer_auth(TOKEN).send().await).await
     }
 }
 
@@ -667,23 +713,8 @@ pub async fn booking(opts: BookingBench) -> Result<String, String> {
 }
 
 async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String> {
-    let sync_opts = SyncBench {
-        pg_admin_url: String::new(),
-        slots: opts.slots,
-        parallel: 4,
-        keep: false,
-    };
-    let (sim, stored, _) = load_region(&sync_opts, db_url).await?;
-    let mut s = Settings::default();
-    s.database.url = db_url.to_string();
-    s.database.max_connections = 16;
-    s.log.filter = "warn".into();
-    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
-    s.emias = Some(crate::config::EmiasSettings {
-        url: sim.url.clone(),
-        timeout_secs: 10,
-        days_ahead: 30,
-    });
+    let (sim, stored, _) = load_region(&SyncBench::preload(opts.slots), db_url).await?;
+    let mut s = booking_settings(db_url, &sim.url);
     s.booking.sync_interval_secs = 0;
     s.clients = vec![client("bench", TOKEN, &[], &["appointment:write"])];
     let store = crate::store::Store::connect(&s.database)
