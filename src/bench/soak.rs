@@ -737,6 +737,7 @@ async fn settle(
 /// Samples the process's resident memory at a fixed period until stopped.
 struct RssSampler {
     started: Instant,
+    every: Duration,
     samples: Arc<Mutex<Vec<(f64, f64)>>>,
     stop: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -764,6 +765,7 @@ impl RssSampler {
         });
         RssSampler {
             started,
+            every,
             samples,
             stop,
             task,
@@ -775,8 +777,15 @@ impl RssSampler {
         self.stop.notify_one();
         let _ = self.task.await;
         let mut samples = self.samples.lock().map(|s| s.clone()).unwrap_or_default();
-        if let Some(mib) = rss_mib() {
-            samples.push((self.started.elapsed().as_secs_f64(), mib));
+        let now = self.started.elapsed().as_secs_f64();
+        // The end of the load, unless a periodic sample was just taken.
+        if samples
+            .last()
+            .is_none_or(|(t, _)| now - t >= self.every.as_secs_f64() / 2.0)
+        {
+            if let Some(mib) = rss_mib() {
+                samples.push((now, mib));
+            }
         }
         samples
     }
