@@ -98,8 +98,9 @@ pub struct OpReport {
     pub sent: u64,
     /// Answered with success.
     pub ok: u64,
-    /// Bookings answered 409 (the slot taken meanwhile): a race, not an error.
-    pub conflicts: u64,
+    /// Bookings answered 409 (the slot taken meanwhile), by the OperationOutcome's code: a
+    /// race, not an error.
+    pub conflicts: BTreeMap<String, u64>,
     /// Other answers by HTTP status; 0 counts requests that got no usable answer (none, a
     /// broken body, a booking without an appointment id).
     pub errors: BTreeMap<u16, u64>,
@@ -113,7 +114,7 @@ pub struct OpReport {
 impl OpReport {
     /// Requests answered (or given up) in any way.
     pub fn settled(&self) -> u64 {
-        self.ok + self.conflicts + self.errors.values().sum::<u64>()
+        self.ok + self.conflicts.values().sum::<u64>() + self.errors.values().sum::<u64>()
     }
 }
 
@@ -205,26 +206,18 @@ impl fmt::Display for SoakReport {
             self.left_in_flight
         )?;
         writeln!(f)?;
-        writeln!(f, "| operation | sent | ok | 409 race | errors by status | not sent (cap) | p50 ms | p99 ms | p99.9 ms | max ms |")?;
+        writeln!(f, "| operation | sent | ok | 409 races by code | errors by status | not sent (cap) | p50 ms | p99 ms | p99.9 ms | max ms |")?;
         writeln!(f, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")?;
         for o in &self.operations {
-            let errors = if o.errors.is_empty() {
-                "none".to_string()
-            } else {
-                o.errors
-                    .iter()
-                    .map(|(status, n)| format!("{status}: {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+            let errors = counts(&o.errors);
+            let conflicts = counts(&o.conflicts);
             let [p50, p99, p999, max] = o.latency_ms;
             writeln!(
                 f,
-                "| {} | {} | {} | {} | {errors} | {} | {p50:.2} | {p99:.2} | {p999:.2} | {max:.2} |",
+                "| {} | {} | {} | {conflicts} | {errors} | {} | {p50:.2} | {p99:.2} | {p999:.2} | {max:.2} |",
                 o.operation.name(),
                 o.sent,
                 o.ok,
-                o.conflicts,
                 o.unsent
             )?;
         }
@@ -274,6 +267,18 @@ impl fmt::Display for SoakReport {
         };
         writeln!(f, "outbox depth at the end: {outbox}")
     }
+}
+
+/// `key: n, ...` of a tally, or `none`.
+fn counts<K: fmt::Display>(tally: &BTreeMap<K, u64>) -> String {
+    if tally.is_empty() {
+        return "none".into();
+    }
+    tally
+        .iter()
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs the soak: a fresh database, a synchronized region, one gateway with the city MIS
@@ -343,7 +348,7 @@ async fn start(opts: &SoakBench, db_url: &str) -> Result<(System, usize), String
 struct Tally {
     sent: AtomicU64,
     ok: AtomicU64,
-    conflicts: AtomicU64,
+    conflicts: Mutex<BTreeMap<String, u64>>,
     unsent: AtomicU64,
     errors: Mutex<BTreeMap<u16, u64>>,
     latency_us: Mutex<Histogram<u64>>,
@@ -354,7 +359,7 @@ impl Tally {
         Ok(Tally {
             sent: AtomicU64::new(0),
             ok: AtomicU64::new(0),
-            conflicts: AtomicU64::new(0),
+            conflicts: Mutex::new(BTreeMap::new()),
             unsent: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             latency_us: Mutex::new(
@@ -363,17 +368,22 @@ impl Tally {
         })
     }
 
-    /// Counts an answer (`status` 0: none) that took `took`; 409 is a race where `races`.
-    fn answer(&self, status: u16, took: Duration, races: bool) {
+    /// Counts an answer (`status` 0: none) that took `took`.
+    fn answer(&self, status: u16, took: Duration) {
         if succeeded(status) {
             self.ok.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut h) = self.latency_us.lock() {
                 h.saturating_record(took.as_micros().min(u128::from(LATENCY_CEILING_US)) as u64);
             }
-        } else if races && status == 409 {
-            self.conflicts.fetch_add(1, Ordering::Relaxed);
         } else if let Ok(mut e) = self.errors.lock() {
             *e.entry(status).or_default() += 1;
+        }
+    }
+
+    /// Counts a 409 answer whose OperationOutcome carries `code`.
+    fn conflict(&self, code: &str) {
+        if let Ok(mut c) = self.conflicts.lock() {
+            *c.entry(code.to_string()).or_default() += 1;
         }
     }
 
@@ -399,7 +409,7 @@ impl Tally {
             operation,
             sent: self.sent.load(Ordering::Relaxed),
             ok: self.ok.load(Ordering::Relaxed),
-            conflicts: self.conflicts.load(Ordering::Relaxed),
+            conflicts: self.conflicts.lock().map(|c| c.clone()).unwrap_or_default(),
             errors: self.errors.lock().map(|e| e.clone()).unwrap_or_default(),
             unsent: self.unsent.load(Ordering::Relaxed),
             latency_ms,
@@ -494,7 +504,7 @@ impl Load {
                     &self.fhir_search
                 };
                 let status = search.send(i).await;
-                self.tally(operation).answer(status, due.elapsed(), false);
+                self.tally(operation).answer(status, due.elapsed());
             }
             Request::Book { n } => {
                 let slot = &self.slots[n as usize % self.slots.len()];
@@ -506,23 +516,28 @@ impl Load {
                     .body(book_body(slot, n))
                     .send()
                     .await;
-                let (status, id) = match sent {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let body = r.json::<serde_json::Value>().await.ok();
-                        let id = body.and_then(|b| b["id"].as_str().map(str::to_string));
-                        (status, id)
-                    }
+                let (status, body) = match sent {
+                    Ok(r) => (
+                        r.status().as_u16(),
+                        r.json::<serde_json::Value>().await.ok(),
+                    ),
                     Err(_) => (0, None),
                 };
-                match id {
+                let body = body.unwrap_or_default();
+                let tally = self.tally(operation);
+                match body["id"].as_str() {
+                    _ if status == 409 => tally.conflict(
+                        body["issue"][0]["details"]["coding"][0]["code"]
+                            .as_str()
+                            .unwrap_or("no code"),
+                    ),
                     Some(id) if succeeded(status) => {
-                        self.tally(operation).answer(status, due.elapsed(), true);
-                        self.cancel(&id).await;
+                        tally.answer(status, due.elapsed());
+                        self.cancel(id).await;
                     }
                     // A success without an appointment id cannot be cancelled: unusable.
-                    _ if succeeded(status) => self.tally(operation).answer(0, due.elapsed(), true),
-                    _ => self.tally(operation).answer(status, due.elapsed(), true),
+                    None if succeeded(status) => tally.answer(0, due.elapsed()),
+                    _ => tally.answer(status, due.elapsed()),
                 }
             }
             Request::Document { n } => {
@@ -536,7 +551,7 @@ impl Load {
                     .send()
                     .await;
                 let status = answered(sent).await;
-                self.tally(operation).answer(status, due.elapsed(), false);
+                self.tally(operation).answer(status, due.elapsed());
             }
         }
     }
@@ -561,7 +576,7 @@ impl Load {
             .send()
             .await;
         let status = answered(sent).await;
-        tally.answer(status, started.elapsed(), false);
+        tally.answer(status, started.elapsed());
     }
 }
 
