@@ -466,7 +466,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
             tokio::time::sleep_until(due.into()).await;
             let (search, latencies, errors) = (search.clone(), latencies.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
-                let ok = succeeded(search.send(n as usize).await);
+                let ok = search.send(n as usize).await.ok();
                 record(&latencies, &errors, ok, due.elapsed());
             }));
         }
@@ -485,7 +485,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
                 let mut i = w;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let ok = succeeded(search.send(i).await);
+                    let ok = search.send(i).await.ok();
                     record(&latencies, &errors, ok, t.elapsed());
                     i += 7;
                 }
@@ -614,24 +614,52 @@ async fn load_region(
     ))
 }
 
-/// The HTTP status of an answer read in full; 0 when none came or its body broke off.
-async fn answered(sent: reqwest::Result<reqwest::Response>) -> u16 {
-    match sent {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            if r.bytes().await.is_ok() {
-                status
-            } else {
-                0
-            }
-        }
-        Err(_) => 0,
-    }
+/// An answer read in full.
+struct Answer {
+    /// HTTP status; 0 when none came or its body broke off.
+    status: u16,
+    body: actix_web::web::Bytes,
 }
 
-/// True for a 2xx status.
-fn succeeded(status: u16) -> bool {
-    (200..300).contains(&status)
+impl Answer {
+    /// Reads the answer to `sent` to its end.
+    async fn read(sent: reqwest::Result<reqwest::Response>) -> Answer {
+        let Ok(r) = sent else {
+            return Answer::none();
+        };
+        let status = r.status().as_u16();
+        match r.bytes().await {
+            Ok(body) => Answer { status, body },
+            Err(_) => Answer::none(),
+        }
+    }
+
+    fn none() -> Answer {
+        Answer {
+            status: 0,
+            body: Default::default(),
+        }
+    }
+
+    /// True for a 2xx status.
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The machine code of a refusal: a FHIR OperationOutcome's, a SOAP fault's detail (a
+    /// SOAP 1.1 fault comes as 500 whatever it is) or another route's JSON error; empty
+    /// when there is none.
+    fn code(&self) -> String {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.body) {
+            let code = &v["issue"][0]["details"]["coding"][0]["code"];
+            return code.as_str().or(v["error"].as_str()).unwrap_or("").into();
+        }
+        let text = String::from_utf8_lossy(&self.body);
+        text.split_once("<mg:code>")
+            .and_then(|(_, rest)| rest.split_once("</mg:code>"))
+            .map(|(code, _)| code.to_string())
+            .unwrap_or_default()
+    }
 }
 
 /// One slot search of the benchmark, through FHIR or through the SOAP hub.
@@ -663,14 +691,13 @@ impl SearchRequest {
         })
     }
 
-    /// Sends search `i` (a clinic and a day for FHIR, a doctor and a day for SOAP); the HTTP
-    /// status of the answer read in full, 0 when none came.
-    async fn send(&self, i: usize) -> u16 {
+    /// Sends search `i` (a clinic and a day for FHIR, a doctor and a day for SOAP).
+    async fn send(&self, i: usize) -> Answer {
         let day = self.today + chrono::Days::new(1 + (i as u64 * 7) % 28);
         let next = day + chrono::Days::new(1);
         let request = if self.soap {
             let Some((org, doc)) = self.doctors.get(i % self.doctors.len().max(1)) else {
-                return 0;
+                return Answer::none();
             };
             self.http
                 .post(format!("{}/soap/hub", self.base))
@@ -686,7 +713,7 @@ impl SearchRequest {
                 7001 + (i % 12)
             ))
         };
-        answered(request.bearer_auth(TOKEN).send().await).await
+        Answer::read(request.bearer_auth(TOKEN).send().await).await
     }
 }
 

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::{
-    answered, book_body, booking_settings, client, document, document_reference,
-    free_internet_slots, load_region, registry, signing_keys, succeeded, BenchDb, SearchRequest,
-    SyncBench, ORG, TOKEN,
+    book_body, booking_settings, client, document, document_reference, free_internet_slots,
+    load_region, registry, signing_keys, Answer, BenchDb, SearchRequest, SyncBench, ORG, TOKEN,
 };
 use crate::app::Gateway;
 use crate::sim::emias::EmiasSim;
@@ -101,9 +100,9 @@ pub struct OpReport {
     /// Bookings answered 409 (the slot taken meanwhile), by the OperationOutcome's code: a
     /// race, not an error.
     pub conflicts: BTreeMap<String, u64>,
-    /// Other answers by HTTP status; 0 counts requests that got no usable answer (none, a
-    /// broken body, a booking without an appointment id).
-    pub errors: BTreeMap<u16, u64>,
+    /// Other answers by HTTP status and the machine code they carry (empty when none);
+    /// status 0 counts requests that got no answer or a broken one.
+    pub errors: BTreeMap<(u16, String), u64>,
     /// Scheduled but not sent: the generator's in-flight cap was reached.
     pub unsent: u64,
     /// Latency of successful answers in ms: p50, p99, p99.9, max; open-loop operations
@@ -209,7 +208,12 @@ impl fmt::Display for SoakReport {
         writeln!(f, "| operation | sent | ok | 409 races by code | errors by status | not sent (cap) | p50 ms | p99 ms | p99.9 ms | max ms |")?;
         writeln!(f, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")?;
         for o in &self.operations {
-            let errors = counts(&o.errors);
+            let errors = counts(
+                &o.errors
+                    .iter()
+                    .map(|((status, code), n)| (format!("{status} {code}").trim().to_string(), *n))
+                    .collect(),
+            );
             let conflicts = counts(&o.conflicts);
             let [p50, p99, p999, max] = o.latency_ms;
             writeln!(
@@ -350,7 +354,7 @@ struct Tally {
     ok: AtomicU64,
     conflicts: Mutex<BTreeMap<String, u64>>,
     unsent: AtomicU64,
-    errors: Mutex<BTreeMap<u16, u64>>,
+    errors: Mutex<BTreeMap<(u16, String), u64>>,
     latency_us: Mutex<Histogram<u64>>,
 }
 
@@ -368,15 +372,21 @@ impl Tally {
         })
     }
 
-    /// Counts an answer (`status` 0: none) that took `took`.
-    fn answer(&self, status: u16, took: Duration) {
-        if succeeded(status) {
-            self.ok.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut h) = self.latency_us.lock() {
-                h.saturating_record(took.as_micros().min(u128::from(LATENCY_CEILING_US)) as u64);
-            }
-        } else if let Ok(mut e) = self.errors.lock() {
-            *e.entry(status).or_default() += 1;
+    /// Counts an answer that took `took`.
+    fn answer(&self, answer: &Answer, took: Duration) {
+        if !answer.ok() {
+            return self.fail(answer.status, answer.code());
+        }
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut h) = self.latency_us.lock() {
+            h.saturating_record(took.as_micros().min(u128::from(LATENCY_CEILING_US)) as u64);
+        }
+    }
+
+    /// Counts a failure: HTTP `status` (0: no answer) with the machine `code` it carried.
+    fn fail(&self, status: u16, code: String) {
+        if let Ok(mut e) = self.errors.lock() {
+            *e.entry((status, code)).or_default() += 1;
         }
     }
 
@@ -503,8 +513,8 @@ impl Load {
                 } else {
                     &self.fhir_search
                 };
-                let status = search.send(i).await;
-                self.tally(operation).answer(status, due.elapsed());
+                let answer = search.send(i).await;
+                self.tally(operation).answer(&answer, due.elapsed());
             }
             Request::Book { n } => {
                 let slot = &self.slots[n as usize % self.slots.len()];
@@ -516,28 +526,24 @@ impl Load {
                     .body(book_body(slot, n))
                     .send()
                     .await;
-                let (status, body) = match sent {
-                    Ok(r) => (
-                        r.status().as_u16(),
-                        r.json::<serde_json::Value>().await.ok(),
-                    ),
-                    Err(_) => (0, None),
-                };
-                let body = body.unwrap_or_default();
+                let answer = Answer::read(sent).await;
                 let tally = self.tally(operation);
-                match body["id"].as_str() {
-                    _ if status == 409 => tally.conflict(
-                        body["issue"][0]["details"]["coding"][0]["code"]
-                            .as_str()
-                            .unwrap_or("no code"),
-                    ),
-                    Some(id) if succeeded(status) => {
-                        tally.answer(status, due.elapsed());
-                        self.cancel(id).await;
+                if answer.status == 409 {
+                    return tally.conflict(&answer.code());
+                }
+                if !answer.ok() {
+                    return tally.answer(&answer, due.elapsed());
+                }
+                let booked = serde_json::from_slice::<serde_json::Value>(&answer.body)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_string));
+                match booked {
+                    Some(id) => {
+                        tally.answer(&answer, due.elapsed());
+                        self.cancel(&id).await;
                     }
-                    // A success without an appointment id cannot be cancelled: unusable.
-                    None if succeeded(status) => tally.answer(0, due.elapsed()),
-                    _ => tally.answer(status, due.elapsed()),
+                    // A success without an appointment id cannot be cancelled: a failure.
+                    None => tally.fail(answer.status, "NO_APPOINTMENT_ID".into()),
                 }
             }
             Request::Document { n } => {
@@ -550,8 +556,8 @@ impl Load {
                     .body(body)
                     .send()
                     .await;
-                let status = answered(sent).await;
-                self.tally(operation).answer(status, due.elapsed());
+                let answer = Answer::read(sent).await;
+                self.tally(operation).answer(&answer, due.elapsed());
             }
         }
     }
@@ -575,8 +581,7 @@ impl Load {
             .body(body.to_string())
             .send()
             .await;
-        let status = answered(sent).await;
-        tally.answer(status, started.elapsed());
+        tally.answer(&Answer::read(sent).await, started.elapsed());
     }
 }
 
@@ -844,6 +849,33 @@ mod tests {
         let slope = slope_per_minute(&samples, 0.0).unwrap();
         assert!((slope - 6.0).abs() < 1e-9, "{slope}");
         assert_eq!(slope_per_minute(&samples, 85.0), None);
+    }
+
+    #[test]
+    fn a_refusal_is_counted_by_the_code_it_carries() {
+        let answer = |status: u16, body: String| Answer {
+            status,
+            body: body.into(),
+        };
+        let outcome = serde_json::json!({"resourceType": "OperationOutcome", "issue": [
+            {"severity": "error", "code": "conflict", "details": {"coding": [{"code": "SLOT_TAKEN"}]}}]});
+        assert_eq!(answer(409, outcome.to_string()).code(), "SLOT_TAKEN");
+        let fault = crate::codec::soap::fault(
+            crate::codec::soap::SoapVersion::V11,
+            &crate::codec::soap::Fault {
+                side: crate::codec::soap::FaultSide::Receiver,
+                code: "OVERLOADED",
+                message: "busy",
+                field: None,
+                request_id: "r1",
+            },
+        );
+        assert_eq!(answer(500, fault).code(), "OVERLOADED");
+        assert_eq!(
+            answer(503, r#"{"error": "OVERLOADED"}"#.into()).code(),
+            "OVERLOADED"
+        );
+        assert_eq!(answer(0, String::new()).code(), "");
     }
 
     #[test]
