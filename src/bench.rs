@@ -1,8 +1,9 @@
 //! Load commands (`medgate bench ...`): real HTTP against an in-process gateway on
-//! PostgreSQL, reporting throughput and latency percentiles. Figures go to BENCHMARKS.md.
+//! PostgreSQL, reporting throughput and latency percentiles; the soak (`bench soak`, in
+//! `bench/soak.rs`) also memory over time. Figures go to BENCHMARKS.md.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,9 @@ use crate::app::Gateway;
 use crate::config::{
     BodyPolicy, ClientSettings, KeyRole, KeySettings, RemdSettings, Secret, Settings,
 };
+
+mod soak;
+pub use soak::{soak, OpReport, Operation, SoakBench, SoakReport};
 
 /// Options of `medgate bench documents`.
 #[derive(Debug, Clone)]
@@ -134,22 +138,68 @@ impl BenchDb {
 const ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
 const TOKEN: &str = "bench-token";
 
-fn key(opts: &DocumentBench, owner: &str, role: KeyRole, name: &str) -> KeySettings {
+/// A client of the benchmark's gateway presenting `token`.
+fn client(id: &str, token: &str, organizations: &[&str], scopes: &[&str]) -> ClientSettings {
+    ClientSettings {
+        id: id.into(),
+        name: id.into(),
+        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(token))),
+        organizations: organizations.iter().map(|o| o.to_string()).collect(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        channels: Vec::new(),
+        rate: None,
+        signing_certificate: None,
+        certificate: None,
+    }
+}
+
+/// A FHIR `DocumentReference` of [`ORG`] carrying the CDA document `cda`.
+fn document_reference(cda: &str) -> Vec<u8> {
+    let v = serde_json::json!({
+        "resourceType": "DocumentReference",
+        "masterIdentifier": {"value": format!("urn:uuid:{}", uuid::Uuid::new_v4())},
+        "type": {"coding": [{"system": "urn:oid:1.2.643.5.1.13.13.11.1522", "version": "5.12", "code": "4"}]},
+        "subject": {"identifier": {"value": "11223344595"}},
+        "author": [{"identifier": {"value": "12345678964"}}],
+        "custodian": {"identifier": {"value": ORG}},
+        "content": [{"attachment": {"contentType": "application/x-hl7-cda+xml", "data": base64::engine::general_purpose::STANDARD.encode(cda)}}],
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Registry settings of a benchmark gateway whose public URL is `base`: delivering to the
+/// registry at `url`, or intake only when `None` (documents stay queued).
+fn registry(url: Option<&str>, base: &str) -> RemdSettings {
+    RemdSettings {
+        url: url.unwrap_or("http://127.0.0.1:9/unused").into(),
+        client_entity_id: "bench".into(),
+        callback_url: format!("{base}/soap/remd/callback"),
+        file_url: format!("{base}/soap/remd/provider"),
+        timeout_secs: 10,
+        retry_schedule_secs: vec![1, 5, 15, 60],
+        callback_timeout_secs: 600,
+        workers: if url.is_some() { 4 } else { 1 },
+        max_document_bytes: 5 * 1024 * 1024,
+        deliver: url.is_some(),
+        message_key: None,
+        callback_certificates: Vec::new(),
+    }
+}
+
+/// The organization's and the doctor's GOST keys, PEM files in `keys`.
+fn signing_keys(keys: &Path) -> Vec<KeySettings> {
+    vec![
+        key(keys, ORG, KeyRole::Organization, "org-gost256"),
+        key(keys, "12345678964", KeyRole::Doctor, "doctor-gost256"),
+    ]
+}
+
+fn key(keys: &Path, owner: &str, role: KeyRole, name: &str) -> KeySettings {
     KeySettings {
         owner: owner.into(),
         role,
-        certificate: Some(
-            opts.keys
-                .join(format!("{name}.cert.pem"))
-                .display()
-                .to_string(),
-        ),
-        private_key: Some(
-            opts.keys
-                .join(format!("{name}.key.pem"))
-                .display()
-                .to_string(),
-        ),
+        certificate: Some(keys.join(format!("{name}.cert.pem")).display().to_string()),
+        private_key: Some(keys.join(format!("{name}.key.pem")).display().to_string()),
         pkcs12: None,
         passphrase: None,
         remote: None,
@@ -174,35 +224,9 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
     s.database.max_connections = 32;
     s.log.filter = "warn".into();
     s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
-    s.clients = vec![ClientSettings {
-        id: "bench".into(),
-        name: "bench".into(),
-        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
-        organizations: vec![ORG.into()],
-        scopes: vec!["documents:submit".into()],
-        channels: Vec::new(),
-        rate: None,
-        signing_certificate: None,
-        certificate: None,
-    }];
-    s.remd = Some(RemdSettings {
-        url: "http://127.0.0.1:9/unused".into(),
-        client_entity_id: "bench".into(),
-        callback_url: "http://127.0.0.1:9/cb".into(),
-        file_url: "http://127.0.0.1:9/file".into(),
-        timeout_secs: 10,
-        retry_schedule_secs: vec![60],
-        callback_timeout_secs: 600,
-        workers: 1,
-        max_document_bytes: 5 * 1024 * 1024,
-        deliver: false,
-        message_key: None,
-        callback_certificates: Vec::new(),
-    });
-    s.signing.keys = vec![
-        key(opts, ORG, KeyRole::Organization, "org-gost256"),
-        key(opts, "12345678964", KeyRole::Doctor, "doctor-gost256"),
-    ];
+    s.clients = vec![client("bench", TOKEN, &[ORG], &["documents:submit"])];
+    s.remd = Some(registry(None, "http://127.0.0.1:9"));
+    s.signing.keys = signing_keys(&opts.keys);
     let store = crate::store::Store::connect(&s.database)
         .await
         .map_err(|e| e.to_string())?;
@@ -212,20 +236,8 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
         .await
         .map_err(|e| e.to_string())?;
     let endpoint = format!("{}/fhir/DocumentReference", gw.url());
-    let b64 = base64::engine::general_purpose::STANDARD;
     let bodies: Vec<Vec<u8>> = (0..opts.count)
-        .map(|i| {
-            let v = serde_json::json!({
-                "resourceType": "DocumentReference",
-                "masterIdentifier": {"value": format!("urn:uuid:{}", uuid::Uuid::new_v4())},
-                "type": {"coding": [{"system": "urn:oid:1.2.643.5.1.13.13.11.1522", "version": "5.12", "code": "4"}]},
-                "subject": {"identifier": {"value": "11223344595"}},
-                "author": [{"identifier": {"value": "12345678964"}}],
-                "custodian": {"identifier": {"value": ORG}},
-                "content": [{"attachment": {"contentType": "application/x-hl7-cda+xml", "data": b64.encode(document(i, opts.size))}}],
-            });
-            serde_json::to_vec(&v).unwrap_or_default()
-        })
+        .map(|i| document_reference(&document(i, opts.size)))
         .collect();
     let doc_bytes = document(0, opts.size).len();
     let http = reqwest::Client::builder()
@@ -343,6 +355,33 @@ pub struct SyncBench {
     pub keep: bool,
 }
 
+impl SyncBench {
+    /// The sync that stores `slots` before another benchmark (into a database it is given).
+    fn preload(slots: u64) -> SyncBench {
+        SyncBench {
+            pg_admin_url: String::new(),
+            slots,
+            parallel: 4,
+            keep: false,
+        }
+    }
+}
+
+/// Settings of a benchmark gateway on `db_url` booking through the city MIS at `emias_url`.
+fn booking_settings(db_url: &str, emias_url: &str) -> Settings {
+    let mut s = Settings::default();
+    s.database.url = db_url.to_string();
+    s.database.max_connections = 16;
+    s.log.filter = "warn".into();
+    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
+    s.emias = Some(crate::config::EmiasSettings {
+        url: emias_url.to_string(),
+        timeout_secs: 10,
+        days_ahead: 30,
+    });
+    s
+}
+
 /// Full sync of a simulated region into a fresh PostgreSQL database; returns (slots, time).
 pub async fn sync(opts: SyncBench) -> Result<(usize, Duration, Option<String>), String> {
     let db = BenchDb::create(&opts.pg_admin_url).await?;
@@ -383,29 +422,13 @@ pub async fn slot_search(opts: SlotSearchBench) -> Result<String, String> {
 }
 
 async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String, String> {
-    let sync_opts = SyncBench {
-        pg_admin_url: String::new(),
-        slots: opts.slots,
-        parallel: 4,
-        keep: false,
-    };
-    let (stored, _) = run_sync(&sync_opts, db_url).await?;
+    let (stored, _) = run_sync(&SyncBench::preload(opts.slots), db_url).await?;
     let mut s = Settings::default();
     s.database.url = db_url.to_string();
     s.database.max_connections = 16;
     s.log.filter = "warn".into();
     s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
-    s.clients = vec![ClientSettings {
-        id: "bench".into(),
-        name: "bench".into(),
-        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
-        organizations: vec![],
-        scopes: vec!["schedule:read".into()],
-        channels: Vec::new(),
-        rate: None,
-        signing_certificate: None,
-        certificate: None,
-    }];
+    s.clients = vec![client("bench", TOKEN, &[], &["schedule:read"])];
     let store = crate::store::Store::connect(&s.database)
         .await
         .map_err(|e| e.to_string())?;
@@ -417,21 +440,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
         .pool_max_idle_per_host(256)
         .build()
         .map_err(|e| e.to_string())?;
-    let doctors: Vec<(String, String)> = gw
-        .store
-        .list_practitioners(None, 10_000)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|p| (p.org.to_string(), p.id))
-        .collect();
-    let search = Arc::new(SearchRequest {
-        http: http.clone(),
-        base: gw.url(),
-        today: chrono::Utc::now().date_naive(),
-        soap: opts.soap,
-        doctors,
-    });
+    let search = Arc::new(SearchRequest::new(&gw, &http, opts.soap).await?);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(u64::from(opts.seconds));
@@ -457,7 +466,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
             tokio::time::sleep_until(due.into()).await;
             let (search, latencies, errors) = (search.clone(), latencies.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
-                let ok = search.send(n as usize).await;
+                let ok = search.send(n as usize).await.ok();
                 record(&latencies, &errors, ok, due.elapsed());
             }));
         }
@@ -476,7 +485,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
                 let mut i = w;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let ok = search.send(i).await;
+                    let ok = search.send(i).await.ok();
                     record(&latencies, &errors, ok, t.elapsed());
                     i += 7;
                 }
@@ -605,6 +614,54 @@ async fn load_region(
     ))
 }
 
+/// An answer read in full.
+struct Answer {
+    /// HTTP status; 0 when none came or its body broke off.
+    status: u16,
+    body: actix_web::web::Bytes,
+}
+
+impl Answer {
+    /// Reads the answer to `sent` to its end.
+    async fn read(sent: reqwest::Result<reqwest::Response>) -> Answer {
+        let Ok(r) = sent else {
+            return Answer::none();
+        };
+        let status = r.status().as_u16();
+        match r.bytes().await {
+            Ok(body) => Answer { status, body },
+            Err(_) => Answer::none(),
+        }
+    }
+
+    fn none() -> Answer {
+        Answer {
+            status: 0,
+            body: Default::default(),
+        }
+    }
+
+    /// True for a 2xx status.
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The machine code of a refusal: a FHIR OperationOutcome's, a SOAP fault's detail (a
+    /// SOAP 1.1 fault comes as 500 whatever it is) or another route's JSON error; empty
+    /// when there is none.
+    fn code(&self) -> String {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.body) {
+            let code = &v["issue"][0]["details"]["coding"][0]["code"];
+            return code.as_str().or(v["error"].as_str()).unwrap_or("").into();
+        }
+        let text = String::from_utf8_lossy(&self.body);
+        text.split_once("<mg:code>")
+            .and_then(|(_, rest)| rest.split_once("</mg:code>"))
+            .map(|(code, _)| code.to_string())
+            .unwrap_or_default()
+    }
+}
+
 /// One slot search of the benchmark, through FHIR or through the SOAP hub.
 struct SearchRequest {
     http: reqwest::Client,
@@ -615,14 +672,32 @@ struct SearchRequest {
 }
 
 impl SearchRequest {
-    /// Sends search `i` (a clinic and a day for FHIR, a doctor and a day for SOAP); true when
-    /// answered with success.
-    async fn send(&self, i: usize) -> bool {
+    /// Searches of `gw`'s slots through `http`, spread over every stored doctor and clinic.
+    async fn new(gw: &Gateway, http: &reqwest::Client, soap: bool) -> Result<Self, String> {
+        let doctors = gw
+            .store
+            .list_practitioners(None, 10_000)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|p| (p.org.to_string(), p.id))
+            .collect();
+        Ok(SearchRequest {
+            http: http.clone(),
+            base: gw.url(),
+            today: chrono::Utc::now().date_naive(),
+            soap,
+            doctors,
+        })
+    }
+
+    /// Sends search `i` (a clinic and a day for FHIR, a doctor and a day for SOAP).
+    async fn send(&self, i: usize) -> Answer {
         let day = self.today + chrono::Days::new(1 + (i as u64 * 7) % 28);
         let next = day + chrono::Days::new(1);
         let request = if self.soap {
             let Some((org, doc)) = self.doctors.get(i % self.doctors.len().max(1)) else {
-                return false;
+                return Answer::none();
             };
             self.http
                 .post(format!("{}/soap/hub", self.base))
@@ -638,10 +713,7 @@ impl SearchRequest {
                 7001 + (i % 12)
             ))
         };
-        match request.bearer_auth(TOKEN).send().await {
-            Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
-            _ => false,
-        }
+        Answer::read(request.bearer_auth(TOKEN).send().await).await
     }
 }
 
@@ -668,62 +740,14 @@ pub async fn booking(opts: BookingBench) -> Result<String, String> {
 }
 
 async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String> {
-    let sync_opts = SyncBench {
-        pg_admin_url: String::new(),
-        slots: opts.slots,
-        parallel: 4,
-        keep: false,
-    };
-    let (sim, stored, _) = load_region(&sync_opts, db_url).await?;
-    let mut s = Settings::default();
-    s.database.url = db_url.to_string();
-    s.database.max_connections = 16;
-    s.log.filter = "warn".into();
-    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
-    s.emias = Some(crate::config::EmiasSettings {
-        url: sim.url.clone(),
-        timeout_secs: 10,
-        days_ahead: 30,
-    });
+    let (sim, stored, _) = load_region(&SyncBench::preload(opts.slots), db_url).await?;
+    let mut s = booking_settings(db_url, &sim.url);
     s.booking.sync_interval_secs = 0;
-    s.clients = vec![ClientSettings {
-        id: "bench".into(),
-        name: "bench".into(),
-        token_sha256: Secret::new(hex::encode(crate::auth::token_hash(TOKEN))),
-        organizations: vec![],
-        scopes: vec!["appointment:write".into()],
-        channels: Vec::new(),
-        rate: None,
-        signing_certificate: None,
-        certificate: None,
-    }];
+    s.clients = vec![client("bench", TOKEN, &[], &["appointment:write"])];
     let store = crate::store::Store::connect(&s.database)
         .await
         .map_err(|e| e.to_string())?;
-    // Free slots the internet channel may take, spread over the region.
-    let mut targets = Vec::with_capacity(opts.count);
-    let mut q = crate::store::schedules::SlotQuery {
-        status: Some(crate::model::schedule::SlotStatus::Free),
-        start_from: Some(crate::model::time::now_ms() + 3_600_000),
-        ..Default::default()
-    };
-    while targets.len() < opts.count {
-        let page = store
-            .search_slots(&q, 1000)
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(last) = page.last() else { break };
-        q.after = Some((last.start_at, last.id.clone()));
-        targets.extend(
-            page.into_iter()
-                .filter(|r| {
-                    r.channels
-                        .contains(crate::model::schedule::Channel::Internet)
-                })
-                .map(|r| r.id),
-        );
-    }
-    targets.truncate(opts.count);
+    let targets = free_internet_slots(&store, opts.count).await?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let gw = Gateway::start_on(s, store, listener, crate::model::time::system_clock())
         .await
@@ -755,20 +779,12 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(slot) = targets.get(i) else { break };
-                    let body = serde_json::json!({"resourceType": "Parameters", "parameter": [
-                        {"name": "appointment", "resource": {"resourceType": "Appointment", "status": "proposed",
-                            "slot": [{"reference": format!("Slot/{}", slot.replacen(':', ".", 1))}],
-                            "participant": [{"status": "needs-action"}]}},
-                        {"name": "patient", "resource": {"resourceType": "Patient",
-                            "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": format!("77{:014}", i)}],
-                            "birthDate": "1980-05-17"}}
-                    ]});
                     let t = Instant::now();
                     let sent = http
                         .post(format!("{base}/fhir/Appointment/$book"))
                         .bearer_auth(TOKEN)
                         .header("content-type", "application/fhir+json")
-                        .body(body.to_string())
+                        .body(book_body(slot, i as u64))
                         .send()
                         .await;
                     match sent {
@@ -818,4 +834,49 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
         ms(pct(0.99)),
         ms(l.last().copied().unwrap_or_default()),
     ))
+}
+
+/// Up to `count` free slots, an hour or more ahead, that the internet channel may take,
+/// spread over the region.
+async fn free_internet_slots(
+    store: &crate::store::Store,
+    count: usize,
+) -> Result<Vec<String>, String> {
+    let mut targets = Vec::with_capacity(count);
+    let mut q = crate::store::schedules::SlotQuery {
+        status: Some(crate::model::schedule::SlotStatus::Free),
+        start_from: Some(crate::model::time::now_ms() + 3_600_000),
+        ..Default::default()
+    };
+    while targets.len() < count {
+        let page = store
+            .search_slots(&q, 1000)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else { break };
+        q.after = Some((last.start_at, last.id.clone()));
+        targets.extend(
+            page.into_iter()
+                .filter(|r| {
+                    r.channels
+                        .contains(crate::model::schedule::Channel::Internet)
+                })
+                .map(|r| r.id),
+        );
+    }
+    targets.truncate(count);
+    Ok(targets)
+}
+
+/// FHIR `$book` parameters for `slot` and patient number `patient` (a distinct policy each).
+fn book_body(slot: &str, patient: u64) -> String {
+    serde_json::json!({"resourceType": "Parameters", "parameter": [
+        {"name": "appointment", "resource": {"resourceType": "Appointment", "status": "proposed",
+            "slot": [{"reference": format!("Slot/{}", slot.replacen(':', ".", 1))}],
+            "participant": [{"status": "needs-action"}]}},
+        {"name": "patient", "resource": {"resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": format!("77{patient:014}")}],
+            "birthDate": "1980-05-17"}}
+    ]})
+    .to_string()
 }

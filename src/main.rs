@@ -185,6 +185,29 @@ enum BenchCommand {
         #[arg(long, default_value_t = 300)]
         openssl_count: usize,
     },
+    /// Soak: an open-loop mix (80% slot search FHIR/SOAP, 15% book then cancel, 5% document
+    /// submission delivered to a registry simulator) for minutes, on PostgreSQL; reports
+    /// per-operation latency and errors, and the process's RSS over time with its slope.
+    Soak {
+        /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg: String,
+        /// Slots stored before the run; bookings take free internet-channel ones round-robin.
+        #[arg(long, default_value_t = 20_000)]
+        slots: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 600)]
+        seconds: u32,
+        /// Requests per second offered on a fixed schedule (open loop).
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Seconds between samples of the process's resident memory.
+        #[arg(long, default_value_t = 10)]
+        rss_every_secs: u32,
+        /// Directory holding org-gost256.* and doctor-gost256.* PEM files.
+        #[arg(long, default_value = "tests/fixtures/keys")]
+        keys: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -409,6 +432,29 @@ async fn run(cli: Cli) -> Result<(), String> {
                 size,
                 keys,
                 openssl_count,
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Soak {
+                    pg,
+                    slots,
+                    seconds,
+                    rate,
+                    rss_every_secs,
+                    keys,
+                },
+        } => {
+            let report = medgate::bench::soak(medgate::bench::SoakBench {
+                pg_admin_url: pg,
+                slots,
+                seconds,
+                rate,
+                rss_every_secs,
+                keys,
             })
             .await?;
             println!("{report}");

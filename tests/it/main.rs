@@ -14,5 +14,6 @@ mod hostile;
 mod hub;
 mod logs;
 mod schedules;
+mod soak;
 mod support;
 mod tls;
