@@ -129,6 +129,37 @@ impl Store {
         lease_until: i64,
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError> {
+        // Items of dead workers first (few), then due ones in due order: two claims, each
+        // an index range that stops after its batch (an OR of the two would read them all).
+        let mut items = self
+            .claim_where(
+                "status = 'inflight' AND locked_until < $3",
+                "locked_until",
+                (destination, worker, now, lease_until, limit),
+            )
+            .await?;
+        let left = limit.saturating_sub(items.len() as u32);
+        if left > 0 {
+            items.extend(
+                self.claim_where(
+                    "status = 'pending' AND next_attempt_at <= $3",
+                    "next_attempt_at",
+                    (destination, worker, now, lease_until, left),
+                )
+                .await?,
+            );
+        }
+        Ok(items)
+    }
+
+    /// One claim of [`Store::claim_outbox`]: items of `destination` matching `due`, in
+    /// `order`, whose ordering key has no earlier unfinished item.
+    async fn claim_where(
+        &self,
+        due: &str,
+        order: &str,
+        (destination, worker, now, lease_until, limit): (&str, &str, i64, i64, u32),
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let lock = match self.backend() {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -136,12 +167,11 @@ impl Store {
         let sql = format!(
             "UPDATE outbox SET status = 'inflight', locked_by = $1, locked_until = $2, \
              attempts = attempts + 1, updated_at = $3 \
-             WHERE id IN (SELECT id FROM outbox o WHERE destination = $4 AND \
-               ((status = 'pending' AND next_attempt_at <= $3) OR (status = 'inflight' AND locked_until < $3)) \
+             WHERE id IN (SELECT id FROM outbox o WHERE destination = $4 AND {due} \
                AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.destination = o.destination \
                  AND e.ordering_key = o.ordering_key AND e.id < o.id \
                  AND e.status IN ('pending', 'inflight')) \
-               ORDER BY next_attempt_at LIMIT $5{lock}) \
+               ORDER BY {order} LIMIT $5{lock}) \
              RETURNING {COLUMNS}"
         );
         let rows = sqlx::query(&sql)
