@@ -411,6 +411,9 @@ pub struct SlotSearchBench {
     /// Search through the SOAP hub (`GetAvaibleAppointments` of one doctor and day)
     /// instead of FHIR (`Slot` of one clinic and day).
     pub soap: bool,
+    /// What the transaction log records of each request (metadata only in production
+    /// defaults; `None` measures the cost of recording).
+    pub record: BodyPolicy,
 }
 
 /// Slot search latency at a fixed request rate through HTTP; returns a printable report.
@@ -427,7 +430,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
     s.database.url = db_url.to_string();
     s.database.max_connections = 16;
     s.log.filter = "warn".into();
-    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
+    s.transaction_log.default_bodies = opts.record;
     s.clients = vec![client("bench", TOKEN, &[], &["schedule:read"])];
     let store = crate::store::Store::connect(&s.database)
         .await

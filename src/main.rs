@@ -147,6 +147,9 @@ enum BenchCommand {
         /// Search through the SOAP hub (GetAvaibleAppointments) instead of FHIR Slot.
         #[arg(long)]
         soap: bool,
+        /// What the transaction log records of each search: metadata, full or none.
+        #[arg(long, default_value = "metadata", value_parser = ["metadata", "full", "none"])]
+        record: String,
     },
     /// Full schedule sync of a simulated city MIS into a fresh PostgreSQL database.
     Sync {
@@ -374,8 +377,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                     seconds,
                     rate,
                     soap,
+                    record,
                 },
         } => {
+            let record = match record.as_str() {
+                "full" => medgate::config::BodyPolicy::Full,
+                "none" => medgate::config::BodyPolicy::None,
+                _ => medgate::config::BodyPolicy::MetadataOnly,
+            };
             let report = medgate::bench::slot_search(medgate::bench::SlotSearchBench {
                 pg_admin_url: pg,
                 slots,
@@ -383,6 +392,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 seconds,
                 rate,
                 soap,
+                record,
             })
             .await?;
             println!("{report}");
