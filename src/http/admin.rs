@@ -45,6 +45,23 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
+/// A `status` filter must name one of `allowed`.
+fn status_in(status: &str, allowed: &[&str]) -> ApiResult<()> {
+    if allowed.contains(&status) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "INVALID_STATUS",
+        "status",
+        format!("`status` must be one of {}", allowed.join(", ")),
+    ))
+}
+
+/// A list's `limit`: 100 when absent, at most 1,000.
+fn page_limit(raw: Option<&str>) -> ApiResult<u32> {
+    raw.map_or(Ok(100), |l| count("limit", l, 1000))
+}
+
 /// A time filter: epoch milliseconds, or a date or instant.
 fn parse_time(field: &str, raw: &str) -> ApiResult<i64> {
     match raw.parse::<i64>() {
@@ -65,20 +82,10 @@ async fn list_transactions(
     params: Result<Query<ListParams>, actix_web::Error>,
 ) -> ApiResult<HttpResponse> {
     let Query(p) = params.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
-    const STATUSES: [&str; 4] = ["ok", "client-error", "server-error", "failed"];
     if let Some(s) = &p.status {
-        if !STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::invalid(
-                "INVALID_STATUS",
-                "status",
-                format!("`status` must be one of {}", STATUSES.join(", ")),
-            ));
-        }
+        status_in(s, &["ok", "client-error", "server-error", "failed"])?;
     }
-    let limit = p
-        .limit
-        .as_deref()
-        .map_or(Ok(100), |l| count("limit", l, 1000))?;
+    let limit = page_limit(p.limit.as_deref())?;
     let filter = TransactionFilter {
         status: p.status.clone(),
         operation: p.operation.clone(),
@@ -145,19 +152,9 @@ async fn list_outbox(
     params: Result<Query<OutboxParams>, actix_web::Error>,
 ) -> ApiResult<HttpResponse> {
     let Query(p) = params.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
-    const STATUSES: [&str; 4] = ["dead", "pending", "inflight", "done"];
     let status = p.status.as_deref().unwrap_or("dead");
-    if !STATUSES.contains(&status) {
-        return Err(ApiError::invalid(
-            "INVALID_STATUS",
-            "status",
-            format!("`status` must be one of {}", STATUSES.join(", ")),
-        ));
-    }
-    let limit = p
-        .limit
-        .as_deref()
-        .map_or(Ok(100), |l| count("limit", l, 1000))?;
+    status_in(status, &["dead", "pending", "inflight", "done"])?;
+    let limit = page_limit(p.limit.as_deref())?;
     let items = state
         .operations
         .outbox(

@@ -502,16 +502,17 @@ impl Booking {
                 message: "an idempotency key has 1 to 200 characters".into(),
             });
         }
+        let now = self.now();
         match self
             .store
             .claim_idempotency_key(
                 client_id,
                 key,
                 request_digest,
-                self.now(),
+                now,
                 // By then a hold its first request made has lapsed and the sweeper (four
                 // rounds per hold time) has queued its compensation.
-                self.now() - 2 * self.hold_ms.max(self.grace_ms),
+                now - 2 * self.hold_ms.max(self.grace_ms),
             )
             .await?
         {

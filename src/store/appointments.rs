@@ -94,20 +94,15 @@ const COLUMNS: &str =
      patient_policy, patient_snils, patient_birth, channel, status, hold_expires_at, external_id, \
      client_id, reason, replaces, created_at, updated_at";
 
-impl Store {
-    /// Inserts `a` (status `held`) unless the slot has an active appointment (a lapsed hold
-    /// counts until it is expired); returns false when the slot is taken.
-    pub async fn insert_hold(
-        &self,
-        a: &Appointment,
-        audit: Option<&AuditEvent>,
-    ) -> Result<bool, StoreError> {
-        self.insert_audited(a, audit).await
-    }
+/// Completes idempotency key ($1 client, $2 key) with the appointment ($3) it produced.
+const COMPLETE_KEY: &str =
+    "UPDATE idempotency_keys SET response = $3 WHERE client_id = $1 AND key = $2";
 
-    /// Inserts `a` unless its slot is taken, with the audit row of the insert, in one
-    /// transaction; false when the slot is taken.
-    async fn insert_audited(
+impl Store {
+    /// Inserts `a` (status `held`) with the audit row of the insert, in one transaction,
+    /// unless the slot has an active appointment (a lapsed hold counts until it is
+    /// expired); false when the slot is taken.
+    pub async fn insert_hold(
         &self,
         a: &Appointment,
         audit: Option<&AuditEvent>,
@@ -380,14 +375,12 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if let (Some(client), Some(key)) = (key_client, key) {
-            sqlx::query(
-                "UPDATE idempotency_keys SET response = $3 WHERE client_id = $1 AND key = $2",
-            )
-            .bind(client)
-            .bind(key)
-            .bind(a.id.clone())
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(COMPLETE_KEY)
+                .bind(client)
+                .bind(key)
+                .bind(a.id.clone())
+                .execute(&mut *tx)
+                .await?;
         }
         if let Some(e) = audit {
             insert_audit_in(
@@ -702,7 +695,7 @@ impl Store {
         key: &str,
         response: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE client_id = $1 AND key = $2")
+        sqlx::query(COMPLETE_KEY)
             .bind(client.to_string())
             .bind(key.to_string())
             .bind(response.to_string())

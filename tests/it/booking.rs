@@ -1555,6 +1555,27 @@ pub(crate) async fn book(fx: &Fx, slot: &str, i: u32) -> (StatusCode, Value) {
     .await
 }
 
+/// Books like [`book`], again after a pause while refused `retry_on` (a status and text the
+/// refusal carries: a retryable answer, which a client retries), at most `tries` times;
+/// returns the last answer.
+async fn book_retrying(
+    fx: &Fx,
+    slot: &str,
+    i: u32,
+    retry_on: (StatusCode, &str),
+    (tries, pause): (u32, Duration),
+) -> (StatusCode, Value) {
+    for _ in 1..tries {
+        let (s, v) = book(fx, slot, i).await;
+        if s != retry_on.0 {
+            return (s, v);
+        }
+        assert!(v.to_string().contains(retry_on.1), "{v}");
+        tokio::time::sleep(pause).await;
+    }
+    book(fx, slot, i).await
+}
+
 /// Cancels appointment `v` through FHIR.
 async fn cancel(fx: &Fx, v: &Value) {
     let mut c = v.clone();
@@ -1585,16 +1606,14 @@ async fn a_freed_slot_is_booked_after_its_cancellation(backend: Backend) {
         cancel(&fx, &first).await;
         // On a busy machine the cancellation may outlast the booking's wait: the answer is
         // then 503 SLOT_RELEASE_PENDING, which a client retries after its Retry-After.
-        let mut tries = 0;
-        let (s, second) = loop {
-            let (s, v) = book(&fx, &slot.id, 310 + n).await;
-            tries += 1;
-            if s != StatusCode::SERVICE_UNAVAILABLE || tries == 20 {
-                break (s, v);
-            }
-            assert!(v.to_string().contains("SLOT_RELEASE_PENDING"), "{v}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        let (s, second) = book_retrying(
+            &fx,
+            &slot.id,
+            310 + n,
+            (StatusCode::SERVICE_UNAVAILABLE, "SLOT_RELEASE_PENDING"),
+            (20, Duration::from_millis(500)),
+        )
+        .await;
         assert_eq!(s, StatusCode::CREATED, "slot {}: {second}", slot.id);
         assert!(fx.mis_has_booked(&slot.id).await);
     }
@@ -1704,15 +1723,14 @@ async fn a_failing_clinic_system_is_skipped_for_a_cool_down(backend: Backend) {
     clock.advance(Duration::from_secs(31));
     // The probe may be the queued cancels' (the delivery worker's) rather than this
     // booking's: while that one is out, a booking is still turned away.
-    let mut tries = 0;
-    let (s, v) = loop {
-        let (s, v) = book(&fx, &slots[11].id, 411).await;
-        tries += 1;
-        if s != StatusCode::GATEWAY_TIMEOUT || tries == 50 {
-            break (s, v);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (s, v) = book_retrying(
+        &fx,
+        &slots[11].id,
+        411,
+        (StatusCode::GATEWAY_TIMEOUT, "skipped for a cool-down"),
+        (50, Duration::from_millis(100)),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(metric(&fx.t, state).await, 0.0);
     assert!(

@@ -175,7 +175,7 @@ fn document(uid: &str, n: u64) -> Value {
     })
 }
 
-fn hub(op: &str, inner: &str) -> String {
+fn envelope(op: &str, inner: &str) -> String {
     format!(
         r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><{op} xmlns="http://tempuri.org/">{inner}</{op}></s:Body></s:Envelope>"#
     )
@@ -220,6 +220,19 @@ struct Load {
 type Answer = (StatusCode, String);
 
 impl Load {
+    /// Sends hub operation `op` with body `inner` (about `subject`), retrying as `send` does.
+    async fn hub(&self, op: &str, inner: &str, subject: &str) -> Answer {
+        let body = envelope(op, inner);
+        self.send(&format!("{op} {subject}"), |h, base| {
+            h.post(format!("{base}/soap/hub"))
+                .bearer_auth(PORTAL_TOKEN)
+                .header("content-type", "text/xml; charset=utf-8")
+                .header("soapaction", format!("\"{ACTION}{op}\""))
+                .body(body.clone())
+        })
+        .await
+    }
+
     /// What the gateway holds on a slot: its appointments and queued effects.
     async fn on_slot(&self, slot: &str) -> String {
         let appointments: Vec<(String, String, String, i64)> = sqlx::query_as(
@@ -408,16 +421,7 @@ async fn run(load: &Load, op: &Op) -> Done {
                 "<IdAppointment>{slot}</IdAppointment><IdLPU>{org}</IdLPU><Polis>{}</Polis><Birthday>1980-05-17</Birthday><IdempotencyKey>crash-hub-{n}</IdempotencyKey>",
                 policy(*n)
             );
-            let envelope = hub("SetAppointment", &inner);
-            let (s, text) = load
-                .send(&format!("SetAppointment {slot}"), |h, base| {
-                    h.post(format!("{base}/soap/hub"))
-                        .bearer_auth(PORTAL_TOKEN)
-                        .header("content-type", "text/xml; charset=utf-8")
-                        .header("soapaction", format!("\"{ACTION}SetAppointment\""))
-                        .body(envelope.clone())
-                })
-                .await;
+            let (s, text) = load.hub("SetAppointment", &inner, slot).await;
             if s != StatusCode::OK {
                 panic!(
                     "SetAppointment {slot}: {s} {text}\n{}",
@@ -428,15 +432,12 @@ async fn run(load: &Load, op: &Op) -> Done {
                 .unwrap_or_else(|| panic!("no IdClaim: {text}"))
                 .to_string();
             if *cancel {
-                let envelope = hub("CreateClaimForRefusal", &format!("<IdClaim>{id}</IdClaim>"));
                 let (s, text) = load
-                    .send(&format!("CreateClaimForRefusal {id}"), |h, base| {
-                        h.post(format!("{base}/soap/hub"))
-                            .bearer_auth(PORTAL_TOKEN)
-                            .header("content-type", "text/xml; charset=utf-8")
-                            .header("soapaction", format!("\"{ACTION}CreateClaimForRefusal\""))
-                            .body(envelope.clone())
-                    })
+                    .hub(
+                        "CreateClaimForRefusal",
+                        &format!("<IdClaim>{id}</IdClaim>"),
+                        &id,
+                    )
                     .await;
                 assert!(
                     s == StatusCode::OK || text.contains("cancelled"),
