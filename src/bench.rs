@@ -443,7 +443,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
         .pool_max_idle_per_host(256)
         .build()
         .map_err(|e| e.to_string())?;
-    let search = Arc::new(SearchRequest::new(&gw, &http, opts.soap).await?);
+    let search = Arc::new(SearchRequest::new(&gw.store, &gw.url(), &http, opts.soap).await?);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(u64::from(opts.seconds));
@@ -675,10 +675,15 @@ struct SearchRequest {
 }
 
 impl SearchRequest {
-    /// Searches of `gw`'s slots through `http`, spread over every stored doctor and clinic.
-    async fn new(gw: &Gateway, http: &reqwest::Client, soap: bool) -> Result<Self, String> {
-        let doctors = gw
-            .store
+    /// Searches of the slots in `store` through the gateway at `base`, spread over every
+    /// stored doctor and clinic.
+    async fn new(
+        store: &crate::store::Store,
+        base: &str,
+        http: &reqwest::Client,
+        soap: bool,
+    ) -> Result<Self, String> {
+        let doctors = store
             .list_practitioners(None, 10_000)
             .await
             .map_err(|e| e.to_string())?
@@ -687,7 +692,7 @@ impl SearchRequest {
             .collect();
         Ok(SearchRequest {
             http: http.clone(),
-            base: gw.url(),
+            base: base.to_string(),
             today: chrono::Utc::now().date_naive(),
             soap,
             doctors,

@@ -210,6 +210,10 @@ enum BenchCommand {
         /// Directory holding org-gost256.* and doctor-gost256.* PEM files.
         #[arg(long, default_value = "tests/fixtures/keys")]
         keys: PathBuf,
+        /// Run the gateway as `medgate serve` in its own process, so the RSS series is
+        /// the gateway's alone (the simulators keep everything they were sent).
+        #[arg(long)]
+        gateway_process: bool,
     },
 }
 
@@ -456,8 +460,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                     rate,
                     rss_every_secs,
                     keys,
+                    gateway_process,
                 },
         } => {
+            let gateway_binary = if gateway_process {
+                Some(std::env::current_exe().map_err(|e| format!("own binary: {e}"))?)
+            } else {
+                None
+            };
             let report = medgate::bench::soak(medgate::bench::SoakBench {
                 pg_admin_url: pg,
                 slots,
@@ -465,6 +475,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 rate,
                 rss_every_secs,
                 keys,
+                gateway_binary,
             })
             .await?;
             println!("{report}");

@@ -1,6 +1,7 @@
 //! `medgate bench soak`: a long open-loop run of a realistic mix (slot searches, booking
-//! then cancellation, document submission) against one in-process gateway on PostgreSQL,
-//! with per-operation latency in fixed-size histograms and the process's RSS over time.
+//! then cancellation, document submission) against one gateway on PostgreSQL, in this
+//! process or in its own, with per-operation latency in fixed-size histograms and resident
+//! memory over time (of the gateway alone when it runs in its own process).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,6 +50,10 @@ pub struct SoakBench {
     pub rss_every_secs: u32,
     /// Directory with `org-gost256.*.pem` and `doctor-gost256.*.pem`.
     pub keys: PathBuf,
+    /// Run the gateway as `<binary> serve` in its own process, so the RSS series is the
+    /// gateway's alone (the simulators keep every booking and document by design);
+    /// `None`: in this process, RSS of everything.
+    pub gateway_binary: Option<PathBuf>,
 }
 
 /// An operation of the mix, reported on its own.
@@ -145,6 +150,8 @@ pub struct SoakReport {
     pub rss_slope_mib_per_min: Option<f64>,
     /// First sample the slope uses (60 s for runs of two minutes or more, else 0).
     pub rss_slope_from_secs: f64,
+    /// True when the series is the gateway's own process (`gateway_binary`).
+    pub rss_gateway_only: bool,
     /// Documents the registry simulator registered.
     pub documents_registered: u64,
     /// Documents the registry simulator rejected.
@@ -228,7 +235,12 @@ impl fmt::Display for SoakReport {
         writeln!(f)?;
         writeln!(
             f,
-            "RSS of the process (gateway, generator and simulators), t s: MiB"
+            "RSS of {}, t s: MiB",
+            if self.rss_gateway_only {
+                "the gateway process alone"
+            } else {
+                "the process (gateway, generator and simulators)"
+            }
         )?;
         for row in self.rss.chunks(8) {
             let cells: Vec<String> = row
@@ -302,15 +314,39 @@ pub async fn soak(opts: SoakBench) -> Result<SoakReport, String> {
 
 /// The running system under load: gateway and both simulators.
 struct System {
-    gw: Gateway,
+    gateway: GatewayRun,
+    /// The gateway's database, for the checks before and after the load.
+    store: crate::store::Store,
+    /// The gateway's base URL.
+    base: String,
     emias: EmiasSim,
     remd: RemdSim,
+}
+
+/// Where the gateway runs.
+enum GatewayRun {
+    InProcess(Gateway),
+    Child(ChildGateway),
+}
+
+impl GatewayRun {
+    /// The process whose memory is sampled: the child's, else this one.
+    fn pid(&self) -> Option<u32> {
+        match self {
+            GatewayRun::InProcess(_) => None,
+            GatewayRun::Child(c) => c.child.id(),
+        }
+    }
 }
 
 impl System {
     /// Stops the gateway, then the simulators.
     async fn stop(self) {
-        self.gw.stop().await;
+        match self.gateway {
+            GatewayRun::InProcess(gw) => gw.stop().await,
+            GatewayRun::Child(c) => c.stop().await,
+        }
+        self.store.close().await;
         self.emias.stop().await;
         self.remd.stop().await;
     }
@@ -326,10 +362,8 @@ async fn start(opts: &SoakBench, db_url: &str) -> Result<(System, usize), String
     })
     .map_err(|e| e.to_string())?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let base = format!(
-        "http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let base = format!("http://{addr}");
     let mut s = booking_settings(db_url, &emias.url);
     s.http.public_url = Some(base.clone());
     s.remd = Some(registry(Some(&remd.url), &base));
@@ -342,10 +376,117 @@ async fn start(opts: &SoakBench, db_url: &str) -> Result<(System, usize), String
     let store = crate::store::Store::connect(&s.database)
         .await
         .map_err(|e| e.to_string())?;
-    let gw = Gateway::start_on(s, store, listener, crate::model::time::system_clock())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((System { gw, emias, remd }, stored))
+    let gateway = match &opts.gateway_binary {
+        None => GatewayRun::InProcess(
+            Gateway::start_on(
+                s,
+                store.clone(),
+                listener,
+                crate::model::time::system_clock(),
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        ),
+        Some(binary) => {
+            // The child binds the address itself; the moment it is free is short.
+            drop(listener);
+            s.http.bind = addr.to_string();
+            GatewayRun::Child(ChildGateway::start(binary, &s, &base).await?)
+        }
+    };
+    Ok((
+        System {
+            gateway,
+            store,
+            base,
+            emias,
+            remd,
+        },
+        stored,
+    ))
+}
+
+/// `medgate serve` in its own process, with a configuration file written for the run.
+struct ChildGateway {
+    child: tokio::process::Child,
+    config: PathBuf,
+}
+
+impl ChildGateway {
+    /// Writes the settings (owner-only: they hold the tokens), starts the binary and waits
+    /// until it is ready.
+    async fn start(
+        binary: &std::path::Path,
+        settings: &crate::config::Settings,
+        base: &str,
+    ) -> Result<ChildGateway, String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let text = toml::to_string(settings).map_err(|e| format!("settings as TOML: {e}"))?;
+        let config = std::env::temp_dir().join(format!(
+            "medgate-soak-{}-{}.toml",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("{}: {e}", config.display()))?;
+        let child = tokio::process::Command::new(binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", binary.display()));
+        let mut gateway = match child {
+            Ok(child) => ChildGateway { child, config },
+            Err(e) => {
+                let _ = std::fs::remove_file(&config);
+                return Err(e);
+            }
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = gateway.child.try_wait() {
+                gateway.stop().await;
+                return Err(format!("the gateway process ended at start: {status}"));
+            }
+            let ready = http.get(format!("{base}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(gateway);
+            }
+            if Instant::now() > deadline {
+                gateway.stop().await;
+                return Err("the gateway process was not ready within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM: it drains), kills it if it has not within 30 s.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        let _ = std::fs::remove_file(&self.config);
+    }
 }
 
 /// Counts of one operation, shared by the request tasks; fixed size whatever the run's length.
@@ -608,9 +749,9 @@ async fn drive(
     system: &System,
     slots_stored: usize,
 ) -> Result<SoakReport, String> {
-    let gw = &system.gw;
+    let store = &system.store;
     // Enough distinct slots that one is cancelled long before its turn comes again.
-    let slots = free_internet_slots(&gw.store, 100_000).await?;
+    let slots = free_internet_slots(store, 100_000).await?;
     if slots.is_empty() {
         return Err("no free internet-channel slot to book: raise --slots".into());
     }
@@ -621,9 +762,9 @@ async fn drive(
         .map_err(|e| e.to_string())?;
     let load = Arc::new(Load {
         http: http.clone(),
-        base: gw.url(),
-        fhir_search: SearchRequest::new(gw, &http, false).await?,
-        soap_search: SearchRequest::new(gw, &http, true).await?,
+        base: system.base.clone(),
+        fhir_search: SearchRequest::new(store, &system.base, &http, false).await?,
+        soap_search: SearchRequest::new(store, &system.base, &http, true).await?,
         slots,
         tallies: [
             Tally::new()?,
@@ -635,7 +776,7 @@ async fn drive(
     });
     let booking_slots = load.slots.len();
     let scheduled = u64::from(opts.rate) * u64::from(opts.seconds);
-    let run = generate(opts, &load, scheduled).await;
+    let run = generate(opts, &load, scheduled, system.gateway.pid()).await;
     let slope_from = if opts.seconds >= 120 { 60.0 } else { 0.0 };
     let accepted = load.tally(Operation::Document).ok.load(Ordering::Relaxed);
     // Long enough for the retry schedule's first steps, short enough for a test's budget.
@@ -644,7 +785,7 @@ async fn drive(
     let counters = system.remd.counters();
     let bookings_left: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM appointments WHERE status = 'booked'")
-            .fetch_one(gw.store.pool())
+            .fetch_one(store.pool())
             .await
             .map_err(|e| e.to_string())?;
     Ok(SoakReport {
@@ -662,6 +803,7 @@ async fn drive(
             .collect(),
         rss_slope_mib_per_min: slope_per_minute(&run.rss, slope_from),
         rss_slope_from_secs: slope_from,
+        rss_gateway_only: opts.gateway_binary.is_some(),
         rss: run.rss,
         documents_registered: counters.registered,
         documents_rejected: counters.rejected,
@@ -682,11 +824,12 @@ struct Run {
 
 /// Sends `scheduled` requests of the mix on the open-loop schedule, then waits (bounded)
 /// for the last answers, sampling RSS throughout.
-async fn generate(opts: &SoakBench, load: &Arc<Load>, scheduled: u64) -> Run {
+async fn generate(opts: &SoakBench, load: &Arc<Load>, scheduled: u64, pid: Option<u32>) -> Run {
     let started = Instant::now();
     let rss = RssSampler::start(
         started,
         Duration::from_secs(u64::from(opts.rss_every_secs.max(1))),
+        pid,
     );
     let in_flight = Arc::new(AtomicUsize::new(0));
     let mut mix = Mix::default();
@@ -735,7 +878,6 @@ async fn settle(
     let started = Instant::now();
     loop {
         let outbox = system
-            .gw
             .store
             .outbox_depths()
             .await
@@ -754,9 +896,10 @@ async fn settle(
     }
 }
 
-/// Samples the process's resident memory at a fixed period until stopped.
+/// Samples a process's resident memory at a fixed period until stopped.
 struct RssSampler {
     started: Instant,
+    pid: Option<u32>,
     every: Duration,
     samples: Arc<Mutex<Vec<(f64, f64)>>>,
     stop: Arc<tokio::sync::Notify>,
@@ -764,7 +907,7 @@ struct RssSampler {
 }
 
 impl RssSampler {
-    fn start(started: Instant, every: Duration) -> RssSampler {
+    fn start(started: Instant, every: Duration, pid: Option<u32>) -> RssSampler {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn({
@@ -777,7 +920,7 @@ impl RssSampler {
                         _ = tick.tick() => {}
                         _ = stop.notified() => break,
                     }
-                    if let (Some(mib), Ok(mut s)) = (rss_mib(), samples.lock()) {
+                    if let (Some(mib), Ok(mut s)) = (rss_mib(pid), samples.lock()) {
                         s.push((started.elapsed().as_secs_f64(), mib));
                     }
                 }
@@ -785,6 +928,7 @@ impl RssSampler {
         });
         RssSampler {
             started,
+            pid,
             every,
             samples,
             stop,
@@ -803,7 +947,7 @@ impl RssSampler {
             .last()
             .is_none_or(|(t, _)| now - t >= self.every.as_secs_f64() / 2.0)
         {
-            if let Some(mib) = rss_mib() {
+            if let Some(mib) = rss_mib(self.pid) {
                 samples.push((now, mib));
             }
         }
@@ -811,9 +955,13 @@ impl RssSampler {
     }
 }
 
-/// VmRSS of this process in MiB (Linux `/proc`); `None` elsewhere.
-fn rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// VmRSS of process `pid` (else this one) in MiB (Linux `/proc`); `None` elsewhere.
+fn rss_mib(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)

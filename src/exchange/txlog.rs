@@ -52,6 +52,8 @@ pub struct TxLog {
     tx: mpsc::Sender<Msg>,
     settings: std::sync::Arc<TransactionLogSettings>,
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Cuts the writer's linger short: a reader is waiting.
+    hurry: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The writer task; await it after dropping every [`TxLog`] to drain the queue.
@@ -61,17 +63,21 @@ const QUEUE: usize = 16_384;
 /// How long a record waits for room in a full queue before it is counted as dropped.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
 const BATCH: usize = 500;
+/// How long the writer waits after the first record of a batch for more to arrive.
+const LINGER: Duration = Duration::from_millis(50);
 
 impl TxLog {
     /// Starts the writer task on the current runtime.
     pub fn start(store: Store, settings: TransactionLogSettings) -> (TxLog, TxLogHandle) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let handle = tokio::spawn(writer(store, rx));
+        let hurry = std::sync::Arc::new(tokio::sync::Notify::new());
+        let handle = tokio::spawn(writer(store, rx, hurry.clone()));
         (
             TxLog {
                 tx,
                 settings: std::sync::Arc::new(settings),
                 dropped: Default::default(),
+                hurry,
             },
             handle,
         )
@@ -138,15 +144,30 @@ impl TxLog {
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            self.hurry.notify_one();
             let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
         }
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
+async fn writer(
+    store: Store,
+    mut rx: mpsc::Receiver<Msg>,
+    hurry: std::sync::Arc<tokio::sync::Notify>,
+) {
     let mut batch: Vec<TransactionRecord> = Vec::with_capacity(BATCH);
     let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut copier = store.transaction_copier();
     while let Some(first) = rx.recv().await {
+        // Let a busy gateway fill the batch: a writer woken for every record costs the
+        // request path a wake-up each, and a small batch costs the database a statement and
+        // a commit for a few rows. Not polling the queue meanwhile is what saves the wake-ups.
+        if !matches!(first, Msg::Flush(_)) {
+            tokio::select! {
+                _ = tokio::time::sleep(LINGER) => {}
+                _ = hurry.notified() => {}
+            }
+        }
         let mut next = Some(first);
         // Take whatever is already queued, up to one batch, then write once.
         while let Some(msg) = next.take() {
@@ -160,25 +181,40 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Msg>) {
             next = rx.try_recv().ok();
         }
         if !batch.is_empty() {
-            let mut attempt = 0;
-            loop {
-                match store.insert_transactions(&batch).await {
-                    Ok(()) => break,
-                    Err(e) if attempt < 3 => {
-                        attempt += 1;
-                        tracing::warn!(error = %e, attempt, "transaction log write failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, lost = batch.len(), "transaction log write failed");
-                        break;
-                    }
-                }
-            }
+            write_batch(&store, copier.as_mut(), &batch).await;
             batch.clear();
         }
         for w in waiters.drain(..) {
             let _ = w.send(());
+        }
+    }
+}
+
+/// Writes one batch: COPY where the backend has it, multi-row INSERTs otherwise or when
+/// COPY fails (the INSERTs skip rows already stored, so a COPY that committed unseen
+/// writes nothing twice). Three attempts, then the loss is logged with its size.
+async fn write_batch(
+    store: &Store,
+    mut copier: Option<&mut crate::store::transactions::TransactionCopier>,
+    batch: &[TransactionRecord],
+) {
+    let mut attempt = 0;
+    loop {
+        let result = match copier.as_deref_mut() {
+            Some(c) if attempt == 0 => c.write(batch).await,
+            _ => store.insert_transactions(batch).await,
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) if attempt < 3 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "transaction log write failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, lost = batch.len(), "transaction log write failed");
+                return;
+            }
         }
     }
 }

@@ -120,6 +120,8 @@ impl StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL only: how to open a native connection for COPY (the transaction log).
+    pg_options: Option<std::sync::Arc<sqlx::postgres::PgConnectOptions>>,
 }
 
 impl Store {
@@ -140,6 +142,12 @@ impl Store {
             url.push_str("mode=rwc");
         }
         let options = AnyConnectOptions::from_str(&url)?;
+        let pg_options = match backend {
+            Backend::Postgres => Some(std::sync::Arc::new(
+                sqlx::postgres::PgConnectOptions::from_str(&url)?,
+            )),
+            Backend::Sqlite => None,
+        };
         let ping_idle = Duration::from_secs(settings.ping_idle_secs);
         let mut pool_options = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -173,7 +181,11 @@ impl Store {
                 .min_connections(1);
         }
         let pool = pool_options.connect_with(options).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            pg_options,
+        })
     }
 
     /// The backend in use.

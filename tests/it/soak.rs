@@ -1,5 +1,6 @@
 //! The soak load generator on a short profile: every operation of the mix answered, no
-//! server error, every request accounted for, RSS sampled, every document delivered.
+//! server error, every request accounted for, the gateway's own RSS sampled, every document
+//! delivered.
 //! No latency or memory threshold: it runs on a busy machine; figures come from the long
 //! profile in BENCHMARKS.md.
 
@@ -17,6 +18,8 @@ async fn short_soak_answers_every_operation_and_delivers_every_document() {
         rate: 60,
         rss_every_secs: 2,
         keys: format!("{}/tests/fixtures/keys", env!("CARGO_MANIFEST_DIR")).into(),
+        // In its own process, as the long profile runs it: the RSS series is the gateway's.
+        gateway_binary: Some(env!("CARGO_BIN_EXE_medgate").into()),
     })
     .await
     .expect("soak ran");
@@ -63,6 +66,7 @@ async fn short_soak_answers_every_operation_and_delivers_every_document() {
     );
     assert_eq!(report.bookings_left, 0, "{report}");
 
+    assert!(report.rss_gateway_only, "{report}");
     assert!(report.rss.len() >= 5, "{report}");
     assert!(report.rss.iter().all(|(_, mib)| *mib > 0.0), "{report}");
     assert!(report.rss_slope_mib_per_min.is_some(), "{report}");
