@@ -22,6 +22,7 @@ use crate::jobs::delivery::Delivery;
 use crate::jobs::documents::VerdictPoll;
 use crate::jobs::holds::HoldSweeper;
 use crate::jobs::prune::TransactionPrune;
+use crate::jobs::referrals::ReferralExpiry;
 use crate::jobs::schedules::ScheduleRound;
 use crate::jobs::{Job, Jobs};
 use crate::model::time::{system_clock, SharedClock};
@@ -30,6 +31,7 @@ use crate::services::documents::{Documents, RegistryLink, DESTINATION as REMD_DE
 use crate::services::mis::MisRegistry;
 use crate::services::notify::Notifier;
 use crate::services::operations::Operations;
+use crate::services::referrals::{Referrals, NOTIFY_DESTINATION as REFERRAL_NOTIFY_DESTINATION};
 use crate::services::schedule_sync::ScheduleSource;
 use crate::services::schedules::Schedules;
 use crate::store::{Store, StoreError};
@@ -126,8 +128,32 @@ impl Gateway {
             clock.clone(),
             partners.clone(),
         );
+        let referrals = Referrals::new(
+            store.clone(),
+            settings
+                .referrals
+                .acceptance_rules()
+                .map_err(|(key, why)| AppError::Keys(format!("{key}: {why}")))?,
+            &settings.referrals,
+            settings.referrals.notify_url.as_ref().map(|url| {
+                Arc::new(WebhookNotifier::new(
+                    url,
+                    Duration::from_secs(settings.referrals.notify_timeout_secs),
+                )) as Arc<dyn Notifier>
+            }),
+            clock.clone(),
+        );
         let jobs = Jobs::start(background_jobs(
-            &settings, &store, &clock, &booking, &documents, sources, &partners,
+            &settings,
+            &store,
+            &clock,
+            Services {
+                booking: &booking,
+                documents: &documents,
+                referrals: &referrals,
+            },
+            sources,
+            &partners,
         ));
         let admission = crate::http::admission::Admission::new(
             settings.http.max_inflight,
@@ -136,6 +162,7 @@ impl Gateway {
         let state = Arc::new(AppState {
             booking,
             documents,
+            referrals,
             schedules: Schedules::new(store.clone(), clock),
             operations: Operations::new(store.clone(), txlog.clone()),
             clients: ClientRegistry::from_settings(&settings.clients).map_err(AppError::Keys)?,
@@ -306,16 +333,27 @@ fn clinic_systems(
     (mis, sources)
 }
 
+/// The services whose background work runs as jobs.
+struct Services<'a> {
+    booking: &'a Booking,
+    documents: &'a Documents,
+    referrals: &'a Referrals,
+}
+
 /// Every background job this configuration asks for.
 fn background_jobs(
     settings: &Settings,
     store: &Store,
     clock: &SharedClock,
-    booking: &Booking,
-    documents: &Documents,
+    services: Services<'_>,
     sources: Vec<Arc<dyn ScheduleSource>>,
     partners: &Partners,
 ) -> Vec<Arc<dyn Job>> {
+    let Services {
+        booking,
+        documents,
+        referrals,
+    } = services;
     let deliver = |destination: &str,
                    concurrency: usize,
                    lease: Duration,
@@ -340,7 +378,24 @@ fn background_jobs(
     let mut jobs: Vec<Arc<dyn Job>> = vec![
         Arc::new(TransactionPrune::new(store.clone(), clock.clone())),
         Arc::new(HoldSweeper::new(booking.clone())),
+        Arc::new(ReferralExpiry::new(referrals.clone())),
     ];
+    // Notices wait in the outbox until a receiver is configured.
+    if settings.referrals.notify_url.is_some() {
+        let svc = referrals.clone();
+        let handler: Handler = Arc::new(move |item| {
+            let svc = svc.clone();
+            Box::pin(async move { svc.deliver_notice(item).await })
+        });
+        jobs.push(deliver(
+            REFERRAL_NOTIFY_DESTINATION,
+            4,
+            Duration::from_secs(settings.referrals.notify_timeout_secs * 3 + 5),
+            &settings.referrals.notify_retry_schedule_secs,
+            handler,
+            referrals.notice_queued(),
+        ));
+    }
     let svc = booking.clone();
     let handler: Handler = Arc::new(move |item| {
         let svc = svc.clone();

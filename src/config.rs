@@ -66,6 +66,141 @@ pub struct Settings {
     /// Booking rules: holds, patient notifications.
     #[serde(default)]
     pub booking: BookingSettings,
+    /// Referrals: validity, notifications, the targets' acceptance rules.
+    #[serde(default)]
+    pub referrals: ReferralSettings,
+}
+
+/// Referrals between organizations.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferralSettings {
+    /// Days a referral stays valid unless it says otherwise.
+    #[serde(default = "default_referral_validity")]
+    pub validity_days: u32,
+    /// Webhook told of every referral move (JSON with the organization to tell); without
+    /// it notices stay queued until one is configured.
+    #[serde(default)]
+    pub notify_url: Option<String>,
+    /// Seconds to wait for the webhook.
+    #[serde(default = "default_notify_timeout")]
+    pub notify_timeout_secs: u64,
+    /// Delays between attempts to deliver a notice, in seconds; after the last the notice
+    /// is dead-lettered.
+    #[serde(default = "default_booking_retries")]
+    pub notify_retry_schedule_secs: Vec<u64>,
+    /// What each target organization accepts.
+    #[serde(default)]
+    pub rules: Vec<AcceptanceRuleSettings>,
+}
+
+fn default_referral_validity() -> u32 {
+    30
+}
+
+impl Default for ReferralSettings {
+    fn default() -> Self {
+        ReferralSettings {
+            validity_days: default_referral_validity(),
+            notify_url: None,
+            notify_timeout_secs: default_notify_timeout(),
+            notify_retry_schedule_secs: default_booking_retries(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One acceptance rule of a target organization.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptanceRuleSettings {
+    /// The target organization (FRMO OID).
+    pub org: String,
+    /// The rule's name, quoted in refusals.
+    pub name: String,
+    /// Referral kinds (consultation, diagnostic, hospitalization, teleconsultation);
+    /// empty: all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// ICD-10 ranges such as `I00-I99`; empty: every diagnosis.
+    #[serde(default)]
+    pub diagnoses: Vec<String>,
+    /// Profiles (specialty codes); empty: all.
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// Documents required with the referral.
+    #[serde(default)]
+    pub required_documents: Vec<RequiredDocumentSettings>,
+}
+
+/// A document a rule requires.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequiredDocumentSettings {
+    /// Document kind code (reference book 1.2.643.5.1.13.13.11.1522).
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Asked for "when available" only.
+    #[serde(default)]
+    pub when_available: bool,
+}
+
+impl ReferralSettings {
+    /// The rules as the domain reads them; the error names the setting at fault.
+    pub fn acceptance_rules(
+        &self,
+    ) -> Result<Vec<crate::model::referral::AcceptanceRule>, (String, String)> {
+        use crate::model::referral::{AcceptanceRule, IcdRange, ReferralKind, RequiredDocument};
+        self.rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let at = |key: &str| format!("referrals.rules[{i}].{key}");
+                let org = crate::model::Oid::parse_organization(&r.org)
+                    .map_err(|e| (at("org"), e.to_string()))?;
+                let kinds = r
+                    .kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(j, k)| {
+                        ReferralKind::parse(k).ok_or_else(|| {
+                            (
+                                at(&format!("kinds[{j}]")),
+                                "expected consultation, diagnostic, hospitalization or \
+                                 teleconsultation"
+                                    .to_string(),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                let diagnoses = r
+                    .diagnoses
+                    .iter()
+                    .enumerate()
+                    .map(|(j, d)| {
+                        IcdRange::parse(d).map_err(|e| (at(&format!("diagnoses[{j}]")), e))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(AcceptanceRule {
+                    org,
+                    name: r.name.clone(),
+                    kinds,
+                    diagnoses,
+                    profiles: r.profiles.clone(),
+                    required_documents: r
+                        .required_documents
+                        .iter()
+                        .map(|d| RequiredDocument {
+                            kind: d.kind.clone(),
+                            name: d.name.clone(),
+                            when_available: d.when_available,
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Booking rules.
@@ -575,6 +710,7 @@ impl Default for Settings {
             emias: None,
             fhir_mis: None,
             booking: BookingSettings::default(),
+            referrals: ReferralSettings::default(),
         }
     }
 }
@@ -785,15 +921,33 @@ impl Settings {
                 return bad(key, "needs at least one delay");
             }
         }
-        if let Some(u) = &b.notify_url {
-            if !matches!(
-                url::Url::parse(u)
-                    .map(|u| u.scheme().to_string())
-                    .as_deref(),
-                Ok("http" | "https")
-            ) {
-                return bad("booking.notify_url", "must be an absolute http(s) URL");
+        for (key, url) in [
+            ("booking.notify_url", &b.notify_url),
+            ("referrals.notify_url", &self.referrals.notify_url),
+        ] {
+            if let Some(u) = url {
+                if !matches!(
+                    url::Url::parse(u)
+                        .map(|u| u.scheme().to_string())
+                        .as_deref(),
+                    Ok("http" | "https")
+                ) {
+                    return bad(key, "must be an absolute http(s) URL");
+                }
             }
+        }
+        let r = &self.referrals;
+        if !(1..=365).contains(&r.validity_days) {
+            return bad("referrals.validity_days", "must be 1 to 365");
+        }
+        if r.notify_retry_schedule_secs.is_empty() {
+            return bad(
+                "referrals.notify_retry_schedule_secs",
+                "needs at least one delay",
+            );
+        }
+        if let Err((key, message)) = r.acceptance_rules() {
+            return bad(&key, &message);
         }
         for (i, k) in self.signing.keys.iter().enumerate() {
             let pem = k.certificate.is_some() && k.private_key.is_some();

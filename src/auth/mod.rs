@@ -37,11 +37,16 @@ pub mod scopes {
     pub const REMD_CALLBACK: &str = "remd:callback";
     /// The audit trail of accesses to personal data.
     pub const AUDIT_READ: &str = "audit:read";
+    /// Referrals of the client's organizations (as referring or target organization).
+    pub const REFERRAL_READ: &str = "referral:read";
+    /// Creating referrals and moving them (accept, reject, cancel, complete).
+    pub const REFERRAL_WRITE: &str = "referral:write";
 
     /// Scopes a held scope implies.
     pub fn implied(held: &str) -> &'static [&'static str] {
         match held {
             APPOINTMENT_WRITE => &[APPOINTMENT_READ],
+            REFERRAL_WRITE => &[REFERRAL_READ],
             _ => &[],
         }
     }

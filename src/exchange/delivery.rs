@@ -165,6 +165,15 @@ pub fn next_attempt(schedule_secs: &[u64], attempts: i32, now: i64) -> Option<i6
     schedule_secs.get(i).map(|s| now + (*s as i64) * 1000)
 }
 
+/// The outcome of a failed attempt that may succeed later: retry at the schedule's next
+/// step, or dead-letter with the count and the last error once the schedule is spent.
+pub fn retry_or_dead(schedule: &[u64], item: &OutboxItem, error: String, now: i64) -> Outcome {
+    match next_attempt(schedule, item.attempts, now) {
+        Some(at) => Outcome::RetryAt(at, error),
+        None => Outcome::Dead(format!("gave up after {} attempts: {error}", item.attempts)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ pub mod documents;
 pub mod error;
 pub mod fhir;
 pub mod fhir_booking;
+pub mod fhir_referral;
 pub mod fhir_schedule;
 pub mod health;
 pub mod hub;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub documents: Documents,
     /// Booking service.
     pub booking: Booking,
+    /// Referrals service.
+    pub referrals: crate::services::referrals::Referrals,
     /// Directory and schedule reads.
     pub schedules: Schedules,
     /// The gateway's own state: transaction log reads, readiness.
@@ -108,6 +111,7 @@ pub fn route_table() -> impl Iterator<Item = &'static Route> {
         fhir::AUDIT_ROUTES,
         fhir_schedule::ROUTES,
         fhir_booking::ROUTES,
+        fhir_referral::ROUTES,
         documents::ROUTES,
         hub::ROUTES,
         admin::ROUTES,

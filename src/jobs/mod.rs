@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod documents;
 pub mod holds;
 pub mod prune;
+pub mod referrals;
 pub mod schedules;
 
 use std::sync::Arc;

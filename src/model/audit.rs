@@ -64,16 +64,19 @@ pub enum AuditEntity {
     History,
     /// The stored bodies of a transaction record.
     TransactionBody,
+    /// A referral (with its patient).
+    Referral,
 }
 
 impl AuditEntity {
     /// Every entity.
-    pub const ALL: [AuditEntity; 5] = [
+    pub const ALL: [AuditEntity; 6] = [
         AuditEntity::Appointment,
         AuditEntity::Document,
         AuditEntity::Patient,
         AuditEntity::History,
         AuditEntity::TransactionBody,
+        AuditEntity::Referral,
     ];
 
     /// Stored name.
@@ -84,6 +87,7 @@ impl AuditEntity {
             AuditEntity::Patient => "patient",
             AuditEntity::History => "history",
             AuditEntity::TransactionBody => "transaction-body",
+            AuditEntity::Referral => "referral",
         }
     }
 

@@ -10,6 +10,7 @@ pub mod booking;
 pub mod document;
 pub mod ids;
 pub mod organization;
+pub mod referral;
 pub mod remd;
 pub mod schedule;
 pub mod time;

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::mis::{MisBooking, MisError, MisRegistry};
-use super::notify::{Notice, Notifier, NotifyError};
+use super::notify::Notifier;
 use super::schedules::{FreeSlots, ScheduleError, Schedules};
 use super::{audit_event, Caller};
 use crate::config::BookingSettings;
@@ -1156,25 +1156,19 @@ impl Booking {
                 Outcome::Delivered
             }
             Err(e @ MisError::Refused { .. }) => Outcome::Dead(e.to_string()),
-            Err(e) => retry(&self.mis_retries, &item, e.to_string(), self.now()),
+            Err(e) => delivery::retry_or_dead(&self.mis_retries, &item, e.to_string(), self.now()),
         }
     }
 
     /// Delivers one patient notification.
     pub async fn deliver_notice(&self, item: OutboxItem) -> Outcome {
-        let Some(notifier) = &self.notifier else {
-            return Outcome::Dead("no notification receiver is configured".into());
-        };
-        let notice = Notice {
-            id: &item.id,
-            event: &item.kind,
-            payload: &item.payload,
-        };
-        match notifier.notify(notice).await {
-            Ok(()) => Outcome::Delivered,
-            Err(e @ NotifyError::Refused(_)) => Outcome::Dead(e.to_string()),
-            Err(e) => retry(&self.notify_retries, &item, e.to_string(), self.now()),
-        }
+        super::notify::deliver(
+            self.notifier.as_deref(),
+            &item,
+            &self.notify_retries,
+            self.now(),
+        )
+        .await
     }
 
     /// Checks the rules and inserts a hold lasting `ttl_ms`.
@@ -1455,13 +1449,6 @@ impl Booking {
 }
 
 /// The next attempt on `schedule` after the item's failed one, or its dead letter.
-fn retry(schedule: &[u64], item: &OutboxItem, error: String, now: i64) -> Outcome {
-    match delivery::next_attempt(schedule, item.attempts, now) {
-        Some(at) => Outcome::RetryAt(at, error),
-        None => Outcome::Dead(format!("gave up after {} attempts: {error}", item.attempts)),
-    }
-}
-
 fn cancel_effect(a: &Appointment, now: i64) -> NewOutboxItem {
     NewOutboxItem {
         destination: MIS_DESTINATION.into(),

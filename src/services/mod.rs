@@ -7,6 +7,7 @@ pub mod documents;
 pub mod mis;
 pub mod notify;
 pub mod operations;
+pub mod referrals;
 pub mod registry;
 pub mod schedule_sync;
 pub mod schedules;

@@ -30,3 +30,27 @@ pub trait Notifier: Send + Sync {
     /// Delivers one notification.
     fn notify<'a>(&'a self, notice: Notice<'a>) -> BoxFuture<'a, Result<(), NotifyError>>;
 }
+
+/// Delivers one queued notice through `notifier`: a refusal dead-letters it, anything else
+/// retries on `retries` until the schedule is spent.
+pub async fn deliver(
+    notifier: Option<&dyn Notifier>,
+    item: &crate::store::outbox::OutboxItem,
+    retries: &[u64],
+    now: i64,
+) -> crate::exchange::delivery::Outcome {
+    use crate::exchange::delivery::{retry_or_dead, Outcome};
+    let Some(notifier) = notifier else {
+        return Outcome::Dead("no notification receiver is configured".into());
+    };
+    let notice = Notice {
+        id: &item.id,
+        event: &item.kind,
+        payload: &item.payload,
+    };
+    match notifier.notify(notice).await {
+        Ok(()) => Outcome::Delivered,
+        Err(e @ NotifyError::Refused(_)) => Outcome::Dead(e.to_string()),
+        Err(e) => retry_or_dead(retries, item, e.to_string(), now),
+    }
+}

@@ -827,15 +827,15 @@ impl Store {
     }
 }
 
-fn policy(p: &Patient) -> Option<String> {
+pub(super) fn policy(p: &Patient) -> Option<String> {
     p.policy.as_ref().map(|x| x.digits().to_string())
 }
 
-fn snils(p: &Patient) -> Option<String> {
+pub(super) fn snils(p: &Patient) -> Option<String> {
     p.snils.as_ref().map(Snils::digits)
 }
 
-fn birth(p: &Patient) -> Option<String> {
+pub(super) fn birth(p: &Patient) -> Option<String> {
     p.birth_date.map(|d| d.to_string())
 }
 
@@ -876,32 +876,39 @@ fn columns_of(alias: &str) -> String {
 
 /// An appointment from its row; unknown states, channels or malformed patient identifiers
 /// are corruptions.
+/// The patient of a row with `patient_policy`, `patient_snils` and `patient_birth`;
+/// `what` names the three columns in a corruption error.
+pub(super) fn decode_patient(r: &AnyRow, what: [&'static str; 3]) -> Result<Patient, StoreError> {
+    let policy: Option<String> = r.try_get("patient_policy")?;
+    let snils: Option<String> = r.try_get("patient_snils")?;
+    let birth: Option<String> = r.try_get("patient_birth")?;
+    Ok(Patient {
+        policy: policy
+            .map(|p| PolicyNumber::parse(&p).map_err(|_| corrupt(what[0], "(masked)")))
+            .transpose()?,
+        snils: snils
+            .map(|s| Snils::parse(&s).map_err(|_| corrupt(what[1], "(masked)")))
+            .transpose()?,
+        birth_date: birth
+            .map(|b| {
+                chrono::NaiveDate::parse_from_str(&b, "%Y-%m-%d").map_err(|_| corrupt(what[2], &b))
+            })
+            .transpose()?,
+    })
+}
+
 fn decode(r: &AnyRow) -> Result<Appointment, StoreError> {
     let status: String = r.try_get("status")?;
     let channel: String = r.try_get("channel")?;
     let slot_id: String = r.try_get("slot_id")?;
-    let policy: Option<String> = r.try_get("patient_policy")?;
-    let snils: Option<String> = r.try_get("patient_snils")?;
-    let birth: Option<String> = r.try_get("patient_birth")?;
-    let patient = Patient {
-        policy: policy
-            .map(|p| {
-                PolicyNumber::parse(&p)
-                    .map_err(|_| corrupt("appointments.patient_policy", "(masked)"))
-            })
-            .transpose()?,
-        snils: snils
-            .map(|s| {
-                Snils::parse(&s).map_err(|_| corrupt("appointments.patient_snils", "(masked)"))
-            })
-            .transpose()?,
-        birth_date: birth
-            .map(|b| {
-                chrono::NaiveDate::parse_from_str(&b, "%Y-%m-%d")
-                    .map_err(|_| corrupt("appointments.patient_birth", &b))
-            })
-            .transpose()?,
-    };
+    let patient = decode_patient(
+        r,
+        [
+            "appointments.patient_policy",
+            "appointments.patient_snils",
+            "appointments.patient_birth",
+        ],
+    )?;
     Ok(Appointment {
         id: r.try_get("id")?,
         slot_id: Some(slot_id).filter(|s| !s.is_empty()),

@@ -11,6 +11,7 @@ pub mod documents;
 pub mod group_commit;
 pub mod organizations;
 pub mod outbox;
+pub mod referrals;
 pub mod schedules;
 pub mod transactions;
 

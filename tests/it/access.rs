@@ -32,7 +32,25 @@ pub(crate) const SCOPES: &[&str] = &[
     "transactions:read",
     "transactions:bodies",
     "audit:read",
+    "referral:write",
 ];
+/// The organization the owner refers its patients to (publishes no acceptance rules).
+const REFERRED_TO: &str = "1.2.643.5.1.13.13.12.2.77.7011";
+
+/// A referral of the owner's doctor to [`REFERRED_TO`].
+pub(crate) fn referral_body() -> Value {
+    json!({
+        "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+        "code": {"coding": [{"system": "https://medgate.example/fhir/CodeSystem/referral-profile", "code": "cardiology"}]},
+        "contained": [
+            {"resourceType": "Patient", "id": "p", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": AUTHOR}]},
+            {"resourceType": "PractitionerRole", "id": "r", "practitioner": {"identifier": {"system": "urn:oid:1.2.643.100.3", "value": "12345678964"}}, "organization": {"reference": format!("Organization/{ORG}")}},
+        ],
+        "subject": {"reference": "#p"}, "requester": {"reference": "#r"},
+        "performer": [{"reference": format!("Organization/{REFERRED_TO}")}],
+        "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I20.8"}]}],
+    })
+}
 
 /// What became of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +144,8 @@ pub(crate) struct Records {
     pub(crate) restriction_to_list: String,
     pub(crate) restriction_to_delete: String,
     pub(crate) transaction: String,
+    pub(crate) referral: String,
+    pub(crate) referral_to_cancel: String,
 }
 
 async fn send(fx: &Fx, token: Option<&str>, r: &Req) -> Seen {
@@ -393,6 +413,29 @@ fn case(
             Other::NotFound,
             &[204],
         ),
+        ("POST", "/fhir/ServiceRequest") => (
+            Req::with(Method::POST, pattern, referral_body()),
+            Other::Forbidden,
+            CREATED,
+        ),
+        ("GET", "/fhir/ServiceRequest" | "/fhir/Task") => {
+            (Req::get(pattern), Other::Hidden, OK)
+        }
+        ("GET", "/fhir/ServiceRequest/{id}" | "/fhir/Task/{id}") => (
+            Req::get(pattern.replace("{id}", &r.referral)),
+            Other::NotFound,
+            OK,
+        ),
+        ("PUT", "/fhir/Task/{id}") => (
+            Req::with(
+                Method::PUT,
+                format!("/fhir/Task/{}", r.referral_to_cancel),
+                json!({"resourceType": "Task", "status": "cancelled", "intent": "order"}),
+            ),
+            Other::NotFound,
+            OK,
+        ),
+        ("GET", "/api/referrals/rules") => (Req::get(pattern), Other::Same, OK),
         _ => return None,
     })
 }
@@ -419,6 +462,10 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
         ("GET", "/api/admin/documents/{id}") => Some((Read, Document, true)),
         ("POST", "/api/admin/documents/{id}/rerun") => Some((Update, Document, false)),
         ("GET", "/api/admin/transactions/{id}") => Some((Read, TransactionBody, false)),
+        ("POST", "/fhir/ServiceRequest") => Some((Create, Referral, true)),
+        ("GET", "/fhir/ServiceRequest" | "/fhir/Task") => Some((Search, Referral, false)),
+        ("GET", "/fhir/ServiceRequest/{id}" | "/fhir/Task/{id}") => Some((Read, Referral, true)),
+        ("PUT", "/fhir/Task/{id}") => Some((Update, Referral, true)),
         // Public data, lists without patients, the registry's verdicts, the (masked)
         // trail itself.
         (
@@ -441,7 +488,8 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/soap/hub"
             | "/api/admin/transactions"
             | "/api/admin/outbox"
-            | "/api/admin/restrictions",
+            | "/api/admin/restrictions"
+            | "/api/referrals/rules",
         ) => None,
         (
             "POST",
@@ -462,6 +510,7 @@ fn hidden_id<'a>(pattern: &str, r: &'a Records) -> &'a str {
         "/api/admin/documents" => &r.document,
         "/api/admin/transactions" => &r.transaction,
         "/api/admin/outbox" => &r.booked,
+        "/fhir/ServiceRequest" | "/fhir/Task" => &r.referral,
         _ => &r.restriction_to_list,
     }
 }
@@ -527,6 +576,17 @@ pub(crate) async fn records(fx: &Fx) -> Records {
     };
     let restriction_to_list = restriction(1).await;
     let restriction_to_delete = restriction(3).await;
+    let refer = || async {
+        let v = json_of(
+            fx,
+            OWNER,
+            &Req::with(Method::POST, "/fhir/ServiceRequest", referral_body()),
+        )
+        .await;
+        v["id"].as_str().unwrap().to_string()
+    };
+    let referral = refer().await;
+    let referral_to_cancel = refer().await;
     let mine = json_of(fx, OWNER, &Req::get("/api/admin/transactions?limit=1")).await;
     // A dead letter of the owner's booking (due far ahead, so no worker takes it first).
     let booked_id = booked["id"].as_str().unwrap().to_string();
@@ -564,29 +624,17 @@ pub(crate) async fn records(fx: &Fx) -> Records {
         restriction_to_list,
         restriction_to_delete,
         transaction: mine["items"][0]["id"].as_str().unwrap().to_string(),
+        referral,
+        referral_to_cancel,
     }
 }
 
 /// The matrix's clients (owner, other, no scope), an intake-only registry link and the
 /// signing keys, on top of the test settings.
 pub(crate) fn matrix_settings(s: &mut medgate::config::Settings) {
-    let client =
-        |id: &str, token: &str, org: &str, scopes: &[&str]| medgate::config::ClientSettings {
-            id: id.into(),
-            name: id.into(),
-            token_sha256: medgate::config::Secret::new(hex::encode(medgate::auth::token_hash(
-                token,
-            ))),
-            organizations: vec![org.into()],
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            channels: Vec::new(),
-            rate: None,
-            signing_certificate: None,
-            certificate: None,
-        };
-    s.clients.push(client("owner", OWNER, ORG, SCOPES));
-    s.clients.push(client("other", OTHER, OTHER_ORG, SCOPES));
-    s.clients.push(client("noscope", NOSCOPE, ORG, &[]));
+    s.clients.push(client("owner", OWNER, &[ORG], SCOPES));
+    s.clients.push(client("other", OTHER, &[OTHER_ORG], SCOPES));
+    s.clients.push(client("noscope", NOSCOPE, &[ORG], &[]));
     let base = s.http.public_url.clone().unwrap();
     // Intake only: nothing is sent to a registry.
     s.remd = Some(RemdSettings {
@@ -749,7 +797,7 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
         "{item}"
     );
     assert!(item.get("payload").is_none(), "{item}");
-    assert!(checked >= 39, "{checked} routes checked");
+    assert!(checked >= 46, "{checked} routes checked");
     fx.sim.stop().await;
     fx.t.stop().await;
 }

@@ -1184,7 +1184,7 @@ async fn bad_booking_input_is_named_sqlite() {
 }
 
 /// Collects what is POSTed to it.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>, actix_web::dev::ServerHandle) {
+pub(crate) async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>, actix_web::dev::ServerHandle) {
     use actix_web::{web, App, HttpResponse, HttpServer};
     let got: Arc<Mutex<Vec<Value>>> = Arc::default();
     let sink = got.clone();

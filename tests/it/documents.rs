@@ -79,7 +79,7 @@ pub(crate) async fn setup_with(
 }
 
 /// A gateway with a registry simulator whose services and jobs read `clock`.
-async fn setup_clocked(
+pub(crate) async fn setup_clocked(
     backend: Backend,
     clock: medgate::model::time::SharedClock,
     sim_config: RemdSimConfig,

@@ -289,6 +289,7 @@ fn concrete(pattern: &str, r: &Records) -> String {
         | "/api/admin/documents/{id}/rerun" => r.document.as_str(),
         "/api/admin/transactions/{id}" => r.transaction.as_str(),
         "/api/admin/restrictions/{id}" => r.restriction_to_delete.as_str(),
+        "/fhir/ServiceRequest/{id}" | "/fhir/Task/{id}" => r.referral.as_str(),
         _ => "",
     };
     pattern.replace("{id}", id)
@@ -331,6 +332,23 @@ fn query_params(method: &str, pattern: &str) -> &'static [&'static str] {
             "identifier",
             "_count",
         ],
+        ("GET", "/fhir/ServiceRequest") => &[
+            "patient",
+            "requester",
+            "performer",
+            "status",
+            "authored",
+            "_count",
+        ],
+        ("GET", "/fhir/Task") => &[
+            "patient",
+            "requester",
+            "owner",
+            "business-status",
+            "date",
+            "_count",
+        ],
+        ("GET", "/api/referrals/rules") => &["organization"],
         ("GET", "/api/admin/documents") | ("POST", "/api/admin/documents/rerun") => {
             &["status", "org", "kind", "error_class", "limit", "cursor"]
         }
@@ -475,6 +493,11 @@ fn json_base(method: &str, pattern: &str, r: &Records) -> Option<Value> {
             "parameter": [{"name": "slot", "valueReference": {"reference": slot}}]}),
         ("POST", "/fhir/DocumentReference") => {
             document_reference(&uuid::Uuid::new_v4().to_string(), &cda(900), &[])
+        }
+        ("POST", "/fhir/ServiceRequest") => crate::access::referral_body(),
+        ("PUT", "/fhir/Task/{id}") => {
+            json!({"resourceType": "Task", "status": "accepted", "intent": "order",
+            "statusReason": {"text": "hostile"}})
         }
         ("POST", "/api/admin/restrictions") => json!({"organization": ORG, "channels": ["kiosk"],
             "from": "2031-01-01", "to": "2031-01-02", "reason": "hostile"}),

@@ -13,6 +13,7 @@ mod foundation;
 mod hostile;
 mod hub;
 mod logs;
+mod referrals;
 mod schedules;
 mod soak;
 mod support;

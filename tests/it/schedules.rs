@@ -201,6 +201,69 @@ const REFERENCE_TARGETS: &[(&str, &str, &[&str])] = &[
     ("PractitionerRole", "location", &["Location"]),
     ("Location", "managingOrganization", &["Organization"]),
     ("DocumentReference", "custodian", &["Organization"]),
+    (
+        "ServiceRequest",
+        "subject",
+        &["Patient", "Group", "Location", "Device"],
+    ),
+    (
+        "ServiceRequest",
+        "requester",
+        &[
+            "Practitioner",
+            "PractitionerRole",
+            "Organization",
+            "Patient",
+            "RelatedPerson",
+            "Device",
+        ],
+    ),
+    (
+        "ServiceRequest",
+        "performer",
+        &[
+            "Practitioner",
+            "PractitionerRole",
+            "Organization",
+            "CareTeam",
+            "HealthcareService",
+            "Patient",
+            "Device",
+            "RelatedPerson",
+        ],
+    ),
+    // Reference(Any) in R4: the kinds the gateway attaches.
+    ("ServiceRequest", "supportingInfo", &["DocumentReference"]),
+    ("Task", "basedOn", &["ServiceRequest"]),
+    ("Task", "focus", &["ServiceRequest"]),
+    (
+        "Task",
+        "requester",
+        &[
+            "Device",
+            "Organization",
+            "Patient",
+            "Practitioner",
+            "PractitionerRole",
+            "RelatedPerson",
+        ],
+    ),
+    (
+        "Task",
+        "owner",
+        &[
+            "Practitioner",
+            "PractitionerRole",
+            "Organization",
+            "CareTeam",
+            "HealthcareService",
+            "Patient",
+            "Device",
+            "RelatedPerson",
+        ],
+    ),
+    ("Task", "output.valueReference", &["DocumentReference"]),
+    ("Task", "input.valueReference", &["Appointment"]),
 ];
 
 /// What `Schedule.actor` and `Appointment.participant.actor` may reference in R4.

@@ -149,15 +149,9 @@ pub const DESK_TOKEN: &str = "test-desk-token";
 /// The organization the test clinic acts for.
 pub const CLINIC_ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
 
-/// Settings for a test gateway on `db`.
-pub fn settings(db: &TestDb) -> Settings {
-    let mut s = Settings::default();
-    s.http.bind = "127.0.0.1:0".into();
-    s.http.workers = 2;
-    s.database.url = db.url.clone();
-    s.database.max_connections = 8;
-    s.transaction_log.default_bodies = BodyPolicy::Full;
-    let client = |id: &str, token: &str, orgs: &[&str], scopes: &[&str]| ClientSettings {
+/// An API client holding bearer `token`, acting for `orgs` with `scopes`.
+pub fn client(id: &str, token: &str, orgs: &[&str], scopes: &[&str]) -> ClientSettings {
+    ClientSettings {
         id: id.into(),
         name: id.into(),
         token_sha256: Secret::new(hex::encode(medgate::auth::token_hash(token))),
@@ -167,7 +161,17 @@ pub fn settings(db: &TestDb) -> Settings {
         rate: None,
         signing_certificate: None,
         certificate: None,
-    };
+    }
+}
+
+/// Settings for a test gateway on `db`.
+pub fn settings(db: &TestDb) -> Settings {
+    let mut s = Settings::default();
+    s.http.bind = "127.0.0.1:0".into();
+    s.http.workers = 2;
+    s.database.url = db.url.clone();
+    s.database.max_connections = 8;
+    s.transaction_log.default_bodies = BodyPolicy::Full;
     s.clients = vec![
         client("admin", ADMIN_TOKEN, &[], &["admin"]),
         client(

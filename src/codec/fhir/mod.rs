@@ -9,6 +9,7 @@ pub mod capability;
 pub mod directory;
 pub mod document;
 pub mod outcome;
+pub mod referral;
 
 pub use bundle::searchset;
 pub use outcome::{IssueType, OperationOutcome};

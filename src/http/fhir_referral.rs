@@ -1,0 +1,494 @@
+//! FHIR R4 referrals: `ServiceRequest` create, read and search, the referral's `Task` read,
+//! search and update (the target accepts, rejects or completes; the referring side
+//! cancels), and the targets' published acceptance rules.
+
+use actix_web::http::StatusCode;
+use actix_web::web::{Bytes, Data, Path};
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use super::access::{Access, Org, Route};
+use super::booking::{patient, PatientFields};
+use super::fhir::{base_url, fhir_json, request_link};
+use super::query::{check_params, count_param, moment, organization, pairs};
+use super::{ApiError, ApiResult, AppState, Principal};
+use crate::auth::scopes::{REFERRAL_READ, REFERRAL_WRITE};
+use crate::codec::fhir::referral::{
+    requested_move, rules, service_request, task, ICD10_SYSTEM, KIND_SYSTEM, PROFILE_SYSTEM,
+};
+use crate::codec::fhir::{
+    searchset, IssueType, FHIR_JSON, POLICY_SYSTEM, SNILS_SYSTEM, URI_SYSTEM,
+};
+use crate::model::referral::{ReferralKind, ReferralStatus, RuleRefusal, Urgency};
+use crate::model::{Icd10, PolicyNumber, Snils};
+use crate::route;
+use crate::services::referrals::{NewReferral, ReferralError, ReferralQuery, Transition};
+use crate::services::Caller;
+
+/// The referral routes, with who may call them.
+pub const ROUTES: &[Route] = &[
+    route!(POST "/fhir" "/ServiceRequest" => create, Access::Scope(REFERRAL_WRITE, Org::Named)),
+    route!(GET "/fhir" "/ServiceRequest" => search_requests, Access::Scope(REFERRAL_READ, Org::Records)),
+    route!(GET "/fhir" "/ServiceRequest/{id}" => read_request, Access::Scope(REFERRAL_READ, Org::Records)),
+    route!(GET "/fhir" "/Task" => search_tasks, Access::Scope(REFERRAL_READ, Org::Records)),
+    route!(GET "/fhir" "/Task/{id}" => read_task, Access::Scope(REFERRAL_READ, Org::Records)),
+    route!(PUT "/fhir" "/Task/{id}" => update_task, Access::Scope(REFERRAL_WRITE, Org::Records)),
+    route!(GET "" "/api/referrals/rules" => acceptance_rules, Access::Scope(REFERRAL_READ, Org::Public)),
+];
+
+/// A service error as an API error, its field named as a path in the resource.
+fn referral_error(e: ReferralError, resource: &str) -> ApiError {
+    use ReferralError as E;
+    let (status, issue) = match &e {
+        E::NotFound => (StatusCode::NOT_FOUND, IssueType::NotFound),
+        E::Patient(_) => (StatusCode::BAD_REQUEST, IssueType::Required),
+        E::NotYourOrganization(_) | E::WrongSide { .. } => {
+            (StatusCode::FORBIDDEN, IssueType::Forbidden)
+        }
+        E::UnknownOrganization(_) | E::UnknownDocument { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, IssueType::NotFound)
+        }
+        E::DocumentOfAnotherPatient { .. }
+        | E::Refused(_)
+        | E::NoSuitableTarget { .. }
+        | E::ReasonRequired
+        | E::ConclusionRequired => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
+        E::Validity => (StatusCode::BAD_REQUEST, IssueType::Value),
+        E::NotAllowed { .. } | E::Expired | E::Changed => {
+            (StatusCode::CONFLICT, IssueType::Conflict)
+        }
+        E::Store(inner) => return ApiError::storage(inner),
+    };
+    let field = e.field().map(|f| format!("{resource}.{f}"));
+    let mut api = ApiError::new(status, issue, e.code(), e.to_string());
+    // Each missing document is named, so the doctor knows what to attach.
+    if let E::Refused(RuleRefusal::MissingDocuments(docs)) = &e {
+        api.message = format!(
+            "{}; attach them as supportingInfo (DocumentReference of a registered document)",
+            docs.iter()
+                .map(|d| format!("missing {} (kind {})", d.name, d.kind))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    api.field = field;
+    api
+}
+
+fn json_body(body: &[u8], what: &str) -> ApiResult<Value> {
+    ApiError::check_json(body, what)?;
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::malformed("INVALID_JSON", format!("the body is not JSON: {e}")).at(what)
+    })
+}
+
+fn text<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
+    v.pointer(path)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// The first coding of `system` in a CodeableConcept list or concept at `path`.
+fn coding<'a>(v: &'a Value, path: &str, system: &str) -> Option<&'a str> {
+    let node = v.pointer(path)?;
+    let concepts: Vec<&Value> = match node.as_array() {
+        Some(list) => list.iter().collect(),
+        None => vec![node],
+    };
+    concepts
+        .into_iter()
+        .flat_map(|c| c["coding"].as_array().into_iter().flatten())
+        .find(|c| c["system"].as_str() == Some(system))
+        .and_then(|c| c["code"].as_str())
+}
+
+/// A contained resource by local reference (`#id`).
+fn contained<'a>(v: &'a Value, reference: Option<&str>) -> Option<&'a Value> {
+    let id = reference?.strip_prefix('#')?;
+    v["contained"]
+        .as_array()?
+        .iter()
+        .find(|c| c["id"].as_str() == Some(id))
+}
+
+fn identifier<'a>(ids: &'a Value, system: &str) -> Option<&'a str> {
+    ids.as_array()?
+        .iter()
+        .find(|i| i["system"].as_str() == Some(system))
+        .and_then(|i| i["value"].as_str())
+}
+
+/// An organization named by reference (`Organization/<oid>`) or by URI identifier.
+fn org_of(r: &Value, field: &str) -> ApiResult<Option<crate::model::Oid>> {
+    let raw = r["reference"].as_str().map(str::to_string).or_else(|| {
+        (r["identifier"]["system"].as_str() == Some(URI_SYSTEM))
+            .then(|| r["identifier"]["value"].as_str())
+            .flatten()
+            .map(|v| v.trim_start_matches("urn:oid:").to_string())
+    });
+    raw.map(|raw| organization(field, &raw)).transpose()
+}
+
+/// Reads a `ServiceRequest` into a new referral, naming the field of any fault.
+fn new_referral(v: &Value, now_ms: i64) -> ApiResult<NewReferral> {
+    if v["resourceType"].as_str() != Some("ServiceRequest") {
+        return Err(ApiError::invalid(
+            "WRONG_RESOURCE_TYPE",
+            "resourceType",
+            "expected a ServiceRequest",
+        ));
+    }
+    if let Some(intent) = text(v, "/intent").filter(|i| *i != "order") {
+        return Err(ApiError::invalid(
+            "INVALID_VALUE",
+            "ServiceRequest.intent",
+            format!("a referral is an order, got intent {intent:?}"),
+        ));
+    }
+    let subject = contained(v, v["subject"]["reference"].as_str())
+        .ok_or_else(|| ApiError::required("ServiceRequest.subject (a contained Patient)"))?;
+    let patient = patient(
+        identifier(&subject["identifier"], POLICY_SYSTEM),
+        subject["birthDate"].as_str(),
+        identifier(&subject["identifier"], SNILS_SYSTEM),
+        &PatientFields {
+            policy: "ServiceRequest.contained[Patient].identifier[policy]",
+            birth_date: "ServiceRequest.contained[Patient].birthDate",
+            snils: "ServiceRequest.contained[Patient].identifier[snils]",
+        },
+    )?;
+    let role = contained(v, v["requester"]["reference"].as_str()).ok_or_else(|| {
+        ApiError::required("ServiceRequest.requester (a contained PractitionerRole)")
+    })?;
+    let requester_snils = text(role, "/practitioner/identifier/value")
+        .ok_or_else(|| {
+            ApiError::required("ServiceRequest.contained[PractitionerRole].practitioner.identifier")
+        })
+        .and_then(|s| {
+            Snils::parse(s).map_err(|e| {
+                ApiError::invalid(
+                    "INVALID_SNILS",
+                    "ServiceRequest.contained[PractitionerRole].practitioner.identifier",
+                    e.to_string(),
+                )
+            })
+        })?;
+    let requester_org = org_of(
+        &role["organization"],
+        "ServiceRequest.contained[PractitionerRole].organization",
+    )?
+    .ok_or_else(|| ApiError::required("ServiceRequest.contained[PractitionerRole].organization"))?;
+    let target_org = match v["performer"].as_array().and_then(|p| p.first()) {
+        Some(p) => org_of(p, "ServiceRequest.performer[0]")?,
+        None => None,
+    };
+    let diagnosis = coding(v, "/reasonCode", ICD10_SYSTEM)
+        .ok_or_else(|| ApiError::required("ServiceRequest.reasonCode (ICD-10)"))
+        .and_then(|c| {
+            Icd10::parse(c).map_err(|e| {
+                ApiError::invalid("INVALID_ICD10", "ServiceRequest.reasonCode", e.to_string())
+            })
+        })?;
+    let kind = match coding(v, "/category", KIND_SYSTEM) {
+        None => ReferralKind::Consultation,
+        Some(k) => ReferralKind::parse(k).ok_or_else(|| {
+            ApiError::invalid(
+                "INVALID_VALUE",
+                "ServiceRequest.category",
+                format!("kind must be consultation, diagnostic, hospitalization or teleconsultation, got {k:?}"),
+            )
+        })?,
+    };
+    let urgency = match text(v, "/priority") {
+        None => Urgency::Routine,
+        Some(p) => Urgency::from_fhir(p).ok_or_else(|| {
+            ApiError::invalid(
+                "INVALID_VALUE",
+                "ServiceRequest.priority",
+                format!("priority must be routine, urgent, asap or stat, got {p:?}"),
+            )
+        })?,
+    };
+    let profile = coding(v, "/code", PROFILE_SYSTEM)
+        .ok_or_else(|| ApiError::required("ServiceRequest.code (profile)"))?
+        .to_string();
+    let valid_days = match text(v, "/occurrencePeriod/end") {
+        None => None,
+        Some(end) => {
+            let end = moment("ServiceRequest.occurrencePeriod.end", end)?.end_ms();
+            let days = (end - now_ms).div_euclid(crate::model::time::DAY_MS);
+            Some(u32::try_from(days).unwrap_or(0))
+        }
+    };
+    let mut documents = Vec::new();
+    for (i, s) in v["supportingInfo"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let id = s["reference"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("DocumentReference/"))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "INVALID_REFERENCE",
+                    format!("ServiceRequest.supportingInfo[{i}]"),
+                    "expected a reference DocumentReference/<id> of a document registered through the gateway",
+                )
+            })?;
+        documents.push(id.to_string());
+    }
+    Ok(NewReferral {
+        patient,
+        diagnosis,
+        reason: text(v, "/reasonCode/0/text")
+            .unwrap_or("")
+            .chars()
+            .take(2000)
+            .collect(),
+        requester_org,
+        requester_snils,
+        profile,
+        target_org,
+        urgency,
+        kind,
+        valid_days,
+        documents,
+    })
+}
+
+async fn create(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let v = json_body(&body, "ServiceRequest")?;
+    let new = new_referral(&v, crate::model::time::now_ms())?;
+    let r = state
+        .referrals
+        .create(Caller::of(&principal), new)
+        .await
+        .map_err(|e| referral_error(e, "ServiceRequest"))?;
+    let base = base_url(&state, &req);
+    Ok(HttpResponse::build(StatusCode::CREATED)
+        .content_type(FHIR_JSON)
+        .insert_header(("location", format!("{base}/ServiceRequest/{}", r.id)))
+        .body(service_request(&r).to_string()))
+}
+
+async fn read_request(
+    state: Data<AppState>,
+    principal: Principal,
+    id: Path<String>,
+) -> ApiResult<HttpResponse> {
+    let (r, _) = state
+        .referrals
+        .get(Caller::of(&principal), &id)
+        .await
+        .map_err(|e| referral_error(e, "ServiceRequest"))?;
+    Ok(fhir_json(StatusCode::OK, &service_request(&r)))
+}
+
+async fn read_task(
+    state: Data<AppState>,
+    principal: Principal,
+    id: Path<String>,
+) -> ApiResult<HttpResponse> {
+    let (r, events) = state
+        .referrals
+        .get(Caller::of(&principal), &id)
+        .await
+        .map_err(|e| referral_error(e, "Task"))?;
+    Ok(fhir_json(StatusCode::OK, &task(&r, &events)))
+}
+
+/// A move asked for by a `Task`: its status, statusReason and output.
+async fn update_task(
+    state: Data<AppState>,
+    principal: Principal,
+    id: Path<String>,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let v = json_body(&body, "Task")?;
+    if v["resourceType"].as_str() != Some("Task") {
+        return Err(ApiError::invalid(
+            "WRONG_RESOURCE_TYPE",
+            "resourceType",
+            "expected a Task",
+        ));
+    }
+    let status = text(&v, "/status").ok_or_else(|| ApiError::required("Task.status"))?;
+    let to = requested_move(status).ok_or_else(|| {
+        ApiError::invalid(
+            "INVALID_TRANSITION",
+            "Task.status",
+            format!("a referral's Task may be set accepted, rejected, cancelled or completed, not {status:?}"),
+        )
+    })?;
+    let conclusion = v["output"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|o| o["valueReference"]["reference"].as_str())
+        .and_then(|r| r.strip_prefix("DocumentReference/"))
+        .map(str::to_string);
+    let transition = Transition {
+        to,
+        reason: text(&v, "/statusReason/text").map(|s| s.chars().take(2000).collect()),
+        conclusion,
+    };
+    let r = state
+        .referrals
+        .transition(Caller::of(&principal), &id, transition)
+        .await
+        .map_err(|e| referral_error(e, "Task"))?;
+    // The move was audited; its history is part of the answer, not another access.
+    let events = state
+        .referrals
+        .events(&r.id)
+        .await
+        .map_err(|e| referral_error(e, "Task"))?;
+    Ok(fhir_json(StatusCode::OK, &task(&r, &events)))
+}
+
+/// The search parameters both resources share, read into a store query.
+fn referral_query(params: &[(String, String)], owner: &str) -> ApiResult<ReferralQuery> {
+    let mut q = ReferralQuery::default();
+    for (k, v) in params {
+        match k.as_str() {
+            "patient:identifier" | "patient" => {
+                let (system, value) = v.split_once('|').ok_or_else(|| {
+                    ApiError::invalid("INVALID_PARAMETER", k.clone(), "expected system|value")
+                })?;
+                match system {
+                    POLICY_SYSTEM => {
+                        q.patient_policy = Some(
+                            PolicyNumber::parse(value)
+                                .map_err(|e| ApiError::invalid("INVALID_POLICY", k.clone(), e.to_string()))?,
+                        )
+                    }
+                    SNILS_SYSTEM => {
+                        q.patient_snils = Some(
+                            Snils::parse(value)
+                                .map_err(|e| ApiError::invalid("INVALID_SNILS", k.clone(), e.to_string()))?,
+                        )
+                    }
+                    other => {
+                        return Err(ApiError::invalid(
+                            "INVALID_PARAMETER",
+                            k.clone(),
+                            format!("identifier system {other:?} is not supported; use {POLICY_SYSTEM} or {SNILS_SYSTEM}"),
+                        ))
+                    }
+                }
+            }
+            "requester" => q.requester = Some(organization(k, v)?),
+            name if name == owner => q.target = Some(organization(k, v)?),
+            "business-status" | "status" => {
+                q.status = Some(ReferralStatus::parse(v).ok_or_else(|| {
+                    ApiError::invalid(
+                        "INVALID_PARAMETER",
+                        k.clone(),
+                        format!("expected one of requested, accepted, rejected, booked, completed, cancelled, expired; got {v:?}"),
+                    )
+                })?)
+            }
+            "authored" | "date" => {
+                let (prefix, raw) = match v.get(..2) {
+                    Some(p @ ("ge" | "gt" | "le" | "lt")) => (p, &v[2..]),
+                    _ => ("eq", v.as_str()),
+                };
+                let m = moment(k, raw)?;
+                match prefix {
+                    "ge" | "gt" => q.from = Some(m.ms()),
+                    "le" | "lt" => q.to = Some(m.end_ms()),
+                    _ => {
+                        q.from = Some(m.ms());
+                        q.to = Some(m.end_ms());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+const SEARCH_PARAMS: &[&str] = &[
+    "patient",
+    "patient:identifier",
+    "requester",
+    "status",
+    "business-status",
+    "authored",
+    "date",
+    "_count",
+];
+
+async fn search_requests(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    search(state, principal, req, "ServiceRequest", "performer").await
+}
+
+async fn search_tasks(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    search(state, principal, req, "Task", "owner").await
+}
+
+async fn search(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    resource: &'static str,
+    owner: &'static str,
+) -> ApiResult<HttpResponse> {
+    let params = pairs(&req);
+    let mut known = SEARCH_PARAMS.to_vec();
+    known.push(owner);
+    check_params(&params, &known)?;
+    let query = referral_query(&params, owner)?;
+    let limit = count_param(&params, "_count", 50, 1000)?;
+    let caller = Caller::of(&principal);
+    let found = state
+        .referrals
+        .search(caller, query, limit)
+        .await
+        .map_err(|e| referral_error(e, resource))?;
+    let base = base_url(&state, &req);
+    let mut entries = Vec::with_capacity(found.len());
+    for r in &found {
+        let body = if resource == "Task" {
+            let events = state
+                .referrals
+                .events(&r.id)
+                .await
+                .map_err(|e| referral_error(e, resource))?;
+            task(r, &events)
+        } else {
+            service_request(r)
+        };
+        entries.push((format!("{base}/{resource}/{}", r.id), body));
+    }
+    let body = searchset(&request_link(&base, resource, &req), None, entries);
+    Ok(fhir_json(StatusCode::OK, &body))
+}
+
+async fn acceptance_rules(state: Data<AppState>, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let params = pairs(&req);
+    check_params(&params, &["organization"])?;
+    let org = params
+        .iter()
+        .find(|(k, _)| k == "organization")
+        .map(|(k, v)| organization(k, v))
+        .transpose()?;
+    Ok(HttpResponse::Ok().json(rules(&state.referrals.rules(org.as_ref()))))
+}

@@ -1,0 +1,641 @@
+//! The referrals service: a doctor's referral from one organization to another, checked
+//! against the target's acceptance rules, moved through its lifecycle only by the side
+//! allowed to make each move, every move recorded and told to the other organization
+//! through the outbox (bounded retries, then a dead letter); open referrals lapse when
+//! their validity ends.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::notify::Notifier;
+use super::{audit_event, Caller};
+use crate::config::ReferralSettings;
+use crate::exchange::delivery::Outcome;
+use crate::model::audit::{AuditAction, AuditEntity, AuditEvent};
+use crate::model::booking::{Patient, PatientError};
+use crate::model::referral::{
+    check_rules, AcceptanceRule, Referral, ReferralEvent, ReferralKind, ReferralStatus,
+    RuleRefusal, Side, Urgency,
+};
+use crate::model::time::{SharedClock, DAY_MS};
+use crate::model::{Icd10, Oid, Snils};
+use crate::store::outbox::{NewOutboxItem, OutboxItem};
+use crate::store::referrals::Move;
+pub use crate::store::referrals::ReferralQuery;
+use crate::store::{Store, StoreError};
+
+/// Outbox destination of the notices about referrals.
+pub const NOTIFY_DESTINATION: &str = "referral-notify";
+/// The client recorded for the gateway's own moves (expiry).
+pub const GATEWAY_ACTOR: &str = "gateway";
+
+/// A referral as the referring doctor's system sends it.
+#[derive(Debug, Clone)]
+pub struct NewReferral {
+    /// The patient.
+    pub patient: Patient,
+    /// Diagnosis.
+    pub diagnosis: Icd10,
+    /// Why, in the doctor's words.
+    pub reason: String,
+    /// The referring organization.
+    pub requester_org: Oid,
+    /// The referring doctor.
+    pub requester_snils: Snils,
+    /// Target profile or specialty code.
+    pub profile: String,
+    /// The target; `None`: any organization of the region whose rules accept it.
+    pub target_org: Option<Oid>,
+    /// How soon.
+    pub urgency: Urgency,
+    /// What is asked for.
+    pub kind: ReferralKind,
+    /// Days of validity; `None`: the configured default.
+    pub valid_days: Option<u32>,
+    /// Documents the gateway registered, attached by id.
+    pub documents: Vec<String>,
+}
+
+/// A move asked for by one of the two organizations.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// The state to enter.
+    pub to: ReferralStatus,
+    /// Why (required to reject).
+    pub reason: Option<String>,
+    /// The conclusion document (required to complete).
+    pub conclusion: Option<String>,
+}
+
+/// Why a referral request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferralError {
+    /// No such referral, or not one of the caller's organizations'.
+    #[error("referral not found")]
+    NotFound,
+    /// The patient is not identified.
+    #[error(transparent)]
+    Patient(#[from] PatientError),
+    /// The referring organization is not one the caller acts for.
+    #[error("the client does not act for organization {0}")]
+    NotYourOrganization(Oid),
+    /// The target organization is unknown to the gateway.
+    #[error("unknown organization {0}")]
+    UnknownOrganization(Oid),
+    /// An attached document is unknown (or not the caller's).
+    #[error("document {id} is not known to the gateway")]
+    UnknownDocument {
+        /// Position in the list.
+        index: usize,
+        /// Its id.
+        id: String,
+    },
+    /// An attached document is about another patient.
+    #[error("document {id} is about another patient")]
+    DocumentOfAnotherPatient {
+        /// Position in the list.
+        index: usize,
+        /// Its id.
+        id: String,
+    },
+    /// The target's rules refuse it.
+    #[error(transparent)]
+    Refused(#[from] RuleRefusal),
+    /// No organization's rules accept it.
+    #[error("no organization of the region accepts a {kind} referral for profile {profile} with diagnosis {diagnosis}")]
+    NoSuitableTarget {
+        /// Kind asked for.
+        kind: &'static str,
+        /// Profile asked for.
+        profile: String,
+        /// The diagnosis.
+        diagnosis: String,
+    },
+    /// Validity out of range.
+    #[error("validity must be 1 to 365 days")]
+    Validity,
+    /// The lifecycle does not allow the move.
+    #[error("a {from} referral cannot become {to}")]
+    NotAllowed {
+        /// Current state.
+        from: ReferralStatus,
+        /// Asked-for state.
+        to: ReferralStatus,
+    },
+    /// The other side makes this move.
+    #[error("only the {side} organization may make a referral {to}")]
+    WrongSide {
+        /// Who may.
+        side: &'static str,
+        /// Asked-for state.
+        to: ReferralStatus,
+    },
+    /// Its validity ended.
+    #[error("the referral expired")]
+    Expired,
+    /// A rejection needs a reason.
+    #[error("a rejection needs a reason")]
+    ReasonRequired,
+    /// Completion needs the conclusion: a document of the target registered through the
+    /// gateway.
+    #[error("completion needs the conclusion: a document of the target organization")]
+    ConclusionRequired,
+    /// Someone else moved it first.
+    #[error("the referral changed meanwhile; read it again")]
+    Changed,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ReferralError {
+    /// Stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReferralError::NotFound => "NOT_FOUND",
+            ReferralError::Patient(_) => "PATIENT_NOT_IDENTIFIED",
+            ReferralError::NotYourOrganization(_) => "NOT_YOUR_ORGANIZATION",
+            ReferralError::UnknownOrganization(_) => "UNKNOWN_ORGANIZATION",
+            ReferralError::UnknownDocument { .. } => "UNKNOWN_DOCUMENT",
+            ReferralError::DocumentOfAnotherPatient { .. } => "DOCUMENT_OF_ANOTHER_PATIENT",
+            ReferralError::Refused(RuleRefusal::MissingDocuments(_)) => "MISSING_DOCUMENTS",
+            ReferralError::Refused(RuleRefusal::Diagnosis { .. }) => "DIAGNOSIS_NOT_ACCEPTED",
+            ReferralError::Refused(RuleRefusal::NotAccepted { .. }) => "NOT_ACCEPTED",
+            ReferralError::NoSuitableTarget { .. } => "NO_SUITABLE_TARGET",
+            ReferralError::Validity => "INVALID_VALIDITY",
+            ReferralError::NotAllowed { .. } => "INVALID_TRANSITION",
+            ReferralError::WrongSide { .. } => "WRONG_SIDE",
+            ReferralError::Expired => "REFERRAL_EXPIRED",
+            ReferralError::ReasonRequired => "REASON_REQUIRED",
+            ReferralError::ConclusionRequired => "CONCLUSION_REQUIRED",
+            ReferralError::Changed => "CONFLICT",
+            ReferralError::Store(_) => "STORE_ERROR",
+        }
+    }
+
+    /// The field of the request at fault, in the canonical names the edges translate.
+    pub fn field(&self) -> Option<String> {
+        Some(match self {
+            ReferralError::Patient(e) => e.field.to_string(),
+            ReferralError::NotYourOrganization(_) => "requester".into(),
+            ReferralError::UnknownOrganization(_) => "performer".into(),
+            ReferralError::UnknownDocument { index, .. }
+            | ReferralError::DocumentOfAnotherPatient { index, .. } => {
+                format!("supportingInfo[{index}]")
+            }
+            ReferralError::Refused(RuleRefusal::MissingDocuments(_)) => "supportingInfo".into(),
+            ReferralError::Refused(RuleRefusal::Diagnosis { .. }) => "reasonCode".into(),
+            ReferralError::Refused(RuleRefusal::NotAccepted { .. })
+            | ReferralError::NoSuitableTarget { .. } => "performer".into(),
+            ReferralError::Validity => "occurrencePeriod".into(),
+            ReferralError::NotAllowed { .. } | ReferralError::WrongSide { .. } => "status".into(),
+            ReferralError::ReasonRequired => "statusReason".into(),
+            ReferralError::ConclusionRequired => "output".into(),
+            _ => return None,
+        })
+    }
+}
+
+/// The referrals service.
+#[derive(Clone)]
+pub struct Referrals {
+    store: Store,
+    rules: Arc<[AcceptanceRule]>,
+    validity_days: u32,
+    notifier: Option<Arc<dyn Notifier>>,
+    retries: Arc<[u64]>,
+    wake: Arc<Notify>,
+    clock: SharedClock,
+}
+
+impl Referrals {
+    /// A referrals service over `store` with the targets' `rules`, telling organizations
+    /// through `notifier`; time comes from `clock`.
+    pub fn new(
+        store: Store,
+        rules: Vec<AcceptanceRule>,
+        settings: &ReferralSettings,
+        notifier: Option<Arc<dyn Notifier>>,
+        clock: SharedClock,
+    ) -> Referrals {
+        Referrals {
+            store,
+            rules: rules.into(),
+            validity_days: settings.validity_days,
+            notifier,
+            retries: settings.notify_retry_schedule_secs.clone().into(),
+            wake: Arc::new(Notify::new()),
+            clock,
+        }
+    }
+
+    /// Notified when a notice is queued.
+    pub fn notice_queued(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The published acceptance rules, of one organization or of all.
+    pub fn rules(&self, org: Option<&Oid>) -> Vec<AcceptanceRule> {
+        self.rules
+            .iter()
+            .filter(|r| org.is_none_or(|o| &r.org == o))
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a referral after checking the caller, the patient, the attached documents
+    /// and the target's rules (or finding a target whose rules accept it).
+    pub async fn create(
+        &self,
+        caller: Caller<'_>,
+        new: NewReferral,
+    ) -> Result<Referral, ReferralError> {
+        let event = AuditEvent {
+            org: Some(new.requester_org.clone()),
+            ..self.event(caller, AuditAction::Create)
+        };
+        let result = self.create_checked(caller, new).await;
+        self.settle(event, result, |r| r).await
+    }
+
+    async fn create_checked(
+        &self,
+        caller: Caller<'_>,
+        new: NewReferral,
+    ) -> Result<Referral, ReferralError> {
+        if !caller.acts_for(&new.requester_org) {
+            return Err(ReferralError::NotYourOrganization(new.requester_org));
+        }
+        new.patient.check()?;
+        let days = new.valid_days.unwrap_or(self.validity_days);
+        if !(1..=365).contains(&days) {
+            return Err(ReferralError::Validity);
+        }
+        let kinds = self.attached_kinds(caller, &new).await?;
+        let target = match &new.target_org {
+            Some(org) => {
+                if self.store.get_organization(org).await?.is_none() {
+                    return Err(ReferralError::UnknownOrganization(org.clone()));
+                }
+                let rules: Vec<&AcceptanceRule> =
+                    self.rules.iter().filter(|r| &r.org == org).collect();
+                // An organization that publishes no rules takes what it is sent.
+                if !rules.is_empty() {
+                    check_rules(&rules, org, new.kind, &new.profile, &new.diagnosis, &kinds)?;
+                }
+                org.clone()
+            }
+            None => self.suitable_target(&new, &kinds)?,
+        };
+        let now = self.clock.now_ms();
+        let referral = Referral {
+            id: uuid::Uuid::now_v7().to_string(),
+            patient: new.patient,
+            diagnosis: new.diagnosis,
+            reason: new.reason,
+            requester_org: new.requester_org,
+            requester_snils: new.requester_snils,
+            profile: new.profile,
+            target_org: target,
+            urgency: new.urgency,
+            kind: new.kind,
+            valid_until: now + i64::from(days) * DAY_MS,
+            documents: new.documents,
+            status: ReferralStatus::Requested,
+            status_reason: None,
+            appointment_id: None,
+            conclusion_id: None,
+            client_id: caller.client_id.to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        let event = ReferralEvent {
+            referral_id: referral.id.clone(),
+            at: now,
+            status: ReferralStatus::Requested,
+            client_id: caller.client_id.to_string(),
+            reason: None,
+        };
+        let notice = self.notice(&referral, &event, &referral.target_org);
+        self.store
+            .insert_referral(&referral, &event, notice.as_ref())
+            .await?;
+        self.wake_if(notice.is_some());
+        Ok(referral)
+    }
+
+    /// The kinds of the attached documents: each must be known, the caller's, and about
+    /// the same patient when the patient is named by SNILS.
+    async fn attached_kinds(
+        &self,
+        caller: Caller<'_>,
+        new: &NewReferral,
+    ) -> Result<Vec<String>, ReferralError> {
+        let mut kinds = Vec::with_capacity(new.documents.len());
+        for (index, id) in new.documents.iter().enumerate() {
+            let doc = match self.store.get_document(id).await? {
+                Some(d) if caller.acts_for(&d.org) => d,
+                _ => {
+                    return Err(ReferralError::UnknownDocument {
+                        index,
+                        id: id.clone(),
+                    })
+                }
+            };
+            if new
+                .patient
+                .snils
+                .as_ref()
+                .is_some_and(|s| s != &doc.patient)
+            {
+                return Err(ReferralError::DocumentOfAnotherPatient {
+                    index,
+                    id: id.clone(),
+                });
+            }
+            kinds.push(doc.kind_code);
+        }
+        Ok(kinds)
+    }
+
+    /// "Any suitable organization": the first whose rules accept the referral.
+    fn suitable_target(&self, new: &NewReferral, kinds: &[String]) -> Result<Oid, ReferralError> {
+        let mut orgs: Vec<&Oid> = self.rules.iter().map(|r| &r.org).collect();
+        orgs.dedup();
+        orgs.into_iter()
+            .find(|org| {
+                let rules: Vec<&AcceptanceRule> =
+                    self.rules.iter().filter(|r| &r.org == *org).collect();
+                check_rules(&rules, org, new.kind, &new.profile, &new.diagnosis, kinds).is_ok()
+            })
+            .cloned()
+            .ok_or_else(|| ReferralError::NoSuitableTarget {
+                kind: new.kind.as_str(),
+                profile: new.profile.clone(),
+                diagnosis: new.diagnosis.to_string(),
+            })
+    }
+
+    /// One referral with its history, if one of the caller's organizations is its
+    /// referring or target organization.
+    pub async fn get(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+    ) -> Result<(Referral, Vec<ReferralEvent>), ReferralError> {
+        let event = AuditEvent {
+            entity_id: Some(id.to_string()),
+            ..self.event(caller, AuditAction::Read)
+        };
+        let found = self.visible(caller, id).await;
+        let referral = self.settle(event, found, |r| r).await?;
+        let events = self.store.referral_events(&referral.id).await?;
+        Ok((referral, events))
+    }
+
+    async fn visible(&self, caller: Caller<'_>, id: &str) -> Result<Referral, ReferralError> {
+        match self.store.get_referral(id).await? {
+            Some(r) if caller.acts_for(&r.requester_org) || caller.acts_for(&r.target_org) => Ok(r),
+            _ => Err(ReferralError::NotFound),
+        }
+    }
+
+    /// Referrals matching `query` among those of the caller's organizations.
+    pub async fn search(
+        &self,
+        caller: Caller<'_>,
+        mut query: ReferralQuery,
+        limit: u32,
+    ) -> Result<Vec<Referral>, ReferralError> {
+        query.visible_to = caller.scope().map(<[Oid]>::to_vec);
+        let found = self.store.list_referrals(&query, limit).await?;
+        let event = AuditEvent {
+            snils: query.patient_snils.clone(),
+            policy: query.patient_policy.clone(),
+            ..self.event(caller, AuditAction::Search)
+        };
+        self.store.insert_audit(&event).await?;
+        Ok(found)
+    }
+
+    /// A referral's transitions (for a referral the caller was already shown).
+    pub async fn events(&self, id: &str) -> Result<Vec<ReferralEvent>, ReferralError> {
+        Ok(self.store.referral_events(id).await?)
+    }
+
+    /// Moves a referral, when its state allows the move and the caller is on the side that
+    /// makes it; repeating the move it is already in answers it unchanged.
+    pub async fn transition(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        t: Transition,
+    ) -> Result<Referral, ReferralError> {
+        let event = AuditEvent {
+            entity_id: Some(id.to_string()),
+            detail: t.to.as_str().to_string(),
+            ..self.event(caller, AuditAction::Update)
+        };
+        let result = self.transition_checked(caller, id, t).await;
+        self.settle(event, result, |r| r).await
+    }
+
+    async fn transition_checked(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        t: Transition,
+    ) -> Result<Referral, ReferralError> {
+        let r = self.visible(caller, id).await?;
+        if r.status == t.to {
+            return Ok(r);
+        }
+        if !r.status.allows(t.to) {
+            return Err(ReferralError::NotAllowed {
+                from: r.status,
+                to: t.to,
+            });
+        }
+        let (side, org) = match t.to.made_by() {
+            Side::Target => ("target", &r.target_org),
+            Side::Referring => ("referring", &r.requester_org),
+            Side::Gateway => {
+                return Err(ReferralError::NotAllowed {
+                    from: r.status,
+                    to: t.to,
+                })
+            }
+        };
+        if !caller.acts_for(org) {
+            return Err(ReferralError::WrongSide { side, to: t.to });
+        }
+        let now = self.clock.now_ms();
+        if r.status.is_open() && r.status != ReferralStatus::Booked && r.valid_until < now {
+            return Err(ReferralError::Expired);
+        }
+        let reason = t.reason.filter(|s| !s.trim().is_empty());
+        if t.to == ReferralStatus::Rejected && reason.is_none() {
+            return Err(ReferralError::ReasonRequired);
+        }
+        let conclusion = match t.to {
+            ReferralStatus::Completed => {
+                let id = t.conclusion.ok_or(ReferralError::ConclusionRequired)?;
+                match self.store.get_document(&id).await? {
+                    Some(d) if d.org == r.target_org => Some(id),
+                    _ => return Err(ReferralError::ConclusionRequired),
+                }
+            }
+            _ => None,
+        };
+        let event = ReferralEvent {
+            referral_id: r.id.clone(),
+            at: now,
+            status: t.to,
+            client_id: caller.client_id.to_string(),
+            reason,
+        };
+        self.apply(r, &event, conclusion).await
+    }
+
+    /// Writes a move from the referral's current state and tells the other organization.
+    async fn apply(
+        &self,
+        r: Referral,
+        event: &ReferralEvent,
+        conclusion: Option<String>,
+    ) -> Result<Referral, ReferralError> {
+        // The referring side hears about the target's moves and the gateway's, the
+        // target about the referring side's.
+        let to = match event.status.made_by() {
+            Side::Referring => &r.target_org,
+            Side::Target | Side::Gateway => &r.requester_org,
+        };
+        let notice = self.notice(&r, event, to);
+        let moved = self
+            .store
+            .transition_referral(
+                &r.id,
+                &Move {
+                    from: r.status,
+                    event,
+                    appointment_id: None,
+                    conclusion_id: conclusion.as_deref(),
+                    notice: notice.as_ref(),
+                },
+            )
+            .await?;
+        if !moved {
+            return Err(ReferralError::Changed);
+        }
+        self.wake_if(notice.is_some());
+        Ok(Referral {
+            status: event.status,
+            status_reason: event.reason.clone(),
+            conclusion_id: conclusion.or(r.conclusion_id.clone()),
+            updated_at: event.at,
+            ..r
+        })
+    }
+
+    /// One step of the expiry job: open referrals (not booked) whose validity ended
+    /// become expired; returns how many.
+    pub async fn expire_lapsed(&self, limit: u32) -> Result<u64, ReferralError> {
+        let now = self.clock.now_ms();
+        let mut expired = 0;
+        for (id, _) in self.store.lapsed_referrals(now, limit).await? {
+            let Some(r) = self.store.get_referral(&id).await? else {
+                continue;
+            };
+            let event = ReferralEvent {
+                referral_id: id,
+                at: now,
+                status: ReferralStatus::Expired,
+                client_id: GATEWAY_ACTOR.into(),
+                reason: Some("validity ended".into()),
+            };
+            // Moved meanwhile (accepted, cancelled): the next round sees its new state.
+            match self.apply(r, &event, None).await {
+                Ok(_) => expired += 1,
+                Err(ReferralError::Changed) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Delivers one queued notice about a referral.
+    pub async fn deliver_notice(&self, item: OutboxItem) -> Outcome {
+        super::notify::deliver(
+            self.notifier.as_deref(),
+            &item,
+            &self.retries,
+            self.clock.now_ms(),
+        )
+        .await
+    }
+
+    /// The notice of a move for organization `to`; `None` when nobody receives notices.
+    fn notice(&self, r: &Referral, e: &ReferralEvent, to: &Oid) -> Option<NewOutboxItem> {
+        self.notifier.as_ref()?;
+        Some(NewOutboxItem {
+            destination: NOTIFY_DESTINATION.into(),
+            kind: format!("referral-{}", e.status),
+            aggregate_id: r.id.clone(),
+            payload: json!({
+                "referral": r.id,
+                "status": e.status.as_str(),
+                "reason": e.reason,
+                "organization": to.as_str(),
+                "requester": r.requester_org.as_str(),
+                "target": r.target_org.as_str(),
+                "at": e.at,
+            })
+            .to_string(),
+            due_at: e.at,
+            attempts: 0,
+            // The notices of one referral arrive in the order of its moves.
+            ordering_key: Some(format!("referral:{}", r.id)),
+        })
+    }
+
+    fn wake_if(&self, queued: bool) {
+        if queued {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Records the audit event of an access to one referral: with the referral's
+    /// organization and patient when it succeeded, as a refusal when the service refused;
+    /// a store failure leaves nothing to record (nothing was accessed).
+    async fn settle<T>(
+        &self,
+        event: AuditEvent,
+        result: Result<T, ReferralError>,
+        referral: impl FnOnce(&T) -> &Referral,
+    ) -> Result<T, ReferralError> {
+        let event = match &result {
+            Ok(value) => {
+                let r = referral(value);
+                Some(AuditEvent {
+                    entity_id: Some(r.id.clone()),
+                    org: Some(r.requester_org.clone()),
+                    snils: r.patient.snils.clone(),
+                    policy: r.patient.policy.clone(),
+                    ..event
+                })
+            }
+            Err(ReferralError::Store(_)) => None,
+            Err(e) => Some(event.refused(e.code())),
+        };
+        if let Some(e) = event {
+            self.store.insert_audit(&e).await?;
+        }
+        result
+    }
+
+    fn event(&self, caller: Caller<'_>, action: AuditAction) -> AuditEvent {
+        audit_event(caller, action, AuditEntity::Referral, self.clock.now_ms())
+    }
+}

@@ -1,0 +1,334 @@
+//! Referral rows and their transition history: insert with the first event and its notice,
+//! conditional transitions (a referral moves only from the state the caller saw), searches
+//! kept to the caller's organizations, and the open referrals whose validity ended.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::appointments::{birth, decode_patient, policy, snils};
+use super::outbox::{enqueue, NewOutboxItem};
+use super::{corrupt, Store, StoreError};
+use crate::model::referral::{Referral, ReferralEvent, ReferralKind, ReferralStatus, Urgency};
+use crate::model::{Icd10, Oid, PolicyNumber, Snils};
+
+const COLUMNS: &str = "id, patient_policy, patient_birth, patient_snils, diagnosis, reason, \
+    requester_org, requester_snils, profile, target_org, urgency, kind, valid_until, documents, \
+    status, status_reason, appointment_id, conclusion_id, client_id, created_at, updated_at";
+
+/// Filters of a referral search; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct ReferralQuery {
+    /// Only referrals involving one of these organizations (as requester or target);
+    /// `None`: every organization (operators).
+    pub visible_to: Option<Vec<Oid>>,
+    /// The patient's policy number.
+    pub patient_policy: Option<PolicyNumber>,
+    /// The patient's SNILS.
+    pub patient_snils: Option<Snils>,
+    /// The referring organization.
+    pub requester: Option<Oid>,
+    /// The target organization.
+    pub target: Option<Oid>,
+    /// State.
+    pub status: Option<ReferralStatus>,
+    /// Created at or after (epoch ms).
+    pub from: Option<i64>,
+    /// Created before (epoch ms).
+    pub to: Option<i64>,
+}
+
+/// A transition to make: the state it starts from and what it sets.
+#[derive(Debug, Clone)]
+pub struct Move<'a> {
+    /// The state the caller saw.
+    pub from: ReferralStatus,
+    /// The event recording it (its status is the new state).
+    pub event: &'a ReferralEvent,
+    /// Sets the appointment (booked), or clears it (`Some(None)`: back to accepted).
+    pub appointment_id: Option<Option<&'a str>>,
+    /// Sets the conclusion (completed).
+    pub conclusion_id: Option<&'a str>,
+    /// Tells the referring organization.
+    pub notice: Option<&'a NewOutboxItem>,
+}
+
+impl Store {
+    /// Stores a new referral with its first event and notice, in one transaction.
+    pub async fn insert_referral(
+        &self,
+        r: &Referral,
+        event: &ReferralEvent,
+        notice: Option<&NewOutboxItem>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(&format!(
+            "INSERT INTO referrals ({COLUMNS}) VALUES \
+             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
+        ))
+        .bind(r.id.clone())
+        .bind(policy(&r.patient))
+        .bind(birth(&r.patient))
+        .bind(snils(&r.patient))
+        .bind(r.diagnosis.to_string())
+        .bind(r.reason.clone())
+        .bind(r.requester_org.to_string())
+        .bind(r.requester_snils.digits())
+        .bind(r.profile.clone())
+        .bind(r.target_org.to_string())
+        .bind(r.urgency.as_str())
+        .bind(r.kind.as_str())
+        .bind(r.valid_until)
+        .bind(r.documents.join(" "))
+        .bind(r.status.as_str())
+        .bind(r.status_reason.clone())
+        .bind(r.appointment_id.clone())
+        .bind(r.conclusion_id.clone())
+        .bind(r.client_id.clone())
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, event).await?;
+        if let Some(n) = notice {
+            enqueue(&mut tx, n, event.at).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One referral by id.
+    pub async fn get_referral(&self, id: &str) -> Result<Option<Referral>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM referrals WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Referrals matching `q`, newest first, at most `limit`.
+    pub async fn list_referrals(
+        &self,
+        q: &ReferralQuery,
+        limit: u32,
+    ) -> Result<Vec<Referral>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM referrals WHERE 1=1");
+        let mut texts: Vec<String> = Vec::new();
+        let mut ints: Vec<(usize, i64)> = Vec::new();
+        let cond = |sql: &mut String, texts: &mut Vec<String>, c: &str, v: String| {
+            texts.push(v);
+            sql.push_str(&format!(" AND {c} ${}", texts.len()));
+        };
+        if let Some(orgs) = &q.visible_to {
+            if orgs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut list = Vec::new();
+            for o in orgs {
+                texts.push(o.to_string());
+                list.push(format!("${}", texts.len()));
+            }
+            let list = list.join(",");
+            sql.push_str(&format!(
+                " AND (requester_org IN ({list}) OR target_org IN ({list}))"
+            ));
+        }
+        if let Some(v) = &q.patient_policy {
+            cond(
+                &mut sql,
+                &mut texts,
+                "patient_policy =",
+                v.digits().to_string(),
+            );
+        }
+        if let Some(v) = &q.patient_snils {
+            cond(&mut sql, &mut texts, "patient_snils =", v.digits());
+        }
+        if let Some(v) = &q.requester {
+            cond(&mut sql, &mut texts, "requester_org =", v.to_string());
+        }
+        if let Some(v) = &q.target {
+            cond(&mut sql, &mut texts, "target_org =", v.to_string());
+        }
+        if let Some(v) = q.status {
+            cond(&mut sql, &mut texts, "status =", v.as_str().to_string());
+        }
+        // Integer bounds come after the text parameters.
+        for (column, bound) in [("created_at >=", q.from), ("created_at <", q.to)] {
+            if let Some(v) = bound {
+                ints.push((texts.len() + ints.len() + 1, v));
+                sql.push_str(&format!(" AND {column} ${}", texts.len() + ints.len()));
+            }
+        }
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, id DESC LIMIT {}",
+            limit.clamp(1, 1000)
+        ));
+        let mut query = sqlx::query(&sql);
+        for t in texts {
+            query = query.bind(t);
+        }
+        for (_, v) in ints {
+            query = query.bind(v);
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Moves a referral from `m.from` to `m.event.status`, records the event and queues the
+    /// notice, in one transaction; `false` (nothing written) when it is no longer in
+    /// `m.from`.
+    pub async fn transition_referral(&self, id: &str, m: &Move<'_>) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // Placeholders numbered as bound: the optional columns come last.
+        let mut sql =
+            String::from("UPDATE referrals SET status = $3, status_reason = $4, updated_at = $5");
+        let mut n = 5;
+        for (set, column) in [
+            (m.appointment_id.is_some(), "appointment_id"),
+            (m.conclusion_id.is_some(), "conclusion_id"),
+        ] {
+            if set {
+                n += 1;
+                sql.push_str(&format!(", {column} = ${n}"));
+            }
+        }
+        sql.push_str(" WHERE id = $1 AND status = $2");
+        let mut q = sqlx::query(&sql)
+            .bind(id.to_string())
+            .bind(m.from.as_str())
+            .bind(m.event.status.as_str())
+            .bind(m.event.reason.clone())
+            .bind(m.event.at);
+        if let Some(a) = m.appointment_id {
+            q = q.bind(a.map(str::to_string));
+        }
+        if let Some(c) = m.conclusion_id {
+            q = q.bind(c.to_string());
+        }
+        if q.execute(&mut *tx).await?.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, m.event).await?;
+        if let Some(n) = m.notice {
+            enqueue(&mut tx, n, m.event.at).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A referral's transitions, oldest first.
+    pub async fn referral_events(&self, id: &str) -> Result<Vec<ReferralEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT referral_id, at, status, client_id, reason FROM referral_events \
+             WHERE referral_id = $1 ORDER BY at, id",
+        )
+        .bind(id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                Ok(ReferralEvent {
+                    referral_id: r.try_get("referral_id")?,
+                    at: r.try_get("at")?,
+                    status: ReferralStatus::parse(&status)
+                        .ok_or_else(|| corrupt("referral_events.status", &status))?,
+                    client_id: r.try_get("client_id")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Open referrals whose validity ended before `now`: (id, state), at most `limit`.
+    pub async fn lapsed_referrals(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, ReferralStatus)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, status FROM referrals WHERE status IN ('requested', 'accepted') \
+             AND valid_until < $1 ORDER BY valid_until LIMIT {}",
+            limit.clamp(1, 10_000)
+        ))
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                Ok((
+                    r.try_get("id")?,
+                    ReferralStatus::parse(&status)
+                        .ok_or_else(|| corrupt("referrals.status", &status))?,
+                ))
+            })
+            .collect()
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    e: &ReferralEvent,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO referral_events (id, referral_id, at, status, client_id, reason) \
+         VALUES ($1,$2,$3,$4,$5,$6)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(e.referral_id.clone())
+    .bind(e.at)
+    .bind(e.status.as_str())
+    .bind(e.client_id.clone())
+    .bind(e.reason.clone())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn decode(r: &AnyRow) -> Result<Referral, StoreError> {
+    let text = |c: &str| -> Result<String, StoreError> { Ok(r.try_get::<String, _>(c)?) };
+    let oid = |c: &str, what: &'static str| -> Result<Oid, StoreError> {
+        let raw = text(c)?;
+        Oid::parse(&raw).map_err(|_| corrupt(what, &raw))
+    };
+    let (diagnosis, snils_raw, urgency, kind, status, documents) = (
+        text("diagnosis")?,
+        text("requester_snils")?,
+        text("urgency")?,
+        text("kind")?,
+        text("status")?,
+        text("documents")?,
+    );
+    Ok(Referral {
+        id: text("id")?,
+        patient: decode_patient(
+            r,
+            [
+                "referrals.patient_policy",
+                "referrals.patient_snils",
+                "referrals.patient_birth",
+            ],
+        )?,
+        diagnosis: Icd10::parse(&diagnosis)
+            .map_err(|_| corrupt("referrals.diagnosis", &diagnosis))?,
+        reason: text("reason")?,
+        requester_org: oid("requester_org", "referrals.requester_org")?,
+        requester_snils: Snils::parse(&snils_raw)
+            .map_err(|_| corrupt("referrals.requester_snils", "(masked)"))?,
+        profile: text("profile")?,
+        target_org: oid("target_org", "referrals.target_org")?,
+        urgency: Urgency::parse(&urgency).ok_or_else(|| corrupt("referrals.urgency", &urgency))?,
+        kind: ReferralKind::parse(&kind).ok_or_else(|| corrupt("referrals.kind", &kind))?,
+        valid_until: r.try_get("valid_until")?,
+        documents: documents.split_whitespace().map(str::to_string).collect(),
+        status: ReferralStatus::parse(&status)
+            .ok_or_else(|| corrupt("referrals.status", &status))?,
+        status_reason: r.try_get("status_reason")?,
+        appointment_id: r.try_get("appointment_id")?,
+        conclusion_id: r.try_get("conclusion_id")?,
+        client_id: text("client_id")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}

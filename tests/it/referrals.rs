@@ -1,0 +1,499 @@
+//! Referrals inside a region, end to end through FHIR: the target's acceptance rules refuse
+//! what they do not take (naming each missing document or the rule), the lifecycle moves
+//! only by the side that makes each move, the referring clinic is told of every move in
+//! order, the conclusion is a document registered through the gateway, a lapsed referral
+//! expires and moves no further, and every emitted resource validates as FHIR R4.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use medgate::config::{AcceptanceRuleSettings, KeyRole, RequiredDocumentSettings};
+use medgate::model::time::ManualClock;
+use medgate::sim::remd::RemdSimConfig;
+use medgate::store::Backend;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::documents::{cda, document_reference, key, setup_clocked, AUTHOR};
+use crate::support::*;
+
+/// The target: a cardiology centre (one of the seeded organizations).
+const CENTRE: &str = "1.2.643.5.1.13.13.12.2.77.7012";
+const DOCTOR_TOKEN: &str = "test-doctor-token";
+const CENTRE_TOKEN: &str = "test-centre-token";
+const STRANGER_TOKEN: &str = "test-stranger-token";
+/// The patient of the documents the clinic submits.
+const PATIENT_SNILS: &str = "11223344595";
+const DOCTOR_SNILS: &str = "12345678964";
+
+struct Fx {
+    t: TestGateway,
+    clock: Arc<ManualClock>,
+    notes: Arc<Mutex<Vec<Value>>>,
+    _sim: medgate::sim::remd::RemdSim,
+    _receiver: actix_web::dev::ServerHandle,
+}
+
+impl Fx {
+    async fn start(backend: Backend) -> Fx {
+        let (url, notes, receiver) = crate::booking::receiver().await;
+        let clock = ManualClock::new();
+        let setup = setup_clocked(
+            backend,
+            clock.clone(),
+            RemdSimConfig::default(),
+            vec![1],
+            60,
+            move |s| {
+                s.referrals.notify_url = Some(url);
+                s.referrals.notify_retry_schedule_secs = vec![1, 1];
+                s.referrals.rules = vec![AcceptanceRuleSettings {
+                    org: CENTRE.into(),
+                    name: "cardiology tele-consultations".into(),
+                    kinds: vec!["teleconsultation".into()],
+                    diagnoses: vec!["I00-I99".into()],
+                    profiles: Vec::new(),
+                    required_documents: vec![
+                        RequiredDocumentSettings {
+                            kind: "4".into(),
+                            name: "discharge summary".into(),
+                            when_available: false,
+                        },
+                        RequiredDocumentSettings {
+                            kind: "25".into(),
+                            name: "CT or MRI report".into(),
+                            when_available: true,
+                        },
+                    ],
+                }];
+                s.signing
+                    .keys
+                    .push(key(CENTRE, KeyRole::Organization, "org-gost256"));
+                s.clients.extend([
+                    client(
+                        "doctor",
+                        DOCTOR_TOKEN,
+                        &[CLINIC_ORG],
+                        &["referral:write", "documents:submit"],
+                    ),
+                    client(
+                        "centre",
+                        CENTRE_TOKEN,
+                        &[CENTRE],
+                        &["referral:write", "documents:submit"],
+                    ),
+                    client(
+                        "stranger",
+                        STRANGER_TOKEN,
+                        &["1.2.643.5.1.13.13.12.2.77.7005"],
+                        &["referral:write"],
+                    ),
+                ]);
+            },
+        )
+        .await;
+        Fx {
+            t: setup.t,
+            clock,
+            notes,
+            _sim: setup.sim,
+            _receiver: receiver,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .t
+            .http
+            .request(method, self.t.url(path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/fhir+json").json(b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, token, path, None).await
+    }
+
+    async fn refer(&self, body: &Value) -> (StatusCode, Value) {
+        self.send(
+            reqwest::Method::POST,
+            DOCTOR_TOKEN,
+            "/fhir/ServiceRequest",
+            Some(body),
+        )
+        .await
+    }
+
+    async fn move_task(&self, token: &str, id: &str, task: Value) -> (StatusCode, Value) {
+        self.send(
+            reqwest::Method::PUT,
+            token,
+            &format!("/fhir/Task/{id}"),
+            Some(&task),
+        )
+        .await
+    }
+
+    /// Submits a document of `org` through the gateway; its id.
+    async fn document(&self, org: &str, token: &str, n: u64) -> String {
+        let uid = uuid::Uuid::new_v4().to_string();
+        let mut body = if org == CLINIC_ORG {
+            document_reference(&uid, &cda(n), &[])
+        } else {
+            let doc =
+                medgate::codec::cda::sample_document(org, PATIENT_SNILS, DOCTOR_SNILS, n, 200);
+            let mut b = document_reference(&uid, &doc, &[]);
+            b["custodian"]["identifier"]["value"] = json!(format!("urn:oid:{org}"));
+            b
+        };
+        if token != CLINIC_TOKEN {
+            body["author"][0]["identifier"]["value"] = json!(AUTHOR);
+        }
+        let res = self
+            .t
+            .http
+            .post(self.t.url("/fhir/DocumentReference"))
+            .bearer_auth(token)
+            .header("content-type", "application/fhir+json")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::CREATED,
+            "{}",
+            res.text().await.unwrap()
+        );
+        uid
+    }
+
+    /// The notices received so far about referral `id`.
+    fn notes_of(&self, id: &str) -> Vec<Value> {
+        self.notes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| n["referral"] == id)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A tele-consultation referral from the clinic's doctor to `target` (none: any suitable).
+fn referral(target: Option<&str>, diagnosis: &str, documents: &[&str]) -> Value {
+    let mut v = json!({
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "priority": "urgent",
+        "category": [{"coding": [{"system": "https://medgate.example/fhir/CodeSystem/referral-kind", "code": "teleconsultation"}]}],
+        "code": {"coding": [{"system": "https://medgate.example/fhir/CodeSystem/referral-profile", "code": "cardiology"}]},
+        "contained": [
+            {"resourceType": "Patient", "id": "p", "identifier": [{"system": "urn:oid:1.2.643.100.3", "value": PATIENT_SNILS}]},
+            {"resourceType": "PractitionerRole", "id": "r",
+             "practitioner": {"identifier": {"system": "urn:oid:1.2.643.100.3", "value": DOCTOR_SNILS}},
+             "organization": {"reference": format!("Organization/{CLINIC_ORG}")}},
+        ],
+        "subject": {"reference": "#p"},
+        "requester": {"reference": "#r"},
+        "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": diagnosis}], "text": "chest pain after a myocardial infarction"}],
+        "supportingInfo": documents.iter().map(|d| json!({"reference": format!("DocumentReference/{d}")})).collect::<Vec<_>>(),
+    });
+    if let Some(t) = target {
+        v["performer"] = json!([{"reference": format!("Organization/{t}")}]);
+    }
+    v
+}
+
+fn task(status: &str) -> Value {
+    json!({"resourceType": "Task", "status": status, "intent": "order"})
+}
+
+async fn referral_lifecycle(backend: Backend) {
+    let fx = Fx::start(backend).await;
+
+    // The rules are published.
+    let (s, rules) = fx
+        .get(
+            DOCTOR_TOKEN,
+            &format!("/api/referrals/rules?organization={CENTRE}"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{rules}");
+    assert_eq!(rules["rules"][0]["diagnoses"][0], "I00-I99");
+    assert_eq!(
+        rules["rules"][0]["requiredDocuments"][0]["name"],
+        "discharge summary"
+    );
+
+    // Without the discharge summary: refused, naming it (the CT is asked for only when
+    // available, so it is not named).
+    let (s, out) = fx.refer(&referral(Some(CENTRE), "I21.0", &[])).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert_eq!(
+        out["issue"][0]["details"]["coding"][0]["code"], "MISSING_DOCUMENTS",
+        "{out}"
+    );
+    let message = out["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+        + out["issue"][0]["details"]["text"]
+            .as_str()
+            .unwrap_or_default();
+    assert!(message.contains("discharge summary"), "{out}");
+    assert!(!message.contains("CT or MRI"), "{out}");
+    assert_eq!(
+        out["issue"][0]["expression"][0], "ServiceRequest.supportingInfo",
+        "{out}"
+    );
+
+    let summary = fx.document(CLINIC_ORG, CLINIC_TOKEN, 1).await;
+    // A diagnosis the centre does not take: refused, naming the rule.
+    let (s, out) = fx
+        .refer(&referral(Some(CENTRE), "J18.9", &[&summary]))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert_eq!(
+        out["issue"][0]["details"]["coding"][0]["code"], "DIAGNOSIS_NOT_ACCEPTED",
+        "{out}"
+    );
+    assert!(
+        out.to_string().contains("cardiology tele-consultations"),
+        "{out}"
+    );
+    // An unknown document is named by its position.
+    let (s, out) = fx
+        .refer(&referral(
+            Some(CENTRE),
+            "I21.0",
+            &[&summary, "no-such-document"],
+        ))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert_eq!(
+        out["issue"][0]["expression"][0], "ServiceRequest.supportingInfo[1]",
+        "{out}"
+    );
+    // Another organization cannot refer for the clinic.
+    let (s, out) = fx
+        .send(
+            reqwest::Method::POST,
+            STRANGER_TOKEN,
+            "/fhir/ServiceRequest",
+            Some(&referral(Some(CENTRE), "I21.0", &[])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{out}");
+
+    // "Any suitable organization": the centre's rules take it.
+    let (s, request) = fx.refer(&referral(None, "I21.0", &[&summary])).await;
+    assert_eq!(s, StatusCode::CREATED, "{request}");
+    assert_eq!(
+        request["performer"][0]["reference"],
+        format!("Organization/{CENTRE}")
+    );
+    assert_eq!(request["priority"], "urgent");
+    let id = request["id"].as_str().unwrap().to_string();
+
+    // Both organizations see it; a third does not know it exists.
+    let (s, t) = fx.get(CENTRE_TOKEN, &format!("/fhir/Task/{id}")).await;
+    assert_eq!(
+        (s, t["status"].as_str()),
+        (StatusCode::OK, Some("requested")),
+        "{t}"
+    );
+    let (s, found) = fx
+        .get(
+            CENTRE_TOKEN,
+            &format!("/fhir/Task?owner={CENTRE}&status=requested"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{found}");
+    assert_eq!(found["entry"].as_array().map(Vec::len), Some(1), "{found}");
+    let (s, _) = fx
+        .get(DOCTOR_TOKEN, &format!("/fhir/ServiceRequest/{id}"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = fx
+        .get(STRANGER_TOKEN, &format!("/fhir/ServiceRequest/{id}"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, none) = fx.get(STRANGER_TOKEN, "/fhir/ServiceRequest").await;
+    assert_eq!(none["entry"].as_array().map(Vec::len), Some(0), "{none}");
+    let (s, _) = fx.move_task(STRANGER_TOKEN, &id, task("accepted")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Only the target answers; it cannot complete before a visit; a rejection needs a reason.
+    let (s, out) = fx.move_task(DOCTOR_TOKEN, &id, task("accepted")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{out}");
+    assert_eq!(
+        out["issue"][0]["details"]["coding"][0]["code"], "WRONG_SIDE",
+        "{out}"
+    );
+    let (s, out) = fx.move_task(CENTRE_TOKEN, &id, task("rejected")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    let (s, accepted) = fx.move_task(CENTRE_TOKEN, &id, task("accepted")).await;
+    assert_eq!(
+        (s, accepted["status"].as_str()),
+        (StatusCode::OK, Some("accepted")),
+        "{accepted}"
+    );
+    // Repeating a move answers the same state.
+    let (s, again) = fx.move_task(CENTRE_TOKEN, &id, task("accepted")).await;
+    assert_eq!(
+        (s, again["status"].as_str()),
+        (StatusCode::OK, Some("accepted"))
+    );
+    let conclusion = fx.document(CENTRE, CENTRE_TOKEN, 2).await;
+    let mut complete = task("completed");
+    complete["output"] = json!([{"type": {"text": "conclusion"}, "valueReference": {"reference": format!("DocumentReference/{conclusion}")}}]);
+    let (s, out) = fx.move_task(CENTRE_TOKEN, &id, complete.clone()).await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "accepted cannot complete without a visit: {out}"
+    );
+    assert_eq!(
+        out["issue"][0]["details"]["coding"][0]["code"], "INVALID_TRANSITION",
+        "{out}"
+    );
+
+    // The referring side withdraws it; the centre is told, and the referring clinic was
+    // told of the acceptance, in order.
+    let (s, cancelled) = fx.move_task(DOCTOR_TOKEN, &id, task("cancelled")).await;
+    assert_eq!(
+        (s, cancelled["status"].as_str()),
+        (StatusCode::OK, Some("cancelled")),
+        "{cancelled}"
+    );
+    let (s, out) = fx.move_task(CENTRE_TOKEN, &id, task("accepted")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{out}");
+    wait_for("three notices", || fx.notes_of(&id).len() >= 3).await;
+    let notes = fx.notes_of(&id);
+    let seen: Vec<(&str, &str)> = notes
+        .iter()
+        .map(|n| {
+            (
+                n["status"].as_str().unwrap(),
+                n["organization"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("requested", CENTRE),
+            ("accepted", CLINIC_ORG),
+            ("cancelled", CENTRE)
+        ]
+    );
+
+    // The Task carries every transition with who made it.
+    let (_, t) = fx.get(DOCTOR_TOKEN, &format!("/fhir/Task/{id}")).await;
+    let transitions: Vec<String> = t["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["extension"][0]["valueCode"].as_str().unwrap(),
+                e["extension"][2]["valueString"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        transitions,
+        ["requested:doctor", "accepted:centre", "cancelled:doctor"]
+    );
+
+    // Every access to the referral is in the audit trail.
+    let (_, audit) = fx
+        .get(ADMIN_TOKEN, "/fhir/AuditEvent?agent=centre&_count=100")
+        .await;
+    let entries = audit["entry"].as_array().cloned().unwrap_or_default();
+    let on_it = entries
+        .iter()
+        .filter(|e| e.to_string().contains(&id))
+        .count();
+    // Its read, five moves asked for (two refused) and its read after each move.
+    assert!(on_it >= 6, "{on_it}: {audit}");
+
+    crate::schedules::validate_fhir(&[request, t, found["entry"][0]["resource"].clone()]);
+    fx.t.stop().await;
+}
+
+async fn expired_referrals_move_no_further(backend: Backend) {
+    let fx = Fx::start(backend).await;
+    let summary = fx.document(CLINIC_ORG, CLINIC_TOKEN, 3).await;
+    let (s, request) = fx
+        .refer(&referral(Some(CENTRE), "I50.1", &[&summary]))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{request}");
+    let id = request["id"].as_str().unwrap().to_string();
+    assert_eq!(fx.t.step("referral-expiry").await, 0);
+
+    fx.clock.advance(Duration::from_secs(31 * 86_400));
+    // Until the job runs, a move of a lapsed referral is refused as expired.
+    let (s, out) = fx.move_task(CENTRE_TOKEN, &id, task("accepted")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{out}");
+    assert_eq!(
+        out["issue"][0]["details"]["coding"][0]["code"], "REFERRAL_EXPIRED",
+        "{out}"
+    );
+    assert_eq!(fx.t.step("referral-expiry").await, 1);
+    let (_, t) = fx.get(DOCTOR_TOKEN, &format!("/fhir/Task/{id}")).await;
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["businessStatus"]["text"], "expired", "{t}");
+    let (s, out) = fx.move_task(CENTRE_TOKEN, &id, task("accepted")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{out}");
+    assert_eq!(fx.t.step("referral-expiry").await, 0);
+    wait_for("the expiry notice", || {
+        fx.notes_of(&id)
+            .iter()
+            .any(|n| n["status"] == "expired" && n["organization"] == CLINIC_ORG)
+    })
+    .await;
+    let (_, found) = fx
+        .get(DOCTOR_TOKEN, "/fhir/ServiceRequest?status=expired")
+        .await;
+    assert_eq!(found["entry"].as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(
+        found["entry"][0]["resource"]["status"], "revoked",
+        "{found}"
+    );
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referral_lifecycle_postgres() {
+    referral_lifecycle(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referral_lifecycle_sqlite() {
+    referral_lifecycle(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_referrals_move_no_further_postgres() {
+    expired_referrals_move_no_further(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_referrals_move_no_further_sqlite() {
+    expired_referrals_move_no_further(Backend::Sqlite).await
+}
