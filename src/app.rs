@@ -22,7 +22,7 @@ use crate::jobs::delivery::Delivery;
 use crate::jobs::documents::VerdictPoll;
 use crate::jobs::holds::HoldSweeper;
 use crate::jobs::prune::TransactionPrune;
-use crate::jobs::referrals::ReferralExpiry;
+use crate::jobs::referrals::ReferralUpkeep;
 use crate::jobs::schedules::ScheduleRound;
 use crate::jobs::{Job, Jobs};
 use crate::model::time::{system_clock, SharedClock};
@@ -130,6 +130,7 @@ impl Gateway {
         );
         let referrals = Referrals::new(
             store.clone(),
+            booking.clone(),
             settings
                 .referrals
                 .acceptance_rules()
@@ -378,7 +379,10 @@ fn background_jobs(
     let mut jobs: Vec<Arc<dyn Job>> = vec![
         Arc::new(TransactionPrune::new(store.clone(), clock.clone())),
         Arc::new(HoldSweeper::new(booking.clone())),
-        Arc::new(ReferralExpiry::new(referrals.clone())),
+        Arc::new(ReferralUpkeep::new(
+            referrals.clone(),
+            booking.referral_visit_cancelled(),
+        )),
     ];
     // Notices wait in the outbox until a receiver is configured.
     if settings.referrals.notify_url.is_some() {

@@ -27,6 +27,7 @@ pub fn settings(port: u16, data_dir: &Path) -> Settings {
         bodies: BodyPolicy::MetadataOnly,
         retention_days: Some(7),
     }];
+    s.referrals.rules = referral_rules();
     s.clients = vec![ClientSettings {
         id: "demo".into(),
         name: "Demo client (all scopes)".into(),
@@ -175,9 +176,75 @@ pub fn organizations() -> Vec<Organization> {
         .collect()
 }
 
+/// The federal centres the demo region refers tele-consultations to.
+pub const CARDIOLOGY_CENTRE: &str = "1.2.643.5.1.13.13.12.1.77.9001";
+/// The federal obstetrics centre.
+pub const OBSTETRICS_CENTRE: &str = "1.2.643.5.1.13.13.12.1.77.9002";
+
+/// The federal centres as organizations of the directory.
+pub fn federal_centres() -> Vec<Organization> {
+    [
+        (CARDIOLOGY_CENTRE, "Federal Cardiology Centre (demo)"),
+        (
+            OBSTETRICS_CENTRE,
+            "Federal Obstetrics and Perinatology Centre (demo)",
+        ),
+    ]
+    .into_iter()
+    .map(|(oid, name)| Organization {
+        oid: demo_oid(oid),
+        name: name.into(),
+        short_name: name.trim_end_matches(" (demo)").into(),
+        address: "1 Federal Lane, Capital".into(),
+        district: "Federal".into(),
+        source: "demo".into(),
+        active: true,
+    })
+    .collect()
+}
+
+/// The centres' acceptance rules, as the federal tele-consultation programme publishes
+/// them (document kinds are demo codes of reference book 1522).
+pub fn referral_rules() -> Vec<crate::config::AcceptanceRuleSettings> {
+    use crate::config::{AcceptanceRuleSettings, RequiredDocumentSettings};
+    let doc = |kind: &str, name: &str, when_available: bool| RequiredDocumentSettings {
+        kind: kind.into(),
+        name: name.into(),
+        when_available,
+    };
+    vec![
+        AcceptanceRuleSettings {
+            org: CARDIOLOGY_CENTRE.into(),
+            name: "diseases of the circulatory system".into(),
+            kinds: vec!["teleconsultation".into(), "consultation".into()],
+            diagnoses: vec!["I00-I99".into()],
+            profiles: Vec::new(),
+            required_documents: vec![
+                doc("4", "discharge summary", false),
+                doc("31", "ECG", false),
+                doc("32", "echocardiography report", false),
+                doc("33", "CT or MRI report", true),
+            ],
+        },
+        AcceptanceRuleSettings {
+            org: OBSTETRICS_CENTRE.into(),
+            name: "pregnancy, childbirth and the puerperium".into(),
+            kinds: vec!["teleconsultation".into(), "consultation".into()],
+            diagnoses: vec!["O00-O9A".into()],
+            profiles: Vec::new(),
+            required_documents: vec![
+                doc("4", "discharge summary", false),
+                doc("34", "ultrasound report", false),
+            ],
+        },
+    ]
+}
+
 /// Seeds the demo data (idempotent).
 pub async fn seed(store: &Store) -> Result<(), StoreError> {
-    store.upsert_organizations(&organizations()).await
+    let mut orgs = organizations();
+    orgs.extend(federal_centres());
+    store.upsert_organizations(&orgs).await
 }
 
 /// The running demo: the gateway and the simulators it talks to.

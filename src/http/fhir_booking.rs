@@ -181,7 +181,7 @@ fn idempotency_key(req: &HttpRequest) -> Option<String> {
         .map(str::to_string)
 }
 
-fn respond(
+pub(super) fn respond(
     state: &AppState,
     req: &HttpRequest,
     status: StatusCode,

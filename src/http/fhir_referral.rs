@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use super::access::{Access, Org, Route};
-use super::booking::{patient, PatientFields};
+use super::booking::{booking_error, patient, requester, PatientFields};
 use super::fhir::{base_url, fhir_json, request_link};
 use super::query::{check_params, count_param, moment, organization, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
@@ -17,7 +17,7 @@ use crate::codec::fhir::referral::{
     requested_move, rules, service_request, task, ICD10_SYSTEM, KIND_SYSTEM, PROFILE_SYSTEM,
 };
 use crate::codec::fhir::{
-    searchset, IssueType, FHIR_JSON, POLICY_SYSTEM, SNILS_SYSTEM, URI_SYSTEM,
+    gateway_id, searchset, IssueType, FHIR_JSON, POLICY_SYSTEM, SNILS_SYSTEM, URI_SYSTEM,
 };
 use crate::model::referral::{ReferralKind, ReferralStatus, RuleRefusal, Urgency};
 use crate::model::{Icd10, PolicyNumber, Snils};
@@ -30,6 +30,7 @@ pub const ROUTES: &[Route] = &[
     route!(POST "/fhir" "/ServiceRequest" => create, Access::Scope(REFERRAL_WRITE, Org::Named)),
     route!(GET "/fhir" "/ServiceRequest" => search_requests, Access::Scope(REFERRAL_READ, Org::Records)),
     route!(GET "/fhir" "/ServiceRequest/{id}" => read_request, Access::Scope(REFERRAL_READ, Org::Records)),
+    route!(POST "/fhir" "/ServiceRequest/{id}/$book" => book, Access::Scope(REFERRAL_WRITE, Org::Records)),
     route!(GET "/fhir" "/Task" => search_tasks, Access::Scope(REFERRAL_READ, Org::Records)),
     route!(GET "/fhir" "/Task/{id}" => read_task, Access::Scope(REFERRAL_READ, Org::Records)),
     route!(PUT "/fhir" "/Task/{id}" => update_task, Access::Scope(REFERRAL_WRITE, Org::Records)),
@@ -39,6 +40,13 @@ pub const ROUTES: &[Route] = &[
 /// A service error as an API error, its field named as a path in the resource.
 fn referral_error(e: ReferralError, resource: &str) -> ApiError {
     use ReferralError as E;
+    // The booking's own refusal (slot taken, not a referral slot, elsewhere), as booked.
+    if let E::Booking(b) = e {
+        return booking_error(b, &|f| match f {
+            "slot" => "Parameters.parameter[slot]".into(),
+            other => format!("{resource}.{other}"),
+        });
+    }
     let (status, issue) = match &e {
         E::NotFound => (StatusCode::NOT_FOUND, IssueType::NotFound),
         E::Patient(_) => (StatusCode::BAD_REQUEST, IssueType::Required),
@@ -58,6 +66,7 @@ fn referral_error(e: ReferralError, resource: &str) -> ApiError {
             (StatusCode::CONFLICT, IssueType::Conflict)
         }
         E::Store(inner) => return ApiError::storage(inner),
+        E::Booking(_) => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
     };
     let field = e.field().map(|f| format!("{resource}.{f}"));
     let mut api = ApiError::new(status, issue, e.code(), e.to_string());
@@ -147,7 +156,7 @@ fn new_referral(v: &Value, now_ms: i64) -> ApiResult<NewReferral> {
         ));
     }
     let subject = contained(v, v["subject"]["reference"].as_str())
-        .ok_or_else(|| ApiError::required("ServiceRequest.subject (a contained Patient)"))?;
+        .ok_or_else(|| ApiError::required("ServiceRequest.subject"))?;
     let patient = patient(
         identifier(&subject["identifier"], POLICY_SYSTEM),
         subject["birthDate"].as_str(),
@@ -158,9 +167,8 @@ fn new_referral(v: &Value, now_ms: i64) -> ApiResult<NewReferral> {
             snils: "ServiceRequest.contained[Patient].identifier[snils]",
         },
     )?;
-    let role = contained(v, v["requester"]["reference"].as_str()).ok_or_else(|| {
-        ApiError::required("ServiceRequest.requester (a contained PractitionerRole)")
-    })?;
+    let role = contained(v, v["requester"]["reference"].as_str())
+        .ok_or_else(|| ApiError::required("ServiceRequest.requester"))?;
     let requester_snils = text(role, "/practitioner/identifier/value")
         .ok_or_else(|| {
             ApiError::required("ServiceRequest.contained[PractitionerRole].practitioner.identifier")
@@ -184,7 +192,7 @@ fn new_referral(v: &Value, now_ms: i64) -> ApiResult<NewReferral> {
         None => None,
     };
     let diagnosis = coding(v, "/reasonCode", ICD10_SYSTEM)
-        .ok_or_else(|| ApiError::required("ServiceRequest.reasonCode (ICD-10)"))
+        .ok_or_else(|| ApiError::required("ServiceRequest.reasonCode"))
         .and_then(|c| {
             Icd10::parse(c).map_err(|e| {
                 ApiError::invalid("INVALID_ICD10", "ServiceRequest.reasonCode", e.to_string())
@@ -211,7 +219,7 @@ fn new_referral(v: &Value, now_ms: i64) -> ApiResult<NewReferral> {
         })?,
     };
     let profile = coding(v, "/code", PROFILE_SYSTEM)
-        .ok_or_else(|| ApiError::required("ServiceRequest.code (profile)"))?
+        .ok_or_else(|| ApiError::required("ServiceRequest.code"))?
         .to_string();
     let valid_days = match text(v, "/occurrencePeriod/end") {
         None => None,
@@ -277,6 +285,38 @@ async fn create(
         .content_type(FHIR_JSON)
         .insert_header(("location", format!("{base}/ServiceRequest/{}", r.id)))
         .body(service_request(&r).to_string()))
+}
+
+/// Books the visit of an accepted referral: `Parameters` with `slot` (a reference to a
+/// slot of the target that takes the referral channel); answers the Appointment.
+async fn book(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: Path<String>,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let v = json_body(&body, "Parameters")?;
+    let slot = v["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"].as_str() == Some("slot"))
+        .and_then(|p| p["valueReference"]["reference"].as_str())
+        .and_then(|r| r.strip_prefix("Slot/"))
+        .ok_or_else(|| ApiError::required("Parameters.parameter[slot].valueReference"))?;
+    let who = requester(&principal, Some("referral"), "Parameters.parameter[slot]")?;
+    let (_, a) = state
+        .referrals
+        .book(who, &id, &gateway_id(slot))
+        .await
+        .map_err(|e| referral_error(e, "ServiceRequest"))?;
+    Ok(super::fhir_booking::respond(
+        &state,
+        &req,
+        StatusCode::CREATED,
+        &a,
+    ))
 }
 
 async fn read_request(

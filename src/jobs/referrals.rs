@@ -1,51 +1,64 @@
-//! Referral expiry: open referrals whose validity ended become expired, and the referring
-//! organization is told.
+//! Referral upkeep: open referrals whose validity ended become expired, and booked referrals
+//! whose visit was cancelled return to accepted; the referring organization is told of both.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use tokio::sync::Notify;
 
 use super::{Job, Tick};
 use crate::services::referrals::Referrals;
 
-/// Referrals looked at per step; a larger backlog is taken by the next steps at once.
+/// Referrals looked at per step and kind; a larger backlog is taken by the next steps at once.
 const BATCH: u32 = 500;
 
-/// Expires lapsed referrals once a minute.
-pub struct ReferralExpiry {
+/// Expires lapsed referrals and releases ended bookings once a minute, and at once when a
+/// referral's visit is cancelled.
+pub struct ReferralUpkeep {
     referrals: Referrals,
+    wake: Arc<Notify>,
 }
 
-impl ReferralExpiry {
-    /// The expiry of `referrals`' referrals.
-    pub fn new(referrals: Referrals) -> ReferralExpiry {
-        ReferralExpiry { referrals }
+impl ReferralUpkeep {
+    /// The upkeep of `referrals`' referrals, woken by `wake` (a referral visit cancelled).
+    pub fn new(referrals: Referrals, wake: Arc<Notify>) -> ReferralUpkeep {
+        ReferralUpkeep { referrals, wake }
     }
 }
 
-impl Job for ReferralExpiry {
+impl Job for ReferralUpkeep {
     fn name(&self) -> &str {
-        "referral-expiry"
+        "referral-upkeep"
     }
 
     fn step(&self) -> BoxFuture<'_, Result<Tick, String>> {
         Box::pin(async move {
-            let n = self
+            let expired = self
                 .referrals
                 .expire_lapsed(BATCH)
                 .await
                 .map_err(|e| e.to_string())?;
-            if n > 0 {
-                tracing::info!(expired = n, "referrals expired");
+            let released = self
+                .referrals
+                .release_ended_bookings(BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            if expired + released > 0 {
+                tracing::info!(expired, released, "referrals kept up");
             }
             Ok(Tick {
-                handled: n as usize,
-                more: n >= u64::from(BATCH),
+                handled: (expired + released) as usize,
+                more: expired >= u64::from(BATCH) || released >= u64::from(BATCH),
             })
         })
     }
 
     fn period(&self) -> Duration {
         Duration::from_secs(60)
+    }
+
+    fn wake(&self) -> Option<Arc<Notify>> {
+        Some(self.wake.clone())
     }
 }

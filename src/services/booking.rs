@@ -380,6 +380,8 @@ pub struct Booking {
     grace_ms: i64,
     wake_mis: Arc<Notify>,
     wake_notify: Arc<Notify>,
+    /// Woken when a visit booked through the referral channel is cancelled.
+    referral_released: Arc<Notify>,
     mis_retries: Arc<[u64]>,
     notify_retries: Arc<[u64]>,
     /// Records the deliveries this service makes itself (a slot's earlier effects, before
@@ -408,6 +410,7 @@ impl Booking {
                 .unwrap_or(i64::MAX),
             wake_mis: Arc::new(Notify::new()),
             wake_notify: Arc::new(Notify::new()),
+            referral_released: Arc::new(Notify::new()),
             mis_retries: settings.mis_retry_schedule_secs.clone().into(),
             notify_retries: settings.notify_retry_schedule_secs.clone().into(),
             inline: Arc::new(Recorder {
@@ -436,6 +439,12 @@ impl Booking {
     /// Notified when a forwarded cancel is queued.
     pub fn mis_queued(&self) -> Arc<Notify> {
         self.wake_mis.clone()
+    }
+
+    /// Notified when a visit booked through the referral channel is cancelled (its
+    /// referral may be booked again).
+    pub fn referral_visit_cancelled(&self) -> Arc<Notify> {
+        self.referral_released.clone()
     }
 
     /// Notified when a patient notification is queued.
@@ -731,6 +740,9 @@ impl Booking {
             status: a.status,
             wanted: "only held or booked appointments can be cancelled",
         })?;
+        if a.channel == Channel::Referral {
+            self.referral_released.notify_one();
+        }
         self.store
             .appointment(id)
             .await?

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::Notify;
 
+use super::booking::{Booking, BookingError, Requester, Target};
 use super::notify::Notifier;
 use super::{audit_event, Caller};
 use crate::config::ReferralSettings;
 use crate::exchange::delivery::Outcome;
 use crate::model::audit::{AuditAction, AuditEntity, AuditEvent};
-use crate::model::booking::{Patient, PatientError};
+use crate::model::booking::{Appointment, Patient, PatientError};
 use crate::model::referral::{
     check_rules, AcceptanceRule, Referral, ReferralEvent, ReferralKind, ReferralStatus,
     RuleRefusal, Side, Urgency,
@@ -145,6 +146,9 @@ pub enum ReferralError {
     /// Someone else moved it first.
     #[error("the referral changed meanwhile; read it again")]
     Changed,
+    /// The booking of its visit failed.
+    #[error(transparent)]
+    Booking(#[from] BookingError),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -171,6 +175,7 @@ impl ReferralError {
             ReferralError::ReasonRequired => "REASON_REQUIRED",
             ReferralError::ConclusionRequired => "CONCLUSION_REQUIRED",
             ReferralError::Changed => "CONFLICT",
+            ReferralError::Booking(e) => e.code(),
             ReferralError::Store(_) => "STORE_ERROR",
         }
     }
@@ -193,15 +198,29 @@ impl ReferralError {
             ReferralError::NotAllowed { .. } | ReferralError::WrongSide { .. } => "status".into(),
             ReferralError::ReasonRequired => "statusReason".into(),
             ReferralError::ConclusionRequired => "output".into(),
+            ReferralError::Booking(e) => return e.field(),
             _ => return None,
         })
     }
+}
+
+/// What a move changes besides the state.
+enum Change<'a> {
+    /// Nothing else.
+    Plain,
+    /// Attaches the conclusion (completion).
+    Conclude(String),
+    /// Sets the booked appointment.
+    Book(&'a str),
+    /// Clears the appointment (its visit was cancelled).
+    Release,
 }
 
 /// The referrals service.
 #[derive(Clone)]
 pub struct Referrals {
     store: Store,
+    booking: Booking,
     rules: Arc<[AcceptanceRule]>,
     validity_days: u32,
     notifier: Option<Arc<dyn Notifier>>,
@@ -211,10 +230,12 @@ pub struct Referrals {
 }
 
 impl Referrals {
-    /// A referrals service over `store` with the targets' `rules`, telling organizations
+    /// A referrals service over `store`, booking visits through `booking`, with the
+    /// targets' `rules`, telling organizations
     /// through `notifier`; time comes from `clock`.
     pub fn new(
         store: Store,
+        booking: Booking,
         rules: Vec<AcceptanceRule>,
         settings: &ReferralSettings,
         notifier: Option<Arc<dyn Notifier>>,
@@ -222,6 +243,7 @@ impl Referrals {
     ) -> Referrals {
         Referrals {
             store,
+            booking,
             rules: rules.into(),
             validity_days: settings.validity_days,
             notifier,
@@ -496,7 +518,11 @@ impl Referrals {
             client_id: caller.client_id.to_string(),
             reason,
         };
-        self.apply(r, &event, conclusion).await
+        let change = match conclusion {
+            Some(c) => Change::Conclude(c),
+            None => Change::Plain,
+        };
+        self.apply(r, &event, change).await
     }
 
     /// Writes a move from the referral's current state and tells the other organization.
@@ -504,7 +530,7 @@ impl Referrals {
         &self,
         r: Referral,
         event: &ReferralEvent,
-        conclusion: Option<String>,
+        change: Change<'_>,
     ) -> Result<Referral, ReferralError> {
         // The referring side hears about the target's moves and the gateway's, the
         // target about the referring side's.
@@ -520,8 +546,15 @@ impl Referrals {
                 &Move {
                     from: r.status,
                     event,
-                    appointment_id: None,
-                    conclusion_id: conclusion.as_deref(),
+                    appointment_id: match change {
+                        Change::Book(a) => Some(Some(a)),
+                        Change::Release => Some(None),
+                        _ => None,
+                    },
+                    conclusion_id: match &change {
+                        Change::Conclude(c) => Some(c.as_str()),
+                        _ => None,
+                    },
                     notice: notice.as_ref(),
                 },
             )
@@ -530,13 +563,125 @@ impl Referrals {
             return Err(ReferralError::Changed);
         }
         self.wake_if(notice.is_some());
+        let (appointment_id, conclusion_id) = match change {
+            Change::Book(a) => (Some(a.to_string()), r.conclusion_id.clone()),
+            Change::Release => (None, r.conclusion_id.clone()),
+            Change::Conclude(c) => (r.appointment_id.clone(), Some(c)),
+            Change::Plain => (r.appointment_id.clone(), r.conclusion_id.clone()),
+        };
         Ok(Referral {
             status: event.status,
             status_reason: event.reason.clone(),
-            conclusion_id: conclusion.or(r.conclusion_id.clone()),
+            appointment_id,
+            conclusion_id,
             updated_at: event.at,
             ..r
         })
+    }
+
+    /// Books the visit of an accepted referral: a slot of its target that takes the
+    /// referral channel, for the referral's patient; the referral becomes booked with the
+    /// appointment (one booking per referral). A referral that moved meanwhile gets no
+    /// visit: the booking is cancelled again.
+    pub async fn book(
+        &self,
+        who: Requester<'_>,
+        id: &str,
+        slot: &str,
+    ) -> Result<(Referral, Appointment), ReferralError> {
+        let result = self.book_checked(who, id, slot).await;
+        // The access is the appointment's creation: a booking made or refused by the
+        // booking service is audited there; a refusal of the referral's own rules here.
+        if let Err(
+            e @ (ReferralError::NotFound
+            | ReferralError::NotAllowed { .. }
+            | ReferralError::Expired
+            | ReferralError::Changed),
+        ) = &result
+        {
+            let event = audit_event(
+                who.caller,
+                AuditAction::Create,
+                AuditEntity::Appointment,
+                self.clock.now_ms(),
+            );
+            self.store.insert_audit(&event.refused(e.code())).await?;
+        }
+        result
+    }
+
+    async fn book_checked(
+        &self,
+        who: Requester<'_>,
+        id: &str,
+        slot: &str,
+    ) -> Result<(Referral, Appointment), ReferralError> {
+        let r = self.visible(who.caller, id).await?;
+        if r.status != ReferralStatus::Accepted {
+            return Err(ReferralError::NotAllowed {
+                from: r.status,
+                to: ReferralStatus::Booked,
+            });
+        }
+        let now = self.clock.now_ms();
+        if r.valid_until < now {
+            return Err(ReferralError::Expired);
+        }
+        let appointment = self
+            .booking
+            .book_at(
+                who,
+                &r.target_org,
+                &Target::Slot(slot.to_string()),
+                Some(&r.patient),
+            )
+            .await?;
+        let event = ReferralEvent {
+            referral_id: r.id.clone(),
+            at: self.clock.now_ms(),
+            status: ReferralStatus::Booked,
+            client_id: who.caller.client_id.to_string(),
+            reason: None,
+        };
+        match self.apply(r, &event, Change::Book(&appointment.id)).await {
+            Ok(r) => Ok((r, appointment)),
+            Err(e) => {
+                // The referral moved meanwhile: the visit it no longer stands for is undone.
+                if let Err(undo) = self
+                    .booking
+                    .cancel(who, &appointment.id, "referral changed")
+                    .await
+                {
+                    tracing::warn!(error = %undo, appointment = %appointment.id, "could not undo a referral's booking");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One step of the upkeep job: booked referrals whose visit was cancelled (or lapsed,
+    /// or withdrawn) return to accepted, so the patient can be booked again; returns how
+    /// many.
+    pub async fn release_ended_bookings(&self, limit: u32) -> Result<u64, ReferralError> {
+        let mut released = 0;
+        for id in self.store.referrals_with_ended_bookings(limit).await? {
+            let Some(r) = self.store.get_referral(&id).await? else {
+                continue;
+            };
+            let event = ReferralEvent {
+                referral_id: id,
+                at: self.clock.now_ms(),
+                status: ReferralStatus::Accepted,
+                client_id: GATEWAY_ACTOR.into(),
+                reason: Some("the booked visit was cancelled".into()),
+            };
+            match self.apply(r, &event, Change::Release).await {
+                Ok(_) => released += 1,
+                Err(ReferralError::Changed) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(released)
     }
 
     /// One step of the expiry job: open referrals (not booked) whose validity ended
@@ -556,7 +701,7 @@ impl Referrals {
                 reason: Some("validity ended".into()),
             };
             // Moved meanwhile (accepted, cancelled): the next round sees its new state.
-            match self.apply(r, &event, None).await {
+            match self.apply(r, &event, Change::Plain).await {
                 Ok(_) => expired += 1,
                 Err(ReferralError::Changed) => {}
                 Err(e) => return Err(e),

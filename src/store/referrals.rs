@@ -240,6 +240,25 @@ impl Store {
             .collect()
     }
 
+    /// Booked referrals whose appointment no longer stands (cancelled, lapsed, refused,
+    /// withdrawn), at most `limit`.
+    pub async fn referrals_with_ended_bookings(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT r.id FROM referrals r JOIN appointments a ON a.id = r.appointment_id \
+             WHERE r.status = 'booked' AND a.status NOT IN ('held', 'booked') \
+             ORDER BY r.updated_at LIMIT {}",
+            limit.clamp(1, 10_000)
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("id")?))
+            .collect()
+    }
+
     /// Open referrals whose validity ended before `now`: (id, state), at most `limit`.
     pub async fn lapsed_referrals(
         &self,

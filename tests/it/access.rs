@@ -146,6 +146,9 @@ pub(crate) struct Records {
     pub(crate) transaction: String,
     pub(crate) referral: String,
     pub(crate) referral_to_cancel: String,
+    /// An accepted referral of the owner to its own organization, and a slot to book it in.
+    pub(crate) referral_to_book: String,
+    pub(crate) referral_slot: String,
 }
 
 async fn send(fx: &Fx, token: Option<&str>, r: &Req) -> Seen {
@@ -436,6 +439,15 @@ fn case(
             OK,
         ),
         ("GET", "/api/referrals/rules") => (Req::get(pattern), Other::Same, OK),
+        ("POST", "/fhir/ServiceRequest/{id}/$book") => (
+            Req::with(
+                Method::POST,
+                format!("/fhir/ServiceRequest/{}/$book", r.referral_to_book),
+                json!({"resourceType": "Parameters", "parameter": [{"name": "slot", "valueReference": {"reference": format!("Slot/{}", r.referral_slot.replacen(':', ".", 1))}}]}),
+            ),
+            Other::NotFound,
+            CREATED,
+        ),
         _ => return None,
     })
 }
@@ -466,6 +478,8 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
         ("GET", "/fhir/ServiceRequest" | "/fhir/Task") => Some((Search, Referral, false)),
         ("GET", "/fhir/ServiceRequest/{id}" | "/fhir/Task/{id}") => Some((Read, Referral, true)),
         ("PUT", "/fhir/Task/{id}") => Some((Update, Referral, true)),
+        // Booking a referral's visit is the appointment's creation.
+        ("POST", "/fhir/ServiceRequest/{id}/$book") => Some((Create, Appointment, true)),
         // Public data, lists without patients, the registry's verdicts, the (masked)
         // trail itself.
         (
@@ -587,6 +601,34 @@ pub(crate) async fn records(fx: &Fx) -> Records {
     };
     let referral = refer().await;
     let referral_to_cancel = refer().await;
+    let mut to_self = referral_body();
+    to_self["performer"] = json!([{"reference": format!("Organization/{ORG}")}]);
+    let referral_to_book = json_of(
+        fx,
+        OWNER,
+        &Req::with(Method::POST, "/fhir/ServiceRequest", to_self),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    json_of(
+        fx,
+        OWNER,
+        &Req::with(
+            Method::PUT,
+            format!("/fhir/Task/{referral_to_book}"),
+            json!({"resourceType": "Task", "status": "accepted", "intent": "order"}),
+        ),
+    )
+    .await;
+    let referral_slot = fx
+        .free(Channel::Referral)
+        .await
+        .into_iter()
+        .find(|s| !s.channels.contains(Channel::Internet))
+        .expect("a slot open to referrals only")
+        .id;
     let mine = json_of(fx, OWNER, &Req::get("/api/admin/transactions?limit=1")).await;
     // A dead letter of the owner's booking (due far ahead, so no worker takes it first).
     let booked_id = booked["id"].as_str().unwrap().to_string();
@@ -626,6 +668,8 @@ pub(crate) async fn records(fx: &Fx) -> Records {
         transaction: mine["items"][0]["id"].as_str().unwrap().to_string(),
         referral,
         referral_to_cancel,
+        referral_to_book,
+        referral_slot,
     }
 }
 
@@ -797,7 +841,7 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
         "{item}"
     );
     assert!(item.get("payload").is_none(), "{item}");
-    assert!(checked >= 46, "{checked} routes checked");
+    assert!(checked >= 47, "{checked} routes checked");
     fx.sim.stop().await;
     fx.t.stop().await;
 }

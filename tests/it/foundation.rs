@@ -837,8 +837,18 @@ async fn demo_binary_becomes_ready() {
         .json()
         .await
         .unwrap();
-    // 12 clinics of the city MIS and 2 of the FHIR clinic MIS.
-    assert_eq!(orgs["entry"].as_array().unwrap().len(), 14);
+    // 12 clinics of the city MIS, 2 of the FHIR clinic MIS and the 2 federal centres.
+    assert_eq!(orgs["entry"].as_array().unwrap().len(), 16);
+    let rules: Value = http
+        .get(format!("http://127.0.0.1:{port}/api/referrals/rules"))
+        .bearer_auth(medgate::demo::DEMO_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rules["rules"].as_array().map(Vec::len), Some(2), "{rules}");
     child.kill().await.unwrap();
 }
 

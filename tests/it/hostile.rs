@@ -290,6 +290,7 @@ fn concrete(pattern: &str, r: &Records) -> String {
         "/api/admin/transactions/{id}" => r.transaction.as_str(),
         "/api/admin/restrictions/{id}" => r.restriction_to_delete.as_str(),
         "/fhir/ServiceRequest/{id}" | "/fhir/Task/{id}" => r.referral.as_str(),
+        "/fhir/ServiceRequest/{id}/$book" => r.referral_to_book.as_str(),
         _ => "",
     };
     pattern.replace("{id}", id)
@@ -495,6 +496,8 @@ fn json_base(method: &str, pattern: &str, r: &Records) -> Option<Value> {
             document_reference(&uuid::Uuid::new_v4().to_string(), &cda(900), &[])
         }
         ("POST", "/fhir/ServiceRequest") => crate::access::referral_body(),
+        ("POST", "/fhir/ServiceRequest/{id}/$book") => json!({"resourceType": "Parameters",
+            "parameter": [{"name": "slot", "valueReference": {"reference": format!("Slot/{}", r.referral_slot.replacen(':', ".", 1))}}]}),
         ("PUT", "/fhir/Task/{id}") => {
             json!({"resourceType": "Task", "status": "accepted", "intent": "order",
             "statusReason": {"text": "hostile"}})

@@ -444,7 +444,7 @@ async fn expired_referrals_move_no_further(backend: Backend) {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{request}");
     let id = request["id"].as_str().unwrap().to_string();
-    assert_eq!(fx.t.step("referral-expiry").await, 0);
+    assert_eq!(fx.t.step("referral-upkeep").await, 0);
 
     fx.clock.advance(Duration::from_secs(31 * 86_400));
     // Until the job runs, a move of a lapsed referral is refused as expired.
@@ -454,13 +454,13 @@ async fn expired_referrals_move_no_further(backend: Backend) {
         out["issue"][0]["details"]["coding"][0]["code"], "REFERRAL_EXPIRED",
         "{out}"
     );
-    assert_eq!(fx.t.step("referral-expiry").await, 1);
+    assert_eq!(fx.t.step("referral-upkeep").await, 1);
     let (_, t) = fx.get(DOCTOR_TOKEN, &format!("/fhir/Task/{id}")).await;
     assert_eq!(t["status"], "failed", "{t}");
     assert_eq!(t["businessStatus"]["text"], "expired", "{t}");
     let (s, out) = fx.move_task(CENTRE_TOKEN, &id, task("accepted")).await;
     assert_eq!(s, StatusCode::CONFLICT, "{out}");
-    assert_eq!(fx.t.step("referral-expiry").await, 0);
+    assert_eq!(fx.t.step("referral-upkeep").await, 0);
     wait_for("the expiry notice", || {
         fx.notes_of(&id)
             .iter()
@@ -476,6 +476,214 @@ async fn expired_referrals_move_no_further(backend: Backend) {
         "{found}"
     );
     fx.t.stop().await;
+}
+
+/// A referral from another clinic to the test clinic (which publishes no rules), booked in
+/// the test clinic's referral slots, its visit cancelled and booked again, completed with
+/// the clinic's conclusion; an expired one cannot be booked.
+async fn referrals_are_booked_once_in_the_targets_referral_slots(backend: Backend) {
+    const REFERRER: &str = "1.2.643.5.1.13.13.12.2.77.7005";
+    const REFERRER_TOKEN: &str = "test-referrer-token";
+    const TARGET_TOKEN: &str = "test-target-token";
+    let registry = medgate::sim::remd::RemdSim::start(RemdSimConfig {
+        gateway_token: REMD_TOKEN.into(),
+        ..RemdSimConfig::default()
+    })
+    .unwrap();
+    let registry_url = registry.url.clone();
+    let clock = ManualClock::new();
+    let fx = crate::booking::Fx::start_clocked(backend, clock.clone(), |s| {
+        crate::documents::registry_link(s, registry_url, vec![1], 60);
+        s.clients.extend([
+            client(
+                "referrer",
+                REFERRER_TOKEN,
+                &[REFERRER],
+                &["referral:write", "appointment:write"],
+            ),
+            client("target", TARGET_TOKEN, &[CLINIC_ORG], &["referral:write"]),
+        ]);
+    })
+    .await;
+    let t = &fx.t;
+    let call = |method: reqwest::Method, token: &'static str, path: String, body: Value| async move {
+        let res = t
+            .http
+            .request(method, t.url(&path))
+            .bearer_auth(token)
+            .header("content-type", "application/fhir+json")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let refer = || async {
+        let mut body = referral(Some(CLINIC_ORG), "I20.8", &[]);
+        body["contained"][1]["organization"]["reference"] =
+            json!(format!("Organization/{REFERRER}"));
+        let (s, v) = call(
+            reqwest::Method::POST,
+            REFERRER_TOKEN,
+            "/fhir/ServiceRequest".into(),
+            body,
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    };
+    let book = |id: String, slot: String| {
+        call(
+            reqwest::Method::POST,
+            REFERRER_TOKEN,
+            format!("/fhir/ServiceRequest/{id}/$book"),
+            json!({"resourceType": "Parameters", "parameter": [{"name": "slot", "valueReference": {"reference": crate::booking::slot_ref(&slot)}}]}),
+        )
+    };
+    let task_of = |id: String| async move {
+        call(
+            reqwest::Method::GET,
+            REFERRER_TOKEN,
+            format!("/fhir/Task/{id}"),
+            Value::Null,
+        )
+        .await
+        .1
+    };
+    let accept = |id: String| async move {
+        let (s, v) = call(
+            reqwest::Method::PUT,
+            TARGET_TOKEN,
+            format!("/fhir/Task/{id}"),
+            task("accepted"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    };
+    let referral_slots = fx.free(medgate::model::schedule::Channel::Referral).await;
+    let other_slot = fx
+        .free(medgate::model::schedule::Channel::Registry)
+        .await
+        .into_iter()
+        .find(|s| {
+            !s.channels
+                .contains(medgate::model::schedule::Channel::Referral)
+        })
+        .expect("a slot not open to referrals");
+    assert!(referral_slots.len() >= 3);
+
+    let id = refer().await;
+    // Not before the target accepts.
+    let (s, out) = book(id.clone(), referral_slots[0].id.clone()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{out}");
+    accept(id.clone()).await;
+    // Not in a slot closed to referrals.
+    let (s, out) = book(id.clone(), other_slot.id.clone()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    let (s, appointment) = book(id.clone(), referral_slots[0].id.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{appointment}");
+    let booked = task_of(id.clone()).await;
+    assert_eq!(
+        (
+            booked["status"].as_str(),
+            booked["businessStatus"]["text"].as_str()
+        ),
+        (Some("in-progress"), Some("booked")),
+        "{booked}"
+    );
+    assert_eq!(
+        booked["input"][0]["valueReference"]["reference"],
+        format!("Appointment/{}", appointment["id"].as_str().unwrap())
+    );
+    // One booking per referral.
+    let (s, out) = book(id.clone(), referral_slots[1].id.clone()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{out}");
+    assert_eq!(fx.sim.active_bookings().len(), 1);
+
+    // The patient cancels the visit: the referral may be booked again.
+    let appointment_id = appointment["id"].as_str().unwrap().to_string();
+    let (s, out) = call(
+        reqwest::Method::PUT,
+        REFERRER_TOKEN,
+        format!("/fhir/Appointment/{appointment_id}"),
+        json!({"resourceType": "Appointment", "id": appointment_id, "status": "cancelled"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if task_of(id.clone()).await["status"] == "accepted" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the referral stayed booked"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, again) = book(id.clone(), referral_slots[1].id.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{again}");
+
+    // The target concludes with a document registered through the gateway.
+    let uid = uuid::Uuid::new_v4().to_string();
+    let (s, doc) = fx
+        .post(
+            CLINIC_TOKEN,
+            "/fhir/DocumentReference",
+            &document_reference(&uid, &cda(7), &[]),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{doc}");
+    let mut complete = task("completed");
+    complete["output"] = json!([{"type": {"text": "conclusion"}, "valueReference": {"reference": format!("DocumentReference/{uid}")}}]);
+    let (s, done) = call(
+        reqwest::Method::PUT,
+        TARGET_TOKEN,
+        format!("/fhir/Task/{id}"),
+        complete,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "completed");
+    assert_eq!(
+        done["output"][0]["valueReference"]["reference"],
+        format!("DocumentReference/{uid}")
+    );
+    let (_, request) = call(
+        reqwest::Method::GET,
+        REFERRER_TOKEN,
+        format!("/fhir/ServiceRequest/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(request["status"], "completed", "{request}");
+
+    // An expired referral cannot be booked.
+    let late = refer().await;
+    accept(late.clone()).await;
+    clock.advance(Duration::from_secs(31 * 86_400));
+    let (s, out) = book(late, referral_slots[2].id.clone()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{out}");
+    assert_eq!(
+        out["issue"][0]["details"]["coding"][0]["code"], "REFERRAL_EXPIRED",
+        "{out}"
+    );
+
+    crate::schedules::validate_fhir(&[booked, done, request, again]);
+    registry.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrals_are_booked_once_in_the_targets_referral_slots_postgres() {
+    referrals_are_booked_once_in_the_targets_referral_slots(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrals_are_booked_once_in_the_targets_referral_slots_sqlite() {
+    referrals_are_booked_once_in_the_targets_referral_slots(Backend::Sqlite).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
