@@ -16,7 +16,9 @@ use crate::config::{
     BodyPolicy, ClientSettings, KeyRole, KeySettings, RemdSettings, Secret, Settings,
 };
 
+mod referrals;
 mod soak;
+pub use referrals::{referrals, ReferralBench};
 pub use soak::{soak, OpReport, Operation, SoakBench, SoakReport};
 
 /// Options of `medgate bench documents`.

@@ -109,6 +109,19 @@ enum SyncCommand {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Referrals inside a region through FHIR: created (acceptance rules checked) and then
+    /// accepted by the target, closed loop, on a fresh PostgreSQL database.
+    Referrals {
+        /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg: String,
+        /// Referrals to create and accept.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Concurrent connections (closed loop).
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
     /// Booking throughput and latency through FHIR `$book` (closed loop), each booking
     /// forwarded to the simulated city MIS, on PostgreSQL with a synchronized region.
     Booking {
@@ -352,6 +365,23 @@ async fn run(cli: Cli) -> Result<(), String> {
             let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
             medgate::telemetry::init(&settings.log);
             sync_schedules(settings, org, full).await
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Referrals {
+                    pg,
+                    count,
+                    concurrency,
+                },
+        } => {
+            let report = medgate::bench::referrals(medgate::bench::ReferralBench {
+                pg_admin_url: pg,
+                count,
+                concurrency,
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
         }
         Command::Bench {
             what:

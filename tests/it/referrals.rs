@@ -705,3 +705,26 @@ async fn expired_referrals_move_no_further_postgres() {
 async fn expired_referrals_move_no_further_sqlite() {
     expired_referrals_move_no_further(Backend::Sqlite).await
 }
+
+/// The referral benchmark on a short profile: every referral created and accepted (no
+/// speed asserted: figures come from `medgate bench referrals`, BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_referral_benchmark_creates_and_accepts_every_referral() {
+    capture_logs();
+    let report = medgate::bench::referrals(medgate::bench::ReferralBench {
+        pg_admin_url: pg_admin_url(),
+        count: 60,
+        concurrency: 4,
+    })
+    .await
+    .expect("benchmark ran");
+    println!("{report}");
+    assert!(
+        report.contains("created (POST ServiceRequest): 60 in"),
+        "{report}"
+    );
+    assert!(
+        report.contains("accepted by the target (PUT Task): 60 in"),
+        "{report}"
+    );
+}

@@ -1,0 +1,211 @@
+//! `medgate bench referrals`: referrals created and answered per second inside a region. A
+//! referring clinic's doctors send tele-consultation referrals through FHIR to a target
+//! whose acceptance rules are checked on each, then the target accepts each through its
+//! Task (closed loop, a fixed number of connections), on a fresh PostgreSQL database.
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use super::{client, ms, BenchDb, ORG};
+use crate::app::Gateway;
+use crate::config::{AcceptanceRuleSettings, BodyPolicy, Settings};
+
+/// The target of the referrals (a seeded organization of the demo region).
+const TARGET: &str = "1.2.643.5.1.13.13.12.2.77.7012";
+const REFERRER_TOKEN: &str = "bench-referrer-token";
+const TARGET_TOKEN: &str = "bench-target-token";
+
+/// Options of `medgate bench referrals`.
+#[derive(Debug, Clone)]
+pub struct ReferralBench {
+    /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
+    pub pg_admin_url: String,
+    /// Referrals to create (and accept).
+    pub count: usize,
+    /// Concurrent connections (closed loop).
+    pub concurrency: usize,
+}
+
+/// Runs the benchmark: creation, then acceptance, each measured on its own.
+pub async fn referrals(opts: ReferralBench) -> Result<String, String> {
+    if opts.count == 0 || opts.concurrency == 0 {
+        return Err("count and concurrency must be above 0".into());
+    }
+    let db = BenchDb::create(&opts.pg_admin_url).await?;
+    let result = run(&opts, &db.url).await;
+    db.drop().await;
+    result
+}
+
+async fn run(opts: &ReferralBench, db_url: &str) -> Result<String, String> {
+    let mut s = Settings::default();
+    s.http.bind = "127.0.0.1:0".into();
+    s.database.url = db_url.to_string();
+    s.database.max_connections = 32;
+    s.log.filter = "warn".into();
+    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
+    s.clients = vec![
+        client("referrer", REFERRER_TOKEN, &[ORG], &["referral:write"]),
+        client("target", TARGET_TOKEN, &[TARGET], &["referral:write"]),
+    ];
+    s.referrals.rules = vec![AcceptanceRuleSettings {
+        org: TARGET.into(),
+        name: "diseases of the circulatory system".into(),
+        kinds: vec!["teleconsultation".into()],
+        diagnoses: vec!["I00-I99".into()],
+        profiles: Vec::new(),
+        required_documents: Vec::new(),
+    }];
+    let store = crate::store::Store::connect(&s.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    crate::demo::seed(&store).await.map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let gw = Gateway::start_on(s, store, listener, crate::model::time::system_clock())
+        .await
+        .map_err(|e| e.to_string())?;
+    let base = gw.url();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    // Warm-up: connections, prepared statements.
+    for i in 0..opts.concurrency.min(opts.count) {
+        let _ = create(&http, &base, i).await;
+    }
+    let (created, create_time, create_lat) = phase(opts, |i| {
+        let (http, base) = (http.clone(), base.clone());
+        async move { create(&http, &base, i).await }
+    })
+    .await;
+    let ids: Arc<Vec<String>> = Arc::new(created.into_iter().flatten().collect());
+    let (accepted, accept_time, accept_lat) = phase(
+        &ReferralBench {
+            count: ids.len(),
+            ..opts.clone()
+        },
+        |i| {
+            let (http, base, ids) = (http.clone(), base.clone(), ids.clone());
+            async move { accept(&http, &base, &ids[i]).await }
+        },
+    )
+    .await;
+    gw.stop().await;
+    let accepted = accepted.into_iter().flatten().count();
+    let line = |what: &str, n: usize, t: Duration, l: &[Duration]| {
+        format!(
+            "{what}: {n} in {:.2} s = {:.0}/s; latency p50/p99/max: {:.2} / {:.2} / {:.2} ms",
+            t.as_secs_f64(),
+            n as f64 / t.as_secs_f64().max(1e-9),
+            ms(pct(l, 0.50)),
+            ms(pct(l, 0.99)),
+            ms(pct(l, 1.0)),
+        )
+    };
+    Ok(format!(
+        "referrals inside a region, {} connections, PostgreSQL, rules checked on each\n{}\n{}",
+        opts.concurrency,
+        line(
+            "created (POST ServiceRequest)",
+            ids.len(),
+            create_time,
+            &create_lat
+        ),
+        line(
+            "accepted by the target (PUT Task)",
+            accepted,
+            accept_time,
+            &accept_lat
+        ),
+    ))
+}
+
+/// Runs `count` calls of `call` on `concurrency` connections; the results in any order,
+/// the elapsed time and the sorted latencies.
+async fn phase<F, Fut, T>(opts: &ReferralBench, call: F) -> (Vec<T>, Duration, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(opts.count)));
+    let started = Instant::now();
+    let results: Vec<T> = futures_util::stream::iter(0..opts.count)
+        .map(|i| {
+            let latencies = latencies.clone();
+            let fut = call(i);
+            async move {
+                let t = Instant::now();
+                let r = fut.await;
+                if let Ok(mut l) = latencies.lock() {
+                    l.push(t.elapsed());
+                }
+                r
+            }
+        })
+        .buffer_unordered(opts.concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    l.sort();
+    (results, elapsed, l)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Referral `i` (its patient named by a fake policy number and a birth date); its id if
+/// created.
+async fn create(http: &reqwest::Client, base: &str, i: usize) -> Option<String> {
+    let body = json!({
+        "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+        "priority": "routine",
+        "category": [{"coding": [{"system": crate::codec::fhir::referral::KIND_SYSTEM, "code": "teleconsultation"}]}],
+        "code": {"coding": [{"system": crate::codec::fhir::referral::PROFILE_SYSTEM, "code": "cardiology"}]},
+        "contained": [
+            {"resourceType": "Patient", "id": "p", "birthDate": "1970-01-01",
+             "identifier": [{"system": crate::codec::fhir::POLICY_SYSTEM, "value": format!("77{:014}", i)}]},
+            {"resourceType": "PractitionerRole", "id": "r",
+             "practitioner": {"identifier": {"system": crate::codec::fhir::SNILS_SYSTEM, "value": "12345678964"}},
+             "organization": {"reference": format!("Organization/{ORG}")}},
+        ],
+        "subject": {"reference": "#p"}, "requester": {"reference": "#r"},
+        "performer": [{"reference": format!("Organization/{TARGET}")}],
+        "reasonCode": [{"coding": [{"system": crate::codec::fhir::referral::ICD10_SYSTEM, "code": "I20.8"}], "text": "bench"}],
+    });
+    let res = http
+        .post(format!("{base}/fhir/ServiceRequest"))
+        .bearer_auth(REFERRER_TOKEN)
+        .header("content-type", "application/fhir+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    if res.status().as_u16() != 201 {
+        return None;
+    }
+    let v: Value = res.json().await.ok()?;
+    v["id"].as_str().map(str::to_string)
+}
+
+async fn accept(http: &reqwest::Client, base: &str, id: &str) -> Option<()> {
+    let res = http
+        .put(format!("{base}/fhir/Task/{id}"))
+        .bearer_auth(TARGET_TOKEN)
+        .header("content-type", "application/fhir+json")
+        .body(r#"{"resourceType":"Task","status":"accepted","intent":"order"}"#)
+        .send()
+        .await
+        .ok()?;
+    (res.status().as_u16() == 200).then_some(())
+}
