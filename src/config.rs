@@ -89,9 +89,17 @@ pub struct ReferralSettings {
     /// is dead-lettered.
     #[serde(default = "default_booking_retries")]
     pub notify_retry_schedule_secs: Vec<u64>,
+    /// Hours a target takes to answer a referral before it is escalated to the region's
+    /// operator (a rule may say otherwise).
+    #[serde(default = "default_answer_hours")]
+    pub answer_within_hours: u32,
     /// What each target organization accepts.
     #[serde(default)]
     pub rules: Vec<AcceptanceRuleSettings>,
+}
+
+fn default_answer_hours() -> u32 {
+    72
 }
 
 fn default_referral_validity() -> u32 {
@@ -105,6 +113,7 @@ impl Default for ReferralSettings {
             notify_url: None,
             notify_timeout_secs: default_notify_timeout(),
             notify_retry_schedule_secs: default_booking_retries(),
+            answer_within_hours: default_answer_hours(),
             rules: Vec::new(),
         }
     }
@@ -131,6 +140,9 @@ pub struct AcceptanceRuleSettings {
     /// Documents required with the referral.
     #[serde(default)]
     pub required_documents: Vec<RequiredDocumentSettings>,
+    /// Hours this target takes to answer; absent: `referrals.answer_within_hours`.
+    #[serde(default)]
+    pub answer_within_hours: Option<u32>,
 }
 
 /// A document a rule requires.
@@ -182,8 +194,12 @@ impl ReferralSettings {
                         IcdRange::parse(d).map_err(|e| (at(&format!("diagnoses[{j}]")), e))
                     })
                     .collect::<Result<_, _>>()?;
+                if r.answer_within_hours == Some(0) {
+                    return Err((at("answer_within_hours"), "must be at least 1".into()));
+                }
                 Ok(AcceptanceRule {
                     org,
+                    answer_within_hours: r.answer_within_hours,
                     name: r.name.clone(),
                     kinds,
                     diagnoses,
@@ -939,6 +955,9 @@ impl Settings {
         let r = &self.referrals;
         if !(1..=365).contains(&r.validity_days) {
             return bad("referrals.validity_days", "must be 1 to 365");
+        }
+        if r.answer_within_hours == 0 {
+            return bad("referrals.answer_within_hours", "must be at least 1");
         }
         if r.notify_retry_schedule_secs.is_empty() {
             return bad(

@@ -219,6 +219,7 @@ pub fn referral_rules() -> Vec<crate::config::AcceptanceRuleSettings> {
             kinds: vec!["teleconsultation".into(), "consultation".into()],
             diagnoses: vec!["I00-I99".into()],
             profiles: Vec::new(),
+            answer_within_hours: None,
             required_documents: vec![
                 doc("4", "discharge summary", false),
                 doc("31", "ECG", false),
@@ -232,6 +233,7 @@ pub fn referral_rules() -> Vec<crate::config::AcceptanceRuleSettings> {
             kinds: vec!["teleconsultation".into(), "consultation".into()],
             diagnoses: vec!["O00-O9A".into()],
             profiles: Vec::new(),
+            answer_within_hours: None,
             required_documents: vec![
                 doc("4", "discharge summary", false),
                 doc("34", "ultrasound report", false),

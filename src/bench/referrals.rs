@@ -58,6 +58,7 @@ async fn run(opts: &ReferralBench, db_url: &str) -> Result<String, String> {
         kinds: vec!["teleconsultation".into()],
         diagnoses: vec!["I00-I99".into()],
         profiles: Vec::new(),
+        answer_within_hours: None,
         required_documents: Vec::new(),
     }];
     let store = crate::store::Store::connect(&s.database)

@@ -15,6 +15,7 @@ use super::{ApiError, ApiResult, AppState, Principal};
 use crate::auth::scopes::{REFERRAL_READ, REFERRAL_WRITE};
 use crate::codec::fhir::referral::{
     requested_move, rules, service_request, task, ICD10_SYSTEM, KIND_SYSTEM, PROFILE_SYSTEM,
+    VIDEO_VISIT,
 };
 use crate::codec::fhir::{
     gateway_id, searchset, IssueType, FHIR_JSON, POLICY_SYSTEM, SNILS_SYSTEM, URI_SYSTEM,
@@ -60,7 +61,8 @@ fn referral_error(e: ReferralError, resource: &str) -> ApiError {
         | E::Refused(_)
         | E::NoSuitableTarget { .. }
         | E::ReasonRequired
-        | E::ConclusionRequired => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
+        | E::ConclusionRequired
+        | E::VideoWithoutAcceptance => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
         E::Validity => (StatusCode::BAD_REQUEST, IssueType::Value),
         E::NotAllowed { .. } | E::Expired | E::Changed => {
             (StatusCode::CONFLICT, IssueType::Conflict)
@@ -375,7 +377,32 @@ async fn update_task(
         .find_map(|o| o["valueReference"]["reference"].as_str())
         .and_then(|r| r.strip_prefix("DocumentReference/"))
         .map(str::to_string);
+    let video_url = match v["input"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["type"]["text"].as_str() == Some(VIDEO_VISIT))
+    {
+        None => None,
+        Some(i) => {
+            const FIELD: &str = "Task.input[video-visit].valueUrl";
+            let raw = i["valueUrl"]
+                .as_str()
+                .ok_or_else(|| ApiError::required(FIELD))?;
+            match url::Url::parse(raw) {
+                Ok(u) if u.scheme() == "https" && raw.len() <= 2000 => Some(u.to_string()),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "INVALID_URL",
+                        FIELD,
+                        "the video-visit link must be an absolute https URL",
+                    ))
+                }
+            }
+        }
+    };
     let transition = Transition {
+        video_url,
         to,
         reason: text(&v, "/statusReason/text").map(|s| s.chars().take(2000).collect()),
         conclusion,
@@ -426,6 +453,19 @@ fn referral_query(params: &[(String, String)], owner: &str) -> ApiResult<Referra
                 }
             }
             "requester" => q.requester = Some(organization(k, v)?),
+            "escalated" => {
+                q.escalated = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "INVALID_PARAMETER",
+                            k.clone(),
+                            "escalated must be true or false",
+                        ))
+                    }
+                }
+            }
             name if name == owner => q.target = Some(organization(k, v)?),
             "business-status" | "status" => {
                 q.status = Some(ReferralStatus::parse(v).ok_or_else(|| {
@@ -465,6 +505,7 @@ const SEARCH_PARAMS: &[&str] = &[
     "business-status",
     "authored",
     "date",
+    "escalated",
     "_count",
 ];
 

@@ -1,5 +1,6 @@
-//! Referral upkeep: open referrals whose validity ended become expired, and booked referrals
-//! whose visit was cancelled return to accepted; the referring organization is told of both.
+//! Referral upkeep: open referrals whose validity ended become expired, booked referrals
+//! whose visit was cancelled return to accepted (the referring organization is told of
+//! both), and referrals the target leaves unanswered too long go to the region's operator.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,12 +45,19 @@ impl Job for ReferralUpkeep {
                 .release_ended_bookings(BATCH)
                 .await
                 .map_err(|e| e.to_string())?;
-            if expired + released > 0 {
-                tracing::info!(expired, released, "referrals kept up");
+            let escalated = self
+                .referrals
+                .escalate_unanswered(BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            if expired + released + escalated > 0 {
+                tracing::info!(expired, released, escalated, "referrals kept up");
             }
             Ok(Tick {
-                handled: (expired + released) as usize,
-                more: expired >= u64::from(BATCH) || released >= u64::from(BATCH),
+                handled: (expired + released + escalated) as usize,
+                more: [expired, released, escalated]
+                    .iter()
+                    .any(|n| *n >= u64::from(BATCH)),
             })
         })
     }

@@ -270,6 +270,8 @@ pub struct AcceptanceRule {
     pub profiles: Vec<String>,
     /// Documents that must come with the referral.
     pub required_documents: Vec<RequiredDocument>,
+    /// Hours the target takes to answer; `None`: the region's default.
+    pub answer_within_hours: Option<u32>,
 }
 
 /// Why a target's rules refuse a referral.
@@ -388,6 +390,12 @@ pub struct Referral {
     pub kind: ReferralKind,
     /// End of validity (epoch ms).
     pub valid_until: i64,
+    /// When the target must have answered (epoch ms).
+    pub answer_due: i64,
+    /// When an unanswered referral was escalated to the region's operator (epoch ms).
+    pub escalated_at: Option<i64>,
+    /// The video-visit link of a tele-consultation, given by the target.
+    pub video_url: Option<String>,
     /// Ids of the documents attached (documents the gateway registered).
     pub documents: Vec<String>,
     /// State.
@@ -473,6 +481,7 @@ mod tests {
             kinds: vec![ReferralKind::Teleconsultation],
             diagnoses: vec![IcdRange::parse("I00-I99").unwrap()],
             profiles: vec![],
+            answer_within_hours: None,
             required_documents: vec![
                 RequiredDocument {
                     kind: "6".into(),

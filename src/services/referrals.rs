@@ -31,6 +31,8 @@ use crate::store::{Store, StoreError};
 pub const NOTIFY_DESTINATION: &str = "referral-notify";
 /// The client recorded for the gateway's own moves (expiry).
 pub const GATEWAY_ACTOR: &str = "gateway";
+/// Whom an overdue referral's notice is for: the region's operator.
+pub const OPERATOR: &str = "operator";
 
 /// A referral as the referring doctor's system sends it.
 #[derive(Debug, Clone)]
@@ -68,6 +70,8 @@ pub struct Transition {
     pub reason: Option<String>,
     /// The conclusion document (required to complete).
     pub conclusion: Option<String>,
+    /// The video-visit link of a tele-consultation (with the acceptance).
+    pub video_url: Option<String>,
 }
 
 /// Why a referral request failed.
@@ -143,6 +147,9 @@ pub enum ReferralError {
     /// gateway.
     #[error("completion needs the conclusion: a document of the target organization")]
     ConclusionRequired,
+    /// A video-visit link comes with the acceptance only.
+    #[error("a video-visit link is given when accepting")]
+    VideoWithoutAcceptance,
     /// Someone else moved it first.
     #[error("the referral changed meanwhile; read it again")]
     Changed,
@@ -174,6 +181,7 @@ impl ReferralError {
             ReferralError::Expired => "REFERRAL_EXPIRED",
             ReferralError::ReasonRequired => "REASON_REQUIRED",
             ReferralError::ConclusionRequired => "CONCLUSION_REQUIRED",
+            ReferralError::VideoWithoutAcceptance => "VIDEO_WITHOUT_ACCEPTANCE",
             ReferralError::Changed => "CONFLICT",
             ReferralError::Booking(e) => e.code(),
             ReferralError::Store(_) => "STORE_ERROR",
@@ -198,9 +206,21 @@ impl ReferralError {
             ReferralError::NotAllowed { .. } | ReferralError::WrongSide { .. } => "status".into(),
             ReferralError::ReasonRequired => "statusReason".into(),
             ReferralError::ConclusionRequired => "output".into(),
+            ReferralError::VideoWithoutAcceptance => "input".into(),
             ReferralError::Booking(e) => return e.field(),
             _ => return None,
         })
+    }
+}
+
+/// A move the gateway makes itself (expiry, a released booking, an escalation).
+fn gateway_event(id: String, at: i64, status: ReferralStatus, reason: String) -> ReferralEvent {
+    ReferralEvent {
+        referral_id: id,
+        at,
+        status,
+        client_id: GATEWAY_ACTOR.into(),
+        reason: Some(reason),
     }
 }
 
@@ -214,6 +234,8 @@ enum Change<'a> {
     Book(&'a str),
     /// Clears the appointment (its visit was cancelled).
     Release,
+    /// Sets the video-visit link (acceptance of a tele-consultation).
+    Video(String),
 }
 
 /// The referrals service.
@@ -223,6 +245,7 @@ pub struct Referrals {
     booking: Booking,
     rules: Arc<[AcceptanceRule]>,
     validity_days: u32,
+    answer_within_hours: u32,
     notifier: Option<Arc<dyn Notifier>>,
     retries: Arc<[u64]>,
     wake: Arc<Notify>,
@@ -246,6 +269,7 @@ impl Referrals {
             booking,
             rules: rules.into(),
             validity_days: settings.validity_days,
+            answer_within_hours: settings.answer_within_hours,
             notifier,
             retries: settings.notify_retry_schedule_secs.clone().into(),
             wake: Arc::new(Notify::new()),
@@ -312,7 +336,16 @@ impl Referrals {
             None => self.suitable_target(&new, &kinds)?,
         };
         let now = self.clock.now_ms();
+        let hours = self
+            .rules
+            .iter()
+            .filter(|r| r.org == target)
+            .find_map(|r| r.answer_within_hours)
+            .unwrap_or(self.answer_within_hours);
         let referral = Referral {
+            answer_due: now + i64::from(hours) * 3_600_000,
+            escalated_at: None,
+            video_url: None,
             id: uuid::Uuid::now_v7().to_string(),
             patient: new.patient,
             diagnosis: new.diagnosis,
@@ -518,9 +551,11 @@ impl Referrals {
             client_id: caller.client_id.to_string(),
             reason,
         };
-        let change = match conclusion {
-            Some(c) => Change::Conclude(c),
-            None => Change::Plain,
+        let change = match (conclusion, t.video_url) {
+            (Some(c), _) => Change::Conclude(c),
+            (None, Some(v)) if t.to == ReferralStatus::Accepted => Change::Video(v),
+            (None, Some(_)) => return Err(ReferralError::VideoWithoutAcceptance),
+            (None, None) => Change::Plain,
         };
         self.apply(r, &event, change).await
     }
@@ -555,6 +590,10 @@ impl Referrals {
                         Change::Conclude(c) => Some(c.as_str()),
                         _ => None,
                     },
+                    video_url: match &change {
+                        Change::Video(v) => Some(v.as_str()),
+                        _ => None,
+                    },
                     notice: notice.as_ref(),
                 },
             )
@@ -563,17 +602,24 @@ impl Referrals {
             return Err(ReferralError::Changed);
         }
         self.wake_if(notice.is_some());
-        let (appointment_id, conclusion_id) = match change {
-            Change::Book(a) => (Some(a.to_string()), r.conclusion_id.clone()),
-            Change::Release => (None, r.conclusion_id.clone()),
-            Change::Conclude(c) => (r.appointment_id.clone(), Some(c)),
-            Change::Plain => (r.appointment_id.clone(), r.conclusion_id.clone()),
-        };
+        let (mut appointment_id, mut conclusion_id, mut video_url) = (
+            r.appointment_id.clone(),
+            r.conclusion_id.clone(),
+            r.video_url.clone(),
+        );
+        match change {
+            Change::Book(a) => appointment_id = Some(a.to_string()),
+            Change::Release => appointment_id = None,
+            Change::Conclude(c) => conclusion_id = Some(c),
+            Change::Video(v) => video_url = Some(v),
+            Change::Plain => {}
+        }
         Ok(Referral {
             status: event.status,
             status_reason: event.reason.clone(),
             appointment_id,
             conclusion_id,
+            video_url,
             updated_at: event.at,
             ..r
         })
@@ -668,13 +714,12 @@ impl Referrals {
             let Some(r) = self.store.get_referral(&id).await? else {
                 continue;
             };
-            let event = ReferralEvent {
-                referral_id: id,
-                at: self.clock.now_ms(),
-                status: ReferralStatus::Accepted,
-                client_id: GATEWAY_ACTOR.into(),
-                reason: Some("the booked visit was cancelled".into()),
-            };
+            let event = gateway_event(
+                id,
+                self.clock.now_ms(),
+                ReferralStatus::Accepted,
+                "the booked visit was cancelled".into(),
+            );
             match self.apply(r, &event, Change::Release).await {
                 Ok(_) => released += 1,
                 Err(ReferralError::Changed) => {}
@@ -682,6 +727,34 @@ impl Referrals {
             }
         }
         Ok(released)
+    }
+
+    /// One step of the upkeep job: requested referrals the target has not answered in
+    /// time are escalated to the region's operator (once, recorded, told); returns how
+    /// many.
+    pub async fn escalate_unanswered(&self, limit: u32) -> Result<u64, ReferralError> {
+        let now = self.clock.now_ms();
+        let mut escalated = 0;
+        for id in self.store.unanswered_referrals(now, limit).await? {
+            let Some(r) = self.store.get_referral(&id).await? else {
+                continue;
+            };
+            let reason = format!(
+                "no answer from {} in time: escalated to the region's operator",
+                r.target_org
+            );
+            let event = gateway_event(id, now, ReferralStatus::Requested, reason);
+            let notice = self.notice_for(&r, &event, OPERATOR, "referral-overdue".into());
+            if self
+                .store
+                .escalate_referral(&event, notice.as_ref())
+                .await?
+            {
+                escalated += 1;
+                self.wake_if(notice.is_some());
+            }
+        }
+        Ok(escalated)
     }
 
     /// One step of the expiry job: open referrals (not booked) whose validity ended
@@ -693,13 +766,7 @@ impl Referrals {
             let Some(r) = self.store.get_referral(&id).await? else {
                 continue;
             };
-            let event = ReferralEvent {
-                referral_id: id,
-                at: now,
-                status: ReferralStatus::Expired,
-                client_id: GATEWAY_ACTOR.into(),
-                reason: Some("validity ended".into()),
-            };
+            let event = gateway_event(id, now, ReferralStatus::Expired, "validity ended".into());
             // Moved meanwhile (accepted, cancelled): the next round sees its new state.
             match self.apply(r, &event, Change::Plain).await {
                 Ok(_) => expired += 1,
@@ -723,16 +790,27 @@ impl Referrals {
 
     /// The notice of a move for organization `to`; `None` when nobody receives notices.
     fn notice(&self, r: &Referral, e: &ReferralEvent, to: &Oid) -> Option<NewOutboxItem> {
+        self.notice_for(r, e, to.as_str(), format!("referral-{}", e.status))
+    }
+
+    /// The notice of `e` for `to` (an organization's OID, or [`OPERATOR`]) as `kind`.
+    fn notice_for(
+        &self,
+        r: &Referral,
+        e: &ReferralEvent,
+        to: &str,
+        kind: String,
+    ) -> Option<NewOutboxItem> {
         self.notifier.as_ref()?;
         Some(NewOutboxItem {
             destination: NOTIFY_DESTINATION.into(),
-            kind: format!("referral-{}", e.status),
+            kind,
             aggregate_id: r.id.clone(),
             payload: json!({
                 "referral": r.id,
                 "status": e.status.as_str(),
                 "reason": e.reason,
-                "organization": to.as_str(),
+                "organization": to,
                 "requester": r.requester_org.as_str(),
                 "target": r.target_org.as_str(),
                 "at": e.at,

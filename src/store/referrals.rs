@@ -13,7 +13,8 @@ use crate::model::{Icd10, Oid, PolicyNumber, Snils};
 
 const COLUMNS: &str = "id, patient_policy, patient_birth, patient_snils, diagnosis, reason, \
     requester_org, requester_snils, profile, target_org, urgency, kind, valid_until, documents, \
-    status, status_reason, appointment_id, conclusion_id, client_id, created_at, updated_at";
+    status, status_reason, appointment_id, conclusion_id, client_id, created_at, updated_at, \
+    answer_due, escalated_at, video_url";
 
 /// Filters of a referral search; all optional, combined with AND.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +36,8 @@ pub struct ReferralQuery {
     pub from: Option<i64>,
     /// Created before (epoch ms).
     pub to: Option<i64>,
+    /// Only unanswered referrals escalated to the region's operator.
+    pub escalated: bool,
 }
 
 /// A transition to make: the state it starts from and what it sets.
@@ -48,6 +51,8 @@ pub struct Move<'a> {
     pub appointment_id: Option<Option<&'a str>>,
     /// Sets the conclusion (completed).
     pub conclusion_id: Option<&'a str>,
+    /// Sets the video-visit link (accepted).
+    pub video_url: Option<&'a str>,
     /// Tells the referring organization.
     pub notice: Option<&'a NewOutboxItem>,
 }
@@ -63,7 +68,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         sqlx::query(&format!(
             "INSERT INTO referrals ({COLUMNS}) VALUES \
-             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)"
+             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24)"
         ))
         .bind(r.id.clone())
         .bind(policy(&r.patient))
@@ -86,6 +91,9 @@ impl Store {
         .bind(r.client_id.clone())
         .bind(r.created_at)
         .bind(r.updated_at)
+        .bind(r.answer_due)
+        .bind(r.escalated_at)
+        .bind(r.video_url.clone())
         .execute(&mut *tx)
         .await?;
         insert_event(&mut tx, event).await?;
@@ -152,6 +160,9 @@ impl Store {
         if let Some(v) = q.status {
             cond(&mut sql, &mut texts, "status =", v.as_str().to_string());
         }
+        if q.escalated {
+            sql.push_str(" AND status = 'requested' AND escalated_at IS NOT NULL");
+        }
         // Integer bounds come after the text parameters.
         for (column, bound) in [("created_at >=", q.from), ("created_at <", q.to)] {
             if let Some(v) = bound {
@@ -186,6 +197,7 @@ impl Store {
         for (set, column) in [
             (m.appointment_id.is_some(), "appointment_id"),
             (m.conclusion_id.is_some(), "conclusion_id"),
+            (m.video_url.is_some(), "video_url"),
         ] {
             if set {
                 n += 1;
@@ -204,6 +216,9 @@ impl Store {
         }
         if let Some(c) = m.conclusion_id {
             q = q.bind(c.to_string());
+        }
+        if let Some(v) = m.video_url {
+            q = q.bind(v.to_string());
         }
         if q.execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(false);
@@ -238,6 +253,54 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Requested referrals whose answer is overdue and that were not escalated yet, at
+    /// most `limit`.
+    pub async fn unanswered_referrals(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT id FROM referrals WHERE status = 'requested' AND answer_due < $1 \
+             AND escalated_at IS NULL ORDER BY answer_due LIMIT {}",
+            limit.clamp(1, 10_000)
+        ))
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("id")?))
+            .collect()
+    }
+
+    /// Marks a still unanswered referral escalated, records the event and queues the
+    /// operator's notice, in one transaction; `false` when it was answered or escalated
+    /// meanwhile.
+    pub async fn escalate_referral(
+        &self,
+        event: &ReferralEvent,
+        notice: Option<&NewOutboxItem>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query(
+            "UPDATE referrals SET escalated_at = $2, updated_at = $2 \
+             WHERE id = $1 AND status = 'requested' AND escalated_at IS NULL",
+        )
+        .bind(event.referral_id.clone())
+        .bind(event.at)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        if let Some(n) = notice {
+            enqueue(&mut tx, n, event.at).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Booked referrals whose appointment no longer stands (cancelled, lapsed, refused,
@@ -349,5 +412,8 @@ fn decode(r: &AnyRow) -> Result<Referral, StoreError> {
         client_id: text("client_id")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        answer_due: r.try_get("answer_due")?,
+        escalated_at: r.try_get("escalated_at")?,
+        video_url: r.try_get("video_url")?,
     })
 }

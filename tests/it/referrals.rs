@@ -53,6 +53,7 @@ impl Fx {
                     kinds: vec!["teleconsultation".into()],
                     diagnoses: vec!["I00-I99".into()],
                     profiles: Vec::new(),
+                    answer_within_hours: None,
                     required_documents: vec![
                         RequiredDocumentSettings {
                             kind: "4".into(),
@@ -345,10 +346,25 @@ async fn referral_lifecycle(backend: Backend) {
     );
     let (s, out) = fx.move_task(CENTRE_TOKEN, &id, task("rejected")).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
-    let (s, accepted) = fx.move_task(CENTRE_TOKEN, &id, task("accepted")).await;
+    // The video-visit link travels with the acceptance, and only as an https URL.
+    let mut with_video = task("accepted");
+    with_video["input"] =
+        json!([{"type": {"text": "video-visit"}, "valueUrl": "http://video.example/room/1"}]);
+    let (s, out) = fx.move_task(CENTRE_TOKEN, &id, with_video.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{out}");
+    assert_eq!(
+        out["issue"][0]["expression"][0], "Task.input[video-visit].valueUrl",
+        "{out}"
+    );
+    with_video["input"][0]["valueUrl"] = json!("https://video.example/room/1");
+    let (s, accepted) = fx.move_task(CENTRE_TOKEN, &id, with_video).await;
     assert_eq!(
         (s, accepted["status"].as_str()),
         (StatusCode::OK, Some("accepted")),
+        "{accepted}"
+    );
+    assert_eq!(
+        accepted["input"][0]["valueUrl"], "https://video.example/room/1",
         "{accepted}"
     );
     // Repeating a move answers the same state.
@@ -407,6 +423,7 @@ async fn referral_lifecycle(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|e| e["url"] == medgate::codec::fhir::referral::TRANSITION_EXTENSION)
         .map(|e| {
             format!(
                 "{}:{}",
@@ -445,6 +462,34 @@ async fn expired_referrals_move_no_further(backend: Backend) {
     assert_eq!(s, StatusCode::CREATED, "{request}");
     let id = request["id"].as_str().unwrap().to_string();
     assert_eq!(fx.t.step("referral-upkeep").await, 0);
+
+    // Unanswered after the default 72 hours: escalated to the region's operator, once.
+    fx.clock.advance(Duration::from_secs(73 * 3_600));
+    assert_eq!(fx.t.step("referral-upkeep").await, 1);
+    assert_eq!(fx.t.step("referral-upkeep").await, 0);
+    let (_, t) = fx.get(DOCTOR_TOKEN, &format!("/fhir/Task/{id}")).await;
+    assert_eq!(t["status"], "requested", "{t}");
+    assert!(
+        t["extension"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["url"] == medgate::codec::fhir::referral::ESCALATED_EXTENSION),
+        "{t}"
+    );
+    let (s, overdue) = fx.get(ADMIN_TOKEN, "/fhir/Task?escalated=true").await;
+    assert_eq!(s, StatusCode::OK, "{overdue}");
+    assert_eq!(
+        overdue["entry"].as_array().map(Vec::len),
+        Some(1),
+        "{overdue}"
+    );
+    wait_for("the operator's notice", || {
+        fx.notes_of(&id)
+            .iter()
+            .any(|n| n["organization"] == "operator")
+    })
+    .await;
 
     fx.clock.advance(Duration::from_secs(31 * 86_400));
     // Until the job runs, a move of a lapsed referral is refused as expired.

@@ -18,6 +18,14 @@ pub const KIND_SYSTEM: &str = "https://medgate.example/fhir/CodeSystem/referral-
 pub const PROFILE_SYSTEM: &str = "https://medgate.example/fhir/CodeSystem/referral-profile";
 /// Code system of the gateway's referral states (`Task.businessStatus`).
 pub const BUSINESS_STATUS_SYSTEM: &str = "https://medgate.example/fhir/CodeSystem/referral-status";
+/// `Task.input` type text of a tele-consultation's video-visit link.
+pub const VIDEO_VISIT: &str = "video-visit";
+/// Extension of a referral's `Task`: when the target must have answered.
+pub const ANSWER_DUE_EXTENSION: &str =
+    "https://medgate.example/fhir/StructureDefinition/referral-answer-due";
+/// Extension of a referral's `Task`: when it was escalated to the region's operator.
+pub const ESCALATED_EXTENSION: &str =
+    "https://medgate.example/fhir/StructureDefinition/referral-escalated";
 /// Extension recording one transition of a referral on its `Task`.
 pub const TRANSITION_EXTENSION: &str =
     "https://medgate.example/fhir/StructureDefinition/referral-transition";
@@ -119,6 +127,11 @@ pub fn service_request(r: &Referral) -> Value {
 
 /// The `Task` of a referral, with its transitions.
 pub fn task(r: &Referral, events: &[ReferralEvent]) -> Value {
+    let mut extensions =
+        vec![json!({"url": ANSWER_DUE_EXTENSION, "valueInstant": instant_secs(r.answer_due)})];
+    if let Some(at) = r.escalated_at {
+        extensions.push(json!({"url": ESCALATED_EXTENSION, "valueInstant": instant_secs(at)}));
+    }
     let transitions: Vec<Value> = events
         .iter()
         .map(|e| {
@@ -153,9 +166,8 @@ pub fn task(r: &Referral, events: &[ReferralEvent]) -> Value {
         "owner": organization_reference(&r.target_org),
         "restriction": {"period": {"end": instant_secs(r.valid_until)}},
     });
-    if !transitions.is_empty() {
-        v["extension"] = json!(transitions);
-    }
+    extensions.extend(transitions);
+    v["extension"] = json!(extensions);
     if let Some(reason) = &r.status_reason {
         v["statusReason"] = json!({"text": reason});
     }
@@ -165,11 +177,18 @@ pub fn task(r: &Referral, events: &[ReferralEvent]) -> Value {
             "valueReference": {"reference": format!("DocumentReference/{c}")},
         }]);
     }
+    let mut inputs = Vec::new();
     if let Some(a) = &r.appointment_id {
-        v["input"] = json!([{
+        inputs.push(json!({
             "type": {"text": "appointment"},
             "valueReference": {"reference": format!("Appointment/{a}")},
-        }]);
+        }));
+    }
+    if let Some(url) = &r.video_url {
+        inputs.push(json!({"type": {"text": VIDEO_VISIT}, "valueUrl": url}));
+    }
+    if !inputs.is_empty() {
+        v["input"] = json!(inputs);
     }
     v
 }
