@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use super::xml::dom::escape_text as esc;
 use crate::model::booking::Appointment;
 use crate::model::organization::Organization;
+use crate::model::referral::Referral;
 use crate::model::schedule::{Practitioner, Slot};
 use crate::model::time::instant_secs;
 
@@ -103,6 +104,16 @@ pub fn available_dates(days: &BTreeMap<NaiveDate, usize>) -> String {
 
 /// `GetAvaibleAppointments`: free slots.
 pub fn available_appointments(slots: &[Slot]) -> String {
+    appointments_answer("GetAvaibleAppointments", slots)
+}
+
+/// `GetAvaibleAppointmentsByReferral`: free slots of a referral's target open to referrals.
+pub fn appointments_by_referral(slots: &[Slot]) -> String {
+    appointments_answer("GetAvaibleAppointmentsByReferral", slots)
+}
+
+/// The free-slot list answered by `op`.
+fn appointments_answer(op: &str, slots: &[Slot]) -> String {
     let mut list = String::with_capacity(64 + slots.len() * 150);
     list.push_str("<ListAppointments>");
     for s in slots {
@@ -115,7 +126,30 @@ pub fn available_appointments(slots: &[Slot]) -> String {
         );
     }
     list.push_str("</ListAppointments>");
-    answer("GetAvaibleAppointments", &list)
+    answer(op, &list)
+}
+
+/// `CheckReferral`: a referral's state, target, referring clinic and validity.
+pub fn referral(r: &Referral) -> String {
+    let claim = r
+        .appointment_id
+        .as_deref()
+        .map(|a| format!("<IdClaim>{}</IdClaim>", esc(a)))
+        .unwrap_or_default();
+    answer(
+        "CheckReferral",
+        &format!(
+            "<Referral><IdReferral>{}</IdReferral><Status>{}</Status><IdLPU>{}</IdLPU><IdLPUFrom>{}</IdLPUFrom><Profile>{}</Profile><Kind>{}</Kind><Diagnosis>{}</Diagnosis><ValidUntil>{}</ValidUntil>{claim}</Referral>",
+            esc(&r.id),
+            r.status.as_str(),
+            esc(r.target_org.as_str()),
+            esc(r.requester_org.as_str()),
+            esc(&r.profile),
+            r.kind.as_str(),
+            esc(r.diagnosis.as_str()),
+            instant_secs(r.valid_until),
+        ),
+    )
 }
 
 /// The claim (booking) fields of an appointment.

@@ -40,13 +40,19 @@ pub const ROUTES: &[Route] = &[
 
 /// A service error as an API error, its field named as a path in the resource.
 fn referral_error(e: ReferralError, resource: &str) -> ApiError {
+    referral_api_error(e, &|f| match f {
+        "slot" => "Parameters.parameter[slot]".into(),
+        other => format!("{resource}.{other}"),
+    })
+}
+
+/// A service error as an API error; `field_of` turns the service's field names
+/// (`supportingInfo[1]`, `status`, `slot`, ...) into the protocol's.
+pub(super) fn referral_api_error(e: ReferralError, field_of: &dyn Fn(&str) -> String) -> ApiError {
     use ReferralError as E;
     // The booking's own refusal (slot taken, not a referral slot, elsewhere), as booked.
     if let E::Booking(b) = e {
-        return booking_error(b, &|f| match f {
-            "slot" => "Parameters.parameter[slot]".into(),
-            other => format!("{resource}.{other}"),
-        });
+        return booking_error(b, field_of);
     }
     let (status, issue) = match &e {
         E::NotFound => (StatusCode::NOT_FOUND, IssueType::NotFound),
@@ -62,7 +68,8 @@ fn referral_error(e: ReferralError, resource: &str) -> ApiError {
         | E::NoSuitableTarget { .. }
         | E::ReasonRequired
         | E::ConclusionRequired
-        | E::VideoWithoutAcceptance => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
+        | E::VideoWithoutAcceptance
+        | E::TargetMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
         E::Validity => (StatusCode::BAD_REQUEST, IssueType::Value),
         E::NotAllowed { .. } | E::Expired | E::Changed => {
             (StatusCode::CONFLICT, IssueType::Conflict)
@@ -70,7 +77,7 @@ fn referral_error(e: ReferralError, resource: &str) -> ApiError {
         E::Store(inner) => return ApiError::storage(inner),
         E::Booking(_) => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
     };
-    let field = e.field().map(|f| format!("{resource}.{f}"));
+    let field = e.field().map(|f| field_of(&f));
     let mut api = ApiError::new(status, issue, e.code(), e.to_string());
     // Each missing document is named, so the doctor knows what to attach.
     if let E::Refused(RuleRefusal::MissingDocuments(docs)) = &e {
@@ -310,7 +317,7 @@ async fn book(
     let who = requester(&principal, Some("referral"), "Parameters.parameter[slot]")?;
     let (_, a) = state
         .referrals
-        .book(who, &id, &gateway_id(slot))
+        .book(who, &id, &gateway_id(slot), None)
         .await
         .map_err(|e| referral_error(e, "ServiceRequest"))?;
     Ok(super::fhir_booking::respond(

@@ -11,10 +11,13 @@ use chrono::NaiveDate;
 
 use super::access::{Access, Org, Route};
 use super::booking::{booking_error, patient, reader, request_digest, requester, PatientFields};
+use super::fhir_referral::referral_api_error;
 use super::query::moment;
 use super::soap::{accept, answer, unknown_operation, HUB};
 use super::{ApiError, ApiResult, AppState, Principal};
-use crate::auth::scopes::{APPOINTMENT_READ, APPOINTMENT_WRITE, SCHEDULE_READ};
+use crate::auth::scopes::{
+    APPOINTMENT_READ, APPOINTMENT_WRITE, REFERRAL_READ, REFERRAL_WRITE, SCHEDULE_READ,
+};
 use crate::codec::hub;
 use crate::codec::xml::Element;
 use crate::model::booking::Patient;
@@ -24,6 +27,7 @@ use crate::model::Oid;
 use crate::route;
 use crate::services::booking::{AppointmentSearch, Target};
 use crate::services::schedules::{CountBy, FreeSlots, ScheduleError};
+use crate::services::Caller;
 
 /// The hub's operations and who may call them.
 pub const OPERATIONS: &[(&str, &str, Org)] = &[
@@ -36,6 +40,12 @@ pub const OPERATIONS: &[(&str, &str, Org)] = &[
     ("SetAppointment", APPOINTMENT_WRITE, Org::Public),
     ("CreateClaimForRefusal", APPOINTMENT_WRITE, Org::Records),
     ("GetPatientHistory", APPOINTMENT_READ, Org::Records),
+    ("CheckReferral", REFERRAL_READ, Org::Records),
+    (
+        "GetAvaibleAppointmentsByReferral",
+        REFERRAL_READ,
+        Org::Records,
+    ),
 ];
 
 /// The hub's routes: the service and its WSDL.
@@ -60,7 +70,8 @@ fn hub_field(f: &str) -> String {
         "appointment" => "IdClaim".into(),
         "patient" => "Polis".into(),
         "patient.birthDate" => "Birthday".into(),
-        "organization" => "IdLPU".into(),
+        "organization" | "performer" => "IdLPU".into(),
+        "status" => "IdReferral".into(),
         "practitioner" => "IdDoc".into(),
         other => other.into(),
     }
@@ -124,6 +135,10 @@ pub async fn hub(
         "SetAppointment" => set_appointment(&state, &principal, &req, op).await,
         "CreateClaimForRefusal" => create_claim_for_refusal(&state, &principal, op).await,
         "GetPatientHistory" => get_patient_history(&state, &principal, op).await,
+        "CheckReferral" => check_referral(&state, &principal, op).await,
+        "GetAvaibleAppointmentsByReferral" => {
+            get_appointments_by_referral(&state, &principal, op).await
+        }
         other => Err(unknown_operation(other)),
     };
     answer(version, result)
@@ -305,12 +320,73 @@ async fn get_available_appointments(
     Ok(hub::available_appointments(&slots))
 }
 
+/// `CheckReferral`: a referral of the client's organizations (as referring clinic or
+/// target), for the MIS that books it.
+async fn check_referral(
+    state: &AppState,
+    principal: &Principal,
+    op: &Element,
+) -> ApiResult<String> {
+    let id = required(op, "IdReferral")?;
+    let (r, _) = state
+        .referrals
+        .get(Caller::of(principal), id)
+        .await
+        .map_err(|e| referral_api_error(e, &hub_field))?;
+    Ok(hub::referral(&r))
+}
+
+/// `GetAvaibleAppointmentsByReferral`: free slots of an accepted referral's target open to
+/// referrals, in the period (a month from now by default).
+async fn get_appointments_by_referral(
+    state: &AppState,
+    principal: &Principal,
+    op: &Element,
+) -> ApiResult<String> {
+    let id = required(op, "IdReferral")?;
+    let (from, to) = period(op, state.schedules.now())?;
+    let slots = state
+        .referrals
+        .free_slots(Caller::of(principal), id, from, to, 1000)
+        .await
+        .map_err(|e| referral_api_error(e, &hub_field))?;
+    Ok(hub::appointments_by_referral(&slots))
+}
+
+/// `SetAppointment` with `IdReferral`: the referral's visit, through the referral channel.
+async fn set_referral_appointment(
+    state: &AppState,
+    principal: &Principal,
+    op: &Element,
+    referral: &str,
+) -> ApiResult<String> {
+    if !principal.has_scope(REFERRAL_WRITE) {
+        return Err(ApiError::forbidden(format!(
+            "client {} may not book referrals (scope {REFERRAL_WRITE})",
+            principal.id
+        ))
+        .at("IdReferral"));
+    }
+    let who = requester(principal, Some(Channel::Referral.as_str()), "IdReferral")?;
+    let slot = required(op, "IdAppointment")?;
+    let org = clinic_oid(op)?;
+    let (_, a) = state
+        .referrals
+        .book(who, referral, slot, Some(&org))
+        .await
+        .map_err(|e| referral_api_error(e, &hub_field))?;
+    Ok(hub::set_appointment(&a))
+}
+
 async fn set_appointment(
     state: &AppState,
     principal: &Principal,
     req: &HttpRequest,
     op: &Element,
 ) -> ApiResult<String> {
+    if let Some(referral) = op.child_text("IdReferral") {
+        return set_referral_appointment(state, principal, op, referral).await;
+    }
     let who = requester(principal, op.child_text("Channel"), "Channel")?;
     let slot = required(op, "IdAppointment")?.to_string();
     let org = clinic(state, op).await?;

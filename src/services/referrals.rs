@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use super::booking::{Booking, BookingError, Requester, Target};
 use super::notify::Notifier;
+use super::schedules::{FreeSlots, Schedules};
 use super::{audit_event, Caller};
 use crate::config::ReferralSettings;
 use crate::exchange::delivery::Outcome;
@@ -20,6 +21,7 @@ use crate::model::referral::{
     check_rules, AcceptanceRule, Referral, ReferralEvent, ReferralKind, ReferralStatus,
     RuleRefusal, Side, Urgency,
 };
+use crate::model::schedule::{Channel, Slot};
 use crate::model::time::{SharedClock, DAY_MS};
 use crate::model::{Icd10, Oid, Snils};
 use crate::store::outbox::{NewOutboxItem, OutboxItem};
@@ -147,6 +149,14 @@ pub enum ReferralError {
     /// gateway.
     #[error("completion needs the conclusion: a document of the target organization")]
     ConclusionRequired,
+    /// The clinic named for a referral's visit is not its target.
+    #[error("the referral is to {target}, not to {named}")]
+    TargetMismatch {
+        /// The clinic named.
+        named: Oid,
+        /// The referral's target.
+        target: Oid,
+    },
     /// A video-visit link comes with the acceptance only.
     #[error("a video-visit link is given when accepting")]
     VideoWithoutAcceptance,
@@ -182,6 +192,7 @@ impl ReferralError {
             ReferralError::ReasonRequired => "REASON_REQUIRED",
             ReferralError::ConclusionRequired => "CONCLUSION_REQUIRED",
             ReferralError::VideoWithoutAcceptance => "VIDEO_WITHOUT_ACCEPTANCE",
+            ReferralError::TargetMismatch { .. } => "REFERRAL_TO_ANOTHER_ORGANIZATION",
             ReferralError::Changed => "CONFLICT",
             ReferralError::Booking(e) => e.code(),
             ReferralError::Store(_) => "STORE_ERROR",
@@ -207,6 +218,7 @@ impl ReferralError {
             ReferralError::ReasonRequired => "statusReason".into(),
             ReferralError::ConclusionRequired => "output".into(),
             ReferralError::VideoWithoutAcceptance => "input".into(),
+            ReferralError::TargetMismatch { .. } => "performer".into(),
             ReferralError::Booking(e) => return e.field(),
             _ => return None,
         })
@@ -243,6 +255,7 @@ enum Change<'a> {
 pub struct Referrals {
     store: Store,
     booking: Booking,
+    schedules: Schedules,
     rules: Arc<[AcceptanceRule]>,
     validity_days: u32,
     answer_within_hours: u32,
@@ -265,6 +278,7 @@ impl Referrals {
         clock: SharedClock,
     ) -> Referrals {
         Referrals {
+            schedules: Schedules::new(store.clone(), clock.clone()),
             store,
             booking,
             rules: rules.into(),
@@ -625,6 +639,54 @@ impl Referrals {
         })
     }
 
+    /// Free slots of an accepted referral's target open to the referral channel, between
+    /// `from` and `to`, at most `limit`.
+    pub async fn free_slots(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<Slot>, ReferralError> {
+        let event = AuditEvent {
+            entity_id: Some(id.to_string()),
+            ..self.event(caller, AuditAction::Read)
+        };
+        let found = self.bookable(caller, id).await;
+        let r = self.settle(event, found, |r| r).await?;
+        let q = FreeSlots {
+            org: Some(r.target_org),
+            practitioner_id: None,
+            specialty_code: None,
+            from: Some(from),
+            to: Some(to),
+            channel: Channel::Referral,
+            limit,
+            // A clinic's month of slots at most.
+            scan: 100_000,
+        };
+        self.schedules
+            .find_free(&q)
+            .await
+            .map_err(|e| ReferralError::Booking(BookingError::Directory(e)))
+    }
+
+    /// A referral the caller sees that may be booked now (accepted, still valid).
+    async fn bookable(&self, caller: Caller<'_>, id: &str) -> Result<Referral, ReferralError> {
+        let r = self.visible(caller, id).await?;
+        if r.status != ReferralStatus::Accepted {
+            return Err(ReferralError::NotAllowed {
+                from: r.status,
+                to: ReferralStatus::Booked,
+            });
+        }
+        if r.valid_until < self.clock.now_ms() {
+            return Err(ReferralError::Expired);
+        }
+        Ok(r)
+    }
+
     /// Books the visit of an accepted referral: a slot of its target that takes the
     /// referral channel, for the referral's patient; the referral becomes booked with the
     /// appointment (one booking per referral). A referral that moved meanwhile gets no
@@ -634,8 +696,9 @@ impl Referrals {
         who: Requester<'_>,
         id: &str,
         slot: &str,
+        named_org: Option<&Oid>,
     ) -> Result<(Referral, Appointment), ReferralError> {
-        let result = self.book_checked(who, id, slot).await;
+        let result = self.book_checked(who, id, slot, named_org).await;
         // The access is the appointment's creation: a booking made or refused by the
         // booking service is audited there; a refusal of the referral's own rules here.
         if let Err(
@@ -661,17 +724,14 @@ impl Referrals {
         who: Requester<'_>,
         id: &str,
         slot: &str,
+        named_org: Option<&Oid>,
     ) -> Result<(Referral, Appointment), ReferralError> {
-        let r = self.visible(who.caller, id).await?;
-        if r.status != ReferralStatus::Accepted {
-            return Err(ReferralError::NotAllowed {
-                from: r.status,
-                to: ReferralStatus::Booked,
+        let r = self.bookable(who.caller, id).await?;
+        if let Some(org) = named_org.filter(|o| **o != r.target_org) {
+            return Err(ReferralError::TargetMismatch {
+                named: org.clone(),
+                target: r.target_org,
             });
-        }
-        let now = self.clock.now_ms();
-        if r.valid_until < now {
-            return Err(ReferralError::Expired);
         }
         let appointment = self
             .booking

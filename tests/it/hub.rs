@@ -93,18 +93,12 @@ except Fault as f:
 print(json.dumps(out))
 "#;
 
-async fn zeep_client_books_through_the_wsdl(backend: Backend) {
-    let fx = Fx::start(backend, |_| {}).await;
-    let day = first_day();
+/// Runs a zeep `script` with `env`; what it printed, as JSON.
+fn run_zeep(script: &str, env: &[(&str, String)]) -> serde_json::Value {
     let out = std::process::Command::new("python3")
         .arg("-c")
-        .arg(ZEEP)
-        .env("URL", fx.t.gw.url())
-        .env("TOKEN", PORTAL_TOKEN)
-        .env("ORG", ORG)
-        .env("POLIS", policy(31))
-        .env("FROM", day.to_string())
-        .env("TO", (day + chrono::Days::new(7)).to_string())
+        .arg(script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .unwrap();
     assert!(
@@ -112,7 +106,154 @@ async fn zeep_client_books_through_the_wsdl(backend: Backend) {
         "zeep failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const ZEEP_REFERRAL: &str = r#"
+import json, os, requests
+from zeep import Client
+from zeep.exceptions import Fault
+from zeep.transports import Transport
+
+session = requests.Session()
+session.headers['Authorization'] = 'Bearer ' + os.environ['TOKEN']
+client = Client(os.environ['URL'] + '/soap/hub?wsdl', transport=Transport(session=session))
+svc = client.service
+ref = os.environ['REFERRAL']
+ns = {'mg': 'urn:medgate:fault'}
+out = {}
+r = svc.CheckReferral(IdReferral=ref).Referral
+out['check'] = {'status': r.Status, 'lpu': r.IdLPU, 'from': r.IdLPUFrom, 'diagnosis': r.Diagnosis}
+slots = svc.GetAvaibleAppointmentsByReferral(IdReferral=ref, VisitStart=os.environ['FROM'], VisitEnd=os.environ['TO']).ListAppointments.Appointment
+out['slots'] = [s.IdAppointment for s in slots]
+booked = svc.SetAppointment(IdAppointment=slots[0].IdAppointment, IdLPU=r.IdLPU, IdReferral=ref)
+out['booked'] = {'claim': booked.IdClaim, 'slot': booked.IdAppointment, 'status': booked.Status}
+out['after'] = svc.CheckReferral(IdReferral=ref).Referral.Status
+try:
+    svc.SetAppointment(IdAppointment=slots[1].IdAppointment, IdLPU=r.IdLPU, IdReferral=ref)
+    out['again'] = None
+except Fault as f:
+    out['again'] = {'code': f.detail.findtext('mg:error/mg:code', namespaces=ns), 'field': f.detail.findtext('mg:error/mg:field', namespaces=ns)}
+try:
+    svc.CheckReferral(IdReferral='00000000-0000-0000-0000-000000000000')
+    out['unknown'] = None
+except Fault as f:
+    out['unknown'] = f.detail.findtext('mg:error/mg:code', namespaces=ns)
+print(json.dumps(out))
+"#;
+
+/// A clinic's MIS that speaks the hub books a referral's visit through the WSDL: checks the
+/// referral, lists the slots open to referrals, books one with `IdReferral`; a second
+/// booking of the same referral and an unknown referral are Faults naming the element.
+async fn zeep_client_books_a_referral_through_the_wsdl(backend: Backend) {
+    const REFERRER: &str = "1.2.643.5.1.13.13.12.2.77.7005";
+    let fx = Fx::start(backend, |s| {
+        s.clients.extend([
+            client(
+                "referrer",
+                "hub-referrer-token",
+                &[REFERRER],
+                &["referral:write"],
+            ),
+            client(
+                "clinic-mis",
+                "hub-clinic-mis-token",
+                &[ORG],
+                &["referral:write", "appointment:write"],
+            ),
+        ]);
+    })
+    .await;
+    let mut body = crate::access::referral_body();
+    body["contained"][1]["organization"]["reference"] =
+        serde_json::json!(format!("Organization/{REFERRER}"));
+    body["performer"] = serde_json::json!([{"reference": format!("Organization/{ORG}")}]);
+    let (s, request) = fx
+        .post("hub-referrer-token", "/fhir/ServiceRequest", &body, None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{request}");
+    let id = request["id"].as_str().unwrap().to_string();
+    let accepted =
+        fx.t.http
+            .put(fx.t.url(&format!("/fhir/Task/{id}")))
+            .bearer_auth("hub-clinic-mis-token")
+            .header("content-type", "application/fhir+json")
+            .body(r#"{"resourceType":"Task","status":"accepted","intent":"order"}"#)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let day = first_day();
+    let v = run_zeep(
+        ZEEP_REFERRAL,
+        &[
+            ("URL", fx.t.gw.url()),
+            ("TOKEN", "hub-clinic-mis-token".into()),
+            ("REFERRAL", id.clone()),
+            ("FROM", day.to_string()),
+            ("TO", (day + chrono::Days::new(7)).to_string()),
+        ],
+    );
+    assert_eq!(v["check"]["status"], "accepted", "{v}");
+    assert_eq!(v["check"]["lpu"], ORG, "{v}");
+    assert_eq!(v["check"]["from"], REFERRER, "{v}");
+    assert_eq!(v["check"]["diagnosis"], "I20.8", "{v}");
+    // Only slots open to the referral channel.
+    let slots = v["slots"].as_array().unwrap();
+    assert!(!slots.is_empty(), "{v}");
+    let referral_slots: Vec<String> = fx
+        .free(Channel::Referral)
+        .await
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert!(
+        slots[1..]
+            .iter()
+            .all(|s| referral_slots.contains(&s.as_str().unwrap().to_string())),
+        "{v}"
+    );
+    assert_eq!(v["booked"]["status"], "booked", "{v}");
+    assert_eq!(v["after"], "booked", "{v}");
+    assert_eq!(v["again"]["code"], "INVALID_TRANSITION", "{v}");
+    assert_eq!(v["again"]["field"], "IdReferral", "{v}");
+    assert_eq!(v["unknown"], "NOT_FOUND", "{v}");
+    let a =
+        fx.t.gw
+            .store
+            .appointment(v["booked"]["claim"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(a.channel, Channel::Referral);
+    fx.sim.stop().await;
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeep_client_books_a_referral_through_the_wsdl_postgres() {
+    zeep_client_books_a_referral_through_the_wsdl(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeep_client_books_a_referral_through_the_wsdl_sqlite() {
+    zeep_client_books_a_referral_through_the_wsdl(Backend::Sqlite).await
+}
+
+async fn zeep_client_books_through_the_wsdl(backend: Backend) {
+    let fx = Fx::start(backend, |_| {}).await;
+    let day = first_day();
+    let v = run_zeep(
+        ZEEP,
+        &[
+            ("URL", fx.t.gw.url()),
+            ("TOKEN", PORTAL_TOKEN.into()),
+            ("ORG", ORG.into()),
+            ("POLIS", policy(31)),
+            ("FROM", day.to_string()),
+            ("TO", (day + chrono::Days::new(7)).to_string()),
+        ],
+    );
     assert!(
         v["lpus"].as_array().unwrap().iter().any(|o| o == ORG),
         "{v}"
