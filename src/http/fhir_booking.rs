@@ -16,12 +16,14 @@ use super::fhir::{base_url, fhir_json, request_link, self_link};
 use super::middleware::Operation;
 use super::query::{check_params, count, first, moment, organization, organization_as, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
-use crate::auth::scopes::{APPOINTMENT_READ, APPOINTMENT_WRITE, SCHEDULE_READ};
+use crate::auth::scopes::{APPOINTMENT_READ, APPOINTMENT_WRITE, REFERRAL_READ, SCHEDULE_READ};
 use crate::codec::fhir::appointment::{appointment, proposal, status_of};
 use crate::codec::fhir::{
     gateway_id, searchset, IssueType, CHANNEL_EXTENSION, FHIR_JSON, POLICY_SYSTEM, SNILS_SYSTEM,
 };
 use crate::model::booking::{Appointment, Patient};
+use crate::model::schedule::Channel;
+use crate::model::time::DAY_MS;
 use crate::model::{PolicyNumber, Snils};
 use crate::route;
 use crate::services::booking::{AppointmentQuery, AppointmentSearch, Target};
@@ -539,6 +541,85 @@ async fn search(
     Ok(fhir_json(StatusCode::OK, &body))
 }
 
+/// `$find` with `referral`: free slots of the referral's target open to the referral
+/// channel (the target, channel, doctor and specialty come from the referral), for a
+/// client that reads referrals of one of the referral's organizations.
+async fn find_for_referral(
+    state: &AppState,
+    principal: &Principal,
+    req: &HttpRequest,
+    criteria: &[(String, String)],
+    referral: &str,
+) -> ApiResult<HttpResponse> {
+    if !principal.has_scope(REFERRAL_READ) {
+        return Err(ApiError::forbidden(format!(
+            "client {} may not read referrals (scope {REFERRAL_READ})",
+            principal.id
+        ))
+        .at("referral"));
+    }
+    for fixed in ["organization", "practitioner", "specialty"] {
+        if first(criteria, fixed).is_some() {
+            return Err(ApiError::invalid(
+                "INVALID_PARAMETER",
+                fixed,
+                format!("`{fixed}` comes from the referral; leave it out with `referral`"),
+            ));
+        }
+    }
+    if first(criteria, "channel").is_some_and(|c| c != Channel::Referral.as_str()) {
+        return Err(ApiError::invalid(
+            "INVALID_PARAMETER",
+            "channel",
+            "a referral's visit is booked through the referral channel",
+        ));
+    }
+    let now = state.schedules.now();
+    let from = first(criteria, "start")
+        .map(|v| moment("start", v))
+        .transpose()?
+        .map_or(now, |m| m.ms().max(now));
+    let to = first(criteria, "end")
+        .map(|v| moment("end", v))
+        .transpose()?
+        .map_or(from + 31 * DAY_MS, |m| m.ms());
+    if to <= from {
+        return Err(ApiError::invalid(
+            "INVALID_PARAMETER",
+            "end",
+            "`end` must be after `start` (and after now)",
+        ));
+    }
+    let limit = first(criteria, "_count").map_or(Ok(20), |v| count("_count", v, 100))?;
+    let found = state
+        .referrals
+        .free_slots(
+            crate::services::Caller::of(principal),
+            referral,
+            from,
+            to,
+            limit as usize,
+        )
+        .await
+        .map_err(|e| {
+            super::fhir_referral::referral_api_error(e, &|f| match f {
+                "status" | "performer" => "referral".into(),
+                other => other.into(),
+            })
+        })?;
+    let base = base_url(state, req);
+    let entries = found
+        .iter()
+        .map(|s| (format!("urn:uuid:{}", uuid::Uuid::new_v4()), proposal(s)))
+        .collect();
+    let body = searchset(
+        &self_link(&base, "Appointment/$find", criteria),
+        None,
+        entries,
+    );
+    Ok(fhir_json(StatusCode::OK, &body))
+}
+
 /// The criteria of `$find`: the query string, then the body's `Parameters` as name/value.
 fn find_criteria(req: &HttpRequest, body: &[u8]) -> ApiResult<Vec<(String, String)>> {
     let mut criteria = pairs(req);
@@ -584,8 +665,12 @@ async fn find(
             "organization",
             "practitioner",
             "channel",
+            "referral",
         ],
     )?;
+    if let Some(referral) = first(&criteria, "referral") {
+        return find_for_referral(&state, &principal, &req, &criteria, referral).await;
+    }
     let mut q = FreeSlots {
         org: None,
         practitioner_id: None,

@@ -324,6 +324,7 @@ fn query_params(method: &str, pattern: &str) -> &'static [&'static str] {
             "organization",
             "practitioner",
             "channel",
+            "referral",
             "_count",
         ],
         ("GET", "/fhir/Appointment") => &[

@@ -544,7 +544,7 @@ async fn referrals_are_booked_once_in_the_targets_referral_slots(backend: Backen
                 "referrer",
                 REFERRER_TOKEN,
                 &[REFERRER],
-                &["referral:write", "appointment:write"],
+                &["referral:write", "appointment:write", "schedule:read"],
             ),
             client("target", TARGET_TOKEN, &[CLINIC_ORG], &["referral:write"]),
         ]);
@@ -623,6 +623,39 @@ async fn referrals_are_booked_once_in_the_targets_referral_slots(backend: Backen
     let (s, out) = book(id.clone(), referral_slots[0].id.clone()).await;
     assert_eq!(s, StatusCode::CONFLICT, "{out}");
     accept(id.clone()).await;
+    // $find with the referral: only the target's slots open to referrals.
+    let find = |query: String| async move {
+        let res = t
+            .http
+            .get(t.url(&format!("/fhir/Appointment/$find?{query}")))
+            .bearer_auth(REFERRER_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (s, found) = find(format!("referral={id}&_count=100")).await;
+    assert_eq!(s, StatusCode::OK, "{found}");
+    let offered: Vec<String> = found["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e["resource"]["slot"][0]["reference"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(!offered.is_empty(), "{found}");
+    let open: Vec<String> = referral_slots
+        .iter()
+        .map(|s| crate::booking::slot_ref(&s.id))
+        .collect();
+    assert!(offered.iter().all(|o| open.contains(o)), "{found}");
+    let (s, out) = find(format!("referral={id}&organization={REFERRER}")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{out}");
     // Not in a slot closed to referrals.
     let (s, out) = book(id.clone(), other_slot.id.clone()).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
