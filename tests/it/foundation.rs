@@ -270,6 +270,22 @@ async fn fhir_errors_are_operation_outcomes_naming_the_field(backend: Backend) {
         .filter_map(|r| r["type"].as_str())
         .collect();
     assert!(types.contains(&"Location"), "{types:?}");
+    // Every resource type a FHIR route serves is declared.
+    for route in medgate::http::route_table().filter(|r| r.scope == "/fhir") {
+        let kind = route
+            .path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if kind != "metadata" {
+            assert!(
+                types.contains(&kind),
+                "{kind} is served but not declared: {types:?}"
+            );
+        }
+    }
+    crate::schedules::validate_fhir(std::slice::from_ref(&cs));
     t.stop().await;
 }
 

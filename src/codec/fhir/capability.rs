@@ -94,6 +94,32 @@ pub fn capability_statement(base: &str, instance: &str) -> Value {
             }, {
                 "type": "DocumentReference",
                 "interaction": [{"code": "create"}, {"code": "read"}]
+            }, {
+                "type": "ServiceRequest",
+                "documentation": "referrals between organizations; acceptance rules at /api/referrals/rules",
+                "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],
+                "searchParam": [
+                    {"name": "patient", "type": "token", "documentation": "SYSTEM|VALUE of SNILS or OMS policy"},
+                    {"name": "requester", "type": "reference"},
+                    {"name": "performer", "type": "reference"},
+                    {"name": "status", "type": "token", "documentation": "the referral's state (requested, accepted, ...)"},
+                    {"name": "authored", "type": "date"}
+                ],
+                "operation": [
+                    {"name": "book", "definition": "https://medgate.example/fhir/OperationDefinition/servicerequest-book"}
+                ]
+            }, {
+                "type": "Task",
+                "documentation": "the lifecycle of a referral (same id as its ServiceRequest)",
+                "interaction": [{"code": "read"}, {"code": "search-type"}, {"code": "update"}],
+                "searchParam": [
+                    {"name": "owner", "type": "reference"},
+                    {"name": "requester", "type": "reference"},
+                    {"name": "business-status", "type": "token"},
+                    {"name": "patient", "type": "token", "documentation": "SYSTEM|VALUE of SNILS or OMS policy"},
+                    {"name": "date", "type": "date"},
+                    {"name": "escalated", "type": "token", "documentation": "true: unanswered past the answer time"}
+                ]
             }]
         }]
     })
