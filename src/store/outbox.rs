@@ -323,19 +323,25 @@ impl Store {
         let org_filter = match orgs {
             None => String::new(),
             Some([]) => " AND 1 = 0".into(),
-            Some(list) => format!(
-                " AND COALESCE(a.org_oid, d.org_oid) IN ({})",
-                (0..list.len())
+            Some(list) => {
+                let placeholders = (0..list.len())
                     .map(|i| format!("${}", i + 5))
                     .collect::<Vec<_>>()
-                    .join(",")
-            ),
+                    .join(",");
+                // A referral's notices belong to both of its organizations.
+                format!(
+                    " AND (COALESCE(a.org_oid, d.org_oid, r.requester_org) IN ({placeholders}) \
+                     OR r.target_org IN ({placeholders}))"
+                )
+            }
         };
         let sql = format!(
             "SELECT o.id, o.destination, o.kind, o.aggregate_id, o.status, o.attempts, o.last_error, \
-             o.created_at, o.updated_at, COALESCE(a.org_oid, d.org_oid) AS org_oid FROM outbox o \
+             o.created_at, o.updated_at, COALESCE(a.org_oid, d.org_oid, r.requester_org) AS org_oid \
+             FROM outbox o \
              LEFT JOIN appointments a ON a.id = o.aggregate_id \
              LEFT JOIN documents d ON d.id = o.aggregate_id \
+             LEFT JOIN referrals r ON r.id = o.aggregate_id \
              WHERE o.status = $1 AND ($2 IS NULL OR o.destination = $2) AND ($3 IS NULL OR o.id < $3){org_filter} \
              ORDER BY o.id DESC LIMIT $4"
         );

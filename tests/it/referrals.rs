@@ -75,7 +75,7 @@ impl Fx {
                         "doctor",
                         DOCTOR_TOKEN,
                         &[CLINIC_ORG],
-                        &["referral:write", "documents:submit"],
+                        &["referral:write", "documents:submit", "transactions:read"],
                     ),
                     client(
                         "centre",
@@ -87,7 +87,7 @@ impl Fx {
                         "stranger",
                         STRANGER_TOKEN,
                         &["1.2.643.5.1.13.13.12.2.77.7005"],
-                        &["referral:write"],
+                        &["referral:write", "transactions:read"],
                     ),
                 ]);
             },
@@ -416,6 +416,28 @@ async fn referral_lifecycle(backend: Backend) {
             ("cancelled", CENTRE)
         ]
     );
+
+    // The delivered notices are listed to the referral's organizations, not to others.
+    let listed = |token: &'static str| {
+        let (fx, id) = (&fx, &id);
+        async move {
+            let (s, v) = fx
+                .get(
+                    token,
+                    "/api/admin/outbox?status=done&destination=referral-notify",
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["aggregate_id"] == id.as_str())
+                .count()
+        }
+    };
+    assert_eq!(listed(DOCTOR_TOKEN).await, 3);
+    assert_eq!(listed(STRANGER_TOKEN).await, 0);
 
     // The Task carries every transition with who made it.
     let (_, t) = fx.get(DOCTOR_TOKEN, &format!("/fhir/Task/{id}")).await;
