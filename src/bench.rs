@@ -79,6 +79,26 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// The `p` quantile (0 to 1) of `sorted` latencies; zero when there are none.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// Settings of a benchmark's in-process gateway on `db_url`: any port, 32 connections,
+/// warnings only, metadata-only transaction records.
+fn gateway_settings(db_url: &str) -> Settings {
+    let mut s = Settings::default();
+    s.http.bind = "127.0.0.1:0".into();
+    s.database.url = db_url.to_string();
+    s.database.max_connections = 32;
+    s.log.filter = "warn".into();
+    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
+    s
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -220,12 +240,7 @@ fn document(n: usize, size: usize) -> String {
 }
 
 async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
-    let mut s = Settings::default();
-    s.http.bind = "127.0.0.1:0".into();
-    s.database.url = db_url.to_string();
-    s.database.max_connections = 32;
-    s.log.filter = "warn".into();
-    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
+    let mut s = gateway_settings(db_url);
     s.clients = vec![client("bench", TOKEN, &[ORG], &["documents:submit"])];
     s.remd = Some(registry(None, "http://127.0.0.1:9"));
     s.signing.keys = signing_keys(&opts.keys);
@@ -291,11 +306,7 @@ async fn run(opts: &DocumentBench, db_url: &str) -> Result<Report, String> {
     gw.stop().await;
     let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: f64| percentile(&l, p);
     Ok(Report {
         accepted,
         elapsed,
@@ -504,11 +515,7 @@ async fn run_slot_search(opts: &SlotSearchBench, db_url: &str) -> Result<String,
     gw.stop().await;
     let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: f64| percentile(&l, p);
     Ok(format!(
         "slots stored: {stored}\ninterface: {}\nrequests: {} ok, {} failed, {}, {:.0} requests/s\nlatency p50/p90/p99/max: {:.2} / {:.2} / {:.2} / {:.2} ms",
         if opts.soap {
@@ -828,11 +835,7 @@ async fn run_booking(opts: &BookingBench, db_url: &str) -> Result<String, String
     sim.stop().await;
     let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort();
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: f64| percentile(&l, p);
     Ok(format!(
         "slots stored: {stored}\nbookings: {} created ({booked} booked in the database), failures by HTTP status: {:?}, {} connections\nthroughput: {:.0} bookings/s\nlatency p50/p90/p99/max: {:.2} / {:.2} / {:.2} / {:.2} ms",
         l.len(),

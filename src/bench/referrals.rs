@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use super::{client, ms, BenchDb, ORG};
+use super::{client, gateway_settings, ms, percentile, BenchDb, ORG};
 use crate::app::Gateway;
-use crate::config::{AcceptanceRuleSettings, BodyPolicy, Settings};
+use crate::config::AcceptanceRuleSettings;
 
 /// The target of the referrals (a seeded organization of the demo region).
 const TARGET: &str = "1.2.643.5.1.13.13.12.2.77.7012";
@@ -42,12 +42,7 @@ pub async fn referrals(opts: ReferralBench) -> Result<String, String> {
 }
 
 async fn run(opts: &ReferralBench, db_url: &str) -> Result<String, String> {
-    let mut s = Settings::default();
-    s.http.bind = "127.0.0.1:0".into();
-    s.database.url = db_url.to_string();
-    s.database.max_connections = 32;
-    s.log.filter = "warn".into();
-    s.transaction_log.default_bodies = BodyPolicy::MetadataOnly;
+    let mut s = gateway_settings(db_url);
     s.clients = vec![
         client("referrer", REFERRER_TOKEN, &[ORG], &["referral:write"]),
         client("target", TARGET_TOKEN, &[TARGET], &["referral:write"]),
@@ -104,9 +99,9 @@ async fn run(opts: &ReferralBench, db_url: &str) -> Result<String, String> {
             "{what}: {n} in {:.2} s = {:.0}/s; latency p50/p99/max: {:.2} / {:.2} / {:.2} ms",
             t.as_secs_f64(),
             n as f64 / t.as_secs_f64().max(1e-9),
-            ms(pct(l, 0.50)),
-            ms(pct(l, 0.99)),
-            ms(pct(l, 1.0)),
+            ms(percentile(l, 0.50)),
+            ms(percentile(l, 0.99)),
+            ms(percentile(l, 1.0)),
         )
     };
     Ok(format!(
@@ -156,13 +151,6 @@ where
     let mut l = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort();
     (results, elapsed, l)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted
-        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
 }
 
 /// Referral `i` (its patient named by a fake policy number and a birth date); its id if

@@ -770,10 +770,8 @@ impl Referrals {
     /// many.
     pub async fn release_ended_bookings(&self, limit: u32) -> Result<u64, ReferralError> {
         let mut released = 0;
-        for id in self.store.referrals_with_ended_bookings(limit).await? {
-            let Some(r) = self.store.get_referral(&id).await? else {
-                continue;
-            };
+        for r in self.store.referrals_with_ended_bookings(limit).await? {
+            let id = r.id.clone();
             let event = gateway_event(
                 id,
                 self.clock.now_ms(),
@@ -795,10 +793,8 @@ impl Referrals {
     pub async fn escalate_unanswered(&self, limit: u32) -> Result<u64, ReferralError> {
         let now = self.clock.now_ms();
         let mut escalated = 0;
-        for id in self.store.unanswered_referrals(now, limit).await? {
-            let Some(r) = self.store.get_referral(&id).await? else {
-                continue;
-            };
+        for r in self.store.unanswered_referrals(now, limit).await? {
+            let id = r.id.clone();
             let reason = format!(
                 "no answer from {} in time: escalated to the region's operator",
                 r.target_org
@@ -822,10 +818,8 @@ impl Referrals {
     pub async fn expire_lapsed(&self, limit: u32) -> Result<u64, ReferralError> {
         let now = self.clock.now_ms();
         let mut expired = 0;
-        for (id, _) in self.store.lapsed_referrals(now, limit).await? {
-            let Some(r) = self.store.get_referral(&id).await? else {
-                continue;
-            };
+        for r in self.store.lapsed_referrals(now, limit).await? {
+            let id = r.id.clone();
             let event = gateway_event(id, now, ReferralStatus::Expired, "validity ended".into());
             // Moved meanwhile (accepted, cancelled): the next round sees its new state.
             match self.apply(r, &event, Change::Plain).await {

@@ -261,18 +261,14 @@ impl Store {
         &self,
         now: i64,
         limit: u32,
-    ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT id FROM referrals WHERE status = 'requested' AND answer_due < $1 \
-             AND escalated_at IS NULL ORDER BY answer_due LIMIT {}",
-            limit.clamp(1, 10_000)
-        ))
-        .bind(now)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("id")?))
-            .collect()
+    ) -> Result<Vec<Referral>, StoreError> {
+        self.referrals_where(
+            "status = 'requested' AND answer_due < $1 AND escalated_at IS NULL \
+             ORDER BY answer_due",
+            Some(now),
+            limit,
+        )
+        .await
     }
 
     /// Marks a still unanswered referral escalated, records the event and queues the
@@ -308,44 +304,48 @@ impl Store {
     pub async fn referrals_with_ended_bookings(
         &self,
         limit: u32,
-    ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT r.id FROM referrals r JOIN appointments a ON a.id = r.appointment_id \
-             WHERE r.status = 'booked' AND a.status NOT IN ('held', 'booked') \
-             ORDER BY r.updated_at LIMIT {}",
-            limit.clamp(1, 10_000)
-        ))
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("id")?))
-            .collect()
+    ) -> Result<Vec<Referral>, StoreError> {
+        self.referrals_where(
+            "status = 'booked' AND appointment_id IN (SELECT id FROM appointments \
+             WHERE status NOT IN ('held', 'booked')) ORDER BY updated_at",
+            None,
+            limit,
+        )
+        .await
     }
 
-    /// Open referrals whose validity ended before `now`: (id, state), at most `limit`.
+    /// Open referrals (not booked) whose validity ended before `now`, at most `limit`.
     pub async fn lapsed_referrals(
         &self,
         now: i64,
         limit: u32,
-    ) -> Result<Vec<(String, ReferralStatus)>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT id, status FROM referrals WHERE status IN ('requested', 'accepted') \
-             AND valid_until < $1 ORDER BY valid_until LIMIT {}",
+    ) -> Result<Vec<Referral>, StoreError> {
+        self.referrals_where(
+            "status IN ('requested', 'accepted') AND valid_until < $1 ORDER BY valid_until",
+            Some(now),
+            limit,
+        )
+        .await
+    }
+
+    /// Referrals matching `condition` (with `$1` bound to `now` when given), at most
+    /// `limit`: the batches of the upkeep job.
+    async fn referrals_where(
+        &self,
+        condition: &str,
+        now: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Referral>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM referrals WHERE {condition} LIMIT {}",
             limit.clamp(1, 10_000)
-        ))
-        .bind(now)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let status: String = r.try_get("status")?;
-                Ok((
-                    r.try_get("id")?,
-                    ReferralStatus::parse(&status)
-                        .ok_or_else(|| corrupt("referrals.status", &status))?,
-                ))
-            })
-            .collect()
+        );
+        let mut q = sqlx::query(&sql);
+        if let Some(now) = now {
+            q = q.bind(now);
+        }
+        let rows = q.fetch_all(self.pool()).await?;
+        rows.iter().map(decode).collect()
     }
 }
 

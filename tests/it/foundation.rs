@@ -844,26 +844,23 @@ async fn demo_binary_becomes_ready() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(ready, "demo never became ready");
-    let orgs: Value = http
-        .get(format!("http://127.0.0.1:{port}/fhir/Organization"))
-        .bearer_auth(medgate::demo::DEMO_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://127.0.0.1:{port}{path}"))
+                .bearer_auth(medgate::demo::DEMO_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let orgs = get("/fhir/Organization").await;
     // 12 clinics of the city MIS, 2 of the FHIR clinic MIS and the 2 federal centres.
     assert_eq!(orgs["entry"].as_array().unwrap().len(), 16);
-    let rules: Value = http
-        .get(format!("http://127.0.0.1:{port}/api/referrals/rules"))
-        .bearer_auth(medgate::demo::DEMO_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules = get("/api/referrals/rules").await;
     assert_eq!(rules["rules"].as_array().map(Vec::len), Some(2), "{rules}");
     child.kill().await.unwrap();
 }
