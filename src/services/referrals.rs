@@ -700,14 +700,11 @@ impl Referrals {
     ) -> Result<(Referral, Appointment), ReferralError> {
         let result = self.book_checked(who, id, slot, named_org).await;
         // The access is the appointment's creation: a booking made or refused by the
-        // booking service is audited there; a refusal of the referral's own rules here.
-        if let Err(
-            e @ (ReferralError::NotFound
-            | ReferralError::NotAllowed { .. }
-            | ReferralError::Expired
-            | ReferralError::Changed),
-        ) = &result
-        {
+        // booking service is audited there; every refusal of the referral's own here.
+        if let Err(e) = &result {
+            if matches!(e, ReferralError::Store(_) | ReferralError::Booking(_)) {
+                return result;
+            }
             let event = audit_event(
                 who.caller,
                 AuditAction::Create,

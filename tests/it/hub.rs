@@ -183,6 +183,39 @@ async fn zeep_client_books_a_referral_through_the_wsdl(backend: Backend) {
             .await
             .unwrap();
     assert_eq!(accepted.status(), StatusCode::OK);
+    // Booking it at another clinic than its target: a Fault naming IdLPU, and audited.
+    let slot = fx.free(Channel::Referral).await[0].id.clone();
+    let (_, xml) = call(
+        &fx,
+        "hub-clinic-mis-token",
+        "SetAppointment",
+        &format!("<IdAppointment>{slot}</IdAppointment><IdLPU>{REFERRER}</IdLPU><IdReferral>{id}</IdReferral>"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        fault(&xml),
+        ("REFERRAL_TO_ANOTHER_ORGANIZATION".into(), "IdLPU".into()),
+        "{xml}"
+    );
+    let refused =
+        fx.t.gw
+            .store
+            .audit_events(
+                &medgate::store::audit::AuditQuery {
+                    client_id: Some("clinic-mis".into()),
+                    ..Default::default()
+                },
+                50,
+            )
+            .await
+            .unwrap();
+    assert!(
+        refused
+            .iter()
+            .any(|e| !e.success && e.detail == "REFERRAL_TO_ANOTHER_ORGANIZATION"),
+        "{refused:?}"
+    );
     let day = first_day();
     let v = run_zeep(
         ZEEP_REFERRAL,
