@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::emias::EmiasClient;
 use crate::adapters::fhir_mis::FhirMisClient;
+use crate::adapters::peer::PeerClient;
 use crate::adapters::remd::RemdClient;
 use crate::adapters::webhook::WebhookNotifier;
 use crate::auth::ClientRegistry;
@@ -28,6 +29,7 @@ use crate::jobs::{Job, Jobs};
 use crate::model::time::{system_clock, SharedClock};
 use crate::services::booking::{Booking, MIS_DESTINATION, NOTIFY_DESTINATION};
 use crate::services::documents::{Documents, RegistryLink, DESTINATION as REMD_DESTINATION};
+use crate::services::federation::{Federation, PEER_DESTINATION};
 use crate::services::mis::MisRegistry;
 use crate::services::notify::Notifier;
 use crate::services::operations::Operations;
@@ -144,6 +146,16 @@ impl Gateway {
             }),
             clock.clone(),
         );
+        let referrals = match &settings.federation {
+            None => referrals,
+            Some(f) => {
+                let federation = Federation::from_settings(f)
+                    .ok_or_else(|| AppError::Keys("federation.region: not a region code".into()))?;
+                let peers = PeerClient::new(f, &txlog, &partners)
+                    .map_err(|e| AppError::Keys(e.to_string()))?;
+                referrals.with_federation(federation, Arc::new(peers))
+            }
+        };
         let jobs = Jobs::start(background_jobs(
             &settings,
             &store,
@@ -166,7 +178,11 @@ impl Gateway {
             referrals,
             schedules: Schedules::new(store.clone(), clock),
             operations: Operations::new(store.clone(), txlog.clone()),
-            clients: ClientRegistry::from_settings(&settings.clients).map_err(AppError::Keys)?,
+            clients: ClientRegistry::from_settings(
+                &settings.clients,
+                settings.federation.as_ref().map_or(&[], |f| &f.peers),
+            )
+            .map_err(AppError::Keys)?,
             callback_trust: Arc::new(
                 settings
                     .remd
@@ -398,6 +414,21 @@ fn background_jobs(
             &settings.referrals.notify_retry_schedule_secs,
             handler,
             referrals.notice_queued(),
+        ));
+    }
+    if let Some(f) = &settings.federation {
+        let svc = referrals.clone();
+        let handler: Handler = Arc::new(move |item| {
+            let svc = svc.clone();
+            Box::pin(async move { svc.deliver_to_peer(item).await })
+        });
+        jobs.push(deliver(
+            PEER_DESTINATION,
+            8,
+            Duration::from_secs(f.timeout_secs * 3 + 5),
+            &f.retry_schedule_secs,
+            handler,
+            referrals.peer_item_queued(),
         ));
     }
     let svc = booking.clone();

@@ -69,6 +69,63 @@ pub struct Settings {
     /// Referrals: validity, notifications, the targets' acceptance rules.
     #[serde(default)]
     pub referrals: ReferralSettings,
+    /// The region this gateway serves and its peer gateways; absent: no federation (every
+    /// organization is this gateway's).
+    #[serde(default)]
+    pub federation: Option<FederationSettings>,
+}
+
+/// The federation of regional gateways, as this gateway takes part in it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSettings {
+    /// The region this gateway serves (subject code, e.g. `77`); organizations whose FRMO
+    /// OID names another region belong to the peer serving it.
+    pub region: String,
+    /// Seconds to wait for a peer's answer.
+    #[serde(default = "default_peer_timeout")]
+    pub timeout_secs: u64,
+    /// Delays between attempts to deliver a referral or its change to a peer, in seconds;
+    /// after the last the item is dead-lettered.
+    #[serde(default = "default_peer_retries")]
+    pub retry_schedule_secs: Vec<u64>,
+    /// The peer gateways.
+    #[serde(default)]
+    pub peers: Vec<PeerSettings>,
+}
+
+/// One peer gateway: where it is, how we prove who we are to it, and how it proves who it
+/// is to us.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSettings {
+    /// Its name: the client id its requests are recorded under, the partner name of calls
+    /// to it.
+    pub name: String,
+    /// The regions reached through it (its own, and those it forwards to); it may act only
+    /// for organizations of these regions.
+    pub regions: Vec<String>,
+    /// Its base URL (`https://host:port`); the FHIR API is under `/fhir`.
+    pub base_url: String,
+    /// PEM file of the certificate this gateway presents to it.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    /// PEM file (PKCS#8) of that certificate's private key.
+    #[serde(default)]
+    pub client_key: Option<String>,
+    /// PEM file of the CA its server certificate must chain to (instead of the system's).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// The TLS client certificate its requests to us come with.
+    pub certificate: ClientCertificate,
+}
+
+fn default_peer_timeout() -> u64 {
+    10
+}
+
+fn default_peer_retries() -> Vec<u64> {
+    vec![1, 5, 30, 120, 600, 1800, 3600]
 }
 
 /// Referrals between organizations.
@@ -727,6 +784,7 @@ impl Default for Settings {
             fhir_mis: None,
             booking: BookingSettings::default(),
             referrals: ReferralSettings::default(),
+            federation: None,
         }
     }
 }
@@ -781,6 +839,42 @@ impl Settings {
                     "http.tls.require_client_certificate",
                     "needs http.tls.client_ca",
                 );
+            }
+        }
+        if let Some(f) = &self.federation {
+            if crate::model::organization::Region::parse(&f.region).is_none() {
+                return bad("federation.region", "expected a region code, 1 to 999");
+            }
+            if f.retry_schedule_secs.is_empty() || f.timeout_secs == 0 {
+                return bad(
+                    "federation",
+                    "timeout_secs and retry_schedule_secs must not be empty or zero",
+                );
+            }
+            for (i, p) in f.peers.iter().enumerate() {
+                let key = |k: &str| format!("federation.peers[{i}].{k}");
+                if p.name.trim().is_empty() || self.clients.iter().any(|c| c.id == p.name) {
+                    return bad(&key("name"), "must be set and differ from every client id");
+                }
+                if p.regions.is_empty()
+                    || p.regions
+                        .iter()
+                        .any(|r| crate::model::organization::Region::parse(r).is_none())
+                {
+                    return bad(&key("regions"), "expected one or more region codes");
+                }
+                if !p.base_url.starts_with("https://") && !p.base_url.starts_with("http://") {
+                    return bad(&key("base_url"), "expected an http(s) URL");
+                }
+                if p.client_certificate.is_some() != p.client_key.is_some() {
+                    return bad(
+                        &key("client_certificate"),
+                        "client_certificate and client_key come together",
+                    );
+                }
+                if p.certificate.sha256.is_none() && p.certificate.subject.is_none() {
+                    return bad(&key("certificate"), "give its sha256 or subject");
+                }
             }
         }
         if self.http.max_body_bytes < 1024 {

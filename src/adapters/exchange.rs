@@ -116,6 +116,10 @@ where
     for (k, v) in req.headers {
         builder = builder.header(k, v);
     }
+    // The partner continues the trace of the work that causes the call.
+    if let Some(trace) = crate::context::trace() {
+        builder = builder.header("traceparent", trace.header());
+    }
     let no_answer = |e: reqwest::Error| {
         if e.is_timeout() {
             NoAnswer::Timeout(timeout)

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use crate::config::ClientSettings;
+use crate::config::{ClientSettings, PeerSettings};
+use crate::model::organization::Region;
 use crate::model::schedule::Channel;
 use crate::model::Oid;
 
@@ -67,6 +68,8 @@ pub struct Client {
     pub channels: Vec<Channel>,
     /// DER of the certificate the client signs its SOAP requests with, when it must.
     pub message_certificate: Option<Vec<u8>>,
+    /// Regions whose every organization the client acts for: a peer gateway's.
+    pub regions: Vec<Region>,
 }
 
 impl Client {
@@ -94,7 +97,14 @@ impl Client {
 
     /// True when the client may act for the organization (admins may act for any).
     pub fn may_act_for(&self, org: &Oid) -> bool {
-        self.has_scope("admin") || self.organizations.iter().any(|o| o == org)
+        self.has_scope("admin")
+            || self.organizations.iter().any(|o| o == org)
+            || Region::of(org).is_some_and(|r| self.regions.contains(&r))
+    }
+
+    /// True for a peer gateway (it acts for whole regions).
+    pub fn is_peer(&self) -> bool {
+        !self.regions.is_empty()
     }
 }
 
@@ -147,9 +157,13 @@ pub struct PeerCertificate {
 }
 
 impl ClientRegistry {
-    /// Builds the registry from validated settings; entries with a bad hash are skipped; a
-    /// client's signing certificate that cannot be read is an error.
-    pub fn from_settings(clients: &[ClientSettings]) -> Result<ClientRegistry, String> {
+    /// Builds the registry from validated settings: the clients and the peer gateways
+    /// (known by their certificates, acting for their regions); entries with a bad hash are
+    /// skipped; a client's signing certificate that cannot be read is an error.
+    pub fn from_settings(
+        clients: &[ClientSettings],
+        peers: &[PeerSettings],
+    ) -> Result<ClientRegistry, String> {
         let mut map = HashMap::new();
         let mut by_fingerprint = HashMap::new();
         let mut by_subject = HashMap::new();
@@ -175,6 +189,7 @@ impl ClientRegistry {
                     c.name.clone()
                 },
                 organizations,
+                regions: Vec::new(),
                 scopes: c.scopes.clone(),
                 message_certificate: message_certificate.clone(),
                 channels: {
@@ -203,6 +218,30 @@ impl ClientRegistry {
                 if let Some(subject) = &cert.subject {
                     by_subject.insert(subject.trim().to_string(), client.clone());
                 }
+            }
+        }
+        for p in peers {
+            let peer = Arc::new(Client {
+                id: p.name.clone(),
+                name: format!("peer gateway {}", p.name),
+                organizations: Vec::new(),
+                regions: p.regions.iter().filter_map(|r| Region::parse(r)).collect(),
+                // What the federation's FHIR API asks of a peer: referrals and their visits.
+                scopes: [
+                    scopes::REFERRAL_WRITE,
+                    scopes::APPOINTMENT_WRITE,
+                    scopes::SCHEDULE_READ,
+                ]
+                .map(str::to_string)
+                .to_vec(),
+                channels: vec![Channel::Referral],
+                message_certificate: None,
+            });
+            if let Some(fp) = p.certificate.fingerprint() {
+                by_fingerprint.insert(fp, peer.clone());
+            }
+            if let Some(subject) = &p.certificate.subject {
+                by_subject.insert(subject.trim().to_string(), peer);
             }
         }
         let limits = clients
@@ -274,17 +313,20 @@ mod tests {
 
     #[test]
     fn bearer_tokens_resolve() {
-        let reg = ClientRegistry::from_settings(&[ClientSettings {
-            id: "portal".into(),
-            name: String::new(),
-            token_sha256: Secret::new(hex::encode(token_hash("s3cret"))),
-            organizations: vec!["1.2.643.5.1.13.13.12.1.1".into()],
-            scopes: vec!["schedule:read".into()],
-            channels: Vec::new(),
-            rate: None,
-            signing_certificate: None,
-            certificate: None,
-        }])
+        let reg = ClientRegistry::from_settings(
+            &[ClientSettings {
+                id: "portal".into(),
+                name: String::new(),
+                token_sha256: Secret::new(hex::encode(token_hash("s3cret"))),
+                organizations: vec!["1.2.643.5.1.13.13.12.1.1".into()],
+                scopes: vec!["schedule:read".into()],
+                channels: Vec::new(),
+                rate: None,
+                signing_certificate: None,
+                certificate: None,
+            }],
+            &[],
+        )
         .unwrap();
         let c = reg.authenticate(Some("Bearer s3cret"), None).unwrap();
         assert_eq!(c.id, "portal");

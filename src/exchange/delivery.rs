@@ -101,7 +101,16 @@ impl Worker {
             .await?;
         let n = claimed.len();
         let tasks = claimed.into_iter().map(|item| async move {
-            let outcome = (self.handler)(item.clone()).await;
+            let deliver = (self.handler)(item.clone());
+            // The delivery continues the trace of the request that queued the effect.
+            let trace = item
+                .traceparent
+                .as_deref()
+                .and_then(crate::context::Trace::continue_from);
+            let outcome = match trace {
+                Some(t) => crate::context::with_trace(t, deliver).await,
+                None => deliver.await,
+            };
             self.recorder.record(&item, outcome).await;
         });
         futures_util::future::join_all(tasks).await;

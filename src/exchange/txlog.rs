@@ -290,6 +290,7 @@ impl OutboundCall {
             truncated: false,
             rerun_of: None,
             expires_at: self.started_at + 30 * 86_400_000,
+            trace_id: crate::context::trace().map(|t| t.trace_id),
         }
     }
 

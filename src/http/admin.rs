@@ -39,6 +39,7 @@ pub struct ListParams {
     protocol: Option<String>,
     client: Option<String>,
     correlation_id: Option<String>,
+    trace_id: Option<String>,
     from: Option<String>,
     to: Option<String>,
     limit: Option<String>,
@@ -92,6 +93,7 @@ async fn list_transactions(
         protocol: p.protocol.clone(),
         client_id: p.client.clone(),
         correlation_id: p.correlation_id.clone(),
+        trace_id: p.trace_id.clone(),
         from: p
             .from
             .as_deref()
@@ -115,6 +117,7 @@ async fn list_transactions(
             ("protocol", &p.protocol),
             ("client", &p.client),
             ("correlation_id", &p.correlation_id),
+            ("trace_id", &p.trace_id),
             ("from", &p.from),
             ("to", &p.to),
         ] {

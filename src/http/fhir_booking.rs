@@ -599,6 +599,7 @@ async fn find_for_referral(
             from,
             to,
             limit as usize,
+            crate::services::referrals::Remote::Ask,
         )
         .await
         .map_err(|e| {
@@ -607,6 +608,13 @@ async fn find_for_referral(
                 other => other.into(),
             })
         })?;
+    let found = match found {
+        crate::services::referrals::Found::Here(slots) => slots,
+        // The target's gateway answered for its slots: its searchset as it gave it.
+        crate::services::referrals::Found::AtPeer(bundle) => {
+            return Ok(fhir_json(StatusCode::OK, &bundle))
+        }
+    };
     let base = base_url(state, req);
     let entries = found
         .iter()

@@ -14,8 +14,8 @@ use super::query::{check_params, count_param, moment, organization, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
 use crate::auth::scopes::{REFERRAL_READ, REFERRAL_WRITE};
 use crate::codec::fhir::referral::{
-    requested_move, rules, service_request, task, ICD10_SYSTEM, KIND_SYSTEM, PROFILE_SYSTEM,
-    VIDEO_VISIT,
+    peer_update, requested_move, rules, service_request, task, DOCUMENT_KIND_SYSTEM, ICD10_SYSTEM,
+    KIND_SYSTEM, PROFILE_SYSTEM, REFERRAL_DOCUMENT_SYSTEM, REFERRAL_SYSTEM, VIDEO_VISIT,
 };
 use crate::codec::fhir::{
     gateway_id, searchset, IssueType, FHIR_JSON, POLICY_SYSTEM, SNILS_SYSTEM, URI_SYSTEM,
@@ -23,7 +23,10 @@ use crate::codec::fhir::{
 use crate::model::referral::{ReferralKind, ReferralStatus, RuleRefusal, Urgency};
 use crate::model::{Icd10, PolicyNumber, Snils};
 use crate::route;
-use crate::services::referrals::{NewReferral, ReferralError, ReferralQuery, Transition};
+use crate::services::federation::HOPS_HEADER;
+use crate::services::referrals::{
+    Forwarded, NewReferral, ReferralError, ReferralQuery, Remote, Transition, Visit,
+};
 use crate::services::Caller;
 
 /// The referral routes, with who may call them.
@@ -76,6 +79,45 @@ pub(super) fn referral_api_error(e: ReferralError, field_of: &dyn Fn(&str) -> St
         }
         E::Store(inner) => return ApiError::storage(inner),
         E::Booking(_) => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
+        E::PeerRefused {
+            status,
+            code,
+            field,
+            message,
+            region,
+        } => {
+            // The peer's refusal as it gave it: its status, code and field are the API's own.
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            let issue = match status.as_u16() {
+                404 => IssueType::NotFound,
+                409 => IssueType::Conflict,
+                403 => IssueType::Forbidden,
+                400 => IssueType::Value,
+                _ => IssueType::BusinessRule,
+            };
+            let mut api = ApiError::new(
+                status,
+                issue,
+                peer_code(code),
+                format!("the gateway of region {region}: {message}"),
+            );
+            api.field = field.clone();
+            return api;
+        }
+        E::PeerUnavailable(_) => {
+            let mut api = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Transient,
+                e.code(),
+                e.to_string(),
+            );
+            api.retry_after = Some(30);
+            return api;
+        }
+        E::Unreachable(_) | E::InAnotherRegion(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule)
+        }
+        E::HopLimit(_) => (StatusCode::LOOP_DETECTED, IssueType::BusinessRule),
     };
     let field = e.field().map(|f| field_of(&f));
     let mut api = ApiError::new(status, issue, e.code(), e.to_string());
@@ -91,6 +133,55 @@ pub(super) fn referral_api_error(e: ReferralError, field_of: &dyn Fn(&str) -> St
     }
     api.field = field;
     api
+}
+
+/// A peer's code as one of the API's own (the codes of referrals and bookings), or
+/// `PEER_REFUSED` for one this gateway does not know.
+fn peer_code(code: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "NOT_FOUND",
+        "PATIENT_NOT_IDENTIFIED",
+        "NOT_YOUR_ORGANIZATION",
+        "UNKNOWN_ORGANIZATION",
+        "MISSING_DOCUMENTS",
+        "DIAGNOSIS_NOT_ACCEPTED",
+        "NOT_ACCEPTED",
+        "NO_SUITABLE_TARGET",
+        "INVALID_VALIDITY",
+        "INVALID_TRANSITION",
+        "WRONG_SIDE",
+        "REFERRAL_EXPIRED",
+        "CONFLICT",
+        "HOP_LIMIT",
+        "REGION_UNREACHABLE",
+        "SLOT_TAKEN",
+        "SLOT_NOT_FOUND",
+        "CHANNEL_NOT_ALLOWED",
+        "UNKNOWN_SLOT",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == code)
+        .copied()
+        .unwrap_or("PEER_REFUSED")
+}
+
+/// Gateways a peer's request passed already (`X-Medgate-Hops`); 0 for anyone else's.
+fn hops(req: &HttpRequest, principal: &Principal) -> ApiResult<u32> {
+    if !principal.is_peer() {
+        return Ok(0);
+    }
+    match req.headers().get(HOPS_HEADER).map(|v| v.to_str()) {
+        None => Ok(1),
+        Some(Ok(v)) => v.trim().parse::<u32>().map_err(|_| {
+            ApiError::malformed("INVALID_HEADER", "X-Medgate-Hops must be a number").at(HOPS_HEADER)
+        }),
+        Some(Err(_)) => Err(ApiError::malformed(
+            "INVALID_HEADER",
+            "X-Medgate-Hops must be a number",
+        )
+        .at(HOPS_HEADER)),
+    }
 }
 
 fn json_body(body: &[u8], what: &str) -> ApiResult<Value> {
@@ -149,7 +240,7 @@ fn org_of(r: &Value, field: &str) -> ApiResult<Option<crate::model::Oid>> {
 }
 
 /// Reads a `ServiceRequest` into a new referral, naming the field of any fault.
-fn new_referral(v: &Value, now_ms: i64) -> ApiResult<NewReferral> {
+fn new_referral(v: &Value, now_ms: i64, from_peer: bool) -> ApiResult<NewReferral> {
     if v["resourceType"].as_str() != Some("ServiceRequest") {
         return Err(ApiError::invalid(
             "WRONG_RESOURCE_TYPE",
@@ -238,6 +329,34 @@ fn new_referral(v: &Value, now_ms: i64) -> ApiResult<NewReferral> {
             Some(u32::try_from(days).unwrap_or(0))
         }
     };
+    let (documents, forwarded) = if from_peer {
+        let (documents, forwarded) = forwarded_parts(v)?;
+        (documents, Some(forwarded))
+    } else {
+        (supporting_documents(v)?, None)
+    };
+    Ok(NewReferral {
+        patient,
+        diagnosis,
+        reason: text(v, "/reasonCode/0/text")
+            .unwrap_or("")
+            .chars()
+            .take(2000)
+            .collect(),
+        requester_org,
+        requester_snils,
+        profile,
+        target_org,
+        urgency,
+        kind,
+        valid_days,
+        documents,
+        forwarded,
+    })
+}
+
+/// The ids of the documents attached as `supportingInfo` references.
+fn supporting_documents(v: &Value) -> ApiResult<Vec<String>> {
     let mut documents = Vec::new();
     for (i, s) in v["supportingInfo"]
         .as_array()
@@ -257,23 +376,45 @@ fn new_referral(v: &Value, now_ms: i64) -> ApiResult<NewReferral> {
             })?;
         documents.push(id.to_string());
     }
-    Ok(NewReferral {
-        patient,
-        diagnosis,
-        reason: text(v, "/reasonCode/0/text")
-            .unwrap_or("")
-            .chars()
-            .take(2000)
-            .collect(),
-        requester_org,
-        requester_snils,
-        profile,
-        target_org,
-        urgency,
-        kind,
-        valid_days,
-        documents,
-    })
+    Ok(documents)
+}
+
+/// The parts of a peer gateway's forwarded `ServiceRequest` that a new one lacks: its id
+/// (identifier `urn:medgate:referral`), its end of validity, and its documents as contained
+/// `DocumentReference`s with their kinds (the documents stay in the referring region).
+fn forwarded_parts(v: &Value) -> ApiResult<(Vec<String>, Forwarded)> {
+    let id = identifier(&v["identifier"], REFERRAL_SYSTEM)
+        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        .ok_or_else(|| ApiError::required("ServiceRequest.identifier[urn:medgate:referral]"))?;
+    let end = text(v, "/occurrencePeriod/end")
+        .ok_or_else(|| ApiError::required("ServiceRequest.occurrencePeriod.end"))?;
+    let valid_until = moment("ServiceRequest.occurrencePeriod.end", end)?.ms();
+    let mut documents = Vec::new();
+    let mut kinds = Vec::new();
+    for (i, s) in v["supportingInfo"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let field = format!("ServiceRequest.supportingInfo[{i}]");
+        let doc = contained(v, s["reference"].as_str())
+            .filter(|d| d["resourceType"].as_str() == Some("DocumentReference"))
+            .ok_or_else(|| ApiError::required(field.clone()))?;
+        let kind = coding(doc, "/type", DOCUMENT_KIND_SYSTEM)
+            .ok_or_else(|| ApiError::required(format!("{field}.type")))?;
+        let doc_id = identifier(&doc["identifier"], REFERRAL_DOCUMENT_SYSTEM)
+            .ok_or_else(|| ApiError::required(format!("{field}.identifier")))?;
+        documents.push(doc_id.to_string());
+        kinds.push(kind.to_string());
+    }
+    let forwarded = Forwarded {
+        id: id.to_string(),
+        valid_until,
+        document_kinds: kinds,
+        hops: 0,
+    };
+    Ok((documents, forwarded))
 }
 
 async fn create(
@@ -283,7 +424,11 @@ async fn create(
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
     let v = json_body(&body, "ServiceRequest")?;
-    let new = new_referral(&v, crate::model::time::now_ms())?;
+    let hops = hops(&req, &principal)?;
+    let mut new = new_referral(&v, crate::model::time::now_ms(), principal.is_peer())?;
+    if let Some(f) = new.forwarded.as_mut() {
+        f.hops = hops;
+    }
     let r = state
         .referrals
         .create(Caller::of(&principal), new)
@@ -315,17 +460,21 @@ async fn book(
         .and_then(|r| r.strip_prefix("Slot/"))
         .ok_or_else(|| ApiError::required("Parameters.parameter[slot].valueReference"))?;
     let who = requester(&principal, Some("referral"), "Parameters.parameter[slot]")?;
-    let (_, a) = state
+    let (_, visit) = state
         .referrals
-        .book(who, &id, &gateway_id(slot), None)
+        .book(who, &id, &gateway_id(slot), None, Remote::Ask)
         .await
         .map_err(|e| referral_error(e, "ServiceRequest"))?;
-    Ok(super::fhir_booking::respond(
-        &state,
-        &req,
-        StatusCode::CREATED,
-        &a,
-    ))
+    match visit {
+        Visit::Here(a) => Ok(super::fhir_booking::respond(
+            &state,
+            &req,
+            StatusCode::CREATED,
+            &a,
+        )),
+        // Booked at the gateway holding the target: its Appointment as it answered.
+        Visit::AtPeer(a) => Ok(fhir_json(StatusCode::CREATED, &a)),
+    }
 }
 
 async fn read_request(
@@ -368,6 +517,21 @@ async fn update_task(
             "resourceType",
             "expected a Task",
         ));
+    }
+    if principal.is_peer() {
+        let update = peer_update(&id, &v)
+            .map_err(|(field, why)| ApiError::invalid("INVALID_VALUE", field, why))?;
+        let r = state
+            .referrals
+            .mirror(Caller::of(&principal), update)
+            .await
+            .map_err(|e| referral_error(e, "Task"))?;
+        let events = state
+            .referrals
+            .events(&r.id)
+            .await
+            .map_err(|e| referral_error(e, "Task"))?;
+        return Ok(fhir_json(StatusCode::OK, &task(&r, &events)));
     }
     let status = text(&v, "/status").ok_or_else(|| ApiError::required("Task.status"))?;
     let to = requested_move(status).ok_or_else(|| {

@@ -26,6 +26,8 @@ use crate::model::time::{from_ms, Moment, DAY_MS};
 use crate::model::Oid;
 use crate::route;
 use crate::services::booking::{AppointmentSearch, Target};
+// The portal contract cannot carry another region's slots: such referrals are refused here.
+use crate::services::referrals::{Found, Remote, Visit};
 use crate::services::schedules::{CountBy, FreeSlots, ScheduleError};
 use crate::services::Caller;
 
@@ -347,10 +349,15 @@ async fn get_appointments_by_referral(
     let (from, to) = period(op, state.schedules.now())?;
     let slots = state
         .referrals
-        .free_slots(Caller::of(principal), id, from, to, 1000)
+        .free_slots(Caller::of(principal), id, from, to, 1000, Remote::Refuse)
         .await
         .map_err(|e| referral_api_error(e, &hub_field))?;
-    Ok(hub::appointments_by_referral(&slots))
+    match slots {
+        Found::Here(slots) => Ok(hub::appointments_by_referral(&slots)),
+        Found::AtPeer(_) => Err(ApiError::internal(
+            "a remote referral's slots reached the hub",
+        )),
+    }
 }
 
 /// `SetAppointment` with `IdReferral`: the referral's visit, through the referral channel.
@@ -372,10 +379,15 @@ async fn set_referral_appointment(
     let org = clinic_oid(op)?;
     let (_, a) = state
         .referrals
-        .book(who, referral, slot, Some(&org))
+        .book(who, referral, slot, Some(&org), Remote::Refuse)
         .await
         .map_err(|e| referral_api_error(e, &hub_field))?;
-    Ok(hub::set_appointment(&a))
+    match a {
+        Visit::Here(a) => Ok(hub::set_appointment(&a)),
+        Visit::AtPeer(_) => Err(ApiError::internal(
+            "a remote referral was booked through the hub",
+        )),
+    }
 }
 
 async fn set_appointment(

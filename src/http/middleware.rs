@@ -55,6 +55,14 @@ pub async fn gateway(
     let request_id =
         header_id(&req, REQUEST_ID).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let correlation_id = header_id(&req, CORRELATION_ID).unwrap_or_else(|| request_id.clone());
+    // A caller's trace is continued; a request without one (or a malformed one) starts one.
+    let trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::context::Trace::continue_from)
+        .unwrap_or_else(crate::context::Trace::root);
+    let trace_id = trace.trace_id.clone();
     let content_type = req
         .headers()
         .get("content-type")
@@ -70,6 +78,7 @@ pub async fn gateway(
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
+        trace_id = %trace_id,
         method = %method,
         path = %path,
         client = tracing::field::Empty
@@ -81,6 +90,7 @@ pub async fn gateway(
             decision: state.txlog.decide(&path),
             request_id,
             correlation_id,
+            trace_id,
             protocol,
             method,
             path,
@@ -234,7 +244,8 @@ pub async fn gateway(
         Ok(finish(&state, http_req, res, fin).await)
     };
     let rid = ctx.request_id.clone();
-    crate::context::with_request_id(rid, REQUEST.scope(ctx, work.instrument(span))).await
+    let work = crate::context::with_trace(trace, REQUEST.scope(ctx, work.instrument(span)));
+    crate::context::with_request_id(rid, work).await
 }
 
 /// A stand-in request for answering after the real one was consumed by a failed handler
@@ -332,6 +343,7 @@ async fn read_body(
 struct Finish {
     request_id: String,
     correlation_id: String,
+    trace_id: String,
     protocol: Protocol,
     method: String,
     path: String,
@@ -443,6 +455,7 @@ async fn finish(
                 truncated,
                 rerun_of: None,
                 expires_at: f.started_at + i64::from(f.decision.retention_days) * 86_400_000,
+                trace_id: Some(f.trace_id),
             })
             .await;
     }

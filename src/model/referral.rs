@@ -396,8 +396,19 @@ pub struct Referral {
     pub escalated_at: Option<i64>,
     /// The video-visit link of a tele-consultation, given by the target.
     pub video_url: Option<String>,
-    /// Ids of the documents attached (documents the gateway registered).
+    /// Ids of the documents attached (documents the gateway, or the referring region's
+    /// gateway, registered).
     pub documents: Vec<String>,
+    /// The kinds of those documents (NSI 1.2.643.5.1.13.13.11.1522 codes), in their order.
+    pub document_kinds: Vec<String>,
+    /// The peer gateway that forwarded the referral here (its referring side is there).
+    pub origin_peer: Option<String>,
+    /// The peer gateway the referral was forwarded to (its target is there).
+    pub peer: Option<String>,
+    /// When that peer took the referral; `None` while it waits for the peer.
+    pub forwarded_at: Option<i64>,
+    /// The conclusion as it came back from a peer (the document stays registered there).
+    pub conclusion: Option<RemoteDocument>,
     /// State.
     pub status: ReferralStatus,
     /// Why it is in this state (a rejection's reason), if said.
@@ -414,7 +425,53 @@ pub struct Referral {
     pub updated_at: i64,
 }
 
+/// A move of a referral as one gateway tells another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerUpdate {
+    /// The referral (the same id in every gateway).
+    pub referral_id: String,
+    /// The state it entered.
+    pub status: ReferralStatus,
+    /// Why, if said.
+    pub reason: Option<String>,
+    /// The booked visit (an appointment of the target's gateway).
+    pub appointment_id: Option<String>,
+    /// A tele-consultation's video-visit link.
+    pub video_url: Option<String>,
+    /// The conclusion, carried with the completion.
+    pub conclusion: Option<RemoteDocument>,
+}
+
+/// A document of another region's gateway, carried back with a referral's conclusion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteDocument {
+    /// Its id at the gateway that registered it.
+    pub id: String,
+    /// Document kind (NSI 1.2.643.5.1.13.13.11.1522 code).
+    pub kind: String,
+    /// Its number in the federal registry, once registered.
+    pub registry_number: Option<String>,
+    /// Media type of the content.
+    pub content_type: String,
+    /// The document itself (the CDA as registered).
+    pub content: Vec<u8>,
+}
+
 impl Referral {
+    /// True while it waits for the peer gateway it is forwarded to.
+    pub fn waiting_for_peer(&self) -> bool {
+        self.peer.is_some() && self.forwarded_at.is_none()
+    }
+
+    /// The peer gateways linked to this copy of the referral: where it came from and where
+    /// it went.
+    pub fn linked_peers(&self) -> impl Iterator<Item = &str> {
+        self.origin_peer
+            .iter()
+            .chain(self.peer.iter())
+            .map(String::as_str)
+    }
+
     /// True when `org` is one of the referral's two organizations.
     pub fn involves(&self, org: &Oid) -> bool {
         &self.requester_org == org || &self.target_org == org

@@ -537,6 +537,7 @@ impl Booking {
                         client_id,
                         operator: false,
                         organizations: &[],
+                        regions: &[],
                     },
                     AuditAction::Read,
                     AuditEntity::Appointment,
@@ -1583,6 +1584,7 @@ mod tests {
                 client_id,
                 operator,
                 organizations: if acts { &orgs[..] } else { &[] },
+                regions: &[],
             },
             channel: Channel::Internet,
         };

@@ -4,6 +4,7 @@
 
 pub mod booking;
 pub mod documents;
+pub mod federation;
 pub mod mis;
 pub mod notify;
 pub mod operations;
@@ -27,6 +28,8 @@ pub struct Caller<'a> {
     pub operator: bool,
     /// The organizations the client acts for.
     pub organizations: &'a [Oid],
+    /// The regions whose every organization the client acts for (a peer gateway).
+    pub regions: &'a [crate::model::organization::Region],
 }
 
 /// A new audit event of `caller`'s access: successful until refused, its record and
@@ -60,12 +63,21 @@ impl<'a> Caller<'a> {
             client_id: &client.id,
             operator: client.is_operator(),
             organizations: &client.organizations,
+            regions: &client.regions,
         }
     }
 
     /// True when the caller may see and change records of `org`.
     pub fn acts_for(&self, org: &Oid) -> bool {
-        self.operator || self.organizations.contains(org)
+        self.operator
+            || self.organizations.contains(org)
+            || crate::model::organization::Region::of(org)
+                .is_some_and(|r| self.regions.contains(&r))
+    }
+
+    /// The peer gateway making the call, if it is one.
+    pub fn peer(&self) -> Option<&'a str> {
+        (!self.regions.is_empty()).then_some(self.client_id)
     }
 
     /// The organizations whose records a listing may show: `None` for all (operators).

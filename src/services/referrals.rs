@@ -10,16 +10,21 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::booking::{Booking, BookingError, Requester, Target};
+use super::federation::{
+    Federation, PeerError, PeerGateway, PeerUpdate, Route, FORWARD, MAX_HOPS, PEER_DESTINATION,
+    UPDATE,
+};
 use super::notify::Notifier;
 use super::schedules::{FreeSlots, Schedules};
 use super::{audit_event, Caller};
 use crate::config::ReferralSettings;
-use crate::exchange::delivery::Outcome;
+use crate::exchange::delivery::{retry_or_dead, Outcome};
 use crate::model::audit::{AuditAction, AuditEntity, AuditEvent};
 use crate::model::booking::{Appointment, Patient, PatientError};
+use crate::model::organization::Region;
 use crate::model::referral::{
     check_rules, AcceptanceRule, Referral, ReferralEvent, ReferralKind, ReferralStatus,
-    RuleRefusal, Side, Urgency,
+    RemoteDocument, RuleRefusal, Side, Urgency,
 };
 use crate::model::schedule::{Channel, Slot};
 use crate::model::time::{SharedClock, DAY_MS};
@@ -61,8 +66,50 @@ pub struct NewReferral {
     pub valid_days: Option<u32>,
     /// Documents the gateway registered, attached by id.
     pub documents: Vec<String>,
+    /// Set when a peer gateway forwards the referral.
+    pub forwarded: Option<Forwarded>,
 }
 
+/// What a peer gateway's forwarded referral carries besides a new one's fields.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// The referral's id (the same in every gateway).
+    pub id: String,
+    /// End of validity as the referring region set it (epoch ms).
+    pub valid_until: i64,
+    /// The kinds of the attached documents (they stay in the referring region), in order.
+    pub document_kinds: Vec<String>,
+    /// Gateways the request passed already.
+    pub hops: u32,
+}
+
+/// Free slots for a referral's visit: this gateway's, or the peer's answer as it gave it.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// Slots of this gateway's target.
+    Here(Vec<Slot>),
+    /// The searchset of the peer gateway holding the target.
+    AtPeer(serde_json::Value),
+}
+
+/// Whether a referral whose target is another region's may be served through its gateway
+/// (FHIR, which speaks the peers' language) or is refused (the portal contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remote {
+    /// Ask the peer gateway.
+    Ask,
+    /// Refuse with [`ReferralError::InAnotherRegion`].
+    Refuse,
+}
+
+/// A booked referral visit: this gateway's appointment, or the peer's.
+#[derive(Debug, Clone)]
+pub enum Visit {
+    /// An appointment of this gateway.
+    Here(Box<Appointment>),
+    /// The Appointment the peer gateway holding the target answered.
+    AtPeer(serde_json::Value),
+}
 /// A move asked for by one of the two organizations.
 #[derive(Debug, Clone)]
 pub struct Transition {
@@ -166,6 +213,32 @@ pub enum ReferralError {
     /// The booking of its visit failed.
     #[error(transparent)]
     Booking(#[from] BookingError),
+    /// The gateway of the target's region refused.
+    #[error("the gateway of region {region} refused: {message}")]
+    PeerRefused {
+        /// The target's region.
+        region: String,
+        /// The peer's HTTP status.
+        status: u16,
+        /// The peer's code.
+        code: String,
+        /// The field it named.
+        field: Option<String>,
+        /// What it said.
+        message: String,
+    },
+    /// The gateway of the target's region is not answering.
+    #[error("the gateway of region {0} is not answering; try again later")]
+    PeerUnavailable(String),
+    /// No peer gateway reaches the target's region.
+    #[error("no gateway of region {0} is known to this gateway")]
+    Unreachable(String),
+    /// The referral's target is another region's, which this interface cannot serve.
+    #[error("the referral's target is in region {0}: find and book its visit through FHIR Appointment/$find?referral= and ServiceRequest/$book")]
+    InAnotherRegion(String),
+    /// The request passed more gateways than the federation allows.
+    #[error("the request passed {0} gateways; at most {MAX_HOPS} are allowed")]
+    HopLimit(u32),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -195,6 +268,11 @@ impl ReferralError {
             ReferralError::TargetMismatch { .. } => "REFERRAL_TO_ANOTHER_ORGANIZATION",
             ReferralError::Changed => "CONFLICT",
             ReferralError::Booking(e) => e.code(),
+            ReferralError::PeerRefused { .. } => "PEER_REFUSED",
+            ReferralError::PeerUnavailable(_) => "PEER_UNAVAILABLE",
+            ReferralError::Unreachable(_) => "REGION_UNREACHABLE",
+            ReferralError::HopLimit(_) => "HOP_LIMIT",
+            ReferralError::InAnotherRegion(_) => "REFERRAL_IN_ANOTHER_REGION",
             ReferralError::Store(_) => "STORE_ERROR",
         }
     }
@@ -220,6 +298,8 @@ impl ReferralError {
             ReferralError::VideoWithoutAcceptance => "input".into(),
             ReferralError::TargetMismatch { .. } => "performer".into(),
             ReferralError::Booking(e) => return e.field(),
+            ReferralError::PeerRefused { field, .. } => return field.clone(),
+            ReferralError::Unreachable(_) => "performer".into(),
             _ => return None,
         })
     }
@@ -248,6 +328,8 @@ enum Change<'a> {
     Release,
     /// Sets the video-visit link (acceptance of a tele-consultation).
     Video(String),
+    /// A peer's move: whatever it carried.
+    Mirror(PeerUpdate),
 }
 
 /// The referrals service.
@@ -263,6 +345,9 @@ pub struct Referrals {
     retries: Arc<[u64]>,
     wake: Arc<Notify>,
     clock: SharedClock,
+    federation: Option<Arc<Federation>>,
+    peers: Option<Arc<dyn PeerGateway>>,
+    peer_wake: Arc<Notify>,
 }
 
 impl Referrals {
@@ -288,7 +373,34 @@ impl Referrals {
             retries: settings.notify_retry_schedule_secs.clone().into(),
             wake: Arc::new(Notify::new()),
             clock,
+            federation: None,
+            peers: None,
+            peer_wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// The same service taking part in `federation`, reaching peer gateways through
+    /// `peers`.
+    pub fn with_federation(
+        mut self,
+        federation: Federation,
+        peers: Arc<dyn PeerGateway>,
+    ) -> Referrals {
+        self.federation = Some(Arc::new(federation));
+        self.peers = Some(peers);
+        self
+    }
+
+    /// Notified when something is queued for a peer gateway.
+    pub fn peer_item_queued(&self) -> Arc<Notify> {
+        self.peer_wake.clone()
+    }
+
+    /// Where referrals to `org` go.
+    fn route(&self, org: &Oid) -> Route {
+        self.federation
+            .as_ref()
+            .map_or(Route::Local, |f| f.route(org))
     }
 
     /// Notified when a notice is queued.
@@ -323,19 +435,35 @@ impl Referrals {
     async fn create_checked(
         &self,
         caller: Caller<'_>,
-        new: NewReferral,
+        mut new: NewReferral,
     ) -> Result<Referral, ReferralError> {
+        let forwarded = new.forwarded.take();
+        let hops = forwarded.as_ref().map_or(0, |f| f.hops);
+        if hops > MAX_HOPS {
+            return Err(ReferralError::HopLimit(hops));
+        }
         if !caller.acts_for(&new.requester_org) {
             return Err(ReferralError::NotYourOrganization(new.requester_org));
         }
         new.patient.check()?;
-        let days = new.valid_days.unwrap_or(self.validity_days);
-        if !(1..=365).contains(&days) {
-            return Err(ReferralError::Validity);
-        }
-        let kinds = self.attached_kinds(caller, &new).await?;
-        let target = match &new.target_org {
-            Some(org) => {
+        let now = self.clock.now_ms();
+        let valid_until = match &forwarded {
+            Some(f) if f.valid_until < now => return Err(ReferralError::Expired),
+            Some(f) => f.valid_until,
+            None => {
+                let days = new.valid_days.unwrap_or(self.validity_days);
+                if !(1..=365).contains(&days) {
+                    return Err(ReferralError::Validity);
+                }
+                now + i64::from(days) * DAY_MS
+            }
+        };
+        let kinds = match &forwarded {
+            Some(f) => f.document_kinds.clone(),
+            None => self.attached_kinds(caller, &new).await?,
+        };
+        let (target, peer) = match new.target_org.as_ref().map(|o| (o, self.route(o))) {
+            Some((org, Route::Local)) => {
                 if self.store.get_organization(org).await?.is_none() {
                     return Err(ReferralError::UnknownOrganization(org.clone()));
                 }
@@ -345,22 +473,28 @@ impl Referrals {
                 if !rules.is_empty() {
                     check_rules(&rules, org, new.kind, &new.profile, &new.diagnosis, &kinds)?;
                 }
-                org.clone()
+                (org.clone(), None)
             }
-            None => self.suitable_target(&new, &kinds)?,
+            // The gateway of the target's region checks its rules.
+            Some((org, Route::Peer { name, region })) => (org.clone(), Some((name, region))),
+            Some((_, Route::Unreachable(region))) => {
+                return Err(ReferralError::Unreachable(region.to_string()))
+            }
+            None => (self.suitable_target(&new, &kinds)?, None),
         };
-        let now = self.clock.now_ms();
         let hours = self
             .rules
             .iter()
             .filter(|r| r.org == target)
             .find_map(|r| r.answer_within_hours)
             .unwrap_or(self.answer_within_hours);
-        let referral = Referral {
+        let mut referral = Referral {
             answer_due: now + i64::from(hours) * 3_600_000,
             escalated_at: None,
             video_url: None,
-            id: uuid::Uuid::now_v7().to_string(),
+            id: forwarded
+                .as_ref()
+                .map_or_else(|| uuid::Uuid::now_v7().to_string(), |f| f.id.clone()),
             patient: new.patient,
             diagnosis: new.diagnosis,
             reason: new.reason,
@@ -370,8 +504,13 @@ impl Referrals {
             target_org: target,
             urgency: new.urgency,
             kind: new.kind,
-            valid_until: now + i64::from(days) * DAY_MS,
+            valid_until,
             documents: new.documents,
+            document_kinds: kinds,
+            origin_peer: caller.peer().map(str::to_string),
+            peer: peer.as_ref().map(|(name, _)| name.clone()),
+            forwarded_at: None,
+            conclusion: None,
             status: ReferralStatus::Requested,
             status_reason: None,
             appointment_id: None,
@@ -380,6 +519,32 @@ impl Referrals {
             created_at: now,
             updated_at: now,
         };
+        let mut outbox = Vec::new();
+        if let Some((name, region)) = &peer {
+            // Forwarded at once when the peer answers, so a refusal reaches the doctor now;
+            // a peer that does not answer gets it through the outbox.
+            match self.forward_now(name, &referral, hops + 1).await {
+                Ok(()) => referral.forwarded_at = Some(now),
+                Err(PeerError::Refused {
+                    status,
+                    code,
+                    field,
+                    message,
+                }) => {
+                    return Err(ReferralError::PeerRefused {
+                        region: region.to_string(),
+                        status,
+                        code,
+                        field,
+                        message,
+                    })
+                }
+                Err(PeerError::Unavailable(why)) => {
+                    tracing::warn!(peer = %name, referral = %referral.id, error = %why, "peer gateway not answering: the referral waits in the outbox");
+                    outbox.push(self.peer_item(&referral, name, FORWARD, json!({}), hops + 1));
+                }
+            }
+        }
         let event = ReferralEvent {
             referral_id: referral.id.clone(),
             at: now,
@@ -387,12 +552,29 @@ impl Referrals {
             client_id: caller.client_id.to_string(),
             reason: None,
         };
-        let notice = self.notice(&referral, &event, &referral.target_org);
-        self.store
-            .insert_referral(&referral, &event, notice.as_ref())
-            .await?;
-        self.wake_if(notice.is_some());
+        outbox.extend(self.notice(&referral, &event, &referral.target_org));
+        if !self
+            .store
+            .insert_referral(&referral, &event, &outbox)
+            .await?
+        {
+            // A peer forwarding again what it forwarded before gets the referral it made.
+            return match self.store.get_referral(&referral.id).await? {
+                Some(r) if r.origin_peer.is_some() && r.origin_peer == referral.origin_peer => {
+                    Ok(r)
+                }
+                _ => Err(ReferralError::Changed),
+            };
+        }
+        self.wake_for(&outbox);
         Ok(referral)
+    }
+
+    async fn forward_now(&self, peer: &str, r: &Referral, hops: u32) -> Result<(), PeerError> {
+        match &self.peers {
+            Some(p) => p.forward(peer, r, hops).await,
+            None => Err(PeerError::Unavailable("no peer gateways configured".into())),
+        }
     }
 
     /// The kinds of the attached documents: each must be known, the caller's, and about
@@ -571,15 +753,17 @@ impl Referrals {
             (None, Some(_)) => return Err(ReferralError::VideoWithoutAcceptance),
             (None, None) => Change::Plain,
         };
-        self.apply(r, &event, change).await
+        self.apply(r, &event, change, None).await
     }
 
-    /// Writes a move from the referral's current state and tells the other organization.
+    /// Writes a move from the referral's current state and tells the other organization
+    /// and the linked peer gateways (all but `from_peer`, the one that told us).
     async fn apply(
         &self,
         r: Referral,
         event: &ReferralEvent,
         change: Change<'_>,
+        from_peer: Option<&str>,
     ) -> Result<Referral, ReferralError> {
         // The referring side hears about the target's moves and the gateway's, the
         // target about the referring side's.
@@ -587,7 +771,35 @@ impl Referrals {
             Side::Referring => &r.target_org,
             Side::Target | Side::Gateway => &r.requester_org,
         };
-        let notice = self.notice(&r, event, to);
+        let mut outbox: Vec<NewOutboxItem> = self.notice(&r, event, to).into_iter().collect();
+        let mut next = Referral {
+            status: event.status,
+            status_reason: event.reason.clone(),
+            updated_at: event.at,
+            ..r.clone()
+        };
+        match &change {
+            Change::Book(a) => next.appointment_id = Some(a.to_string()),
+            Change::Release => next.appointment_id = None,
+            Change::Conclude(c) => next.conclusion_id = Some(c.clone()),
+            Change::Video(v) => next.video_url = Some(v.clone()),
+            Change::Mirror(u) => {
+                if event.status == ReferralStatus::Booked || u.appointment_id.is_some() {
+                    next.appointment_id = u.appointment_id.clone();
+                }
+                if u.video_url.is_some() {
+                    next.video_url = u.video_url.clone();
+                }
+                if let Some(d) = &u.conclusion {
+                    next.conclusion_id = Some(d.id.clone());
+                    next.conclusion = Some(d.clone());
+                }
+            }
+            Change::Plain => {}
+        }
+        for peer in next.linked_peers().filter(|p| Some(*p) != from_peer) {
+            outbox.push(self.peer_item(&next, peer, UPDATE, json!({}), 1));
+        }
         let moved = self
             .store
             .transition_referral(
@@ -595,47 +807,219 @@ impl Referrals {
                 &Move {
                     from: r.status,
                     event,
-                    appointment_id: match change {
-                        Change::Book(a) => Some(Some(a)),
-                        Change::Release => Some(None),
-                        _ => None,
-                    },
-                    conclusion_id: match &change {
-                        Change::Conclude(c) => Some(c.as_str()),
-                        _ => None,
-                    },
-                    video_url: match &change {
-                        Change::Video(v) => Some(v.as_str()),
-                        _ => None,
-                    },
-                    notice: notice.as_ref(),
+                    appointment_id: (next.appointment_id != r.appointment_id)
+                        .then_some(next.appointment_id.as_deref()),
+                    conclusion_id: next
+                        .conclusion_id
+                        .as_deref()
+                        .filter(|_| next.conclusion_id != r.conclusion_id),
+                    video_url: next
+                        .video_url
+                        .as_deref()
+                        .filter(|_| next.video_url != r.video_url),
+                    remote_conclusion: next
+                        .conclusion
+                        .as_ref()
+                        .filter(|_| next.conclusion != r.conclusion),
+                    outbox: &outbox,
                 },
             )
             .await?;
         if !moved {
             return Err(ReferralError::Changed);
         }
-        self.wake_if(notice.is_some());
-        let (mut appointment_id, mut conclusion_id, mut video_url) = (
-            r.appointment_id.clone(),
-            r.conclusion_id.clone(),
-            r.video_url.clone(),
-        );
-        match change {
-            Change::Book(a) => appointment_id = Some(a.to_string()),
-            Change::Release => appointment_id = None,
-            Change::Conclude(c) => conclusion_id = Some(c),
-            Change::Video(v) => video_url = Some(v),
-            Change::Plain => {}
+        self.wake_for(&outbox);
+        Ok(next)
+    }
+
+    /// A move a linked peer gateway made on its copy of the referral: the gateway that
+    /// forwarded it here may withdraw it for the referring side; the one it went to answers,
+    /// books, completes and expires it for the target. Anything else looks like an unknown
+    /// referral; repeating the move it is already in answers it unchanged.
+    pub async fn mirror(
+        &self,
+        caller: Caller<'_>,
+        update: PeerUpdate,
+    ) -> Result<Referral, ReferralError> {
+        let event = AuditEvent {
+            entity_id: Some(update.referral_id.clone()),
+            detail: update.status.as_str().to_string(),
+            ..self.event(caller, AuditAction::Update)
+        };
+        let result = self.mirror_checked(caller, update).await;
+        self.settle(event, result, |r| r).await
+    }
+
+    async fn mirror_checked(
+        &self,
+        caller: Caller<'_>,
+        u: PeerUpdate,
+    ) -> Result<Referral, ReferralError> {
+        let peer = caller.peer().ok_or(ReferralError::NotFound)?;
+        let r = self
+            .store
+            .get_referral(&u.referral_id)
+            .await?
+            .ok_or(ReferralError::NotFound)?;
+        let downstream = r.peer.as_deref() == Some(peer) && caller.acts_for(&r.target_org);
+        let upstream = r.origin_peer.as_deref() == Some(peer) && caller.acts_for(&r.requester_org);
+        if !downstream && !upstream {
+            return Err(ReferralError::NotFound);
         }
-        Ok(Referral {
-            status: event.status,
-            status_reason: event.reason.clone(),
-            appointment_id,
-            conclusion_id,
-            video_url,
-            updated_at: event.at,
-            ..r
+        if r.status == u.status {
+            return Ok(r);
+        }
+        let side_ok = match u.status.made_by() {
+            Side::Referring => upstream,
+            Side::Target | Side::Gateway => downstream,
+        };
+        if !side_ok {
+            let side = if upstream { "target" } else { "referring" };
+            return Err(ReferralError::WrongSide { side, to: u.status });
+        }
+        if !r.status.allows(u.status) {
+            return Err(ReferralError::NotAllowed {
+                from: r.status,
+                to: u.status,
+            });
+        }
+        if u.status == ReferralStatus::Completed && u.conclusion.is_none() {
+            return Err(ReferralError::ConclusionRequired);
+        }
+        let event = ReferralEvent {
+            referral_id: r.id.clone(),
+            at: self.clock.now_ms(),
+            status: u.status,
+            client_id: caller.client_id.to_string(),
+            reason: u.reason.clone(),
+        };
+        self.apply(r, &event, Change::Mirror(u), Some(peer)).await
+    }
+
+    /// An outbox item for `peer` about referral `r`, delivered after everything queued
+    /// before for the same referral and peer.
+    fn peer_item(
+        &self,
+        r: &Referral,
+        peer: &str,
+        kind: &str,
+        extra: serde_json::Value,
+        hops: u32,
+    ) -> NewOutboxItem {
+        let mut payload = json!({
+            "peer": peer,
+            "referral": r.id,
+            "status": r.status.as_str(),
+            "reason": r.status_reason,
+            "appointment": r.appointment_id,
+            "video_url": r.video_url,
+            "conclusion": r.conclusion_id,
+            "hops": hops,
+        });
+        if let (Some(map), serde_json::Value::Object(more)) = (payload.as_object_mut(), extra) {
+            map.extend(more);
+        }
+        NewOutboxItem {
+            destination: PEER_DESTINATION.into(),
+            kind: kind.into(),
+            aggregate_id: r.id.clone(),
+            payload: payload.to_string(),
+            due_at: r.updated_at,
+            attempts: 0,
+            ordering_key: Some(format!("peer:{peer}:referral:{}", r.id)),
+        }
+    }
+
+    /// Delivers one item to a peer gateway: a referral to forward (a refusal there
+    /// rejects it here, with the peer's reason) or a move to tell.
+    pub async fn deliver_to_peer(&self, item: OutboxItem) -> Outcome {
+        let now = self.clock.now_ms();
+        let retries = self.federation.as_ref().map_or(&[][..], |f| f.retries());
+        let Ok(p) = serde_json::from_str::<serde_json::Value>(&item.payload) else {
+            return Outcome::Dead("unreadable payload".into());
+        };
+        let (Some(peer), Some(id)) = (p["peer"].as_str(), p["referral"].as_str()) else {
+            return Outcome::Dead("payload names no peer or referral".into());
+        };
+        let hops = p["hops"].as_u64().unwrap_or(1) as u32;
+        let Some(peers) = &self.peers else {
+            return retry_or_dead(retries, &item, "no peer gateways configured".into(), now);
+        };
+        let r = match self.store.get_referral(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Outcome::Dead(format!("referral {id} is gone")),
+            Err(e) => return retry_or_dead(retries, &item, e.to_string(), now),
+        };
+        let sent = if item.kind == FORWARD {
+            peers.forward(peer, &r, hops).await
+        } else {
+            let update = match self.update_of(&p, &r).await {
+                Ok(u) => u,
+                Err(e) => return retry_or_dead(retries, &item, e.to_string(), now),
+            };
+            peers.update(peer, &update, hops).await
+        };
+        match sent {
+            Ok(()) if item.kind == FORWARD => {
+                match self.store.mark_referral_forwarded(id, now).await {
+                    Ok(()) => Outcome::Delivered,
+                    Err(e) => retry_or_dead(retries, &item, e.to_string(), now),
+                }
+            }
+            Ok(()) => Outcome::Delivered,
+            Err(PeerError::Refused { message, code, .. }) if item.kind == FORWARD => {
+                // The target's gateway refused the referral: it is rejected, with the reason.
+                let region = Region::of(&r.target_org).map_or_else(String::new, |x| x.to_string());
+                let event = gateway_event(
+                    r.id.clone(),
+                    now,
+                    ReferralStatus::Rejected,
+                    format!("the gateway of region {region} refused ({code}): {message}"),
+                );
+                let _ = self.store.mark_referral_forwarded(id, now).await;
+                match self.apply(r, &event, Change::Plain, Some(peer)).await {
+                    Ok(_) | Err(ReferralError::Changed) => Outcome::Delivered,
+                    Err(e) => retry_or_dead(retries, &item, e.to_string(), now),
+                }
+            }
+            Err(e @ PeerError::Refused { .. }) => {
+                Outcome::Dead(format!("peer {peer} refused the change: {e}"))
+            }
+            Err(PeerError::Unavailable(why)) => retry_or_dead(retries, &item, why, now),
+        }
+    }
+
+    /// The move a queued item tells, with the conclusion document loaded.
+    async fn update_of(
+        &self,
+        p: &serde_json::Value,
+        r: &Referral,
+    ) -> Result<PeerUpdate, ReferralError> {
+        let text = |k: &str| p[k].as_str().map(str::to_string);
+        let status = text("status")
+            .and_then(|s| ReferralStatus::parse(&s))
+            .unwrap_or(r.status);
+        let conclusion = match (&r.conclusion, text("conclusion")) {
+            (_, None) => None,
+            (Some(d), Some(_)) => Some(d.clone()),
+            (None, Some(id)) => match self.store.get_document(&id).await? {
+                Some(d) => Some(RemoteDocument {
+                    id: d.id.clone(),
+                    kind: d.kind_code.clone(),
+                    registry_number: d.emdr_id.clone(),
+                    content_type: d.content_type.clone(),
+                    content: d.content.clone(),
+                }),
+                None => None,
+            },
+        };
+        Ok(PeerUpdate {
+            referral_id: r.id.clone(),
+            status,
+            reason: text("reason"),
+            appointment_id: text("appointment"),
+            video_url: text("video_url"),
+            conclusion,
         })
     }
 
@@ -648,13 +1032,25 @@ impl Referrals {
         from: i64,
         to: i64,
         limit: usize,
-    ) -> Result<Vec<Slot>, ReferralError> {
+        remote: Remote,
+    ) -> Result<Found, ReferralError> {
         let event = AuditEvent {
             entity_id: Some(id.to_string()),
             ..self.event(caller, AuditAction::Read)
         };
         let found = self.bookable(caller, id).await;
         let r = self.settle(event, found, |r| r).await?;
+        // The target's gateway answers for its slots.
+        if let Some(peer) = &r.peer {
+            if remote == Remote::Refuse {
+                return Err(ReferralError::InAnotherRegion(self.region_of(&r)));
+            }
+            let peers = self.peers.as_ref().ok_or_else(|| self.unavailable(&r))?;
+            return match peers.free_slots(peer, &r.id, from, to, limit).await {
+                Ok(bundle) => Ok(Found::AtPeer(bundle)),
+                Err(e) => Err(self.peer_error(&r, e)),
+            };
+        }
         let q = FreeSlots {
             org: Some(r.target_org),
             practitioner_id: None,
@@ -669,7 +1065,38 @@ impl Referrals {
         self.schedules
             .find_free(&q)
             .await
+            .map(Found::Here)
             .map_err(|e| ReferralError::Booking(BookingError::Directory(e)))
+    }
+
+    fn region_of(&self, r: &Referral) -> String {
+        Region::of(&r.target_org).map_or_else(String::new, |x| x.to_string())
+    }
+
+    fn unavailable(&self, r: &Referral) -> ReferralError {
+        ReferralError::PeerUnavailable(self.region_of(r))
+    }
+
+    /// A peer's failure as this service's error, naming the target's region.
+    fn peer_error(&self, r: &Referral, e: PeerError) -> ReferralError {
+        match e {
+            PeerError::Unavailable(why) => {
+                tracing::warn!(referral = %r.id, error = %why, "peer gateway not answering");
+                self.unavailable(r)
+            }
+            PeerError::Refused {
+                status,
+                code,
+                field,
+                message,
+            } => ReferralError::PeerRefused {
+                region: Region::of(&r.target_org).map_or_else(String::new, |x| x.to_string()),
+                status,
+                code,
+                field,
+                message,
+            },
+        }
     }
 
     /// A referral the caller sees that may be booked now (accepted, still valid).
@@ -697,8 +1124,9 @@ impl Referrals {
         id: &str,
         slot: &str,
         named_org: Option<&Oid>,
-    ) -> Result<(Referral, Appointment), ReferralError> {
-        let result = self.book_checked(who, id, slot, named_org).await;
+        remote: Remote,
+    ) -> Result<(Referral, Visit), ReferralError> {
+        let result = self.book_checked(who, id, slot, named_org, remote).await;
         // The access is the appointment's creation: a booking made or refused by the
         // booking service is audited there; every refusal of the referral's own here.
         if let Err(e) = &result {
@@ -722,13 +1150,20 @@ impl Referrals {
         id: &str,
         slot: &str,
         named_org: Option<&Oid>,
-    ) -> Result<(Referral, Appointment), ReferralError> {
+        remote: Remote,
+    ) -> Result<(Referral, Visit), ReferralError> {
         let r = self.bookable(who.caller, id).await?;
         if let Some(org) = named_org.filter(|o| **o != r.target_org) {
             return Err(ReferralError::TargetMismatch {
                 named: org.clone(),
                 target: r.target_org,
             });
+        }
+        if let Some(peer) = r.peer.clone() {
+            if remote == Remote::Refuse {
+                return Err(ReferralError::InAnotherRegion(self.region_of(&r)));
+            }
+            return self.book_at_peer(who, r, &peer, slot).await;
         }
         let appointment = self
             .booking
@@ -746,8 +1181,11 @@ impl Referrals {
             client_id: who.caller.client_id.to_string(),
             reason: None,
         };
-        match self.apply(r, &event, Change::Book(&appointment.id)).await {
-            Ok(r) => Ok((r, appointment)),
+        match self
+            .apply(r, &event, Change::Book(&appointment.id), None)
+            .await
+        {
+            Ok(r) => Ok((r, Visit::Here(Box::new(appointment)))),
             Err(e) => {
                 // The referral moved meanwhile: the visit it no longer stands for is undone.
                 if let Err(undo) = self
@@ -759,6 +1197,53 @@ impl Referrals {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Books the visit at the gateway holding the target; this copy follows at once (the
+    /// peer's own notice of the booking then finds it booked already).
+    async fn book_at_peer(
+        &self,
+        who: Requester<'_>,
+        r: Referral,
+        peer: &str,
+        slot: &str,
+    ) -> Result<(Referral, Visit), ReferralError> {
+        let peers = self.peers.as_ref().ok_or_else(|| self.unavailable(&r))?;
+        let appointment = peers
+            .book(peer, &r.id, slot)
+            .await
+            .map_err(|e| self.peer_error(&r, e))?;
+        let appointment_id = appointment["id"].as_str().map(str::to_string);
+        let event = ReferralEvent {
+            referral_id: r.id.clone(),
+            at: self.clock.now_ms(),
+            status: ReferralStatus::Booked,
+            client_id: who.caller.client_id.to_string(),
+            reason: None,
+        };
+        let update = PeerUpdate {
+            referral_id: r.id.clone(),
+            status: ReferralStatus::Booked,
+            reason: None,
+            appointment_id,
+            video_url: None,
+            conclusion: None,
+        };
+        // The peer told its own side already; this copy's other links hear it from here.
+        let peer = peer.to_string();
+        match self
+            .apply(r, &event, Change::Mirror(update), Some(&peer))
+            .await
+        {
+            Ok(r) => Ok((r, Visit::AtPeer(appointment))),
+            // Its notice moved this copy first: the visit stands.
+            Err(ReferralError::Changed) => match self.store.get_referral(&event.referral_id).await?
+            {
+                Some(r) => Ok((r, Visit::AtPeer(appointment))),
+                None => Err(ReferralError::NotFound),
+            },
+            Err(e) => Err(e),
         }
     }
 
@@ -775,7 +1260,7 @@ impl Referrals {
                 ReferralStatus::Accepted,
                 "the booked visit was cancelled".into(),
             );
-            match self.apply(r, &event, Change::Release).await {
+            match self.apply(r, &event, Change::Release, None).await {
                 Ok(_) => released += 1,
                 Err(ReferralError::Changed) => {}
                 Err(e) => return Err(e),
@@ -819,7 +1304,7 @@ impl Referrals {
             let id = r.id.clone();
             let event = gateway_event(id, now, ReferralStatus::Expired, "validity ended".into());
             // Moved meanwhile (accepted, cancelled): the next round sees its new state.
-            match self.apply(r, &event, Change::Plain).await {
+            match self.apply(r, &event, Change::Plain, None).await {
                 Ok(_) => expired += 1,
                 Err(ReferralError::Changed) => {}
                 Err(e) => return Err(e),
@@ -839,8 +1324,12 @@ impl Referrals {
         .await
     }
 
-    /// The notice of a move for organization `to`; `None` when nobody receives notices.
+    /// The notice of a move for organization `to`; `None` when nobody receives notices or
+    /// `to` is another region's (its gateway tells it).
     fn notice(&self, r: &Referral, e: &ReferralEvent, to: &Oid) -> Option<NewOutboxItem> {
+        if self.federation.as_ref().is_some_and(|f| !f.is_local(to)) {
+            return None;
+        }
         self.notice_for(r, e, to.as_str(), format!("referral-{}", e.status))
     }
 
@@ -877,6 +1366,14 @@ impl Referrals {
     fn wake_if(&self, queued: bool) {
         if queued {
             self.wake.notify_one();
+        }
+    }
+
+    /// Wakes the workers of what `outbox` queued.
+    fn wake_for(&self, outbox: &[NewOutboxItem]) {
+        self.wake_if(outbox.iter().any(|i| i.destination == NOTIFY_DESTINATION));
+        if outbox.iter().any(|i| i.destination == PEER_DESTINATION) {
+            self.peer_wake.notify_one();
         }
     }
 

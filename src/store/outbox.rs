@@ -30,6 +30,8 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
     /// When it was queued (epoch ms).
     pub created_at: i64,
+    /// The W3C trace of the request that queued it, continued by its delivery.
+    pub traceparent: Option<String>,
 }
 
 /// An outbox item as operators see it (without its payload).
@@ -79,7 +81,7 @@ pub struct NewOutboxItem {
 }
 
 const COLUMNS: &str = "id, destination, kind, aggregate_id, payload, status, attempts, \
-    next_attempt_at, last_error, created_at";
+    next_attempt_at, last_error, created_at, traceparent";
 
 /// Enqueues an item inside the caller's transaction (same transaction as the state change).
 pub async fn enqueue(
@@ -90,8 +92,8 @@ pub async fn enqueue(
     let id = uuid::Uuid::now_v7().to_string();
     sqlx::query(
         "INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
-         next_attempt_at, created_at, updated_at, ordering_key) \
-         VALUES ($1,$2,$3,$4,$5,'pending',$8,$6,$7,$7,$9)",
+         next_attempt_at, created_at, updated_at, ordering_key, traceparent) \
+         VALUES ($1,$2,$3,$4,$5,'pending',$8,$6,$7,$7,$9,$10)",
     )
     .bind(id.clone())
     .bind(item.destination.clone())
@@ -102,6 +104,7 @@ pub async fn enqueue(
     .bind(now)
     .bind(item.attempts)
     .bind(item.ordering_key.clone())
+    .bind(crate::context::trace().map(|t| t.header()))
     .execute(&mut **tx)
     .await?;
     Ok(id)
@@ -419,5 +422,6 @@ fn decode(row: &AnyRow) -> Result<OutboxItem, StoreError> {
         next_attempt_at: row.try_get("next_attempt_at")?,
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
+        traceparent: row.try_get("traceparent")?,
     })
 }

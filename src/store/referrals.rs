@@ -8,13 +8,16 @@ use sqlx::Row;
 use super::appointments::{birth, decode_patient, policy, snils};
 use super::outbox::{enqueue, NewOutboxItem};
 use super::{corrupt, Store, StoreError};
-use crate::model::referral::{Referral, ReferralEvent, ReferralKind, ReferralStatus, Urgency};
+use crate::model::referral::{
+    Referral, ReferralEvent, ReferralKind, ReferralStatus, RemoteDocument, Urgency,
+};
 use crate::model::{Icd10, Oid, PolicyNumber, Snils};
 
 const COLUMNS: &str = "id, patient_policy, patient_birth, patient_snils, diagnosis, reason, \
     requester_org, requester_snils, profile, target_org, urgency, kind, valid_until, documents, \
     status, status_reason, appointment_id, conclusion_id, client_id, created_at, updated_at, \
-    answer_due, escalated_at, video_url";
+    answer_due, escalated_at, video_url, document_kinds, origin_peer, peer, forwarded_at, \
+    conclusion";
 
 /// Filters of a referral search; all optional, combined with AND.
 #[derive(Debug, Clone, Default)]
@@ -53,22 +56,26 @@ pub struct Move<'a> {
     pub conclusion_id: Option<&'a str>,
     /// Sets the video-visit link (accepted).
     pub video_url: Option<&'a str>,
-    /// Tells the referring organization.
-    pub notice: Option<&'a NewOutboxItem>,
+    /// Sets the conclusion that came back from a peer gateway (completed there).
+    pub remote_conclusion: Option<&'a RemoteDocument>,
+    /// What the move tells others: the organization's notice, the linked peer gateways.
+    pub outbox: &'a [NewOutboxItem],
 }
 
 impl Store {
-    /// Stores a new referral with its first event and notice, in one transaction.
+    /// Stores a new referral with its first event and what it tells others, in one
+    /// transaction; `false` (nothing written) when a referral with its id exists.
     pub async fn insert_referral(
         &self,
         r: &Referral,
         event: &ReferralEvent,
-        notice: Option<&NewOutboxItem>,
-    ) -> Result<(), StoreError> {
+        outbox: &[NewOutboxItem],
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO referrals ({COLUMNS}) VALUES \
-             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24)"
+        let placeholders: Vec<String> = (1..=29).map(|i| format!("${i}")).collect();
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO referrals ({COLUMNS}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
+            placeholders.join(",")
         ))
         .bind(r.id.clone())
         .bind(policy(&r.patient))
@@ -94,13 +101,33 @@ impl Store {
         .bind(r.answer_due)
         .bind(r.escalated_at)
         .bind(r.video_url.clone())
+        .bind(r.document_kinds.join(" "))
+        .bind(r.origin_peer.clone())
+        .bind(r.peer.clone())
+        .bind(r.forwarded_at)
+        .bind(r.conclusion.as_ref().map(encode_document))
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() != 1 {
+            return Ok(false);
+        }
         insert_event(&mut tx, event).await?;
-        if let Some(n) = notice {
+        for n in outbox {
             enqueue(&mut tx, n, event.at).await?;
         }
         tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records that the peer gateway took a forwarded referral.
+    pub async fn mark_referral_forwarded(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE referrals SET forwarded_at = $2 WHERE id = $1 AND forwarded_at IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(at)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
@@ -198,6 +225,7 @@ impl Store {
             (m.appointment_id.is_some(), "appointment_id"),
             (m.conclusion_id.is_some(), "conclusion_id"),
             (m.video_url.is_some(), "video_url"),
+            (m.remote_conclusion.is_some(), "conclusion"),
         ] {
             if set {
                 n += 1;
@@ -220,11 +248,14 @@ impl Store {
         if let Some(v) = m.video_url {
             q = q.bind(v.to_string());
         }
+        if let Some(d) = m.remote_conclusion {
+            q = q.bind(encode_document(d));
+        }
         if q.execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(false);
         }
         insert_event(&mut tx, m.event).await?;
-        if let Some(n) = m.notice {
+        for n in m.outbox {
             enqueue(&mut tx, n, m.event.at).await?;
         }
         tx.commit().await?;
@@ -264,7 +295,7 @@ impl Store {
     ) -> Result<Vec<Referral>, StoreError> {
         self.referrals_where(
             "status = 'requested' AND answer_due < $1 AND escalated_at IS NULL \
-             ORDER BY answer_due",
+             AND peer IS NULL ORDER BY answer_due",
             Some(now),
             limit,
         )
@@ -306,7 +337,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Referral>, StoreError> {
         self.referrals_where(
-            "status = 'booked' AND appointment_id IN (SELECT id FROM appointments \
+            "status = 'booked' AND peer IS NULL AND appointment_id IN (SELECT id FROM appointments \
              WHERE status NOT IN ('held', 'booked')) ORDER BY updated_at",
             None,
             limit,
@@ -321,7 +352,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Referral>, StoreError> {
         self.referrals_where(
-            "status IN ('requested', 'accepted') AND valid_until < $1 ORDER BY valid_until",
+            "status IN ('requested', 'accepted') AND valid_until < $1 AND peer IS NULL \
+             ORDER BY valid_until",
             Some(now),
             limit,
         )
@@ -415,5 +447,45 @@ fn decode(r: &AnyRow) -> Result<Referral, StoreError> {
         answer_due: r.try_get("answer_due")?,
         escalated_at: r.try_get("escalated_at")?,
         video_url: r.try_get("video_url")?,
+        document_kinds: text("document_kinds")?
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        origin_peer: r.try_get("origin_peer")?,
+        peer: r.try_get("peer")?,
+        forwarded_at: r.try_get("forwarded_at")?,
+        conclusion: r
+            .try_get::<Option<String>, _>("conclusion")?
+            .map(|raw| decode_document(&raw))
+            .transpose()?,
+    })
+}
+
+/// A peer's conclusion as stored: JSON with the content in base64.
+fn encode_document(d: &RemoteDocument) -> String {
+    use base64::Engine;
+    serde_json::json!({
+        "id": d.id,
+        "kind": d.kind,
+        "registry_number": d.registry_number,
+        "content_type": d.content_type,
+        "content": base64::engine::general_purpose::STANDARD.encode(&d.content),
+    })
+    .to_string()
+}
+
+fn decode_document(raw: &str) -> Result<RemoteDocument, StoreError> {
+    use base64::Engine;
+    let bad = || corrupt("referrals.conclusion", "(not a stored document)");
+    let v: serde_json::Value = serde_json::from_str(raw).map_err(|_| bad())?;
+    let text = |k: &str| v[k].as_str().map(str::to_string).ok_or_else(bad);
+    Ok(RemoteDocument {
+        id: text("id")?,
+        kind: text("kind")?,
+        registry_number: v["registry_number"].as_str().map(str::to_string),
+        content_type: text("content_type")?,
+        content: base64::engine::general_purpose::STANDARD
+            .decode(text("content")?)
+            .map_err(|_| bad())?,
     })
 }

@@ -54,6 +54,8 @@ pub struct TransactionRecord {
     pub rerun_of: Option<String>,
     /// When the record may be pruned, epoch milliseconds.
     pub expires_at: i64,
+    /// The W3C trace it belongs to (32 hex digits), shared across gateways.
+    pub trace_id: Option<String>,
 }
 
 /// Filters for listing transactions; all optional, combined with AND.
@@ -69,6 +71,8 @@ pub struct TransactionFilter {
     pub client_id: Option<String>,
     /// Exact correlation id.
     pub correlation_id: Option<String>,
+    /// Exact W3C trace id.
+    pub trace_id: Option<String>,
     /// Started at or after (epoch ms).
     pub from: Option<i64>,
     /// Started before (epoch ms).
@@ -79,8 +83,9 @@ pub struct TransactionFilter {
 
 const COLUMNS: &str = "id, correlation_id, request_id, client_id, direction, protocol, operation, \
     method, target, status, http_status, error, started_at, duration_us, request_bytes, \
-    response_bytes, body_policy, request_body, response_body, truncated, rerun_of, expires_at";
-const COLUMN_COUNT: usize = 22;
+    response_bytes, body_policy, request_body, response_body, truncated, rerun_of, expires_at, \
+    trace_id";
+const COLUMN_COUNT: usize = 23;
 
 /// Rows per INSERT statement: keeps placeholder counts well under both backends' limits.
 const INSERT_CHUNK: usize = 32;
@@ -135,7 +140,8 @@ impl Store {
                     .bind(r.response_body.clone())
                     .bind(i32::from(r.truncated))
                     .bind(r.rerun_of.clone())
-                    .bind(r.expires_at);
+                    .bind(r.expires_at)
+                    .bind(r.trace_id.clone());
             }
             q.execute(&mut *tx).await?;
         }
@@ -169,6 +175,9 @@ impl Store {
         }
         if let Some(v) = &filter.correlation_id {
             push(&mut sql, "correlation_id =", Arg::Text(v.clone()));
+        }
+        if let Some(v) = &filter.trace_id {
+            push(&mut sql, "trace_id =", Arg::Text(v.clone()));
         }
         if let Some(v) = filter.from {
             push(&mut sql, "started_at >=", Arg::Int(v));
@@ -304,6 +313,7 @@ fn copy_row(out: &mut Vec<u8>, r: &TransactionRecord) {
         Cell::Int(Some(i64::from(r.truncated))),
         Cell::Text(r.rerun_of.as_deref()),
         Cell::Int(Some(r.expires_at)),
+        Cell::Text(r.trace_id.as_deref()),
     ];
     for (i, cell) in cells.iter().enumerate() {
         if i > 0 {
@@ -369,5 +379,6 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<TransactionRecord, StoreError> {
         truncated: row.try_get::<i32, _>("truncated")? != 0,
         rerun_of: row.try_get("rerun_of")?,
         expires_at: row.try_get("expires_at")?,
+        trace_id: row.try_get("trace_id")?,
     })
 }

@@ -15,7 +15,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sign", &["config", "model"]),
     ("auth", &["config", "model", "sign"]),
     ("codec", &["model", "sign"]),
-    ("store", &["model", "config"]),
+    // The request's ambient context (its trace) is a leaf like the model.
+    ("store", &["model", "config", "context"]),
     ("exchange", &["store", "model", "config", "context"]),
     (
         "services",
@@ -25,7 +26,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "adapters",
-        &["services", "codec", "exchange", "model", "sign", "config"],
+        &[
+            "services", "codec", "exchange", "model", "sign", "config", "context",
+        ],
     ),
     (
         "jobs",

@@ -540,6 +540,7 @@ async fn transaction_log_pages_through_a_thousand_records(backend: Backend) {
             truncated: false,
             rerun_of: None,
             expires_at: base + 86_400_000,
+            trace_id: None,
         })
         .collect();
     t.gw.store.insert_transactions(&records).await.unwrap();
@@ -639,6 +640,7 @@ async fn transaction_records_written_by_copy_read_back_unchanged_postgres() {
             truncated: i == 0,
             rerun_of: None,
             expires_at: 1_800_000_000_000,
+            trace_id: None,
         })
         .collect();
     let mut copier =

@@ -8,6 +8,7 @@ mod chaos;
 mod cli;
 mod crash;
 mod documents;
+mod federation;
 mod fhir_mis;
 mod foundation;
 mod hostile;

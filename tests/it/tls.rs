@@ -20,21 +20,21 @@ use openssl::x509::{X509Name, X509};
 use crate::support::*;
 
 /// A certificate and its key.
-struct Cert {
+pub(crate) struct Cert {
     cert: X509,
     key: PKey<Private>,
 }
 
 impl Cert {
-    fn cert_pem(&self) -> Vec<u8> {
+    pub(crate) fn cert_pem(&self) -> Vec<u8> {
         self.cert.to_pem().unwrap()
     }
 
-    fn key_pem(&self) -> Vec<u8> {
+    pub(crate) fn key_pem(&self) -> Vec<u8> {
         self.key.private_key_to_pem_pkcs8().unwrap()
     }
 
-    fn sha256_hex(&self) -> String {
+    pub(crate) fn sha256_hex(&self) -> String {
         // As `openssl x509 -fingerprint -sha256` prints it: colons between the bytes.
         let d = self.cert.digest(MessageDigest::sha256()).unwrap();
         d.iter()
@@ -46,7 +46,7 @@ impl Cert {
 
 /// A P-256 certificate for `subject` (`(field, value)` pairs), signed by `issuer` (none:
 /// self-signed, a CA).
-fn make(subject: &[(&str, &str)], issuer: Option<&Cert>, server: bool) -> Cert {
+pub(crate) fn make(subject: &[(&str, &str)], issuer: Option<&Cert>, server: bool) -> Cert {
     let key = PKey::from_ec_key(
         EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
     )

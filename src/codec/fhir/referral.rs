@@ -6,7 +6,10 @@
 use serde_json::{json, Value};
 
 use super::{POLICY_SYSTEM, SNILS_SYSTEM, URI_SYSTEM};
-use crate::model::referral::{AcceptanceRule, Referral, ReferralEvent, ReferralStatus};
+use crate::model::organization::Region;
+use crate::model::referral::{
+    AcceptanceRule, PeerUpdate, Referral, ReferralEvent, ReferralStatus, RemoteDocument,
+};
 use crate::model::time::{instant_millis, instant_secs};
 use crate::model::Oid;
 
@@ -125,6 +128,16 @@ pub fn service_request(r: &Referral) -> Value {
     v
 }
 
+/// The business status in words: the state, or that the referral waits for the gateway of
+/// the target's region.
+fn business_text(r: &Referral) -> String {
+    if r.waiting_for_peer() {
+        let region = Region::of(&r.target_org).map_or_else(String::new, |x| x.to_string());
+        return format!("waiting for region {region}");
+    }
+    r.status.as_str().to_string()
+}
+
 /// The `Task` of a referral, with its transitions.
 pub fn task(r: &Referral, events: &[ReferralEvent]) -> Value {
     let mut extensions =
@@ -155,7 +168,7 @@ pub fn task(r: &Referral, events: &[ReferralEvent]) -> Value {
         "status": task_status(r.status),
         "businessStatus": {
             "coding": [{"system": BUSINESS_STATUS_SYSTEM, "code": r.status.as_str()}],
-            "text": r.status.as_str(),
+            "text": business_text(r),
         },
         "intent": "order",
         "priority": r.urgency.fhir_priority(),
@@ -171,11 +184,22 @@ pub fn task(r: &Referral, events: &[ReferralEvent]) -> Value {
     if let Some(reason) = &r.status_reason {
         v["statusReason"] = json!({"text": reason});
     }
-    if let Some(c) = &r.conclusion_id {
-        v["output"] = json!([{
-            "type": {"text": "conclusion"},
-            "valueReference": {"reference": format!("DocumentReference/{c}")},
-        }]);
+    match (&r.conclusion, &r.conclusion_id) {
+        // A conclusion that came back from a peer travels inside the Task.
+        (Some(d), _) => {
+            v["contained"] = json!([conclusion_resource(d)]);
+            v["output"] = json!([{
+                "type": {"text": "conclusion"},
+                "valueReference": {"reference": "#conclusion"},
+            }]);
+        }
+        (None, Some(c)) => {
+            v["output"] = json!([{
+                "type": {"text": "conclusion"},
+                "valueReference": {"reference": format!("DocumentReference/{c}")},
+            }]);
+        }
+        (None, None) => {}
     }
     let mut inputs = Vec::new();
     if let Some(a) = &r.appointment_id {
@@ -209,5 +233,195 @@ pub fn rules(rules: &[AcceptanceRule]) -> Value {
                 "whenAvailable": d.when_available,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// Identifier system of a referral's id, the same in every gateway it passes.
+pub const REFERRAL_SYSTEM: &str = "urn:medgate:referral";
+/// Identifier system of a document's id at the gateway that registered it.
+pub const REFERRAL_DOCUMENT_SYSTEM: &str = "urn:medgate:document";
+/// Code system of document kinds (NSI reference book 1522).
+pub const DOCUMENT_KIND_SYSTEM: &str = "urn:oid:1.2.643.5.1.13.13.11.1522";
+
+/// The `ServiceRequest` a gateway forwards to a peer: its documents contained, each with
+/// its kind and its id at the gateway that registered it (the documents stay there).
+pub fn forwarded_request(r: &Referral) -> Value {
+    let mut v = service_request(r);
+    let docs: Vec<Value> = r
+        .documents
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            json!({
+                "resourceType": "DocumentReference",
+                "id": format!("doc{i}"),
+                "status": "current",
+                "identifier": [{"system": REFERRAL_DOCUMENT_SYSTEM, "value": id}],
+                "type": {"coding": [{
+                    "system": DOCUMENT_KIND_SYSTEM,
+                    "code": r.document_kinds.get(i).map_or("", String::as_str),
+                }]},
+                "content": [{"attachment": {"contentType": "application/xml", "title": id}}],
+            })
+        })
+        .collect();
+    if !docs.is_empty() {
+        v["supportingInfo"] = (0..docs.len())
+            .map(|i| json!({"reference": format!("#doc{i}")}))
+            .collect();
+        if let Some(list) = v["contained"].as_array_mut() {
+            list.extend(docs);
+        }
+    }
+    v
+}
+
+fn conclusion_resource(d: &RemoteDocument) -> Value {
+    use base64::Engine;
+    let mut doc = json!({
+        "resourceType": "DocumentReference",
+        "id": "conclusion",
+        "status": "current",
+        "identifier": [{"system": REFERRAL_DOCUMENT_SYSTEM, "value": d.id}],
+        "type": {"coding": [{"system": DOCUMENT_KIND_SYSTEM, "code": d.kind}]},
+        "content": [{"attachment": {
+            "contentType": d.content_type,
+            "data": base64::engine::general_purpose::STANDARD.encode(&d.content),
+        }}],
+    });
+    if let Some(n) = &d.registry_number {
+        doc["masterIdentifier"] = json!({"system": REGISTRY_NUMBER_SYSTEM, "value": n});
+    }
+    doc
+}
+
+/// Identifier system of a document's number in the federal registry.
+pub const REGISTRY_NUMBER_SYSTEM: &str = "urn:medgate:remd-number";
+
+/// The `Task` a gateway sends a linked peer to tell it of a move: the state as
+/// `businessStatus`, and what came with the move (visit, video link, conclusion).
+pub fn peer_task(u: &PeerUpdate) -> Value {
+    let mut v = json!({
+        "resourceType": "Task",
+        "id": u.referral_id,
+        "identifier": [{"system": REFERRAL_SYSTEM, "value": u.referral_id}],
+        "basedOn": [{"reference": format!("ServiceRequest/{}", u.referral_id)}],
+        "status": task_status(u.status),
+        "businessStatus": {"coding": [{"system": BUSINESS_STATUS_SYSTEM, "code": u.status.as_str()}]},
+        "intent": "order",
+    });
+    if let Some(reason) = &u.reason {
+        v["statusReason"] = json!({"text": reason});
+    }
+    let mut inputs = Vec::new();
+    if let Some(a) = &u.appointment_id {
+        inputs.push(json!({
+            "type": {"text": "appointment"},
+            "valueReference": {"reference": format!("Appointment/{a}")},
+        }));
+    }
+    if let Some(url) = &u.video_url {
+        inputs.push(json!({"type": {"text": VIDEO_VISIT}, "valueUrl": url}));
+    }
+    if !inputs.is_empty() {
+        v["input"] = json!(inputs);
+    }
+    if let Some(d) = &u.conclusion {
+        v["contained"] = json!([conclusion_resource(d)]);
+        v["output"] = json!([{
+            "type": {"text": "conclusion"},
+            "valueReference": {"reference": "#conclusion"},
+        }]);
+    }
+    v
+}
+
+/// Reads a peer's `Task` (as [`peer_task`] writes it) for referral `id`; a fault names the
+/// field.
+pub fn peer_update(id: &str, v: &Value) -> Result<PeerUpdate, (String, String)> {
+    use base64::Engine;
+    let bad = |f: &str, why: &str| (format!("Task.{f}"), why.to_string());
+    let code = v["businessStatus"]["coding"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["system"].as_str() == Some(BUSINESS_STATUS_SYSTEM))
+        .and_then(|c| c["code"].as_str())
+        .ok_or_else(|| bad("businessStatus", "a peer's Task names the referral's state"))?;
+    let status =
+        ReferralStatus::parse(code).ok_or_else(|| bad("businessStatus", "not a referral state"))?;
+    let input = |text: &str| {
+        v["input"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["type"]["text"].as_str() == Some(text))
+            .cloned()
+    };
+    let appointment_id = input("appointment")
+        .and_then(|i| {
+            i["valueReference"]["reference"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .map(|r| r.trim_start_matches("Appointment/").to_string());
+    let video_url = match input(VIDEO_VISIT) {
+        None => None,
+        Some(i) => {
+            let raw = i["valueUrl"].as_str().unwrap_or("");
+            match url::Url::parse(raw) {
+                Ok(u) if u.scheme() == "https" && raw.len() <= 2000 => Some(u.to_string()),
+                _ => return Err(bad("input[video-visit].valueUrl", "an absolute https URL")),
+            }
+        }
+    };
+    let conclusion = match v["contained"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"].as_str() == Some("conclusion"))
+    {
+        None => None,
+        Some(d) => {
+            let attachment = &d["content"][0]["attachment"];
+            let content = attachment["data"]
+                .as_str()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .ok_or_else(|| bad("contained[conclusion].content", "base64 data"))?;
+            let doc_id = d["identifier"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|i| i["system"].as_str() == Some(REFERRAL_DOCUMENT_SYSTEM))
+                .and_then(|i| i["value"].as_str())
+                .ok_or_else(|| bad("contained[conclusion].identifier", "the document's id"))?;
+            let kind = d["type"]["coding"][0]["code"]
+                .as_str()
+                .ok_or_else(|| bad("contained[conclusion].type", "the document's kind"))?;
+            Some(RemoteDocument {
+                id: doc_id.chars().take(200).collect(),
+                kind: kind.chars().take(50).collect(),
+                registry_number: d["masterIdentifier"]["value"]
+                    .as_str()
+                    .map(|s| s.chars().take(100).collect()),
+                content_type: attachment["contentType"]
+                    .as_str()
+                    .unwrap_or("application/xml")
+                    .chars()
+                    .take(100)
+                    .collect(),
+                content,
+            })
+        }
+    };
+    Ok(PeerUpdate {
+        referral_id: id.to_string(),
+        status,
+        reason: v["statusReason"]["text"]
+            .as_str()
+            .map(|s| s.chars().take(2000).collect()),
+        appointment_id: appointment_id.map(|a| a.chars().take(200).collect()),
+        video_url,
+        conclusion,
     })
 }
