@@ -76,7 +76,9 @@ pub struct Gateway {
     server: actix_web::dev::ServerHandle,
     /// The listener's TLS, when it speaks TLS.
     pub tls: Option<TlsReloader>,
-    tls_watch: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    tls_watch: Vec<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// The address of the peer gateways' listener, when it has one.
+    pub peer_addr: Option<SocketAddr>,
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     txlog_task: TxLogHandle,
 }
@@ -207,16 +209,51 @@ impl Gateway {
             .as_ref()
             .map(TlsReloader::new)
             .transpose()?;
-        let server = http::serve(state.clone(), listener, tls.as_ref()).map_err(|source| {
-            AppError::Bind {
-                addr: addr.to_string(),
-                source,
+        let peer_listener = match state
+            .settings
+            .federation
+            .as_ref()
+            .and_then(|f| f.listen.as_ref())
+        {
+            None => None,
+            Some(l) => {
+                let listener = TcpListener::bind(&l.bind).map_err(|source| AppError::Bind {
+                    addr: l.bind.clone(),
+                    source,
+                })?;
+                Some((listener, TlsReloader::new(&l.tls)?))
             }
+        };
+        let peer_addr = peer_listener
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok());
+        let server = http::serve(
+            state.clone(),
+            listener,
+            tls.as_ref(),
+            match &peer_listener {
+                None => None,
+                Some((l, t)) => Some((
+                    l.try_clone().map_err(|source| AppError::Bind {
+                        addr: addr.to_string(),
+                        source,
+                    })?,
+                    t,
+                )),
+            },
+        )
+        .map_err(|source| AppError::Bind {
+            addr: addr.to_string(),
+            source,
         })?;
-        let tls_watch = tls.as_ref().map(|t| {
-            let stop = CancellationToken::new();
-            (stop.clone(), t.spawn_watch(stop))
-        });
+        let tls_watch: Vec<_> = tls
+            .iter()
+            .chain(peer_listener.iter().map(|(_, t)| t))
+            .map(|t| {
+                let stop = CancellationToken::new();
+                (stop.clone(), t.spawn_watch(stop))
+            })
+            .collect();
         let handle = server.handle();
         let server_task = tokio::spawn(server);
         tracing::info!(%addr, database = store.backend().name(), jobs = ?jobs.names(), "medgate listening");
@@ -228,6 +265,7 @@ impl Gateway {
             server: handle,
             tls,
             tls_watch,
+            peer_addr,
             server_task,
             txlog_task,
         })
@@ -237,6 +275,11 @@ impl Gateway {
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// Base URL of the peer gateways' listener, when it has one.
+    pub fn peer_url(&self) -> Option<String> {
+        self.peer_addr.map(|a| format!("https://{a}"))
     }
 
     /// The background job called `name`, to run one step of it by hand.
@@ -268,9 +311,9 @@ impl Gateway {
     }
 }
 
-/// Stops the TLS files' watch, if there is one.
-async fn stop_watch(watch: Option<(CancellationToken, tokio::task::JoinHandle<()>)>) {
-    if let Some((stop, task)) = watch {
+/// Stops the TLS files' watches.
+async fn stop_watch(watch: Vec<(CancellationToken, tokio::task::JoinHandle<()>)>) {
+    for (stop, task) in watch {
         stop.cancel();
         let _ = task.await;
     }

@@ -92,6 +92,20 @@ pub struct FederationSettings {
     /// The peer gateways.
     #[serde(default)]
     pub peers: Vec<PeerSettings>,
+    /// A listener of its own for peer gateways, mutual TLS only (clients keep `http`);
+    /// absent: peers come to `http` like everyone else (which must then speak TLS).
+    #[serde(default)]
+    pub listen: Option<FederationListenSettings>,
+}
+
+/// The listener peer gateways connect to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationListenSettings {
+    /// Address to bind, `HOST:PORT`.
+    pub bind: String,
+    /// Its TLS: a client certificate chaining to `client_ca` is required.
+    pub tls: TlsSettings,
 }
 
 /// One peer gateway: where it is, how we prove who we are to it, and how it proves who it
@@ -850,6 +864,20 @@ impl Settings {
                     "federation",
                     "timeout_secs and retry_schedule_secs must not be empty or zero",
                 );
+            }
+            if let Some(l) = &f.listen {
+                if l.bind.parse::<std::net::SocketAddr>().is_err() {
+                    return bad(
+                        "federation.listen.bind",
+                        "expected HOST:PORT with a numeric IP address",
+                    );
+                }
+                if l.tls.client_ca.is_none() || !l.tls.require_client_certificate {
+                    return bad(
+                        "federation.listen.tls",
+                        "peers are known by their certificates: set client_ca and require_client_certificate = true",
+                    );
+                }
             }
             for (i, p) in f.peers.iter().enumerate() {
                 let key = |k: &str| format!("federation.peers[{i}].{k}");

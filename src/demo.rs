@@ -249,9 +249,76 @@ pub async fn seed(store: &Store) -> Result<(), StoreError> {
     store.upsert_organizations(&orgs).await
 }
 
-/// The running demo: the gateway and the simulators it talks to.
+/// The region of the demo's second gateway (its peer), and its clinic.
+pub const SECOND_REGION: &str = "78";
+/// The second region's clinic, whose doctors refer patients to the federal centres.
+pub const SECOND_REGION_CLINIC: &str = "1.2.643.5.1.13.13.12.2.78.8001";
+
+/// A free loopback port (bound, read, released: demo only).
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// The demo's second region: one clinic, no schedules of its own; its doctors send
+/// referrals to the federal centres through the first region's gateway.
+async fn second_region(
+    port: u16,
+    data_dir: &Path,
+    registry_url: &str,
+    keys: &[KeySettings],
+    federation: crate::config::FederationSettings,
+) -> Result<crate::app::Gateway, String> {
+    let mut s = settings(port, data_dir);
+    s.instance = format!("medgate-demo-{SECOND_REGION}");
+    s.database.url = format!(
+        "sqlite://{}",
+        data_dir
+            .join(format!("medgate-demo-{SECOND_REGION}.db"))
+            .display()
+    );
+    s.referrals.rules = Vec::new();
+    // The clinic signs with the demo keys: a demo shortcut, not how keys are issued.
+    let keys = keys
+        .iter()
+        .map(|k| match k.role {
+            KeyRole::Organization => KeySettings {
+                owner: SECOND_REGION_CLINIC.into(),
+                ..k.clone()
+            },
+            _ => k.clone(),
+        })
+        .collect();
+    let mut s = with_registry(s, registry_url, keys);
+    s.federation = Some(federation);
+    let store = Store::connect(&s.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    store
+        .upsert_organizations(&[Organization {
+            oid: demo_oid(SECOND_REGION_CLINIC),
+            name: "City Polyclinic No. 8 of the Second Demo Region".into(),
+            short_name: "City Polyclinic No. 8 (region 78)".into(),
+            address: "8 Neva Embankment, Second City".into(),
+            district: "Admiralteysky".into(),
+            source: "demo".into(),
+            active: true,
+        }])
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = std::net::TcpListener::bind(&s.http.bind)
+        .map_err(|e| format!("cannot listen on {}: {e}", s.http.bind))?;
+    crate::app::Gateway::start_on(s, store, listener, crate::model::time::system_clock())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The running demo: the gateways and the simulators they talk to.
 pub struct Demo {
     gateway: crate::app::Gateway,
+    peer: crate::app::Gateway,
+    federation_ca: String,
     registry: crate::sim::remd::RemdSim,
     mis: crate::sim::emias::EmiasSim,
     fhir_mis: crate::sim::fhir_mis::FhirMisSim,
@@ -259,8 +326,10 @@ pub struct Demo {
 
 impl Demo {
     /// Starts the simulators and the gateway on `port`, seeds the region and synchronizes
-    /// the city MIS's schedules in the background.
-    pub async fn start(port: u16, data_dir: &Path) -> Result<Demo, String> {
+    /// the city MIS's schedules in the background; a second region's gateway on
+    /// `second_port` is its peer (each has a mutual-TLS listener for the other, with
+    /// certificates made in `data_dir/federation`).
+    pub async fn start(port: u16, second_port: u16, data_dir: &Path) -> Result<Demo, String> {
         let settings = settings(port, data_dir);
         crate::telemetry::init(&settings.log);
         let registry = crate::sim::remd::RemdSim::start(crate::sim::remd::RemdSimConfig {
@@ -277,7 +346,28 @@ impl Demo {
         let fhir_mis = crate::sim::fhir_mis::FhirMisSim::start(fhir_region)
             .map_err(|e| format!("FHIR clinic MIS simulator: {e}"))?;
         let keys = ensure_keys(data_dir)?;
+        let members = [("msk", "77"), ("spb", SECOND_REGION)]
+            .map(|(name, region)| {
+                free_port().map(|p| crate::sim::federation::Member {
+                    name: name.into(),
+                    region: region.into(),
+                    peer_bind: format!("127.0.0.1:{p}"),
+                })
+            })
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        let pki =
+            crate::sim::federation::Pki::create(&data_dir.join("federation"), &["msk", "spb"])?;
+        let peer = second_region(
+            second_port,
+            data_dir,
+            &registry.url,
+            &keys,
+            pki.settings(&members[1], &members),
+        )
+        .await?;
         let mut settings = with_registry(settings, &registry.url, keys);
+        settings.federation = Some(pki.settings(&members[0], &members));
         settings.emias = Some(crate::config::EmiasSettings {
             url: mis.url.clone(),
             timeout_secs: 30,
@@ -381,6 +471,8 @@ impl Demo {
         });
         Ok(Demo {
             gateway,
+            peer,
+            federation_ca: pki.ca(),
             registry,
             mis,
             fhir_mis,
@@ -397,8 +489,14 @@ impl Demo {
              free slots: curl -H 'Authorization: Bearer {t}' '{url}/fhir/Slot?organization={DEMO_ORG}&status=free&_count=5'\n  \
              book one: see README (FHIR $find/$book, or the SOAP hub: WSDL at {url}/soap/hub?wsdl)\n  \
              submit a document: curl -H 'Authorization: Bearer {t}' -H 'Content-Type: application/fhir+json' --data @adapters/remd/samples/document-reference.json {url}/fhir/DocumentReference\n  \
+             second region ({SECOND_REGION}), a peer of this one: {} (same token; peers meet over mutual TLS, CA {})\n  \
+             follow a referral across regions: README, \"Referrals across regions\"\n  \
              stop with Ctrl-C",
-            self.registry.url, self.mis.url, self.fhir_mis.url
+            self.registry.url,
+            self.mis.url,
+            self.fhir_mis.url,
+            self.peer.url(),
+            self.federation_ca
         );
     }
 
@@ -406,11 +504,14 @@ impl Demo {
     pub async fn run(self) -> Result<(), String> {
         let Demo {
             gateway,
+            peer,
             registry,
             mis,
             fhir_mis,
+            ..
         } = self;
         let result = gateway.run_until_stopped().await.map_err(|e| e.to_string());
+        peer.stop().await;
         registry.stop().await;
         mis.stop().await;
         fhir_mis.stop().await;

@@ -85,6 +85,9 @@ enum Command {
         /// Port to listen on (127.0.0.1).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Port of the second region's gateway (127.0.0.1); default: the next one.
+        #[arg(long)]
+        second_port: Option<u16>,
         /// Directory for the demo database; created if missing.
         #[arg(long, default_value = "./medgate-demo-data")]
         data_dir: PathBuf,
@@ -511,10 +514,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("{report}");
             Ok(())
         }
-        Command::Demo { port, data_dir } => {
+        Command::Demo {
+            port,
+            second_port,
+            data_dir,
+        } => {
             std::fs::create_dir_all(&data_dir)
                 .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-            let demo = medgate::demo::Demo::start(port, &data_dir).await?;
+            let second = second_port.unwrap_or(port.saturating_add(1));
+            let demo = medgate::demo::Demo::start(port, second, &data_dir).await?;
             demo.print_welcome();
             demo.run().await
         }

@@ -156,6 +156,7 @@ pub fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
     tls: Option<&tls::TlsReloader>,
+    peers: Option<(TcpListener, &tls::TlsReloader)>,
 ) -> std::io::Result<Server> {
     let workers = match state.settings.http.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -182,6 +183,11 @@ pub fn serve(
     let server = match tls {
         None => server.listen(listener)?,
         Some(t) => server.listen_openssl(listener, t.acceptor().map_err(std::io::Error::other)?)?,
+    };
+    // Peer gateways' own listener: the same API, mutual TLS required.
+    let server = match peers {
+        None => server,
+        Some((l, t)) => server.listen_openssl(l, t.acceptor().map_err(std::io::Error::other)?)?,
     }
     .run();
     Ok(server)

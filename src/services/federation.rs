@@ -163,6 +163,7 @@ mod tests {
             region: "78".into(),
             timeout_secs: 5,
             retry_schedule_secs: vec![1],
+            listen: None,
             peers: vec![PeerSettings {
                 name: "msk".into(),
                 regions: vec!["77".into(), "50".into()],

@@ -2,6 +2,7 @@
 //! latency and faults. Used by `medgate demo`, the tests and the benchmarks.
 
 pub mod emias;
+pub mod federation;
 pub mod fhir_mis;
 pub mod remd;
 pub mod signer;

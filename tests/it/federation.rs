@@ -3,7 +3,8 @@
 //! certificates this test makes. The referring clinic is in region 78; its gateway reaches
 //! region 77 through the gateway of region 50 (a chain of two hops), and the target clinic
 //! is in region 77. Each gateway sits behind a loopback proxy the test can cut, so a peer
-//! can go down in the middle of a referral's life.
+//! can go down in the middle of a referral's life. The transit gateway has a listener of its
+//! own for peers (clients keep plain HTTP); the other two speak TLS to everyone.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use medgate::config::{
-    AcceptanceRuleSettings, ClientCertificate, FederationSettings, KeyRole, PeerSettings,
-    RequiredDocumentSettings, TlsSettings,
+    AcceptanceRuleSettings, ClientCertificate, FederationListenSettings, FederationSettings,
+    KeyRole, PeerSettings, RequiredDocumentSettings, TlsSettings,
 };
 use medgate::model::time::{ManualClock, SharedClock};
 use medgate::store::Backend;
@@ -196,21 +197,36 @@ impl Pki {
 
 /// Switches a test gateway to TLS with the federation's certificates and sets its region
 /// and peers.
+/// With `own_listener` peers get a mutual-TLS listener of their own and clients keep plain
+/// HTTP; without, the one listener speaks TLS to everyone.
 fn federate(
     s: &mut medgate::config::Settings,
     tls: TlsSettings,
     region: &str,
     peers: Vec<PeerSettings>,
+    own_listener: bool,
 ) {
-    s.http.tls = Some(tls);
-    if let Some(u) = &s.http.public_url {
-        s.http.public_url = Some(u.replacen("http://", "https://", 1));
-    }
+    let listen = if own_listener {
+        Some(FederationListenSettings {
+            bind: "127.0.0.1:0".into(),
+            tls: TlsSettings {
+                require_client_certificate: true,
+                ..tls
+            },
+        })
+    } else {
+        s.http.tls = Some(tls);
+        if let Some(u) = &s.http.public_url {
+            s.http.public_url = Some(u.replacen("http://", "https://", 1));
+        }
+        None
+    };
     s.federation = Some(FederationSettings {
         region: region.into(),
         timeout_secs: 5,
         retry_schedule_secs: vec![1, 2, 2, 4, 8, 16, 30],
         peers,
+        listen,
     });
 }
 
@@ -260,7 +276,7 @@ impl Three {
                 &[CLINIC_ORG],
                 &["referral:write", "documents:submit"],
             ));
-            federate(s, tls, "77", peers);
+            federate(s, tls, "77", peers, false);
         })
         .await;
 
@@ -272,7 +288,8 @@ impl Three {
             ],
         );
         let mo =
-            TestGateway::start_with(Backend::Postgres, |s| federate(s, tls, "50", peers)).await;
+            TestGateway::start_with(Backend::Postgres, |s| federate(s, tls, "50", peers, true))
+                .await;
 
         let (tls, peers) = (
             pki.tls("spb"),
@@ -294,12 +311,12 @@ impl Three {
                     "appointment:write",
                 ],
             ));
-            federate(s, tls, "78", peers);
+            federate(s, tls, "78", peers, false);
         })
         .await;
 
         proxies[0].point_at(&spb.gw.url());
-        proxies[1].point_at(&mo.gw.url());
+        proxies[1].point_at(&mo.gw.peer_url().expect("a listener for peers"));
         proxies[2].point_at(&msk.t.gw.url());
         let http = pki.http(None);
         Three {
@@ -637,7 +654,44 @@ async fn an_inter_regional_teleconsultation_goes_the_whole_way() {
         cda(7),
         "the conclusion as registered"
     );
-    crate::schedules::validate_fhir(&[done.clone(), at_msk.clone(), sr.clone()]);
+    // What the gateways emitted to each other is FHIR R4 too: the forwarded ServiceRequest
+    // and every Task telling a move (the completion carries the conclusion), as sent, and
+    // the samples in adapters/peer-gateway.
+    let mut emitted = vec![done.clone(), at_msk.clone(), sr.clone()];
+    for (t, operation) in [
+        (&f.spb, "peer.forwardReferral"),
+        (&f.mo, "peer.forwardReferral"),
+        (&f.msk.t, "peer.updateReferral"),
+        (&f.mo, "peer.updateReferral"),
+    ] {
+        t.gw.state.txlog.flush().await;
+        let sent =
+            t.gw.store
+                .list_transactions(
+                    &medgate::store::transactions::TransactionFilter {
+                        operation: Some(operation.into()),
+                        ..Default::default()
+                    },
+                    100,
+                )
+                .await
+                .unwrap();
+        assert!(!sent.is_empty(), "{operation}");
+        for r in sent {
+            emitted.push(serde_json::from_slice(&r.request_body.unwrap()).unwrap());
+        }
+    }
+    for sample in ["forwarded-service-request", "peer-task"] {
+        let path = format!(
+            "{}/adapters/peer-gateway/samples/{sample}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        emitted.push(serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap());
+    }
+    assert!(emitted
+        .iter()
+        .any(|v| v["contained"][0]["id"] == "conclusion"));
+    crate::schedules::validate_fhir(&emitted);
 
     // One trace across the three gateways.
     for (name, t) in [("spb", &f.spb), ("mo", &f.mo), ("msk", &f.msk.t)] {
@@ -677,7 +731,10 @@ async fn an_inter_regional_teleconsultation_goes_the_whole_way() {
         "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I21.4"}]}],
     });
     let res = spb_peer
-        .post(f.mo.url("/fhir/ServiceRequest"))
+        .post(format!(
+            "{}/fhir/ServiceRequest",
+            f.mo.gw.peer_url().unwrap()
+        ))
         .header("content-type", "application/fhir+json")
         .header("x-medgate-hops", "1")
         .json(&body)
@@ -691,7 +748,7 @@ async fn an_inter_regional_teleconsultation_goes_the_whole_way() {
         "{v}"
     );
     let res = spb_peer
-        .put(f.mo.url(&format!("/fhir/Task/{id}")))
+        .put(format!("{}/fhir/Task/{id}", f.mo.gw.peer_url().unwrap()))
         .header("content-type", "application/fhir+json")
         .json(&json!({"resourceType": "Task", "status": "cancelled", "intent": "order",
             "businessStatus": {"coding": [{"system": "https://medgate.example/fhir/CodeSystem/referral-status", "code": "accepted"}]}}))
@@ -708,7 +765,10 @@ async fn an_inter_regional_teleconsultation_goes_the_whole_way() {
     );
     // A request that went around too many gateways is refused.
     let res = spb_peer
-        .post(f.mo.url("/fhir/ServiceRequest"))
+        .post(format!(
+            "{}/fhir/ServiceRequest",
+            f.mo.gw.peer_url().unwrap()
+        ))
         .header("content-type", "application/fhir+json")
         .header("x-medgate-hops", "3")
         .json(&body)

@@ -777,16 +777,22 @@ fn adapter_profiles_are_valid_config_sections() {
         ("emias", "emias"),
         ("fhir-mis", "fhir_mis"),
         ("remd", "remd"),
+        ("peer-gateway", "federation"),
     ] {
         let profile =
             std::fs::read_to_string(format!("{root}/adapters/{system}/profile.toml")).unwrap();
         let file = dir.path().join(format!("{section}.toml"));
+        // Subtables of the section are named relative to it in the profile.
+        let profile = profile
+            .replace("[listen", &format!("[{section}.listen"))
+            .replace("[[peers]]", &format!("[[{section}.peers]]"));
         std::fs::write(&file, format!("[{section}]\n{profile}")).unwrap();
         let s = medgate::config::Settings::load(Some(&file))
             .unwrap_or_else(|e| panic!("adapters/{system}/profile.toml: {e}"));
         let loaded = match section {
             "emias" => s.emias.is_some(),
             "fhir_mis" => s.fhir_mis.is_some(),
+            "federation" => s.federation.is_some(),
             _ => s.remd.is_some(),
         };
         assert!(loaded, "{system}");
@@ -821,12 +827,15 @@ fn shipped_configurations_are_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_binary_becomes_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
+    let free = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    let (port, second) = (free(), free());
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_medgate"))
-        .args(["demo", "--port", &port.to_string(), "--data-dir"])
+        .args(["demo", "--port", &port.to_string(), "--second-port"])
+        .arg(second.to_string())
+        .arg("--data-dir")
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -864,6 +873,28 @@ async fn demo_binary_becomes_ready() {
     assert_eq!(orgs["entry"].as_array().unwrap().len(), 16);
     let rules = get("/api/referrals/rules").await;
     assert_eq!(rules["rules"].as_array().map(Vec::len), Some(2), "{rules}");
+    // The second region's gateway is a peer: its doctor's referral to a federal centre is
+    // checked by the first region's rules, over the peers' mutual-TLS link.
+    let sample = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/adapters/peer-gateway/samples/referral-without-documents.json"
+    ))
+    .unwrap();
+    let refused: Value = http
+        .post(format!("http://127.0.0.1:{second}/fhir/ServiceRequest"))
+        .bearer_auth(medgate::demo::DEMO_TOKEN)
+        .header("content-type", "application/fhir+json")
+        .body(sample)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused["issue"][0]["details"]["coding"][0]["code"], "MISSING_DOCUMENTS",
+        "{refused}"
+    );
     child.kill().await.unwrap();
 }
 
