@@ -124,6 +124,10 @@ enum BenchCommand {
         /// Concurrent connections (closed loop).
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Across a peer link: the referring clinic in region 78, the target in region 77,
+        /// two gateways over mutual TLS.
+        #[arg(long)]
+        peer: bool,
     },
     /// Booking throughput and latency through FHIR `$book` (closed loop), each booking
     /// forwarded to the simulated city MIS, on PostgreSQL with a synchronized region.
@@ -375,12 +379,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                     pg,
                     count,
                     concurrency,
+                    peer,
                 },
         } => {
             let report = medgate::bench::referrals(medgate::bench::ReferralBench {
                 pg_admin_url: pg,
                 count,
                 concurrency,
+                across_peer: peer,
             })
             .await?;
             println!("{report}");

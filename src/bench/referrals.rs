@@ -2,6 +2,9 @@
 //! referring clinic's doctors send tele-consultation referrals through FHIR to a target
 //! whose acceptance rules are checked on each, then the target accepts each through its
 //! Task (closed loop, a fixed number of connections), on a fresh PostgreSQL database.
+//! With `--peer` the referring clinic is in another region: two gateways (each its own
+//! database) linked over mutual TLS; each creation is forwarded to the target's gateway
+//! within the request, and each acceptance travels back through the outbox.
 
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -28,7 +31,12 @@ pub struct ReferralBench {
     pub count: usize,
     /// Concurrent connections (closed loop).
     pub concurrency: usize,
+    /// Across a peer link: the referring clinic in region 78, the target in region 77.
+    pub across_peer: bool,
 }
+
+/// The referring clinic of the cross-region run (region 78).
+const REMOTE_REFERRER: &str = "1.2.643.5.1.13.13.12.2.78.8001";
 
 /// Runs the benchmark: creation, then acceptance, each measured on its own.
 pub async fn referrals(opts: ReferralBench) -> Result<String, String> {
@@ -36,9 +44,186 @@ pub async fn referrals(opts: ReferralBench) -> Result<String, String> {
         return Err("count and concurrency must be above 0".into());
     }
     let db = BenchDb::create(&opts.pg_admin_url).await?;
-    let result = run(&opts, &db.url).await;
+    let result = if opts.across_peer {
+        match BenchDb::create(&opts.pg_admin_url).await {
+            Ok(second) => {
+                let r = across(&opts, &db.url, &second.url).await;
+                second.drop().await;
+                r
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        run(&opts, &db.url).await
+    };
     db.drop().await;
     result
+}
+
+/// The target's rules: circulatory diseases, tele-consultations, no documents required.
+fn target_rules() -> Vec<AcceptanceRuleSettings> {
+    vec![AcceptanceRuleSettings {
+        org: TARGET.into(),
+        name: "diseases of the circulatory system".into(),
+        kinds: vec!["teleconsultation".into()],
+        diagnoses: vec!["I00-I99".into()],
+        profiles: Vec::new(),
+        answer_within_hours: None,
+        required_documents: Vec::new(),
+    }]
+}
+
+/// A gateway on `s`, its database migrated and seeded.
+async fn start(s: crate::config::Settings) -> Result<Gateway, String> {
+    let store = crate::store::Store::connect(&s.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    crate::demo::seed(&store).await.map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Gateway::start_on(s, store, listener, crate::model::time::system_clock())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn http_client(concurrency: usize) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn line(what: &str, n: usize, t: Duration, l: &[Duration]) -> String {
+    format!(
+        "{what}: {n} in {:.2} s = {:.0}/s; latency p50/p99/max: {:.2} / {:.2} / {:.2} ms",
+        t.as_secs_f64(),
+        n as f64 / t.as_secs_f64().max(1e-9),
+        ms(percentile(l, 0.50)),
+        ms(percentile(l, 0.99)),
+        ms(percentile(l, 1.0)),
+    )
+}
+
+/// Two regions' gateways linked as peers: referrals created in region 78 for region 77's
+/// target, accepted there, the acceptances routed back.
+async fn across(opts: &ReferralBench, db_77: &str, db_78: &str) -> Result<String, String> {
+    use crate::sim::federation::{Member, Pki};
+    let dir = tempfile_dir()?;
+    let pki = Pki::create(&dir, &["msk", "spb"])?;
+    let free = || -> Result<String, String> {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        l.local_addr()
+            .map(|a| a.to_string())
+            .map_err(|e| e.to_string())
+    };
+    let members = [
+        Member {
+            name: "msk".into(),
+            region: "77".into(),
+            peer_bind: free()?,
+        },
+        Member {
+            name: "spb".into(),
+            region: "78".into(),
+            peer_bind: free()?,
+        },
+    ];
+    let mut s77 = gateway_settings(db_77);
+    s77.clients = vec![client(
+        "target",
+        TARGET_TOKEN,
+        &[TARGET],
+        &["referral:write"],
+    )];
+    s77.referrals.rules = target_rules();
+    s77.federation = Some(pki.settings(&members[0], &members));
+    let mut s78 = gateway_settings(db_78);
+    s78.clients = vec![client(
+        "referrer",
+        REFERRER_TOKEN,
+        &[REMOTE_REFERRER],
+        &["referral:write"],
+    )];
+    s78.federation = Some(pki.settings(&members[1], &members));
+    let (msk, spb) = (start(s77).await?, start(s78).await?);
+    let http = http_client(opts.concurrency)?;
+    let (msk_url, spb_url) = (msk.url(), spb.url());
+    for i in 0..opts.concurrency.min(opts.count) {
+        let _ = create(&http, &spb_url, REMOTE_REFERRER, opts.count + i).await;
+    }
+    let (created, create_time, create_lat) = phase(opts, |i| {
+        let (http, base) = (http.clone(), spb_url.clone());
+        async move { create(&http, &base, REMOTE_REFERRER, i).await }
+    })
+    .await;
+    let ids: Arc<Vec<String>> = Arc::new(created.into_iter().flatten().collect());
+    let started = Instant::now();
+    let (accepted, accept_time, accept_lat) = phase(
+        &ReferralBench {
+            count: ids.len(),
+            ..opts.clone()
+        },
+        |i| {
+            let (http, base, ids) = (http.clone(), msk_url.clone(), ids.clone());
+            async move { accept(&http, &base, &ids[i]).await }
+        },
+    )
+    .await;
+    let accepted = accepted.into_iter().flatten().count();
+    // Every acceptance back in region 78, through the outbox.
+    let query = crate::store::referrals::ReferralQuery {
+        status: Some(crate::model::referral::ReferralStatus::Accepted),
+        ..Default::default()
+    };
+    let limit = u32::try_from(ids.len() + 1).unwrap_or(u32::MAX);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut back = 0;
+    while Instant::now() < deadline {
+        back = spb
+            .store
+            .list_referrals(&query, limit)
+            .await
+            .map_err(|e| e.to_string())?
+            .len();
+        if back >= accepted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let routed_back = started.elapsed();
+    msk.stop().await;
+    spb.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(format!(
+        "referrals across a peer link (region 78 -> 77, mutual TLS, two gateways, two PostgreSQL databases), {} connections\n{}\n{}\n\
+         acceptances routed back to region 78 (outbox, one PUT Task each): {back} of {accepted} within {:.2} s of the first acceptance = {:.0}/s",
+        opts.concurrency,
+        line(
+            "created in 78 and forwarded to 77 within the request",
+            ids.len(),
+            create_time,
+            &create_lat
+        ),
+        line(
+            "accepted by the target in 77 (PUT Task)",
+            accepted,
+            accept_time,
+            &accept_lat
+        ),
+        routed_back.as_secs_f64(),
+        back as f64 / routed_back.as_secs_f64().max(1e-9),
+    ))
+}
+
+/// A fresh directory for the federation's certificates.
+fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "medgate-bench-pki-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
 }
 
 async fn run(opts: &ReferralBench, db_url: &str) -> Result<String, String> {
@@ -47,37 +232,17 @@ async fn run(opts: &ReferralBench, db_url: &str) -> Result<String, String> {
         client("referrer", REFERRER_TOKEN, &[ORG], &["referral:write"]),
         client("target", TARGET_TOKEN, &[TARGET], &["referral:write"]),
     ];
-    s.referrals.rules = vec![AcceptanceRuleSettings {
-        org: TARGET.into(),
-        name: "diseases of the circulatory system".into(),
-        kinds: vec!["teleconsultation".into()],
-        diagnoses: vec!["I00-I99".into()],
-        profiles: Vec::new(),
-        answer_within_hours: None,
-        required_documents: Vec::new(),
-    }];
-    let store = crate::store::Store::connect(&s.database)
-        .await
-        .map_err(|e| e.to_string())?;
-    store.migrate().await.map_err(|e| e.to_string())?;
-    crate::demo::seed(&store).await.map_err(|e| e.to_string())?;
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let gw = Gateway::start_on(s, store, listener, crate::model::time::system_clock())
-        .await
-        .map_err(|e| e.to_string())?;
+    s.referrals.rules = target_rules();
+    let gw = start(s).await?;
     let base = gw.url();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(opts.concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = http_client(opts.concurrency)?;
     // Warm-up: connections, prepared statements.
     for i in 0..opts.concurrency.min(opts.count) {
-        let _ = create(&http, &base, i).await;
+        let _ = create(&http, &base, ORG, i).await;
     }
     let (created, create_time, create_lat) = phase(opts, |i| {
         let (http, base) = (http.clone(), base.clone());
-        async move { create(&http, &base, i).await }
+        async move { create(&http, &base, ORG, i).await }
     })
     .await;
     let ids: Arc<Vec<String>> = Arc::new(created.into_iter().flatten().collect());
@@ -94,16 +259,6 @@ async fn run(opts: &ReferralBench, db_url: &str) -> Result<String, String> {
     .await;
     gw.stop().await;
     let accepted = accepted.into_iter().flatten().count();
-    let line = |what: &str, n: usize, t: Duration, l: &[Duration]| {
-        format!(
-            "{what}: {n} in {:.2} s = {:.0}/s; latency p50/p99/max: {:.2} / {:.2} / {:.2} ms",
-            t.as_secs_f64(),
-            n as f64 / t.as_secs_f64().max(1e-9),
-            ms(percentile(l, 0.50)),
-            ms(percentile(l, 0.99)),
-            ms(percentile(l, 1.0)),
-        )
-    };
     Ok(format!(
         "referrals inside a region, {} connections, PostgreSQL, rules checked on each\n{}\n{}",
         opts.concurrency,
@@ -153,9 +308,9 @@ where
     (results, elapsed, l)
 }
 
-/// Referral `i` (its patient named by a fake policy number and a birth date); its id if
-/// created.
-async fn create(http: &reqwest::Client, base: &str, i: usize) -> Option<String> {
+/// Referral `i` from a doctor of `requester` (its patient named by a fake policy number
+/// and a birth date); its id if created.
+async fn create(http: &reqwest::Client, base: &str, requester: &str, i: usize) -> Option<String> {
     let body = json!({
         "resourceType": "ServiceRequest", "status": "active", "intent": "order",
         "priority": "routine",
@@ -166,7 +321,7 @@ async fn create(http: &reqwest::Client, base: &str, i: usize) -> Option<String> 
              "identifier": [{"system": crate::codec::fhir::POLICY_SYSTEM, "value": format!("77{:014}", i)}]},
             {"resourceType": "PractitionerRole", "id": "r",
              "practitioner": {"identifier": {"system": crate::codec::fhir::SNILS_SYSTEM, "value": "12345678964"}},
-             "organization": {"reference": format!("Organization/{ORG}")}},
+             "organization": {"reference": format!("Organization/{requester}")}},
         ],
         "subject": {"reference": "#p"}, "requester": {"reference": "#r"},
         "performer": [{"reference": format!("Organization/{TARGET}")}],

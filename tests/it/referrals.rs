@@ -815,6 +815,7 @@ async fn the_referral_benchmark_creates_and_accepts_every_referral() {
         pg_admin_url: pg_admin_url(),
         count: 60,
         concurrency: 4,
+        across_peer: false,
     })
     .await
     .expect("benchmark ran");
@@ -827,4 +828,27 @@ async fn the_referral_benchmark_creates_and_accepts_every_referral() {
         report.contains("accepted by the target (PUT Task): 60 in"),
         "{report}"
     );
+}
+
+/// The same across a peer link: every referral forwarded, accepted, and its acceptance
+/// back in the referring region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_referral_benchmark_across_a_peer_link_routes_every_referral() {
+    capture_logs();
+    let report = medgate::bench::referrals(medgate::bench::ReferralBench {
+        pg_admin_url: pg_admin_url(),
+        count: 40,
+        concurrency: 4,
+        across_peer: true,
+    })
+    .await
+    .expect("benchmark ran");
+    println!("{report}");
+    for expected in [
+        "created in 78 and forwarded to 77 within the request: 40 in",
+        "accepted by the target in 77 (PUT Task): 40 in",
+        "routed back to region 78 (outbox, one PUT Task each): 40 of 40",
+    ] {
+        assert!(report.contains(expected), "{report}");
+    }
 }
