@@ -11,12 +11,11 @@ use serde_json::{json, Value};
 
 use super::exchange::{exchange, Link, NoAnswer, PartnerFault, Request};
 use crate::codec::fhir::fhir_id;
-use crate::codec::fhir::referral::{forwarded_request, peer_task};
+use crate::codec::fhir::referral::{duty_slot_extension, forwarded_request, peer_task};
 use crate::config::{FederationSettings, PeerSettings};
 use crate::exchange::partners::Partners;
 use crate::exchange::txlog::TxLog;
 use crate::model::referral::{PeerUpdate, Referral};
-use crate::model::time::instant_secs;
 use crate::services::federation::{PeerError, PeerGateway, HOPS_HEADER};
 
 struct Peer {
@@ -181,10 +180,14 @@ impl PeerGateway for PeerClient {
         &'a self,
         peer: &'a str,
         referral: &'a Referral,
+        duty_slot: Option<&'a str>,
         hops: u32,
     ) -> BoxFuture<'a, Result<(), PeerError>> {
         Box::pin(async move {
-            let body = forwarded_request(referral);
+            let mut body = forwarded_request(referral);
+            if let Some(slot) = duty_slot {
+                body["extension"] = json!([duty_slot_extension(slot)]);
+            }
             self.call(
                 peer,
                 "forwardReferral",
@@ -219,24 +222,15 @@ impl PeerGateway for PeerClient {
         })
     }
 
-    fn free_slots<'a>(
+    fn find<'a>(
         &'a self,
         peer: &'a str,
-        referral_id: &'a str,
-        from: i64,
-        to: i64,
-        limit: usize,
+        query: &'a str,
     ) -> BoxFuture<'a, Result<Value, PeerError>> {
         Box::pin(async move {
-            let query = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("referral", referral_id)
-                .append_pair("start", &instant_secs(from))
-                .append_pair("end", &instant_secs(to))
-                .append_pair("_count", &limit.min(100).to_string())
-                .finish();
             self.call(
                 peer,
-                "findReferralSlots",
+                "findSlots",
                 reqwest::Method::GET,
                 &format!("/Appointment/$find?{query}"),
                 None,

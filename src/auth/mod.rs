@@ -42,6 +42,9 @@ pub mod scopes {
     pub const REFERRAL_READ: &str = "referral:read";
     /// Creating referrals and moving them (accept, reject, cancel, complete).
     pub const REFERRAL_WRITE: &str = "referral:write";
+    /// Recording a patient's own request for a referral, for the attending doctor to
+    /// confirm (citizen-facing channels: the portal, the call centre).
+    pub const REFERRAL_PROPOSE: &str = "referral:propose";
 
     /// Scopes a held scope implies.
     pub fn implied(held: &str) -> &'static [&'static str] {

@@ -679,6 +679,23 @@ async fn find(
     if let Some(referral) = first(&criteria, "referral") {
         return find_for_referral(&state, &principal, &req, &criteria, referral).await;
     }
+    // Another region's organization: its gateway answers for its slots (its duty
+    // schedules among them).
+    if let Some(raw) = first(&criteria, "organization") {
+        let org = organization("organization", raw)?;
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(criteria.iter())
+            .finish();
+        if let Some(answer) = state.referrals.find_at_peer(&org, &query).await {
+            let bundle = answer.map_err(|e| {
+                super::fhir_referral::referral_api_error(e, &|f| match f {
+                    "performer" => "organization".into(),
+                    other => other.into(),
+                })
+            })?;
+            return Ok(fhir_json(StatusCode::OK, &bundle));
+        }
+    }
     let mut q = FreeSlots {
         org: None,
         practitioner_id: None,

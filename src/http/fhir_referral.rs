@@ -12,10 +12,11 @@ use super::booking::{booking_error, patient, requester, PatientFields};
 use super::fhir::{base_url, fhir_json, request_link};
 use super::query::{check_params, count_param, moment, organization, pairs};
 use super::{ApiError, ApiResult, AppState, Principal};
-use crate::auth::scopes::{REFERRAL_READ, REFERRAL_WRITE};
+use crate::auth::scopes::{REFERRAL_PROPOSE, REFERRAL_READ, REFERRAL_WRITE};
 use crate::codec::fhir::referral::{
-    peer_update, requested_move, rules, service_request, task, DOCUMENT_KIND_SYSTEM, ICD10_SYSTEM,
-    KIND_SYSTEM, PROFILE_SYSTEM, REFERRAL_DOCUMENT_SYSTEM, REFERRAL_SYSTEM, VIDEO_VISIT,
+    peer_update, requested_move, rules, service_request, task, DOCUMENT_KIND_SYSTEM,
+    DUTY_SLOT_EXTENSION, ICD10_SYSTEM, KIND_SYSTEM, PROFILE_SYSTEM, REFERRAL_DOCUMENT_SYSTEM,
+    REFERRAL_SYSTEM, SUPPORTING_DOCUMENT, VIDEO_VISIT,
 };
 use crate::codec::fhir::{
     gateway_id, searchset, IssueType, FHIR_JSON, POLICY_SYSTEM, SNILS_SYSTEM, URI_SYSTEM,
@@ -33,6 +34,7 @@ use crate::services::Caller;
 pub const ROUTES: &[Route] = &[
     route!(POST "/fhir" "/ServiceRequest" => create, Access::Scope(REFERRAL_WRITE, Org::Named)),
     route!(GET "/fhir" "/ServiceRequest" => search_requests, Access::Scope(REFERRAL_READ, Org::Records)),
+    route!(POST "/fhir" "/ServiceRequest/$propose" => propose, Access::Scope(REFERRAL_PROPOSE, Org::Public)),
     route!(GET "/fhir" "/ServiceRequest/{id}" => read_request, Access::Scope(REFERRAL_READ, Org::Records)),
     route!(POST "/fhir" "/ServiceRequest/{id}/$book" => book, Access::Scope(REFERRAL_WRITE, Org::Records)),
     route!(GET "/fhir" "/Task" => search_tasks, Access::Scope(REFERRAL_READ, Org::Records)),
@@ -114,9 +116,11 @@ pub(super) fn referral_api_error(e: ReferralError, field_of: &dyn Fn(&str) -> St
             api.retry_after = Some(30);
             return api;
         }
-        E::Unreachable(_) | E::InAnotherRegion(_) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule)
-        }
+        E::Unreachable(_)
+        | E::DutySlot { .. }
+        | E::InAnotherRegion(_)
+        | E::ProposalTarget
+        | E::ProposalDocuments => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
         E::HopLimit(_) => (StatusCode::LOOP_DETECTED, IssueType::BusinessRule),
     };
     let field = e.field().map(|f| field_of(&f));
@@ -154,6 +158,7 @@ fn peer_code(code: &str) -> &'static str {
         "CONFLICT",
         "HOP_LIMIT",
         "REGION_UNREACHABLE",
+        "DUTY_SLOT_UNAVAILABLE",
         "SLOT_TAKEN",
         "SLOT_NOT_FOUND",
         "CHANNEL_NOT_ALLOWED",
@@ -240,7 +245,7 @@ fn org_of(r: &Value, field: &str) -> ApiResult<Option<crate::model::Oid>> {
 }
 
 /// Reads a `ServiceRequest` into a new referral, naming the field of any fault.
-fn new_referral(v: &Value, now_ms: i64, from_peer: bool) -> ApiResult<NewReferral> {
+fn new_referral(v: &Value, now_ms: i64, from_peer: bool, intent: &str) -> ApiResult<NewReferral> {
     if v["resourceType"].as_str() != Some("ServiceRequest") {
         return Err(ApiError::invalid(
             "WRONG_RESOURCE_TYPE",
@@ -248,11 +253,11 @@ fn new_referral(v: &Value, now_ms: i64, from_peer: bool) -> ApiResult<NewReferra
             "expected a ServiceRequest",
         ));
     }
-    if let Some(intent) = text(v, "/intent").filter(|i| *i != "order") {
+    if let Some(got) = text(v, "/intent").filter(|i| *i != intent) {
         return Err(ApiError::invalid(
             "INVALID_VALUE",
             "ServiceRequest.intent",
-            format!("a referral is an order, got intent {intent:?}"),
+            format!("expected intent {intent:?} here, got {got:?}"),
         ));
     }
     let subject = contained(v, v["subject"]["reference"].as_str())
@@ -352,7 +357,31 @@ fn new_referral(v: &Value, now_ms: i64, from_peer: bool) -> ApiResult<NewReferra
         valid_days,
         documents,
         forwarded,
+        duty_slot: duty_slot(v)?,
     })
+}
+
+/// The slot of the target's duty schedule a referral asks to be booked in, if any.
+fn duty_slot(v: &Value) -> ApiResult<Option<String>> {
+    let Some(ext) = v["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["url"].as_str() == Some(DUTY_SLOT_EXTENSION))
+    else {
+        return Ok(None);
+    };
+    ext["valueReference"]["reference"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("Slot/"))
+        .map(|s| Some(gateway_id(s)))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "INVALID_REFERENCE",
+                "ServiceRequest.extension[duty-slot].valueReference",
+                "expected Slot/<id> of a slot of the target's duty schedule",
+            )
+        })
 }
 
 /// The ids of the documents attached as `supportingInfo` references.
@@ -425,13 +454,41 @@ async fn create(
 ) -> ApiResult<HttpResponse> {
     let v = json_body(&body, "ServiceRequest")?;
     let hops = hops(&req, &principal)?;
-    let mut new = new_referral(&v, crate::model::time::now_ms(), principal.is_peer())?;
+    let mut new = new_referral(
+        &v,
+        crate::model::time::now_ms(),
+        principal.is_peer(),
+        "order",
+    )?;
     if let Some(f) = new.forwarded.as_mut() {
         f.hops = hops;
     }
     let r = state
         .referrals
         .create(Caller::of(&principal), new)
+        .await
+        .map_err(|e| referral_error(e, "ServiceRequest"))?;
+    let base = base_url(&state, &req);
+    Ok(HttpResponse::build(StatusCode::CREATED)
+        .content_type(FHIR_JSON)
+        .insert_header(("location", format!("{base}/ServiceRequest/{}", r.id)))
+        .body(service_request(&r).to_string()))
+}
+
+/// `$propose`: a patient's own request for a referral, through a citizen-facing channel
+/// (`intent` `proposal`; the requester is the patient's attending doctor and organization,
+/// the performer the organization asked for); it waits for the attending doctor.
+async fn propose(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let v = json_body(&body, "ServiceRequest")?;
+    let new = new_referral(&v, crate::model::time::now_ms(), false, "proposal")?;
+    let r = state
+        .referrals
+        .propose(Caller::of(&principal), new)
         .await
         .map_err(|e| referral_error(e, "ServiceRequest"))?;
     let base = base_url(&state, &req);
@@ -538,7 +595,7 @@ async fn update_task(
         ApiError::invalid(
             "INVALID_TRANSITION",
             "Task.status",
-            format!("a referral's Task may be set accepted, rejected, cancelled or completed, not {status:?}"),
+            format!("a referral's Task may be set requested (confirming a patient's request), accepted, rejected, cancelled or completed, not {status:?}"),
         )
     })?;
     let conclusion = v["output"]
@@ -572,7 +629,26 @@ async fn update_task(
             }
         }
     };
+    // Documents the attending doctor attaches when confirming a patient's request.
+    let mut documents = Vec::new();
+    for (i, input) in v["input"].as_array().into_iter().flatten().enumerate() {
+        if input["type"]["text"].as_str() != Some(SUPPORTING_DOCUMENT) {
+            continue;
+        }
+        let id = input["valueReference"]["reference"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("DocumentReference/"))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "INVALID_REFERENCE",
+                    format!("Task.input[{i}].valueReference"),
+                    "expected DocumentReference/<id> of a document registered through the gateway",
+                )
+            })?;
+        documents.push(id.to_string());
+    }
     let transition = Transition {
+        documents,
         video_url,
         to,
         reason: text(&v, "/statusReason/text").map(|s| s.chars().take(2000).collect()),

@@ -97,6 +97,9 @@ impl Urgency {
 /// Where a referral is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReferralStatus {
+    /// A patient's own request, waiting for the attending doctor to confirm it (then it is
+    /// sent) or to decline it.
+    Proposed,
     /// Sent; the target has not answered.
     Requested,
     /// The target accepted it; the patient may be booked.
@@ -115,7 +118,8 @@ pub enum ReferralStatus {
 
 impl ReferralStatus {
     /// Every state.
-    pub const ALL: [ReferralStatus; 7] = [
+    pub const ALL: [ReferralStatus; 8] = [
+        ReferralStatus::Proposed,
         ReferralStatus::Requested,
         ReferralStatus::Accepted,
         ReferralStatus::Rejected,
@@ -128,6 +132,7 @@ impl ReferralStatus {
     /// Stored name.
     pub fn as_str(self) -> &'static str {
         match self {
+            ReferralStatus::Proposed => "proposed",
             ReferralStatus::Requested => "requested",
             ReferralStatus::Accepted => "accepted",
             ReferralStatus::Rejected => "rejected",
@@ -147,7 +152,10 @@ impl ReferralStatus {
     pub fn is_open(self) -> bool {
         matches!(
             self,
-            ReferralStatus::Requested | ReferralStatus::Accepted | ReferralStatus::Booked
+            ReferralStatus::Proposed
+                | ReferralStatus::Requested
+                | ReferralStatus::Accepted
+                | ReferralStatus::Booked
         )
     }
 
@@ -156,7 +164,9 @@ impl ReferralStatus {
         use ReferralStatus::*;
         matches!(
             (self, to),
-            (Requested, Accepted | Rejected | Cancelled | Expired)
+            // The attending doctor confirms a patient's request (it is sent) or declines it.
+            (Proposed, Requested | Cancelled | Expired)
+                | (Requested, Accepted | Rejected | Cancelled | Expired)
                 | (Accepted, Booked | Cancelled | Expired)
                 // A cancelled booking returns the referral to accepted.
                 | (Booked, Completed | Cancelled | Accepted)
@@ -164,14 +174,15 @@ impl ReferralStatus {
     }
 
     /// Which side may make the move: the target (performer) answers and completes; the
-    /// referring side withdraws. Expiry and booking are the gateway's.
+    /// referring side sends (confirms a patient's request) and withdraws. Expiry and
+    /// booking are the gateway's.
     pub fn made_by(self) -> Side {
         match self {
             ReferralStatus::Accepted | ReferralStatus::Rejected | ReferralStatus::Completed => {
                 Side::Target
             }
-            ReferralStatus::Cancelled => Side::Referring,
-            ReferralStatus::Requested | ReferralStatus::Booked | ReferralStatus::Expired => {
+            ReferralStatus::Requested | ReferralStatus::Cancelled => Side::Referring,
+            ReferralStatus::Proposed | ReferralStatus::Booked | ReferralStatus::Expired => {
                 Side::Gateway
             }
         }

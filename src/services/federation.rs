@@ -46,11 +46,13 @@ pub enum PeerError {
 
 /// Where peer gateways are reached.
 pub trait PeerGateway: Send + Sync {
-    /// Forwards a referral to `peer`; the request has passed `hops` gateways already.
+    /// Forwards a referral to `peer` (with the duty slot to book it in, when it took that
+    /// path); the request has passed `hops` gateways already.
     fn forward<'a>(
         &'a self,
         peer: &'a str,
         referral: &'a Referral,
+        duty_slot: Option<&'a str>,
         hops: u32,
     ) -> BoxFuture<'a, Result<(), PeerError>>;
     /// Tells `peer` of a move of a referral it holds a copy of.
@@ -60,15 +62,10 @@ pub trait PeerGateway: Send + Sync {
         update: &'a PeerUpdate,
         hops: u32,
     ) -> BoxFuture<'a, Result<(), PeerError>>;
-    /// The peer's free slots for a referral it holds the target of: its FHIR searchset.
-    fn free_slots<'a>(
-        &'a self,
-        peer: &'a str,
-        referral_id: &'a str,
-        from: i64,
-        to: i64,
-        limit: usize,
-    ) -> BoxFuture<'a, Result<Value, PeerError>>;
+    /// The peer's answer to a free-slot search (`Appointment/$find` with `query`, for a
+    /// referral it holds the target of or an organization of its regions): its searchset.
+    fn find<'a>(&'a self, peer: &'a str, query: &'a str)
+        -> BoxFuture<'a, Result<Value, PeerError>>;
     /// Books a referral's visit at the peer holding its target: the peer's Appointment.
     fn book<'a>(
         &'a self,
@@ -100,6 +97,7 @@ pub struct Federation {
     region: Region,
     routes: Vec<(Region, String)>,
     retries: Vec<u64>,
+    timeout_secs: u64,
 }
 
 impl Federation {
@@ -118,12 +116,19 @@ impl Federation {
                 })
                 .collect(),
             retries: s.retry_schedule_secs.clone(),
+            timeout_secs: s.timeout_secs,
         })
     }
 
     /// The region this gateway serves.
     pub fn region(&self) -> Region {
         self.region
+    }
+
+    /// How long a forward queued with a new referral waits before the outbox sends it: the
+    /// time the forward tried at once may take (it completes the queued one).
+    pub fn forward_grace_ms(&self) -> i64 {
+        i64::try_from(self.timeout_secs.saturating_add(5)).unwrap_or(i64::MAX / 1000) * 1000
     }
 
     /// Delays between attempts to deliver to a peer.

@@ -68,6 +68,9 @@ pub struct NewReferral {
     pub documents: Vec<String>,
     /// Set when a peer gateway forwards the referral.
     pub forwarded: Option<Forwarded>,
+    /// A slot of the target's duty schedule (its free slots open to referrals): the
+    /// referral is accepted on the schedule's standing and booked there at once.
+    pub duty_slot: Option<String>,
 }
 
 /// What a peer gateway's forwarded referral carries besides a new one's fields.
@@ -121,6 +124,8 @@ pub struct Transition {
     pub conclusion: Option<String>,
     /// The video-visit link of a tele-consultation (with the acceptance).
     pub video_url: Option<String>,
+    /// Documents the attending doctor attaches when confirming a patient's request.
+    pub documents: Vec<String>,
 }
 
 /// Why a referral request failed.
@@ -233,6 +238,20 @@ pub enum ReferralError {
     /// No peer gateway reaches the target's region.
     #[error("no gateway of region {0} is known to this gateway")]
     Unreachable(String),
+    /// The duty slot named is not a free referral slot of the target.
+    #[error("slot {slot} is not a free slot of {target}'s duty schedule (its free slots open to referrals)")]
+    DutySlot {
+        /// The slot named.
+        slot: String,
+        /// The referral's target.
+        target: Oid,
+    },
+    /// A patient's request names no target: the patient asks for a particular one.
+    #[error("a patient's request names the organization it asks for")]
+    ProposalTarget,
+    /// Documents are attached by the attending doctor, not with a patient's request.
+    #[error("documents are attached by the attending doctor when confirming the request")]
+    ProposalDocuments,
     /// The referral's target is another region's, which this interface cannot serve.
     #[error("the referral's target is in region {0}: find and book its visit through FHIR Appointment/$find?referral= and ServiceRequest/$book")]
     InAnotherRegion(String),
@@ -273,6 +292,9 @@ impl ReferralError {
             ReferralError::Unreachable(_) => "REGION_UNREACHABLE",
             ReferralError::HopLimit(_) => "HOP_LIMIT",
             ReferralError::InAnotherRegion(_) => "REFERRAL_IN_ANOTHER_REGION",
+            ReferralError::ProposalTarget => "TARGET_REQUIRED",
+            ReferralError::DutySlot { .. } => "DUTY_SLOT_UNAVAILABLE",
+            ReferralError::ProposalDocuments => "DOCUMENTS_NOT_ALLOWED",
             ReferralError::Store(_) => "STORE_ERROR",
         }
     }
@@ -299,7 +321,9 @@ impl ReferralError {
             ReferralError::TargetMismatch { .. } => "performer".into(),
             ReferralError::Booking(e) => return e.field(),
             ReferralError::PeerRefused { field, .. } => return field.clone(),
-            ReferralError::Unreachable(_) => "performer".into(),
+            ReferralError::Unreachable(_) | ReferralError::ProposalTarget => "performer".into(),
+            ReferralError::ProposalDocuments => "supportingInfo".into(),
+            ReferralError::DutySlot { .. } => "extension[duty-slot]".into(),
             _ => return None,
         })
     }
@@ -460,7 +484,10 @@ impl Referrals {
         };
         let kinds = match &forwarded {
             Some(f) => f.document_kinds.clone(),
-            None => self.attached_kinds(caller, &new).await?,
+            None => {
+                self.attached_kinds(caller, &new.patient, &new.documents)
+                    .await?
+            }
         };
         let (target, peer) = match new.target_org.as_ref().map(|o| (o, self.route(o))) {
             Some((org, Route::Local)) => {
@@ -482,6 +509,9 @@ impl Referrals {
             }
             None => (self.suitable_target(&new, &kinds)?, None),
         };
+        if let (Some(slot), None) = (&new.duty_slot, &peer) {
+            self.check_duty_slot(slot, &target).await?;
+        }
         let hours = self
             .rules
             .iter()
@@ -519,32 +549,6 @@ impl Referrals {
             created_at: now,
             updated_at: now,
         };
-        let mut outbox = Vec::new();
-        if let Some((name, region)) = &peer {
-            // Forwarded at once when the peer answers, so a refusal reaches the doctor now;
-            // a peer that does not answer gets it through the outbox.
-            match self.forward_now(name, &referral, hops + 1).await {
-                Ok(()) => referral.forwarded_at = Some(now),
-                Err(PeerError::Refused {
-                    status,
-                    code,
-                    field,
-                    message,
-                }) => {
-                    return Err(ReferralError::PeerRefused {
-                        region: region.to_string(),
-                        status,
-                        code,
-                        field,
-                        message,
-                    })
-                }
-                Err(PeerError::Unavailable(why)) => {
-                    tracing::warn!(peer = %name, referral = %referral.id, error = %why, "peer gateway not answering: the referral waits in the outbox");
-                    outbox.push(self.peer_item(&referral, name, FORWARD, json!({}), hops + 1));
-                }
-            }
-        }
         let event = ReferralEvent {
             referral_id: referral.id.clone(),
             at: now,
@@ -552,7 +556,15 @@ impl Referrals {
             client_id: caller.client_id.to_string(),
             reason: None,
         };
-        outbox.extend(self.notice(&referral, &event, &referral.target_org));
+        let mut outbox: Vec<NewOutboxItem> = self
+            .notice(&referral, &event, &referral.target_org)
+            .into_iter()
+            .collect();
+        // Stored before it is forwarded, so the peer's first moves find it here; the
+        // forward is queued too, for the outbox to send should the one tried now not end.
+        if let Some((name, _)) = &peer {
+            outbox.push(self.queued_forward(&referral, name, new.duty_slot.as_deref(), hops + 1));
+        }
         if !self
             .store
             .insert_referral(&referral, &event, &outbox)
@@ -566,15 +578,312 @@ impl Referrals {
                 _ => Err(ReferralError::Changed),
             };
         }
+        if let Some((name, region)) = &peer {
+            let duty = new.duty_slot.as_deref();
+            match self.forward_now(name, &referral, duty, hops + 1).await {
+                Ok(()) => {
+                    self.store
+                        .mark_referral_forwarded(&referral.id, now, FORWARD)
+                        .await?;
+                    referral.forwarded_at = Some(now);
+                }
+                // The target's gateway refused it: it never was, here either.
+                Err(PeerError::Refused {
+                    status,
+                    code,
+                    field,
+                    message,
+                }) => {
+                    self.store.remove_refused_referral(&referral.id).await?;
+                    return Err(ReferralError::PeerRefused {
+                        region: region.to_string(),
+                        status,
+                        code,
+                        field,
+                        message,
+                    });
+                }
+                Err(PeerError::Unavailable(why)) => {
+                    tracing::warn!(peer = %name, referral = %referral.id, error = %why, "peer gateway not answering: the referral waits in the outbox");
+                }
+            }
+        }
+        self.wake_for(&outbox);
+        match (new.duty_slot, &referral.peer) {
+            (Some(slot), None) => self.book_duty_slot(caller, referral, &slot).await,
+            _ => Ok(referral),
+        }
+    }
+
+    /// A free slot of `target` open to referrals: its duty schedule.
+    async fn check_duty_slot(&self, slot: &str, target: &Oid) -> Result<(), ReferralError> {
+        let ok = self.store.slot(slot).await?.is_some_and(|s| {
+            &s.org == target
+                && s.status == crate::model::schedule::SlotStatus::Free
+                && s.channels.contains(Channel::Referral)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(ReferralError::DutySlot {
+                slot: slot.to_string(),
+                target: target.clone(),
+            })
+        }
+    }
+
+    /// The duty schedule's path: the new referral is accepted on the schedule's standing
+    /// and its visit booked in the duty slot. A slot taken meanwhile leaves it accepted,
+    /// to be booked in another.
+    async fn book_duty_slot(
+        &self,
+        caller: Caller<'_>,
+        r: Referral,
+        slot: &str,
+    ) -> Result<Referral, ReferralError> {
+        let event = gateway_event(
+            r.id.clone(),
+            self.clock.now_ms(),
+            ReferralStatus::Accepted,
+            "accepted through the target's duty schedule".into(),
+        );
+        let accepted = self.apply(r, &event, Change::Plain, None).await?;
+        let who = Requester {
+            caller,
+            channel: Channel::Referral,
+        };
+        let target = accepted.target_org.clone();
+        let appointment = match self
+            .booking
+            .book_at(
+                who,
+                &target,
+                &Target::Slot(slot.to_string()),
+                Some(&accepted.patient),
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::info!(referral = %accepted.id, error = %e, "duty slot not booked: the referral stays accepted");
+                return Ok(accepted);
+            }
+        };
+        let event = ReferralEvent {
+            referral_id: accepted.id.clone(),
+            at: self.clock.now_ms(),
+            status: ReferralStatus::Booked,
+            client_id: caller.client_id.to_string(),
+            reason: None,
+        };
+        self.apply(accepted, &event, Change::Book(&appointment.id), None)
+            .await
+    }
+
+    /// The forward of a new referral, queued with it: due once the forward tried at once
+    /// would have ended, so it goes only if that one did not.
+    fn queued_forward(
+        &self,
+        r: &Referral,
+        peer: &str,
+        duty_slot: Option<&str>,
+        hops: u32,
+    ) -> NewOutboxItem {
+        let mut item = self.peer_item(r, peer, FORWARD, json!({ "duty_slot": duty_slot }), hops);
+        item.due_at += self
+            .federation
+            .as_ref()
+            .map_or(15_000, |f| f.forward_grace_ms());
+        item
+    }
+
+    async fn forward_now(
+        &self,
+        peer: &str,
+        r: &Referral,
+        duty_slot: Option<&str>,
+        hops: u32,
+    ) -> Result<(), PeerError> {
+        match &self.peers {
+            Some(p) => p.forward(peer, r, duty_slot, hops).await,
+            None => Err(PeerError::Unavailable("no peer gateways configured".into())),
+        }
+    }
+
+    /// Records a patient's own request for a referral (through a citizen-facing channel):
+    /// it names the patient's attending organization and doctor and the organization
+    /// asked for, and waits for the attending doctor, who confirms it (attaching the
+    /// documents; the target's rules are checked then and it is sent) or declines it.
+    pub async fn propose(
+        &self,
+        caller: Caller<'_>,
+        new: NewReferral,
+    ) -> Result<Referral, ReferralError> {
+        let event = AuditEvent {
+            org: Some(new.requester_org.clone()),
+            ..self.event(caller, AuditAction::Create)
+        };
+        let result = self.propose_checked(caller, new).await;
+        self.settle(event, result, |r| r).await
+    }
+
+    async fn propose_checked(
+        &self,
+        caller: Caller<'_>,
+        new: NewReferral,
+    ) -> Result<Referral, ReferralError> {
+        new.patient.check()?;
+        if !new.documents.is_empty() {
+            return Err(ReferralError::ProposalDocuments);
+        }
+        // The attending organization is one of this region's.
+        if self.route(&new.requester_org) != Route::Local
+            || self
+                .store
+                .get_organization(&new.requester_org)
+                .await?
+                .is_none()
+        {
+            return Err(ReferralError::UnknownOrganization(new.requester_org));
+        }
+        let target = new
+            .target_org
+            .clone()
+            .ok_or(ReferralError::ProposalTarget)?;
+        let peer = match self.route(&target) {
+            Route::Local => {
+                if self.store.get_organization(&target).await?.is_none() {
+                    return Err(ReferralError::UnknownOrganization(target));
+                }
+                None
+            }
+            Route::Peer { name, .. } => Some(name),
+            Route::Unreachable(region) => {
+                return Err(ReferralError::Unreachable(region.to_string()))
+            }
+        };
+        let days = new.valid_days.unwrap_or(self.validity_days);
+        if !(1..=365).contains(&days) {
+            return Err(ReferralError::Validity);
+        }
+        let now = self.clock.now_ms();
+        let referral = Referral {
+            id: uuid::Uuid::now_v7().to_string(),
+            patient: new.patient,
+            diagnosis: new.diagnosis,
+            reason: new.reason,
+            requester_org: new.requester_org,
+            requester_snils: new.requester_snils,
+            profile: new.profile,
+            target_org: target,
+            urgency: new.urgency,
+            kind: new.kind,
+            valid_until: now + i64::from(days) * DAY_MS,
+            // The target's clock starts when the request is sent.
+            answer_due: now + i64::from(days) * DAY_MS,
+            escalated_at: None,
+            video_url: None,
+            documents: Vec::new(),
+            document_kinds: Vec::new(),
+            origin_peer: None,
+            peer,
+            forwarded_at: None,
+            conclusion: None,
+            status: ReferralStatus::Proposed,
+            status_reason: None,
+            appointment_id: None,
+            conclusion_id: None,
+            client_id: caller.client_id.to_string(),
+            created_at: now,
+            updated_at: now,
+        };
+        let event = ReferralEvent {
+            referral_id: referral.id.clone(),
+            at: now,
+            status: ReferralStatus::Proposed,
+            client_id: caller.client_id.to_string(),
+            reason: None,
+        };
+        // The attending organization hears of it: its doctor decides.
+        let outbox: Vec<NewOutboxItem> = self
+            .notice(&referral, &event, &referral.requester_org)
+            .into_iter()
+            .collect();
+        self.store
+            .insert_referral(&referral, &event, &outbox)
+            .await?;
         self.wake_for(&outbox);
         Ok(referral)
     }
 
-    async fn forward_now(&self, peer: &str, r: &Referral, hops: u32) -> Result<(), PeerError> {
-        match &self.peers {
-            Some(p) => p.forward(peer, r, hops).await,
-            None => Err(PeerError::Unavailable("no peer gateways configured".into())),
+    /// The attending doctor's confirmation of a patient's request: the documents attached,
+    /// the target's rules checked (here, or by the target's gateway when it is forwarded),
+    /// and the request sent.
+    async fn confirm(
+        &self,
+        caller: Caller<'_>,
+        r: Referral,
+        event: &ReferralEvent,
+        documents: Vec<String>,
+    ) -> Result<Referral, ReferralError> {
+        let kinds = self.attached_kinds(caller, &r.patient, &documents).await?;
+        if r.peer.is_none() {
+            let rules: Vec<&AcceptanceRule> = self
+                .rules
+                .iter()
+                .filter(|x| x.org == r.target_org)
+                .collect();
+            if !rules.is_empty() {
+                check_rules(
+                    &rules,
+                    &r.target_org,
+                    r.kind,
+                    &r.profile,
+                    &r.diagnosis,
+                    &kinds,
+                )?;
+            }
         }
+        let hours = self
+            .rules
+            .iter()
+            .filter(|x| x.org == r.target_org)
+            .find_map(|x| x.answer_within_hours)
+            .unwrap_or(self.answer_within_hours);
+        let mut sent = Referral {
+            documents,
+            document_kinds: kinds,
+            answer_due: event.at + i64::from(hours) * 3_600_000,
+            status: ReferralStatus::Requested,
+            updated_at: event.at,
+            ..r.clone()
+        };
+        let mut queued = None;
+        if let Some(peer) = sent.peer.clone() {
+            match self.forward_now(&peer, &sent, None, 1).await {
+                Ok(()) => sent.forwarded_at = Some(event.at),
+                Err(PeerError::Unavailable(why)) => {
+                    tracing::warn!(peer = %peer, referral = %sent.id, error = %why, "peer gateway not answering: the referral waits in the outbox");
+                    queued = Some(self.peer_item(&sent, &peer, FORWARD, json!({}), 1));
+                }
+                Err(e) => return Err(self.peer_error(&sent, e)),
+            }
+        }
+        let to = sent.target_org.clone();
+        let mut outbox: Vec<NewOutboxItem> = self.notice(&sent, event, &to).into_iter().collect();
+        outbox.extend(queued);
+        let moved = self
+            .store
+            .confirm_referral(&sent, r.status, event, &outbox)
+            .await?;
+        if !moved {
+            return Err(ReferralError::Changed);
+        }
+        self.wake_for(&outbox);
+        Ok(Referral {
+            status_reason: event.reason.clone(),
+            ..sent
+        })
     }
 
     /// The kinds of the attached documents: each must be known, the caller's, and about
@@ -582,10 +891,11 @@ impl Referrals {
     async fn attached_kinds(
         &self,
         caller: Caller<'_>,
-        new: &NewReferral,
+        patient: &Patient,
+        documents: &[String],
     ) -> Result<Vec<String>, ReferralError> {
-        let mut kinds = Vec::with_capacity(new.documents.len());
-        for (index, id) in new.documents.iter().enumerate() {
+        let mut kinds = Vec::with_capacity(documents.len());
+        for (index, id) in documents.iter().enumerate() {
             let doc = match self.store.get_document(id).await? {
                 Some(d) if caller.acts_for(&d.org) => d,
                 _ => {
@@ -595,12 +905,7 @@ impl Referrals {
                     })
                 }
             };
-            if new
-                .patient
-                .snils
-                .as_ref()
-                .is_some_and(|s| s != &doc.patient)
-            {
+            if patient.snils.as_ref().is_some_and(|s| s != &doc.patient) {
                 return Err(ReferralError::DocumentOfAnotherPatient {
                     index,
                     id: id.clone(),
@@ -747,6 +1052,9 @@ impl Referrals {
             client_id: caller.client_id.to_string(),
             reason,
         };
+        if t.to == ReferralStatus::Requested {
+            return self.confirm(caller, r, &event, t.documents).await;
+        }
         let change = match (conclusion, t.video_url) {
             (Some(c), _) => Change::Conclude(c),
             (None, Some(v)) if t.to == ReferralStatus::Accepted => Change::Video(v),
@@ -869,6 +1177,10 @@ impl Referrals {
         if r.status == u.status {
             return Ok(r);
         }
+        // This copy is not sent yet (a confirmation still forwarding): the peer tries again.
+        if r.status == ReferralStatus::Proposed {
+            return Err(ReferralError::Changed);
+        }
         let side_ok = match u.status.made_by() {
             Side::Referring => upstream,
             Side::Target | Side::Gateway => downstream,
@@ -951,7 +1263,7 @@ impl Referrals {
             Err(e) => return retry_or_dead(retries, &item, e.to_string(), now),
         };
         let sent = if item.kind == FORWARD {
-            peers.forward(peer, &r, hops).await
+            peers.forward(peer, &r, p["duty_slot"].as_str(), hops).await
         } else {
             let update = match self.update_of(&p, &r).await {
                 Ok(u) => u,
@@ -961,7 +1273,7 @@ impl Referrals {
         };
         match sent {
             Ok(()) if item.kind == FORWARD => {
-                match self.store.mark_referral_forwarded(id, now).await {
+                match self.store.mark_referral_forwarded(id, now, FORWARD).await {
                     Ok(()) => Outcome::Delivered,
                     Err(e) => retry_or_dead(retries, &item, e.to_string(), now),
                 }
@@ -976,11 +1288,16 @@ impl Referrals {
                     ReferralStatus::Rejected,
                     format!("the gateway of region {region} refused ({code}): {message}"),
                 );
-                let _ = self.store.mark_referral_forwarded(id, now).await;
+                let _ = self.store.mark_referral_forwarded(id, now, FORWARD).await;
                 match self.apply(r, &event, Change::Plain, Some(peer)).await {
                     Ok(_) | Err(ReferralError::Changed) => Outcome::Delivered,
                     Err(e) => retry_or_dead(retries, &item, e.to_string(), now),
                 }
+            }
+            // Its copy is not there yet, or not yet where this move starts (the forward that
+            // makes it is still answering): later.
+            Err(PeerError::Refused { status, code, .. }) if status == 404 || code == "CONFLICT" => {
+                retry_or_dead(retries, &item, format!("peer {peer}: {code}"), now)
             }
             Err(e @ PeerError::Refused { .. }) => {
                 Outcome::Dead(format!("peer {peer} refused the change: {e}"))
@@ -1046,7 +1363,13 @@ impl Referrals {
                 return Err(ReferralError::InAnotherRegion(self.region_of(&r)));
             }
             let peers = self.peers.as_ref().ok_or_else(|| self.unavailable(&r))?;
-            return match peers.free_slots(peer, &r.id, from, to, limit).await {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("referral", &r.id)
+                .append_pair("start", &crate::model::time::instant_secs(from))
+                .append_pair("end", &crate::model::time::instant_secs(to))
+                .append_pair("_count", &limit.min(100).to_string())
+                .finish();
+            return match peers.find(peer, &query).await {
                 Ok(bundle) => Ok(Found::AtPeer(bundle)),
                 Err(e) => Err(self.peer_error(&r, e)),
             };
@@ -1067,6 +1390,45 @@ impl Referrals {
             .await
             .map(Found::Here)
             .map_err(|e| ReferralError::Booking(BookingError::Directory(e)))
+    }
+
+    /// Free slots of another region's organization, as the peer serving that region
+    /// answers a search (`query`: the search's own parameters); `None` when `org` is this
+    /// gateway's.
+    pub async fn find_at_peer(
+        &self,
+        org: &Oid,
+        query: &str,
+    ) -> Option<Result<serde_json::Value, ReferralError>> {
+        let (name, region) = match self.route(org) {
+            Route::Local => return None,
+            Route::Unreachable(region) => {
+                return Some(Err(ReferralError::Unreachable(region.to_string())))
+            }
+            Route::Peer { name, region } => (name, region),
+        };
+        let Some(peers) = &self.peers else {
+            return Some(Err(ReferralError::PeerUnavailable(region.to_string())));
+        };
+        Some(match peers.find(&name, query).await {
+            Ok(bundle) => Ok(bundle),
+            Err(PeerError::Unavailable(why)) => {
+                tracing::warn!(peer = %name, error = %why, "peer gateway not answering");
+                Err(ReferralError::PeerUnavailable(region.to_string()))
+            }
+            Err(PeerError::Refused {
+                status,
+                code,
+                field,
+                message,
+            }) => Err(ReferralError::PeerRefused {
+                region: region.to_string(),
+                status,
+                code,
+                field,
+                message,
+            }),
+        })
     }
 
     fn region_of(&self, r: &Referral) -> String {

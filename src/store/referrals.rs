@@ -119,15 +119,98 @@ impl Store {
         Ok(true)
     }
 
-    /// Records that the peer gateway took a forwarded referral.
-    pub async fn mark_referral_forwarded(&self, id: &str, at: i64) -> Result<(), StoreError> {
+    /// Sends a patient's request the attending doctor confirmed: its documents, the target's
+    /// answer time, and when a peer took it, with the event and what it tells others, in
+    /// one transaction; `false` when it is no longer in `from`.
+    pub async fn confirm_referral(
+        &self,
+        r: &Referral,
+        from: ReferralStatus,
+        event: &ReferralEvent,
+        outbox: &[NewOutboxItem],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query(
+            "UPDATE referrals SET status = $3, status_reason = $4, updated_at = $5, \
+             documents = $6, document_kinds = $7, answer_due = $8, forwarded_at = $9 \
+             WHERE id = $1 AND status = $2",
+        )
+        .bind(r.id.clone())
+        .bind(from.as_str())
+        .bind(event.status.as_str())
+        .bind(event.reason.clone())
+        .bind(event.at)
+        .bind(r.documents.join(" "))
+        .bind(r.document_kinds.join(" "))
+        .bind(r.answer_due)
+        .bind(r.forwarded_at)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, event).await?;
+        for n in outbox {
+            enqueue(&mut tx, n, event.at).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// How many referrals are in `status` (the benchmark's check that moves arrived).
+    pub async fn count_referrals(&self, status: ReferralStatus) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM referrals WHERE status = $1")
+                .bind(status.as_str())
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
+    /// Records that the peer gateway took a forwarded referral; a forward still queued
+    /// for it (`kind`, for peers) is done with.
+    pub async fn mark_referral_forwarded(
+        &self,
+        id: &str,
+        at: i64,
+        kind: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "UPDATE referrals SET forwarded_at = $2 WHERE id = $1 AND forwarded_at IS NULL",
         )
         .bind(id.to_string())
         .bind(at)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'done', updated_at = $2 \
+             WHERE aggregate_id = $1 AND kind = $3 AND status = 'pending'",
+        )
+        .bind(id.to_string())
+        .bind(at)
+        .bind(kind.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a referral the peer gateway refused before anyone saw it: its row, its
+    /// history and what it queued.
+    pub async fn remove_refused_referral(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        for sql in [
+            "DELETE FROM outbox WHERE aggregate_id = $1 AND status = 'pending'",
+            "DELETE FROM referral_events WHERE referral_id = $1",
+            "DELETE FROM referrals WHERE id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -352,8 +435,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Referral>, StoreError> {
         self.referrals_where(
-            "status IN ('requested', 'accepted') AND valid_until < $1 AND peer IS NULL \
-             ORDER BY valid_until",
+            "status IN ('proposed', 'requested', 'accepted') AND valid_until < $1 \
+             AND (peer IS NULL OR status = 'proposed') ORDER BY valid_until",
             Some(now),
             limit,
         )

@@ -33,9 +33,17 @@ pub(crate) const SCOPES: &[&str] = &[
     "transactions:bodies",
     "audit:read",
     "referral:write",
+    "referral:propose",
 ];
 /// The organization the owner refers its patients to (publishes no acceptance rules).
 const REFERRED_TO: &str = "1.2.643.5.1.13.13.12.2.77.7011";
+
+/// A patient's own request for a referral to [`REFERRED_TO`], naming the owner's doctor.
+pub(crate) fn proposal_body() -> Value {
+    let mut v = referral_body();
+    v["intent"] = json!("proposal");
+    v
+}
 
 /// A referral of the owner's doctor to [`REFERRED_TO`].
 pub(crate) fn referral_body() -> Value {
@@ -439,6 +447,12 @@ fn case(
             OK,
         ),
         ("GET", "/api/referrals/rules") => (Req::get(pattern), Other::Same, OK),
+        // A citizen-facing channel records a request for any attending organization.
+        ("POST", "/fhir/ServiceRequest/$propose") => (
+            Req::with(Method::POST, pattern, proposal_body()),
+            Other::Same,
+            CREATED,
+        ),
         ("POST", "/fhir/ServiceRequest/{id}/$book") => (
             Req::with(
                 Method::POST,
@@ -474,7 +488,9 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
         ("GET", "/api/admin/documents/{id}") => Some((Read, Document, true)),
         ("POST", "/api/admin/documents/{id}/rerun") => Some((Update, Document, false)),
         ("GET", "/api/admin/transactions/{id}") => Some((Read, TransactionBody, false)),
-        ("POST", "/fhir/ServiceRequest") => Some((Create, Referral, true)),
+        ("POST", "/fhir/ServiceRequest" | "/fhir/ServiceRequest/$propose") => {
+            Some((Create, Referral, true))
+        }
         ("GET", "/fhir/ServiceRequest" | "/fhir/Task") => Some((Search, Referral, false)),
         ("GET", "/fhir/ServiceRequest/{id}" | "/fhir/Task/{id}") => Some((Read, Referral, true)),
         ("PUT", "/fhir/Task/{id}") => Some((Update, Referral, true)),

@@ -206,6 +206,8 @@ fn federate(
     peers: Vec<PeerSettings>,
     own_listener: bool,
 ) {
+    // Three gateways per test: each keeps to a few database connections.
+    s.database.max_connections = 4;
     let listen = if own_listener {
         Some(FederationListenSettings {
             bind: "127.0.0.1:0".into(),
@@ -377,7 +379,25 @@ impl Three {
 
     /// The referring doctor's tele-consultation referral to the Moscow clinic.
     async fn refer(&self, documents: &[&str], headers: &[(&str, &str)]) -> (StatusCode, Value) {
-        let body = json!({
+        self.send_referral(documents, headers, |_| {}).await
+    }
+
+    /// The same referral, changed by `edit` first.
+    async fn refer_with(
+        &self,
+        documents: &[&str],
+        edit: impl FnOnce(&mut Value),
+    ) -> (StatusCode, Value) {
+        self.send_referral(documents, &[], edit).await
+    }
+
+    async fn send_referral(
+        &self,
+        documents: &[&str],
+        headers: &[(&str, &str)],
+        edit: impl FnOnce(&mut Value),
+    ) -> (StatusCode, Value) {
+        let mut body = json!({
             "resourceType": "ServiceRequest",
             "status": "active",
             "intent": "order",
@@ -396,6 +416,7 @@ impl Three {
             "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I21.4"}], "text": "after a myocardial infarction"}],
             "supportingInfo": documents.iter().map(|d| json!({"reference": format!("DocumentReference/{d}")})).collect::<Vec<_>>(),
         });
+        edit(&mut body);
         self.call(
             &self.spb,
             reqwest::Method::POST,
@@ -776,6 +797,91 @@ async fn an_inter_regional_teleconsultation_goes_the_whole_way() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 508, "{}", res.text().await.unwrap());
+    f.stop().await;
+}
+
+/// The duty path across regions: St Petersburg's doctor sees the Moscow clinic's duty
+/// schedule (its free referral slots, answered by Moscow's gateway) and refers the patient
+/// into one of its slots in one request: Moscow accepts on the schedule's standing and
+/// books, and St Petersburg's copy follows. A slot that is not on the schedule is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duty_slot_in_another_region_is_booked_in_one_request() {
+    let f = Three::start(medgate::model::time::system_clock()).await;
+    let summary = f.document(&f.spb, SPB_CLINIC, DOCTOR_TOKEN, 4).await;
+    let (s, schedule) = f
+        .call(
+            &f.spb,
+            reqwest::Method::GET,
+            DOCTOR_TOKEN,
+            &format!("/fhir/Appointment/$find?organization={CLINIC_ORG}&channel=referral&_count=3"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{schedule}");
+    let slot = schedule["entry"][0]["resource"]["slot"][0]["reference"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no duty slot: {schedule}"))
+        .to_string();
+    let duty = |slot: &str| json!([{"url": "https://medgate.example/fhir/StructureDefinition/referral-duty-slot", "valueReference": {"reference": slot}}]);
+
+    // Not a slot of the schedule: refused by Moscow, said by St Petersburg.
+    let (s, v) = f
+        .refer_with(&[&summary], |b| {
+            b["extension"] = duty("Slot/emias.no-such-slot")
+        })
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(
+        v["issue"][0]["details"]["coding"][0]["code"], "DUTY_SLOT_UNAVAILABLE",
+        "{v}"
+    );
+
+    let (s, v) = f
+        .refer_with(&[&summary], |b| b["extension"] = duty(&slot))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let at_msk = f.until(&f.msk.t, CENTRE_TOKEN, &id, "booked").await;
+    let appointment = at_msk["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"]["text"] == "appointment")
+        .unwrap()["valueReference"]["reference"]
+        .clone();
+    let at_spb = f.until(&f.spb, DOCTOR_TOKEN, &id, "booked").await;
+    let statuses: Vec<&str> = at_spb["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["extension"].as_array())
+        .filter_map(|parts| parts.iter().find(|p| p["url"] == "status"))
+        .filter_map(|p| p["valueCode"].as_str())
+        .collect();
+    assert_eq!(statuses, ["requested", "accepted", "booked"]);
+    let same = at_spb["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"]["text"] == "appointment")
+        .unwrap()["valueReference"]["reference"]
+        .clone();
+    assert_eq!(same, appointment, "the visit booked in Moscow");
+    // The slot is taken now: the schedule no longer offers it.
+    let (_, again) = f
+        .call(
+            &f.spb,
+            reqwest::Method::GET,
+            DOCTOR_TOKEN,
+            &format!(
+                "/fhir/Appointment/$find?organization={CLINIC_ORG}&channel=referral&_count=100"
+            ),
+            None,
+            &[],
+        )
+        .await;
+    assert!(!again.to_string().contains(&slot), "{again}");
     f.stop().await;
 }
 

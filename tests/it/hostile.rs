@@ -497,6 +497,7 @@ fn json_base(method: &str, pattern: &str, r: &Records) -> Option<Value> {
             document_reference(&uuid::Uuid::new_v4().to_string(), &cda(900), &[])
         }
         ("POST", "/fhir/ServiceRequest") => crate::access::referral_body(),
+        ("POST", "/fhir/ServiceRequest/$propose") => crate::access::proposal_body(),
         ("POST", "/fhir/ServiceRequest/{id}/$book") => json!({"resourceType": "Parameters",
             "parameter": [{"name": "slot", "valueReference": {"reference": format!("Slot/{}", r.referral_slot.replacen(':', ".", 1))}}]}),
         ("PUT", "/fhir/Task/{id}") => {

@@ -22,6 +22,8 @@ const CENTRE: &str = "1.2.643.5.1.13.13.12.2.77.7012";
 const DOCTOR_TOKEN: &str = "test-doctor-token";
 const CENTRE_TOKEN: &str = "test-centre-token";
 const STRANGER_TOKEN: &str = "test-stranger-token";
+/// The citizen portal: records patients' own requests.
+const CITIZEN_PORTAL_TOKEN: &str = "test-citizen-portal-token";
 /// The patient of the documents the clinic submits.
 const PATIENT_SNILS: &str = "11223344595";
 const DOCTOR_SNILS: &str = "12345678964";
@@ -82,6 +84,12 @@ impl Fx {
                         CENTRE_TOKEN,
                         &[CENTRE],
                         &["referral:write", "documents:submit"],
+                    ),
+                    client(
+                        "citizen-portal",
+                        CITIZEN_PORTAL_TOKEN,
+                        &[],
+                        &["referral:propose"],
                     ),
                     client(
                         "stranger",
@@ -804,6 +812,157 @@ async fn expired_referrals_move_no_further_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_referrals_move_no_further_sqlite() {
     expired_referrals_move_no_further(Backend::Sqlite).await
+}
+
+/// A patient's own request for a tele-consultation (through the citizen portal) waits for
+/// the attending doctor: the centre cannot act on it; the doctor confirms it, attaching the
+/// documents the centre's rules require (checked then: without them it stays a request),
+/// and it is sent to the centre; another the doctor declines.
+async fn a_patients_own_request_waits_for_the_attending_doctor(backend: Backend) {
+    let fx = Fx::start(backend).await;
+    let propose = |body: Value| {
+        let fx = &fx;
+        async move {
+            fx.send(
+                reqwest::Method::POST,
+                CITIZEN_PORTAL_TOKEN,
+                "/fhir/ServiceRequest/$propose",
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let request = || {
+        let mut v = referral(Some(CENTRE), "I21.0", &[]);
+        v["intent"] = json!("proposal");
+        v
+    };
+    let (s, sr) = propose(request()).await;
+    assert_eq!(s, StatusCode::CREATED, "{sr}");
+    assert_eq!(
+        (sr["intent"].as_str(), sr["status"].as_str()),
+        (Some("proposal"), Some("draft"))
+    );
+    let id = sr["id"].as_str().unwrap().to_string();
+    let (_, t) = fx.get(DOCTOR_TOKEN, &format!("/fhir/Task/{id}")).await;
+    assert_eq!(t["status"], "draft", "{t}");
+    assert_eq!(t["businessStatus"]["coding"][0]["code"], "proposed");
+    crate::schedules::validate_fhir(&[sr.clone(), t.clone()]);
+    // The attending clinic is told; the centre hears nothing yet and cannot act on it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fx.notes_of(&id).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notice of the request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let notes = fx.notes_of(&id);
+    assert_eq!(notes[0]["status"], "proposed");
+    assert_eq!(notes[0]["organization"], CLINIC_ORG);
+    let (s, out) = fx.move_task(CENTRE_TOKEN, &id, task("accepted")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{out}");
+    // Confirmed without the discharge summary: the centre's rule refuses, the request stays.
+    let (s, out) = fx.move_task(DOCTOR_TOKEN, &id, task("requested")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert_eq!(
+        out["issue"][0]["details"]["coding"][0]["code"], "MISSING_DOCUMENTS",
+        "{out}"
+    );
+    // With it: sent.
+    let summary = fx.document(CLINIC_ORG, CLINIC_TOKEN, 41).await;
+    let mut confirm = task("requested");
+    confirm["input"] = json!([{"type": {"text": "supporting-document"},
+        "valueReference": {"reference": format!("DocumentReference/{summary}")}}]);
+    let (s, t) = fx.move_task(DOCTOR_TOKEN, &id, confirm).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["status"], "requested", "{t}");
+    let (_, sr) = fx
+        .get(CENTRE_TOKEN, &format!("/fhir/ServiceRequest/{id}"))
+        .await;
+    assert_eq!(sr["intent"], "order", "{sr}");
+    assert_eq!(
+        sr["supportingInfo"][0]["reference"],
+        format!("DocumentReference/{summary}")
+    );
+    let (s, t) = fx.move_task(CENTRE_TOKEN, &id, task("accepted")).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let by: Vec<String> = t["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["extension"].as_array())
+        .map(|parts| {
+            let get = |k: &str| {
+                parts
+                    .iter()
+                    .find(|p| p["url"] == k)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            format!(
+                "{}:{}",
+                get("status")["valueCode"].as_str().unwrap_or(""),
+                get("by")["valueString"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        by,
+        [
+            "proposed:citizen-portal",
+            "requested:doctor",
+            "accepted:centre"
+        ]
+    );
+
+    // Another request the doctor declines, saying why.
+    let (_, sr) = propose(request()).await;
+    let other = sr["id"].as_str().unwrap().to_string();
+    let mut decline = task("cancelled");
+    decline["statusReason"] = json!({"text": "seen in person: no tele-consultation needed"});
+    let (s, t) = fx.move_task(DOCTOR_TOKEN, &other, decline).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["businessStatus"]["coding"][0]["code"], "cancelled");
+
+    // A request names the organization asked for, carries no documents, and the portal
+    // cannot send an order itself.
+    let mut no_target = request();
+    no_target.as_object_mut().unwrap().remove("performer");
+    let (s, out) = propose(no_target).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert_eq!(
+        out["issue"][0]["details"]["coding"][0]["code"],
+        "TARGET_REQUIRED"
+    );
+    let mut with_docs = request();
+    with_docs["supportingInfo"] = json!([{"reference": format!("DocumentReference/{summary}")}]);
+    let (s, out) = propose(with_docs).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert_eq!(
+        out["issue"][0]["expression"][0],
+        "ServiceRequest.supportingInfo"
+    );
+    let (s, out) = fx
+        .send(
+            reqwest::Method::POST,
+            CITIZEN_PORTAL_TOKEN,
+            "/fhir/ServiceRequest",
+            Some(&referral(Some(CENTRE), "I21.0", &[])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{out}");
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patients_own_request_waits_for_the_attending_doctor_postgres() {
+    a_patients_own_request_waits_for_the_attending_doctor(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patients_own_request_waits_for_the_attending_doctor_sqlite() {
+    a_patients_own_request_waits_for_the_attending_doctor(Backend::Sqlite).await
 }
 
 /// The referral benchmark on a short profile: every referral created and accepted (no

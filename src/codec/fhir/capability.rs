@@ -106,7 +106,9 @@ pub fn capability_statement(base: &str, instance: &str) -> Value {
                     {"name": "authored", "type": "date"}
                 ],
                 "operation": [
-                    {"name": "book", "definition": "https://medgate.example/fhir/OperationDefinition/servicerequest-book"}
+                    {"name": "book", "definition": "https://medgate.example/fhir/OperationDefinition/servicerequest-book"},
+                    {"name": "propose", "definition": "https://medgate.example/fhir/OperationDefinition/servicerequest-propose",
+                     "documentation": "a patient's own request (intent proposal) for the attending doctor to confirm"}
                 ]
             }, {
                 "type": "Task",

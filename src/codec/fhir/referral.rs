@@ -21,6 +21,9 @@ pub const KIND_SYSTEM: &str = "https://medgate.example/fhir/CodeSystem/referral-
 pub const PROFILE_SYSTEM: &str = "https://medgate.example/fhir/CodeSystem/referral-profile";
 /// Code system of the gateway's referral states (`Task.businessStatus`).
 pub const BUSINESS_STATUS_SYSTEM: &str = "https://medgate.example/fhir/CodeSystem/referral-status";
+/// `Task.input` type text of a document the attending doctor attaches when confirming a
+/// patient's request.
+pub const SUPPORTING_DOCUMENT: &str = "supporting-document";
 /// `Task.input` type text of a tele-consultation's video-visit link.
 pub const VIDEO_VISIT: &str = "video-visit";
 /// Extension of a referral's `Task`: when the target must have answered.
@@ -44,6 +47,7 @@ pub fn organization_reference(org: &Oid) -> Value {
 /// `ServiceRequest.status` of a referral state.
 pub fn request_status(s: ReferralStatus) -> &'static str {
     match s {
+        ReferralStatus::Proposed => "draft",
         ReferralStatus::Requested | ReferralStatus::Accepted | ReferralStatus::Booked => "active",
         ReferralStatus::Completed => "completed",
         ReferralStatus::Rejected | ReferralStatus::Cancelled | ReferralStatus::Expired => "revoked",
@@ -53,6 +57,7 @@ pub fn request_status(s: ReferralStatus) -> &'static str {
 /// `Task.status` of a referral state (booked is in progress; expired has failed).
 pub fn task_status(s: ReferralStatus) -> &'static str {
     match s {
+        ReferralStatus::Proposed => "draft",
         ReferralStatus::Requested => "requested",
         ReferralStatus::Accepted => "accepted",
         ReferralStatus::Rejected => "rejected",
@@ -66,6 +71,7 @@ pub fn task_status(s: ReferralStatus) -> &'static str {
 /// The referral state a `Task.status` asks for; only the moves an organization makes.
 pub fn requested_move(task_status: &str) -> Option<ReferralStatus> {
     match task_status {
+        "requested" => Some(ReferralStatus::Requested),
         "accepted" => Some(ReferralStatus::Accepted),
         "rejected" => Some(ReferralStatus::Rejected),
         "cancelled" => Some(ReferralStatus::Cancelled),
@@ -104,7 +110,8 @@ pub fn service_request(r: &Referral) -> Value {
         "contained": [patient(r), requester],
         "identifier": [{"system": "urn:medgate:referral", "value": r.id}],
         "status": request_status(r.status),
-        "intent": "order",
+        // A patient's own request is a proposal until the attending doctor confirms it.
+        "intent": if r.status == ReferralStatus::Proposed { "proposal" } else { "order" },
         "category": [{"coding": [{"system": KIND_SYSTEM, "code": r.kind.as_str()}]}],
         "priority": r.urgency.fhir_priority(),
         "code": {"coding": [{"system": PROFILE_SYSTEM, "code": r.profile}]},
@@ -131,6 +138,9 @@ pub fn service_request(r: &Referral) -> Value {
 /// The business status in words: the state, or that the referral waits for the gateway of
 /// the target's region.
 fn business_text(r: &Referral) -> String {
+    if r.status == ReferralStatus::Proposed {
+        return "the patient's own request: waiting for the attending doctor to confirm".into();
+    }
     if r.waiting_for_peer() {
         let region = Region::of(&r.target_org).map_or_else(String::new, |x| x.to_string());
         return format!("waiting for region {region}");
@@ -234,6 +244,16 @@ pub fn rules(rules: &[AcceptanceRule]) -> Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Extension of a new `ServiceRequest`: the slot of the target's duty schedule to book it
+/// in (the duty path: accepted on the schedule's standing, booked at once).
+pub const DUTY_SLOT_EXTENSION: &str =
+    "https://medgate.example/fhir/StructureDefinition/referral-duty-slot";
+
+/// The duty-slot extension naming `slot` (a gateway slot id).
+pub fn duty_slot_extension(slot: &str) -> Value {
+    json!({"url": DUTY_SLOT_EXTENSION, "valueReference": {"reference": format!("Slot/{}", super::fhir_id(slot))}})
 }
 
 /// Identifier system of a referral's id, the same in every gateway it passes.
