@@ -111,6 +111,18 @@ impl Gateway {
             source,
         })?;
         let (txlog, txlog_task) = TxLog::start(store.clone(), settings.transaction_log.clone());
+        let txlog = match &settings.log.otlp_endpoint {
+            None => txlog,
+            Some(endpoint) => {
+                let (spans, _export) = crate::exchange::spans::Spans::start(
+                    endpoint,
+                    &settings.instance,
+                    Duration::from_secs(10),
+                )
+                .map_err(AppError::Keys)?;
+                txlog.with_spans(spans)
+            }
+        };
         let partners = Partners::new(TRIP_AFTER, COOL_DOWN, clock.clone());
         let metrics = Metrics::new();
         partners

@@ -643,6 +643,11 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// Filter in `tracing` syntax, e.g. `info,medgate=debug`.
     pub filter: String,
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (e.g.
+    /// `http://otel-collector:4318`): the spans of every request served and call made are
+    /// exported to its `/v1/traces`, as service `instance`. Absent: no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Log line format.
@@ -784,6 +789,7 @@ impl Default for Settings {
             log: LogSettings {
                 format: LogFormat::Auto,
                 filter: "info".into(),
+                otlp_endpoint: None,
             },
             transaction_log: TransactionLogSettings {
                 default_bodies: BodyPolicy::MetadataOnly,

@@ -33,6 +33,11 @@ pub struct Trace {
     pub sampled: bool,
 }
 
+/// A new span id: 16 lowercase hex digits.
+pub fn new_span_id() -> String {
+    random_hex(8)
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut out = String::with_capacity(bytes * 2);
     while out.len() < bytes * 2 {

@@ -116,9 +116,9 @@ where
     for (k, v) in req.headers {
         builder = builder.header(k, v);
     }
-    // The partner continues the trace of the work that causes the call.
-    if let Some(trace) = crate::context::trace() {
-        builder = builder.header("traceparent", trace.header());
+    // The partner continues the trace of the work that causes the call, under this call.
+    if let Some(traceparent) = call.traceparent() {
+        builder = builder.header("traceparent", traceparent);
     }
     let no_answer = |e: reqwest::Error| {
         if e.is_timeout() {

@@ -54,6 +54,8 @@ pub struct TxLog {
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Cuts the writer's linger short: a reader is waiting.
     hurry: std::sync::Arc<tokio::sync::Notify>,
+    /// Where the records' spans are exported, when an OTLP endpoint is configured.
+    spans: Option<super::spans::Spans>,
 }
 
 /// The writer task; await it after dropping every [`TxLog`] to drain the queue.
@@ -78,9 +80,16 @@ impl TxLog {
                 settings: std::sync::Arc::new(settings),
                 dropped: Default::default(),
                 hurry,
+                spans: None,
             },
             handle,
         )
+    }
+
+    /// The same log, its records' spans exported through `spans`.
+    pub fn with_spans(mut self, spans: super::spans::Spans) -> TxLog {
+        self.spans = Some(spans);
+        self
     }
 
     /// The policy for a path: the longest matching route prefix, else the defaults.
@@ -109,6 +118,9 @@ impl TxLog {
     /// requests long before it fills); a record that still finds no room is counted as
     /// dropped and logged.
     pub async fn record(&self, record: TransactionRecord) {
+        if let Some(spans) = &self.spans {
+            spans.offer(&record);
+        }
         let msg = match self.tx.try_send(Msg::Record(Box::new(record))) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(msg)) => msg,
@@ -237,6 +249,8 @@ pub struct OutboundCall {
     correlation_id: String,
     started_at: i64,
     request: Vec<u8>,
+    /// The call's span and the trace it belongs to, when the work that makes it has one.
+    trace: Option<crate::context::Trace>,
 }
 
 impl OutboundCall {
@@ -249,7 +263,18 @@ impl OutboundCall {
             correlation_id: correlation_id.to_string(),
             started_at: crate::model::time::now_ms(),
             request: Vec::new(),
+            // A client span of its own, child of the work's span.
+            trace: crate::context::trace().map(|t| crate::context::Trace {
+                parent_id: Some(t.span_id.clone()),
+                span_id: crate::context::new_span_id(),
+                ..t
+            }),
         }
+    }
+
+    /// The `traceparent` the partner continues: this call's span.
+    pub fn traceparent(&self) -> Option<String> {
+        self.trace.as_ref().map(crate::context::Trace::header)
     }
 
     /// Keeps the request body (stored according to the route policy of the adapter).
@@ -290,7 +315,9 @@ impl OutboundCall {
             truncated: false,
             rerun_of: None,
             expires_at: self.started_at + 30 * 86_400_000,
-            trace_id: crate::context::trace().map(|t| t.trace_id),
+            trace_id: self.trace.as_ref().map(|t| t.trace_id.clone()),
+            span_id: self.trace.as_ref().map(|t| t.span_id.clone()),
+            parent_span_id: self.trace.as_ref().and_then(|t| t.parent_id.clone()),
         }
     }
 

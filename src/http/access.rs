@@ -26,7 +26,7 @@ impl Org {
     /// The rule in words, for the README's route table.
     pub fn describe(self) -> &'static str {
         match self {
-            Org::Public => "any organization (public schedule data)",
+            Org::Public => "any organization (public schedule data; a citizen's own request)",
             Org::Records => "records of the client's organizations (others: 404 / not listed)",
             Org::Named => "the organization named in the request must be the client's (403)",
             Org::Registry => "the registry: documents it was sent",

@@ -63,6 +63,7 @@ pub async fn gateway(
         .and_then(crate::context::Trace::continue_from)
         .unwrap_or_else(crate::context::Trace::root);
     let trace_id = trace.trace_id.clone();
+    let (span_id, parent_span_id) = (trace.span_id.clone(), trace.parent_id.clone());
     let content_type = req
         .headers()
         .get("content-type")
@@ -91,6 +92,8 @@ pub async fn gateway(
             request_id,
             correlation_id,
             trace_id,
+            span_id,
+            parent_span_id,
             protocol,
             method,
             path,
@@ -344,6 +347,8 @@ struct Finish {
     request_id: String,
     correlation_id: String,
     trace_id: String,
+    span_id: String,
+    parent_span_id: Option<String>,
     protocol: Protocol,
     method: String,
     path: String,
@@ -456,6 +461,8 @@ async fn finish(
                 rerun_of: None,
                 expires_at: f.started_at + i64::from(f.decision.retention_days) * 86_400_000,
                 trace_id: Some(f.trace_id),
+                span_id: Some(f.span_id),
+                parent_span_id: f.parent_span_id,
             })
             .await;
     }

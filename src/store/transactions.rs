@@ -56,6 +56,13 @@ pub struct TransactionRecord {
     pub expires_at: i64,
     /// The W3C trace it belongs to (32 hex digits), shared across gateways.
     pub trace_id: Option<String>,
+    /// Its span in that trace (16 hex digits): exported, not stored.
+    #[serde(skip)]
+    pub span_id: Option<String>,
+    /// The span it continues (the caller's, or the request that made the call): exported,
+    /// not stored.
+    #[serde(skip)]
+    pub parent_span_id: Option<String>,
 }
 
 /// Filters for listing transactions; all optional, combined with AND.
@@ -380,5 +387,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<TransactionRecord, StoreError> {
         rerun_of: row.try_get("rerun_of")?,
         expires_at: row.try_get("expires_at")?,
         trace_id: row.try_get("trace_id")?,
+        span_id: None,
+        parent_span_id: None,
     })
 }

@@ -109,6 +109,93 @@ impl Drop for Proxy {
     }
 }
 
+/// One span as an OTLP collector received it.
+#[derive(Debug, Clone)]
+struct Exported {
+    service: String,
+    trace: String,
+    span: String,
+    parent: String,
+    name: String,
+}
+
+/// An OpenTelemetry collector's OTLP/HTTP receiver on loopback, keeping every span.
+struct Collector {
+    url: String,
+    spans: Arc<Mutex<Vec<Exported>>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+        use prost::Message;
+        let spans: Arc<Mutex<Vec<Exported>>> = Arc::default();
+        let kept = spans.clone();
+        let server = HttpServer::new(move || {
+            let kept = kept.clone();
+            App::new().route(
+                "/v1/traces",
+                web::post().to(move |body: web::Bytes| {
+                    let kept = kept.clone();
+                    async move {
+                        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+                        let Ok(req) = ExportTraceServiceRequest::decode(body.as_ref()) else {
+                            return HttpResponse::BadRequest().finish();
+                        };
+                        let mut out = kept.lock().unwrap();
+                        for rs in req.resource_spans {
+                            let service = rs
+                                .resource
+                                .iter()
+                                .flat_map(|r| r.attributes.iter())
+                                .find(|a| a.key == "service.name")
+                                .and_then(|a| a.value.as_ref())
+                                .map(|v| format!("{:?}", v.value))
+                                .unwrap_or_default();
+                            for ss in rs.scope_spans {
+                                for sp in ss.spans {
+                                    out.push(Exported {
+                                        service: service.clone(),
+                                        trace: hex::encode(&sp.trace_id),
+                                        span: hex::encode(&sp.span_id),
+                                        parent: hex::encode(&sp.parent_span_id),
+                                        name: sp.name,
+                                    });
+                                }
+                            }
+                        }
+                        HttpResponse::Ok().content_type("application/x-protobuf").finish()
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let url = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Collector {
+            url,
+            spans,
+            server: handle,
+        }
+    }
+
+    /// The spans of `trace` received so far.
+    fn of(&self, trace: &str) -> Vec<Exported> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.trace == trace)
+            .cloned()
+            .collect()
+    }
+}
+
 /// The federation's certificates: one CA, and per gateway a server and a client
 /// certificate.
 struct Pki {
@@ -205,9 +292,12 @@ fn federate(
     region: &str,
     peers: Vec<PeerSettings>,
     own_listener: bool,
+    collector: &str,
 ) {
     // Three gateways per test: each keeps to a few database connections.
     s.database.max_connections = 4;
+    s.instance = format!("medgate-{region}");
+    s.log.otlp_endpoint = Some(collector.to_string());
     let listen = if own_listener {
         Some(FederationListenSettings {
             bind: "127.0.0.1:0".into(),
@@ -241,11 +331,14 @@ struct Three {
     proxies: [Proxy; 3],
     pki: Pki,
     http: reqwest::Client,
+    collector: Collector,
 }
 
 impl Three {
     async fn start(msk_clock: SharedClock) -> Three {
         let pki = Pki::new(&["spb", "mo", "msk"]);
+        let collector = Collector::start().await;
+        let otlp = collector.url.clone();
         let proxies = [
             Proxy::start().await,
             Proxy::start().await,
@@ -278,7 +371,7 @@ impl Three {
                 &[CLINIC_ORG],
                 &["referral:write", "documents:submit"],
             ));
-            federate(s, tls, "77", peers, false);
+            federate(s, tls, "77", peers, false, &otlp);
         })
         .await;
 
@@ -289,9 +382,10 @@ impl Three {
                 pki.peer("mo", "msk", &["77"], msk_url.clone()),
             ],
         );
-        let mo =
-            TestGateway::start_with(Backend::Postgres, |s| federate(s, tls, "50", peers, true))
-                .await;
+        let mo = TestGateway::start_with(Backend::Postgres, |s| {
+            federate(s, tls, "50", peers, true, &otlp)
+        })
+        .await;
 
         let (tls, peers) = (
             pki.tls("spb"),
@@ -313,7 +407,7 @@ impl Three {
                     "appointment:write",
                 ],
             ));
-            federate(s, tls, "78", peers, false);
+            federate(s, tls, "78", peers, false, &otlp);
         })
         .await;
 
@@ -328,6 +422,7 @@ impl Three {
             proxies,
             pki,
             http,
+            collector,
         }
     }
 
@@ -535,6 +630,7 @@ impl Three {
     }
 
     async fn stop(self) {
+        self.collector.server.stop(false).await;
         drop(self.proxies);
         self.spb.stop().await;
         self.mo.stop().await;
@@ -721,6 +817,41 @@ async fn an_inter_regional_teleconsultation_goes_the_whole_way() {
             records.iter().any(|r| r["direction"] == "inbound"),
             "{name} recorded the trace: {records:?}"
         );
+    }
+    // ... and exported as one trace by all three to the collector: Moscow region's request
+    // continues region 50's call, which continues St Petersburg's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let spans = f.collector.of(trace);
+        let services: std::collections::BTreeSet<&str> =
+            spans.iter().map(|s| s.service.as_str()).collect();
+        let forwards: Vec<&Exported> = spans
+            .iter()
+            .filter(|s| s.name == "peer.forwardReferral")
+            .collect();
+        let chained = spans.iter().any(|server| {
+            server.service.contains("77")
+                && forwards
+                    .iter()
+                    .any(|c| c.service.contains("50") && c.span == server.parent)
+        }) && spans.iter().any(|server| {
+            server.service.contains("50")
+                && forwards
+                    .iter()
+                    .any(|c| c.service.contains("78") && c.span == server.parent)
+        });
+        if services.len() == 3 && chained {
+            assert!(
+                spans.iter().any(|s| s.parent == "00f067aa0ba902b7"),
+                "the client's span is the root's parent"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trace never reached the collector from all three: {services:?} {spans:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let spb_out = f.traced(&f.spb, trace).await;
     assert!(

@@ -541,6 +541,8 @@ async fn transaction_log_pages_through_a_thousand_records(backend: Backend) {
             rerun_of: None,
             expires_at: base + 86_400_000,
             trace_id: None,
+            span_id: None,
+            parent_span_id: None,
         })
         .collect();
     t.gw.store.insert_transactions(&records).await.unwrap();
@@ -641,6 +643,8 @@ async fn transaction_records_written_by_copy_read_back_unchanged_postgres() {
             rerun_of: None,
             expires_at: 1_800_000_000_000,
             trace_id: None,
+            span_id: None,
+            parent_span_id: None,
         })
         .collect();
     let mut copier =

@@ -50,11 +50,16 @@ fn in_uuid(b: &[u8], start: usize, end: usize) -> bool {
         .position(|c| !hex(c))
         .map_or(b.len(), |p| end + p);
     let token = &b[from..to];
-    token.len() == 36
+    let uuid = token.len() == 36
         && token.iter().enumerate().all(|(k, c)| match k {
             8 | 13 | 18 | 23 => *c == b'-',
             _ => c.is_ascii_hexdigit(),
-        })
+        });
+    // A W3C trace id (32 hex digits) or span id (16) is no number either.
+    let trace = matches!(token.len(), 16 | 32)
+        && token.iter().all(u8::is_ascii_hexdigit)
+        && token.iter().any(u8::is_ascii_alphabetic);
+    uuid || trace
 }
 
 /// Personal data in `text`: whole SNILS (bare, or `ddd-ddd-ddd dd`), 16-digit policy
@@ -137,6 +142,8 @@ fn the_scanner_finds_what_it_looks_for() {
         // The last group holds 93682308940, a valid SNILS by chance (seen in a suite run).
         "\"request_id\":\"01a23777-ff6a-733e-9085-93682308940a\"",
         "2026-12-02T08:14:39.108Z took 12345678901 ns",
+        // A trace id whose digits hold 16 in a row (seen in a suite run).
+        "\"trace_id\":\"ac967a3c5d8846269806331207cd096b\"",
     ] {
         assert!(leaks(clean).is_empty(), "{clean}: {:?}", leaks(clean));
     }
