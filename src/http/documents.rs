@@ -82,7 +82,7 @@ pub const DOCUMENTS: super::soap::Service = super::soap::Service {
     log_name: "documents",
 };
 
-fn to_api(e: DocumentError) -> ApiError {
+pub(super) fn to_api(e: DocumentError) -> ApiError {
     to_api_with(e, fhir_path)
 }
 

@@ -56,9 +56,23 @@ fn referral_error(e: ReferralError, resource: &str) -> ApiError {
 pub(super) fn referral_api_error(e: ReferralError, field_of: &dyn Fn(&str) -> String) -> ApiError {
     use ReferralError as E;
     // The booking's own refusal (slot taken, not a referral slot, elsewhere), as booked.
-    if let E::Booking(b) = e {
-        return booking_error(b, field_of);
-    }
+    let e = match e {
+        E::Booking(b) => return booking_error(b, field_of),
+        // A document submitted with the referral, refused as its intake refuses it.
+        E::Document { index, error } => {
+            let mut api = super::documents::to_api(error);
+            api.field = Some(format!(
+                "{}{}",
+                field_of(&format!("supportingInfo[{index}]")),
+                api.field
+                    .as_deref()
+                    .map(|f| format!(".{}", f.trim_start_matches("DocumentReference.")))
+                    .unwrap_or_default()
+            ));
+            return api;
+        }
+        other => other,
+    };
     let (status, issue) = match &e {
         E::NotFound => (StatusCode::NOT_FOUND, IssueType::NotFound),
         E::Patient(_) => (StatusCode::BAD_REQUEST, IssueType::Required),
@@ -80,7 +94,9 @@ pub(super) fn referral_api_error(e: ReferralError, field_of: &dyn Fn(&str) -> St
             (StatusCode::CONFLICT, IssueType::Conflict)
         }
         E::Store(inner) => return ApiError::storage(inner),
-        E::Booking(_) => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
+        E::Booking(_) | E::Document { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule)
+        }
         E::PeerRefused {
             status,
             code,
@@ -334,11 +350,12 @@ fn new_referral(v: &Value, now_ms: i64, from_peer: bool, intent: &str) -> ApiRes
             Some(u32::try_from(days).unwrap_or(0))
         }
     };
-    let (documents, forwarded) = if from_peer {
+    let (documents, submitted, forwarded) = if from_peer {
         let (documents, forwarded) = forwarded_parts(v)?;
-        (documents, Some(forwarded))
+        (documents, Vec::new(), Some(forwarded))
     } else {
-        (supporting_documents(v)?, None)
+        let (documents, submitted) = supporting_documents(v)?;
+        (documents, submitted, None)
     };
     Ok(NewReferral {
         patient,
@@ -356,6 +373,7 @@ fn new_referral(v: &Value, now_ms: i64, from_peer: bool, intent: &str) -> ApiRes
         kind,
         valid_days,
         documents,
+        submitted,
         forwarded,
         duty_slot: duty_slot(v)?,
     })
@@ -385,14 +403,27 @@ fn duty_slot(v: &Value) -> ApiResult<Option<String>> {
 }
 
 /// The ids of the documents attached as `supportingInfo` references.
-fn supporting_documents(v: &Value) -> ApiResult<Vec<String>> {
+/// New documents submitted with a referral, with their places among its documents.
+type Submitted = Vec<(usize, crate::model::document::Submission)>;
+
+/// The documents attached as `supportingInfo`: references `DocumentReference/<id>` to
+/// documents the gateway registered, or references `#<id>` to new ones contained in the
+/// request (each a `DocumentReference` as `POST /fhir/DocumentReference` takes it), to be
+/// submitted first; the latter's places are left empty in the list.
+fn supporting_documents(v: &Value) -> ApiResult<(Vec<String>, Submitted)> {
     let mut documents = Vec::new();
+    let mut submitted = Vec::new();
     for (i, s) in v["supportingInfo"]
         .as_array()
         .into_iter()
         .flatten()
         .enumerate()
     {
+        if let Some(doc) = contained(v, s["reference"].as_str()) {
+            submitted.push((i, contained_submission(doc, i)?));
+            documents.push(String::new());
+            continue;
+        }
         let id = s["reference"]
             .as_str()
             .and_then(|r| r.strip_prefix("DocumentReference/"))
@@ -400,12 +431,36 @@ fn supporting_documents(v: &Value) -> ApiResult<Vec<String>> {
                 ApiError::invalid(
                     "INVALID_REFERENCE",
                     format!("ServiceRequest.supportingInfo[{i}]"),
-                    "expected a reference DocumentReference/<id> of a document registered through the gateway",
+                    "expected DocumentReference/<id> of a document registered through the gateway, or #<id> of a new one contained in the request",
                 )
             })?;
         documents.push(id.to_string());
     }
-    Ok(documents)
+    Ok((documents, submitted))
+}
+
+/// A new document contained in a referral, read as `POST /fhir/DocumentReference` reads
+/// one; a fault is named inside `supportingInfo[i]`.
+fn contained_submission(doc: &Value, i: usize) -> ApiResult<crate::model::document::Submission> {
+    use crate::codec::fhir::document::{read_submission, ReadError};
+    let at = |path: &str| {
+        format!(
+            "ServiceRequest.supportingInfo[{i}].{}",
+            path.trim_start_matches("DocumentReference.")
+        )
+    };
+    let bytes = serde_json::to_vec(doc).map_err(|e| ApiError::internal(e.to_string()))?;
+    read_submission(&bytes).map_err(|e| match e {
+        ReadError::Missing(path) => ApiError::required(at(&path)),
+        ReadError::Malformed { path, message } => {
+            ApiError::malformed("INVALID_JSON", message).at(at(&path))
+        }
+        ReadError::Invalid {
+            code,
+            path,
+            message,
+        } => ApiError::invalid(code, at(&path), message),
+    })
 }
 
 /// The parts of a peer gateway's forwarded `ServiceRequest` that a new one lacks: its id
@@ -463,11 +518,23 @@ async fn create(
     if let Some(f) = new.forwarded.as_mut() {
         f.hops = hops;
     }
-    let r = state
-        .referrals
-        .create(Caller::of(&principal), new)
-        .await
-        .map_err(|e| referral_error(e, "ServiceRequest"))?;
+    let r = if new.submitted.is_empty() {
+        state.referrals.create(Caller::of(&principal), new).await
+    } else {
+        // New documents come with it: the client submits them (its scope for that).
+        if !principal.has_scope(crate::auth::scopes::DOCUMENTS_SUBMIT) {
+            return Err(ApiError::forbidden(format!(
+                "client {} may not submit documents (scope documents:submit); attach registered ones by reference",
+                principal.id
+            ))
+            .at("ServiceRequest.supportingInfo"));
+        }
+        state
+            .referrals
+            .create_submitting(&state.documents, &principal, new)
+            .await
+    }
+    .map_err(|e| referral_error(e, "ServiceRequest"))?;
     let base = base_url(&state, &req);
     Ok(HttpResponse::build(StatusCode::CREATED)
         .content_type(FHIR_JSON)

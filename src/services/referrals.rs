@@ -64,8 +64,11 @@ pub struct NewReferral {
     pub kind: ReferralKind,
     /// Days of validity; `None`: the configured default.
     pub valid_days: Option<u32>,
-    /// Documents the gateway registered, attached by id.
+    /// Documents the gateway registered, attached by id (empty where a new one submitted
+    /// with the referral goes).
     pub documents: Vec<String>,
+    /// New documents submitted with the referral, with their places in `documents`.
+    pub submitted: Vec<(usize, crate::model::document::Submission)>,
     /// Set when a peer gateway forwards the referral.
     pub forwarded: Option<Forwarded>,
     /// A slot of the target's duty schedule (its free slots open to referrals): the
@@ -218,6 +221,14 @@ pub enum ReferralError {
     /// The booking of its visit failed.
     #[error(transparent)]
     Booking(#[from] BookingError),
+    /// A document submitted with the referral was refused.
+    #[error("document {index} submitted with the referral: {error}")]
+    Document {
+        /// Its place among the attached documents.
+        index: usize,
+        /// Why.
+        error: super::documents::DocumentError,
+    },
     /// The gateway of the target's region refused.
     #[error("the gateway of region {region} refused: {message}")]
     PeerRefused {
@@ -287,6 +298,7 @@ impl ReferralError {
             ReferralError::TargetMismatch { .. } => "REFERRAL_TO_ANOTHER_ORGANIZATION",
             ReferralError::Changed => "CONFLICT",
             ReferralError::Booking(e) => e.code(),
+            ReferralError::Document { error, .. } => error.code(),
             ReferralError::PeerRefused { .. } => "PEER_REFUSED",
             ReferralError::PeerUnavailable(_) => "PEER_UNAVAILABLE",
             ReferralError::Unreachable(_) => "REGION_UNREACHABLE",
@@ -439,6 +451,28 @@ impl Referrals {
             .filter(|r| org.is_none_or(|o| &r.org == o))
             .cloned()
             .collect()
+    }
+
+    /// Submits the new documents that come with a referral (each through the document
+    /// intake, as `client`: validated, signed, queued for the registry), then creates the
+    /// referral with them attached. A refused document stops it; those taken before stay
+    /// registered (they are documents in their own right).
+    pub async fn create_submitting(
+        &self,
+        documents: &super::documents::Documents,
+        client: &crate::auth::Client,
+        mut new: NewReferral,
+    ) -> Result<Referral, ReferralError> {
+        for (index, submission) in std::mem::take(&mut new.submitted) {
+            let (doc, _) = documents
+                .submit(client, submission)
+                .await
+                .map_err(|error| ReferralError::Document { index, error })?;
+            if let Some(slot) = new.documents.get_mut(index) {
+                *slot = doc.id;
+            }
+        }
+        self.create(Caller::of(client), new).await
     }
 
     /// Creates a referral after checking the caller, the patient, the attached documents

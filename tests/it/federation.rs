@@ -853,6 +853,35 @@ async fn an_inter_regional_teleconsultation_goes_the_whole_way() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // What a peer did is recorded as that peer: region 50's gateway in Moscow's log and
+    // trail, with the referral it created and the booking it made.
+    let msk_in = f.traced(&f.msk.t, trace).await;
+    assert!(
+        msk_in
+            .iter()
+            .any(|r| r["direction"] == "inbound" && r["client_id"] == "mo"),
+        "{msk_in:?}"
+    );
+    let trail = f
+        .msk
+        .t
+        .gw
+        .store
+        .audit_events(
+            &medgate::store::audit::AuditQuery {
+                client_id: Some("mo".into()),
+                ..Default::default()
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    let entities: std::collections::BTreeSet<String> =
+        trail.iter().map(|e| format!("{:?}", e.entity)).collect();
+    assert!(
+        entities.contains("Referral") && entities.contains("Appointment"),
+        "{entities:?}"
+    );
     let spb_out = f.traced(&f.spb, trace).await;
     assert!(
         spb_out

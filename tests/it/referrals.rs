@@ -965,6 +965,63 @@ async fn a_patients_own_request_waits_for_the_attending_doctor_sqlite() {
     a_patients_own_request_waits_for_the_attending_doctor(Backend::Sqlite).await
 }
 
+/// A referral may bring new documents with it: each contained `DocumentReference` goes
+/// through the document intake first (validated, signed, queued for the registry) and is
+/// attached by its id; a bad one is refused naming where it is, and nothing is created.
+async fn documents_come_with_the_referral(backend: Backend) {
+    let fx = Fx::start(backend).await;
+    let uid = uuid::Uuid::new_v4().to_string();
+    let mut doc = document_reference(&uid, &cda(51), &[]);
+    doc["id"] = json!("summary");
+    doc["author"][0]["identifier"]["value"] = json!(AUTHOR);
+    let mut body = referral(Some(CENTRE), "I21.0", &[]);
+    body["contained"].as_array_mut().unwrap().push(doc.clone());
+    body["supportingInfo"] = json!([{"reference": "#summary"}]);
+    let (s, sr) = fx.refer(&body).await;
+    assert_eq!(s, StatusCode::CREATED, "{sr}");
+    assert_eq!(
+        sr["supportingInfo"][0]["reference"],
+        format!("DocumentReference/{uid}")
+    );
+    let (s, registered) = fx
+        .get(CLINIC_TOKEN, &format!("/fhir/DocumentReference/{uid}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{registered}");
+    crate::schedules::validate_fhir(&[sr]);
+
+    // Without its local UID: refused where it is; no referral, no document.
+    let mut broken = doc.clone();
+    broken.as_object_mut().unwrap().remove("masterIdentifier");
+    let mut body = referral(Some(CENTRE), "I21.0", &[]);
+    body["contained"].as_array_mut().unwrap().push(broken);
+    body["supportingInfo"] = json!([{"reference": "#summary"}]);
+    let (s, out) = fx.refer(&body).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{out}");
+    assert_eq!(
+        out["issue"][0]["expression"][0], "ServiceRequest.supportingInfo[0].masterIdentifier.value",
+        "{out}"
+    );
+    let (_, list) = fx.get(DOCTOR_TOKEN, "/fhir/ServiceRequest").await;
+    assert_eq!(
+        list["total"]
+            .as_u64()
+            .or(list["entry"].as_array().map(|e| e.len() as u64)),
+        Some(1),
+        "{list}"
+    );
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_come_with_the_referral_postgres() {
+    documents_come_with_the_referral(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_come_with_the_referral_sqlite() {
+    documents_come_with_the_referral(Backend::Sqlite).await
+}
+
 /// The referral benchmark on a short profile: every referral created and accepted (no
 /// speed asserted: figures come from `medgate bench referrals`, BENCHMARKS.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
