@@ -81,6 +81,10 @@ pub(crate) fn leaks(text: &str) -> Vec<String> {
         if in_uuid(b, start, i) {
             continue;
         }
+        // The fraction of a decimal number (an elapsed time in seconds) is no identifier.
+        if start >= 2 && b[start - 1] == b'.' && b[start - 2].is_ascii_digit() {
+            continue;
+        }
         if (run.len() == 11 && is_snils(run)) || run.len() == 16 {
             found.push(text[start..i].to_string());
         }
@@ -142,6 +146,8 @@ fn the_scanner_finds_what_it_looks_for() {
         // The last group holds 93682308940, a valid SNILS by chance (seen in a suite run).
         "\"request_id\":\"01a23777-ff6a-733e-9085-93682308940a\"",
         "2026-12-02T08:14:39.108Z took 12345678901 ns",
+        // An elapsed time whose fraction holds 16 digits (seen in a suite run).
+        "\"elapsed_secs\":1.1664675230000001,",
         // A trace id whose digits hold 16 in a row (seen in a suite run).
         "\"trace_id\":\"ac967a3c5d8846269806331207cd096b\"",
     ] {
