@@ -170,7 +170,7 @@ impl Gateway {
                 referrals.with_federation(federation, Arc::new(peers))
             }
         };
-        let jobs = Jobs::start(background_jobs(
+        let all_jobs = background_jobs(
             &settings,
             &store,
             &clock,
@@ -181,7 +181,32 @@ impl Gateway {
             },
             sources,
             &partners,
-        ));
+        );
+        // Each process is a replica of its own: its runs are recorded under this name.
+        let replica = format!(
+            "{}-{}",
+            settings.instance,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let schedule = crate::jobs::Schedule {
+            runner: crate::jobs::Runner::new(
+                store.clone(),
+                &replica,
+                Duration::from_secs(settings.jobs.lease_secs),
+                clock.clone(),
+            ),
+            time_zone: settings
+                .jobs
+                .time_zone
+                .parse()
+                .map_err(|_| AppError::Keys("jobs.time_zone: not a time zone".into()))?,
+            crons: settings.jobs.schedules.clone(),
+            disabled: settings.jobs.disabled.clone(),
+        };
+        let board = Arc::new(crate::jobs::Board::new(&all_jobs, &schedule));
+        let jobs = Jobs::start_scheduled(all_jobs, schedule)
+            .await
+            .map_err(AppError::Keys)?;
         let admission = crate::http::admission::Admission::new(
             settings.http.max_inflight,
             Duration::from_millis(settings.http.queue_timeout_ms),
@@ -191,7 +216,7 @@ impl Gateway {
             documents,
             referrals,
             schedules: Schedules::new(store.clone(), clock),
-            operations: Operations::new(store.clone(), txlog.clone()),
+            operations: Operations::new(store.clone(), txlog.clone()).with_jobs(board),
             clients: ClientRegistry::from_settings(
                 &settings.clients,
                 settings.federation.as_ref().map_or(&[], |f| &f.peers),

@@ -73,6 +73,49 @@ pub struct Settings {
     /// organization is this gateway's).
     #[serde(default)]
     pub federation: Option<FederationSettings>,
+    /// Scheduled jobs: their time zone, cron expressions, which are off.
+    #[serde(default)]
+    pub jobs: JobsSettings,
+}
+
+/// Scheduled jobs. A job with a cron expression (its own default or one given here) runs on
+/// its ticks, each tick once across every replica sharing the database; the others loop.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSettings {
+    /// Time zone of the cron expressions (IANA name).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Cron expressions by job name, six fields with seconds first
+    /// (`sec min hour day-of-month month day-of-week`), e.g. `"0 30 3 * * *"`.
+    #[serde(default)]
+    pub schedules: std::collections::BTreeMap<String, String>,
+    /// Jobs that do not run (by name); they may still be run by hand.
+    #[serde(default)]
+    pub disabled: Vec<String>,
+    /// How long a replica holds a run it claimed; a run still marked running after that
+    /// died with its replica and is marked failed.
+    #[serde(default = "default_job_lease")]
+    pub lease_secs: u64,
+}
+
+fn default_time_zone() -> String {
+    "Europe/Moscow".into()
+}
+
+fn default_job_lease() -> u64 {
+    900
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        JobsSettings {
+            time_zone: default_time_zone(),
+            schedules: Default::default(),
+            disabled: Vec::new(),
+            lease_secs: default_job_lease(),
+        }
+    }
 }
 
 /// The federation of regional gateways, as this gateway takes part in it.
@@ -805,6 +848,7 @@ impl Default for Settings {
             booking: BookingSettings::default(),
             referrals: ReferralSettings::default(),
             federation: None,
+            jobs: JobsSettings::default(),
         }
     }
 }
@@ -860,6 +904,23 @@ impl Settings {
                     "needs http.tls.client_ca",
                 );
             }
+        }
+        if self.jobs.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return bad(
+                "jobs.time_zone",
+                "expected an IANA time zone, e.g. Europe/Moscow",
+            );
+        }
+        for (job, cron) in &self.jobs.schedules {
+            if cron.split_whitespace().count() != 6 {
+                return bad(
+                    &format!("jobs.schedules.{job}"),
+                    "expected six fields: sec min hour day-of-month month day-of-week",
+                );
+            }
+        }
+        if self.jobs.lease_secs == 0 {
+            return bad("jobs.lease_secs", "must be at least 1");
         }
         if let Some(f) = &self.federation {
             if crate::model::organization::Region::parse(&f.region).is_none() {

@@ -46,11 +46,17 @@ pub mod scopes {
     /// confirm (citizen-facing channels: the portal, the call centre).
     pub const REFERRAL_PROPOSE: &str = "referral:propose";
 
+    /// The background jobs and their runs (no organization's records).
+    pub const JOBS_READ: &str = "jobs:read";
+    /// Running a job by hand.
+    pub const JOBS_RUN: &str = "jobs:run";
+
     /// Scopes a held scope implies.
     pub fn implied(held: &str) -> &'static [&'static str] {
         match held {
             APPOINTMENT_WRITE => &[APPOINTMENT_READ],
             REFERRAL_WRITE => &[REFERRAL_READ],
+            JOBS_RUN => &[JOBS_READ],
             _ => &[],
         }
     }

@@ -11,7 +11,9 @@ use super::access::{Access, Org, Route};
 use super::booking::booking_error;
 use super::query::{count, moment};
 use super::{ApiError, ApiResult, AppState, Principal};
-use crate::auth::scopes::{BOOKING_ADMIN, TRANSACTIONS_BODIES, TRANSACTIONS_READ};
+use crate::auth::scopes::{
+    BOOKING_ADMIN, JOBS_READ, JOBS_RUN, TRANSACTIONS_BODIES, TRANSACTIONS_READ,
+};
 use crate::model::booking::Restriction;
 use crate::model::schedule::Channel;
 use crate::model::time::from_ms;
@@ -28,7 +30,87 @@ pub const ROUTES: &[Route] = &[
     route!(GET "/api/admin" "/restrictions" => list_restrictions, Access::Scope(BOOKING_ADMIN, Org::Records)),
     route!(POST "/api/admin" "/restrictions" => add_restriction, Access::Scope(BOOKING_ADMIN, Org::Named)),
     route!(DELETE "/api/admin" "/restrictions/{id}" => delete_restriction, Access::Scope(BOOKING_ADMIN, Org::Records)),
+    route!(GET "/api/admin" "/jobs" => list_jobs, Access::Scope(JOBS_READ, Org::Public)),
+    route!(GET "/api/admin" "/jobs/{name}/runs" => list_job_runs, Access::Scope(JOBS_READ, Org::Public)),
+    route!(POST "/api/admin" "/jobs/{name}/run" => run_job, Access::Scope(JOBS_RUN, Org::Public)),
 ];
+
+/// A job run as JSON, times as RFC 3339.
+fn run_json(r: &crate::model::job::JobRun) -> Value {
+    json!({
+        "id": r.id,
+        "job": r.job,
+        "tick": from_ms(r.tick_at).to_rfc3339(),
+        "manual": r.manual,
+        "replica": r.replica,
+        "started_at": from_ms(r.started_at).to_rfc3339(),
+        "ended_at": r.ended_at.map(|t| from_ms(t).to_rfc3339()),
+        "outcome": r.outcome.as_str(),
+        "examined": r.counts.examined,
+        "found": r.counts.found,
+        "repaired": r.counts.repaired,
+        "error": r.error,
+    })
+}
+
+fn job_error(e: crate::services::operations::JobError) -> ApiError {
+    match e {
+        crate::services::operations::JobError::Unknown(name) => {
+            ApiError::not_found("JOB_NOT_FOUND", format!("no job named {name}")).at("name")
+        }
+        crate::services::operations::JobError::Store(e) => ApiError::storage(&e),
+    }
+}
+
+/// Every background job: how it runs and its latest run.
+async fn list_jobs(state: Data<AppState>) -> ApiResult<HttpResponse> {
+    let jobs = state
+        .operations
+        .jobs()
+        .await
+        .map_err(|e| ApiError::storage(&e))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "jobs": jobs.iter().map(|(info, last)| json!({
+            "name": info.name,
+            "mode": info.mode,
+            "cron": info.cron,
+            "time_zone": state.settings.jobs.time_zone,
+            "last_run": last.as_ref().map(run_json),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// A job's runs, newest first (`limit`, at most 1,000).
+async fn list_job_runs(
+    state: Data<AppState>,
+    name: Path<String>,
+    params: Result<Query<std::collections::HashMap<String, String>>, actix_web::Error>,
+) -> ApiResult<HttpResponse> {
+    let Query(p) = params.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
+    super::query::check_params(
+        &p.iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>(),
+        &["limit"],
+    )?;
+    let limit = page_limit(p.get("limit").map(String::as_str))?;
+    let runs = state
+        .operations
+        .job_runs(&name, limit)
+        .await
+        .map_err(job_error)?;
+    Ok(HttpResponse::Ok().json(json!({"runs": runs.iter().map(run_json).collect::<Vec<_>>()})))
+}
+
+/// Runs a job now, by hand; answers its run.
+async fn run_job(state: Data<AppState>, name: Path<String>) -> ApiResult<HttpResponse> {
+    let run = state
+        .operations
+        .run_job(&name, &|_| {})
+        .await
+        .map_err(job_error)?;
+    Ok(HttpResponse::Ok().json(run_json(&run)))
+}
 
 /// Query parameters of the transaction list.
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,9 @@
 //! Everything the gateway runs in the background: the hold sweeper, schedule rounds, outbox
 //! delivery, verdict polling, pruning. Each job is one testable [`Job::step`]; [`Jobs`] runs
-//! a loop around every step and stops them all through one cancellation token.
+//! a loop around the steps of a worker, or runs a scheduled job on its cron ticks
+//! (tokio-cron-scheduler, in the configured time zone): each tick is claimed in the
+//! database first, so it runs once across replicas, under the job's lock, with its run
+//! recorded ([`Runner`]); one cancellation token stops them all.
 
 pub mod delivery;
 pub mod documents;
@@ -24,6 +27,9 @@ pub struct Tick {
     /// True when more may be waiting: run again at once instead of pausing.
     pub more: bool,
 }
+
+/// Steps one run takes at most before it ends (the next tick goes on).
+const MAX_STEPS_PER_RUN: usize = 10_000;
 
 impl Tick {
     /// `handled` things, no more waiting.
@@ -56,6 +62,121 @@ pub trait Job: Send + Sync {
     fn wake(&self) -> Option<Arc<Notify>> {
         None
     }
+
+    /// Its cron expression when it runs on ticks rather than in a loop (the configuration
+    /// may give one to any job).
+    fn cron(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Runs scheduled jobs' ticks and runs asked for by hand: claim, lock, steps, record.
+#[derive(Clone)]
+pub struct Runner {
+    store: crate::store::Store,
+    replica: String,
+    lease_ms: i64,
+    clock: crate::model::time::SharedClock,
+}
+
+/// What became of a tick (or a run asked for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ran {
+    /// Another replica claimed the tick.
+    Elsewhere,
+    /// Run (or skipped, or failed): its record.
+    Run(crate::model::job::JobRun),
+}
+
+impl Runner {
+    /// Runs recorded in `store` as `replica`, each leased for `lease`.
+    pub fn new(
+        store: crate::store::Store,
+        replica: &str,
+        lease: Duration,
+        clock: crate::model::time::SharedClock,
+    ) -> Runner {
+        Runner {
+            store,
+            replica: replica.to_string(),
+            lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2),
+            clock,
+        }
+    }
+
+    /// Runs `job` for `tick` (epoch ms) if this replica claims it: under the job's lock
+    /// (skipped while another run holds it), steps until nothing more waits, the counts
+    /// recorded; `progress` hears the running count after each step.
+    pub async fn run(
+        &self,
+        job: &dyn Job,
+        tick: i64,
+        manual: bool,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Ran, crate::store::StoreError> {
+        use crate::model::job::{RunCounts, RunOutcome};
+        let now = self.clock.now_ms();
+        self.store.fail_lapsed_runs(now).await?;
+        let Some(mut run) = self
+            .store
+            .claim_run(
+                job.name(),
+                tick,
+                manual,
+                &self.replica,
+                now,
+                now + self.lease_ms,
+            )
+            .await?
+        else {
+            return Ok(Ran::Elsewhere);
+        };
+        let Some(lock) = self.store.job_lock(job.name()).await? else {
+            let why = "an earlier run of this job is still going";
+            self.store
+                .finish_run(
+                    &run.id,
+                    RunOutcome::Skipped,
+                    RunCounts::default(),
+                    Some(why),
+                    now,
+                )
+                .await?;
+            run.outcome = RunOutcome::Skipped;
+            run.error = Some(why.into());
+            run.ended_at = Some(now);
+            return Ok(Ran::Run(run));
+        };
+        let mut counts = RunCounts::default();
+        let mut outcome = (RunOutcome::Ok, None);
+        for _ in 0..MAX_STEPS_PER_RUN {
+            match job.step().await {
+                Ok(t) => {
+                    counts.examined += 1;
+                    counts.found += t.handled as u64;
+                    counts.repaired += t.handled as u64;
+                    progress(counts.repaired);
+                    if !t.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    outcome = (RunOutcome::Failed, Some(e));
+                    break;
+                }
+            }
+        }
+        let end = self.clock.now_ms();
+        self.store
+            .finish_run(&run.id, outcome.0, counts, outcome.1.as_deref(), end)
+            .await?;
+        drop(lock);
+        run.outcome = outcome.0;
+        run.error = outcome.1;
+        run.counts = counts;
+        run.ended_at = Some(end);
+        Ok(Ran::Run(run))
+    }
 }
 
 /// The running jobs.
@@ -63,10 +184,24 @@ pub struct Jobs {
     jobs: Vec<Arc<dyn Job>>,
     token: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    scheduler: Option<tokio_cron_scheduler::JobScheduler>,
+}
+
+/// How the scheduled jobs run: the runner, the time zone of their cron expressions, the
+/// expressions the configuration gives, the jobs switched off.
+pub struct Schedule {
+    /// Claims, locks and records runs.
+    pub runner: Runner,
+    /// Time zone of the expressions.
+    pub time_zone: chrono_tz::Tz,
+    /// Expressions by job name (over the jobs' own).
+    pub crons: std::collections::BTreeMap<String, String>,
+    /// Jobs that do not run.
+    pub disabled: Vec<String>,
 }
 
 impl Jobs {
-    /// Starts a loop per scheduled job on the current runtime.
+    /// Starts a loop per looping job on the current runtime (no cron ticks: tests).
     pub fn start(jobs: Vec<Arc<dyn Job>>) -> Jobs {
         let token = CancellationToken::new();
         let tasks = jobs
@@ -74,7 +209,79 @@ impl Jobs {
             .filter(|job| job.scheduled())
             .map(|job| tokio::spawn(run(job.clone(), token.clone())))
             .collect();
-        Jobs { jobs, token, tasks }
+        Jobs {
+            jobs,
+            token,
+            tasks,
+            scheduler: None,
+        }
+    }
+
+    /// Starts every job as `schedule` says: on its cron ticks, or in a loop, or not at all.
+    pub async fn start_scheduled(
+        jobs: Vec<Arc<dyn Job>>,
+        schedule: Schedule,
+    ) -> Result<Jobs, String> {
+        let token = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let mut scheduler = None;
+        for job in &jobs {
+            if schedule.disabled.iter().any(|d| d == job.name()) || !job.scheduled() {
+                continue;
+            }
+            let cron = schedule
+                .crons
+                .get(job.name())
+                .map(String::as_str)
+                .or_else(|| job.cron());
+            let Some(cron) = cron else {
+                tasks.push(tokio::spawn(run(job.clone(), token.clone())));
+                continue;
+            };
+            if scheduler.is_none() {
+                scheduler = Some(
+                    tokio_cron_scheduler::JobScheduler::new()
+                        .await
+                        .map_err(|e| format!("job scheduler: {e}"))?,
+                );
+            }
+            let (job, runner) = (job.clone(), schedule.runner.clone());
+            let name = job.name().to_string();
+            let ticks = tokio_cron_scheduler::Job::new_async_tz(cron, schedule.time_zone, move |_, _| {
+                let (job, runner) = (job.clone(), runner.clone());
+                Box::pin(async move {
+                    // The tick is the second it fell on: every replica names it alike.
+                    let tick = runner.clock.now_ms() / 1000 * 1000;
+                    match runner.run(job.as_ref(), tick, false, &|_| {}).await {
+                        Ok(Ran::Run(r)) if r.outcome == crate::model::job::RunOutcome::Failed => {
+                            tracing::warn!(job = %r.job, error = ?r.error, "scheduled run failed")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(job = job.name(), error = %e, "scheduled run not recorded"),
+                    }
+                })
+            })
+            .map_err(|e| format!("jobs.schedules.{name}: `{cron}`: {e}"))?;
+            if let Some(s) = scheduler.as_mut() {
+                s.add(ticks)
+                    .await
+                    .map_err(|e| format!("job scheduler: {e}"))?;
+            }
+        }
+        if let Some(s) = scheduler.as_mut() {
+            s.start().await.map_err(|e| format!("job scheduler: {e}"))?;
+        }
+        Ok(Jobs {
+            jobs,
+            token,
+            tasks,
+            scheduler,
+        })
+    }
+
+    /// Every job, for listings and runs by hand.
+    pub fn all(&self) -> &[Arc<dyn Job>] {
+        &self.jobs
     }
 
     /// The job called `name`.
@@ -89,7 +296,10 @@ impl Jobs {
 
     /// Stops every loop: a step under way may finish within `grace`, then it is dropped
     /// (outbox claims are leases, so an interrupted delivery is claimed again later).
-    pub async fn stop(self, grace: Duration) {
+    pub async fn stop(mut self, grace: Duration) {
+        if let Some(s) = self.scheduler.as_mut() {
+            let _ = s.shutdown().await;
+        }
         self.token.cancel();
         for task in self.tasks {
             let abort = task.abort_handle();
@@ -97,6 +307,78 @@ impl Jobs {
                 abort.abort();
             }
         }
+    }
+}
+
+/// The jobs as operators see them and run them by hand: the [`crate::services::operations::JobControl`]
+/// port.
+pub struct Board {
+    jobs: Vec<Arc<dyn Job>>,
+    runner: Runner,
+    crons: std::collections::BTreeMap<String, String>,
+    disabled: Vec<String>,
+}
+
+impl Board {
+    /// The board of `jobs` as `schedule` runs them.
+    pub fn new(jobs: &[Arc<dyn Job>], schedule: &Schedule) -> Board {
+        Board {
+            jobs: jobs.to_vec(),
+            runner: schedule.runner.clone(),
+            crons: schedule.crons.clone(),
+            disabled: schedule.disabled.clone(),
+        }
+    }
+}
+
+impl crate::services::operations::JobControl for Board {
+    fn jobs(&self) -> Vec<crate::services::operations::JobInfo> {
+        self.jobs
+            .iter()
+            .map(|j| {
+                let cron = self
+                    .crons
+                    .get(j.name())
+                    .cloned()
+                    .or_else(|| j.cron().map(str::to_string));
+                let mode = if self.disabled.iter().any(|d| d == j.name()) {
+                    "disabled"
+                } else if !j.scheduled() {
+                    "manual"
+                } else if cron.is_some() {
+                    "cron"
+                } else {
+                    "loop"
+                };
+                crate::services::operations::JobInfo {
+                    name: j.name().to_string(),
+                    mode,
+                    cron,
+                }
+            })
+            .collect()
+    }
+
+    fn run_now<'a>(
+        &'a self,
+        name: &'a str,
+        progress: &'a (dyn Fn(u64) + Send + Sync),
+    ) -> BoxFuture<'a, Result<crate::model::job::JobRun, crate::services::operations::JobError>>
+    {
+        use crate::services::operations::JobError;
+        Box::pin(async move {
+            let job = self
+                .jobs
+                .iter()
+                .find(|j| j.name() == name)
+                .ok_or_else(|| JobError::Unknown(name.to_string()))?;
+            // A run by hand is its own tick: now, to the millisecond.
+            let tick = self.runner.clock.now_ms();
+            match self.runner.run(job.as_ref(), tick, true, progress).await? {
+                Ran::Run(r) => Ok(r),
+                Ran::Elsewhere => Err(JobError::Unknown(format!("{name} (its tick was taken)"))),
+            }
+        })
     }
 }
 

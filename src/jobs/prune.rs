@@ -43,4 +43,9 @@ impl Job for TransactionPrune {
     fn period(&self) -> Duration {
         Duration::from_secs(3600)
     }
+
+    fn cron(&self) -> Option<&str> {
+        // Hourly, at a quarter past (in `jobs.time_zone`).
+        Some("0 15 * * * *")
+    }
 }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod booking;
 pub mod document;
 pub mod ids;
+pub mod job;
 pub mod organization;
 pub mod referral;
 pub mod remd;

@@ -1,25 +1,107 @@
 //! What operators and orchestrators read about the gateway itself: the transaction log,
-//! readiness of the database, connection pool figures.
+//! readiness of the database, connection pool figures, the background jobs and their runs
+//! (and a run asked for by hand, through the jobs' port).
 
 use super::{audit_event, Caller};
 pub use crate::exchange::txlog::{TransactionFilter, TransactionRecord};
 use crate::exchange::TxLog;
 use crate::model::audit::{AuditAction, AuditEntity, AuditEvent};
+pub use crate::model::job::JobRun;
 pub use crate::store::audit::AuditQuery;
 pub use crate::store::outbox::OutboxEntry;
 use crate::store::{Store, StoreError};
+
+/// A background job as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JobInfo {
+    /// Its name.
+    pub name: String,
+    /// `cron` (on its ticks), `loop` (a worker), `manual` (run by hand only) or `disabled`.
+    pub mode: &'static str,
+    /// Its cron expression, when it runs on ticks.
+    pub cron: Option<String>,
+}
+
+/// Why a run asked for by hand did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// No job of that name.
+    #[error("no job named {0}")]
+    Unknown(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Port: the background jobs, to list and to run one by hand.
+pub trait JobControl: Send + Sync {
+    /// Every job.
+    fn jobs(&self) -> Vec<JobInfo>;
+    /// Runs `name` now (its own claimed run, under its lock), reporting the running count.
+    fn run_now<'a>(
+        &'a self,
+        name: &'a str,
+        progress: &'a (dyn Fn(u64) + Send + Sync),
+    ) -> futures_util::future::BoxFuture<'a, Result<JobRun, JobError>>;
+}
 
 /// Reads of the gateway's own state.
 #[derive(Clone)]
 pub struct Operations {
     store: Store,
     txlog: TxLog,
+    jobs: Option<std::sync::Arc<dyn JobControl>>,
 }
 
 impl Operations {
     /// Reads over `store`, with the transaction log's writer `txlog`.
     pub fn new(store: Store, txlog: TxLog) -> Operations {
-        Operations { store, txlog }
+        Operations {
+            store,
+            txlog,
+            jobs: None,
+        }
+    }
+
+    /// The same, with the background jobs.
+    pub fn with_jobs(mut self, jobs: std::sync::Arc<dyn JobControl>) -> Operations {
+        self.jobs = Some(jobs);
+        self
+    }
+
+    /// Every job with its latest run.
+    pub async fn jobs(&self) -> Result<Vec<(JobInfo, Option<JobRun>)>, StoreError> {
+        let mut out = Vec::new();
+        for info in self.jobs.iter().flat_map(|j| j.jobs()) {
+            let last = self.store.job_runs(&info.name, 1).await?.into_iter().next();
+            out.push((info, last));
+        }
+        Ok(out)
+    }
+
+    /// The runs of job `name`, newest first; `Unknown` for a job that does not exist.
+    pub async fn job_runs(&self, name: &str, limit: u32) -> Result<Vec<JobRun>, JobError> {
+        if !self
+            .jobs
+            .iter()
+            .flat_map(|j| j.jobs())
+            .any(|j| j.name == name)
+        {
+            return Err(JobError::Unknown(name.to_string()));
+        }
+        Ok(self.store.job_runs(name, limit).await?)
+    }
+
+    /// Runs job `name` now, by hand.
+    pub async fn run_job(
+        &self,
+        name: &str,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<JobRun, JobError> {
+        match &self.jobs {
+            Some(j) => j.run_now(name, progress).await,
+            None => Err(JobError::Unknown(name.to_string())),
+        }
     }
 
     /// Transaction records matching `filter`, newest first, at most `limit`: a client's

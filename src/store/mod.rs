@@ -9,6 +9,7 @@ pub mod appointments;
 pub mod audit;
 pub mod documents;
 pub mod group_commit;
+pub mod jobs;
 pub mod organizations;
 pub mod outbox;
 pub mod referrals;

@@ -34,6 +34,7 @@ pub(crate) const SCOPES: &[&str] = &[
     "audit:read",
     "referral:write",
     "referral:propose",
+    "jobs:run",
 ];
 /// The organization the owner refers its patients to (publishes no acceptance rules).
 const REFERRED_TO: &str = "1.2.643.5.1.13.13.12.2.77.7011";
@@ -447,6 +448,18 @@ fn case(
             OK,
         ),
         ("GET", "/api/referrals/rules") => (Req::get(pattern), Other::Same, OK),
+        // The gateway's jobs are no organization's records.
+        ("GET", "/api/admin/jobs") => (Req::get(pattern), Other::Same, OK),
+        ("GET", "/api/admin/jobs/{name}/runs") => (
+            Req::get("/api/admin/jobs/transaction-prune/runs"),
+            Other::Same,
+            OK,
+        ),
+        ("POST", "/api/admin/jobs/{name}/run") => (
+            Req::with(Method::POST, "/api/admin/jobs/transaction-prune/run", json!({})),
+            Other::Same,
+            OK,
+        ),
         // A citizen-facing channel records a request for any attending organization.
         ("POST", "/fhir/ServiceRequest/$propose") => (
             Req::with(Method::POST, pattern, proposal_body()),
@@ -519,14 +532,17 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/api/admin/transactions"
             | "/api/admin/outbox"
             | "/api/admin/restrictions"
-            | "/api/referrals/rules",
+            | "/api/referrals/rules"
+            | "/api/admin/jobs"
+            | "/api/admin/jobs/{name}/runs",
         ) => None,
         (
             "POST",
             "/fhir/Appointment/$find"
             | "/soap/remd/callback"
             | "/api/admin/documents/rerun"
-            | "/api/admin/restrictions",
+            | "/api/admin/restrictions"
+            | "/api/admin/jobs/{name}/run",
         ) => None,
         ("DELETE", "/api/admin/restrictions/{id}") => None,
         (m, p) => panic!("{m} {p}: say whether it touches personal data"),

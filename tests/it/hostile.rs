@@ -291,6 +291,9 @@ fn concrete(pattern: &str, r: &Records) -> String {
         "/api/admin/restrictions/{id}" => r.restriction_to_delete.as_str(),
         "/fhir/ServiceRequest/{id}" | "/fhir/Task/{id}" => r.referral.as_str(),
         "/fhir/ServiceRequest/{id}/$book" => r.referral_to_book.as_str(),
+        "/api/admin/jobs/{name}/runs" | "/api/admin/jobs/{name}/run" => {
+            return pattern.replace("{name}", "transaction-prune")
+        }
         _ => "",
     };
     pattern.replace("{id}", id)
@@ -351,6 +354,7 @@ fn query_params(method: &str, pattern: &str) -> &'static [&'static str] {
             "_count",
         ],
         ("GET", "/api/referrals/rules") => &["organization"],
+        ("GET", "/api/admin/jobs/{name}/runs") => &["limit"],
         ("GET", "/api/admin/documents") | ("POST", "/api/admin/documents/rerun") => {
             &["status", "org", "kind", "error_class", "limit", "cursor"]
         }
@@ -360,6 +364,7 @@ fn query_params(method: &str, pattern: &str) -> &'static [&'static str] {
             "protocol",
             "client",
             "correlation_id",
+            "trace_id",
             "from",
             "to",
             "limit",

@@ -13,6 +13,7 @@ mod fhir_mis;
 mod foundation;
 mod hostile;
 mod hub;
+mod jobs;
 mod logs;
 mod referrals;
 mod schedules;
