@@ -202,6 +202,7 @@ impl Gateway {
                 .map_err(|_| AppError::Keys("jobs.time_zone: not a time zone".into()))?,
             crons: settings.jobs.schedules.clone(),
             disabled: settings.jobs.disabled.clone(),
+            run_scheduled: settings.jobs.run_scheduled,
         };
         let board = Arc::new(crate::jobs::Board::new(&all_jobs, &schedule));
         let jobs = Jobs::start_scheduled(all_jobs, schedule)

@@ -97,6 +97,10 @@ pub struct JobsSettings {
     /// died with its replica and is marked failed.
     #[serde(default = "default_job_lease")]
     pub lease_secs: u64,
+    /// False for a process that runs jobs only when asked (`medgate job run`): nothing runs
+    /// on its ticks or in loops.
+    #[serde(default = "default_true")]
+    pub run_scheduled: bool,
 }
 
 fn default_time_zone() -> String {
@@ -114,6 +118,7 @@ impl Default for JobsSettings {
             schedules: Default::default(),
             disabled: Vec::new(),
             lease_secs: default_job_lease(),
+            run_scheduled: true,
         }
     }
 }

@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         what: SyncCommand,
     },
+    /// Background jobs.
+    Job {
+        #[command(subcommand)]
+        what: JobCommand,
+    },
     /// Load commands that measure the gateway (figures for BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -91,6 +96,19 @@ enum Command {
         /// Directory for the demo database; created if missing.
         #[arg(long, default_value = "./medgate-demo-data")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    /// Run one job now, as one of the replicas would (its run claimed, under its lock,
+    /// recorded); a progress bar on a terminal, plain lines otherwise.
+    Run {
+        /// The job, e.g. `transaction-prune` (`GET /api/admin/jobs` lists them).
+        name: String,
+        /// Configuration file (the gateway's).
+        #[arg(long, env = "MEDGATE_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -366,6 +384,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Job {
+            what: JobCommand::Run { name, config },
+        } => {
+            let settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+            medgate::telemetry::init(&settings.log);
+            run_job(settings, &name).await
+        }
         Command::Sync {
             what: SyncCommand::Schedules { config, org, full },
         } => {
@@ -532,6 +557,54 @@ async fn run(cli: Cli) -> Result<(), String> {
             demo.print_welcome();
             demo.run().await
         }
+    }
+}
+
+/// `medgate job run NAME`: the gateway's services on its database, nothing running on its
+/// own, the job run once by hand.
+async fn run_job(mut settings: Settings, name: &str) -> Result<(), String> {
+    use std::io::IsTerminal;
+    settings.http.bind = "127.0.0.1:0".into();
+    settings.http.tls = None;
+    settings.federation.iter_mut().for_each(|f| f.listen = None);
+    settings.jobs.run_scheduled = false;
+    let gateway = medgate::app::Gateway::start(settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_message(format!("{name}: running"));
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        b
+    });
+    let last = std::sync::atomic::AtomicU64::new(0);
+    let progress = |n: u64| match &bar {
+        Some(b) => b.set_message(format!("{name}: {n} handled")),
+        // Plain lines: one per thousand handled.
+        None => {
+            if n / 1000 > last.swap(n, std::sync::atomic::Ordering::Relaxed) / 1000 {
+                println!("{name}: {n} handled");
+            }
+        }
+    };
+    let result = gateway.state.operations.run_job(name, &progress).await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    gateway.stop().await;
+    let run = result.map_err(|e| e.to_string())?;
+    println!(
+        "{name}: {} ({} steps, {} found, {} repaired){}",
+        run.outcome,
+        run.counts.examined,
+        run.counts.found,
+        run.counts.repaired,
+        run.error.map(|e| format!(": {e}")).unwrap_or_default()
+    );
+    if run.outcome == medgate::model::job::RunOutcome::Ok {
+        Ok(())
+    } else {
+        Err(format!("{name} did not run to the end"))
     }
 }
 

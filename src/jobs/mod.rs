@@ -198,6 +198,8 @@ pub struct Schedule {
     pub crons: std::collections::BTreeMap<String, String>,
     /// Jobs that do not run.
     pub disabled: Vec<String>,
+    /// False: nothing runs on its own (a process for runs by hand).
+    pub run_scheduled: bool,
 }
 
 impl Jobs {
@@ -226,7 +228,10 @@ impl Jobs {
         let mut tasks = Vec::new();
         let mut scheduler = None;
         for job in &jobs {
-            if schedule.disabled.iter().any(|d| d == job.name()) || !job.scheduled() {
+            if !schedule.run_scheduled
+                || schedule.disabled.iter().any(|d| d == job.name())
+                || !job.scheduled()
+            {
                 continue;
             }
             let cron = schedule

@@ -97,6 +97,7 @@ fn every_command_has_help() {
         "sign",
         "verify",
         "bench",
+        "job",
     ] {
         let out = medgate(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}");

@@ -154,3 +154,46 @@ async fn a_run_whose_replica_died_fails_and_the_next_runs() {
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     t.stop().await;
 }
+
+/// `medgate job run NAME` runs one job by hand from the command line, as a replica would
+/// (claimed, locked, recorded), printing plain lines when not on a terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_from_the_command_line() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("medgate.toml");
+    std::fs::write(&config, format!("[database]\nurl = \"{}\"\n", db.url)).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_medgate"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MEDGATE_")) {
+            cmd.env_remove(k);
+        }
+        cmd.args(["job", "run", JOB, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("transaction-prune: ok"), "{text}");
+    let runs = store.job_runs(JOB, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(
+        runs[0].manual && runs[0].outcome == RunOutcome::Ok,
+        "{runs:?}"
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_medgate"))
+        .args(["job", "run", "no-such-job", "--config"])
+        .arg(dir.path().join("medgate.toml"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no job named no-such-job"));
+}
