@@ -22,7 +22,7 @@ use crate::http::{self, AppState, Metrics};
 use crate::jobs::delivery::Delivery;
 use crate::jobs::documents::VerdictPoll;
 use crate::jobs::holds::HoldSweeper;
-use crate::jobs::prune::TransactionPrune;
+use crate::jobs::prune::Retention;
 use crate::jobs::referrals::ReferralUpkeep;
 use crate::jobs::schedules::ScheduleRound;
 use crate::jobs::{Job, Jobs};
@@ -474,7 +474,11 @@ fn background_jobs(
         Arc::new(Delivery::new(worker, wake, IDLE_POLL)) as Arc<dyn Job>
     };
     let mut jobs: Vec<Arc<dyn Job>> = vec![
-        Arc::new(TransactionPrune::new(store.clone(), clock.clone())),
+        Arc::new(Retention::new(
+            store.clone(),
+            settings.retention.clone(),
+            clock.clone(),
+        )),
         Arc::new(HoldSweeper::new(booking.clone())),
         Arc::new(ReferralUpkeep::new(
             referrals.clone(),

@@ -76,6 +76,53 @@ pub struct Settings {
     /// Scheduled jobs: their time zone, cron expressions, which are off.
     #[serde(default)]
     pub jobs: JobsSettings,
+    /// How long what the gateway keeps is kept (the `retention` job prunes the rest).
+    #[serde(default)]
+    pub retention: RetentionSettings,
+}
+
+/// Retention of what the exchange leaves behind. Transaction records themselves are kept as
+/// their route's policy says (`transaction_log`); the rest is here.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Days the stored bodies of transaction records are kept (the records stay longer).
+    #[serde(default = "default_bodies_days")]
+    pub transaction_bodies_days: u32,
+    /// Days a delivered outbox item is kept.
+    #[serde(default = "default_bodies_days")]
+    pub outbox_delivered_days: u32,
+    /// Days the history of a document in a final state (registered, rejected, dead-lettered)
+    /// is kept; the document itself stays.
+    #[serde(default = "default_history_days")]
+    pub document_history_days: u32,
+    /// Rows one statement removes at most: a pass is many short statements, never one long
+    /// one holding locks.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: u32,
+}
+
+fn default_bodies_days() -> u32 {
+    7
+}
+
+fn default_history_days() -> u32 {
+    365
+}
+
+fn default_batch_rows() -> u32 {
+    5000
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            transaction_bodies_days: default_bodies_days(),
+            outbox_delivered_days: default_bodies_days(),
+            document_history_days: default_history_days(),
+            batch_rows: default_batch_rows(),
+        }
+    }
 }
 
 /// Scheduled jobs. A job with a cron expression (its own default or one given here) runs on
@@ -854,6 +901,7 @@ impl Default for Settings {
             referrals: ReferralSettings::default(),
             federation: None,
             jobs: JobsSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }

@@ -104,7 +104,7 @@ enum JobCommand {
     /// Run one job now, as one of the replicas would (its run claimed, under its lock,
     /// recorded); a progress bar on a terminal, plain lines otherwise.
     Run {
-        /// The job, e.g. `transaction-prune` (`GET /api/admin/jobs` lists them).
+        /// The job, e.g. `retention` (`GET /api/admin/jobs` lists them).
         name: String,
         /// Configuration file (the gateway's).
         #[arg(long, env = "MEDGATE_CONFIG")]

@@ -1,42 +1,76 @@
-//! Pruning: transaction log records past their retention are deleted.
+//! Retention: transaction records past their retention, stored bodies, delivered outbox
+//! items and finished documents' history past theirs are removed in bounded batches, oldest
+//! first, until none is left (each batch one short statement per kind).
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
 use super::{Job, Tick};
-use crate::model::time::SharedClock;
+use crate::config::RetentionSettings;
+use crate::model::time::{SharedClock, DAY_MS};
+use crate::store::transactions::Retention as Cut;
 use crate::store::Store;
 
-/// Deletes expired transaction log records, once an hour.
-pub struct TransactionPrune {
+/// Prunes what is past its retention, hourly.
+pub struct Retention {
     store: Store,
+    settings: RetentionSettings,
     clock: SharedClock,
 }
 
-impl TransactionPrune {
-    /// A pruner of `store`'s transaction log.
-    pub fn new(store: Store, clock: SharedClock) -> TransactionPrune {
-        TransactionPrune { store, clock }
+impl Retention {
+    /// A pruner of `store` keeping what `settings` says, timed by `clock`.
+    pub fn new(store: Store, settings: RetentionSettings, clock: SharedClock) -> Retention {
+        Retention {
+            store,
+            settings,
+            clock,
+        }
+    }
+
+    fn cut(&self) -> Cut {
+        let now = self.clock.now_ms();
+        let days = |d: u32| now - i64::from(d) * DAY_MS;
+        Cut {
+            now,
+            bodies_before: days(self.settings.transaction_bodies_days),
+            outbox_before: days(self.settings.outbox_delivered_days),
+            history_before: days(self.settings.document_history_days),
+        }
     }
 }
 
-impl Job for TransactionPrune {
+impl Job for Retention {
     fn name(&self) -> &str {
-        "transaction-prune"
+        "retention"
     }
 
     fn step(&self) -> BoxFuture<'_, Result<Tick, String>> {
         Box::pin(async move {
-            let n = self
+            let batch = self.settings.batch_rows.max(1);
+            let p = self
                 .store
-                .prune_transactions(self.clock.now_ms())
+                .prune_batch(&self.cut(), batch)
                 .await
                 .map_err(|e| e.to_string())?;
-            if n > 0 {
-                tracing::info!(removed = n, "transaction log pruned");
+            if p.total() > 0 {
+                tracing::info!(
+                    transactions = p.transactions,
+                    bodies = p.bodies,
+                    outbox = p.outbox,
+                    history = p.history,
+                    "retention batch pruned"
+                );
             }
-            Ok(Tick::done(n as usize))
+            // A full batch of any kind: more of it may be waiting.
+            let full = [p.transactions, p.bodies, p.outbox, p.history]
+                .into_iter()
+                .any(|n| n >= u64::from(batch));
+            Ok(Tick {
+                handled: p.total() as usize,
+                more: full,
+            })
         })
     }
 

@@ -65,6 +65,39 @@ pub struct TransactionRecord {
     pub parent_span_id: Option<String>,
 }
 
+/// The cut-offs of one retention pass (epoch ms): what is older goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Now: records past their own `expires_at` go.
+    pub now: i64,
+    /// Stored bodies of records logged before this go.
+    pub bodies_before: i64,
+    /// Delivered outbox items done before this go.
+    pub outbox_before: i64,
+    /// History of finished documents before this goes.
+    pub history_before: i64,
+}
+
+/// What one retention batch removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    /// Transaction records.
+    pub transactions: u64,
+    /// Stored bodies (their records kept).
+    pub bodies: u64,
+    /// Delivered outbox items.
+    pub outbox: u64,
+    /// Document history entries.
+    pub history: u64,
+}
+
+impl Pruned {
+    /// Everything removed.
+    pub fn total(&self) -> u64 {
+        self.transactions + self.bodies + self.outbox + self.history
+    }
+}
+
 /// Filters for listing transactions; all optional, combined with AND.
 #[derive(Debug, Default, Clone)]
 pub struct TransactionFilter {
@@ -216,13 +249,58 @@ impl Store {
         row.as_ref().map(decode).transpose()
     }
 
-    /// Deletes records whose retention has ended; returns how many were removed.
-    pub async fn prune_transactions(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM transactions WHERE expires_at < $1")
-            .bind(now_ms)
+    /// One bounded batch of retention: at most `batch` rows of each kind, oldest first —
+    /// transaction records past their `expires_at`, stored bodies of records logged before
+    /// `bodies_before` (the record stays, `body_policy` says `pruned`), delivered outbox
+    /// items done before `outbox_before`, history of documents in a final state before
+    /// `history_before`. Nothing younger is touched.
+    pub async fn prune_batch(&self, cut: &Retention, batch: u32) -> Result<Pruned, StoreError> {
+        let batch = i64::from(batch.max(1));
+        let run = |sql: &'static str, before: i64| async move {
+            Ok::<u64, StoreError>(
+                sqlx::query(sql)
+                    .bind(before)
+                    .bind(batch)
+                    .execute(self.pool())
+                    .await?
+                    .rows_affected(),
+            )
+        };
+        Ok(Pruned {
+            transactions: run(
+                "DELETE FROM transactions WHERE id IN (SELECT id FROM transactions \
+                 WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+                cut.now,
+            )
+            .await?,
+            // Records about to expire lose their bodies with themselves, not before.
+            bodies: sqlx::query(
+                "UPDATE transactions SET request_body = NULL, response_body = NULL, \
+                 body_policy = 'pruned' WHERE id IN (SELECT id FROM transactions \
+                 WHERE started_at < $1 AND body_policy = 'full' AND expires_at >= $3 \
+                 ORDER BY started_at LIMIT $2)",
+            )
+            .bind(cut.bodies_before)
+            .bind(batch)
+            .bind(cut.now)
             .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected())
+            .await?
+            .rows_affected(),
+            outbox: run(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+                 WHERE status = 'done' AND updated_at < $1 ORDER BY updated_at LIMIT $2)",
+                cut.outbox_before,
+            )
+            .await?,
+            history: run(
+                "DELETE FROM document_events WHERE id IN (SELECT e.id FROM document_events e \
+                 JOIN documents d ON d.id = e.document_id WHERE e.at < $1 \
+                 AND d.status IN ('registered', 'rejected', 'dead-lettered') \
+                 ORDER BY e.at LIMIT $2)",
+                cut.history_before,
+            )
+            .await?,
+        })
     }
 }
 

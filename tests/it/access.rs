@@ -451,12 +451,12 @@ fn case(
         // The gateway's jobs are no organization's records.
         ("GET", "/api/admin/jobs") => (Req::get(pattern), Other::Same, OK),
         ("GET", "/api/admin/jobs/{name}/runs") => (
-            Req::get("/api/admin/jobs/transaction-prune/runs"),
+            Req::get("/api/admin/jobs/retention/runs"),
             Other::Same,
             OK,
         ),
         ("POST", "/api/admin/jobs/{name}/run") => (
-            Req::with(Method::POST, "/api/admin/jobs/transaction-prune/run", json!({})),
+            Req::with(Method::POST, "/api/admin/jobs/retention/run", json!({})),
             Other::Same,
             OK,
         ),

@@ -590,12 +590,22 @@ async fn transaction_log_pages_through_a_thousand_records(backend: Backend) {
         .unwrap();
     assert_eq!(recent["count"], 100);
 
-    // Retention: everything expires a day after `base`.
-    let removed =
-        t.gw.store
-            .prune_transactions(base + 86_400_001)
-            .await
-            .unwrap();
+    // Retention: everything expires a day after `base`, removed in bounded batches.
+    let cut = medgate::store::transactions::Retention {
+        now: base + 86_400_001,
+        bodies_before: 0,
+        outbox_before: 0,
+        history_before: 0,
+    };
+    let mut removed = 0;
+    loop {
+        let p = t.gw.store.prune_batch(&cut, 300).await.unwrap();
+        assert!(p.transactions <= 300, "bounded");
+        removed += p.transactions;
+        if p.transactions < 300 {
+            break;
+        }
+    }
     assert!(removed >= 1000);
     t.stop().await;
 }

@@ -292,7 +292,7 @@ fn concrete(pattern: &str, r: &Records) -> String {
         "/fhir/ServiceRequest/{id}" | "/fhir/Task/{id}" => r.referral.as_str(),
         "/fhir/ServiceRequest/{id}/$book" => r.referral_to_book.as_str(),
         "/api/admin/jobs/{name}/runs" | "/api/admin/jobs/{name}/run" => {
-            return pattern.replace("{name}", "transaction-prune")
+            return pattern.replace("{name}", "retention")
         }
         _ => "",
     };

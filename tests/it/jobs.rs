@@ -15,7 +15,7 @@ use crate::support::*;
 
 /// Every second: twenty ticks in twenty seconds.
 const EVERY_SECOND: &str = "* * * * * *";
-const JOB: &str = "transaction-prune";
+const JOB: &str = "retention";
 
 fn every_second(s: &mut medgate::config::Settings) {
     s.jobs.schedules.insert(JOB.into(), EVERY_SECOND.into());
@@ -182,7 +182,7 @@ async fn a_job_runs_from_the_command_line() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("transaction-prune: ok"), "{text}");
+    assert!(text.contains("retention: ok"), "{text}");
     let runs = store.job_runs(JOB, 10).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert!(
@@ -196,4 +196,155 @@ async fn a_job_runs_from_the_command_line() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no job named no-such-job"));
+}
+
+/// Retention, provably: a database filled with records old and young, delivered and
+/// pending outbox items; one run of the job (small batches, many statements) removes
+/// exactly what is past its retention and nothing younger.
+async fn retention_prunes_what_is_old_and_nothing_younger(backend: Backend) {
+    use medgate::store::transactions::TransactionRecord;
+    let t = TestGateway::start_with(backend, |s| {
+        s.retention.batch_rows = 128;
+        s.retention.transaction_bodies_days = 7;
+        s.retention.outbox_delivered_days = 7;
+        s.jobs.disabled = vec![JOB.into()];
+    })
+    .await;
+    let now = medgate::model::time::now_ms();
+    let day = 86_400_000;
+    let record = |i: usize, started_at: i64, expires_at: i64| TransactionRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        correlation_id: format!("fill-{i}"),
+        request_id: format!("fill-{i}"),
+        client_id: Some("filler".into()),
+        direction: "inbound".into(),
+        protocol: "fhir".into(),
+        operation: "fill".into(),
+        method: "GET".into(),
+        target: "/fill".into(),
+        status: "ok".into(),
+        http_status: Some(200),
+        error: None,
+        started_at,
+        duration_us: 10,
+        request_bytes: 4,
+        response_bytes: 4,
+        body_policy: "full".into(),
+        request_body: Some(b"body".to_vec()),
+        response_body: Some(b"body".to_vec()),
+        truncated: false,
+        rerun_of: None,
+        expires_at,
+        trace_id: None,
+        span_id: None,
+        parent_span_id: None,
+    };
+    // 700 expired; 600 kept with bodies older than 7 days; 500 young with bodies.
+    let mut records = Vec::new();
+    for i in 0..700 {
+        records.push(record(i, now - 40 * day, now - day));
+    }
+    for i in 700..1300 {
+        records.push(record(i, now - 10 * day, now + 20 * day));
+    }
+    for i in 1300..1800 {
+        records.push(record(i, now - day, now + 29 * day));
+    }
+    for chunk in records.chunks(500) {
+        t.gw.store.insert_transactions(chunk).await.unwrap();
+    }
+    // Outbox: 300 delivered long ago, 200 delivered yesterday, 50 pending since long ago.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&t.db.url).await.unwrap();
+    let item = |i: usize, status: &str, at: i64| {
+        sqlx::query(
+            "INSERT INTO outbox (id, destination, kind, aggregate_id, payload, status, attempts, \
+             next_attempt_at, created_at, updated_at) VALUES ($1,'fill','fill',$2,'{}',$3,1,$4,$4,$4)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(format!("fill-{i}"))
+        .bind(status.to_string())
+        .bind(at)
+    };
+    for i in 0..550 {
+        let (status, at) = match i {
+            0..300 => ("done", now - 30 * day),
+            300..500 => ("done", now - day),
+            _ => ("pending", now - 30 * day),
+        };
+        item(i, status, at).execute(&pool).await.unwrap();
+    }
+
+    let res = t
+        .http
+        .post(t.url(&format!("/api/admin/jobs/{JOB}/run")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let run: Value = res.json().await.unwrap();
+    assert_eq!(run["outcome"], "ok", "{run}");
+    // 700 records, 600 bodies, 300 items; at most 128 of a kind per statement.
+    assert_eq!(run["repaired"], 700 + 600 + 300, "{run}");
+    assert!(run["examined"].as_u64().unwrap() > 700 / 128, "{run}");
+
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM transactions WHERE operation = 'fill'").await,
+        1100
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM transactions WHERE operation = 'fill' AND request_body IS NOT NULL").await,
+        500,
+        "the young records keep their bodies"
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM transactions WHERE operation = 'fill' AND body_policy = 'pruned'"
+        )
+        .await,
+        600
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM outbox WHERE destination = 'fill' AND status = 'done'").await,
+        200
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM outbox WHERE destination = 'fill' AND status = 'pending'")
+            .await,
+        50
+    );
+    // Nothing is left to prune: a second run removes nothing.
+    let again: Value = t
+        .http
+        .post(t.url(&format!("/api/admin/jobs/{JOB}/run")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["repaired"], 0, "{again}");
+    pool.close().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_what_is_old_and_nothing_younger_postgres() {
+    retention_prunes_what_is_old_and_nothing_younger(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_what_is_old_and_nothing_younger_sqlite() {
+    retention_prunes_what_is_old_and_nothing_younger(Backend::Sqlite).await
 }
