@@ -16,8 +16,10 @@ use crate::config::{
     BodyPolicy, ClientSettings, KeyRole, KeySettings, RemdSettings, Secret, Settings,
 };
 
+mod prune;
 mod referrals;
 mod soak;
+pub use prune::{prune, PruneBench};
 pub use referrals::{referrals, ReferralBench};
 pub use soak::{soak, OpReport, Operation, SoakBench, SoakReport};
 

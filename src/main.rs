@@ -189,6 +189,19 @@ enum BenchCommand {
         #[arg(long, default_value = "metadata", value_parser = ["metadata", "full", "none"])]
         record: String,
     },
+    /// The retention job's pruning rate: expired transaction records (and as many young
+    /// ones, kept) on a fresh PostgreSQL database, pruned in bounded batches.
+    Prune {
+        /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg: String,
+        /// Expired records to prune.
+        #[arg(long, default_value_t = 300_000)]
+        rows: usize,
+        /// Rows per statement.
+        #[arg(long, default_value_t = 5000)]
+        batch: u32,
+    },
     /// Full schedule sync of a simulated city MIS into a fresh PostgreSQL database.
     Sync {
         /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
@@ -461,6 +474,18 @@ async fn run(cli: Cli) -> Result<(), String> {
                 rate,
                 soap,
                 record,
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Bench {
+            what: BenchCommand::Prune { pg, rows, batch },
+        } => {
+            let report = medgate::bench::prune(medgate::bench::PruneBench {
+                pg_admin_url: pg,
+                rows,
+                batch,
             })
             .await?;
             println!("{report}");

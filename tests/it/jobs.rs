@@ -348,3 +348,22 @@ async fn retention_prunes_what_is_old_and_nothing_younger_postgres() {
 async fn retention_prunes_what_is_old_and_nothing_younger_sqlite() {
     retention_prunes_what_is_old_and_nothing_younger(Backend::Sqlite).await
 }
+
+/// The pruning benchmark on a short profile: every expired record pruned, every young one
+/// kept (no speed asserted: figures come from `medgate bench prune`, BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prune_benchmark_prunes_exactly_the_expired() {
+    let report = medgate::bench::prune(medgate::bench::PruneBench {
+        pg_admin_url: crate::support::pg_admin_url(),
+        rows: 3000,
+        batch: 700,
+    })
+    .await
+    .expect("benchmark ran");
+    println!("{report}");
+    assert!(
+        report.contains("3000 expired transaction records (among 6000 rows"),
+        "{report}"
+    );
+    assert!(report.contains("the 3000 young records kept"), "{report}");
+}
