@@ -479,6 +479,15 @@ fn background_jobs(
             settings.retention.clone(),
             clock.clone(),
         )),
+        Arc::new(crate::jobs::stats::DailyStats::new(
+            store.clone(),
+            settings
+                .jobs
+                .time_zone
+                .parse()
+                .unwrap_or(chrono_tz::Europe::Moscow),
+            clock.clone(),
+        )),
         Arc::new(HoldSweeper::new(booking.clone())),
         Arc::new(ReferralUpkeep::new(
             referrals.clone(),

@@ -50,6 +50,8 @@ pub mod scopes {
     pub const JOBS_READ: &str = "jobs:read";
     /// Running a job by hand.
     pub const JOBS_RUN: &str = "jobs:run";
+    /// The daily statistics of the client's organizations.
+    pub const STATS_READ: &str = "stats:read";
 
     /// Scopes a held scope implies.
     pub fn implied(held: &str) -> &'static [&'static str] {

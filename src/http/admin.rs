@@ -12,7 +12,7 @@ use super::booking::booking_error;
 use super::query::{count, moment};
 use super::{ApiError, ApiResult, AppState, Principal};
 use crate::auth::scopes::{
-    BOOKING_ADMIN, JOBS_READ, JOBS_RUN, TRANSACTIONS_BODIES, TRANSACTIONS_READ,
+    BOOKING_ADMIN, JOBS_READ, JOBS_RUN, STATS_READ, TRANSACTIONS_BODIES, TRANSACTIONS_READ,
 };
 use crate::model::booking::Restriction;
 use crate::model::schedule::Channel;
@@ -31,9 +31,81 @@ pub const ROUTES: &[Route] = &[
     route!(POST "/api/admin" "/restrictions" => add_restriction, Access::Scope(BOOKING_ADMIN, Org::Named)),
     route!(DELETE "/api/admin" "/restrictions/{id}" => delete_restriction, Access::Scope(BOOKING_ADMIN, Org::Records)),
     route!(GET "/api/admin" "/jobs" => list_jobs, Access::Scope(JOBS_READ, Org::Public)),
+    route!(GET "/api/admin" "/stats" => daily_stats, Access::Scope(STATS_READ, Org::Records)),
     route!(GET "/api/admin" "/jobs/{name}/runs" => list_job_runs, Access::Scope(JOBS_READ, Org::Public)),
     route!(POST "/api/admin" "/jobs/{name}/run" => run_job, Access::Scope(JOBS_RUN, Org::Public)),
 ];
+
+/// The daily statistics (`from`, `to`: dates, default today; `metric`), of the client's
+/// organizations.
+async fn daily_stats(
+    state: Data<AppState>,
+    principal: Principal,
+    params: Result<Query<std::collections::HashMap<String, String>>, actix_web::Error>,
+) -> ApiResult<HttpResponse> {
+    let Query(p) = params.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
+    super::query::check_params(
+        &p.iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>(),
+        &["from", "to", "metric"],
+    )?;
+    let date = |k: &str| -> ApiResult<Option<String>> {
+        p.get(k)
+            .map(|v| {
+                chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                    .map(|d| d.to_string())
+                    .map_err(|_| {
+                        ApiError::invalid(
+                            "INVALID_DATE",
+                            k,
+                            format!("`{k}` must be a date, YYYY-MM-DD"),
+                        )
+                    })
+            })
+            .transpose()
+    };
+    // Days are the jobs' time zone's, as the statistics were computed.
+    let tz: chrono_tz::Tz = state
+        .settings
+        .jobs
+        .time_zone
+        .parse()
+        .unwrap_or(chrono_tz::Europe::Moscow);
+    let today = from_ms(crate::model::time::now_ms())
+        .with_timezone(&tz)
+        .date_naive()
+        .to_string();
+    let from = date("from")?.unwrap_or_else(|| today.clone());
+    let to = date("to")?.unwrap_or(today);
+    if let Some(m) = p.get("metric") {
+        if ![
+            "bookings",
+            "documents",
+            "referrals",
+            "referral_wait_minutes",
+        ]
+        .contains(&m.as_str())
+        {
+            return Err(ApiError::invalid(
+                "INVALID_VALUE",
+                "metric",
+                "`metric` must be bookings, documents, referrals or referral_wait_minutes",
+            ));
+        }
+    }
+    let rows = state
+        .operations
+        .daily_stats(
+            Caller::of(&principal),
+            &from,
+            &to,
+            p.get("metric").map(String::as_str),
+        )
+        .await
+        .map_err(|e| ApiError::storage(&e))?;
+    Ok(HttpResponse::Ok().json(json!({"from": from, "to": to, "stats": rows})))
+}
 
 /// A job run as JSON, times as RFC 3339.
 fn run_json(r: &crate::model::job::JobRun) -> Value {

@@ -11,6 +11,7 @@ pub mod holds;
 pub mod prune;
 pub mod referrals;
 pub mod schedules;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;

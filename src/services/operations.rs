@@ -69,6 +69,20 @@ impl Operations {
         self
     }
 
+    /// The daily statistics of the days `from`..=`to` (`YYYY-MM-DD`), of the caller's
+    /// organizations (operators: all).
+    pub async fn daily_stats(
+        &self,
+        caller: Caller<'_>,
+        from: &str,
+        to: &str,
+        metric: Option<&str>,
+    ) -> Result<Vec<crate::store::stats::DailyStat>, StoreError> {
+        self.store
+            .daily_stats(from, to, metric, caller.scope())
+            .await
+    }
+
     /// Every job with its latest run.
     pub async fn jobs(&self) -> Result<Vec<(JobInfo, Option<JobRun>)>, StoreError> {
         let mut out = Vec::new();

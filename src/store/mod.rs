@@ -14,6 +14,7 @@ pub mod organizations;
 pub mod outbox;
 pub mod referrals;
 pub mod schedules;
+pub mod stats;
 pub mod transactions;
 
 use std::str::FromStr;

@@ -35,6 +35,7 @@ pub(crate) const SCOPES: &[&str] = &[
     "referral:write",
     "referral:propose",
     "jobs:run",
+    "stats:read",
 ];
 /// The organization the owner refers its patients to (publishes no acceptance rules).
 const REFERRED_TO: &str = "1.2.643.5.1.13.13.12.2.77.7011";
@@ -450,6 +451,11 @@ fn case(
         ("GET", "/api/referrals/rules") => (Req::get(pattern), Other::Same, OK),
         // The gateway's jobs are no organization's records.
         ("GET", "/api/admin/jobs") => (Req::get(pattern), Other::Same, OK),
+        ("GET", "/api/admin/stats") => (
+            Req::get("/api/admin/stats?metric=bookings"),
+            Other::Hidden,
+            OK,
+        ),
         ("GET", "/api/admin/jobs/{name}/runs") => (
             Req::get("/api/admin/jobs/retention/runs"),
             Other::Same,
@@ -534,7 +540,8 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/api/admin/restrictions"
             | "/api/referrals/rules"
             | "/api/admin/jobs"
-            | "/api/admin/jobs/{name}/runs",
+            | "/api/admin/jobs/{name}/runs"
+            | "/api/admin/stats",
         ) => None,
         (
             "POST",
@@ -557,6 +564,8 @@ fn hidden_id<'a>(pattern: &str, r: &'a Records) -> &'a str {
         "/api/admin/transactions" => &r.transaction,
         "/api/admin/outbox" => &r.booked,
         "/fhir/ServiceRequest" | "/fhir/Task" => &r.referral,
+        // The owner's organization's figures.
+        "/api/admin/stats" => ORG,
         _ => &r.restriction_to_list,
     }
 }
@@ -687,6 +696,8 @@ pub(crate) async fn records(fx: &Fx) -> Records {
         .execute(fx.t.gw.store.pool())
         .await
         .unwrap();
+    // The day's figures, with the owner's bookings in them.
+    fx.t.step("daily-stats").await;
     Records {
         slots: slots[..10].to_vec(),
         hold_to_book,

@@ -355,6 +355,7 @@ fn query_params(method: &str, pattern: &str) -> &'static [&'static str] {
         ],
         ("GET", "/api/referrals/rules") => &["organization"],
         ("GET", "/api/admin/jobs/{name}/runs") => &["limit"],
+        ("GET", "/api/admin/stats") => &["from", "to", "metric"],
         ("GET", "/api/admin/documents") | ("POST", "/api/admin/documents/rerun") => {
             &["status", "org", "kind", "error_class", "limit", "cursor"]
         }

@@ -367,3 +367,114 @@ async fn the_prune_benchmark_prunes_exactly_the_expired() {
     );
     assert!(report.contains("the 3000 young records kept"), "{report}");
 }
+
+/// The daily statistics: bookings of the day by organization, district and channel (holds
+/// left out), computed by the job and served to the organization's own clients.
+async fn daily_statistics_count_the_days_bookings(backend: Backend) {
+    let t = TestGateway::start_with(backend, |s| {
+        s.clients.push(client(
+            "clinic-stats",
+            "test-clinic-stats-token",
+            &[CLINIC_ORG],
+            &["stats:read"],
+        ))
+    })
+    .await;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&t.db.url).await.unwrap();
+    let now = medgate::model::time::now_ms();
+    let other = "1.2.643.5.1.13.13.12.2.77.7002";
+    for (i, (org, channel, status)) in [
+        (CLINIC_ORG, "internet", "booked"),
+        (CLINIC_ORG, "internet", "booked"),
+        (CLINIC_ORG, "registry", "cancelled"),
+        (CLINIC_ORG, "internet", "held"),
+        (other, "phone", "booked"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sqlx::query(
+            "INSERT INTO appointments (id, slot_id, org_oid, channel, status, client_id, \
+             created_at, updated_at) VALUES ($1,$2,$3,$4,$5,'stats',$6,$6)",
+        )
+        .bind(format!("stats-{i}"))
+        .bind(format!("stats-slot-{i}"))
+        .bind(org)
+        .bind(channel)
+        .bind(status)
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    assert!(t.step("daily-stats").await >= 3);
+    let stats: Value = t
+        .get_admin("/api/admin/stats?metric=bookings")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String, i64)> = stats["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["org"].as_str().unwrap().to_string(),
+                r["district"].as_str().unwrap().to_string(),
+                r["channel"].as_str().unwrap().to_string(),
+                r["value"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                CLINIC_ORG.to_string(),
+                "Central".to_string(),
+                "internet".to_string(),
+                2
+            ),
+            (
+                CLINIC_ORG.to_string(),
+                "Central".to_string(),
+                "registry".to_string(),
+                1
+            ),
+            (
+                other.to_string(),
+                "North".to_string(),
+                "phone".to_string(),
+                1
+            ),
+        ],
+        "{stats}"
+    );
+    // The clinic's own client sees its figures only.
+    let mine: Value = t
+        .http
+        .get(t.url("/api/admin/stats?metric=bookings"))
+        .bearer_auth("test-clinic-stats-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["stats"].as_array().unwrap().len(), 2, "{mine}");
+    assert!(!mine.to_string().contains(other));
+    pool.close().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_statistics_count_the_days_bookings_postgres() {
+    daily_statistics_count_the_days_bookings(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_statistics_count_the_days_bookings_sqlite() {
+    daily_statistics_count_the_days_bookings(Backend::Sqlite).await
+}
