@@ -12,7 +12,7 @@ use crate::model::Oid;
 pub struct DailyStat {
     /// The day (`YYYY-MM-DD`, in the jobs' time zone).
     pub day: String,
-    /// `bookings`, `documents`, `referrals`, `referral_wait_minutes`.
+    /// `bookings`, `documents`, `documents_dead`, `referrals`, `referral_wait_minutes`.
     pub metric: String,
     /// Organization OID, or empty.
     pub org: String,
@@ -39,6 +39,14 @@ const GROUPS: &[(&str, &str)] = &[
         "documents",
         "SELECT org_oid AS org, '' AS district, '' AS channel, status, COUNT(*) AS value \
          FROM documents WHERE created_at >= $1 AND created_at < $2 GROUP BY org_oid, status",
+    ),
+    // Dead letters as they stand, by organization and error class (who must fix them).
+    (
+        "documents_dead",
+        "SELECT org_oid AS org, '' AS district, '' AS channel, \
+         COALESCE(error_class, '') AS status, COUNT(*) AS value FROM documents \
+         WHERE status = 'dead-lettered' AND updated_at < $2 AND $1 <= $2 \
+         GROUP BY org_oid, error_class",
     ),
     (
         "referrals",
