@@ -97,7 +97,7 @@ private_key = "{keys}/doctor-gost256.key.pem"
     )
 }
 
-fn spawn(config_path: &std::path::Path) -> tokio::process::Child {
+pub(crate) fn spawn(config_path: &std::path::Path) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_medgate"));
     // Only the file configures the child; test-runner variables must not leak in.
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MEDGATE_")) {
@@ -144,7 +144,7 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn wait_ready(http: &reqwest::Client, port: u16) {
+pub(crate) async fn wait_ready(http: &reqwest::Client, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = http

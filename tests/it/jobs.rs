@@ -478,3 +478,86 @@ async fn daily_statistics_count_the_days_bookings_postgres() {
 async fn daily_statistics_count_the_days_bookings_sqlite() {
     daily_statistics_count_the_days_bookings(Backend::Sqlite).await
 }
+
+/// Three `medgate serve` processes on one database: every tick of a job due every second
+/// runs once whichever process claims it; the process that took the most ticks is killed
+/// (SIGKILL) in the middle and holds nothing back: the others go on taking the ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_the_ticks_and_one_killed_holds_nothing_back() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut children = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let port = free();
+        let path = dir.path().join(format!("replica-{i}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "instance = \"replica-{i}\"\n[http]\nbind = \"127.0.0.1:{port}\"\n\
+                 [database]\nurl = \"{}\"\nmax_connections = 4\n\
+                 [jobs.schedules]\n\"{JOB}\" = \"{EVERY_SECOND}\"\n",
+                db.url
+            ),
+        )
+        .unwrap();
+        children.push(crate::crash::spawn(&path));
+        ports.push(port);
+    }
+    let http = reqwest::Client::new();
+    for port in &ports {
+        crate::crash::wait_ready(&http, *port).await;
+    }
+    // A run's replica is its process's instance name and a suffix of its own.
+    let process = |r: &medgate::model::job::JobRun| {
+        r.replica
+            .rsplit_once('-')
+            .map_or(r.replica.clone(), |(a, _)| a.to_string())
+    };
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // The process that took the most ticks so far is killed: the others must take over.
+    let so_far = store.job_runs(JOB, 1000).await.unwrap();
+    let mut tally = std::collections::BTreeMap::<String, usize>::new();
+    for r in &so_far {
+        *tally.entry(process(r)).or_default() += 1;
+    }
+    let busiest = tally
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(p, _)| p.clone())
+        .expect("ticks ran");
+    let victim: usize = busiest.trim_start_matches("replica-").parse().unwrap();
+    let killed_at = medgate::model::time::now_ms();
+    children[victim].start_kill().unwrap();
+    let _ = children[victim].wait().await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    for c in &mut children {
+        let _ = c.start_kill();
+        let _ = c.wait().await;
+    }
+
+    let runs = store.job_runs(JOB, 1000).await.unwrap();
+    let ticks: Vec<i64> = runs.iter().map(|r| r.tick_at).rev().collect();
+    assert!(ticks.len() >= 20, "{} ticks: {ticks:?}", ticks.len());
+    let distinct: BTreeSet<i64> = ticks.iter().copied().collect();
+    assert_eq!(distinct.len(), ticks.len(), "a tick ran twice");
+    let gaps = ticks.windows(2).filter(|w| w[1] - w[0] != 1000).count();
+    assert!(gaps <= 3, "ticks missed: {ticks:?}");
+    let by: BTreeSet<String> = runs.iter().map(process).collect();
+    assert!(by.iter().all(|p| p.starts_with("replica-")), "{by:?}");
+    assert!(by.len() >= 2, "another process took over: {by:?}");
+    let after: BTreeSet<String> = runs
+        .iter()
+        .filter(|r| r.tick_at > killed_at + 2000)
+        .map(process)
+        .collect();
+    assert!(
+        !after.is_empty() && !after.contains(&busiest),
+        "the survivors went on without {busiest}: {after:?}"
+    );
+}
