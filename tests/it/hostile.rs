@@ -2182,7 +2182,12 @@ fn judge(p: &Probe, a: &Answer) -> Result<(), String> {
                     a.text()
                 ));
             }
-            if a.status >= 500 {
+            // A retry-later answer (the slot's earlier cancellation still on its way, load
+            // shed) is the gateway keeping its promises, not mishandled input.
+            let retry_later = a.status == 503
+                && a.header("retry-after").is_some()
+                && v["issue"][0]["code"] == "transient";
+            if a.status >= 500 && !retry_later {
                 return Err(format!("{}: {}", a.status, a.text()));
             }
         }
@@ -2240,6 +2245,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
         }
         let mut fields = Fields(String::new());
         e.record(&mut fields);
+        // A retry-later answer (judged above) is logged as a failed request: not the input's.
+        if fields.0.contains("message=request failed") && fields.0.contains("status=503") {
+            return;
+        }
         let line = format!(
             "{} {}: {}",
             e.metadata().level(),
