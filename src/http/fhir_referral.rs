@@ -535,11 +535,20 @@ async fn create(
             .await
     }
     .map_err(|e| referral_error(e, "ServiceRequest"))?;
-    let base = base_url(&state, &req);
-    Ok(HttpResponse::build(StatusCode::CREATED)
+    Ok(created(&state, &req, &r))
+}
+
+/// `201 Created` with the new referral's `ServiceRequest` and its location.
+fn created(
+    state: &AppState,
+    req: &HttpRequest,
+    r: &crate::model::referral::Referral,
+) -> HttpResponse {
+    let base = base_url(state, req);
+    HttpResponse::build(StatusCode::CREATED)
         .content_type(FHIR_JSON)
         .insert_header(("location", format!("{base}/ServiceRequest/{}", r.id)))
-        .body(service_request(&r).to_string()))
+        .body(service_request(r).to_string())
 }
 
 /// `$propose`: a patient's own request for a referral, through a citizen-facing channel
@@ -558,11 +567,7 @@ async fn propose(
         .propose(Caller::of(&principal), new)
         .await
         .map_err(|e| referral_error(e, "ServiceRequest"))?;
-    let base = base_url(&state, &req);
-    Ok(HttpResponse::build(StatusCode::CREATED)
-        .content_type(FHIR_JSON)
-        .insert_header(("location", format!("{base}/ServiceRequest/{}", r.id)))
-        .body(service_request(&r).to_string()))
+    Ok(created(&state, &req, &r))
 }
 
 /// Books the visit of an accepted referral: `Parameters` with `slot` (a reference to a

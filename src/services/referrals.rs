@@ -341,6 +341,28 @@ impl ReferralError {
     }
 }
 
+/// A peer gateway's failure as the service's error, naming the target's region.
+fn peer_failure(region: String, e: PeerError) -> ReferralError {
+    match e {
+        PeerError::Unavailable(why) => {
+            tracing::warn!(region = %region, error = %why, "peer gateway not answering");
+            ReferralError::PeerUnavailable(region)
+        }
+        PeerError::Refused {
+            status,
+            code,
+            field,
+            message,
+        } => ReferralError::PeerRefused {
+            region,
+            status,
+            code,
+            field,
+            message,
+        },
+    }
+}
+
 /// A move the gateway makes itself (expiry, a released booking, an escalation).
 fn gateway_event(id: String, at: i64, status: ReferralStatus, reason: String) -> ReferralEvent {
     ReferralEvent {
@@ -528,12 +550,7 @@ impl Referrals {
                 if self.store.get_organization(org).await?.is_none() {
                     return Err(ReferralError::UnknownOrganization(org.clone()));
                 }
-                let rules: Vec<&AcceptanceRule> =
-                    self.rules.iter().filter(|r| &r.org == org).collect();
-                // An organization that publishes no rules takes what it is sent.
-                if !rules.is_empty() {
-                    check_rules(&rules, org, new.kind, &new.profile, &new.diagnosis, &kinds)?;
-                }
+                self.check_target_rules(org, new.kind, &new.profile, &new.diagnosis, &kinds)?;
                 (org.clone(), None)
             }
             // The gateway of the target's region checks its rules.
@@ -546,12 +563,7 @@ impl Referrals {
         if let (Some(slot), None) = (&new.duty_slot, &peer) {
             self.check_duty_slot(slot, &target).await?;
         }
-        let hours = self
-            .rules
-            .iter()
-            .filter(|r| r.org == target)
-            .find_map(|r| r.answer_within_hours)
-            .unwrap_or(self.answer_within_hours);
+        let hours = self.answer_hours(&target);
         let mut referral = Referral {
             answer_due: now + i64::from(hours) * 3_600_000,
             escalated_at: None,
@@ -622,20 +634,9 @@ impl Referrals {
                     referral.forwarded_at = Some(now);
                 }
                 // The target's gateway refused it: it never was, here either.
-                Err(PeerError::Refused {
-                    status,
-                    code,
-                    field,
-                    message,
-                }) => {
+                Err(e @ PeerError::Refused { .. }) => {
                     self.store.remove_refused_referral(&referral.id).await?;
-                    return Err(ReferralError::PeerRefused {
-                        region: region.to_string(),
-                        status,
-                        code,
-                        field,
-                        message,
-                    });
+                    return Err(peer_failure(region.to_string(), e));
                 }
                 Err(PeerError::Unavailable(why)) => {
                     tracing::warn!(peer = %name, referral = %referral.id, error = %why, "peer gateway not answering: the referral waits in the outbox");
@@ -862,28 +863,9 @@ impl Referrals {
     ) -> Result<Referral, ReferralError> {
         let kinds = self.attached_kinds(caller, &r.patient, &documents).await?;
         if r.peer.is_none() {
-            let rules: Vec<&AcceptanceRule> = self
-                .rules
-                .iter()
-                .filter(|x| x.org == r.target_org)
-                .collect();
-            if !rules.is_empty() {
-                check_rules(
-                    &rules,
-                    &r.target_org,
-                    r.kind,
-                    &r.profile,
-                    &r.diagnosis,
-                    &kinds,
-                )?;
-            }
+            self.check_target_rules(&r.target_org, r.kind, &r.profile, &r.diagnosis, &kinds)?;
         }
-        let hours = self
-            .rules
-            .iter()
-            .filter(|x| x.org == r.target_org)
-            .find_map(|x| x.answer_within_hours)
-            .unwrap_or(self.answer_within_hours);
+        let hours = self.answer_hours(&r.target_org);
         let mut sent = Referral {
             documents,
             document_kinds: kinds,
@@ -956,9 +938,8 @@ impl Referrals {
         orgs.dedup();
         orgs.into_iter()
             .find(|org| {
-                let rules: Vec<&AcceptanceRule> =
-                    self.rules.iter().filter(|r| &r.org == *org).collect();
-                check_rules(&rules, org, new.kind, &new.profile, &new.diagnosis, kinds).is_ok()
+                self.check_target_rules(org, new.kind, &new.profile, &new.diagnosis, kinds)
+                    .is_ok()
             })
             .cloned()
             .ok_or_else(|| ReferralError::NoSuitableTarget {
@@ -1315,7 +1296,7 @@ impl Referrals {
             Ok(()) => Outcome::Delivered,
             Err(PeerError::Refused { message, code, .. }) if item.kind == FORWARD => {
                 // The target's gateway refused the referral: it is rejected, with the reason.
-                let region = Region::of(&r.target_org).map_or_else(String::new, |x| x.to_string());
+                let region = self.region_of(&r);
                 let event = gateway_event(
                     r.id.clone(),
                     now,
@@ -1444,25 +1425,12 @@ impl Referrals {
         let Some(peers) = &self.peers else {
             return Some(Err(ReferralError::PeerUnavailable(region.to_string())));
         };
-        Some(match peers.find(&name, query).await {
-            Ok(bundle) => Ok(bundle),
-            Err(PeerError::Unavailable(why)) => {
-                tracing::warn!(peer = %name, error = %why, "peer gateway not answering");
-                Err(ReferralError::PeerUnavailable(region.to_string()))
-            }
-            Err(PeerError::Refused {
-                status,
-                code,
-                field,
-                message,
-            }) => Err(ReferralError::PeerRefused {
-                region: region.to_string(),
-                status,
-                code,
-                field,
-                message,
-            }),
-        })
+        Some(
+            peers
+                .find(&name, query)
+                .await
+                .map_err(|e| peer_failure(region.to_string(), e)),
+        )
     }
 
     fn region_of(&self, r: &Referral) -> String {
@@ -1475,24 +1443,33 @@ impl Referrals {
 
     /// A peer's failure as this service's error, naming the target's region.
     fn peer_error(&self, r: &Referral, e: PeerError) -> ReferralError {
-        match e {
-            PeerError::Unavailable(why) => {
-                tracing::warn!(referral = %r.id, error = %why, "peer gateway not answering");
-                self.unavailable(r)
-            }
-            PeerError::Refused {
-                status,
-                code,
-                field,
-                message,
-            } => ReferralError::PeerRefused {
-                region: Region::of(&r.target_org).map_or_else(String::new, |x| x.to_string()),
-                status,
-                code,
-                field,
-                message,
-            },
+        peer_failure(self.region_of(r), e)
+    }
+
+    /// The target's acceptance rules applied (an organization that publishes none takes
+    /// what it is sent).
+    fn check_target_rules(
+        &self,
+        org: &Oid,
+        kind: ReferralKind,
+        profile: &str,
+        diagnosis: &Icd10,
+        kinds: &[String],
+    ) -> Result<(), RuleRefusal> {
+        let rules: Vec<&AcceptanceRule> = self.rules.iter().filter(|r| &r.org == org).collect();
+        if rules.is_empty() {
+            return Ok(());
         }
+        check_rules(&rules, org, kind, profile, diagnosis, kinds)
+    }
+
+    /// Hours `org` has to answer a referral: its rule's, or the configured default.
+    fn answer_hours(&self, org: &Oid) -> u32 {
+        self.rules
+            .iter()
+            .filter(|r| &r.org == org)
+            .find_map(|r| r.answer_within_hours)
+            .unwrap_or(self.answer_within_hours)
     }
 
     /// A referral the caller sees that may be booked now (accepted, still valid).

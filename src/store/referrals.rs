@@ -111,10 +111,7 @@ impl Store {
         if inserted.rows_affected() != 1 {
             return Ok(false);
         }
-        insert_event(&mut tx, event).await?;
-        for n in outbox {
-            enqueue(&mut tx, n, event.at).await?;
-        }
+        record_move(&mut tx, event, outbox).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -149,10 +146,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        insert_event(&mut tx, event).await?;
-        for n in outbox {
-            enqueue(&mut tx, n, event.at).await?;
-        }
+        record_move(&mut tx, event, outbox).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -337,10 +331,7 @@ impl Store {
         if q.execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(false);
         }
-        insert_event(&mut tx, m.event).await?;
-        for n in m.outbox {
-            enqueue(&mut tx, n, m.event.at).await?;
-        }
+        record_move(&mut tx, m.event, m.outbox).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -405,10 +396,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        insert_event(&mut tx, event).await?;
-        if let Some(n) = notice {
-            enqueue(&mut tx, n, event.at).await?;
-        }
+        record_move(&mut tx, event, notice.map_or(&[], std::slice::from_ref)).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -462,6 +450,19 @@ impl Store {
         let rows = q.fetch_all(self.pool()).await?;
         rows.iter().map(decode).collect()
     }
+}
+
+/// Records a move's event and queues what it tells others, in the move's transaction.
+async fn record_move(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    event: &ReferralEvent,
+    outbox: &[NewOutboxItem],
+) -> Result<(), StoreError> {
+    insert_event(tx, event).await?;
+    for n in outbox {
+        enqueue(tx, n, event.at).await?;
+    }
+    Ok(())
 }
 
 async fn insert_event(
