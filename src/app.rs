@@ -23,6 +23,7 @@ use crate::jobs::delivery::Delivery;
 use crate::jobs::documents::VerdictPoll;
 use crate::jobs::holds::HoldSweeper;
 use crate::jobs::prune::Retention;
+use crate::jobs::reconcile::ScheduleReconciliationJob;
 use crate::jobs::referrals::ReferralUpkeep;
 use crate::jobs::schedules::ScheduleRound;
 use crate::jobs::{Job, Jobs};
@@ -33,6 +34,7 @@ use crate::services::federation::{Federation, PEER_DESTINATION};
 use crate::services::mis::MisRegistry;
 use crate::services::notify::Notifier;
 use crate::services::operations::Operations;
+use crate::services::reconcile::ScheduleReconciliation;
 use crate::services::referrals::{Referrals, NOTIFY_DESTINATION as REFERRAL_NOTIFY_DESTINATION};
 use crate::services::schedule_sync::ScheduleSource;
 use crate::services::schedules::Schedules;
@@ -194,7 +196,8 @@ impl Gateway {
                 &replica,
                 Duration::from_secs(settings.jobs.lease_secs),
                 clock.clone(),
-            ),
+            )
+            .with_worker_window(Duration::from_secs(settings.jobs.worker_window_secs.max(1))),
             time_zone: settings
                 .jobs
                 .time_zone
@@ -571,6 +574,17 @@ fn background_jobs(
         ));
         let period = Duration::from_secs((r.callback_timeout_secs / 4).clamp(1, 60));
         jobs.push(Arc::new(VerdictPoll::new(documents.clone(), period)));
+    }
+    if !sources.is_empty() {
+        jobs.push(Arc::new(ScheduleReconciliationJob::new(
+            ScheduleReconciliation::new(
+                store.clone(),
+                booking.clone(),
+                settings.jobs.reconcile_days,
+                clock.clone(),
+            ),
+            sources.clone(),
+        )));
     }
     // With no interval the rounds run only when asked (`Gateway::job`).
     jobs.push(Arc::new(ScheduleRound::new(

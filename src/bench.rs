@@ -17,9 +17,11 @@ use crate::config::{
 };
 
 mod prune;
+mod reconcile;
 mod referrals;
 mod soak;
 pub use prune::{prune, PruneBench};
+pub use reconcile::{reconcile, ReconcileBench};
 pub use referrals::{referrals, ReferralBench};
 pub use soak::{soak, OpReport, Operation, SoakBench, SoakReport};
 

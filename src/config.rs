@@ -148,6 +148,21 @@ pub struct JobsSettings {
     /// on its ticks or in loops.
     #[serde(default = "default_true")]
     pub run_scheduled: bool,
+    /// Days ahead the schedule reconciliation compares with the clinic systems.
+    #[serde(default = "default_reconcile_days")]
+    pub reconcile_days: u32,
+    /// Seconds of a worker's loop (outbox delivery, hold sweeper, schedule rounds) each row
+    /// of its history sums up; a window that handled and failed nothing leaves no row.
+    #[serde(default = "default_worker_window")]
+    pub worker_window_secs: u64,
+}
+
+fn default_worker_window() -> u64 {
+    60
+}
+
+fn default_reconcile_days() -> u32 {
+    30
 }
 
 fn default_time_zone() -> String {
@@ -166,6 +181,8 @@ impl Default for JobsSettings {
             disabled: Vec::new(),
             lease_secs: default_job_lease(),
             run_scheduled: true,
+            reconcile_days: default_reconcile_days(),
+            worker_window_secs: default_worker_window(),
         }
     }
 }

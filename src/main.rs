@@ -202,6 +202,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5000)]
         batch: u32,
     },
+    /// The schedule reconciliation of a whole region: a simulated city MIS synchronized
+    /// into a fresh PostgreSQL database, a share of its slots drifted silently on both
+    /// sides, every organization reconciled.
+    Reconcile {
+        /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg: String,
+        /// Slots in the region (approximately).
+        #[arg(long, default_value_t = 1_000_000)]
+        slots: u64,
+        /// Share of the slots that drift.
+        #[arg(long, default_value_t = 0.01)]
+        drift: f64,
+    },
     /// Full schedule sync of a simulated city MIS into a fresh PostgreSQL database.
     Sync {
         /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
@@ -474,6 +488,18 @@ async fn run(cli: Cli) -> Result<(), String> {
                 rate,
                 soap,
                 record,
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Bench {
+            what: BenchCommand::Reconcile { pg, slots, drift },
+        } => {
+            let report = medgate::bench::reconcile(medgate::bench::ReconcileBench {
+                pg_admin_url: pg,
+                slots,
+                drift,
             })
             .await?;
             println!("{report}");

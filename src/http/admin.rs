@@ -113,7 +113,8 @@ fn run_json(r: &crate::model::job::JobRun) -> Value {
         "id": r.id,
         "job": r.job,
         "tick": from_ms(r.tick_at).to_rfc3339(),
-        "manual": r.manual,
+        "manual": r.kind == crate::model::job::RunKind::Manual,
+        "kind": r.kind.as_str(),
         "replica": r.replica,
         "started_at": from_ms(r.started_at).to_rfc3339(),
         "ended_at": r.ended_at.map(|t| from_ms(t).to_rfc3339()),
@@ -122,6 +123,7 @@ fn run_json(r: &crate::model::job::JobRun) -> Value {
         "found": r.counts.found,
         "repaired": r.counts.repaired,
         "error": r.error,
+        "details": r.details,
     })
 }
 

@@ -40,6 +40,7 @@ impl Job for Delivery {
             let n = self.worker.step().await.map_err(|e| e.to_string())?;
             // Anything claimed: claim again at once, an item may have been queued meanwhile.
             Ok(Tick {
+                report: None,
                 handled: n,
                 more: n > 0,
             })

@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod documents;
 pub mod holds;
 pub mod prune;
+pub mod reconcile;
 pub mod referrals;
 pub mod schedules;
 pub mod stats;
@@ -21,13 +22,34 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// What a step did: how many things it handled, and whether more may be waiting now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Tick {
     /// Things handled (holds expired, items delivered, appointments followed, ...).
     pub handled: usize,
     /// True when more may be waiting: run again at once instead of pausing.
     pub more: bool,
+    /// What a checking job examined, found and repaired, and where (else each step counts
+    /// as one examined and its handled things as found and repaired).
+    pub report: Option<StepReport>,
 }
+
+/// A checking job's account of one step.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StepReport {
+    /// Things compared.
+    pub examined: u64,
+    /// Things found wrong.
+    pub found: u64,
+    /// Things put right.
+    pub repaired: u64,
+    /// Where (an organization, an error class) and what, kept in the run's details.
+    pub detail: Option<(String, serde_json::Value)>,
+    /// Set when the run must end failed though its steps went on (some part not done).
+    pub error: Option<String>,
+}
+
+/// Places a run keeps details for; the rest are counted only.
+const MAX_DETAIL_KEYS: usize = 1000;
 
 /// Steps one run takes at most before it ends (the next tick goes on).
 const MAX_STEPS_PER_RUN: usize = 10_000;
@@ -38,6 +60,7 @@ impl Tick {
         Tick {
             handled,
             more: false,
+            report: None,
         }
     }
 }
@@ -78,6 +101,8 @@ pub struct Runner {
     replica: String,
     lease_ms: i64,
     clock: crate::model::time::SharedClock,
+    /// Length of a worker's window in its history (ms).
+    window_ms: i64,
 }
 
 /// What became of a tick (or a run asked for).
@@ -102,7 +127,14 @@ impl Runner {
             replica: replica.to_string(),
             lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2),
             clock,
+            window_ms: 60_000,
         }
+    }
+
+    /// Workers' history sums up `window` a row.
+    pub fn with_worker_window(mut self, window: Duration) -> Runner {
+        self.window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+        self
     }
 
     /// Runs `job` for `tick` (epoch ms) if this replica claims it: under the job's lock
@@ -112,7 +144,7 @@ impl Runner {
         &self,
         job: &dyn Job,
         tick: i64,
-        manual: bool,
+        kind: crate::model::job::RunKind,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<Ran, crate::store::StoreError> {
         use crate::model::job::{RunCounts, RunOutcome};
@@ -123,7 +155,7 @@ impl Runner {
             .claim_run(
                 job.name(),
                 tick,
-                manual,
+                kind,
                 &self.replica,
                 now,
                 now + self.lease_ms,
@@ -140,6 +172,7 @@ impl Runner {
                     RunOutcome::Skipped,
                     RunCounts::default(),
                     Some(why),
+                    None,
                     now,
                 )
                 .await?;
@@ -149,14 +182,33 @@ impl Runner {
             return Ok(Ran::Run(run));
         };
         let mut counts = RunCounts::default();
+        let mut details = serde_json::Map::new();
         let mut outcome = (RunOutcome::Ok, None);
         for _ in 0..MAX_STEPS_PER_RUN {
             match job.step().await {
                 Ok(t) => {
-                    counts.examined += 1;
-                    counts.found += t.handled as u64;
-                    counts.repaired += t.handled as u64;
-                    progress(counts.repaired);
+                    match t.report {
+                        Some(r) => {
+                            counts.examined += r.examined;
+                            counts.found += r.found;
+                            counts.repaired += r.repaired;
+                            if let Some((at, what)) = r.detail {
+                                if details.len() < MAX_DETAIL_KEYS {
+                                    details.insert(at, what);
+                                }
+                            }
+                            if let Some(e) = r.error {
+                                outcome = (RunOutcome::Failed, Some(e));
+                            }
+                            progress(counts.examined);
+                        }
+                        None => {
+                            counts.examined += 1;
+                            counts.found += t.handled as u64;
+                            counts.repaired += t.handled as u64;
+                            progress(counts.repaired);
+                        }
+                    }
                     if !t.more {
                         break;
                     }
@@ -168,14 +220,23 @@ impl Runner {
             }
         }
         let end = self.clock.now_ms();
+        let details = (!details.is_empty()).then_some(serde_json::Value::Object(details));
         self.store
-            .finish_run(&run.id, outcome.0, counts, outcome.1.as_deref(), end)
+            .finish_run(
+                &run.id,
+                outcome.0,
+                counts,
+                outcome.1.as_deref(),
+                details.as_ref(),
+                end,
+            )
             .await?;
         drop(lock);
         run.outcome = outcome.0;
         run.error = outcome.1;
         run.counts = counts;
         run.ended_at = Some(end);
+        run.details = details;
         Ok(Ran::Run(run))
     }
 }
@@ -210,7 +271,7 @@ impl Jobs {
         let tasks = jobs
             .iter()
             .filter(|job| job.scheduled())
-            .map(|job| tokio::spawn(run(job.clone(), token.clone())))
+            .map(|job| tokio::spawn(run(job.clone(), None, token.clone())))
             .collect();
         Jobs {
             jobs,
@@ -241,7 +302,11 @@ impl Jobs {
                 .map(String::as_str)
                 .or_else(|| job.cron());
             let Some(cron) = cron else {
-                tasks.push(tokio::spawn(run(job.clone(), token.clone())));
+                tasks.push(tokio::spawn(run(
+                    job.clone(),
+                    Some(schedule.runner.clone()),
+                    token.clone(),
+                )));
                 continue;
             };
             if scheduler.is_none() {
@@ -258,7 +323,7 @@ impl Jobs {
                 Box::pin(async move {
                     // The tick is the second it fell on: every replica names it alike.
                     let tick = runner.clock.now_ms() / 1000 * 1000;
-                    match runner.run(job.as_ref(), tick, false, &|_| {}).await {
+                    match runner.run(job.as_ref(), tick, crate::model::job::RunKind::Tick, &|_| {}).await {
                         Ok(Ran::Run(r)) if r.outcome == crate::model::job::RunOutcome::Failed => {
                             tracing::warn!(job = %r.job, error = ?r.error, "scheduled run failed")
                         }
@@ -380,7 +445,16 @@ impl crate::services::operations::JobControl for Board {
                 .ok_or_else(|| JobError::Unknown(name.to_string()))?;
             // A run by hand is its own tick: now, to the millisecond.
             let tick = self.runner.clock.now_ms();
-            match self.runner.run(job.as_ref(), tick, true, progress).await? {
+            match self
+                .runner
+                .run(
+                    job.as_ref(),
+                    tick,
+                    crate::model::job::RunKind::Manual,
+                    progress,
+                )
+                .await?
+            {
                 Ran::Run(r) => Ok(r),
                 Ran::Elsewhere => Err(JobError::Unknown(format!("{name} (its tick was taken)"))),
             }
@@ -388,14 +462,74 @@ impl crate::services::operations::JobControl for Board {
     }
 }
 
-/// The loop around one job: step, then pause unless more is waiting; stop on cancel.
-async fn run(job: Arc<dyn Job>, stop: CancellationToken) {
+/// A worker's account of its current window, written to the history when it closes.
+struct Window {
+    start: i64,
+    counts: crate::model::job::RunCounts,
+    error: Option<String>,
+}
+
+impl Window {
+    fn new(start: i64) -> Window {
+        Window {
+            start,
+            counts: Default::default(),
+            error: None,
+        }
+    }
+
+    fn add(&mut self, step: &Result<Tick, String>) {
+        self.counts.examined += 1;
+        match step {
+            Ok(t) => {
+                self.counts.found += t.handled as u64;
+                self.counts.repaired += t.handled as u64;
+            }
+            Err(e) => self.error = Some(e.clone()),
+        }
+    }
+
+    /// Closes the window when it is over: recorded if it handled or failed something (a
+    /// quiet minute leaves no row), and a new one begins.
+    async fn roll(&mut self, job: &str, runner: &Runner) {
+        let now = runner.clock.now_ms();
+        if now - self.start < runner.window_ms {
+            return;
+        }
+        let closed = std::mem::replace(self, Window::new(now));
+        if closed.counts.found == 0 && closed.error.is_none() {
+            return;
+        }
+        if let Err(e) = runner
+            .store
+            .record_worker_window(
+                job,
+                &runner.replica,
+                (closed.start, now),
+                closed.counts,
+                closed.error.as_deref(),
+            )
+            .await
+        {
+            tracing::warn!(job, error = %e, "worker history not recorded");
+        }
+    }
+}
+
+/// The loop around one job: step, then pause unless more is waiting; stop on cancel. With a
+/// runner its work is recorded in the history a window at a time.
+async fn run(job: Arc<dyn Job>, runner: Option<Runner>, stop: CancellationToken) {
     let wake = job.wake();
+    let mut window = runner.as_ref().map(|r| Window::new(r.clock.now_ms()));
     while !stop.is_cancelled() {
         let tick = tokio::select! {
             _ = stop.cancelled() => break,
             r = job.step() => r,
         };
+        if let (Some(w), Some(r)) = (window.as_mut(), runner.as_ref()) {
+            w.add(&tick);
+            w.roll(job.name(), r).await;
+        }
         match tick {
             Ok(t) if t.more => {
                 tokio::task::yield_now().await;
@@ -442,6 +576,7 @@ mod tests {
                 Ok(Tick {
                     handled: 1,
                     more: n < 2,
+                    report: None,
                 })
             })
         }

@@ -68,6 +68,7 @@ impl Job for Retention {
                 .into_iter()
                 .any(|n| n >= u64::from(batch));
             Ok(Tick {
+                report: None,
                 handled: p.total() as usize,
                 more: full,
             })

@@ -54,6 +54,7 @@ impl Job for ReferralUpkeep {
                 tracing::info!(expired, released, escalated, "referrals kept up");
             }
             Ok(Tick {
+                report: None,
                 handled: (expired + released + escalated) as usize,
                 more: [expired, released, escalated]
                     .iter()

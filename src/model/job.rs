@@ -46,6 +46,45 @@ impl fmt::Display for RunOutcome {
     }
 }
 
+/// How a run came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// A scheduled tick, claimed by one replica.
+    Tick,
+    /// Asked for by hand (an operator, `medgate job run`).
+    Manual,
+    /// A window of a worker's loop (a replica's own), recorded when it handled or failed
+    /// something.
+    Worker,
+}
+
+impl RunKind {
+    /// Stored number (the `manual` column: 0, 1, 2).
+    pub fn as_i32(self) -> i32 {
+        match self {
+            RunKind::Tick => 0,
+            RunKind::Manual => 1,
+            RunKind::Worker => 2,
+        }
+    }
+
+    /// Reads a stored number.
+    pub fn from_i32(n: i32) -> Option<RunKind> {
+        [RunKind::Tick, RunKind::Manual, RunKind::Worker]
+            .into_iter()
+            .find(|k| k.as_i32() == n)
+    }
+
+    /// Its name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Tick => "tick",
+            RunKind::Manual => "manual",
+            RunKind::Worker => "worker",
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RunCounts {
@@ -66,8 +105,8 @@ pub struct JobRun {
     pub job: String,
     /// The tick it stands for (epoch ms); a run asked for by hand has its own.
     pub tick_at: i64,
-    /// Asked for by hand (not a scheduled tick).
-    pub manual: bool,
+    /// A tick, a run asked for, or a worker's window.
+    pub kind: RunKind,
     /// The replica (gateway instance) that claimed it.
     pub replica: String,
     /// Started (epoch ms).
@@ -82,4 +121,6 @@ pub struct JobRun {
     pub counts: RunCounts,
     /// Why it failed or was skipped.
     pub error: Option<String>,
+    /// What it found where (by organization, by error class), as the job reports it.
+    pub details: Option<serde_json::Value>,
 }

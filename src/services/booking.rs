@@ -367,6 +367,17 @@ pub fn refusal(
     })
 }
 
+/// What became of a booking the clinic system lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebook {
+    /// Booked there again.
+    Resent,
+    /// Marked for a person, with the reason.
+    Flagged(String),
+    /// Left for the next check (our own effect on its way, or the clinic unreachable).
+    Pending,
+}
+
 /// The booking service.
 #[derive(Clone)]
 pub struct Booking {
@@ -1108,6 +1119,48 @@ impl Booking {
             self.wake_notify.notify_one();
         }
         Ok(n)
+    }
+
+    /// A booking the gateway confirmed that its clinic system lost (the slot is free there):
+    /// booked there again under the appointment's own client reference, or, when the clinic
+    /// refuses (someone took the slot, it was withdrawn), marked for a person to call the
+    /// patient. Left alone while an effect of ours on the slot is still on its way (a
+    /// cancellation explains the free slot) or the clinic system cannot be reached.
+    pub async fn rebook_lost(&self, a: &Appointment) -> Result<Rebook, BookingError> {
+        let slot_id = a.slot_id.clone().unwrap_or_default();
+        if a.status != Booked
+            || !self
+                .store
+                .unfinished_effects(MIS_DESTINATION, &slot_id)
+                .await?
+                .is_empty()
+        {
+            return Ok(Rebook::Pending);
+        }
+        let now = self.now();
+        let Some(mis) = self.mis.get(&a.source).cloned() else {
+            let why = format!("LOST_BY_CLINIC:NO_CLINIC_SYSTEM {}", a.source);
+            self.store.mark_attention(&a.id, &why, now).await?;
+            return Ok(Rebook::Flagged(why));
+        };
+        let request = MisBooking {
+            slot_external_id: external_part(&slot_id).to_string(),
+            client_ref: a.id.clone(),
+            patient: a.patient.clone(),
+            channel: a.channel,
+        };
+        match mis.book(request).await {
+            Ok(external) => {
+                self.store.rebooked(&a.id, &external, now).await?;
+                Ok(Rebook::Resent)
+            }
+            Err(MisError::Refused { code, .. }) => {
+                let why = format!("LOST_BY_CLINIC:{code}");
+                self.store.mark_attention(&a.id, &why, now).await?;
+                Ok(Rebook::Flagged(why))
+            }
+            Err(MisError::Unavailable(_)) => Ok(Rebook::Pending),
+        }
     }
 
     /// Expires lapsed holds; returns how many.

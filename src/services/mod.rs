@@ -8,6 +8,7 @@ pub mod federation;
 pub mod mis;
 pub mod notify;
 pub mod operations;
+pub mod reconcile;
 pub mod referrals;
 pub mod registry;
 pub mod schedule_sync;

@@ -159,6 +159,19 @@ pub struct Faults {
     pub hang: Duration,
 }
 
+/// A change the clinic makes silently (see [`EmiasSim::drift`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    /// The slot is withdrawn.
+    Withdraw,
+    /// The slot moves by so many minutes.
+    Move(i64),
+    /// The clinic's own desk books the free slot.
+    DeskBooking,
+    /// The clinic forgets the slot's booking (whoever made it): the slot is free again.
+    Forget,
+}
+
 #[derive(Debug, Clone)]
 enum SlotState {
     Booked { appointment: String },
@@ -179,6 +192,8 @@ struct State {
     requests: std::sync::atomic::AtomicU64,
     /// Appointments created (replays of a client reference not counted).
     creates: std::sync::atomic::AtomicU64,
+    /// Slots the clinic will not book, with the refusal code it answers.
+    refusals: Mutex<HashMap<String, String>>,
 }
 
 /// A running simulator.
@@ -204,6 +219,7 @@ impl EmiasSim {
             client_refs: Mutex::new(HashMap::new()),
             requests: std::sync::atomic::AtomicU64::new(0),
             creates: std::sync::atomic::AtomicU64::new(0),
+            refusals: Mutex::new(HashMap::new()),
         });
         let data = Data::from(state.clone());
         let server = HttpServer::new(move || {
@@ -306,6 +322,61 @@ impl EmiasSim {
         *moves.entry(slot_id.to_string()).or_default() += minutes;
         changes.push((slot_id.to_string(), "moved"));
         true
+    }
+
+    /// Drift: a change the clinic makes without a word in the change feed, as a lost
+    /// callback or an edit by hand leaves it. False when the slot is not one of the region's
+    /// or is already as asked.
+    pub fn drift(&self, slot_id: &str, drift: Drift) -> bool {
+        if slot_times(&self.state.region, slot_id, 0).is_none() {
+            return false;
+        }
+        let (Ok(mut slots), Ok(mut appointments), Ok(mut refs)) = (
+            self.state.slots.lock(),
+            self.state.appointments.lock(),
+            self.state.client_refs.lock(),
+        ) else {
+            return false;
+        };
+        match drift {
+            Drift::Withdraw => !matches!(
+                slots.insert(slot_id.to_string(), SlotState::Withdrawn),
+                Some(SlotState::Withdrawn)
+            ),
+            Drift::Move(minutes) => match self.state.moves.lock() {
+                Ok(mut moves) => {
+                    *moves.entry(slot_id.to_string()).or_default() += minutes;
+                    true
+                }
+                Err(_) => false,
+            },
+            Drift::DeskBooking => {
+                if slots.contains_key(slot_id) {
+                    return false;
+                }
+                let appointment = format!("A-desk-{}", uuid::Uuid::new_v4().simple());
+                appointments.insert(appointment.clone(), slot_id.to_string());
+                slots.insert(slot_id.to_string(), SlotState::Booked { appointment });
+                true
+            }
+            Drift::Forget => {
+                let Some(SlotState::Booked { appointment }) = slots.get(slot_id).cloned() else {
+                    return false;
+                };
+                slots.remove(slot_id);
+                appointments.remove(&appointment);
+                refs.retain(|_, a| *a != appointment);
+                true
+            }
+        }
+    }
+
+    /// From now on the clinic refuses every booking of `slot_id` with `code` (a doctor whose
+    /// booking it closed by hand, say), though the slot still shows free.
+    pub fn refuse_bookings(&self, slot_id: &str, code: &str) {
+        if let Ok(mut r) = self.state.refusals.lock() {
+            r.insert(slot_id.to_string(), code.to_string());
+        }
     }
 
     /// The appointment holding a slot (simulator slot id, without the `emias:` prefix).
@@ -535,6 +606,14 @@ fn create_appointment(state: &State, op: &Element) -> HttpResponse {
         return reply(format!(
             r#"<CreateAppointmentResponse xmlns="{NS}"><AppointmentId>{existing}</AppointmentId></CreateAppointmentResponse>"#
         ));
+    }
+    if let Some(code) = state
+        .refusals
+        .lock()
+        .ok()
+        .and_then(|r| r.get(slot).cloned())
+    {
+        return fault(&code, "the clinic does not book this slot", false);
     }
     match slots.get(slot) {
         Some(SlotState::Booked { .. }) => {

@@ -454,6 +454,67 @@ impl Store {
         Ok(Some(after))
     }
 
+    /// A booked appointment the clinic system lost, booked there again under `external_id`:
+    /// its new id is kept (and any earlier attention mark cleared).
+    pub async fn rebooked(
+        &self,
+        id: &str,
+        external_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE appointments SET external_id = $2, attention = NULL, updated_at = $3 \
+             WHERE id = $1 AND status = 'booked'",
+        )
+        .bind(id.to_string())
+        .bind(external_id.to_string())
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Marks a booked appointment for a person's attention with the reason (the clinic lost
+    /// it and would not book it again).
+    pub async fn mark_attention(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE appointments SET attention = $2, updated_at = $3 WHERE id = $1 AND status = 'booked'",
+        )
+        .bind(id.to_string())
+        .bind(reason.to_string())
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Booked appointments marked for a person's attention (of `org` when given), with the
+    /// reasons, at most `limit`.
+    pub async fn needing_attention(
+        &self,
+        org: Option<&Oid>,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, attention FROM appointments WHERE attention IS NOT NULL AND status = 'booked' \
+             AND ($1 = '' OR org_oid = $1) ORDER BY updated_at LIMIT {}",
+            limit.clamp(1, 10_000)
+        ))
+        .bind(org.map(|o| o.to_string()).unwrap_or_default())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("attention")?)))
+            .collect()
+    }
+
     /// Marks `slot` free if it is busy and no appointment holds or books it.
     pub async fn free_slot_if_unheld(&self, slot: &str) -> Result<(), StoreError> {
         sqlx::query(

@@ -7,10 +7,13 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{corrupt, Backend, Store, StoreError};
-use crate::model::job::{JobRun, RunCounts, RunOutcome};
+use crate::model::job::{JobRun, RunCounts, RunKind, RunOutcome};
 
 const COLUMNS: &str = "id, job, tick_at, manual, replica, started_at, lease_until, ended_at, \
-    outcome, examined, found, repaired, error";
+    outcome, examined, found, repaired, error, details";
+
+/// Largest details object kept with a run (bytes of JSON); larger ones are cut to a note.
+const MAX_DETAILS: usize = 64 * 1024;
 
 /// A job's lock across replicas, held while it runs: on PostgreSQL a session advisory lock
 /// on a connection of its own that is closed when the lock is dropped (so a replica that dies
@@ -26,7 +29,7 @@ impl Store {
         &self,
         job: &str,
         tick: i64,
-        manual: bool,
+        kind: RunKind,
         replica: &str,
         now: i64,
         lease_until: i64,
@@ -35,7 +38,7 @@ impl Store {
             id: uuid::Uuid::now_v7().to_string(),
             job: job.to_string(),
             tick_at: tick,
-            manual,
+            kind,
             replica: replica.to_string(),
             started_at: now,
             lease_until,
@@ -43,15 +46,16 @@ impl Store {
             outcome: RunOutcome::Running,
             counts: RunCounts::default(),
             error: None,
+            details: None,
         };
         let done = sqlx::query(&format!(
-            "INSERT INTO job_runs ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,'running',0,0,0,NULL) \
+            "INSERT INTO job_runs ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,NULL,'running',0,0,0,NULL,NULL) \
              ON CONFLICT (job, tick_at) DO NOTHING"
         ))
         .bind(run.id.clone())
         .bind(run.job.clone())
         .bind(tick)
-        .bind(i32::from(manual))
+        .bind(kind.as_i32())
         .bind(run.replica.clone())
         .bind(now)
         .bind(lease_until)
@@ -67,11 +71,12 @@ impl Store {
         outcome: RunOutcome,
         counts: RunCounts,
         error: Option<&str>,
+        details: Option<&serde_json::Value>,
         now: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE job_runs SET outcome = $2, examined = $3, found = $4, repaired = $5, \
-             error = $6, ended_at = $7 WHERE id = $1",
+             error = $6, ended_at = $7, details = $8 WHERE id = $1",
         )
         .bind(id.to_string())
         .bind(outcome.as_str())
@@ -80,8 +85,52 @@ impl Store {
         .bind(i64::try_from(counts.repaired).unwrap_or(i64::MAX))
         .bind(error.map(|e| e.chars().take(500).collect::<String>()))
         .bind(now)
+        .bind(details.map(details_text))
         .execute(self.pool())
         .await?;
+        Ok(())
+    }
+
+    /// Records a window of a worker's loop that handled or failed something: the replica's
+    /// own row, so its tick is moved on by a millisecond when another replica's row holds it.
+    pub async fn record_worker_window(
+        &self,
+        job: &str,
+        replica: &str,
+        window: (i64, i64),
+        counts: RunCounts,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (start, end) = window;
+        let outcome = if error.is_some() {
+            RunOutcome::Failed
+        } else {
+            RunOutcome::Ok
+        };
+        for shift in 0..16 {
+            let done = sqlx::query(&format!(
+                "INSERT INTO job_runs ({COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,NULL) \
+                 ON CONFLICT (job, tick_at) DO NOTHING"
+            ))
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(job.to_string())
+            .bind(start + shift)
+            .bind(RunKind::Worker.as_i32())
+            .bind(replica.to_string())
+            .bind(start)
+            .bind(end)
+            .bind(end)
+            .bind(outcome.as_str())
+            .bind(i64::try_from(counts.examined).unwrap_or(i64::MAX))
+            .bind(i64::try_from(counts.found).unwrap_or(i64::MAX))
+            .bind(i64::try_from(counts.repaired).unwrap_or(i64::MAX))
+            .bind(error.map(|e| e.chars().take(500).collect::<String>()))
+            .execute(self.pool())
+            .await?;
+            if done.rows_affected() == 1 {
+                break;
+            }
+        }
         Ok(())
     }
 
@@ -135,7 +184,10 @@ fn decode(r: &AnyRow) -> Result<JobRun, StoreError> {
         id: r.try_get("id")?,
         job: r.try_get("job")?,
         tick_at: r.try_get("tick_at")?,
-        manual: r.try_get::<i32, _>("manual")? != 0,
+        kind: {
+            let n = r.try_get::<i32, _>("manual")?;
+            RunKind::from_i32(n).ok_or_else(|| corrupt("job_runs.manual", &n.to_string()))?
+        },
         replica: r.try_get("replica")?,
         started_at: r.try_get("started_at")?,
         lease_until: r.try_get("lease_until")?,
@@ -148,5 +200,18 @@ fn decode(r: &AnyRow) -> Result<JobRun, StoreError> {
             repaired: count("repaired")?,
         },
         error: r.try_get("error")?,
+        details: r
+            .try_get::<Option<String>, _>("details")?
+            .and_then(|t| serde_json::from_str(&t).ok()),
     })
+}
+
+/// A run's details as stored: the JSON, or a note when it is too large to keep.
+fn details_text(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    if text.len() <= MAX_DETAILS {
+        text
+    } else {
+        serde_json::json!({"truncated": true, "bytes": text.len()}).to_string()
+    }
 }

@@ -256,6 +256,46 @@ impl Store {
         rows.iter().map(decode_practitioner).collect()
     }
 
+    /// The organizations each clinic system publishes schedules for, as (source, org): those
+    /// whose practitioners the gateway keeps.
+    pub async fn schedule_organizations(&self) -> Result<Vec<(String, Oid)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT source, org_oid FROM practitioners ORDER BY source, org_oid",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("source")?,
+                    organization(r, "practitioners.org_oid")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Every slot of `org` from `source` starting in `[from, to)` (epoch ms), withdrawn ones
+    /// too: what a reconciliation compares with the clinic system.
+    pub async fn slots_of(
+        &self,
+        source: &str,
+        org: &Oid,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Slot>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, org_oid, practitioner_id, specialty_code, start_at, end_at, status, channels, source \
+             FROM slots WHERE source = $1 AND org_oid = $2 AND start_at >= $3 AND start_at < $4",
+        )
+        .bind(source.to_string())
+        .bind(org.to_string())
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(decode_slot).collect()
+    }
+
     /// Sets the status of slots by id; returns how many changed.
     pub async fn set_slots_status(
         &self,

@@ -78,7 +78,7 @@ async fn a_run_whose_replica_died_fails_and_the_next_runs() {
         .claim_run(
             JOB,
             now - 60_000,
-            false,
+            medgate::model::job::RunKind::Tick,
             "dead-replica",
             now - 60_000,
             now - 1,
@@ -185,7 +185,7 @@ async fn a_job_runs_from_the_command_line() {
     let runs = store.job_runs(JOB, 10).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert!(
-        runs[0].manual && runs[0].outcome == RunOutcome::Ok,
+        runs[0].kind == medgate::model::job::RunKind::Manual && runs[0].outcome == RunOutcome::Ok,
         "{runs:?}"
     );
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_medgate"))
