@@ -20,7 +20,7 @@ use crate::exchange::{TxLog, TxLogHandle};
 use crate::http::tls::TlsReloader;
 use crate::http::{self, AppState, Metrics};
 use crate::jobs::delivery::Delivery;
-use crate::jobs::documents::VerdictPoll;
+use crate::jobs::documents::{DocumentReconciliation, VerdictPoll};
 use crate::jobs::holds::HoldSweeper;
 use crate::jobs::prune::Retention;
 use crate::jobs::reconcile::ScheduleReconciliationJob;
@@ -574,6 +574,7 @@ fn background_jobs(
         ));
         let period = Duration::from_secs((r.callback_timeout_secs / 4).clamp(1, 60));
         jobs.push(Arc::new(VerdictPoll::new(documents.clone(), period)));
+        jobs.push(Arc::new(DocumentReconciliation::new(documents.clone())));
     }
     if !sources.is_empty() {
         jobs.push(Arc::new(ScheduleReconciliationJob::new(

@@ -35,6 +35,22 @@ use crate::store::{Store, StoreError};
 
 /// Outbox destination of registrations.
 pub const DESTINATION: &str = "remd";
+/// Overdue documents asked about per batch.
+const OVERDUE_BATCH: u32 = 200;
+
+/// What a batch of the overdue-verdict poll did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OverduePoll {
+    /// Documents asked about.
+    pub asked: usize,
+    /// Of those, resolved (a verdict recorded) or requeued (the registry did not know them).
+    pub resolved: usize,
+    /// The batch was full: more may be overdue.
+    pub full: bool,
+}
+
+pub use crate::store::documents::DeadLetters;
+
 /// Outbox kind of a registration.
 pub const KIND_REGISTER: &str = "register-document";
 
@@ -750,11 +766,27 @@ impl Documents {
     /// Asks the registry about documents whose verdict is overdue; returns how many were
     /// resolved or requeued.
     pub async fn poll_overdue(&self) -> Result<usize, DocumentError> {
+        Ok(self.poll_overdue_batch().await?.resolved)
+    }
+
+    /// Documents refused for good or out of retries, counted by organization, status and
+    /// error class (who must act): what the document reconciliation reports.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetters>, DocumentError> {
+        Ok(self.store.dead_letter_summary().await?)
+    }
+
+    /// One batch of the overdue-verdict poll: how many were asked about and how many of
+    /// those were resolved or requeued.
+    pub async fn poll_overdue_batch(&self) -> Result<OverduePoll, DocumentError> {
         let Some(link) = &self.remd else {
-            return Ok(0);
+            return Ok(OverduePoll::default());
         };
         let cutoff = self.now() - (link.settings.callback_timeout_secs as i64) * 1000;
-        let overdue = self.store.documents_awaiting_result(cutoff, 200).await?;
+        let overdue = self
+            .store
+            .documents_awaiting_result(cutoff, OVERDUE_BATCH)
+            .await?;
+        let asked = overdue.len();
         let mut handled = 0;
         for doc in overdue {
             match link.registry.registry_item(&doc.id).await {
@@ -794,7 +826,11 @@ impl Documents {
                 }
             }
         }
-        Ok(handled)
+        Ok(OverduePoll {
+            asked,
+            resolved: handled,
+            full: asked == OVERDUE_BATCH as usize,
+        })
     }
 
     /// Rerun of a rejected or dead-lettered document of the caller's organizations: of two

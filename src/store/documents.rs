@@ -66,7 +66,42 @@ const COLUMNS: &str = "id, org_oid, kind_code, kind_version, patient_snils, auth
     doctor_signature, signed_by_gateway, status, emdr_id, registered_at, message_id, \
     error_class, error_codes, error_message, rerun_of, created_at, updated_at";
 
+/// Documents refused for good or out of retries of one organization, status and error
+/// class, and how many.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetters {
+    /// The organization.
+    pub org: String,
+    /// `rejected` or `dead-lettered`.
+    pub status: String,
+    /// Who must act (`data`: the clinic, `gateway`: the operator, ...); empty when unknown.
+    pub error_class: String,
+    /// How many.
+    pub count: i64,
+}
+
 impl Store {
+    /// Rejected and dead-lettered documents counted by organization, status and error class.
+    pub async fn dead_letter_summary(&self) -> Result<Vec<DeadLetters>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT org_oid, status, COALESCE(error_class, '') AS class, COUNT(*) AS n FROM documents \
+             WHERE status IN ('rejected', 'dead-lettered') GROUP BY org_oid, status, error_class \
+             ORDER BY org_oid, status, class",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetters {
+                    org: r.try_get("org_oid")?,
+                    status: r.try_get("status")?,
+                    error_class: r.try_get("class")?,
+                    count: r.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
     /// Stores a document and enqueues its registration, atomically. A document whose UID
     /// exists already is not touched; the existing one is returned.
     pub async fn insert_document(

@@ -30,7 +30,7 @@ const HOLD_SECS: u64 = 4;
 /// How long any one operation keeps retrying before the test calls it lost.
 const GIVE_UP: Duration = Duration::from_secs(300);
 
-fn config(db_url: &str, port: u16, registry: &str, emias: &str) -> String {
+pub(crate) fn config(db_url: &str, port: u16, registry: &str, emias: &str) -> String {
     let keys = format!("{}/tests/fixtures/keys", env!("CARGO_MANIFEST_DIR"));
     let hash = |t: &str| hex::encode(medgate::auth::token_hash(t));
     format!(
@@ -161,7 +161,7 @@ pub(crate) async fn wait_ready(http: &reqwest::Client, port: u16) {
     }
 }
 
-fn document(uid: &str, n: u64) -> Value {
+pub(crate) fn document(uid: &str, n: u64) -> Value {
     use base64::Engine;
     let doc = medgate::codec::cda::sample_document(CLINIC_ORG, "11223344595", "12345678964", n, 0);
     json!({

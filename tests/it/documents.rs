@@ -716,6 +716,86 @@ async fn lost_callback_is_recovered_by_polling_sqlite() {
     lost_callback_is_recovered_by_polling(Backend::Sqlite).await
 }
 
+/// The scheduled document reconciliation (the quick poll switched off): a verdict the
+/// registry decided but whose callback was lost is asked for once overdue, and the dead
+/// letters are summed up by organization and who must act, in the run's record.
+async fn document_reconciliation_recovers_and_sums_up(backend: Backend) {
+    let clock = ManualClock::new();
+    let Setup { t, sim } = setup_clocked(
+        backend,
+        clock.clone(),
+        RemdSimConfig {
+            faults: Faults {
+                lost_callback: 1.0,
+                ..Faults::default()
+            },
+            ..RemdSimConfig::default()
+        },
+        vec![],
+        30,
+        |s| s.jobs.disabled.push("remd-verdict-poll".into()),
+    )
+    .await;
+    let lost = uuid::Uuid::new_v4().to_string();
+    submit(&t, &document_reference(&lost, &cda(8), &[])).await;
+    wait_status(&t, &lost, "sent", 15).await;
+    wait_for("the lost callback", || sim.counters().callbacks_lost == 1).await;
+    // The registry fails the next document; with no retries left it is a dead letter.
+    sim.set_faults(Faults {
+        internal_error: 1.0,
+        ..Faults::default()
+    });
+    let dead = uuid::Uuid::new_v4().to_string();
+    submit(&t, &document_reference(&dead, &cda(9), &[])).await;
+    wait_status(&t, &dead, "dead-lettered", 15).await;
+    sim.set_faults(Faults::default());
+    let run = |t: &TestGateway| {
+        let req = t
+            .http
+            .post(t.url("/api/admin/jobs/document-reconciliation/run"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send();
+        async move {
+            let res = req.await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    // Not overdue yet: nothing asked.
+    let first = run(&t).await;
+    assert_eq!(
+        (first["found"].as_u64(), first["repaired"].as_u64()),
+        (Some(0), Some(0)),
+        "{first}"
+    );
+    clock.advance(Duration::from_secs(120));
+    let second = run(&t).await;
+    assert_eq!(second["outcome"], "ok", "{second}");
+    assert_eq!(
+        (second["found"].as_u64(), second["repaired"].as_u64()),
+        (Some(1), Some(1)),
+        "{second}"
+    );
+    wait_status(&t, &lost, "registered", 15).await;
+    assert_eq!(sim.registrations(&lost), 1);
+    let summary = &second["details"]["dead_letters"][CLINIC_ORG];
+    assert_eq!(summary.as_object().map(|o| o.len()), Some(1), "{second}");
+    // Out of retries on a transient error: the regional operator looks at the registry link.
+    assert_eq!(summary["dead-lettered:retryable"], 1, "{second}");
+    sim.stop().await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_reconciliation_recovers_and_sums_up_postgres() {
+    document_reconciliation_recovers_and_sums_up(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_reconciliation_recovers_and_sums_up_sqlite() {
+    document_reconciliation_recovers_and_sums_up(Backend::Sqlite).await
+}
+
 /// Waits until the history of `uid` has an entry containing `text`.
 async fn wait_event(t: &TestGateway, uid: &str, text: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

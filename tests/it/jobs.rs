@@ -478,7 +478,7 @@ async fn daily_statistics_count_the_days_bookings_sqlite() {
     daily_statistics_count_the_days_bookings(Backend::Sqlite).await
 }
 
-/// Three `medgate serve` processes on one database: every tick of a job due every second
+/// Three `medgate serve` processes on one database: every tick of the jobs due every second
 /// runs once whichever process claims it; the process that took the most ticks is killed
 /// (SIGKILL) in the middle and holds nothing back: the others go on taking the ticks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,7 +500,8 @@ async fn three_processes_share_the_ticks_and_one_killed_holds_nothing_back() {
             format!(
                 "instance = \"replica-{i}\"\n[http]\nbind = \"127.0.0.1:{port}\"\n\
                  [database]\nurl = \"{}\"\nmax_connections = 4\n\
-                 [jobs.schedules]\n\"{JOB}\" = \"{EVERY_SECOND}\"\n",
+                 [jobs.schedules]\n\"{JOB}\" = \"{EVERY_SECOND}\"\n\
+                 \"daily-stats\" = \"{EVERY_SECOND}\"\n",
                 db.url
             ),
         )
@@ -540,13 +541,17 @@ async fn three_processes_share_the_ticks_and_one_killed_holds_nothing_back() {
         let _ = c.wait().await;
     }
 
+    // Every job on its ticks: each tick claimed once, by whichever process came first.
+    for job in [JOB, "daily-stats"] {
+        let runs = store.job_runs(job, 1000).await.unwrap();
+        let ticks: Vec<i64> = runs.iter().map(|r| r.tick_at).rev().collect();
+        assert!(ticks.len() >= 20, "{job}: {} ticks: {ticks:?}", ticks.len());
+        let distinct: BTreeSet<i64> = ticks.iter().copied().collect();
+        assert_eq!(distinct.len(), ticks.len(), "{job}: a tick ran twice");
+        let gaps = ticks.windows(2).filter(|w| w[1] - w[0] != 1000).count();
+        assert!(gaps <= 3, "{job}: ticks missed: {ticks:?}");
+    }
     let runs = store.job_runs(JOB, 1000).await.unwrap();
-    let ticks: Vec<i64> = runs.iter().map(|r| r.tick_at).rev().collect();
-    assert!(ticks.len() >= 20, "{} ticks: {ticks:?}", ticks.len());
-    let distinct: BTreeSet<i64> = ticks.iter().copied().collect();
-    assert_eq!(distinct.len(), ticks.len(), "a tick ran twice");
-    let gaps = ticks.windows(2).filter(|w| w[1] - w[0] != 1000).count();
-    assert!(gaps <= 3, "ticks missed: {ticks:?}");
     let by: BTreeSet<String> = runs.iter().map(process).collect();
     assert!(by.iter().all(|p| p.starts_with("replica-")), "{by:?}");
     assert!(by.len() >= 2, "another process took over: {by:?}");
@@ -559,4 +564,108 @@ async fn three_processes_share_the_ticks_and_one_killed_holds_nothing_back() {
         !after.is_empty() && !after.contains(&busiest),
         "the survivors went on without {busiest}: {after:?}"
     );
+}
+
+/// Three `medgate serve` processes on one database compete for the registry's outbox (the
+/// registry refusing now and then, so items go round again): every document is registered,
+/// each exactly once (the registry simulator counts), and more than one process delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_deliver_each_outbox_item_once() {
+    use medgate::sim::remd::{Faults, RemdSim, RemdSimConfig};
+    let registry = RemdSim::start(RemdSimConfig {
+        gateway_token: REMD_TOKEN.into(),
+        check: Some(std::sync::Arc::new(medgate::sim::remd::CryptoCheck)),
+        verdict_delay: Duration::from_millis(5),
+        faults: Faults {
+            rate_limit: 0.1,
+            internal_error: 0.1,
+            ..Faults::default()
+        },
+        ..RemdSimConfig::default()
+    })
+    .unwrap();
+    let mis = medgate::sim::emias::EmiasSim::start(medgate::sim::emias::Region::demo(
+        chrono::Utc::now().date_naive(),
+    ))
+    .unwrap();
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.store().await;
+    medgate::demo::seed(&store).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut children = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let path = dir.path().join(format!("replica-{i}.toml"));
+        let config = crate::crash::config(&db.url, port, &registry.url, &mis.url)
+            .replace("max_connections = 24", "max_connections = 6");
+        std::fs::write(
+            &path,
+            format!("instance = \"replica-{i}\"\n{config}\n[jobs]\nworker_window_secs = 1\n"),
+        )
+        .unwrap();
+        children.push(crate::crash::spawn(&path));
+        ports.push(port);
+    }
+    let http = reqwest::Client::new();
+    for port in &ports {
+        crate::crash::wait_ready(&http, *port).await;
+    }
+    let uids: Vec<String> = (0..60).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for (n, uid) in uids.iter().enumerate() {
+        let port = ports[n % 3];
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/fhir/DocumentReference"))
+            .bearer_auth(CLINIC_TOKEN)
+            .json(&crate::crash::document(uid, n as u64))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while registry.counters().registered < uids.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "registered {} of {}",
+            registry.counters().registered,
+            uids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The workers' last windows close on their next steps.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for c in &mut children {
+        let _ = c.start_kill();
+        let _ = c.wait().await;
+    }
+    for uid in &uids {
+        assert_eq!(registry.registrations(uid), 1, "{uid}");
+    }
+    assert!(registry.registered_twice().is_empty());
+    let c = registry.counters();
+    assert_eq!(c.registered, uids.len() as u64, "{c:?}");
+    // The registry's refusals made items go round again: received more than registered.
+    assert!(c.received > c.registered, "{c:?}");
+    let delivered: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT replica, repaired FROM job_runs WHERE job = 'deliver:remd' AND manual = 2",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let by: BTreeSet<&str> = delivered
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .filter_map(|(r, _)| r.rsplit_once('-').map(|(p, _)| p))
+        .collect();
+    assert!(
+        by.len() >= 2,
+        "one process delivered everything: {delivered:?}"
+    );
+    mis.stop().await;
+    registry.stop().await;
 }
