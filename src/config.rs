@@ -276,6 +276,10 @@ pub struct ReferralSettings {
     /// operator (a rule may say otherwise).
     #[serde(default = "default_answer_hours")]
     pub answer_within_hours: u32,
+    /// Days before an accepted referral that is not booked lapses when the referring
+    /// organization is reminded (once); 0: no reminders.
+    #[serde(default = "default_remind_days")]
+    pub remind_days_before: u32,
     /// What each target organization accepts.
     #[serde(default)]
     pub rules: Vec<AcceptanceRuleSettings>,
@@ -283,6 +287,10 @@ pub struct ReferralSettings {
 
 fn default_answer_hours() -> u32 {
     72
+}
+
+fn default_remind_days() -> u32 {
+    3
 }
 
 fn default_referral_validity() -> u32 {
@@ -297,6 +305,7 @@ impl Default for ReferralSettings {
             notify_timeout_secs: default_notify_timeout(),
             notify_retry_schedule_secs: default_booking_retries(),
             answer_within_hours: default_answer_hours(),
+            remind_days_before: default_remind_days(),
             rules: Vec::new(),
         }
     }

@@ -1,6 +1,7 @@
 //! Referral upkeep: open referrals whose validity ended become expired, booked referrals
 //! whose visit was cancelled return to accepted (the referring organization is told of
-//! both), and referrals the target leaves unanswered too long go to the region's operator.
+//! both), referrals the target leaves unanswered too long go to the region's operator, and
+//! the referring organization is reminded of accepted referrals about to lapse unbooked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,13 +51,18 @@ impl Job for ReferralUpkeep {
                 .escalate_unanswered(BATCH)
                 .await
                 .map_err(|e| e.to_string())?;
-            if expired + released + escalated > 0 {
-                tracing::info!(expired, released, escalated, "referrals kept up");
+            let reminded = self
+                .referrals
+                .remind_expiring(BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            if expired + released + escalated + reminded > 0 {
+                tracing::info!(expired, released, escalated, reminded, "referrals kept up");
             }
             Ok(Tick {
                 report: None,
-                handled: (expired + released + escalated) as usize,
-                more: [expired, released, escalated]
+                handled: (expired + released + escalated + reminded) as usize,
+                more: [expired, released, escalated, reminded]
                     .iter()
                     .any(|n| *n >= u64::from(BATCH)),
             })

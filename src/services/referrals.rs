@@ -399,6 +399,7 @@ pub struct Referrals {
     rules: Arc<[AcceptanceRule]>,
     validity_days: u32,
     answer_within_hours: u32,
+    remind_days_before: u32,
     notifier: Option<Arc<dyn Notifier>>,
     retries: Arc<[u64]>,
     wake: Arc<Notify>,
@@ -427,6 +428,7 @@ impl Referrals {
             rules: rules.into(),
             validity_days: settings.validity_days,
             answer_within_hours: settings.answer_within_hours,
+            remind_days_before: settings.remind_days_before,
             notifier,
             retries: settings.notify_retry_schedule_secs.clone().into(),
             wake: Arc::new(Notify::new()),
@@ -1666,6 +1668,36 @@ impl Referrals {
             }
         }
         Ok(escalated)
+    }
+
+    /// Reminds the referring organization of accepted referrals not yet booked whose
+    /// validity ends within the configured days (once each, recorded in the referral's
+    /// history); returns how many.
+    pub async fn remind_expiring(&self, limit: u32) -> Result<u64, ReferralError> {
+        if self.remind_days_before == 0 {
+            return Ok(0);
+        }
+        let now = self.clock.now_ms();
+        let until = now + i64::from(self.remind_days_before) * crate::model::time::DAY_MS;
+        let mut reminded = 0;
+        for r in self.store.expiring_unbooked(now, until, limit).await? {
+            let reason = format!(
+                "not booked and valid until {}: the referring organization is reminded",
+                crate::model::time::from_ms(r.valid_until).to_rfc3339()
+            );
+            let event = gateway_event(r.id.clone(), now, ReferralStatus::Accepted, reason);
+            let notice = self.notice_for(
+                &r,
+                &event,
+                r.requester_org.as_str(),
+                "referral-expiring".into(),
+            );
+            if self.store.remind_referral(&event, notice.as_ref()).await? {
+                reminded += 1;
+                self.wake_if(notice.is_some());
+            }
+        }
+        Ok(reminded)
     }
 
     /// One step of the expiry job: open referrals (not booked) whose validity ended

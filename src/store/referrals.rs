@@ -416,6 +416,52 @@ impl Store {
         .await
     }
 
+    /// Accepted referrals, not booked and not yet reminded of, whose validity ends in
+    /// `[now, until)`, at most `limit`.
+    pub async fn expiring_unbooked(
+        &self,
+        now: i64,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<Referral>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM referrals WHERE status = 'accepted' AND peer IS NULL \
+             AND reminded_at IS NULL AND valid_until >= $1 AND valid_until < $2 \
+             ORDER BY valid_until LIMIT {}",
+            limit.clamp(1, 10_000)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now)
+            .bind(until)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Marks an accepted referral reminded of, records the event and queues the reminder,
+    /// in one transaction; `false` when it moved or was reminded of meanwhile.
+    pub async fn remind_referral(
+        &self,
+        event: &ReferralEvent,
+        notice: Option<&NewOutboxItem>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query(
+            "UPDATE referrals SET reminded_at = $2, updated_at = $2 \
+             WHERE id = $1 AND status = 'accepted' AND reminded_at IS NULL",
+        )
+        .bind(event.referral_id.clone())
+        .bind(event.at)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        record_move(&mut tx, event, notice.map_or(&[], std::slice::from_ref)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Open referrals (not booked) whose validity ended before `now`, at most `limit`.
     pub async fn lapsed_referrals(
         &self,

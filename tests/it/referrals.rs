@@ -814,6 +814,52 @@ async fn expired_referrals_move_no_further_sqlite() {
     expired_referrals_move_no_further(Backend::Sqlite).await
 }
 
+/// An accepted referral nobody booked: three days before it lapses the referring
+/// organization is reminded, once, and the reminder is in the referral's history.
+async fn an_unbooked_referral_is_reminded_of_before_it_lapses(backend: Backend) {
+    let fx = Fx::start(backend).await;
+    let summary = fx.document(CLINIC_ORG, CLINIC_TOKEN, 3).await;
+    let (s, request) = fx
+        .refer(&referral(Some(CENTRE), "I50.1", &[&summary]))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{request}");
+    let id = request["id"].as_str().unwrap().to_string();
+    let (s, out) = fx.move_task(CENTRE_TOKEN, &id, task("accepted")).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    // Valid for 30 days: not yet within three days of the end.
+    fx.clock.advance(Duration::from_secs(26 * 86_400));
+    assert_eq!(fx.t.step("referral-upkeep").await, 0);
+    fx.clock.advance(Duration::from_secs(2 * 86_400));
+    assert_eq!(fx.t.step("referral-upkeep").await, 1);
+    assert_eq!(fx.t.step("referral-upkeep").await, 0);
+    wait_for("the reminder", || {
+        fx.notes_of(&id).iter().any(|n| {
+            n["organization"] == CLINIC_ORG
+                && n["status"] == "accepted"
+                && n["reason"].as_str().is_some_and(|r| r.contains("reminded"))
+        })
+    })
+    .await;
+    let (_, t) = fx.get(DOCTOR_TOKEN, &format!("/fhir/Task/{id}")).await;
+    assert_eq!(t["status"], "accepted", "{t}");
+    // Then it lapses as any other.
+    fx.clock.advance(Duration::from_secs(3 * 86_400));
+    assert_eq!(fx.t.step("referral-upkeep").await, 1);
+    let (_, t) = fx.get(DOCTOR_TOKEN, &format!("/fhir/Task/{id}")).await;
+    assert_eq!(t["businessStatus"]["text"], "expired", "{t}");
+    fx.t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbooked_referral_is_reminded_of_before_it_lapses_postgres() {
+    an_unbooked_referral_is_reminded_of_before_it_lapses(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbooked_referral_is_reminded_of_before_it_lapses_sqlite() {
+    an_unbooked_referral_is_reminded_of_before_it_lapses(Backend::Sqlite).await
+}
+
 /// A patient's own request for a tele-consultation (through the citizen portal) waits for
 /// the attending doctor: the centre cannot act on it; the doctor confirms it, attaching the
 /// documents the centre's rules require (checked then: without them it stays a request),
