@@ -19,6 +19,7 @@ use crate::exchange::partners::{Partners, COOL_DOWN, TRIP_AFTER};
 use crate::exchange::{TxLog, TxLogHandle};
 use crate::http::tls::TlsReloader;
 use crate::http::{self, AppState, Metrics};
+use crate::jobs::appeals::AppealDeadlines;
 use crate::jobs::delivery::Delivery;
 use crate::jobs::documents::{DocumentReconciliation, VerdictPoll};
 use crate::jobs::holds::HoldSweeper;
@@ -28,6 +29,10 @@ use crate::jobs::referrals::ReferralUpkeep;
 use crate::jobs::schedules::ScheduleRound;
 use crate::jobs::{Job, Jobs};
 use crate::model::time::{system_clock, SharedClock};
+use crate::services::appeals::{
+    Appeals, NOTIFY_DESTINATION as APPEAL_NOTIFY_DESTINATION,
+    REPLY_DESTINATION as APPEAL_REPLY_DESTINATION,
+};
 use crate::services::booking::{Booking, MIS_DESTINATION, NOTIFY_DESTINATION};
 use crate::services::documents::{Documents, RegistryLink, DESTINATION as REMD_DESTINATION};
 use crate::services::federation::{Federation, PEER_DESTINATION};
@@ -172,6 +177,7 @@ impl Gateway {
                 referrals.with_federation(federation, Arc::new(peers))
             }
         };
+        let appeals = appeals_service(&settings, &store, &clock)?;
         let all_jobs = background_jobs(
             &settings,
             &store,
@@ -180,6 +186,7 @@ impl Gateway {
                 booking: &booking,
                 documents: &documents,
                 referrals: &referrals,
+                appeals: &appeals,
             },
             sources,
             &partners,
@@ -219,6 +226,7 @@ impl Gateway {
             booking,
             documents,
             referrals,
+            appeals,
             schedules: Schedules::new(store.clone(), clock),
             operations: Operations::new(store.clone(), txlog.clone()).with_jobs(board),
             clients: ClientRegistry::from_settings(
@@ -439,6 +447,46 @@ struct Services<'a> {
     booking: &'a Booking,
     documents: &'a Documents,
     referrals: &'a Referrals,
+    appeals: &'a Appeals,
+}
+
+/// The appeals service: its calendar in the jobs' time zone, answers back to each channel's
+/// webhook, overdue appeals to the operator's.
+fn appeals_service(
+    settings: &Settings,
+    store: &Store,
+    clock: &SharedClock,
+) -> Result<Appeals, AppError> {
+    let a = &settings.appeals;
+    let timeout = Duration::from_secs(a.timeout_secs);
+    let replies = a
+        .reply_urls
+        .iter()
+        .filter_map(|(channel, url)| {
+            let channel = crate::model::appeal::AppealChannel::parse(channel)?;
+            Some((
+                channel,
+                Arc::new(WebhookNotifier::new(url, timeout)) as Arc<dyn Notifier>,
+            ))
+        })
+        .collect();
+    let operator = a
+        .notify_url
+        .as_ref()
+        .map(|url| Arc::new(WebhookNotifier::new(url, timeout)) as Arc<dyn Notifier>);
+    Appeals::new(
+        store.clone(),
+        a,
+        settings
+            .jobs
+            .time_zone
+            .parse()
+            .map_err(|_| AppError::Keys("jobs.time_zone: not a time zone".into()))?,
+        replies,
+        operator,
+        clock.clone(),
+    )
+    .map_err(|(key, why)| AppError::Keys(format!("{key}: {why}")))
 }
 
 /// Every background job this configuration asks for.
@@ -454,6 +502,7 @@ fn background_jobs(
         booking,
         documents,
         referrals,
+        appeals,
     } = services;
     let deliver = |destination: &str,
                    concurrency: usize,
@@ -575,6 +624,37 @@ fn background_jobs(
         let period = Duration::from_secs((r.callback_timeout_secs / 4).clamp(1, 60));
         jobs.push(Arc::new(VerdictPoll::new(documents.clone(), period)));
         jobs.push(Arc::new(DocumentReconciliation::new(documents.clone())));
+    }
+    jobs.push(Arc::new(AppealDeadlines::new(appeals.clone())));
+    let svc = appeals.clone();
+    let handler: Handler = Arc::new(move |item| {
+        let svc = svc.clone();
+        Box::pin(async move { svc.deliver_reply(item).await })
+    });
+    let appeal_lease = Duration::from_secs(settings.appeals.timeout_secs * 3 + 5);
+    jobs.push(deliver(
+        APPEAL_REPLY_DESTINATION,
+        4,
+        appeal_lease,
+        &settings.appeals.retry_schedule_secs,
+        handler,
+        appeals.queued(),
+    ));
+    // Notices wait in the outbox until the operator's receiver is configured.
+    if appeals.notifies() {
+        let svc = appeals.clone();
+        let handler: Handler = Arc::new(move |item| {
+            let svc = svc.clone();
+            Box::pin(async move { svc.deliver_notice(item).await })
+        });
+        jobs.push(deliver(
+            APPEAL_NOTIFY_DESTINATION,
+            2,
+            appeal_lease,
+            &settings.appeals.retry_schedule_secs,
+            handler,
+            appeals.queued(),
+        ));
     }
     if !sources.is_empty() {
         jobs.push(Arc::new(ScheduleReconciliationJob::new(

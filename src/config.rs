@@ -79,6 +79,105 @@ pub struct Settings {
     /// How long what the gateway keeps is kept (the `retention` job prunes the rest).
     #[serde(default)]
     pub retention: RetentionSettings,
+    /// Citizens' appeals: routing, deadlines, the working-day calendar, where answers and
+    /// escalations go.
+    #[serde(default)]
+    pub appeals: AppealSettings,
+}
+
+/// Citizens' appeals.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppealSettings {
+    /// Days off that would otherwise be working days (`YYYY-MM-DD`), in `jobs.time_zone`.
+    #[serde(default)]
+    pub holidays: Vec<chrono::NaiveDate>,
+    /// Saturdays and Sundays that are working days (a transferred day off).
+    #[serde(default)]
+    pub working_weekends: Vec<chrono::NaiveDate>,
+    /// Working days to answer a complaint about a refusal to accept documents or to
+    /// correct an error in a public service.
+    #[serde(default = "default_refusal_days")]
+    pub refusal_working_days: u32,
+    /// Working days to answer any other complaint about a public service.
+    #[serde(default = "default_complaint_days")]
+    pub complaint_working_days: u32,
+    /// Days to answer a general appeal.
+    #[serde(default = "default_general_days")]
+    pub general_days: u32,
+    /// Days one extension of a general appeal adds (once, with a reason).
+    #[serde(default = "default_general_days")]
+    pub extension_days: u32,
+    /// Minutes to a first answer to a district-chat message.
+    #[serde(default = "default_chat_minutes")]
+    pub chat_minutes: u32,
+    /// Which organization answers appeals of a district (and topic) that name none.
+    #[serde(default)]
+    pub routes: Vec<AppealRouteSettings>,
+    /// Where answers go back, by channel (`portal-complaint`, `district-chat`, `phone`,
+    /// `in-person`): a webhook receiving JSON; an answer for a channel without one is a
+    /// dead letter naming the missing setting.
+    #[serde(default)]
+    pub reply_urls: std::collections::BTreeMap<String, String>,
+    /// Webhook of the ministry's operator, told of overdue appeals; without it the notices
+    /// stay queued until one is configured.
+    #[serde(default)]
+    pub notify_url: Option<String>,
+    /// Seconds to wait for a webhook.
+    #[serde(default = "default_notify_timeout")]
+    pub timeout_secs: u64,
+    /// Delays between attempts to deliver an answer or a notice, in seconds; after the last
+    /// it is a dead letter.
+    #[serde(default = "default_booking_retries")]
+    pub retry_schedule_secs: Vec<u64>,
+}
+
+/// The organization answering a district's appeals (of one topic, or of every topic).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppealRouteSettings {
+    /// The district.
+    pub district: String,
+    /// The topic; absent: every topic not routed by a more specific entry.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// The organization (FRMO OID).
+    pub org: String,
+}
+
+fn default_refusal_days() -> u32 {
+    5
+}
+
+fn default_complaint_days() -> u32 {
+    15
+}
+
+fn default_general_days() -> u32 {
+    30
+}
+
+fn default_chat_minutes() -> u32 {
+    120
+}
+
+impl Default for AppealSettings {
+    fn default() -> Self {
+        AppealSettings {
+            holidays: Vec::new(),
+            working_weekends: Vec::new(),
+            refusal_working_days: default_refusal_days(),
+            complaint_working_days: default_complaint_days(),
+            general_days: default_general_days(),
+            extension_days: default_general_days(),
+            chat_minutes: default_chat_minutes(),
+            routes: Vec::new(),
+            reply_urls: Default::default(),
+            notify_url: None,
+            timeout_secs: default_notify_timeout(),
+            retry_schedule_secs: default_booking_retries(),
+        }
+    }
 }
 
 /// Retention of what the exchange leaves behind. Transaction records themselves are kept as
@@ -928,6 +1027,7 @@ impl Default for Settings {
             federation: None,
             jobs: JobsSettings::default(),
             retention: RetentionSettings::default(),
+            appeals: AppealSettings::default(),
         }
     }
 }

@@ -53,12 +53,21 @@ pub mod scopes {
     /// The daily statistics of the client's organizations.
     pub const STATS_READ: &str = "stats:read";
 
+    /// Taking in citizens' appeals (the portal's complaint service, district chats, call
+    /// centres).
+    pub const APPEALS_SUBMIT: &str = "appeals:submit";
+    /// Appeals routed to the client's organizations, and their statistics.
+    pub const APPEALS_READ: &str = "appeals:read";
+    /// Answering, rerouting and extending appeals of the client's organizations.
+    pub const APPEALS_ANSWER: &str = "appeals:answer";
+
     /// Scopes a held scope implies.
     pub fn implied(held: &str) -> &'static [&'static str] {
         match held {
             APPOINTMENT_WRITE => &[APPOINTMENT_READ],
             REFERRAL_WRITE => &[REFERRAL_READ],
             JOBS_RUN => &[JOBS_READ],
+            APPEALS_ANSWER => &[APPEALS_READ],
             _ => &[],
         }
     }

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod admin;
 pub mod admission;
+pub mod appeals;
 pub mod booking;
 pub mod documents;
 pub mod error;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub booking: Booking,
     /// Referrals service.
     pub referrals: crate::services::referrals::Referrals,
+    /// Citizens' appeals.
+    pub appeals: crate::services::appeals::Appeals,
     /// Directory and schedule reads.
     pub schedules: Schedules,
     /// The gateway's own state: transaction log reads, readiness.
@@ -115,6 +118,7 @@ pub fn route_table() -> impl Iterator<Item = &'static Route> {
         documents::ROUTES,
         hub::ROUTES,
         admin::ROUTES,
+        appeals::ROUTES,
     ]
     .into_iter()
     .flatten()

@@ -5,6 +5,7 @@
 //! database first, so it runs once across replicas, under the job's lock, with its run
 //! recorded ([`Runner`]); one cancellation token stops them all.
 
+pub mod appeals;
 pub mod delivery;
 pub mod documents;
 pub mod holds;

@@ -66,17 +66,20 @@ pub enum AuditEntity {
     TransactionBody,
     /// A referral (with its patient).
     Referral,
+    /// A citizen's appeal (with the citizen's contact and identifiers).
+    Appeal,
 }
 
 impl AuditEntity {
     /// Every entity.
-    pub const ALL: [AuditEntity; 6] = [
+    pub const ALL: [AuditEntity; 7] = [
         AuditEntity::Appointment,
         AuditEntity::Document,
         AuditEntity::Patient,
         AuditEntity::History,
         AuditEntity::TransactionBody,
         AuditEntity::Referral,
+        AuditEntity::Appeal,
     ];
 
     /// Stored name.
@@ -88,6 +91,7 @@ impl AuditEntity {
             AuditEntity::History => "history",
             AuditEntity::TransactionBody => "transaction-body",
             AuditEntity::Referral => "referral",
+            AuditEntity::Appeal => "appeal",
         }
     }
 

@@ -5,6 +5,7 @@
 //! a value of one of these types is valid by construction, and stays typed down to the
 //! database rows.
 
+pub mod appeal;
 pub mod audit;
 pub mod booking;
 pub mod document;

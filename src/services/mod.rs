@@ -2,6 +2,7 @@
 //! booking, schedule source, registry, notifier, signing keys), takes them at construction
 //! and reads time from an injected clock; services never import adapters or the HTTP edge.
 
+pub mod appeals;
 pub mod booking;
 pub mod documents;
 pub mod federation;

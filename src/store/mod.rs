@@ -5,6 +5,7 @@
 //! branch on [`Backend`]. Times are stored as BIGINT epoch milliseconds, identifiers as TEXT
 //! and flags as small integers, which `Any` decodes identically on both backends.
 
+pub mod appeals;
 pub mod appointments;
 pub mod audit;
 pub mod documents;

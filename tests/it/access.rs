@@ -36,6 +36,8 @@ pub(crate) const SCOPES: &[&str] = &[
     "referral:propose",
     "jobs:run",
     "stats:read",
+    "appeals:submit",
+    "appeals:answer",
 ];
 /// The organization the owner refers its patients to (publishes no acceptance rules).
 const REFERRED_TO: &str = "1.2.643.5.1.13.13.12.2.77.7011";
@@ -159,6 +161,11 @@ pub(crate) struct Records {
     /// An accepted referral of the owner to its own organization, and a slot to book it in.
     pub(crate) referral_to_book: String,
     pub(crate) referral_slot: String,
+    /// Appeals routed to the owner: to read, answer, reroute, extend (a general one).
+    pub(crate) appeal: String,
+    pub(crate) appeal_to_answer: String,
+    pub(crate) appeal_to_reroute: String,
+    pub(crate) appeal_general: String,
 }
 
 async fn send(fx: &Fx, token: Option<&str>, r: &Req) -> Seen {
@@ -481,6 +488,67 @@ fn case(
             Other::NotFound,
             CREATED,
         ),
+        // A citizen-facing channel takes in appeals about any organization (a repeat of its
+        // id answers the stored appeal).
+        ("POST", "/fhir/Communication") => (
+            Req::with(
+                Method::POST,
+                pattern,
+                crate::appeals::communication("matrix-new", "district-chat", None, "booking", "North", Some(ORG), 44, None),
+            ),
+            Other::Same,
+            &[200, 201],
+        ),
+        ("GET", "/fhir/Communication") => (Req::get("/fhir/Communication"), Other::Hidden, OK),
+        ("GET", "/fhir/Communication/{id}") => (
+            Req::get(format!("/fhir/Communication/{}", r.appeal)),
+            Other::NotFound,
+            OK,
+        ),
+        ("POST", "/fhir/Communication/{id}/$answer") => (
+            Req::with(
+                Method::POST,
+                format!("/fhir/Communication/{}/$answer", r.appeal_to_answer),
+                json!({"resourceType": "Parameters", "parameter": [{"name": "answer", "valueString": "matrix answer"}]}),
+            ),
+            Other::NotFound,
+            OK,
+        ),
+        ("POST", "/fhir/Communication/{id}/$reroute") => (
+            Req::with(
+                Method::POST,
+                format!("/fhir/Communication/{}/$reroute", r.appeal_to_reroute),
+                json!({"resourceType": "Parameters", "parameter": [{"name": "organization", "valueString": OTHER_ORG}, {"name": "reason", "valueString": "matrix"}]}),
+            ),
+            Other::NotFound,
+            OK,
+        ),
+        ("POST", "/fhir/Communication/{id}/$extend") => (
+            Req::with(
+                Method::POST,
+                format!("/fhir/Communication/{}/$extend", r.appeal_general),
+                json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "matrix"}]}),
+            ),
+            Other::NotFound,
+            OK,
+        ),
+        ("POST", "/soap/appeals") => (
+            Req::soap(
+                "/soap/appeals",
+                "urn:medgate:appeals:v1/SubmitComplaint",
+                format!(
+                    r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><SubmitComplaint xmlns="urn:medgate:appeals:v1"><ComplaintId>matrix-soap</ComplaintId><District>North</District><OrgOid>{ORG}</OrgOid><Topic>queues</Topic><Text>matrix</Text><Contact>matrix@example.test</Contact><Snils>{AUTHOR}</Snils></SubmitComplaint></s:Body></s:Envelope>"#
+                ),
+            ),
+            Other::Same,
+            OK,
+        ),
+        ("GET", "/soap/appeals") => (Req::get("/soap/appeals?wsdl"), Other::Same, OK),
+        ("GET", "/api/admin/appeals/stats") => (
+            Req::get("/api/admin/appeals/stats?from=2020-01-01&to=2099-12-31&by=organization"),
+            Other::Hidden,
+            OK,
+        ),
         _ => return None,
     })
 }
@@ -515,6 +583,15 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
         ("PUT", "/fhir/Task/{id}") => Some((Update, Referral, true)),
         // Booking a referral's visit is the appointment's creation.
         ("POST", "/fhir/ServiceRequest/{id}/$book") => Some((Create, Appointment, true)),
+        ("POST", "/fhir/Communication" | "/soap/appeals") => Some((Create, Appeal, true)),
+        ("GET", "/fhir/Communication") => Some((Search, Appeal, false)),
+        ("GET", "/fhir/Communication/{id}") => Some((Read, Appeal, true)),
+        (
+            "POST",
+            "/fhir/Communication/{id}/$answer"
+            | "/fhir/Communication/{id}/$reroute"
+            | "/fhir/Communication/{id}/$extend",
+        ) => Some((Update, Appeal, true)),
         // Public data, lists without patients, the registry's verdicts, the (masked)
         // trail itself.
         (
@@ -541,7 +618,9 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/api/referrals/rules"
             | "/api/admin/jobs"
             | "/api/admin/jobs/{name}/runs"
-            | "/api/admin/stats",
+            | "/api/admin/stats"
+            | "/soap/appeals"
+            | "/api/admin/appeals/stats",
         ) => None,
         (
             "POST",
@@ -564,6 +643,8 @@ fn hidden_id<'a>(pattern: &str, r: &'a Records) -> &'a str {
         "/api/admin/transactions" => &r.transaction,
         "/api/admin/outbox" => &r.booked,
         "/fhir/ServiceRequest" | "/fhir/Task" => &r.referral,
+        "/fhir/Communication" => &r.appeal,
+        "/api/admin/appeals/stats" => ORG,
         // The owner's organization's figures.
         "/api/admin/stats" => ORG,
         _ => &r.restriction_to_list,
@@ -698,6 +779,34 @@ pub(crate) async fn records(fx: &Fx) -> Records {
         .unwrap();
     // The day's figures, with the owner's bookings in them.
     fx.t.step("daily-stats").await;
+    let appeal = |id: &'static str, channel: &'static str| async move {
+        let v = json_of(
+            fx,
+            OWNER,
+            &Req::with(
+                Method::POST,
+                "/fhir/Communication",
+                crate::appeals::communication(
+                    id,
+                    channel,
+                    None,
+                    "booking",
+                    "North",
+                    Some(ORG),
+                    45,
+                    None,
+                ),
+            ),
+        )
+        .await;
+        v["id"].as_str().unwrap().to_string()
+    };
+    let (appeal_read, appeal_to_answer, appeal_to_reroute, appeal_general) = (
+        appeal("matrix-read", "district-chat").await,
+        appeal("matrix-answer", "district-chat").await,
+        appeal("matrix-reroute", "district-chat").await,
+        appeal("matrix-general", "phone").await,
+    );
     Records {
         slots: slots[..10].to_vec(),
         hold_to_book,
@@ -713,6 +822,10 @@ pub(crate) async fn records(fx: &Fx) -> Records {
         referral_to_cancel,
         referral_to_book,
         referral_slot,
+        appeal: appeal_read,
+        appeal_to_answer,
+        appeal_to_reroute,
+        appeal_general,
     }
 }
 

@@ -291,6 +291,10 @@ fn concrete(pattern: &str, r: &Records) -> String {
         "/api/admin/restrictions/{id}" => r.restriction_to_delete.as_str(),
         "/fhir/ServiceRequest/{id}" | "/fhir/Task/{id}" => r.referral.as_str(),
         "/fhir/ServiceRequest/{id}/$book" => r.referral_to_book.as_str(),
+        "/fhir/Communication/{id}"
+        | "/fhir/Communication/{id}/$answer"
+        | "/fhir/Communication/{id}/$reroute"
+        | "/fhir/Communication/{id}/$extend" => r.appeal.as_str(),
         "/api/admin/jobs/{name}/runs" | "/api/admin/jobs/{name}/run" => {
             return pattern.replace("{name}", "retention")
         }
@@ -372,7 +376,16 @@ fn query_params(method: &str, pattern: &str) -> &'static [&'static str] {
             "cursor",
         ],
         ("GET", "/api/admin/restrictions") => &["organization"],
-        ("GET", "/soap/hub") => &["wsdl"],
+        ("GET", "/soap/hub") | ("GET", "/soap/appeals") => &["wsdl"],
+        ("GET", "/fhir/Communication") => &[
+            "status",
+            "district",
+            "overdue",
+            "sent",
+            "recipient",
+            "_count",
+        ],
+        ("GET", "/api/admin/appeals/stats") => &["from", "to", "by", "format"],
         _ => &[],
     }
 }
@@ -424,6 +437,13 @@ static SOAP_ROUTES: &[SoapRoute] = &[
         action: "getDocumentFile",
         op: "getDocumentFileRequest",
         ns: "http://egisz.rosminzdrav.ru/iehr/emdr/service/",
+    },
+    SoapRoute {
+        path: "/soap/appeals",
+        v12: false,
+        action: "urn:medgate:appeals:v1/AnswerComplaint",
+        op: "AnswerComplaint",
+        ns: "urn:medgate:appeals:v1",
     },
 ];
 
@@ -512,6 +532,22 @@ fn json_base(method: &str, pattern: &str, r: &Records) -> Option<Value> {
         }
         ("POST", "/api/admin/restrictions") => json!({"organization": ORG, "channels": ["kiosk"],
             "from": "2031-01-01", "to": "2031-01-02", "reason": "hostile"}),
+        ("POST", "/fhir/Communication") => crate::appeals::communication(
+            "hostile-1",
+            "district-chat",
+            Some("chat"),
+            "queues",
+            "North",
+            Some(ORG),
+            93,
+            Some("2026-01-10T10:00:00+03:00".into()),
+        ),
+        ("POST", "/fhir/Communication/{id}/$answer") => json!({"resourceType": "Parameters",
+            "parameter": [{"name": "answer", "valueString": "hostile"}]}),
+        ("POST", "/fhir/Communication/{id}/$reroute") => json!({"resourceType": "Parameters",
+            "parameter": [{"name": "organization", "valueString": ORG}, {"name": "reason", "valueString": "hostile"}]}),
+        ("POST", "/fhir/Communication/{id}/$extend") => json!({"resourceType": "Parameters",
+            "parameter": [{"name": "reason", "valueString": "hostile"}]}),
         _ => return None,
     })
 }
@@ -1303,6 +1339,7 @@ fn soap_fields(doctor: &str, r: &Records) -> Vec<Probe> {
     let docs = &SOAP_ROUTES[1];
     let callback = &SOAP_ROUTES[2];
     let provider = &SOAP_ROUTES[3];
+    let appeals = &SOAP_ROUTES[4];
     let pol = policy(91);
     let ops: Vec<SoapOp> = vec![
         (
@@ -1416,6 +1453,29 @@ fn soap_fields(doctor: &str, r: &Records) -> Vec<Probe> {
             "",
             vec![("localUid", r.document.clone())],
         ),
+        (
+            appeals,
+            "SubmitComplaint",
+            "",
+            vec![
+                ("ComplaintId", "hostile-soap".into()),
+                ("Kind", "refusal".into()),
+                ("District", "North".into()),
+                ("OrgOid", ORG.into()),
+                ("Topic", "booking".into()),
+                ("Text", "hostile".into()),
+                ("Contact", "hostile@example.test".into()),
+                ("Snils", "112-233-445 95".into()),
+                ("Policy", pol.clone()),
+                ("Received", "2026-01-10T10:00:00+03:00".into()),
+            ],
+        ),
+        (
+            appeals,
+            "AnswerComplaint",
+            "",
+            vec![("AppealId", r.appeal.clone()), ("Text", "hostile".into())],
+        ),
     ];
     let long = "9".repeat(100_000);
     // NUL is not a character of XML: sent raw all the same.
@@ -1434,6 +1494,8 @@ fn soap_fields(doctor: &str, r: &Records) -> Vec<Probe> {
             format!("http://tempuri.org/IHubService/{op}")
         } else if route.path == "/soap/documents" {
             format!("urn:medgate:documents:v1/{op}")
+        } else if route.path == "/soap/appeals" {
+            format!("urn:medgate:appeals:v1/{op}")
         } else {
             route.action.to_string()
         };

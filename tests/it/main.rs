@@ -2,6 +2,7 @@
 //! database per test. Every test that touches storage runs on PostgreSQL and on SQLite.
 
 mod access;
+mod appeals;
 mod architecture;
 mod booking;
 mod chaos;

@@ -2,6 +2,7 @@
 //! resource, typed from the model), the searchset Bundle, OperationOutcome, and the code
 //! systems and extensions they cite.
 
+pub mod appeal;
 pub mod appointment;
 pub mod audit;
 pub mod bundle;
