@@ -28,6 +28,7 @@ pub fn settings(port: u16, data_dir: &Path) -> Settings {
         retention_days: Some(7),
     }];
     s.referrals.rules = referral_rules();
+    s.appeals.routes = appeal_routes();
     s.clients = vec![ClientSettings {
         id: "demo".into(),
         name: "Demo client (all scopes)".into(),
@@ -242,6 +243,95 @@ pub fn referral_rules() -> Vec<crate::config::AcceptanceRuleSettings> {
     ]
 }
 
+/// Each district's appeals go to its first polyclinic.
+pub fn appeal_routes() -> Vec<crate::config::AppealRouteSettings> {
+    let orgs = organizations();
+    ["Central", "North", "South", "East"]
+        .iter()
+        .filter_map(|d| {
+            let org = orgs.iter().find(|o| o.district == *d)?;
+            Some(crate::config::AppealRouteSettings {
+                district: (*d).into(),
+                topic: None,
+                org: org.oid.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Seeds synthetic appeals across the districts (some answered, some overdue), so the
+/// per-district table has rows on first start; a second start adds nothing. Returns how
+/// many were new.
+pub async fn seed_appeals(appeals: &crate::services::appeals::Appeals) -> Result<usize, String> {
+    use crate::model::appeal::{AppealChannel, AppealKind, AppealTopic};
+    use crate::services::appeals::NewAppeal;
+    let caller = crate::services::Caller {
+        client_id: "demo",
+        operator: true,
+        organizations: &[],
+        regions: &[],
+    };
+    let districts = ["Central", "North", "South", "East"];
+    let now = crate::model::time::now_ms();
+    let mut new = 0;
+    for i in 0..64u32 {
+        let d = (i % 4) as usize;
+        let chat = i % 3 == 0;
+        let (channel, kind, ago_ms) = if chat {
+            (
+                AppealChannel::DistrictChat,
+                AppealKind::Chat,
+                i64::from(i % 5 + 1) * 3_600_000,
+            )
+        } else if i % 3 == 1 {
+            (
+                AppealChannel::PortalComplaint,
+                AppealKind::Complaint,
+                i64::from(i % 25 + 1) * 86_400_000,
+            )
+        } else {
+            (
+                AppealChannel::Phone,
+                AppealKind::General,
+                i64::from(i % 40 + 1) * 86_400_000,
+            )
+        };
+        let topic = AppealTopic::ALL[(i as usize * 7) % AppealTopic::ALL.len()];
+        let (appeal, created) = appeals
+            .submit(
+                caller,
+                NewAppeal {
+                    channel,
+                    external_id: format!("demo-{i}"),
+                    kind: Some(kind),
+                    district: districts[d].into(),
+                    org: None,
+                    topic,
+                    text: format!("Synthetic demo appeal {i} about {topic}."),
+                    contact: format!("demo-citizen-{i}@example.test"),
+                    snils: None,
+                    policy: None,
+                    received_at: Some(now - ago_ms),
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        // Districts answer at different rates: the table has a spread to show.
+        if created && (i as usize + d) % (d + 2) != 0 {
+            appeals
+                .answer(
+                    caller,
+                    &appeal.id,
+                    "Thank you: the clinic has dealt with it (demo).",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        new += usize::from(created);
+    }
+    Ok(new)
+}
+
 /// Seeds the demo data (idempotent).
 pub async fn seed(store: &Store) -> Result<(), StoreError> {
     let mut orgs = organizations();
@@ -411,6 +501,10 @@ impl Demo {
         )
         .await
         .map_err(|e| e.to_string())?;
+        let appeals = seed_appeals(&gateway.state.appeals).await?;
+        if appeals > 0 {
+            println!("  {appeals} synthetic appeals seeded across the districts");
+        }
         let (store, txlog, url, fhir_url) = (
             gateway.store.clone(),
             gateway.state.txlog.clone(),

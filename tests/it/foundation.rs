@@ -887,6 +887,19 @@ async fn demo_binary_becomes_ready() {
     assert_eq!(orgs["entry"].as_array().unwrap().len(), 16);
     let rules = get("/api/referrals/rules").await;
     assert_eq!(rules["rules"].as_array().map(Vec::len), Some(2), "{rules}");
+    // The seeded appeals make a per-district table on first start.
+    let table = get("/api/admin/appeals/stats?from=2020-01-01&to=2099-12-31").await;
+    let districts: Vec<&str> = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(districts.len(), 4, "{table}");
+    assert!(
+        table["rows"][0]["share_answered"].as_f64() > table["rows"][3]["share_answered"].as_f64(),
+        "{table}"
+    );
     // The second region's gateway is a peer: its doctor's referral to a federal centre is
     // checked by the first region's rules, over the peers' mutual-TLS link.
     let sample = std::fs::read(concat!(
