@@ -16,9 +16,11 @@ use crate::config::{
     BodyPolicy, ClientSettings, KeyRole, KeySettings, RemdSettings, Secret, Settings,
 };
 
+mod nsi;
 mod prune;
 mod referrals;
 mod soak;
+pub use nsi::{nsi, NsiBench};
 pub use prune::{prune, PruneBench};
 pub use referrals::{referrals, ReferralBench};
 pub use soak::{soak, OpReport, Operation, SoakBench, SoakReport};

@@ -8,6 +8,7 @@
 pub mod delivery;
 pub mod documents;
 pub mod holds;
+pub mod nsi;
 pub mod prune;
 pub mod referrals;
 pub mod schedules;

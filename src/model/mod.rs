@@ -10,6 +10,7 @@ pub mod booking;
 pub mod document;
 pub mod ids;
 pub mod job;
+pub mod nsi;
 pub mod organization;
 pub mod referral;
 pub mod remd;

@@ -7,6 +7,7 @@ pub mod documents;
 pub mod federation;
 pub mod mis;
 pub mod notify;
+pub mod nsi;
 pub mod operations;
 pub mod referrals;
 pub mod registry;

@@ -15,6 +15,7 @@ mod hostile;
 mod hub;
 mod jobs;
 mod logs;
+mod nsi;
 mod referrals;
 mod schedules;
 mod soak;
