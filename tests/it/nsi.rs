@@ -597,3 +597,57 @@ async fn a_wrong_user_key_fails_the_run_without_retries() {
     sim.stop().await;
     t.stop().await;
 }
+
+/// `medgate job run nsi-sync --config FILE` keeps the configured books from the command
+/// line, as a replica would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_runs_from_the_command_line() {
+    let sim = NsiSim::start(KEY).unwrap();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("medgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n\n[nsi]\nurl = \"{}\"\nuser_key = \"{KEY}\"\n\n\
+             [[nsi.books]]\noid = \"{BOOK_SPECIALTIES}\"\n\n\
+             [[nsi.books]]\noid = \"{BOOK_DOCUMENT_KINDS}\"\nregistry_accepts = [\"5.12\"]\n",
+            db.url, sim.url
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_medgate"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("MEDGATE_")) {
+            cmd.env_remove(k);
+        }
+        cmd.args(["job", "run", "nsi-sync", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("nsi-sync: ok"), "{text}");
+    for book in [BOOK_SPECIALTIES, BOOK_DOCUMENT_KINDS] {
+        let held: Vec<String> = store
+            .nsi_versions(Some(book))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.loaded)
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(held, sim.versions(book), "{book}");
+    }
+    let runs = store.job_runs("nsi-sync", 10).await.unwrap();
+    assert!(runs.len() == 1 && runs[0].manual, "{runs:?}");
+    sim.stop().await;
+}
