@@ -270,6 +270,21 @@ async fn the_sync_keeps_every_version_and_picks_up_drift(backend: Backend) {
     assert!(codes.contains(&"I21.4".to_string()));
     assert_eq!(v["expansion"]["total"].as_u64(), Some(codes.len() as u64));
 
+    // Valid FHIR R4 (checked by an independent model).
+    let read = |path: String| {
+        let t = &t;
+        async move { get(t, &path).await.1 }
+    };
+    crate::schedules::validate_fhir(&[
+        read(format!("/fhir/CodeSystem/{BOOK_SPECIALTIES}-4.12")).await,
+        read(format!("/fhir/CodeSystem/{BOOK_ICD10}-{latest_icd}")).await,
+        read(format!("/fhir/CodeSystem?url={kinds_url}")).await,
+        read(format!(
+            "/fhir/ValueSet/$expand?url={icd_url}&filter=I21&count=3"
+        ))
+        .await,
+    ]);
+
     // Bad parameters are named.
     for (path, status, code, field) in [
         ("/fhir/ValueSet/$expand".to_string(), 400, "REQUIRED", "url"),
