@@ -110,6 +110,8 @@ async fn run(opts: &NsiBench, db_url: &str, backend: &str) -> Result<String, Str
     let skipped_in = again.elapsed();
     let requests = sim.requests();
     sim.stop().await;
+    // The transaction log's writer ends once its last handle (the client's) is gone.
+    drop(service);
     drop(txlog);
     let _ = tokio::time::timeout(Duration::from_secs(5), txlog_task).await;
     if let Some((oid, why)) = first.failed.first().or(second.failed.first()) {
