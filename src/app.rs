@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapters::emias::EmiasClient;
 use crate::adapters::fhir_mis::FhirMisClient;
+use crate::adapters::nsi::NsiClient;
 use crate::adapters::peer::PeerClient;
 use crate::adapters::remd::RemdClient;
 use crate::adapters::webhook::WebhookNotifier;
@@ -38,6 +39,7 @@ use crate::services::documents::{Documents, RegistryLink, DESTINATION as REMD_DE
 use crate::services::federation::{Federation, PEER_DESTINATION};
 use crate::services::mis::MisRegistry;
 use crate::services::notify::Notifier;
+use crate::services::nsi::{Book, ReferenceBooks};
 use crate::services::operations::Operations;
 use crate::services::reconcile::ScheduleReconciliation;
 use crate::services::referrals::{Referrals, NOTIFY_DESTINATION as REFERRAL_NOTIFY_DESTINATION};
@@ -135,7 +137,10 @@ impl Gateway {
         partners
             .register(metrics.registry())
             .map_err(|e| AppError::Keys(format!("metrics: {e}")))?;
-        let documents = documents(&settings, &store, &txlog, &clock, &partners).await?;
+        let reference_books = reference_books(&settings, &store, &txlog, &clock, &partners);
+        let documents = documents(&settings, &store, &txlog, &clock, &partners)
+            .await?
+            .with_reference_books(reference_books.clone());
         let (mis, sources) = clinic_systems(&settings, &txlog, &partners);
         let notifier = settings.booking.notify_url.as_ref().map(|url| {
             Arc::new(WebhookNotifier::new(
@@ -166,7 +171,8 @@ impl Gateway {
                 )) as Arc<dyn Notifier>
             }),
             clock.clone(),
-        );
+        )
+        .with_reference_books(reference_books.clone());
         let referrals = match &settings.federation {
             None => referrals,
             Some(f) => {
@@ -186,6 +192,7 @@ impl Gateway {
                 booking: &booking,
                 documents: &documents,
                 referrals: &referrals,
+                reference_books: &reference_books,
                 appeals: &appeals,
             },
             sources,
@@ -226,6 +233,7 @@ impl Gateway {
             booking,
             documents,
             referrals,
+            reference_books,
             appeals,
             schedules: Schedules::new(store.clone(), clock),
             operations: Operations::new(store.clone(), txlog.clone()).with_jobs(board),
@@ -415,6 +423,37 @@ async fn documents(
     ))
 }
 
+/// The reference books: read from the store always, kept from the reference-book service
+/// (and checked against) when `[nsi]` is configured.
+fn reference_books(
+    settings: &Settings,
+    store: &Store,
+    txlog: &TxLog,
+    clock: &SharedClock,
+    partners: &Partners,
+) -> ReferenceBooks {
+    let books = ReferenceBooks::new(store.clone(), clock.clone());
+    let Some(n) = &settings.nsi else {
+        return books;
+    };
+    let client = NsiClient::new(n, txlog.clone()).with_partners(partners.clone());
+    // The configuration was validated: every OID parses.
+    let kept = n
+        .books
+        .iter()
+        .filter_map(|b| {
+            Some(Book {
+                oid: crate::model::Oid::parse(&b.oid).ok()?,
+                name: b.name.clone(),
+                accepts: b.registry_accepts.clone(),
+                code_column: b.code_column.clone(),
+                display_column: b.display_column.clone(),
+            })
+        })
+        .collect();
+    books.with_source(Arc::new(client), kept, n.page_size)
+}
+
 /// The configured clinic systems: where bookings go and where schedules come from.
 fn clinic_systems(
     settings: &Settings,
@@ -447,6 +486,7 @@ struct Services<'a> {
     booking: &'a Booking,
     documents: &'a Documents,
     referrals: &'a Referrals,
+    reference_books: &'a ReferenceBooks,
     appeals: &'a Appeals,
 }
 
@@ -502,6 +542,7 @@ fn background_jobs(
         booking,
         documents,
         referrals,
+        reference_books,
         appeals,
     } = services;
     let deliver = |destination: &str,
@@ -546,6 +587,11 @@ fn background_jobs(
             booking.referral_visit_cancelled(),
         )),
     ];
+    if reference_books.syncs() {
+        jobs.push(Arc::new(crate::jobs::nsi::NsiSync::new(
+            reference_books.clone(),
+        )));
+    }
     // Notices wait in the outbox until a receiver is configured.
     if settings.referrals.notify_url.is_some() {
         let svc = referrals.clone();

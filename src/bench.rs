@@ -16,10 +16,12 @@ use crate::config::{
     BodyPolicy, ClientSettings, KeyRole, KeySettings, RemdSettings, Secret, Settings,
 };
 
+mod nsi;
 mod prune;
 mod reconcile;
 mod referrals;
 mod soak;
+pub use nsi::{nsi, NsiBench};
 pub use prune::{prune, PruneBench};
 pub use reconcile::{reconcile, ReconcileBench};
 pub use referrals::{referrals, ReferralBench};

@@ -79,10 +79,96 @@ pub struct Settings {
     /// How long what the gateway keeps is kept (the `retention` job prunes the rest).
     #[serde(default)]
     pub retention: RetentionSettings,
+    /// The Ministry's reference-book service (NSI) and the books kept from it; absent: no
+    /// sync, and documents and referrals are not checked against reference books.
+    #[serde(default)]
+    pub nsi: Option<NsiSettings>,
     /// Citizens' appeals: routing, deadlines, the working-day calendar, where answers and
     /// escalations go.
     #[serde(default)]
     pub appeals: AppealSettings,
+}
+
+/// The federal reference-book service (FNSI REST, `/port/rest/...`) and the books the
+/// `nsi-sync` job keeps, every version of each.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NsiSettings {
+    /// Base URL of the service, e.g. `https://nsi.rosminzdrav.ru` (the gateway calls
+    /// `<url>/port/rest/versions`, `passport` and `data`).
+    pub url: String,
+    /// The user key the service issued (sent as `userKey`).
+    pub user_key: Secret,
+    /// Seconds to wait for one answer.
+    #[serde(default = "default_nsi_timeout")]
+    pub timeout_secs: u64,
+    /// Rows asked for per data page (1 to 500, the federal service's largest page).
+    #[serde(default = "default_nsi_page_size")]
+    pub page_size: u32,
+    /// Attempts per request when the service fails (5xx, no answer); then the sync of the
+    /// book fails, to be tried again on the next run.
+    #[serde(default = "default_nsi_attempts")]
+    pub attempts: u32,
+    /// The books kept.
+    #[serde(default = "default_nsi_books")]
+    pub books: Vec<NsiBookSettings>,
+}
+
+/// One reference book the gateway keeps.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NsiBookSettings {
+    /// The book's OID, e.g. `1.2.643.5.1.13.13.11.1522`.
+    pub oid: String,
+    /// A name for logs; absent: the passport's.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The versions the document registry accepts (documents citing another are refused);
+    /// absent: every kept version.
+    #[serde(default)]
+    pub registry_accepts: Option<Vec<String>>,
+    /// The column holding the code; absent: the book's usual one (`MKB_CODE` for ICD-10),
+    /// else the passport's primary key.
+    #[serde(default)]
+    pub code_column: Option<String>,
+    /// The column holding the name; absent: the first of `NAME`, `MKB_NAME`, `NAME_FULL`
+    /// the passport lists.
+    #[serde(default)]
+    pub display_column: Option<String>,
+}
+
+fn default_nsi_timeout() -> u64 {
+    30
+}
+
+fn default_nsi_page_size() -> u32 {
+    500
+}
+
+fn default_nsi_attempts() -> u32 {
+    3
+}
+
+/// Specialties, document kinds, ICD-10 and the register of organizations.
+fn default_nsi_books() -> Vec<NsiBookSettings> {
+    use crate::model::nsi::{
+        BOOK_DOCUMENT_KINDS, BOOK_ICD10, BOOK_ORGANIZATIONS, BOOK_SPECIALTIES,
+    };
+    [
+        BOOK_SPECIALTIES,
+        BOOK_DOCUMENT_KINDS,
+        BOOK_ICD10,
+        BOOK_ORGANIZATIONS,
+    ]
+    .into_iter()
+    .map(|oid| NsiBookSettings {
+        oid: oid.into(),
+        name: None,
+        registry_accepts: None,
+        code_column: None,
+        display_column: None,
+    })
+    .collect()
 }
 
 /// Citizens' appeals.
@@ -1028,6 +1114,7 @@ impl Default for Settings {
             jobs: JobsSettings::default(),
             retention: RetentionSettings::default(),
             appeals: AppealSettings::default(),
+            nsi: None,
         }
     }
 }
@@ -1364,12 +1451,65 @@ impl Settings {
                 );
             }
         }
+        if let Some(n) = &self.nsi {
+            if let Err((key, why)) = n.check() {
+                return bad(&key, &why);
+            }
+        }
         for (i, r) in self.transaction_log.routes.iter().enumerate() {
             if !r.prefix.starts_with('/') {
                 return bad(
                     &format!("transaction_log.routes[{i}].prefix"),
                     "must start with /",
                 );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NsiSettings {
+    /// Rules types alone cannot express; the error names the key at fault.
+    fn check(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, why: &str| Err((format!("nsi.{key}"), why.to_string()));
+        if !matches!(
+            url::Url::parse(&self.url)
+                .map(|u| u.scheme().to_string())
+                .as_deref(),
+            Ok("http" | "https")
+        ) {
+            return bad("url", "must be an absolute http(s) URL");
+        }
+        if self.user_key.expose().trim().is_empty() {
+            return bad("user_key", "must not be empty");
+        }
+        if self.timeout_secs == 0 {
+            return bad("timeout_secs", "must be at least 1");
+        }
+        if !(1..=500).contains(&self.page_size) {
+            return bad("page_size", "must be 1 to 500");
+        }
+        if !(1..=10).contains(&self.attempts) {
+            return bad("attempts", "must be 1 to 10");
+        }
+        if self.books.is_empty() {
+            return bad("books", "name at least one book, or leave [nsi] out");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, b) in self.books.iter().enumerate() {
+            if let Err(e) = crate::model::Oid::parse(&b.oid) {
+                return bad(&format!("books[{i}].oid"), &e.to_string());
+            }
+            if !seen.insert(b.oid.as_str()) {
+                return bad(&format!("books[{i}].oid"), "the book is named twice");
+            }
+            if let Some(accepts) = &b.registry_accepts {
+                if accepts.is_empty() || accepts.iter().any(|v| v.trim().is_empty()) {
+                    return bad(
+                        &format!("books[{i}].registry_accepts"),
+                        "give the versions (non-empty), or leave it out to accept every kept version",
+                    );
+                }
             }
         }
         Ok(())

@@ -43,6 +43,39 @@ pub fn settings(port: u16, data_dir: &Path) -> Settings {
     s
 }
 
+/// The user key the demo's reference-book simulator issues to the demo gateway.
+pub const DEMO_NSI_KEY: &str = "demo-nsi-user-key";
+
+/// Points the demo gateway at a reference-book simulator: the four federal books, every
+/// version kept, document kinds of versions 5.12 and 5.13 accepted by the registry.
+pub fn with_reference_books(mut s: Settings, nsi_url: &str) -> Settings {
+    use crate::config::{NsiBookSettings, NsiSettings};
+    use crate::model::nsi::{
+        BOOK_DOCUMENT_KINDS, BOOK_ICD10, BOOK_ORGANIZATIONS, BOOK_SPECIALTIES,
+    };
+    let book = |oid: &str, accepts: Option<&[&str]>| NsiBookSettings {
+        oid: oid.into(),
+        name: None,
+        registry_accepts: accepts.map(|a| a.iter().map(|v| v.to_string()).collect()),
+        code_column: None,
+        display_column: None,
+    };
+    s.nsi = Some(NsiSettings {
+        url: nsi_url.to_string(),
+        user_key: Secret::new(DEMO_NSI_KEY),
+        timeout_secs: 30,
+        page_size: 500,
+        attempts: 3,
+        books: vec![
+            book(BOOK_SPECIALTIES, None),
+            book(BOOK_DOCUMENT_KINDS, Some(&["5.12", "5.13"])),
+            book(BOOK_ICD10, None),
+            book(BOOK_ORGANIZATIONS, None),
+        ],
+    });
+    s
+}
+
 /// The organization whose keys the demo holds.
 pub const DEMO_ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";
 /// The demo doctor's (fake, checksum-valid) SNILS.
@@ -412,6 +445,7 @@ pub struct Demo {
     registry: crate::sim::remd::RemdSim,
     mis: crate::sim::emias::EmiasSim,
     fhir_mis: crate::sim::fhir_mis::FhirMisSim,
+    nsi: crate::sim::nsi::NsiSim,
 }
 
 impl Demo {
@@ -435,6 +469,8 @@ impl Demo {
         let fhir_clinics = fhir_region.clinics.clone();
         let fhir_mis = crate::sim::fhir_mis::FhirMisSim::start(fhir_region)
             .map_err(|e| format!("FHIR clinic MIS simulator: {e}"))?;
+        let nsi = crate::sim::nsi::NsiSim::start(DEMO_NSI_KEY)
+            .map_err(|e| format!("reference-book simulator: {e}"))?;
         let keys = ensure_keys(data_dir)?;
         let members = [("msk", "77"), ("spb", SECOND_REGION)]
             .map(|(name, region)| {
@@ -456,7 +492,8 @@ impl Demo {
             pki.settings(&members[1], &members),
         )
         .await?;
-        let mut settings = with_registry(settings, &registry.url, keys);
+        let mut settings =
+            with_reference_books(with_registry(settings, &registry.url, keys), &nsi.url);
         settings.federation = Some(pki.settings(&members[0], &members));
         settings.emias = Some(crate::config::EmiasSettings {
             url: mis.url.clone(),
@@ -505,6 +542,21 @@ impl Demo {
         if appeals > 0 {
             println!("  {appeals} synthetic appeals seeded across the districts");
         }
+        // The reference books once at start (then nightly), so the demo has them at hand.
+        let books = gateway.state.reference_books.clone();
+        tokio::spawn(async move {
+            let report = books.sync_all().await;
+            println!(
+                "  reference books synchronized from the NSI simulator: {} books, {} rows{}",
+                report.books.len(),
+                report.rows(),
+                if report.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} failed: {:?})", report.failed.len(), report.failed)
+                }
+            );
+        });
         let (store, txlog, url, fhir_url) = (
             gateway.store.clone(),
             gateway.state.txlog.clone(),
@@ -570,6 +622,7 @@ impl Demo {
             registry,
             mis,
             fhir_mis,
+            nsi,
         })
     }
 
@@ -578,10 +631,11 @@ impl Demo {
         let url = self.gateway.url();
         let t = DEMO_TOKEN;
         println!(
-            "medgate demo on {url}\n  demo client token: {t}\n  registry simulator: {}\n  city MIS simulator: {}\n  FHIR clinic MIS simulator: {}\n  \
+            "medgate demo on {url}\n  demo client token: {t}\n  registry simulator: {}\n  city MIS simulator: {}\n  FHIR clinic MIS simulator: {}\n  reference-book (NSI) simulator: {}/port/rest\n  \
              try: curl -H 'Authorization: Bearer {t}' {url}/fhir/Organization\n  \
              free slots: curl -H 'Authorization: Bearer {t}' '{url}/fhir/Slot?organization={DEMO_ORG}&status=free&_count=5'\n  \
              book one: see README (FHIR $find/$book, or the SOAP hub: WSDL at {url}/soap/hub?wsdl)\n  \
+             reference books: curl -H 'Authorization: Bearer {t}' '{url}/fhir/ValueSet/$expand?url=urn:oid:1.2.643.5.1.13.13.11.1005&filter=I21&count=5'\n  \
              submit a document: curl -H 'Authorization: Bearer {t}' -H 'Content-Type: application/fhir+json' --data @adapters/remd/samples/document-reference.json {url}/fhir/DocumentReference\n  \
              second region ({SECOND_REGION}), a peer of this one: {} (same token; peers meet over mutual TLS, CA {})\n  \
              follow a referral across regions: README, \"Referrals across regions\"\n  \
@@ -589,6 +643,7 @@ impl Demo {
             self.registry.url,
             self.mis.url,
             self.fhir_mis.url,
+            self.nsi.url,
             self.peer.url(),
             self.federation_ca
         );
@@ -602,6 +657,7 @@ impl Demo {
             registry,
             mis,
             fhir_mis,
+            nsi,
             ..
         } = self;
         let result = gateway.run_until_stopped().await.map_err(|e| e.to_string());
@@ -609,6 +665,7 @@ impl Demo {
         registry.stop().await;
         mis.stop().await;
         fhir_mis.stop().await;
+        nsi.stop().await;
         result
     }
 }

@@ -216,6 +216,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 0.01)]
         drift: f64,
     },
+    /// The reference-book sync: ICD-10 (about 17,000 rows a version) from the NSI
+    /// simulator into a fresh store, through the adapter and the service.
+    Nsi {
+        /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped);
+        /// without it, a SQLite file in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Which versions: all three, or only the latest.
+        #[arg(long, default_value = "all", value_parser = ["all", "latest"])]
+        versions: String,
+        /// Rows per data page (1 to 500).
+        #[arg(long, default_value_t = 500)]
+        page_size: u32,
+    },
     /// Full schedule sync of a simulated city MIS into a fresh PostgreSQL database.
     Sync {
         /// PostgreSQL URL allowed to create a database (a fresh one is made and dropped).
@@ -500,6 +514,23 @@ async fn run(cli: Cli) -> Result<(), String> {
                 pg_admin_url: pg,
                 slots,
                 drift,
+            })
+            .await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Nsi {
+                    database_url,
+                    versions,
+                    page_size,
+                },
+        } => {
+            let report = medgate::bench::nsi(medgate::bench::NsiBench {
+                pg_admin_url: database_url,
+                all_versions: versions == "all",
+                page_size: page_size.clamp(1, 500),
             })
             .await?;
             println!("{report}");

@@ -110,7 +110,12 @@ where
     E: From<NoAnswer> + std::fmt::Display,
 {
     let started = Instant::now();
-    let mut call = OutboundCall::new(req.adapter, &req.operation, req.url, req.correlation_id);
+    let mut call = OutboundCall::new(
+        req.adapter,
+        &req.operation,
+        &redact_keys(req.url),
+        req.correlation_id,
+    );
     call.request_body(req.body.as_bytes());
     let mut builder = http.request(req.method.clone(), req.url);
     for (k, v) in req.headers {
@@ -124,7 +129,7 @@ where
         if e.is_timeout() {
             NoAnswer::Timeout(timeout)
         } else {
-            NoAnswer::Transport(e.to_string())
+            NoAnswer::Transport(redact_keys(&e.to_string()))
         }
     };
     let response = match builder.body(req.body).send().await {
@@ -158,4 +163,42 @@ where
         ))
         .await;
     result
+}
+
+/// Query parameters that carry a partner's credential (the reference-book service's
+/// `userKey`): their values never reach the transaction log or an error message.
+const SECRET_PARAMETERS: [&str; 1] = ["userKey="];
+
+/// `text` (a URL, or a message quoting one) with the values of credential parameters
+/// replaced by `***`.
+pub fn redact_keys(text: &str) -> String {
+    let mut out = text.to_string();
+    for name in SECRET_PARAMETERS {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(name) {
+            let start = from + i + name.len();
+            let end = out[start..]
+                .find(|c: char| c == '&' || c == ')' || c == '#' || c.is_whitespace())
+                .map_or(out.len(), |e| start + e);
+            out.replace_range(start..end, "***");
+            from = start + 3;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        assert_eq!(
+            super::redact_keys("http://nsi/port/rest/data?userKey=s3cr3t&identifier=1.2"),
+            "http://nsi/port/rest/data?userKey=***&identifier=1.2"
+        );
+        assert_eq!(
+            super::redact_keys("error sending request for url (http://n/x?userKey=k)"),
+            "error sending request for url (http://n/x?userKey=***)"
+        );
+        assert_eq!(super::redact_keys("http://n/x?a=1"), "http://n/x?a=1");
+    }
 }

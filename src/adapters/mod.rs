@@ -7,6 +7,7 @@ pub mod emias;
 pub mod emias_booking;
 pub mod exchange;
 pub mod fhir_mis;
+pub mod nsi;
 pub mod peer;
 pub mod remd;
 pub mod webhook;

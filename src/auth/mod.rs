@@ -52,6 +52,8 @@ pub mod scopes {
     pub const JOBS_RUN: &str = "jobs:run";
     /// The daily statistics of the client's organizations.
     pub const STATS_READ: &str = "stats:read";
+    /// The reference books (NSI) kept: public terminology, no organization's records.
+    pub const NSI_READ: &str = "nsi:read";
 
     /// Taking in citizens' appeals (the portal's complaint service, district chats, call
     /// centres).

@@ -98,7 +98,11 @@ fn to_api_with(e: DocumentError, path_of: fn(Field) -> &'static str) -> ApiError
                 Some(p) => format!("{} ({p})", path_of(field)),
                 None => path_of(field).to_string(),
             };
-            let status = if code == "METADATA_MISMATCH" || code.starts_with("CDA_") {
+            let status = if code == "METADATA_MISMATCH"
+                || code.starts_with("CDA_")
+                || code.starts_with("INVALID_DICTIONARY")
+                || code.starts_with("INVALID_ELEMENT")
+            {
                 StatusCode::UNPROCESSABLE_ENTITY
             } else {
                 StatusCode::BAD_REQUEST

@@ -90,6 +90,7 @@ pub(super) fn referral_api_error(e: ReferralError, field_of: &dyn Fn(&str) -> St
         | E::VideoWithoutAcceptance
         | E::TargetMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::BusinessRule),
         E::Validity => (StatusCode::BAD_REQUEST, IssueType::Value),
+        E::UnknownCode { .. } => (StatusCode::UNPROCESSABLE_ENTITY, IssueType::Invalid),
         E::NotAllowed { .. } | E::Expired | E::Changed => {
             (StatusCode::CONFLICT, IssueType::Conflict)
         }

@@ -12,6 +12,7 @@ pub mod fhir;
 pub mod fhir_booking;
 pub mod fhir_referral;
 pub mod fhir_schedule;
+pub mod fhir_terminology;
 pub mod health;
 pub mod hub;
 pub mod metrics;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub appeals: crate::services::appeals::Appeals,
     /// Directory and schedule reads.
     pub schedules: Schedules,
+    /// The reference books (NSI) kept, for the terminology routes.
+    pub reference_books: crate::services::nsi::ReferenceBooks,
     /// The gateway's own state: transaction log reads, readiness.
     pub operations: Operations,
     /// Process start time.
@@ -115,6 +118,7 @@ pub fn route_table() -> impl Iterator<Item = &'static Route> {
         fhir_schedule::ROUTES,
         fhir_booking::ROUTES,
         fhir_referral::ROUTES,
+        fhir_terminology::ROUTES,
         documents::ROUTES,
         hub::ROUTES,
         admin::ROUTES,

@@ -9,6 +9,7 @@ pub mod appeals;
 pub mod delivery;
 pub mod documents;
 pub mod holds;
+pub mod nsi;
 pub mod prune;
 pub mod reconcile;
 pub mod referrals;

@@ -11,6 +11,7 @@ pub mod booking;
 pub mod document;
 pub mod ids;
 pub mod job;
+pub mod nsi;
 pub mod organization;
 pub mod referral;
 pub mod remd;

@@ -138,6 +138,29 @@ fn invalid(code: &'static str, field: Field, message: impl Into<String>) -> Docu
     }
 }
 
+/// A document kind the reference book refuses, as an invalid submission naming the kind
+/// (with the registry's own error codes: the registry would refuse it alike).
+fn kind_refused(e: super::nsi::CodeRefusal) -> DocumentError {
+    use super::nsi::CodeRefusal;
+    let (code, path) = match &e {
+        CodeRefusal::Store(_) => ("", ""),
+        CodeRefusal::Version { .. } => (
+            "INVALID_DICTIONARY_VERSION",
+            "ClinicalDocument/code/@codeSystemVersion",
+        ),
+        CodeRefusal::Code { .. } => ("INVALID_ELEMENT_VALUE_CODE", "ClinicalDocument/code/@code"),
+    };
+    match e {
+        CodeRefusal::Store(inner) => DocumentError::Store(inner),
+        refusal => DocumentError::Invalid {
+            code,
+            field: Field::Kind,
+            path: Some(path.to_string()),
+            message: format!("document kind: {refusal}"),
+        },
+    }
+}
+
 /// Payload of a registration outbox item.
 #[derive(Debug, Serialize, Deserialize)]
 struct RegistrationPayload {
@@ -184,6 +207,7 @@ pub struct Documents {
     clock: SharedClock,
     wake: Arc<Notify>,
     intake: IntakeWriter,
+    books: Option<super::nsi::ReferenceBooks>,
 }
 
 impl Documents {
@@ -202,7 +226,14 @@ impl Documents {
             remd,
             clock,
             wake: Arc::new(Notify::new()),
+            books: None,
         }
+    }
+
+    /// The same service checking each document's kind against the reference books kept.
+    pub fn with_reference_books(mut self, books: super::nsi::ReferenceBooks) -> Documents {
+        self.books = Some(books);
+        self
     }
 
     fn now(&self) -> i64 {
@@ -359,6 +390,16 @@ impl Documents {
                 "document kind or its version",
                 "ClinicalDocument/code",
             ));
+        }
+        if let Some(books) = &self.books {
+            books
+                .check(
+                    crate::model::nsi::BOOK_DOCUMENT_KINDS,
+                    Some(&header.kind.version),
+                    &header.kind.code,
+                )
+                .await
+                .map_err(kind_refused)?;
         }
         if header.patient_snils != patient {
             return Err(mismatch(

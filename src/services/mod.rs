@@ -8,6 +8,7 @@ pub mod documents;
 pub mod federation;
 pub mod mis;
 pub mod notify;
+pub mod nsi;
 pub mod operations;
 pub mod reconcile;
 pub mod referrals;

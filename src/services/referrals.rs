@@ -269,6 +269,14 @@ pub enum ReferralError {
     /// The request passed more gateways than the federation allows.
     #[error("the request passed {0} gateways; at most {MAX_HOPS} are allowed")]
     HopLimit(u32),
+    /// A coded value is not in the reference book kept (the field names which).
+    #[error("{field}: {message}")]
+    UnknownCode {
+        /// The field, as [`ReferralError::field`] names fields.
+        field: String,
+        /// What the reference book says.
+        message: String,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -307,6 +315,7 @@ impl ReferralError {
             ReferralError::ProposalTarget => "TARGET_REQUIRED",
             ReferralError::DutySlot { .. } => "DUTY_SLOT_UNAVAILABLE",
             ReferralError::ProposalDocuments => "DOCUMENTS_NOT_ALLOWED",
+            ReferralError::UnknownCode { .. } => "INVALID_ELEMENT_VALUE_CODE",
             ReferralError::Store(_) => "STORE_ERROR",
         }
     }
@@ -336,6 +345,7 @@ impl ReferralError {
             ReferralError::Unreachable(_) | ReferralError::ProposalTarget => "performer".into(),
             ReferralError::ProposalDocuments => "supportingInfo".into(),
             ReferralError::DutySlot { .. } => "extension[duty-slot]".into(),
+            ReferralError::UnknownCode { field, .. } => field.clone(),
             _ => return None,
         })
     }
@@ -407,6 +417,7 @@ pub struct Referrals {
     federation: Option<Arc<Federation>>,
     peers: Option<Arc<dyn PeerGateway>>,
     peer_wake: Arc<Notify>,
+    books: Option<super::nsi::ReferenceBooks>,
 }
 
 impl Referrals {
@@ -436,7 +447,56 @@ impl Referrals {
             federation: None,
             peers: None,
             peer_wake: Arc::new(Notify::new()),
+            books: None,
         }
+    }
+
+    /// The same service checking referrals' codes against the reference books kept.
+    pub fn with_reference_books(mut self, books: super::nsi::ReferenceBooks) -> Referrals {
+        self.books = Some(books);
+        self
+    }
+
+    /// A referral's codes against the current versions of the reference books kept (a
+    /// referral cites no version): the diagnosis in ICD-10, a profile given as a specialty
+    /// code (digits) in the specialties, and the kinds of documents a peer forwards (those
+    /// registered here were checked at intake).
+    async fn check_codes(
+        &self,
+        new: &NewReferral,
+        forwarded_kinds: &[String],
+    ) -> Result<(), ReferralError> {
+        use super::nsi::CodeRefusal;
+        use crate::model::nsi::{BOOK_DOCUMENT_KINDS, BOOK_ICD10, BOOK_SPECIALTIES};
+        let Some(books) = &self.books else {
+            return Ok(());
+        };
+        let refused = |field: String| {
+            move |e: CodeRefusal| match e {
+                CodeRefusal::Store(inner) => ReferralError::Store(inner),
+                other => ReferralError::UnknownCode {
+                    field,
+                    message: other.to_string(),
+                },
+            }
+        };
+        books
+            .check(BOOK_ICD10, None, new.diagnosis.as_str())
+            .await
+            .map_err(refused("reasonCode".into()))?;
+        if !new.profile.is_empty() && new.profile.bytes().all(|b| b.is_ascii_digit()) {
+            books
+                .check(BOOK_SPECIALTIES, None, &new.profile)
+                .await
+                .map_err(refused("code".into()))?;
+        }
+        for (i, kind) in forwarded_kinds.iter().enumerate() {
+            books
+                .check(BOOK_DOCUMENT_KINDS, None, kind)
+                .await
+                .map_err(refused(format!("supportingInfo[{i}]")))?;
+        }
+        Ok(())
     }
 
     /// The same service taking part in `federation`, reaching peer gateways through
@@ -540,6 +600,8 @@ impl Referrals {
                 now + i64::from(days) * DAY_MS
             }
         };
+        let forwarded_kinds = forwarded.as_ref().map_or(&[][..], |f| &f.document_kinds);
+        self.check_codes(&new, forwarded_kinds).await?;
         let kinds = match &forwarded {
             Some(f) => f.document_kinds.clone(),
             None => {

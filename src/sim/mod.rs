@@ -4,6 +4,7 @@
 pub mod emias;
 pub mod federation;
 pub mod fhir_mis;
+pub mod nsi;
 pub mod remd;
 pub mod signer;
 

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod documents;
 pub mod group_commit;
 pub mod jobs;
+pub mod nsi;
 pub mod organizations;
 pub mod outbox;
 pub mod referrals;

@@ -422,7 +422,8 @@ impl Store {
     }
 }
 
-fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {
+/// Appends `rows` groups of `cols` numbered placeholders: `($1,$2),($3,$4)`.
+pub(crate) fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {
     for r in 0..rows {
         if r > 0 {
             sql.push(',');

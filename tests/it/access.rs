@@ -38,7 +38,42 @@ pub(crate) const SCOPES: &[&str] = &[
     "stats:read",
     "appeals:submit",
     "appeals:answer",
+    "nsi:read",
 ];
+/// The reference book kept for the terminology routes, and its version.
+pub(crate) const BOOK: &str = "1.2.643.5.1.13.13.11.1522";
+pub(crate) const BOOK_VERSION: &str = "5.12";
+
+/// Keeps a small version of [`BOOK`] as the nsi-sync job would: loaded, then current.
+async fn keep_book(store: &medgate::store::Store) {
+    use medgate::model::nsi::{Entry, VersionInfo};
+    let now = medgate::model::time::now_ms();
+    let v = VersionInfo {
+        version: BOOK_VERSION.into(),
+        published_at: now,
+        last_update: "matrix".into(),
+        archive: false,
+    };
+    let load = store
+        .nsi_begin_load(BOOK, &v, "document kinds", now, 500, now)
+        .await
+        .unwrap();
+    let entry = Entry {
+        code: "4".into(),
+        display: "Protocol of instrumental examination".into(),
+        raw: "{}".into(),
+    };
+    store
+        .nsi_insert_entries(BOOK, BOOK_VERSION, load.generation, 0, &[entry])
+        .await
+        .unwrap();
+    store
+        .nsi_finish_load(BOOK, BOOK_VERSION, load.generation, "matrix", 1, now)
+        .await
+        .unwrap();
+    assert!(store.nsi_set_current(BOOK, BOOK_VERSION).await.unwrap());
+}
+
 /// The organization the owner refers its patients to (publishes no acceptance rules).
 const REFERRED_TO: &str = "1.2.643.5.1.13.13.12.2.77.7011";
 
@@ -456,6 +491,22 @@ fn case(
             OK,
         ),
         ("GET", "/api/referrals/rules") => (Req::get(pattern), Other::Same, OK),
+        // Reference books are no organization's records.
+        ("GET", "/fhir/CodeSystem") => (
+            Req::get(format!("/fhir/CodeSystem?url=urn:oid:{BOOK}")),
+            Other::Same,
+            OK,
+        ),
+        ("GET", "/fhir/CodeSystem/{id}") => (
+            Req::get(format!("/fhir/CodeSystem/{BOOK}-{BOOK_VERSION}")),
+            Other::Same,
+            OK,
+        ),
+        ("GET", "/fhir/ValueSet/$expand") => (
+            Req::get(format!("/fhir/ValueSet/$expand?url=urn:oid:{BOOK}&count=5")),
+            Other::Same,
+            OK,
+        ),
         // The gateway's jobs are no organization's records.
         ("GET", "/api/admin/jobs") => (Req::get(pattern), Other::Same, OK),
         ("GET", "/api/admin/stats") => (
@@ -620,7 +671,10 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/api/admin/jobs/{name}/runs"
             | "/api/admin/stats"
             | "/soap/appeals"
-            | "/api/admin/appeals/stats",
+            | "/api/admin/appeals/stats"
+            | "/fhir/CodeSystem"
+            | "/fhir/CodeSystem/{id}"
+            | "/fhir/ValueSet/$expand",
         ) => None,
         (
             "POST",
@@ -807,6 +861,7 @@ pub(crate) async fn records(fx: &Fx) -> Records {
         appeal("matrix-reroute", "district-chat").await,
         appeal("matrix-general", "phone").await,
     );
+    keep_book(&fx.t.gw.store).await;
     Records {
         slots: slots[..10].to_vec(),
         hold_to_book,

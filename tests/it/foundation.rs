@@ -792,6 +792,7 @@ fn adapter_profiles_are_valid_config_sections() {
         ("fhir-mis", "fhir_mis"),
         ("remd", "remd"),
         ("peer-gateway", "federation"),
+        ("nsi", "nsi"),
     ] {
         let profile =
             std::fs::read_to_string(format!("{root}/adapters/{system}/profile.toml")).unwrap();
@@ -799,7 +800,8 @@ fn adapter_profiles_are_valid_config_sections() {
         // Subtables of the section are named relative to it in the profile.
         let profile = profile
             .replace("[listen", &format!("[{section}.listen"))
-            .replace("[[peers]]", &format!("[[{section}.peers]]"));
+            .replace("[[peers]]", &format!("[[{section}.peers]]"))
+            .replace("[[books]]", &format!("[[{section}.books]]"));
         std::fs::write(&file, format!("[{section}]\n{profile}")).unwrap();
         let s = medgate::config::Settings::load(Some(&file))
             .unwrap_or_else(|e| panic!("adapters/{system}/profile.toml: {e}"));
@@ -807,6 +809,7 @@ fn adapter_profiles_are_valid_config_sections() {
             "emias" => s.emias.is_some(),
             "fhir_mis" => s.fhir_mis.is_some(),
             "federation" => s.federation.is_some(),
+            "nsi" => s.nsi.as_ref().is_some_and(|n| n.books.len() == 4),
             _ => s.remd.is_some(),
         };
         assert!(loaded, "{system}");

@@ -298,6 +298,12 @@ fn concrete(pattern: &str, r: &Records) -> String {
         "/api/admin/jobs/{name}/runs" | "/api/admin/jobs/{name}/run" => {
             return pattern.replace("{name}", "retention")
         }
+        "/fhir/CodeSystem/{id}" => {
+            return pattern.replace(
+                "{id}",
+                &format!("{}-{}", crate::access::BOOK, crate::access::BOOK_VERSION),
+            )
+        }
         _ => "",
     };
     pattern.replace("{id}", id)
@@ -358,6 +364,10 @@ fn query_params(method: &str, pattern: &str) -> &'static [&'static str] {
             "_count",
         ],
         ("GET", "/api/referrals/rules") => &["organization"],
+        ("GET", "/fhir/CodeSystem") => &["url", "version", "_count", "_offset"],
+        ("GET", "/fhir/ValueSet/$expand") => {
+            &["url", "valueSetVersion", "filter", "count", "offset"]
+        }
         ("GET", "/api/admin/jobs/{name}/runs") => &["limit"],
         ("GET", "/api/admin/stats") => &["from", "to", "metric"],
         ("GET", "/api/admin/documents") | ("POST", "/api/admin/documents/rerun") => {
@@ -394,7 +404,7 @@ fn values_for(param: &str) -> Vec<&'static str> {
     let mut v = INJECTIONS.to_vec();
     match param {
         "start" | "end" | "date" | "from" | "to" => v.extend(DATES),
-        "_count" | "_offset" | "limit" => v.extend(NUMBERS),
+        "_count" | "_offset" | "limit" | "count" | "offset" => v.extend(NUMBERS),
         _ => {}
     }
     v

@@ -16,6 +16,7 @@ mod hostile;
 mod hub;
 mod jobs;
 mod logs;
+mod nsi;
 mod reconcile;
 mod referrals;
 mod schedules;

@@ -122,6 +122,20 @@ pub fn capability_statement(base: &str, instance: &str) -> Value {
                     {"name": "date", "type": "date"},
                     {"name": "escalated", "type": "token", "documentation": "true: unanswered past the answer time"}
                 ]
+            }, {
+                "type": "CodeSystem",
+                "documentation": "the Ministry's reference books (NSI) kept by the nsi-sync job, one per kept version (id <OID>-<version>); concepts inline up to 1,000 codes, else paged with ValueSet/$expand",
+                "interaction": [{"code": "read"}, {"code": "search-type"}],
+                "searchParam": [
+                    {"name": "url", "type": "uri", "documentation": "urn:oid:<OID>"},
+                    {"name": "version", "type": "token"}
+                ]
+            }, {
+                "type": "ValueSet",
+                "documentation": "a reference book's codes: $expand?url=urn:oid:<OID>[&valueSetVersion=][&filter=][&count=][&offset=]",
+                "operation": [
+                    {"name": "expand", "definition": "http://hl7.org/fhir/OperationDefinition/ValueSet-expand"}
+                ]
             }]
         }]
     })

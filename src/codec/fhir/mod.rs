@@ -11,6 +11,7 @@ pub mod directory;
 pub mod document;
 pub mod outcome;
 pub mod referral;
+pub mod terminology;
 
 pub use bundle::searchset;
 pub use outcome::{IssueType, OperationOutcome};
