@@ -474,6 +474,8 @@ async fn appeals_end_to_end(backend: Backend) {
         .map(|e| e["extension"][0]["valueCode"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["received", "routed", "escalated", "extended"]);
+    // What the gateway answers is valid FHIR R4, checked by an independent model.
+    crate::schedules::validate_fhir(&[full.clone(), done.clone(), list.clone()]);
 
     // Bad input names the field.
     let mut bad = communication(

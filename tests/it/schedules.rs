@@ -235,6 +235,9 @@ const REFERENCE_TARGETS: &[(&str, &str, &[&str])] = &[
     // Reference(Any) in R4: the kinds the gateway attaches.
     ("ServiceRequest", "supportingInfo", &["DocumentReference"]),
     ("Task", "basedOn", &["ServiceRequest"]),
+    ("Communication", "subject", &["Patient", "Group"]),
+    // Reference(Any) in R4: the gateway points at what the appeal concerns.
+    ("Communication", "about", &["Appointment", "ServiceRequest"]),
     ("Task", "focus", &["ServiceRequest"]),
     (
         "Task",

@@ -123,6 +123,22 @@ pub fn capability_statement(base: &str, instance: &str) -> Value {
                     {"name": "escalated", "type": "token", "documentation": "true: unanswered past the answer time"}
                 ]
             }, {
+                "type": "Communication",
+                "documentation": "citizens' appeals: intake from the portal's complaint service, district chats, phone and reception (channel in medium, topic and kind in category); answered, rerouted and extended by the responsible organization",
+                "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}],
+                "searchParam": [
+                    {"name": "status", "type": "token", "documentation": "in-progress, completed, or unrouted, open, answered"},
+                    {"name": "district", "type": "string"},
+                    {"name": "overdue", "type": "token", "documentation": "true: not answered and past the deadline"},
+                    {"name": "sent", "type": "date"},
+                    {"name": "recipient", "type": "reference"}
+                ],
+                "operation": [
+                    {"name": "answer", "definition": "https://medgate.example/fhir/OperationDefinition/communication-answer"},
+                    {"name": "reroute", "definition": "https://medgate.example/fhir/OperationDefinition/communication-reroute"},
+                    {"name": "extend", "definition": "https://medgate.example/fhir/OperationDefinition/communication-extend"}
+                ]
+            }, {
                 "type": "CodeSystem",
                 "documentation": "the Ministry's reference books (NSI) kept by the nsi-sync job, one per kept version (id <OID>-<version>); concepts inline up to 1,000 codes, else paged with ValueSet/$expand",
                 "interaction": [{"code": "read"}, {"code": "search-type"}],
