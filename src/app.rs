@@ -235,8 +235,16 @@ impl Gateway {
             referrals,
             reference_books,
             appeals,
-            schedules: Schedules::new(store.clone(), clock),
-            operations: Operations::new(store.clone(), txlog.clone()).with_jobs(board),
+            schedules: Schedules::new(store.clone(), clock.clone()),
+            operations: Operations::new(store.clone(), txlog.clone())
+                .with_jobs(board)
+                .with_partners(partners.clone()),
+            sessions: crate::services::sessions::Sessions::new(
+                store.clone(),
+                &settings.dashboard,
+                clock.clone(),
+            )
+            .map_err(|(key, why)| AppError::Keys(format!("{key}: {why}")))?,
             clients: ClientRegistry::from_settings(
                 &settings.clients,
                 settings.federation.as_ref().map_or(&[], |f| &f.peers),

@@ -87,6 +87,64 @@ pub struct Settings {
     /// escalations go.
     #[serde(default)]
     pub appeals: AppealSettings,
+    /// The operators' web dashboard at `/admin`: who may log in.
+    #[serde(default)]
+    pub dashboard: DashboardSettings,
+}
+
+/// The operators' web dashboard.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// Who may log in; none: the dashboard answers only clients with a bearer token.
+    #[serde(default)]
+    pub operators: Vec<OperatorSettings>,
+    /// Minutes a session lasts.
+    #[serde(default = "default_session_minutes")]
+    pub session_minutes: u64,
+    /// Mark the session cookie `Secure` (sent over HTTPS only; browsers treat
+    /// `http://localhost` as secure too). Off only behind a TLS-terminating proxy that
+    /// speaks plain HTTP to the browser, which it must not.
+    #[serde(default = "default_true")]
+    pub secure_cookie: bool,
+}
+
+/// One operator of the dashboard.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSettings {
+    /// The login.
+    pub login: String,
+    /// A name shown on the pages.
+    #[serde(default)]
+    pub name: String,
+    /// The password's argon2 hash in PHC form (`$argon2id$v=19$...`; `medgate hash-password`
+    /// makes one); never the password itself.
+    pub password_hash: String,
+    /// Scopes the operator's session holds (default: `admin`, every organization).
+    #[serde(default = "default_operator_scopes")]
+    pub scopes: Vec<String>,
+    /// Organizations the operator acts for (with scopes other than `admin`).
+    #[serde(default)]
+    pub organizations: Vec<String>,
+}
+
+fn default_session_minutes() -> u64 {
+    480
+}
+
+fn default_operator_scopes() -> Vec<String> {
+    vec!["admin".into()]
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        DashboardSettings {
+            operators: Vec::new(),
+            session_minutes: default_session_minutes(),
+            secure_cookie: true,
+        }
+    }
 }
 
 /// The federal reference-book service (FNSI REST, `/port/rest/...`) and the books the
@@ -1114,6 +1172,7 @@ impl Default for Settings {
             jobs: JobsSettings::default(),
             retention: RetentionSettings::default(),
             appeals: AppealSettings::default(),
+            dashboard: DashboardSettings::default(),
             nsi: None,
         }
     }

@@ -29,6 +29,16 @@ pub fn settings(port: u16, data_dir: &Path) -> Settings {
     }];
     s.referrals.rules = referral_rules();
     s.appeals.routes = appeal_routes();
+    // The demo's operator logs in to the dashboard as demo / demo.
+    if let Ok(hash) = crate::services::sessions::hash_password(DEMO_OPERATOR_PASSWORD) {
+        s.dashboard.operators = vec![crate::config::OperatorSettings {
+            login: DEMO_OPERATOR.into(),
+            name: "Demo operator".into(),
+            password_hash: hash,
+            scopes: vec!["admin".into()],
+            organizations: Vec::new(),
+        }];
+    }
     s.clients = vec![ClientSettings {
         id: "demo".into(),
         name: "Demo client (all scopes)".into(),
@@ -75,6 +85,11 @@ pub fn with_reference_books(mut s: Settings, nsi_url: &str) -> Settings {
     });
     s
 }
+
+/// The demo dashboard's operator login and password (demo only).
+pub const DEMO_OPERATOR: &str = "demo";
+/// The demo operator's password.
+pub const DEMO_OPERATOR_PASSWORD: &str = "demo";
 
 /// The organization whose keys the demo holds.
 pub const DEMO_ORG: &str = "1.2.643.5.1.13.13.12.2.77.7001";

@@ -19,6 +19,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print an argon2 hash of a dashboard operator's password (read from standard input,
+    /// one line) for `[[dashboard.operators]] password_hash`.
+    HashPassword,
     /// Run the gateway with a configuration file (plus MEDGATE_* environment overrides).
     Serve {
         /// TOML configuration file; see deploy/medgate.example.toml.
@@ -335,6 +338,18 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             store.migrate().await.map_err(|e| e.to_string())?;
             println!("migrations applied ({})", store.backend().name());
+            Ok(())
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("standard input: {e}"))?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                return Err("no password on standard input".into());
+            }
+            println!("{}", medgate::services::sessions::hash_password(password)?);
             Ok(())
         }
         Command::CheckConfig { file } => {

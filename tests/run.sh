@@ -9,7 +9,7 @@ log() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages the build and the tests need.
 need_deb=()
-for pkg in libengine-gost-openssl libssl-dev pkg-config xmlsec1 postgresql-client; do
+for pkg in libengine-gost-openssl libssl-dev pkg-config xmlsec1 postgresql-client chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_deb+=("$pkg")
 done
 if ((${#need_deb[@]})); then
@@ -19,10 +19,11 @@ if ((${#need_deb[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_deb[@]}" >/dev/null
 fi
 
-# Python peers used by the tests (reference C14N, SOAP client, FHIR model validation).
-if ! python3 -c 'import lxml, zeep, fhir.resources' >/dev/null 2>&1; then
-  log "installing Python test peers (lxml, zeep, fhir.resources)"
-  python3 -m pip install -q --disable-pip-version-check lxml zeep fhir.resources
+# Python peers used by the tests (reference C14N, SOAP client, FHIR model validation, the
+# WebDriver client that drives Debian's chromium through the dashboard).
+if ! python3 -c 'import lxml, zeep, fhir.resources, selenium' >/dev/null 2>&1; then
+  log "installing Python test peers (lxml, zeep, fhir.resources, selenium)"
+  python3 -m pip install -q --disable-pip-version-check lxml zeep fhir.resources selenium
 fi
 
 command -v cargo-nextest >/dev/null 2>&1 || { log "installing cargo-nextest"; cargo install --locked cargo-nextest; }

@@ -62,6 +62,8 @@ pub mod scopes {
     pub const APPEALS_READ: &str = "appeals:read";
     /// Answering, rerouting and extending appeals of the client's organizations.
     pub const APPEALS_ANSWER: &str = "appeals:answer";
+    /// Sending dead letters of the client's organizations again, once their cause is fixed.
+    pub const OUTBOX_RERUN: &str = "outbox:rerun";
 
     /// Scopes a held scope implies.
     pub fn implied(held: &str) -> &'static [&'static str] {

@@ -197,6 +197,17 @@ impl Partners {
             .set(c.state.gauge());
     }
 
+    /// Every partner's circuit as it stands, by name.
+    pub fn states(&self) -> Vec<(String, CircuitState)> {
+        let mut v: Vec<(String, CircuitState)> = self
+            .circuits
+            .lock()
+            .map(|m| m.iter().map(|(k, c)| (k.clone(), c.state)).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// The state of `partner`'s circuit.
     pub fn state(&self, partner: &str) -> CircuitState {
         self.circuits

@@ -74,6 +74,11 @@ fn appeal_error(e: AppealError, field_of: &dyn Fn(&str) -> String) -> ApiError {
     }
 }
 
+/// A service error as an API error, its field by the service's name (forms of the dashboard).
+pub(super) fn to_api(e: AppealError) -> ApiError {
+    appeal_error(e, &|f| f.to_string())
+}
+
 fn fhir_field(f: &str) -> String {
     match f {
         "identifier" => "Communication.identifier".into(),

@@ -135,8 +135,52 @@ pub async fn gateway(
                 .get("authorization")
                 .and_then(|v| v.to_str().ok());
             let peer = req.conn_data::<crate::auth::PeerCertificate>();
-            let client = match state.clients.authenticate(header, peer) {
+            // A dashboard session's cookie, when no other credentials come.
+            let cookie = match (header, peer) {
+                (None, None) => req
+                    .cookie(super::dashboard::SESSION_COOKIE)
+                    .map(|c| c.value().to_string()),
+                _ => None,
+            };
+            let session = match cookie {
+                None => None,
+                Some(id) => match state.sessions.resolve(&id).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let err = ApiError::storage(&e);
+                        let res = err.render(protocol, &fin.request_id);
+                        fin.error = Some(err.code.to_string());
+                        return Ok(finish(&state, req.into_parts().0, res, fin).await);
+                    }
+                },
+            };
+            let authenticated = match session {
+                Some(s) => {
+                    req.extensions_mut()
+                        .insert(super::dashboard::SessionCsrf(s.csrf));
+                    Ok(s.client)
+                }
+                None => state.clients.authenticate(header, peer),
+            };
+            let client = match authenticated {
                 Ok(client) => client,
+                // A page of the dashboard sends a browser without a session to the login
+                // (a script, which does not ask for HTML, gets the 401 as anywhere else).
+                Err(_)
+                    if req.method() == actix_web::http::Method::GET
+                        && req.path().starts_with("/admin")
+                        && req
+                            .headers()
+                            .get("accept")
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|a| a.contains("text/html")) =>
+                {
+                    let res = actix_web::HttpResponse::SeeOther()
+                        .insert_header((actix_web::http::header::LOCATION, "/admin/login"))
+                        .finish();
+                    fin.error = Some("UNAUTHORIZED".into());
+                    return Ok(finish(&state, req.into_parts().0, res, fin).await);
+                }
                 Err(e) => {
                     let err = ApiError::unauthorized(e.to_string());
                     let mut res = err.render(protocol, &fin.request_id);

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admission;
 pub mod appeals;
 pub mod booking;
+pub mod dashboard;
 pub mod documents;
 pub mod error;
 pub mod fhir;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub referrals: crate::services::referrals::Referrals,
     /// Citizens' appeals.
     pub appeals: crate::services::appeals::Appeals,
+    /// The dashboard's operators and their sessions.
+    pub sessions: crate::services::sessions::Sessions,
     /// Directory and schedule reads.
     pub schedules: Schedules,
     /// The reference books (NSI) kept, for the terminology routes.
@@ -123,6 +126,7 @@ pub fn route_table() -> impl Iterator<Item = &'static Route> {
         hub::ROUTES,
         admin::ROUTES,
         appeals::ROUTES,
+        dashboard::ROUTES,
     ]
     .into_iter()
     .flatten()
@@ -149,6 +153,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(fhir::unknown)),
         )
         .service(web::scope("/soap").configure(|c| register(c, "/soap")))
+        .service(web::scope("/admin").configure(|c| register(c, "/admin")))
         .default_service(web::to(not_found));
 }
 

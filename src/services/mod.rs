@@ -15,6 +15,7 @@ pub mod referrals;
 pub mod registry;
 pub mod schedule_sync;
 pub mod schedules;
+pub mod sessions;
 
 pub use crate::store::StoreError;
 

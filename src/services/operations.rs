@@ -45,18 +45,39 @@ pub trait JobControl: Send + Sync {
     ) -> futures_util::future::BoxFuture<'a, Result<JobRun, JobError>>;
 }
 
+/// A connected system as operators see it: its calls over the last hour and its breaker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemHealth {
+    /// The partner (adapter name).
+    pub partner: String,
+    /// `closed`, `open` or `half-open`.
+    pub circuit: &'static str,
+    /// Calls in the last hour.
+    pub calls: i64,
+    /// Share of them that failed.
+    pub error_rate: f64,
+    /// Last contact (epoch ms), if any in the hour.
+    pub last_contact: Option<i64>,
+    /// Mean latency (ms) over the hour.
+    pub mean_ms: f64,
+    /// Mean latency (ms) per minute of the hour: (minute start, ms).
+    pub latency: Vec<(i64, f64)>,
+}
+
 /// Reads of the gateway's own state.
 #[derive(Clone)]
 pub struct Operations {
     store: Store,
     txlog: TxLog,
     jobs: Option<std::sync::Arc<dyn JobControl>>,
+    partners: Option<crate::exchange::partners::Partners>,
 }
 
 impl Operations {
     /// Reads over `store`, with the transaction log's writer `txlog`.
     pub fn new(store: Store, txlog: TxLog) -> Operations {
         Operations {
+            partners: None,
             store,
             txlog,
             jobs: None,
@@ -204,6 +225,74 @@ impl Operations {
         self.store
             .list_outbox(status, destination, caller.scope(), before, limit)
             .await
+    }
+
+    /// Sends a dead letter of the caller's organizations again (its cause fixed): back in
+    /// the queue, due now, attempts counted afresh. `Ok(false)`: no such dead letter of theirs.
+    pub async fn rerun_dead_letter(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let theirs = self
+            .store
+            .list_outbox("dead", None, caller.scope(), None, 10_000)
+            .await?
+            .into_iter()
+            .any(|e| e.id == id);
+        if !theirs {
+            return Ok(false);
+        }
+        self.store.requeue_dead(id, now).await
+    }
+
+    /// Reads that show the partners' breakers too.
+    pub fn with_partners(mut self, partners: crate::exchange::partners::Partners) -> Operations {
+        self.partners = Some(partners);
+        self
+    }
+
+    /// Every connected system's hour up to `now`: calls, error rate, last contact, latency
+    /// per minute (from the transaction log) and its circuit breaker.
+    pub async fn connected_systems(&self, now: i64) -> Result<Vec<SystemHealth>, StoreError> {
+        use crate::exchange::partners::CircuitState;
+        let since = now - 3_600_000;
+        let calls = self.store.partner_calls(since).await?;
+        let latency = self.store.partner_latency(since).await?;
+        let states = self
+            .partners
+            .as_ref()
+            .map(|p| p.states())
+            .unwrap_or_default();
+        let mut names: Vec<String> = calls.iter().map(|c| c.partner.clone()).collect();
+        names.extend(states.iter().map(|(n, _)| n.clone()));
+        names.sort();
+        names.dedup();
+        Ok(names
+            .into_iter()
+            .map(|partner| {
+                let c = calls.iter().find(|c| c.partner == partner);
+                let circuit = match states.iter().find(|(n, _)| *n == partner).map(|s| s.1) {
+                    Some(CircuitState::Open) => "open",
+                    Some(CircuitState::HalfOpen) => "half-open",
+                    _ => "closed",
+                };
+                SystemHealth {
+                    circuit,
+                    calls: c.map_or(0, |c| c.calls),
+                    error_rate: c.map_or(0.0, |c| c.errors as f64 / c.calls.max(1) as f64),
+                    last_contact: c.map(|c| c.last_contact),
+                    mean_ms: c.map_or(0.0, |c| c.mean_us as f64 / 1000.0),
+                    latency: latency
+                        .iter()
+                        .filter(|(p, _, _)| *p == partner)
+                        .map(|(_, m, us)| (*m, *us as f64 / 1000.0))
+                        .collect(),
+                    partner,
+                }
+            })
+            .collect())
     }
 
     /// Outbox items by destination and status (pending, in flight, dead), for the metrics.

@@ -16,6 +16,7 @@ pub mod organizations;
 pub mod outbox;
 pub mod referrals;
 pub mod schedules;
+pub mod sessions;
 pub mod stats;
 pub mod transactions;
 

@@ -333,18 +333,20 @@ impl Store {
                     .join(",");
                 // A referral's notices belong to both of its organizations.
                 format!(
-                    " AND (COALESCE(a.org_oid, d.org_oid, r.requester_org) IN ({placeholders}) \
+                    " AND (COALESCE(a.org_oid, d.org_oid, r.requester_org, p.org_oid) IN ({placeholders}) \
                      OR r.target_org IN ({placeholders}))"
                 )
             }
         };
         let sql = format!(
             "SELECT o.id, o.destination, o.kind, o.aggregate_id, o.status, o.attempts, o.last_error, \
-             o.created_at, o.updated_at, COALESCE(a.org_oid, d.org_oid, r.requester_org) AS org_oid \
+             o.created_at, o.updated_at, \
+             COALESCE(a.org_oid, d.org_oid, r.requester_org, p.org_oid) AS org_oid \
              FROM outbox o \
              LEFT JOIN appointments a ON a.id = o.aggregate_id \
              LEFT JOIN documents d ON d.id = o.aggregate_id \
              LEFT JOIN referrals r ON r.id = o.aggregate_id \
+             LEFT JOIN appeals p ON p.id = o.aggregate_id \
              WHERE o.status = $1 AND ($2 IS NULL OR o.destination = $2) AND ($3 IS NULL OR o.id < $3){org_filter} \
              ORDER BY o.id DESC LIMIT $4"
         );
@@ -374,6 +376,21 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Puts a dead letter back in the queue, due now, its attempts counted afresh (an
+    /// operator's rerun once the cause is fixed); `false` when it is not dead.
+    pub async fn requeue_dead(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2, \
+             locked_by = NULL, locked_until = NULL, updated_at = $2 WHERE id = $1 AND status = 'dead'",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     /// Unfinished and dead items by destination and status (`pending`, `inflight`,

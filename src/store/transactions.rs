@@ -469,3 +469,70 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<TransactionRecord, StoreError> {
         parent_span_id: None,
     })
 }
+
+/// One partner's outbound calls over a period, from the transaction log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerCalls {
+    /// The partner (the adapter's name: `emias`, `remd`, `webhook`, ...).
+    pub partner: String,
+    /// Calls made.
+    pub calls: i64,
+    /// Of those, failed (no answer, an error answer).
+    pub errors: i64,
+    /// The last call's start (epoch ms).
+    pub last_contact: i64,
+    /// Mean duration (µs).
+    pub mean_us: i64,
+}
+
+impl Store {
+    /// Outbound calls since `since` (epoch ms), per partner.
+    pub async fn partner_calls(&self, since: i64) -> Result<Vec<PartnerCalls>, StoreError> {
+        use sqlx::Row;
+        let rows = sqlx::query(
+            "SELECT protocol, COUNT(*) AS calls, \
+             SUM(CASE WHEN status = 'ok' THEN 0 ELSE 1 END) AS errors, \
+             MAX(started_at) AS last_contact, CAST(AVG(duration_us) AS BIGINT) AS mean_us \
+             FROM transactions WHERE direction = 'outbound' AND started_at >= $1 \
+             GROUP BY protocol ORDER BY protocol",
+        )
+        .bind(since)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PartnerCalls {
+                    partner: r.try_get("protocol")?,
+                    calls: r.try_get("calls")?,
+                    errors: r.try_get("errors")?,
+                    last_contact: r.try_get("last_contact")?,
+                    mean_us: r.try_get("mean_us")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Mean duration (µs) of each partner's outbound calls per minute since `since`:
+    /// (partner, minute start in epoch ms, mean µs), in time order.
+    pub async fn partner_latency(&self, since: i64) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        use sqlx::Row;
+        let rows = sqlx::query(
+            "SELECT protocol, (started_at / 60000) * 60000 AS minute, \
+             CAST(AVG(duration_us) AS BIGINT) AS mean_us \
+             FROM transactions WHERE direction = 'outbound' AND started_at >= $1 \
+             GROUP BY protocol, (started_at / 60000) * 60000 ORDER BY minute",
+        )
+        .bind(since)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("protocol")?,
+                    r.try_get("minute")?,
+                    r.try_get("mean_us")?,
+                ))
+            })
+            .collect()
+    }
+}

@@ -38,6 +38,7 @@ pub(crate) const SCOPES: &[&str] = &[
     "stats:read",
     "appeals:submit",
     "appeals:answer",
+    "outbox:rerun",
     "nsi:read",
 ];
 /// The reference book kept for the terminology routes, and its version.
@@ -166,6 +167,15 @@ impl Req {
         }
     }
 
+    fn form(path: impl Into<String>, body: &str) -> Req {
+        Req {
+            method: Method::POST,
+            path: path.into(),
+            body: Some(body.into()),
+            headers: vec![("content-type", "application/x-www-form-urlencoded".into())],
+        }
+    }
+
     fn soap(path: &str, action: &str, body: String) -> Req {
         Req {
             method: Method::POST,
@@ -201,6 +211,12 @@ pub(crate) struct Records {
     pub(crate) appeal_to_answer: String,
     pub(crate) appeal_to_reroute: String,
     pub(crate) appeal_general: String,
+    /// An appeal the owner answers through the dashboard's form.
+    pub(crate) appeal_dashboard: String,
+    /// A dead letter of the owner's booking, rerun through the dashboard.
+    pub(crate) dead_letter: String,
+    /// Another, which stays dead.
+    pub(crate) dead_kept: String,
 }
 
 async fn send(fx: &Fx, token: Option<&str>, r: &Req) -> Seen {
@@ -209,10 +225,18 @@ async fn send(fx: &Fx, token: Option<&str>, r: &Req) -> Seen {
 
 /// Sends `r` with request id `rid`.
 async fn send_as(fx: &Fx, token: Option<&str>, r: &Req, rid: &str) -> Seen {
-    let mut b =
-        fx.t.http
-            .request(r.method.clone(), fx.t.url(&r.path))
-            .header("x-request-id", rid);
+    // Redirects are what a route answers, not followed (a followed one would repeat the
+    // request id).
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let http = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    });
+    let mut b = http
+        .request(r.method.clone(), fx.t.url(&r.path))
+        .header("x-request-id", rid);
     if let Some(t) = token {
         b = b.bearer_auth(t);
     }
@@ -595,6 +619,32 @@ fn case(
             OK,
         ),
         ("GET", "/soap/appeals") => (Req::get("/soap/appeals?wsdl"), Other::Same, OK),
+        // The dashboard: its login and assets are open; its pages answer bearer clients as
+        // they answer sessions.
+        ("GET", "/admin/login" | "/admin/assets/dashboard.css") => {
+            (Req::get(pattern), Other::Same, OK)
+        }
+        ("POST", "/admin/login" | "/admin/logout") => (
+            Req::form(pattern, "login=nobody&password=wrong&csrf=none"),
+            Other::Same,
+            OK,
+        ),
+        ("GET", "/admin" | "/admin/jobs") => (Req::get(pattern), Other::Same, OK),
+        ("GET", "/admin/outbox" | "/admin/appeals") => (Req::get(pattern), Other::Hidden, OK),
+        ("POST", "/admin/outbox/{id}/rerun") => (
+            Req::form(format!("/admin/outbox/{}/rerun", r.dead_letter), "csrf="),
+            Other::NotFound,
+            // The form's answer sends the browser back to the page.
+            &[303],
+        ),
+        ("POST", "/admin/appeals/{id}/answer") => (
+            Req::form(
+                format!("/admin/appeals/{}/answer", r.appeal_dashboard),
+                "answer=matrix+answer",
+            ),
+            Other::NotFound,
+            &[303],
+        ),
         ("GET", "/api/admin/appeals/stats") => (
             Req::get("/api/admin/appeals/stats?from=2020-01-01&to=2099-12-31&by=organization"),
             Other::Hidden,
@@ -635,6 +685,8 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
         // Booking a referral's visit is the appointment's creation.
         ("POST", "/fhir/ServiceRequest/{id}/$book") => Some((Create, Appointment, true)),
         ("POST", "/fhir/Communication" | "/soap/appeals") => Some((Create, Appeal, true)),
+        ("GET", "/admin/appeals") => Some((Search, Appeal, false)),
+        ("POST", "/admin/appeals/{id}/answer") => Some((Update, Appeal, true)),
         ("GET", "/fhir/Communication") => Some((Search, Appeal, false)),
         ("GET", "/fhir/Communication/{id}") => Some((Read, Appeal, true)),
         (
@@ -674,7 +726,12 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/api/admin/appeals/stats"
             | "/fhir/CodeSystem"
             | "/fhir/CodeSystem/{id}"
-            | "/fhir/ValueSet/$expand",
+            | "/fhir/ValueSet/$expand"
+            | "/admin/login"
+            | "/admin/assets/dashboard.css"
+            | "/admin"
+            | "/admin/jobs"
+            | "/admin/outbox",
         ) => None,
         (
             "POST",
@@ -682,7 +739,10 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/soap/remd/callback"
             | "/api/admin/documents/rerun"
             | "/api/admin/restrictions"
-            | "/api/admin/jobs/{name}/run",
+            | "/api/admin/jobs/{name}/run"
+            | "/admin/login"
+            | "/admin/logout"
+            | "/admin/outbox/{id}/rerun",
         ) => None,
         ("DELETE", "/api/admin/restrictions/{id}") => None,
         (m, p) => panic!("{m} {p}: say whether it touches personal data"),
@@ -697,7 +757,8 @@ fn hidden_id<'a>(pattern: &str, r: &'a Records) -> &'a str {
         "/api/admin/transactions" => &r.transaction,
         "/api/admin/outbox" => &r.booked,
         "/fhir/ServiceRequest" | "/fhir/Task" => &r.referral,
-        "/fhir/Communication" => &r.appeal,
+        "/fhir/Communication" | "/admin/appeals" => &r.appeal,
+        "/admin/outbox" => &r.dead_letter,
         "/api/admin/appeals/stats" => ORG,
         // The owner's organization's figures.
         "/api/admin/stats" => ORG,
@@ -809,28 +870,34 @@ pub(crate) async fn records(fx: &Fx) -> Records {
     // A dead letter of the owner's booking (due far ahead, so no worker takes it first).
     let booked_id = booked["id"].as_str().unwrap().to_string();
     let now = medgate::model::time::now_ms();
-    let dead =
-        fx.t.gw
-            .store
-            .enqueue(
-                &medgate::store::outbox::NewOutboxItem {
-                    destination: "mis".into(),
-                    kind: "cancel-appointment".into(),
-                    aggregate_id: booked_id.clone(),
-                    payload: "{}".into(),
-                    due_at: now + 86_400_000,
-                    attempts: 0,
-                    ordering_key: None,
-                },
-                now,
-            )
+    let dead_letter_of = |booked_id: String| async move {
+        let dead =
+            fx.t.gw
+                .store
+                .enqueue(
+                    &medgate::store::outbox::NewOutboxItem {
+                        destination: "mis".into(),
+                        kind: "cancel-appointment".into(),
+                        aggregate_id: booked_id,
+                        payload: "{}".into(),
+                        due_at: now + 86_400_000,
+                        attempts: 0,
+                        ordering_key: None,
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+        sqlx::query("UPDATE outbox SET status = 'dead', attempts = 9, last_error = 'gave up: matrix' WHERE id = $1")
+            .bind(dead.clone())
+            .execute(fx.t.gw.store.pool())
             .await
             .unwrap();
-    sqlx::query("UPDATE outbox SET status = 'dead', attempts = 9, last_error = 'gave up: matrix' WHERE id = $1")
-        .bind(dead)
-        .execute(fx.t.gw.store.pool())
-        .await
-        .unwrap();
+        dead
+    };
+    let dead_kept = dead_letter_of(booked_id.clone()).await;
+    // Another, for the dashboard's rerun.
+    let dead_letter = dead_letter_of(booked_id.clone()).await;
     // The day's figures, with the owner's bookings in them.
     fx.t.step("daily-stats").await;
     let appeal = |id: &'static str, channel: &'static str| async move {
@@ -861,6 +928,7 @@ pub(crate) async fn records(fx: &Fx) -> Records {
         appeal("matrix-reroute", "district-chat").await,
         appeal("matrix-general", "phone").await,
     );
+    let appeal_dashboard = appeal("matrix-dashboard", "district-chat").await;
     keep_book(&fx.t.gw.store).await;
     Records {
         slots: slots[..10].to_vec(),
@@ -881,6 +949,9 @@ pub(crate) async fn records(fx: &Fx) -> Records {
         appeal_to_answer,
         appeal_to_reroute,
         appeal_general,
+        appeal_dashboard,
+        dead_letter,
+        dead_kept,
     }
 }
 
@@ -1034,7 +1105,7 @@ async fn every_route_checks_scope_and_organization(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["aggregate_id"] == r.booked.as_str())
+        .find(|i| i["id"] == r.dead_kept.as_str() && i["aggregate_id"] == r.booked.as_str())
         .unwrap_or_else(|| panic!("{dead}"));
     assert_eq!(
         (

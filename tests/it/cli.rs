@@ -192,3 +192,39 @@ async fn sync_schedules_command() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 withdrawn"));
     sim.stop().await;
 }
+
+/// `medgate hash-password` turns a password on standard input into an argon2id PHC string a
+/// dashboard operator's configuration takes; an empty input is refused.
+#[test]
+fn hash_password_prints_an_argon2_hash() {
+    use std::io::Write;
+    let run = |input: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medgate"))
+            .arg("hash-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("synthetic-password\n");
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+    // It verifies the password, and no other.
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let parsed = PasswordHash::new(hash.trim()).unwrap();
+    let argon = argon2::Argon2::default();
+    assert!(argon
+        .verify_password(b"synthetic-password", &parsed)
+        .is_ok());
+    assert!(argon.verify_password(b"another", &parsed).is_err());
+    assert!(!run("\n").status.success());
+}

@@ -294,7 +294,9 @@ fn concrete(pattern: &str, r: &Records) -> String {
         "/fhir/Communication/{id}"
         | "/fhir/Communication/{id}/$answer"
         | "/fhir/Communication/{id}/$reroute"
-        | "/fhir/Communication/{id}/$extend" => r.appeal.as_str(),
+        | "/fhir/Communication/{id}/$extend"
+        | "/admin/appeals/{id}/answer" => r.appeal.as_str(),
+        "/admin/outbox/{id}/rerun" => r.dead_letter.as_str(),
         "/api/admin/jobs/{name}/runs" | "/api/admin/jobs/{name}/run" => {
             return pattern.replace("{name}", "retention")
         }

@@ -8,6 +8,7 @@ mod booking;
 mod chaos;
 mod cli;
 mod crash;
+mod dashboard;
 mod documents;
 mod federation;
 mod fhir_mis;

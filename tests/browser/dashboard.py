@@ -1,0 +1,81 @@
+"""Drives the operators' dashboard in Debian's headless chromium through chromedriver:
+logs in, sees every page, reruns a dead letter, answers an overdue appeal, and saves a
+screenshot of each page. Arguments: base URL, login, password, screenshot directory,
+the appeal to answer. Prints one line per step; exits non-zero on the first failure."""
+
+import os
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+base, login, password, shots, appeal = sys.argv[1:6]
+os.makedirs(shots, exist_ok=True)
+
+options = webdriver.ChromeOptions()
+options.binary_location = "/usr/bin/chromium"
+for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+    options.add_argument(arg)
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+driver.set_page_load_timeout(60)
+
+
+def shot(name):
+    driver.save_screenshot(os.path.join(shots, f"{name}.png"))
+    print(f"screenshot {name}")
+
+
+def heading():
+    return driver.find_element(By.TAG_NAME, "h1").text
+
+
+try:
+    # Without a session, a page sends the browser to the login.
+    driver.get(f"{base}/admin")
+    assert heading() == "Log in", heading()
+    shot("login")
+    driver.find_element(By.NAME, "login").send_keys(login)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+    assert heading() == "Connected systems", heading()
+    body = driver.find_element(By.TAG_NAME, "main").text
+    assert "emias" in body, body
+    assert driver.find_elements(By.CSS_SELECTOR, "svg.chart polyline"), "no latency line"
+    shot("systems")
+
+    driver.get(f"{base}/admin/outbox")
+    assert heading() == "Dead letters", heading()
+    rows = driver.find_elements(By.CSS_SELECTOR, "main tbody tr")
+    assert rows, "no dead letter"
+    shot("dead-letters")
+    rows[0].find_element(By.TAG_NAME, "button").click()
+    assert heading() == "Dead letters", heading()
+    print("dead letter rerun")
+
+    driver.get(f"{base}/admin/appeals")
+    assert heading() == "Appeals", heading()
+    assert driver.find_elements(By.CSS_SELECTOR, "table.districts tbody tr"), "no district table"
+    shot("appeals")
+    form = driver.find_element(By.CSS_SELECTOR, f"form[action='/admin/appeals/{appeal}/answer']")
+    row = form.find_element(By.XPATH, "./ancestor::tr")
+    assert "bad" in row.get_attribute("class"), "the overdue appeal is not red"
+    form.find_element(By.NAME, "answer").send_keys("Answered from the dashboard (synthetic).")
+    form.find_element(By.TAG_NAME, "button").click()
+    assert heading() == "Appeals", heading()
+    assert not driver.find_elements(By.CSS_SELECTOR, f"form[action='/admin/appeals/{appeal}/answer']")
+    print("overdue appeal answered")
+
+    driver.get(f"{base}/admin/jobs")
+    assert heading() == "Jobs", heading()
+    assert "appeal-deadlines" in driver.find_element(By.TAG_NAME, "main").text
+    shot("jobs")
+
+    # Logging out ends the session: the pages send the browser to the login again.
+    driver.find_element(By.CSS_SELECTOR, "form.logout button").click()
+    driver.get(f"{base}/admin/appeals")
+    assert heading() == "Log in", heading()
+    print("logged out")
+finally:
+    driver.quit()
+print("ok")

@@ -1,0 +1,294 @@
+//! The operators' dashboard in a real browser (Debian's headless chromium through
+//! chromedriver, driven by `tests/browser/dashboard.py`): it logs in, sees every page with
+//! the gateway's data, reruns a dead letter and sees it delivered, answers an overdue appeal,
+//! and saves a screenshot of each page under `target/screenshots/`. Sessions and CSRF are
+//! checked over plain HTTP too.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use medgate::store::Backend;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::appeals::{communication, INTAKE};
+use crate::booking::{Fx, ORG};
+use crate::support::*;
+
+const LOGIN: &str = "operator";
+const PASSWORD: &str = "synthetic-password-1";
+
+/// A webhook that refuses (503) until told to accept, keeping what it accepted.
+async fn flaky_receiver() -> (
+    String,
+    Arc<AtomicBool>,
+    Arc<Mutex<Vec<Value>>>,
+    actix_web::dev::ServerHandle,
+) {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let up = Arc::new(AtomicBool::new(false));
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let (up2, got2) = (up.clone(), got.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = HttpServer::new(move || {
+        let (up, got) = (up2.clone(), got2.clone());
+        App::new().route(
+            "/reply",
+            web::post().to(move |body: web::Bytes| {
+                let (up, got) = (up.clone(), got.clone());
+                async move {
+                    if !up.load(Ordering::SeqCst) {
+                        return HttpResponse::ServiceUnavailable().finish();
+                    }
+                    if let Ok(v) = serde_json::from_slice(&body) {
+                        got.lock().unwrap().push(v);
+                    }
+                    HttpResponse::NoContent().finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (format!("http://{addr}/reply"), up, got, handle)
+}
+
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_a_real_browser() {
+    let (reply, up, got, server) = flaky_receiver().await;
+    let hash = medgate::services::sessions::hash_password(PASSWORD).unwrap();
+    let fx = Fx::start(Backend::Postgres, move |s| {
+        s.clients
+            .push(client("intake", INTAKE, &[], &["appeals:submit"]));
+        s.dashboard.operators = vec![medgate::config::OperatorSettings {
+            login: LOGIN.into(),
+            name: "Synthetic Operator".into(),
+            password_hash: hash,
+            scopes: vec!["admin".into()],
+            organizations: Vec::new(),
+        }];
+        s.appeals.reply_urls = [("district-chat".to_string(), reply)].into();
+        // One attempt: the refused answer is a dead letter at once.
+        s.appeals.retry_schedule_secs = vec![];
+        s.appeals.routes = vec![medgate::config::AppealRouteSettings {
+            district: "North".into(),
+            topic: None,
+            org: ORG.into(),
+        }];
+        s.jobs.disabled.push("appeal-deadlines".into());
+    })
+    .await;
+    let post = |path: String, body: Value| {
+        let r =
+            fx.t.http
+                .post(fx.t.url(&path))
+                .bearer_auth(INTAKE)
+                .header("content-type", "application/fhir+json")
+                .body(body.to_string())
+                .send();
+        async move {
+            let r = r.await.unwrap();
+            let s = r.status();
+            (s, r.json::<Value>().await.unwrap())
+        }
+    };
+    // An answer the chat's webhook refuses: a dead letter.
+    let (s, chat) = post(
+        "/fhir/Communication".into(),
+        communication(
+            "dash-1",
+            "district-chat",
+            None,
+            "booking",
+            "North",
+            None,
+            80,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{chat}");
+    let answer = serde_json::json!({"resourceType": "Parameters", "parameter": [{"name": "answer", "valueString": "Booked."}]});
+    let r =
+        fx.t.http
+            .post(fx.t.url(&format!(
+                "/fhir/Communication/{}/$answer",
+                chat["id"].as_str().unwrap()
+            )))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/fhir+json")
+            .body(answer.to_string())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let store = fx.t.gw.store.clone();
+    wait_until("the dead letter", async || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM outbox WHERE destination = 'appeal-reply' AND status = 'dead'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+            == 1
+    })
+    .await;
+    up.store(true, Ordering::SeqCst);
+    // An overdue general appeal for the operator to answer.
+    let long_ago = (chrono::Utc::now() - chrono::Duration::days(40)).to_rfc3339();
+    let (s, overdue) = post(
+        "/fhir/Communication".into(),
+        communication(
+            "dash-2",
+            "phone",
+            None,
+            "quality",
+            "North",
+            None,
+            81,
+            Some(long_ago),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{overdue}");
+    let overdue_id = overdue["id"].as_str().unwrap().to_string();
+
+    // The schedule sync's calls to the city MIS are in the transaction log for the health page.
+    fx.t.gw.state.txlog.flush().await;
+    // Over plain HTTP first: a form without the session's CSRF token is refused.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(fx.t.url("/admin/login")).send().await.unwrap();
+    let login_cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("medgate_login_csrf="))
+        .unwrap();
+    assert!(
+        login_cookie.contains("HttpOnly")
+            && login_cookie.contains("SameSite=Strict")
+            && login_cookie.contains("Secure"),
+        "{login_cookie}"
+    );
+    let token = login_cookie.split(['=', ';']).nth(1).unwrap().to_string();
+    let login = http
+        .post(fx.t.url("/admin/login"))
+        .header("cookie", format!("medgate_login_csrf={token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("login={LOGIN}&password={PASSWORD}&csrf={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let session = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("medgate_session=") && !c.starts_with("medgate_session=;"))
+        .unwrap();
+    assert!(
+        session.contains("HttpOnly")
+            && session.contains("SameSite=Strict")
+            && session.contains("Secure"),
+        "{session}"
+    );
+    let sid = session.split(['=', ';']).nth(1).unwrap().to_string();
+    let forged = http
+        .post(fx.t.url(&format!("/admin/appeals/{overdue_id}/answer")))
+        .header("cookie", format!("medgate_session={sid}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("answer=forged&csrf=not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // A wrong password opens nothing.
+    let wrong = http
+        .post(fx.t.url("/admin/login"))
+        .header("cookie", format!("medgate_login_csrf={token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("login={LOGIN}&password=wrong&csrf={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::OK);
+    assert!(wrong
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .all(|c| !c.to_str().unwrap().starts_with("medgate_session=")));
+
+    // Then in the browser.
+    let shots = format!("{}/target/screenshots", env!("CARGO_MANIFEST_DIR"));
+    let port =
+        fx.t.gw
+            .url()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_string();
+    let out = tokio::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/dashboard.py"
+        ))
+        .args([
+            &format!("http://localhost:{port}"),
+            LOGIN,
+            PASSWORD,
+            &shots,
+            &overdue_id,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the browser run failed:\n{text}");
+    assert!(
+        text.contains("dead letter rerun") && text.contains("overdue appeal answered"),
+        "{text}"
+    );
+    for page in ["login", "systems", "dead-letters", "appeals", "jobs"] {
+        assert!(
+            std::path::Path::new(&format!("{shots}/{page}.png")).exists(),
+            "{page}"
+        );
+    }
+    // The rerun answer reached the chat; the overdue appeal is answered.
+    wait_until("the rerun answer's delivery", async || {
+        !got.lock().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(got.lock().unwrap()[0]["externalId"], "dash-1");
+    let a = store.appeal(&overdue_id).await.unwrap().unwrap();
+    assert_eq!(a.status, medgate::model::appeal::AppealStatus::Answered);
+    assert_eq!(a.answer.unwrap().by, format!("operator:{LOGIN}"));
+    server.stop(true).await;
+    fx.t.stop().await;
+}
