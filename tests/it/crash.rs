@@ -666,6 +666,16 @@ async fn kill_nine_during_mixed_load_on_a_busy_machine_loses_and_repeats_nothing
         if t["registered"].as_i64() == Some(docs as i64) && unfinished == 0 && held == 0 {
             break;
         }
+        if Instant::now() >= deadline {
+            // Why the ones that did not make it were given up, for whoever reads the failure.
+            let why: Vec<(Option<String>, i64)> = sqlx::query_as(
+                "SELECT last_error, COUNT(*) FROM outbox WHERE status = 'dead' GROUP BY last_error",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap_or_default();
+            eprintln!("dead letters: {why:?}");
+        }
         assert!(
             Instant::now() < deadline,
             "not recovered: documents {t}, {unfinished} outbox items unfinished, {held} holds; registry {:?}",
