@@ -22,11 +22,19 @@ pub fn settings(port: u16, data_dir: &Path) -> Settings {
     s.http.bind = format!("127.0.0.1:{port}");
     s.database.url = format!("sqlite://{}", data_dir.join("medgate-demo.db").display());
     s.transaction_log.default_bodies = BodyPolicy::Full;
-    s.transaction_log.routes = vec![RoutePolicy {
-        prefix: "/api/admin".into(),
-        bodies: BodyPolicy::MetadataOnly,
-        retention_days: Some(7),
-    }];
+    s.transaction_log.routes = vec![
+        RoutePolicy {
+            prefix: "/api/admin".into(),
+            bodies: BodyPolicy::MetadataOnly,
+            retention_days: Some(7),
+        },
+        // The dashboard's pages show appeals' texts: their bodies are not kept.
+        RoutePolicy {
+            prefix: "/admin".into(),
+            bodies: BodyPolicy::MetadataOnly,
+            retention_days: Some(7),
+        },
+    ];
     s.referrals.rules = referral_rules();
     s.appeals.routes = appeal_routes();
     // The demo's operator logs in to the dashboard as demo / demo.
@@ -556,6 +564,10 @@ impl Demo {
         let appeals = seed_appeals(&gateway.state.appeals).await?;
         if appeals > 0 {
             println!("  {appeals} synthetic appeals seeded across the districts");
+        }
+        // Today's figures for the dashboard at once (then nightly).
+        if let Some(stats) = gateway.job("daily-stats") {
+            let _ = stats.step().await;
         }
         // The reference books once at start (then nightly), so the demo has them at hand.
         let books = gateway.state.reference_books.clone();

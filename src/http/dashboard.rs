@@ -13,7 +13,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use super::access::{Access, Org, Route};
 use super::{ApiError, ApiResult, AppState, Principal};
 use crate::auth::scopes::{
-    APPEALS_ANSWER, APPEALS_READ, JOBS_READ, OUTBOX_RERUN, TRANSACTIONS_READ,
+    APPEALS_ANSWER, APPEALS_READ, JOBS_READ, OUTBOX_RERUN, STATS_READ, TRANSACTIONS_READ,
 };
 use crate::model::time::{from_ms, now_ms};
 use crate::route;
@@ -42,6 +42,8 @@ pub const ROUTES: &[Route] = &[
     route!(GET "/admin" "/appeals" => appeals, Access::Scope(APPEALS_READ, Org::Records)),
     route!(POST "/admin" "/appeals/{id}/answer" => answer, Access::Scope(APPEALS_ANSWER, Org::Records)),
     route!(GET "/admin" "/jobs" => jobs, Access::Scope(JOBS_READ, Org::Public)),
+    route!(GET "/admin" "/traffic" => traffic, Access::Scope(TRANSACTIONS_READ, Org::Records)),
+    route!(GET "/admin" "/figures" => figures, Access::Scope(STATS_READ, Org::Records)),
 ];
 
 const CSS: &str = include_str!("dashboard.css");
@@ -65,6 +67,8 @@ fn page(title: &str, principal: Option<&Principal>, csrf: &str, body: &str) -> H
         ("/admin", "Systems"),
         ("/admin/outbox", "Dead letters"),
         ("/admin/appeals", "Appeals"),
+        ("/admin/traffic", "Traffic"),
+        ("/admin/figures", "Figures"),
         ("/admin/jobs", "Jobs"),
     ]
     .iter()
@@ -514,4 +518,138 @@ async fn jobs(
         r#"<table><thead><tr><th>Job</th><th>Runs</th><th>Cron</th><th>Last run</th><th>Outcome</th><th>Examined / found / repaired</th></tr></thead><tbody>{rows}</tbody></table>"#
     );
     Ok(page("Jobs", Some(&principal), &csrf_of(&req), &body))
+}
+
+/// Horizontal bars of labelled values as inline SVG.
+fn bar_chart(rows: &[(String, f64)], unit: &str) -> String {
+    let max = rows.iter().map(|r| r.1).fold(1.0_f64, f64::max);
+    let (w, row_h) = (640.0, 18.0);
+    let h = row_h * rows.len().max(1) as f64 + 4.0;
+    let mut svg = format!(r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img">"#);
+    for (i, (label, v)) in rows.iter().enumerate() {
+        let y = 2.0 + row_h * i as f64;
+        let len = (w - 260.0) * (v / max);
+        let _ = write!(
+            svg,
+            r#"<text x="2" y="{:.1}">{}</text><rect x="200" y="{y:.1}" width="{len:.1}" height="{:.1}" fill="#1f6feb"/><text x="{:.1}" y="{:.1}">{v:.0} {unit}</text>"#,
+            y + 12.0,
+            esc(&label.chars().take(34).collect::<String>()),
+            row_h - 4.0,
+            205.0 + len,
+            y + 12.0
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Throughput and latency per route over the last hour, from the transaction log.
+async fn traffic(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let now = now_ms();
+    let routes = state
+        .operations
+        .route_traffic(Caller::of(&principal), now - 3_600_000)
+        .await
+        .map_err(|e| ApiError::storage(&e))?;
+    let mut rows = String::new();
+    for r in &routes {
+        let class = if r.errors * 10 > r.requests { "bad" } else { "ok" };
+        let _ = write!(
+            rows,
+            r#"<tr class="{class}"><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td></tr>"#,
+            esc(&r.operation),
+            r.requests,
+            r.requests as f64 / 3600.0,
+            r.errors,
+            r.mean_ms,
+            r.max_ms
+        );
+    }
+    let bars: Vec<(String, f64)> = routes
+        .iter()
+        .take(15)
+        .map(|r| (r.operation.clone(), r.requests as f64))
+        .collect();
+    let body = format!(
+        r#"<p>Requests the gateway answered in the last hour (its own transaction log), busiest first.</p>{}<table><thead><tr><th>Operation</th><th>Requests</th><th>Per second</th><th>Errors</th><th>Mean ms</th><th>Max ms</th></tr></thead><tbody>{rows}</tbody></table><p>Search and rerun single exchanges: <code>GET /api/admin/transactions</code>.</p>"#,
+        bar_chart(&bars, "requests")
+    );
+    Ok(page("Traffic", Some(&principal), &csrf_of(&req), &body))
+}
+
+/// The figures of the last 30 days (the daily-stats job's): bookings per organization,
+/// district and channel; documents by status; dead letters by organization and error class;
+/// the referrals' funnel and their wait for an answer.
+async fn figures(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let now = now_ms();
+    let tz: chrono_tz::Tz = state
+        .settings
+        .jobs
+        .time_zone
+        .parse()
+        .unwrap_or(chrono_tz::Europe::Moscow);
+    let day = |ms: i64| from_ms(ms).with_timezone(&tz).date_naive().to_string();
+    let stats = state
+        .operations
+        .daily_stats(
+            Caller::of(&principal),
+            &day(now - 30 * 86_400_000),
+            &day(now),
+            None,
+        )
+        .await
+        .map_err(|e| ApiError::storage(&e))?;
+    let sum = |metric: &str, key: &dyn Fn(&crate::services::operations::DailyStat) -> String| {
+        let mut m: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        for s in stats.iter().filter(|s| s.metric == metric) {
+            *m.entry(key(s)).or_default() += s.value;
+        }
+        let mut v: Vec<(String, f64)> = m.into_iter().map(|(k, n)| (k, n as f64)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    };
+    let table = |rows: &[(String, f64)], what: &str| {
+        let mut t = format!(r#"<table><thead><tr><th>{what}</th><th>Count</th></tr></thead><tbody>"#);
+        for (k, n) in rows {
+            let _ = write!(t, "<tr><td>{}</td><td>{n:.0}</td></tr>", esc(k));
+        }
+        t.push_str("</tbody></table>");
+        t
+    };
+    let by_org = sum("bookings", &|s| s.org.clone());
+    let by_district = sum("bookings", &|s| s.district.clone());
+    let by_channel = sum("bookings", &|s| s.channel.clone());
+    let documents = sum("documents", &|s| s.status.clone());
+    let dead = sum("documents_dead", &|s| format!("{} {}", s.org, s.status));
+    let referrals = sum("referrals", &|s| s.status.clone());
+    let waits: Vec<i64> = stats
+        .iter()
+        .filter(|s| s.metric == "referral_wait_minutes")
+        .map(|s| s.value)
+        .collect();
+    let wait = if waits.is_empty() {
+        "—".to_string()
+    } else {
+        format!("{:.0}", waits.iter().sum::<i64>() as f64 / waits.len() as f64)
+    };
+    let body = format!(
+        r#"<p>Days {} to {}, as the nightly daily-stats job counted them.</p><h2>Bookings by channel</h2>{}<h2>Bookings by district</h2>{}<h2>Bookings by organization</h2>{}<h2>Documents by status</h2>{}<h2>Dead letters of documents by organization and error class</h2>{}<h2>Referrals by status</h2>{}<p>Mean wait for an answer: {wait} minutes.</p>"#,
+        day(now - 30 * 86_400_000),
+        day(now),
+        bar_chart(&by_channel, ""),
+        table(&by_district, "District"),
+        table(&by_org, "Organization"),
+        bar_chart(&documents, ""),
+        table(&dead, "Organization, error class"),
+        bar_chart(&referrals, ""),
+    );
+    Ok(page("Figures", Some(&principal), &csrf_of(&req), &body))
 }

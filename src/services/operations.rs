@@ -9,6 +9,8 @@ use crate::model::audit::{AuditAction, AuditEntity, AuditEvent};
 pub use crate::model::job::JobRun;
 pub use crate::store::audit::AuditQuery;
 pub use crate::store::outbox::OutboxEntry;
+pub use crate::store::stats::DailyStat;
+pub use crate::store::transactions::RouteTraffic;
 use crate::store::{Store, StoreError};
 
 /// A background job as operators see it.
@@ -98,7 +100,7 @@ impl Operations {
         from: &str,
         to: &str,
         metric: Option<&str>,
-    ) -> Result<Vec<crate::store::stats::DailyStat>, StoreError> {
+    ) -> Result<Vec<DailyStat>, StoreError> {
         self.store
             .daily_stats(from, to, metric, caller.scope())
             .await
@@ -245,6 +247,17 @@ impl Operations {
             return Ok(false);
         }
         self.store.requeue_dead(id, now).await
+    }
+
+    /// Requests answered since `since` (epoch ms) per operation, busiest first: every
+    /// client's for an operator, the caller's own otherwise.
+    pub async fn route_traffic(
+        &self,
+        caller: Caller<'_>,
+        since: i64,
+    ) -> Result<Vec<RouteTraffic>, StoreError> {
+        let client = (!caller.operator).then_some(caller.client_id);
+        self.store.route_traffic(since, client).await
     }
 
     /// Reads that show the partners' breakers too.

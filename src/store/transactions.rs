@@ -536,3 +536,53 @@ impl Store {
             .collect()
     }
 }
+
+/// The requests of one operation over a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTraffic {
+    /// The operation (method and route, or SOAP operation).
+    pub operation: String,
+    /// Requests answered.
+    pub requests: i64,
+    /// Of those, answered with an error.
+    pub errors: i64,
+    /// Mean time to answer (ms).
+    pub mean_ms: f64,
+    /// Longest (ms).
+    pub max_ms: f64,
+}
+
+impl Store {
+    /// Inbound requests since `since` (epoch ms) per operation (of one client when given),
+    /// busiest first, at most 200 operations.
+    pub async fn route_traffic(
+        &self,
+        since: i64,
+        client: Option<&str>,
+    ) -> Result<Vec<RouteTraffic>, StoreError> {
+        use sqlx::Row;
+        let rows = sqlx::query(
+            "SELECT operation, COUNT(*) AS requests, \
+             SUM(CASE WHEN status = 'ok' THEN 0 ELSE 1 END) AS errors, \
+             CAST(AVG(duration_us) AS BIGINT) AS mean_us, MAX(duration_us) AS max_us \
+             FROM transactions WHERE direction = 'inbound' AND started_at >= $1 \
+             AND ($2 = '' OR client_id = $2) \
+             GROUP BY operation ORDER BY COUNT(*) DESC, operation LIMIT 200",
+        )
+        .bind(since)
+        .bind(client.unwrap_or_default().to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RouteTraffic {
+                    operation: r.try_get("operation")?,
+                    requests: r.try_get("requests")?,
+                    errors: r.try_get("errors")?,
+                    mean_ms: r.try_get::<i64, _>("mean_us")? as f64 / 1000.0,
+                    max_ms: r.try_get::<i64, _>("max_us")? as f64 / 1000.0,
+                })
+            })
+            .collect()
+    }
+}

@@ -66,6 +66,15 @@ try:
     assert not driver.find_elements(By.CSS_SELECTOR, f"form[action='/admin/appeals/{appeal}/answer']")
     print("overdue appeal answered")
 
+    driver.get(f"{base}/admin/traffic")
+    assert heading() == "Traffic", heading()
+    assert "POST /fhir/Communication" in driver.find_element(By.TAG_NAME, "main").text
+    shot("traffic")
+
+    driver.get(f"{base}/admin/figures")
+    assert heading() == "Figures", heading()
+    shot("figures")
+
     driver.get(f"{base}/admin/jobs")
     assert heading() == "Jobs", heading()
     assert "appeal-deadlines" in driver.find_element(By.TAG_NAME, "main").text

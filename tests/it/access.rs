@@ -629,7 +629,8 @@ fn case(
             Other::Same,
             OK,
         ),
-        ("GET", "/admin" | "/admin/jobs") => (Req::get(pattern), Other::Same, OK),
+        ("GET", "/admin" | "/admin/jobs" | "/admin/traffic") => (Req::get(pattern), Other::Same, OK),
+        ("GET", "/admin/figures") => (Req::get(pattern), Other::Hidden, OK),
         ("GET", "/admin/outbox" | "/admin/appeals") => (Req::get(pattern), Other::Hidden, OK),
         ("POST", "/admin/outbox/{id}/rerun") => (
             Req::form(format!("/admin/outbox/{}/rerun", r.dead_letter), "csrf="),
@@ -731,7 +732,9 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/admin/assets/dashboard.css"
             | "/admin"
             | "/admin/jobs"
-            | "/admin/outbox",
+            | "/admin/outbox"
+            | "/admin/traffic"
+            | "/admin/figures",
         ) => None,
         (
             "POST",
@@ -759,6 +762,8 @@ fn hidden_id<'a>(pattern: &str, r: &'a Records) -> &'a str {
         "/fhir/ServiceRequest" | "/fhir/Task" => &r.referral,
         "/fhir/Communication" | "/admin/appeals" => &r.appeal,
         "/admin/outbox" => &r.dead_letter,
+        // The owner's organization's figures.
+        "/admin/figures" => ORG,
         "/api/admin/appeals/stats" => ORG,
         // The owner's organization's figures.
         "/api/admin/stats" => ORG,

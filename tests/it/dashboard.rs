@@ -274,7 +274,15 @@ async fn the_dashboard_in_a_real_browser() {
         text.contains("dead letter rerun") && text.contains("overdue appeal answered"),
         "{text}"
     );
-    for page in ["login", "systems", "dead-letters", "appeals", "jobs"] {
+    for page in [
+        "login",
+        "systems",
+        "dead-letters",
+        "appeals",
+        "traffic",
+        "figures",
+        "jobs",
+    ] {
         assert!(
             std::path::Path::new(&format!("{shots}/{page}.png")).exists(),
             "{page}"
