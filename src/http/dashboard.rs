@@ -531,7 +531,7 @@ fn bar_chart(rows: &[(String, f64)], unit: &str) -> String {
         let len = (w - 260.0) * (v / max);
         let _ = write!(
             svg,
-            r#"<text x="2" y="{:.1}">{}</text><rect x="200" y="{y:.1}" width="{len:.1}" height="{:.1}" fill="#1f6feb"/><text x="{:.1}" y="{:.1}">{v:.0} {unit}</text>"#,
+            r##"<text x="2" y="{:.1}">{}</text><rect x="200" y="{y:.1}" width="{len:.1}" height="{:.1}" fill="#1f6feb"/><text x="{:.1}" y="{:.1}">{v:.0} {unit}</text>"##,
             y + 12.0,
             esc(&label.chars().take(34).collect::<String>()),
             row_h - 4.0,
@@ -557,7 +557,11 @@ async fn traffic(
         .map_err(|e| ApiError::storage(&e))?;
     let mut rows = String::new();
     for r in &routes {
-        let class = if r.errors * 10 > r.requests { "bad" } else { "ok" };
+        let class = if r.errors * 10 > r.requests {
+            "bad"
+        } else {
+            "ok"
+        };
         let _ = write!(
             rows,
             r#"<tr class="{class}"><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td></tr>"#,
@@ -617,7 +621,8 @@ async fn figures(
         v
     };
     let table = |rows: &[(String, f64)], what: &str| {
-        let mut t = format!(r#"<table><thead><tr><th>{what}</th><th>Count</th></tr></thead><tbody>"#);
+        let mut t =
+            format!(r#"<table><thead><tr><th>{what}</th><th>Count</th></tr></thead><tbody>"#);
         for (k, n) in rows {
             let _ = write!(t, "<tr><td>{}</td><td>{n:.0}</td></tr>", esc(k));
         }
@@ -638,7 +643,10 @@ async fn figures(
     let wait = if waits.is_empty() {
         "—".to_string()
     } else {
-        format!("{:.0}", waits.iter().sum::<i64>() as f64 / waits.len() as f64)
+        format!(
+            "{:.0}",
+            waits.iter().sum::<i64>() as f64 / waits.len() as f64
+        )
     };
     let body = format!(
         r#"<p>Days {} to {}, as the nightly daily-stats job counted them.</p><h2>Bookings by channel</h2>{}<h2>Bookings by district</h2>{}<h2>Bookings by organization</h2>{}<h2>Documents by status</h2>{}<h2>Dead letters of documents by organization and error class</h2>{}<h2>Referrals by status</h2>{}<p>Mean wait for an answer: {wait} minutes.</p>"#,
