@@ -34,6 +34,7 @@ pub const ROUTES: &[Route] = &[
     route!(GET "/api/admin" "/stats" => daily_stats, Access::Scope(STATS_READ, Org::Records)),
     route!(GET "/api/admin" "/jobs/{name}/runs" => list_job_runs, Access::Scope(JOBS_READ, Org::Public)),
     route!(POST "/api/admin" "/jobs/{name}/run" => run_job, Access::Scope(JOBS_RUN, Org::Public)),
+    route!(GET "/api/admin" "/openapi.json" => super::openapi::serve, Access::Open),
 ];
 
 /// The daily statistics (`from`, `to`: dates, default today; `metric`), of the client's

@@ -18,6 +18,7 @@ pub mod health;
 pub mod hub;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod query;
 pub mod soap;
 pub mod tls;

@@ -533,6 +533,7 @@ fn case(
         ),
         // The gateway's jobs are no organization's records.
         ("GET", "/api/admin/jobs") => (Req::get(pattern), Other::Same, OK),
+        ("GET", "/api/admin/openapi.json") => (Req::get(pattern), Other::Same, OK),
         ("GET", "/api/admin/stats") => (
             Req::get("/api/admin/stats?metric=bookings"),
             Other::Hidden,
@@ -734,7 +735,8 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/admin/jobs"
             | "/admin/outbox"
             | "/admin/traffic"
-            | "/admin/figures",
+            | "/admin/figures"
+            | "/api/admin/openapi.json",
         ) => None,
         (
             "POST",

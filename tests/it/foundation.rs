@@ -1046,3 +1046,53 @@ async fn clients_over_their_rate_get_429_with_retry_after() {
     }
     t.stop().await;
 }
+
+/// The admin API's OpenAPI 3 document is generated from the route table: every
+/// `/api/admin` route is in it with its method, path parameters and the scope it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_is_described_by_openapi() {
+    let t = TestGateway::start(medgate::store::Backend::Sqlite).await;
+    let r = t
+        .http
+        .get(t.url("/api/admin/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let mut n = 0;
+    for route in medgate::http::route_table().filter(|r| r.scope == "/api/admin") {
+        let op = &doc["paths"][route.pattern()][route.method.as_str().to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} missing",
+            route.method,
+            route.pattern()
+        );
+        if let medgate::http::access::Access::Scope(scope, _) = route.access {
+            assert_eq!(op["security"][0]["bearer"][0], scope, "{op}");
+        }
+        for name in route
+            .pattern()
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        {
+            assert!(
+                op["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == name && p["in"] == "path"),
+                "{op}"
+            );
+        }
+        n += 1;
+    }
+    assert!(n >= 15, "{n} admin routes");
+    t.stop().await;
+}
