@@ -565,9 +565,13 @@ impl Demo {
         if appeals > 0 {
             println!("  {appeals} synthetic appeals seeded across the districts");
         }
-        // Today's figures for the dashboard at once (then nightly).
+        // Today's figures for the dashboard soon after start (then nightly).
         if let Some(stats) = gateway.job("daily-stats") {
-            let _ = stats.step().await;
+            tokio::spawn(async move {
+                if let Err(e) = stats.step().await {
+                    tracing::warn!(error = %e, "demo figures not counted");
+                }
+            });
         }
         // The reference books once at start (then nightly), so the demo has them at hand.
         let books = gateway.state.reference_books.clone();

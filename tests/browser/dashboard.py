@@ -9,6 +9,8 @@ import sys
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 base, login, password, shots, appeal = sys.argv[1:6]
 os.makedirs(shots, exist_ok=True)
@@ -30,6 +32,13 @@ def heading():
     return driver.find_element(By.TAG_NAME, "h1").text
 
 
+def submit(button):
+    """Clicks a form's button and waits until the next page has replaced this one."""
+    old = driver.find_element(By.TAG_NAME, "h1")
+    button.click()
+    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
+
+
 try:
     # Without a session, a page sends the browser to the login.
     driver.get(f"{base}/admin")
@@ -37,7 +46,7 @@ try:
     shot("login")
     driver.find_element(By.NAME, "login").send_keys(login)
     driver.find_element(By.NAME, "password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+    submit(driver.find_element(By.CSS_SELECTOR, "form.login button"))
     assert heading() == "Connected systems", heading()
     body = driver.find_element(By.TAG_NAME, "main").text
     assert "emias" in body, body
@@ -49,7 +58,7 @@ try:
     rows = driver.find_elements(By.CSS_SELECTOR, "main tbody tr")
     assert rows, "no dead letter"
     shot("dead-letters")
-    rows[0].find_element(By.TAG_NAME, "button").click()
+    submit(rows[0].find_element(By.TAG_NAME, "button"))
     assert heading() == "Dead letters", heading()
     print("dead letter rerun")
 
@@ -61,7 +70,7 @@ try:
     row = form.find_element(By.XPATH, "./ancestor::tr")
     assert "bad" in row.get_attribute("class"), "the overdue appeal is not red"
     form.find_element(By.NAME, "answer").send_keys("Answered from the dashboard (synthetic).")
-    form.find_element(By.TAG_NAME, "button").click()
+    submit(form.find_element(By.TAG_NAME, "button"))
     assert heading() == "Appeals", heading()
     assert not driver.find_elements(By.CSS_SELECTOR, f"form[action='/admin/appeals/{appeal}/answer']")
     print("overdue appeal answered")
@@ -81,7 +90,7 @@ try:
     shot("jobs")
 
     # Logging out ends the session: the pages send the browser to the login again.
-    driver.find_element(By.CSS_SELECTOR, "form.logout button").click()
+    submit(driver.find_element(By.CSS_SELECTOR, "form.logout button"))
     driver.get(f"{base}/admin/appeals")
     assert heading() == "Log in", heading()
     print("logged out")

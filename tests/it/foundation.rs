@@ -862,7 +862,8 @@ async fn demo_binary_becomes_ready() {
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/readyz");
     let mut ready = false;
-    for _ in 0..300 {
+    // A minute: the demo seeds its appeals before it answers, on a machine that may be busy.
+    for _ in 0..1200 {
         if let Ok(r) = http.get(&url).send().await {
             if r.status() == StatusCode::OK {
                 ready = true;
