@@ -93,6 +93,13 @@ fn page(title: &str, principal: Option<&Principal>, csrf: &str, body: &str) -> H
         ))
 }
 
+/// After a form: the browser goes on to `path` (so a reload does not send the form again).
+fn see_other(path: &'static str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((actix_web::http::header::LOCATION, path))
+        .finish()
+}
+
 fn csrf_of(req: &HttpRequest) -> String {
     req.extensions()
         .get::<SessionCsrf>()
@@ -173,9 +180,7 @@ async fn login(state: Data<AppState>, req: HttpRequest, body: Bytes) -> ApiResul
     );
     match state.sessions.login(user, password).await {
         Ok(s) => {
-            let mut res = HttpResponse::SeeOther()
-                .insert_header((actix_web::http::header::LOCATION, "/admin"))
-                .finish();
+            let mut res = see_other("/admin");
             let max_age = i64::try_from(s.max_age_secs).unwrap_or(i64::MAX);
             let _ = res.add_cookie(&cookie(&state, SESSION_COOKIE, s.id, max_age));
             let _ = res.add_cookie(&cookie(&state, LOGIN_COOKIE, String::new(), 0));
@@ -384,9 +389,7 @@ async fn rerun(
     if !done {
         return Err(ApiError::not_found("DEAD_LETTER_NOT_FOUND", "no such dead letter").at("id"));
     }
-    Ok(HttpResponse::SeeOther()
-        .insert_header((actix_web::http::header::LOCATION, "/admin/outbox"))
-        .finish())
+    Ok(see_other("/admin/outbox"))
 }
 
 /// Open appeals with their deadlines (overdue in red) and answer forms, and the
@@ -476,9 +479,7 @@ async fn answer(
         )
         .await
         .map_err(super::appeals::to_api)?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((actix_web::http::header::LOCATION, "/admin/appeals"))
-        .finish())
+    Ok(see_other("/admin/appeals"))
 }
 
 /// The jobs, how they run, and their latest runs.

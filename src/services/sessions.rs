@@ -129,10 +129,8 @@ impl Sessions {
         let Some((phc, _)) = self.operators.get(login) else {
             return Err(LoginError::Refused);
         };
-        let parsed = PasswordHash::new(phc).map_err(|_| LoginError::Refused)?;
         // Deliberately slow (argon2): off the async workers.
-        let password = password.to_string();
-        let phc = parsed.to_string();
+        let (password, phc) = (password.to_string(), phc.clone());
         let ok = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&phc).is_ok_and(|h| {
                 argon2::Argon2::default()

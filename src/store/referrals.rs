@@ -384,15 +384,30 @@ impl Store {
         event: &ReferralEvent,
         notice: Option<&NewOutboxItem>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let done = sqlx::query(
+        self.stamp_referral(
             "UPDATE referrals SET escalated_at = $2, updated_at = $2 \
              WHERE id = $1 AND status = 'requested' AND escalated_at IS NULL",
+            event,
+            notice,
         )
-        .bind(event.referral_id.clone())
-        .bind(event.at)
-        .execute(&mut *tx)
-        .await?;
+        .await
+    }
+
+    /// One conditional stamp of a referral (`$1` its id, `$2` the event's time) recorded
+    /// with its event and notice in one transaction; `false` when the condition no longer
+    /// held.
+    async fn stamp_referral(
+        &self,
+        sql: &str,
+        event: &ReferralEvent,
+        notice: Option<&NewOutboxItem>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query(sql)
+            .bind(event.referral_id.clone())
+            .bind(event.at)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() != 1 {
             return Ok(false);
         }
@@ -445,21 +460,13 @@ impl Store {
         event: &ReferralEvent,
         notice: Option<&NewOutboxItem>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let done = sqlx::query(
+        self.stamp_referral(
             "UPDATE referrals SET reminded_at = $2, updated_at = $2 \
              WHERE id = $1 AND status = 'accepted' AND reminded_at IS NULL",
+            event,
+            notice,
         )
-        .bind(event.referral_id.clone())
-        .bind(event.at)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Ok(false);
-        }
-        record_move(&mut tx, event, notice.map_or(&[], std::slice::from_ref)).await?;
-        tx.commit().await?;
-        Ok(true)
+        .await
     }
 
     /// Open referrals (not booked) whose validity ended before `now`, at most `limit`.
