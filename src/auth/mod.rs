@@ -34,6 +34,9 @@ pub mod scopes {
     pub const TRANSACTIONS_READ: &str = "transactions:read";
     /// The stored bodies of transaction records (they carry personal data).
     pub const TRANSACTIONS_BODIES: &str = "transactions:bodies";
+    /// Sending a failed inbound exchange again, as the client that sent it (implies
+    /// reading the log).
+    pub const TRANSACTIONS_RERUN: &str = "transactions:rerun";
     /// The registry's callbacks and file fetches.
     pub const REMD_CALLBACK: &str = "remd:callback";
     /// The audit trail of accesses to personal data.
@@ -72,6 +75,7 @@ pub mod scopes {
             REFERRAL_WRITE => &[REFERRAL_READ],
             JOBS_RUN => &[JOBS_READ],
             APPEALS_ANSWER => &[APPEALS_READ],
+            TRANSACTIONS_RERUN => &[TRANSACTIONS_READ],
             _ => &[],
         }
     }
@@ -138,6 +142,7 @@ type Limiter = governor::DefaultDirectRateLimiter;
 /// Clients known to this gateway, looked up by token hash, with their rate limiters.
 #[derive(Clone, Default)]
 pub struct ClientRegistry {
+    by_id: Arc<HashMap<String, Arc<Client>>>,
     by_hash: Arc<HashMap<[u8; 32], Arc<Client>>>,
     by_fingerprint: Arc<HashMap<[u8; 32], Arc<Client>>>,
     by_subject: Arc<HashMap<String, Arc<Client>>>,
@@ -189,6 +194,7 @@ impl ClientRegistry {
         peers: &[PeerSettings],
     ) -> Result<ClientRegistry, String> {
         let mut map = HashMap::new();
+        let mut by_id = HashMap::new();
         let mut by_fingerprint = HashMap::new();
         let mut by_subject = HashMap::new();
         for c in clients {
@@ -231,6 +237,7 @@ impl ClientRegistry {
                     }
                 },
             });
+            by_id.insert(client.id.clone(), client.clone());
             let token = hex::decode(c.token_sha256.expose()).ok();
             if let Some(hash) = token.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()) {
                 map.insert(hash, client.clone());
@@ -261,6 +268,7 @@ impl ClientRegistry {
                 channels: vec![Channel::Referral],
                 message_certificate: None,
             });
+            by_id.insert(peer.id.clone(), peer.clone());
             if let Some(fp) = p.certificate.fingerprint() {
                 by_fingerprint.insert(fp, peer.clone());
             }
@@ -278,11 +286,17 @@ impl ClientRegistry {
             })
             .collect();
         Ok(ClientRegistry {
+            by_id: Arc::new(by_id),
             by_hash: Arc::new(map),
             by_fingerprint: Arc::new(by_fingerprint),
             by_subject: Arc::new(by_subject),
             limits: Arc::new(limits),
         })
+    }
+
+    /// The client configured as `id` (a rerun acts as the client that sent the request).
+    pub fn get(&self, id: &str) -> Option<Arc<Client>> {
+        self.by_id.get(id).cloned()
     }
 
     /// Counts one request of `client` against its rate; `Err` says how long to wait when

@@ -52,6 +52,8 @@ fn record(i: usize, now: i64, expired: bool) -> TransactionRecord {
         response_body: None,
         truncated: false,
         rerun_of: None,
+        content_type: None,
+        soap_action: None,
         expires_at: if expired { now - 1 } else { now + 86_400_000 },
         trace_id: None,
         span_id: None,

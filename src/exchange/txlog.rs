@@ -314,6 +314,8 @@ impl OutboundCall {
             response_body: Some(response.to_vec()),
             truncated: false,
             rerun_of: None,
+            content_type: None,
+            soap_action: None,
             expires_at: self.started_at + 30 * 86_400_000,
             trace_id: self.trace.as_ref().map(|t| t.trace_id.clone()),
             span_id: self.trace.as_ref().map(|t| t.span_id.clone()),

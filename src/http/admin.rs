@@ -13,19 +13,21 @@ use super::query::{count, moment};
 use super::{ApiError, ApiResult, AppState, Principal};
 use crate::auth::scopes::{
     BOOKING_ADMIN, JOBS_READ, JOBS_RUN, STATS_READ, TRANSACTIONS_BODIES, TRANSACTIONS_READ,
+    TRANSACTIONS_RERUN,
 };
 use crate::model::booking::Restriction;
 use crate::model::schedule::Channel;
 use crate::model::time::from_ms;
 use crate::route;
 use crate::services::booking::NewRestriction;
-use crate::services::operations::{TransactionFilter, TransactionRecord};
+use crate::services::operations::{RerunError, TransactionFilter, TransactionRecord};
 use crate::services::Caller;
 
 /// The operator routes (the document ones are in `documents`), with who may call them.
 pub const ROUTES: &[Route] = &[
     route!(GET "/api/admin" "/transactions" => list_transactions, Access::Scope(TRANSACTIONS_READ, Org::Records)),
     route!(GET "/api/admin" "/transactions/{id}" => get_transaction, Access::Scope(TRANSACTIONS_READ, Org::Records)),
+    route!(POST "/api/admin" "/transactions/{id}/rerun" => rerun_transaction, Access::Scope(TRANSACTIONS_RERUN, Org::Records)),
     route!(GET "/api/admin" "/outbox" => list_outbox, Access::Scope(TRANSACTIONS_READ, Org::Records)),
     route!(GET "/api/admin" "/restrictions" => list_restrictions, Access::Scope(BOOKING_ADMIN, Org::Records)),
     route!(POST "/api/admin" "/restrictions" => add_restriction, Access::Scope(BOOKING_ADMIN, Org::Named)),
@@ -187,20 +189,91 @@ async fn run_job(state: Data<AppState>, name: Path<String>) -> ApiResult<HttpRes
     Ok(HttpResponse::Ok().json(run_json(&run)))
 }
 
-/// Query parameters of the transaction list.
-#[derive(Debug, Deserialize)]
+/// Query parameters of the transaction list (and of the dashboard's search).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    status: Option<String>,
-    operation: Option<String>,
-    protocol: Option<String>,
-    client: Option<String>,
-    correlation_id: Option<String>,
-    trace_id: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+    pub(super) status: Option<String>,
+    pub(super) operation: Option<String>,
+    pub(super) protocol: Option<String>,
+    pub(super) client: Option<String>,
+    pub(super) correlation_id: Option<String>,
+    pub(super) trace_id: Option<String>,
+    pub(super) direction: Option<String>,
+    pub(super) rerun_of: Option<String>,
+    pub(super) from: Option<String>,
+    pub(super) to: Option<String>,
+    pub(super) limit: Option<String>,
+    pub(super) cursor: Option<String>,
+}
+
+impl ListParams {
+    /// The parameters as given, each once (an HTML form sends empty fields: left out).
+    fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("status", &self.status),
+            ("operation", &self.operation),
+            ("protocol", &self.protocol),
+            ("client", &self.client),
+            ("correlation_id", &self.correlation_id),
+            ("trace_id", &self.trace_id),
+            ("direction", &self.direction),
+            ("rerun_of", &self.rerun_of),
+            ("from", &self.from),
+            ("to", &self.to),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().filter(|v| !v.is_empty()).map(|v| (k, v)))
+        .collect()
+    }
+
+    /// The filter and page size they ask for; a bad value named.
+    pub fn filter(&self) -> ApiResult<(TransactionFilter, u32)> {
+        let mut f = TransactionFilter {
+            before_id: self.cursor.clone().filter(|c| !c.is_empty()),
+            ..TransactionFilter::default()
+        };
+        for (k, v) in self.pairs() {
+            let v = v.to_string();
+            match k {
+                "status" => {
+                    status_in(&v, &["ok", "client-error", "server-error", "failed"])?;
+                    f.status = Some(v);
+                }
+                "direction" => {
+                    if !matches!(v.as_str(), "inbound" | "outbound") {
+                        return Err(ApiError::invalid(
+                            "INVALID_DIRECTION",
+                            "direction",
+                            "`direction` must be inbound or outbound",
+                        ));
+                    }
+                    f.direction = Some(v);
+                }
+                "operation" => f.operation = Some(v),
+                "protocol" => f.protocol = Some(v),
+                "client" => f.client_id = Some(v),
+                "correlation_id" => f.correlation_id = Some(v),
+                "trace_id" => f.trace_id = Some(v),
+                "rerun_of" => f.rerun_of = Some(v),
+                "from" => f.from = Some(parse_time("from", &v)?),
+                _ => f.to = Some(parse_time("to", &v)?),
+            }
+        }
+        let limit = page_limit(self.limit.as_deref().filter(|l| !l.is_empty()))?;
+        Ok((f, limit))
+    }
+
+    /// The query of the page after `cursor`, the same filter.
+    pub fn next(&self, limit: u32, cursor: &str) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in self.pairs() {
+            q.append_pair(k, v);
+        }
+        q.append_pair("limit", &limit.to_string());
+        q.append_pair("cursor", cursor);
+        q.finish()
+    }
 }
 
 /// A `status` filter must name one of `allowed`.
@@ -240,25 +313,7 @@ async fn list_transactions(
     params: Result<Query<ListParams>, actix_web::Error>,
 ) -> ApiResult<HttpResponse> {
     let Query(p) = params.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
-    if let Some(s) = &p.status {
-        status_in(s, &["ok", "client-error", "server-error", "failed"])?;
-    }
-    let limit = page_limit(p.limit.as_deref())?;
-    let filter = TransactionFilter {
-        status: p.status.clone(),
-        operation: p.operation.clone(),
-        protocol: p.protocol.clone(),
-        client_id: p.client.clone(),
-        correlation_id: p.correlation_id.clone(),
-        trace_id: p.trace_id.clone(),
-        from: p
-            .from
-            .as_deref()
-            .map(|v| parse_time("from", v))
-            .transpose()?,
-        to: p.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
-        before_id: p.cursor.clone(),
-    };
+    let (filter, limit) = p.filter()?;
     let items = state
         .operations
         .transactions(Caller::of(&principal), &filter, limit)
@@ -266,32 +321,49 @@ async fn list_transactions(
     let next_cursor = (items.len() as u32 == limit)
         .then(|| items.last().map(|r| r.id.clone()))
         .flatten();
-    let next = next_cursor.as_ref().map(|c| {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [
-            ("status", &p.status),
-            ("operation", &p.operation),
-            ("protocol", &p.protocol),
-            ("client", &p.client),
-            ("correlation_id", &p.correlation_id),
-            ("trace_id", &p.trace_id),
-            ("from", &p.from),
-            ("to", &p.to),
-        ] {
-            if let Some(v) = v {
-                q.append_pair(k, v);
-            }
-        }
-        q.append_pair("limit", &limit.to_string());
-        q.append_pair("cursor", c);
-        format!("/api/admin/transactions?{}", q.finish())
-    });
+    let next = next_cursor
+        .as_ref()
+        .map(|c| format!("/api/admin/transactions?{}", p.next(limit, c)));
     Ok(HttpResponse::Ok().json(json!({
         "items": items.iter().map(summary).collect::<Vec<_>>(),
         "count": items.len(),
         "next_cursor": next_cursor,
         "next": next,
     })))
+}
+
+/// Sends a failed inbound exchange once more through the gateway, as the client that sent
+/// it: 200 with the rerun's record, its HTTP status and class; 409 naming why a record is
+/// not one to rerun.
+async fn rerun_transaction(
+    state: Data<AppState>,
+    principal: Principal,
+    id: Path<String>,
+) -> ApiResult<HttpResponse> {
+    let rerun = rerun_one(&state, &principal, &id).await?;
+    Ok(HttpResponse::Ok().json(rerun))
+}
+
+/// The rerun of record `id` (the JSON route's and the dashboard's).
+pub(super) async fn rerun_one(
+    state: &Data<AppState>,
+    principal: &Principal,
+    id: &str,
+) -> ApiResult<super::replay::Rerun> {
+    let replay = state
+        .operations
+        .rerun_transaction(Caller::of(principal), id, &state.clients)
+        .await
+        .map_err(|e| match e {
+            RerunError::NotFound => ApiError::not_found(
+                "TRANSACTION_NOT_FOUND",
+                format!("no transaction with id {id}"),
+            )
+            .at("id"),
+            RerunError::Refused { code, why } => ApiError::conflict(code, why).at("id"),
+            RerunError::Store(e) => ApiError::storage(&e),
+        })?;
+    super::replay::run(state.clone(), replay).await
 }
 
 /// Query parameters of the outbox list.

@@ -7,17 +7,20 @@
 use std::fmt::Write;
 
 use actix_web::cookie::{Cookie, SameSite};
-use actix_web::web::{Bytes, Data, Path};
+use actix_web::web::{Bytes, Data, Path, Query};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 
 use super::access::{Access, Org, Route};
+use super::admin::ListParams;
 use super::{ApiError, ApiResult, AppState, Principal};
 use crate::auth::scopes::{
-    APPEALS_ANSWER, APPEALS_READ, JOBS_READ, OUTBOX_RERUN, STATS_READ, TRANSACTIONS_READ,
+    APPEALS_ANSWER, APPEALS_READ, DOCUMENTS_READ, DOCUMENTS_RERUN, JOBS_READ, OUTBOX_RERUN,
+    STATS_READ, TRANSACTIONS_READ, TRANSACTIONS_RERUN,
 };
 use crate::model::time::{from_ms, now_ms};
 use crate::route;
 use crate::services::appeals::{AppealQuery, GroupBy};
+use crate::services::operations::TransactionRecord;
 use crate::services::Caller;
 
 /// The session cookie.
@@ -42,6 +45,10 @@ pub const ROUTES: &[Route] = &[
     route!(GET "/admin" "/appeals" => appeals, Access::Scope(APPEALS_READ, Org::Records)),
     route!(POST "/admin" "/appeals/{id}/answer" => answer, Access::Scope(APPEALS_ANSWER, Org::Records)),
     route!(GET "/admin" "/jobs" => jobs, Access::Scope(JOBS_READ, Org::Public)),
+    route!(GET "/admin" "/transactions" => transactions, Access::Scope(TRANSACTIONS_READ, Org::Records)),
+    route!(POST "/admin" "/transactions/{id}/rerun" => rerun_transaction, Access::Scope(TRANSACTIONS_RERUN, Org::Records)),
+    route!(GET "/admin" "/documents" => documents, Access::Scope(DOCUMENTS_READ, Org::Records)),
+    route!(POST "/admin" "/documents/{id}/rerun" => rerun_document, Access::Scope(DOCUMENTS_RERUN, Org::Records)),
     route!(GET "/admin" "/traffic" => traffic, Access::Scope(TRANSACTIONS_READ, Org::Records)),
     route!(GET "/admin" "/figures" => figures, Access::Scope(STATS_READ, Org::Records)),
 ];
@@ -66,8 +73,10 @@ fn page(title: &str, principal: Option<&Principal>, csrf: &str, body: &str) -> H
     let nav = [
         ("/admin", "Systems"),
         ("/admin/outbox", "Dead letters"),
+        ("/admin/documents", "Documents"),
         ("/admin/appeals", "Appeals"),
         ("/admin/traffic", "Traffic"),
+        ("/admin/transactions", "Transactions"),
         ("/admin/figures", "Figures"),
         ("/admin/jobs", "Jobs"),
     ]
@@ -93,8 +102,27 @@ fn page(title: &str, principal: Option<&Principal>, csrf: &str, body: &str) -> H
         ))
 }
 
+/// A form of one button posting to `action` with the session's CSRF token.
+fn rerun_button(action: &str, csrf: &str) -> String {
+    format!(
+        r#"<form method="post" action="{}"><input type="hidden" name="csrf" value="{}"><button>Rerun</button></form>"#,
+        esc(action),
+        esc(csrf)
+    )
+}
+
+/// A table with `heads` over `rows`, or `empty` when there are none.
+fn table_or(heads: &[&str], rows: &str, empty: &str) -> String {
+    if rows.is_empty() {
+        return format!("<p>{empty}</p>");
+    }
+    let heads: String = heads.iter().map(|h| format!("<th>{h}</th>")).collect();
+    format!(r#"<table><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table>"#)
+}
+
 /// After a form: the browser goes on to `path` (so a reload does not send the form again).
-fn see_other(path: &'static str) -> HttpResponse {
+fn see_other(path: impl Into<String>) -> HttpResponse {
+    let path: String = path.into();
     HttpResponse::SeeOther()
         .insert_header((actix_web::http::header::LOCATION, path))
         .finish()
@@ -351,7 +379,7 @@ async fn outbox(
         let error = d.last_error.clone().unwrap_or_default();
         let _ = write!(
             rows,
-            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><form method="post" action="/admin/outbox/{}/rerun"><input type="hidden" name="csrf" value="{}"><button>Rerun</button></form></td></tr>"#,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             time(d.updated_at),
             esc(&d.destination),
             esc(&d.kind),
@@ -359,17 +387,23 @@ async fn outbox(
             d.attempts,
             esc(&error),
             who_fixes(&d.destination, &error),
-            esc(&d.id),
-            esc(&csrf)
+            rerun_button(&format!("/admin/outbox/{}/rerun", d.id), &csrf),
         );
     }
-    let body = if dead.is_empty() {
-        "<p>No dead letters.</p>".to_string()
-    } else {
-        format!(
-            r#"<table><thead><tr><th>Given up</th><th>Destination</th><th>Kind</th><th>Organization</th><th>Attempts</th><th>Why</th><th>Who must fix it</th><th></th></tr></thead><tbody>{rows}</tbody></table>"#
-        )
-    };
+    let body = table_or(
+        &[
+            "Given up",
+            "Destination",
+            "Kind",
+            "Organization",
+            "Attempts",
+            "Why",
+            "Who must fix it",
+            "",
+        ],
+        &rows,
+        "No dead letters.",
+    );
     Ok(page("Dead letters", Some(&principal), &csrf, &body))
 }
 
@@ -544,6 +578,271 @@ fn bar_chart(rows: &[(String, f64)], unit: &str) -> String {
     svg
 }
 
+/// A record a rerun may repeat, as far as the list shows (the rerun itself checks the rest:
+/// a whole stored request, no earlier successful rerun, its client still configured).
+fn rerunnable(r: &TransactionRecord) -> bool {
+    r.direction == "inbound"
+        && matches!(r.protocol.as_str(), "fhir" | "soap")
+        && !matches!(r.method.as_str(), "GET" | "HEAD")
+        && r.status != "ok"
+        && r.body_policy == "full"
+}
+
+/// The transaction log: a search over the caller's records (operators: all), newest first,
+/// paged, each failed inbound exchange with a rerun.
+async fn transactions(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    params: Result<Query<ListParams>, actix_web::Error>,
+) -> ApiResult<HttpResponse> {
+    let Query(p) = params.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
+    let (filter, limit) = p.filter()?;
+    let records = state
+        .operations
+        .transactions(Caller::of(&principal), &filter, limit)
+        .await
+        .map_err(|e| ApiError::storage(&e))?;
+    let csrf = csrf_of(&req);
+    let may_rerun = principal.has_scope(TRANSACTIONS_RERUN);
+    let mut rows = String::new();
+    for r in &records {
+        let action = if may_rerun && rerunnable(r) {
+            rerun_button(&format!("/admin/transactions/{}/rerun", r.id), &csrf)
+        } else {
+            String::new()
+        };
+        let class = if r.status == "ok" { "ok" } else { "bad" };
+        let _ = write!(
+            rows,
+            r#"<tr class="{class}"><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{:.1}</td><td>{}</td><td>{}</td><td><a href="/admin/transactions?trace_id={}">{}</a></td><td>{action}</td></tr>"#,
+            time(r.started_at),
+            esc(&r.id),
+            esc(&r.direction),
+            esc(&r.operation),
+            esc(r.client_id.as_deref().unwrap_or("")),
+            esc(&r.target),
+            esc(&r.status),
+            r.http_status.map_or(String::new(), |s| s.to_string()),
+            r.duration_us as f64 / 1000.0,
+            esc(r.error.as_deref().unwrap_or("")),
+            esc(r.rerun_of.as_deref().unwrap_or("")),
+            esc(r.trace_id.as_deref().unwrap_or("")),
+            esc(r.trace_id.as_deref().map_or("", |t| &t[..t.len().min(8)])),
+        );
+    }
+    let given = |v: &Option<String>| esc(v.as_deref().unwrap_or(""));
+    let select = |name: &str, current: &Option<String>, options: &[&str]| {
+        let mut out = format!(r#"<select name="{name}"><option value="">any {name}</option>"#);
+        for o in options {
+            let selected = if current.as_deref() == Some(*o) {
+                " selected"
+            } else {
+                ""
+            };
+            let _ = write!(out, r#"<option{selected}>{o}</option>"#);
+        }
+        out.push_str("</select>");
+        out
+    };
+    let search = format!(
+        r#"<form method="get" action="/admin/transactions" class="search">{}{}<input name="protocol" placeholder="protocol" value="{}"><input name="operation" placeholder="operation" value="{}"><input name="client" placeholder="client" value="{}"><input name="trace_id" placeholder="trace" value="{}"><input name="from" placeholder="from (2026-12-01)" value="{}"><input name="to" placeholder="to" value="{}"><button>Search</button></form>"#,
+        select(
+            "status",
+            &p.status,
+            &["ok", "client-error", "server-error", "failed"]
+        ),
+        select("direction", &p.direction, &["inbound", "outbound"]),
+        given(&p.protocol),
+        given(&p.operation),
+        given(&p.client),
+        given(&p.trace_id),
+        given(&p.from),
+        given(&p.to),
+    );
+    let heading = match p.rerun_of.as_deref().filter(|r| !r.is_empty()) {
+        Some(of) => format!("<p>Reruns of <code>{}</code>.</p>", esc(of)),
+        None => String::new(),
+    };
+    let older = match (records.len() as u32 == limit, records.last()) {
+        (true, Some(last)) => format!(
+            r#"<p><a href="/admin/transactions?{}">Older</a></p>"#,
+            esc(&p.next(limit, &last.id))
+        ),
+        _ => String::new(),
+    };
+    let table = table_or(
+        &[
+            "Started",
+            "Record",
+            "Direction",
+            "Operation",
+            "Client",
+            "Target",
+            "Status",
+            "ms",
+            "Error",
+            "Rerun of",
+            "Trace",
+            "",
+        ],
+        &rows,
+        "No exchanges match.",
+    );
+    let body = format!(
+        r#"<p>Exchanges the gateway answered and made, newest first. A failed inbound exchange whose request was kept can be sent again, as the client that sent it.</p>{search}{heading}{table}{older}"#
+    );
+    Ok(page("Transactions", Some(&principal), &csrf, &body))
+}
+
+/// Reruns a failed inbound exchange; the browser goes on to the rerun's record.
+async fn rerun_transaction(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: Path<String>,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    check_csrf(&req, &form(&body))?;
+    let rerun = super::admin::rerun_one(&state, &principal, &id).await?;
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("rerun_of", &rerun.rerun_of)
+        .finish();
+    Ok(see_other(format!("/admin/transactions?{query}")))
+}
+
+/// Query of the documents page: the status listed (default: the refused and the
+/// dead-lettered, the operators' work).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentsParams {
+    status: Option<String>,
+}
+
+/// Documents of the caller's organizations by status, counted now, and the documents of one
+/// status (by default the ones the registry refused or that ran out of retries), oldest
+/// first, each refused one with a rerun.
+async fn documents(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    params: Result<Query<DocumentsParams>, actix_web::Error>,
+) -> ApiResult<HttpResponse> {
+    use crate::model::document::DocumentStatus;
+    use crate::services::documents::DocumentFilter;
+    let Query(p) = params.map_err(|e| ApiError::malformed("INVALID_QUERY", e.to_string()))?;
+    let listed: Vec<DocumentStatus> = match p.status.as_deref().filter(|s| !s.is_empty()) {
+        None => vec![DocumentStatus::Rejected, DocumentStatus::DeadLettered],
+        Some(s) => vec![DocumentStatus::parse(s).ok_or_else(|| {
+            ApiError::invalid(
+                "INVALID_STATUS",
+                "status",
+                "`status` must be queued, sent, registered, rejected or dead-lettered",
+            )
+        })?],
+    };
+    let caller = Caller::of(&principal);
+    let counts = state
+        .documents
+        .counts(caller)
+        .await
+        .map_err(super::documents::admin_error)?;
+    let csrf = csrf_of(&req);
+    let may_rerun = principal.has_scope(DOCUMENTS_RERUN);
+    let mut rows = String::new();
+    for status in &listed {
+        let filter = DocumentFilter {
+            status: Some(*status),
+            ..DocumentFilter::default()
+        };
+        let found = state
+            .documents
+            .documents(caller, &filter, 100)
+            .await
+            .map_err(super::documents::admin_error)?;
+        for d in &found {
+            let action = if may_rerun && status.is_rerunnable() {
+                rerun_button(&format!("/admin/documents/{}/rerun", d.id), &csrf)
+            } else {
+                String::new()
+            };
+            let class = if status.is_rerunnable() { "bad" } else { "ok" };
+            let _ = write!(
+                rows,
+                r#"<tr class="{class}"><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>"#,
+                time(d.updated_at),
+                esc(&d.id),
+                esc(d.org.as_str()),
+                esc(&d.kind_code),
+                status.as_str(),
+                esc(d.emdr_id.as_deref().unwrap_or("")),
+                d.error_class.map_or("", |c| c.as_str()),
+                esc(&format!(
+                    "{} {}",
+                    d.error_codes.as_deref().unwrap_or(""),
+                    d.error_message.as_deref().unwrap_or("")
+                )),
+            );
+        }
+    }
+    let bars: Vec<(String, f64)> = counts.iter().map(|(s, n)| (s.clone(), *n as f64)).collect();
+    let links = DocumentStatus::ALL
+        .iter()
+        .map(|s| {
+            let n = counts
+                .iter()
+                .find(|(c, _)| c == s.as_str())
+                .map_or(0, |c| c.1);
+            format!(
+                r#"<a href="/admin/documents?status={0}">{0} ({n})</a>"#,
+                s.as_str()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" · ");
+    let what = match p.status.as_deref().filter(|s| !s.is_empty()) {
+        None => "Refused or out of retries".to_string(),
+        Some(s) => format!("Status {}", esc(s)),
+    };
+    let table = table_or(
+        &[
+            "Changed",
+            "Document",
+            "Organization",
+            "Kind",
+            "Status",
+            "Registry number",
+            "Error class",
+            "Why",
+            "",
+        ],
+        &rows,
+        "No documents.",
+    );
+    let body = format!(
+        r#"<p>Documents by registration status, as they stand now.</p>{}<p>{links}</p><h2>{what}</h2><p>Oldest first (at most 100 of each status). A rerun sends a refused document to the registry again once its cause is fixed.</p>{table}"#,
+        bar_chart(&bars, "")
+    );
+    Ok(page("Documents", Some(&principal), &csrf, &body))
+}
+
+/// Sends a refused or dead-lettered document to the registry again.
+async fn rerun_document(
+    state: Data<AppState>,
+    principal: Principal,
+    req: HttpRequest,
+    id: Path<String>,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    check_csrf(&req, &form(&body))?;
+    state
+        .documents
+        .rerun(Caller::of(&principal), &id)
+        .await
+        .map_err(super::documents::admin_error)?;
+    Ok(see_other("/admin/documents"))
+}
+
 /// Throughput and latency per route over the last hour, from the transaction log.
 async fn traffic(
     state: Data<AppState>,
@@ -580,7 +879,7 @@ async fn traffic(
         .map(|r| (r.operation.clone(), r.requests as f64))
         .collect();
     let body = format!(
-        r#"<p>Requests the gateway answered in the last hour (its own transaction log), busiest first.</p>{}<table><thead><tr><th>Operation</th><th>Requests</th><th>Per second</th><th>Errors</th><th>Mean ms</th><th>Max ms</th></tr></thead><tbody>{rows}</tbody></table><p>Search and rerun single exchanges: <code>GET /api/admin/transactions</code>.</p>"#,
+        r#"<p>Requests the gateway answered in the last hour (its own transaction log), busiest first.</p>{}<table><thead><tr><th>Operation</th><th>Requests</th><th>Per second</th><th>Errors</th><th>Mean ms</th><th>Max ms</th></tr></thead><tbody>{rows}</tbody></table><p>Single exchanges: <a href="/admin/transactions">the transaction log</a>.</p>"#,
         bar_chart(&bars, "requests")
     );
     Ok(page("Traffic", Some(&principal), &csrf_of(&req), &body))

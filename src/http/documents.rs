@@ -413,7 +413,7 @@ fn summary(d: &Document) -> Value {
     })
 }
 
-fn admin_error(e: DocumentError) -> ApiError {
+pub(super) fn admin_error(e: DocumentError) -> ApiError {
     to_api_with(e, |_| "id")
 }
 

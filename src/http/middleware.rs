@@ -70,6 +70,13 @@ pub async fn gateway(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let protocol = Protocol::of(req.path(), content_type.as_deref());
+    // A rerun of a recorded exchange, sent in process by `replay` (never from the wire).
+    let replay = req.extensions().get::<super::replay::ReplayAs>().cloned();
+    let soap_action_header = req
+        .headers()
+        .get("soapaction")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let method = req.method().to_string();
     let path = req.path().to_string();
     let ctx = RequestContext {
@@ -102,6 +109,11 @@ pub async fn gateway(
             client_id: None,
             request_body: Bytes::new(),
             error: None,
+            content_type,
+            soap_action: soap_action_header,
+            rerun: replay
+                .as_ref()
+                .map(|r| (r.record_id.clone(), r.rerun_of.clone())),
         };
 
         // The route's access rule, before anything of the body is read.
@@ -154,13 +166,14 @@ pub async fn gateway(
                     }
                 },
             };
-            let authenticated = match session {
-                Some(s) => {
+            let authenticated = match (session, replay) {
+                (_, Some(r)) => Ok(r.client),
+                (Some(s), None) => {
                     req.extensions_mut()
                         .insert(super::dashboard::SessionCsrf(s.csrf));
                     Ok(s.client)
                 }
-                None => state.clients.authenticate(header, peer),
+                (None, None) => state.clients.authenticate(header, peer),
             };
             let client = match authenticated {
                 Ok(client) => client,
@@ -402,6 +415,9 @@ struct Finish {
     decision: crate::exchange::txlog::RouteDecision,
     request_body: Bytes,
     error: Option<String>,
+    content_type: Option<String>,
+    soap_action: Option<String>,
+    rerun: Option<(String, String)>,
 }
 
 async fn finish(
@@ -475,10 +491,14 @@ async fn finish(
             } else {
                 "server-error"
             };
+        let (id, rerun_of) = match f.rerun {
+            Some((id, of)) => (id, Some(of)),
+            None => (uuid::Uuid::now_v7().to_string(), None),
+        };
         state
             .txlog
             .record(TransactionRecord {
-                id: uuid::Uuid::now_v7().to_string(),
+                id,
                 correlation_id: f.correlation_id,
                 request_id: f.request_id,
                 client_id: f.client_id,
@@ -502,9 +522,11 @@ async fn finish(
                 request_body,
                 response_body,
                 truncated,
-                rerun_of: None,
+                rerun_of,
                 expires_at: f.started_at + i64::from(f.decision.retention_days) * 86_400_000,
                 trace_id: Some(f.trace_id),
+                content_type: f.content_type.map(|c| c.chars().take(200).collect()),
+                soap_action: f.soap_action.map(|a| a.chars().take(200).collect()),
                 span_id: Some(f.span_id),
                 parent_span_id: f.parent_span_id,
             })

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod query;
+pub mod replay;
 pub mod soap;
 pub mod tls;
 
@@ -165,6 +166,28 @@ async fn not_found(req: HttpRequest) -> ApiResult<actix_web::HttpResponse> {
     ))
 }
 
+/// The gateway's application: its state, the access rules, the gateway middleware around
+/// every route (the server's and, in process, a rerun's).
+pub fn app(
+    data: Data<AppState>,
+    rules: Data<AccessRules>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(data)
+        .app_data(rules)
+        .app_data(web::PayloadConfig::new(usize::MAX))
+        .wrap(actix_web::middleware::from_fn(middleware::gateway))
+        .configure(routes)
+}
+
 /// Starts the HTTP server on an already bound listener.
 pub fn serve(
     state: Arc<AppState>,
@@ -179,21 +202,14 @@ pub fn serve(
     let state_http = state.settings.http.clone();
     let data = Data::from(state);
     let rules = Data::new(access_rules());
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .app_data(rules.clone())
-            .app_data(web::PayloadConfig::new(usize::MAX))
-            .wrap(actix_web::middleware::from_fn(middleware::gateway))
-            .configure(routes)
-    })
-    .workers(workers)
-    .shutdown_timeout(10)
-    .client_request_timeout(std::time::Duration::from_secs(
-        state_http.header_timeout_secs,
-    ))
-    .keep_alive(std::time::Duration::from_secs(state_http.keep_alive_secs))
-    .on_connect(tls::on_connect);
+    let server = HttpServer::new(move || app(data.clone(), rules.clone()))
+        .workers(workers)
+        .shutdown_timeout(10)
+        .client_request_timeout(std::time::Duration::from_secs(
+            state_http.header_timeout_secs,
+        ))
+        .keep_alive(std::time::Duration::from_secs(state_http.keep_alive_secs))
+        .on_connect(tls::on_connect);
     let server = match tls {
         None => server.listen(listener)?,
         Some(t) => server.listen_openssl(listener, t.acceptor().map_err(std::io::Error::other)?)?,

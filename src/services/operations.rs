@@ -47,6 +47,45 @@ pub trait JobControl: Send + Sync {
     ) -> futures_util::future::BoxFuture<'a, Result<JobRun, JobError>>;
 }
 
+/// A failed inbound exchange to send once more through the gateway, as the client that
+/// sent it.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The record it re-runs.
+    pub of: String,
+    /// The client that sent it, whose rights the rerun has.
+    pub client: std::sync::Arc<crate::auth::Client>,
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Content-Type sent.
+    pub content_type: Option<String>,
+    /// SOAPAction sent.
+    pub soap_action: Option<String>,
+    /// The request body as it came.
+    pub body: Vec<u8>,
+}
+
+/// Why an exchange is not rerun.
+#[derive(Debug, thiserror::Error)]
+pub enum RerunError {
+    /// No such record of the caller's.
+    #[error("no such transaction record")]
+    NotFound,
+    /// The record is not one a rerun can repeat, and why.
+    #[error("{why}")]
+    Refused {
+        /// Machine-readable reason.
+        code: &'static str,
+        /// For the operator.
+        why: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// A connected system as operators see it: its calls over the last hour and its breaker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SystemHealth {
@@ -192,6 +231,136 @@ impl Operations {
             self.store.insert_audit(&event).await?;
         }
         Ok(record)
+    }
+
+    /// Prepares the rerun of a failed inbound exchange: the record must be the caller's
+    /// (operators: any), inbound on the exchange protocols, a change (not a read), failed,
+    /// with its whole request stored, not yet rerun with success, and its client still
+    /// known; the rerun acts as that client. Asking is audited (the stored body carries
+    /// personal data), refusals too.
+    pub async fn rerun_transaction(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        clients: &crate::auth::ClientRegistry,
+    ) -> Result<Replay, RerunError> {
+        self.txlog.flush().await;
+        let mut event = audit_event(
+            caller,
+            AuditAction::Update,
+            AuditEntity::TransactionBody,
+            crate::model::time::now_ms(),
+        );
+        event.entity_id = Some(id.to_string());
+        let result = self.check_rerun(caller, id, clients).await;
+        match &result {
+            Ok(_) => {}
+            Err(RerunError::NotFound) => event = event.refused("TRANSACTION_NOT_FOUND"),
+            Err(RerunError::Refused { code, .. }) => event = event.refused(code),
+            Err(RerunError::Store(_)) => return result,
+        }
+        self.store.insert_audit(&event).await?;
+        result
+    }
+
+    async fn check_rerun(
+        &self,
+        caller: Caller<'_>,
+        id: &str,
+        clients: &crate::auth::ClientRegistry,
+    ) -> Result<Replay, RerunError> {
+        let r = self
+            .store
+            .get_transaction(id)
+            .await?
+            .filter(|r| caller.operator || r.client_id.as_deref() == Some(caller.client_id))
+            .ok_or(RerunError::NotFound)?;
+        let refuse = |code: &'static str, why: String| Err(RerunError::Refused { code, why });
+        if r.direction != "inbound" {
+            return refuse(
+                "NOT_INBOUND",
+                format!(
+                    "an outbound call is repeated by what caused it: its outbox item (the dead \
+                     letters) or the inbound request `{}`",
+                    r.request_id
+                ),
+            );
+        }
+        if !matches!(r.protocol.as_str(), "fhir" | "soap") {
+            return refuse(
+                "NOT_AN_EXCHANGE",
+                format!(
+                    "only FHIR and SOAP exchanges are rerun, not `{}` requests",
+                    r.protocol
+                ),
+            );
+        }
+        if matches!(r.method.as_str(), "GET" | "HEAD") {
+            return refuse(
+                "READ_ONLY",
+                "a read changes nothing: its client asks again".into(),
+            );
+        }
+        if r.status == "ok" {
+            return refuse(
+                "TRANSACTION_SUCCEEDED",
+                "it succeeded: a rerun would repeat its effect".into(),
+            );
+        }
+        let body = match r.request_body {
+            Some(b) if r.body_policy == "full" => b,
+            _ => {
+                return refuse(
+                    "NO_STORED_BODY",
+                    format!(
+                    "its request was not kept (body policy `{}`): there is nothing to send again",
+                    r.body_policy
+                ),
+                )
+            }
+        };
+        if body.len() as i64 != r.request_bytes {
+            return refuse(
+                "BODY_TRUNCATED",
+                format!(
+                    "its request was kept cut to {} of {} bytes",
+                    body.len(),
+                    r.request_bytes
+                ),
+            );
+        }
+        let done = TransactionFilter {
+            rerun_of: Some(r.id.clone()),
+            status: Some("ok".into()),
+            ..TransactionFilter::default()
+        };
+        if let Some(earlier) = self.store.list_transactions(&done, 1).await?.first() {
+            return refuse(
+                "ALREADY_RERUN",
+                format!("its rerun `{}` succeeded already", earlier.id),
+            );
+        }
+        let Some(client_id) = r.client_id else {
+            return refuse(
+                "NO_CLIENT",
+                "it came from no authenticated client, so nobody to act as".into(),
+            );
+        };
+        let Some(client) = clients.get(&client_id) else {
+            return refuse(
+                "CLIENT_GONE",
+                format!("its client `{client_id}` is no longer configured"),
+            );
+        };
+        Ok(Replay {
+            of: r.id,
+            client,
+            method: r.method,
+            path: r.target,
+            content_type: r.content_type,
+            soap_action: r.soap_action,
+            body,
+        })
     }
 
     /// Audit events matching `q` of the caller's organizations (operators: all), newest

@@ -56,6 +56,10 @@ pub struct TransactionRecord {
     pub expires_at: i64,
     /// The W3C trace it belongs to (32 hex digits), shared across gateways.
     pub trace_id: Option<String>,
+    /// The request's Content-Type (inbound), which a rerun sends again.
+    pub content_type: Option<String>,
+    /// The request's SOAPAction header (inbound SOAP 1.1), which a rerun sends again.
+    pub soap_action: Option<String>,
     /// Its span in that trace (16 hex digits): exported, not stored.
     #[serde(skip)]
     pub span_id: Option<String>,
@@ -117,6 +121,10 @@ pub struct TransactionFilter {
     pub from: Option<i64>,
     /// Started before (epoch ms).
     pub to: Option<i64>,
+    /// Exact direction (`inbound`, `outbound`).
+    pub direction: Option<String>,
+    /// Reruns of this record.
+    pub rerun_of: Option<String>,
     /// Return records with an id lower than this (keyset cursor, newest first).
     pub before_id: Option<String>,
 }
@@ -124,8 +132,8 @@ pub struct TransactionFilter {
 const COLUMNS: &str = "id, correlation_id, request_id, client_id, direction, protocol, operation, \
     method, target, status, http_status, error, started_at, duration_us, request_bytes, \
     response_bytes, body_policy, request_body, response_body, truncated, rerun_of, expires_at, \
-    trace_id";
-const COLUMN_COUNT: usize = 23;
+    trace_id, content_type, soap_action";
+const COLUMN_COUNT: usize = 25;
 
 /// Rows per INSERT statement: keeps placeholder counts well under both backends' limits.
 const INSERT_CHUNK: usize = 32;
@@ -181,7 +189,9 @@ impl Store {
                     .bind(i32::from(r.truncated))
                     .bind(r.rerun_of.clone())
                     .bind(r.expires_at)
-                    .bind(r.trace_id.clone());
+                    .bind(r.trace_id.clone())
+                    .bind(r.content_type.clone())
+                    .bind(r.soap_action.clone());
             }
             q.execute(&mut *tx).await?;
         }
@@ -218,6 +228,12 @@ impl Store {
         }
         if let Some(v) = &filter.trace_id {
             push(&mut sql, "trace_id =", Arg::Text(v.clone()));
+        }
+        if let Some(v) = &filter.direction {
+            push(&mut sql, "direction =", Arg::Text(v.clone()));
+        }
+        if let Some(v) = &filter.rerun_of {
+            push(&mut sql, "rerun_of =", Arg::Text(v.clone()));
         }
         if let Some(v) = filter.from {
             push(&mut sql, "started_at >=", Arg::Int(v));
@@ -305,7 +321,7 @@ impl Store {
 }
 
 /// Writes transaction records with `COPY ... FROM STDIN` on a connection of its own
-/// (PostgreSQL): one message per batch instead of 22 bound parameters per row through
+/// (PostgreSQL): one message per batch instead of 25 bound parameters per row through
 /// `sqlx::Any`, which is most of what recording costs a busy gateway.
 pub struct TransactionCopier {
     options: std::sync::Arc<sqlx::postgres::PgConnectOptions>,
@@ -399,6 +415,8 @@ fn copy_row(out: &mut Vec<u8>, r: &TransactionRecord) {
         Cell::Text(r.rerun_of.as_deref()),
         Cell::Int(Some(r.expires_at)),
         Cell::Text(r.trace_id.as_deref()),
+        Cell::Text(r.content_type.as_deref()),
+        Cell::Text(r.soap_action.as_deref()),
     ];
     for (i, cell) in cells.iter().enumerate() {
         if i > 0 {
@@ -465,6 +483,8 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<TransactionRecord, StoreError> {
         rerun_of: row.try_get("rerun_of")?,
         expires_at: row.try_get("expires_at")?,
         trace_id: row.try_get("trace_id")?,
+        content_type: row.try_get("content_type")?,
+        soap_action: row.try_get("soap_action")?,
         span_id: None,
         parent_span_id: None,
     })

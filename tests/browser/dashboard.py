@@ -1,7 +1,7 @@
 """Drives the operators' dashboard in Debian's headless chromium through chromedriver:
-logs in, sees every page, reruns a dead letter, answers an overdue appeal, and saves a
-screenshot of each page. Arguments: base URL, login, password, screenshot directory,
-the appeal to answer. Prints one line per step; exits non-zero on the first failure."""
+logs in, sees every page, reruns a dead letter, answers an overdue appeal, reruns a failed
+exchange from the transaction log, and saves a screenshot of each page. Arguments: base
+URL, login, password, screenshot directory, the appeal to answer, the exchange to rerun. Prints one line per step; exits non-zero on the first failure."""
 
 import os
 import sys
@@ -12,7 +12,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-base, login, password, shots, appeal = sys.argv[1:6]
+base, login, password, shots, appeal, exchange = sys.argv[1:7]
 os.makedirs(shots, exist_ok=True)
 
 options = webdriver.ChromeOptions()
@@ -79,6 +79,22 @@ try:
     assert heading() == "Traffic", heading()
     assert "POST /fhir/Communication" in driver.find_element(By.TAG_NAME, "main").text
     shot("traffic")
+
+    driver.get(f"{base}/admin/transactions?status=server-error&direction=inbound")
+    assert heading() == "Transactions", heading()
+    shot("transactions")
+    form = driver.find_element(By.CSS_SELECTOR, f"form[action='/admin/transactions/{exchange}/rerun']")
+    submit(form.find_element(By.TAG_NAME, "button"))
+    assert heading() == "Transactions", heading()
+    main = driver.find_element(By.TAG_NAME, "main").text
+    assert f"Reruns of {exchange}" in main, main
+    assert "ok 201" in main, main
+    print("exchange rerun")
+
+    driver.get(f"{base}/admin/documents")
+    assert heading() == "Documents", heading()
+    assert "dead-lettered (" in driver.find_element(By.TAG_NAME, "main").text
+    shot("documents")
 
     driver.get(f"{base}/admin/figures")
     assert heading() == "Figures", heading()

@@ -31,6 +31,7 @@ pub(crate) const SCOPES: &[&str] = &[
     "documents:rerun",
     "transactions:read",
     "transactions:bodies",
+    "transactions:rerun",
     "audit:read",
     "referral:write",
     "referral:propose",
@@ -217,6 +218,11 @@ pub(crate) struct Records {
     pub(crate) dead_letter: String,
     /// Another, which stays dead.
     pub(crate) dead_kept: String,
+    /// A failed FHIR request of the owner's, kept whole: rerun (and failing again).
+    pub(crate) failed_exchange: String,
+    /// A record of the owner's that no probe names (the log page must not show it to
+    /// another client, whose own records hold the ids it probed).
+    pub(crate) quiet_transaction: String,
 }
 
 async fn send(fx: &Fx, token: Option<&str>, r: &Req) -> Seen {
@@ -474,6 +480,18 @@ fn case(
             Other::NotFound,
             OK,
         ),
+        // Rerun as the owner's client, it fails as it failed before: the rerun is answered.
+        ("POST", "/api/admin/transactions/{id}/rerun") => (
+            Req {
+                method: Method::POST,
+                ..Req::get(format!(
+                    "/api/admin/transactions/{}/rerun",
+                    r.failed_exchange
+                ))
+            },
+            Other::NotFound,
+            OK,
+        ),
         ("GET", "/api/admin/restrictions") => (Req::get(pattern), Other::Hidden, OK),
         ("POST", "/api/admin/restrictions") => (
             Req::with(
@@ -633,6 +651,27 @@ fn case(
         ("GET", "/admin" | "/admin/jobs" | "/admin/traffic") => (Req::get(pattern), Other::Same, OK),
         ("GET", "/admin/figures") => (Req::get(pattern), Other::Hidden, OK),
         ("GET", "/admin/outbox" | "/admin/appeals") => (Req::get(pattern), Other::Hidden, OK),
+        ("GET", "/admin/transactions") => (Req::get(pattern), Other::Hidden, OK),
+        ("GET", "/admin/documents") => (
+            Req::get("/admin/documents?status=queued"),
+            Other::Hidden,
+            OK,
+        ),
+        // The document is queued already: the owner gets in and back to the page.
+        ("POST", "/admin/documents/{id}/rerun") => (
+            Req::form(format!("/admin/documents/{}/rerun", r.document), "csrf="),
+            Other::NotFound,
+            &[303],
+        ),
+        ("POST", "/admin/transactions/{id}/rerun") => (
+            Req::form(
+                format!("/admin/transactions/{}/rerun", r.failed_exchange),
+                "csrf=",
+            ),
+            Other::NotFound,
+            // The browser goes on to the rerun's record.
+            &[303],
+        ),
         ("POST", "/admin/outbox/{id}/rerun") => (
             Req::form(format!("/admin/outbox/{}/rerun", r.dead_letter), "csrf="),
             Other::NotFound,
@@ -676,8 +715,13 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
         ("POST", "/soap/documents") => Some((Read, Document, true)),
         ("POST", "/soap/remd/provider") => Some((Read, Document, true)),
         ("GET", "/api/admin/documents/{id}") => Some((Read, Document, true)),
-        ("POST", "/api/admin/documents/{id}/rerun") => Some((Update, Document, false)),
+        ("POST", "/api/admin/documents/{id}/rerun" | "/admin/documents/{id}/rerun") => {
+            Some((Update, Document, false))
+        }
         ("GET", "/api/admin/transactions/{id}") => Some((Read, TransactionBody, false)),
+        ("POST", "/api/admin/transactions/{id}/rerun" | "/admin/transactions/{id}/rerun") => {
+            Some((Update, TransactionBody, false))
+        }
         ("POST", "/fhir/ServiceRequest" | "/fhir/ServiceRequest/$propose") => {
             Some((Create, Referral, true))
         }
@@ -736,6 +780,8 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
             | "/admin/outbox"
             | "/admin/traffic"
             | "/admin/figures"
+            | "/admin/transactions"
+            | "/admin/documents"
             | "/api/admin/openapi.json",
         ) => None,
         (
@@ -758,8 +804,9 @@ fn audited(method: &str, pattern: &str) -> Option<(AuditAction, AuditEntity, boo
 fn hidden_id<'a>(pattern: &str, r: &'a Records) -> &'a str {
     match pattern {
         "/fhir/Appointment" | "/fhir/AuditEvent" => &r.urgent,
-        "/api/admin/documents" => &r.document,
+        "/api/admin/documents" | "/admin/documents" => &r.document,
         "/api/admin/transactions" => &r.transaction,
+        "/admin/transactions" => &r.quiet_transaction,
         "/api/admin/outbox" => &r.booked,
         "/fhir/ServiceRequest" | "/fhir/Task" => &r.referral,
         "/fhir/Communication" | "/admin/appeals" => &r.appeal,
@@ -874,6 +921,37 @@ pub(crate) async fn records(fx: &Fx) -> Records {
         .expect("a slot open to referrals only")
         .id;
     let mine = json_of(fx, OWNER, &Req::get("/api/admin/transactions?limit=1")).await;
+    // A booking without its slot: refused, and refused again whenever rerun.
+    send(
+        fx,
+        Some(OWNER),
+        &Req::with(
+            Method::POST,
+            "/fhir/Appointment/$book",
+            json!({"resourceType": "Parameters"}),
+        ),
+    )
+    .await;
+    let failed = json_of(
+        fx,
+        OWNER,
+        &Req::get("/api/admin/transactions?limit=1&status=client-error&protocol=fhir"),
+    )
+    .await;
+    let failed_exchange = failed["items"][0]["id"].as_str().unwrap().to_string();
+    let ok = json_of(
+        fx,
+        OWNER,
+        &Req::get("/api/admin/transactions?limit=5&status=ok"),
+    )
+    .await;
+    let quiet_transaction = ok["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .find(|id| *id != mine["items"][0]["id"])
+        .expect("another record of the owner's");
     // A dead letter of the owner's booking (due far ahead, so no worker takes it first).
     let booked_id = booked["id"].as_str().unwrap().to_string();
     let now = medgate::model::time::now_ms();
@@ -958,6 +1036,8 @@ pub(crate) async fn records(fx: &Fx) -> Records {
         appeal_general,
         appeal_dashboard,
         dead_letter,
+        failed_exchange,
+        quiet_transaction,
         dead_kept,
     }
 }

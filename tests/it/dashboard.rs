@@ -92,6 +92,8 @@ async fn the_dashboard_in_a_real_browser() {
             org: ORG.into(),
         }];
         s.jobs.disabled.push("appeal-deadlines".into());
+        // The compensating cancel retries each second (the clinic system fails only briefly).
+        s.booking.mis_retry_schedule_secs = vec![1; 20];
     })
     .await;
     let post = |path: String, body: Value| {
@@ -169,8 +171,41 @@ async fn the_dashboard_in_a_real_browser() {
     assert_eq!(s, StatusCode::CREATED, "{overdue}");
     let overdue_id = overdue["id"].as_str().unwrap().to_string();
 
+    // A booking the clinic system failed, for the operator to rerun.
+    let slot = fx.free(medgate::model::schedule::Channel::Internet).await[0]
+        .id
+        .clone();
+    fx.sim.set_faults(medgate::sim::emias::Faults {
+        error_rate: 1.0,
+        ..Default::default()
+    });
+    let (s, failed) = fx
+        .post(
+            PORTAL_TOKEN,
+            "/fhir/Appointment/$book",
+            &crate::booking::params(&slot, Some(crate::booking::patient(9)), None),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{failed}");
+    fx.sim.set_faults(Default::default());
+    fx.wait_outbox_done("mis", 1).await;
+
     // The schedule sync's calls to the city MIS are in the transaction log for the health page.
     fx.t.gw.state.txlog.flush().await;
+    let failed_exchange = store
+        .list_transactions(
+            &medgate::store::transactions::TransactionFilter {
+                status: Some("server-error".into()),
+                direction: Some("inbound".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed_exchange.len(), 1, "{failed_exchange:?}");
+    let failed_exchange = failed_exchange[0].id.clone();
     // Over plain HTTP first: a form without the session's CSRF token is refused.
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -260,6 +295,7 @@ async fn the_dashboard_in_a_real_browser() {
             PASSWORD,
             &shots,
             &overdue_id,
+            &failed_exchange,
         ])
         .output()
         .await
@@ -271,7 +307,9 @@ async fn the_dashboard_in_a_real_browser() {
     );
     assert!(out.status.success(), "the browser run failed:\n{text}");
     assert!(
-        text.contains("dead letter rerun") && text.contains("overdue appeal answered"),
+        text.contains("dead letter rerun")
+            && text.contains("overdue appeal answered")
+            && text.contains("exchange rerun"),
         "{text}"
     );
     for page in [
@@ -280,6 +318,8 @@ async fn the_dashboard_in_a_real_browser() {
         "dead-letters",
         "appeals",
         "traffic",
+        "transactions",
+        "documents",
         "figures",
         "jobs",
     ] {
@@ -297,6 +337,25 @@ async fn the_dashboard_in_a_real_browser() {
     let a = store.appeal(&overdue_id).await.unwrap().unwrap();
     assert_eq!(a.status, medgate::model::appeal::AppealStatus::Answered);
     assert_eq!(a.answer.unwrap().by, format!("operator:{LOGIN}"));
+    // The rerun booked the slot in the clinic system, as the portal.
+    assert!(fx.mis_has_booked(&slot).await, "the rerun booked {slot}");
+    let reruns = store
+        .list_transactions(
+            &medgate::store::transactions::TransactionFilter {
+                rerun_of: Some(failed_exchange.clone()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reruns
+            .iter()
+            .map(|r| (r.client_id.as_deref(), r.http_status))
+            .collect::<Vec<_>>(),
+        [(Some("portal"), Some(201))]
+    );
     server.stop(true).await;
     fx.t.stop().await;
 }

@@ -286,7 +286,8 @@ fn concrete(pattern: &str, r: &Records) -> String {
         "/fhir/Appointment/{id}" | "/fhir/Appointment/{id}/$reschedule" => r.booked.as_str(),
         "/fhir/DocumentReference/{id}"
         | "/api/admin/documents/{id}"
-        | "/api/admin/documents/{id}/rerun" => r.document.as_str(),
+        | "/api/admin/documents/{id}/rerun"
+        | "/admin/documents/{id}/rerun" => r.document.as_str(),
         "/api/admin/transactions/{id}" => r.transaction.as_str(),
         "/api/admin/restrictions/{id}" => r.restriction_to_delete.as_str(),
         "/fhir/ServiceRequest/{id}" | "/fhir/Task/{id}" => r.referral.as_str(),
@@ -297,6 +298,9 @@ fn concrete(pattern: &str, r: &Records) -> String {
         | "/fhir/Communication/{id}/$extend"
         | "/admin/appeals/{id}/answer" => r.appeal.as_str(),
         "/admin/outbox/{id}/rerun" => r.dead_letter.as_str(),
+        "/api/admin/transactions/{id}/rerun" | "/admin/transactions/{id}/rerun" => {
+            r.failed_exchange.as_str()
+        }
         "/api/admin/jobs/{name}/runs" | "/api/admin/jobs/{name}/run" => {
             return pattern.replace("{name}", "retention")
         }
@@ -375,19 +379,22 @@ fn query_params(method: &str, pattern: &str) -> &'static [&'static str] {
         ("GET", "/api/admin/documents") | ("POST", "/api/admin/documents/rerun") => {
             &["status", "org", "kind", "error_class", "limit", "cursor"]
         }
-        ("GET", "/api/admin/transactions") => &[
+        ("GET", "/api/admin/transactions" | "/admin/transactions") => &[
             "status",
             "operation",
             "protocol",
             "client",
             "correlation_id",
             "trace_id",
+            "direction",
+            "rerun_of",
             "from",
             "to",
             "limit",
             "cursor",
         ],
         ("GET", "/api/admin/restrictions") => &["organization"],
+        ("GET", "/admin/documents") => &["status"],
         ("GET", "/soap/hub") | ("GET", "/soap/appeals") => &["wsdl"],
         ("GET", "/fhir/Communication") => &[
             "status",

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use crate::booking::{first_day, params, patient, policy, Fx, ORG};
 use crate::support::*;
 
-const ACTION: &str = "http://tempuri.org/IHubService/";
+pub(crate) const ACTION: &str = "http://tempuri.org/IHubService/";
 
 fn envelope(op: &str, inner: &str) -> String {
     format!(
@@ -18,7 +18,7 @@ fn envelope(op: &str, inner: &str) -> String {
     )
 }
 
-async fn call(
+pub(crate) async fn call(
     fx: &Fx,
     token: &str,
     op: &str,
@@ -45,7 +45,7 @@ fn between<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     Some(&xml[start..end])
 }
 
-fn fault(xml: &str) -> (String, String) {
+pub(crate) fn fault(xml: &str) -> (String, String) {
     (
         between(xml, "mg:code").unwrap_or("").to_string(),
         between(xml, "mg:field").unwrap_or("").to_string(),

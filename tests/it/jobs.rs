@@ -233,6 +233,8 @@ async fn retention_prunes_what_is_old_and_nothing_younger(backend: Backend) {
         response_body: Some(b"body".to_vec()),
         truncated: false,
         rerun_of: None,
+        content_type: None,
+        soap_action: None,
         expires_at,
         trace_id: None,
         span_id: None,

@@ -20,6 +20,7 @@ mod logs;
 mod nsi;
 mod reconcile;
 mod referrals;
+mod rerun;
 mod schedules;
 mod soak;
 mod support;
