@@ -564,6 +564,7 @@ fn background_jobs(
             concurrency,
             lease,
             max_attempts: i32::try_from(schedule.len() + 1).unwrap_or(i32::MAX),
+            patience: Duration::from_secs(schedule.iter().sum()),
         };
         let worker = Worker::new(
             store.clone(),

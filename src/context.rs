@@ -2,12 +2,56 @@
 //! transaction log records of the calls it causes, and its W3C trace context, so one
 //! exchange reads as one trace across clinic systems, the registry and peer gateways. The
 //! HTTP edge sets both; any layer reads them; background workers restore a trace they kept.
+//! A delivery attempt also carries a note of its calls: whether one went out, and whether a
+//! partner's open circuit refused one (then the attempt was not made, and is not counted).
 
 use std::future::Future;
 
 tokio::task_local! {
     static REQUEST_ID: String;
     static TRACE: Trace;
+    static CALLS: std::cell::Cell<CallNote>;
+}
+
+/// What became of the outbound calls of one piece of work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallNote {
+    /// At least one call went out.
+    pub called: bool,
+    /// A call was refused by an open circuit that lets a probe through at this time
+    /// (epoch ms).
+    pub refused_until: Option<i64>,
+}
+
+/// Runs `work`, noting its outbound calls.
+pub async fn with_call_note<F: Future>(work: F) -> (F::Output, CallNote) {
+    CALLS
+        .scope(std::cell::Cell::new(CallNote::default()), async move {
+            let out = work.await;
+            (out, CALLS.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// Notes that a call went out (outside [`with_call_note`]: nothing).
+pub fn note_call() {
+    let _ = CALLS.try_with(|c| {
+        c.set(CallNote {
+            called: true,
+            ..c.get()
+        })
+    });
+}
+
+/// Notes that an open circuit refused a call until `until` (epoch ms).
+pub fn note_circuit_refused(until: i64) {
+    let _ = CALLS.try_with(|c| {
+        let n = c.get();
+        c.set(CallNote {
+            refused_until: Some(n.refused_until.map_or(until, |u| u.max(until))),
+            ..n
+        })
+    });
 }
 
 /// Runs `work` as part of the request `request_id`.

@@ -87,9 +87,11 @@ where
     E: From<NoAnswer> + std::fmt::Display + PartnerFault,
 {
     let partner = req.adapter;
-    if !link.partners.allow(partner) {
+    if let Err(reopens) = link.partners.gate(partner) {
+        crate::context::note_circuit_refused(reopens);
         return Err(NoAnswer::CircuitOpen(partner.to_string()).into());
     }
+    crate::context::note_call();
     let result = send(&link.http, &link.txlog, link.timeout, req, read).await;
     let failed = result
         .as_ref()

@@ -1,5 +1,6 @@
 //! Delivery workers: claim due outbox items, run the destination's handler, and record the
-//! outcome (delivered, retry later, dead letter). Several workers in several processes may
+//! outcome (delivered, retry later, dead letter; an attempt a partner's open circuit refused
+//! waits for the circuit uncounted, for as long as its retry schedule spans). Several workers in several processes may
 //! run at once; claims are leases, so an item held by a crashed process is claimed again
 //! when its lease ends. The loop around a worker's step lives in `jobs`.
 
@@ -39,6 +40,10 @@ pub struct WorkerConfig {
     /// Attempts an item gets (its destination's retry schedule plus the first): a retry
     /// asked for beyond them dead-letters the item instead.
     pub max_attempts: i32,
+    /// How long after it was queued an item may still wait for an open circuit without the
+    /// refused attempt counting (its retry schedule's span): then attempts count again, so
+    /// even a partner that never comes back ends in dead letters.
+    pub patience: Duration,
 }
 
 /// A delivery worker of one destination: each [`Worker::step`] claims the due items (at
@@ -67,6 +72,7 @@ impl Worker {
             store: store.clone(),
             worker: id.clone(),
             max_attempts: config.max_attempts,
+            patience_ms: i64::try_from(config.patience.as_millis()).unwrap_or(i64::MAX),
             clock: clock.clone(),
             partners,
         };
@@ -107,11 +113,12 @@ impl Worker {
                 .traceparent
                 .as_deref()
                 .and_then(crate::context::Trace::continue_from);
-            let outcome = match trace {
-                Some(t) => crate::context::with_trace(t, deliver).await,
-                None => deliver.await,
+            let noted = crate::context::with_call_note(deliver);
+            let (outcome, calls) = match trace {
+                Some(t) => crate::context::with_trace(t, noted).await,
+                None => noted.await,
             };
-            self.recorder.record(&item, outcome).await;
+            self.recorder.record_attempt(&item, outcome, calls).await;
         });
         futures_util::future::join_all(tasks).await;
         Ok(n)
@@ -127,6 +134,8 @@ pub struct Recorder {
     pub worker: String,
     /// Attempts an item gets.
     pub max_attempts: i32,
+    /// How long after queueing an attempt refused by an open circuit goes uncounted (ms).
+    pub patience_ms: i64,
     /// Time of the outcome.
     pub clock: SharedClock,
     /// Delivery metrics.
@@ -134,17 +143,58 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Records the outcome of `item`'s attempt.
+    /// Records the outcome of `item`'s attempt, every call of it made.
     pub async fn record(&self, item: &OutboxItem, outcome: Outcome) {
+        self.record_attempt(item, outcome, crate::context::CallNote::default())
+            .await
+    }
+
+    /// Records the outcome of `item`'s attempt whose calls went as `calls` says: a failure
+    /// because an open circuit refused its only call waits for the circuit, uncounted,
+    /// while the item is younger than the patience.
+    pub async fn record_attempt(
+        &self,
+        item: &OutboxItem,
+        outcome: Outcome,
+        calls: crate::context::CallNote,
+    ) {
         let (id, attempts) = (&item.id, item.attempts);
+        let now = self.clock.now_ms();
+        let (store, worker) = (&self.store, self.worker.as_str());
+        let waited = now.saturating_sub(item.created_at);
+        if let (Some(until), false, false) = (
+            calls.refused_until,
+            calls.called,
+            matches!(outcome, Outcome::Delivered),
+        ) {
+            if waited < self.patience_ms {
+                let err = match &outcome {
+                    Outcome::RetryAt(_, e) | Outcome::Dead(e) => e.clone(),
+                    Outcome::Delivered => String::new(),
+                };
+                self.partners
+                    .delivered(&item.destination, "postponed", None);
+                match store
+                    .postpone_outbox(id, worker, &err, until.max(now + 1000), now)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(item = %id, "outbox lease lost before the postponement")
+                    }
+                    Err(e) => {
+                        tracing::error!(item = %id, error = %e, "could not postpone delivery")
+                    }
+                }
+                return;
+            }
+        }
         let outcome = match outcome {
             Outcome::RetryAt(_, err) if attempts >= self.max_attempts => {
                 Outcome::Dead(format!("gave up after {attempts} attempts: {err}"))
             }
             o => o,
         };
-        let now = self.clock.now_ms();
-        let (store, worker) = (&self.store, self.worker.as_str());
         let (label, applied) = match &outcome {
             Outcome::Delivered => ("delivered", store.complete_outbox(id, worker, now).await),
             Outcome::RetryAt(at, err) => (

@@ -109,7 +109,7 @@ impl Partners {
             deliveries: IntCounterVec::new(
                 Opts::new(
                     "outbox_deliveries_total",
-                    "Outbox delivery attempts by destination and outcome (delivered, retry, dead)",
+                    "Outbox delivery attempts by destination and outcome (delivered, retry, dead, postponed: refused by an open circuit, not counted)",
                 ),
                 &["destination", "outcome"],
             )
@@ -140,15 +140,21 @@ impl Partners {
     /// Whether a call to `partner` may go now; an open circuit whose cool-down ended lets
     /// this one call through as the probe (and another, should a probe never report).
     pub fn allow(&self, partner: &str) -> bool {
+        self.gate(partner).is_ok()
+    }
+
+    /// As [`Partners::allow`]; a refusal says when the circuit lets a probe through
+    /// (epoch ms), so a delivery can wait until then.
+    pub fn gate(&self, partner: &str) -> Result<(), i64> {
         let Ok(mut map) = self.circuits.lock() else {
-            return true;
+            return Ok(());
         };
         let now = self.clock.now_ms();
         let c = map
             .entry(partner.to_string())
             .or_insert_with(Circuit::closed);
         match c.state {
-            CircuitState::Closed => true,
+            CircuitState::Closed => Ok(()),
             CircuitState::Open | CircuitState::HalfOpen
                 if now.saturating_sub(c.since) >= self.cool_down_ms =>
             {
@@ -157,9 +163,11 @@ impl Partners {
                 self.state
                     .with_label_values(&[partner])
                     .set(c.state.gauge());
-                true
+                Ok(())
             }
-            CircuitState::Open | CircuitState::HalfOpen => false,
+            CircuitState::Open | CircuitState::HalfOpen => {
+                Err(c.since.saturating_add(self.cool_down_ms))
+            }
         }
     }
 

@@ -428,6 +428,8 @@ impl Booking {
                 worker: format!("booking-inline-{}", uuid::Uuid::new_v4().simple()),
                 max_attempts: i32::try_from(settings.mis_retry_schedule_secs.len() + 1)
                     .unwrap_or(i32::MAX),
+                // Inline deliveries count every attempt (their calls are not noted).
+                patience_ms: 0,
                 clock: clock.clone(),
                 partners,
                 store: store.clone(),

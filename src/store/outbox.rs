@@ -283,6 +283,31 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Puts an item back as it was before its claim, due at `at`: its attempt was not made
+    /// (a partner's open circuit refused the call), so it is not counted.
+    pub async fn postpone_outbox(
+        &self,
+        id: &str,
+        worker: &str,
+        error: &str,
+        at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = $3, last_error = $4, \
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, locked_by = NULL, \
+             locked_until = NULL, updated_at = $5 WHERE id = $1 AND locked_by = $2 AND status = 'inflight'",
+        )
+        .bind(id.to_string())
+        .bind(worker.to_string())
+        .bind(at)
+        .bind(error.chars().take(1000).collect::<String>())
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Items of one aggregate, oldest first (for history and reruns).
     pub async fn outbox_for(&self, aggregate_id: &str) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(&format!(

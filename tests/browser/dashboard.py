@@ -9,7 +9,7 @@ import sys
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 base, login, password, shots, appeal, exchange = sys.argv[1:7]
@@ -33,10 +33,23 @@ def heading():
 
 
 def submit(button):
-    """Clicks a form's button and waits until the next page has replaced this one."""
+    """Clicks a form's button and waits until the next page has replaced this one (the old
+    heading gone: chromedriver says so as a stale element or as a node of no document)."""
     old = driver.find_element(By.TAG_NAME, "h1")
     button.click()
-    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
+
+    def replaced(d):
+        try:
+            old.is_enabled()
+            return False
+        except WebDriverException:
+            pass
+        try:
+            return bool(d.find_elements(By.TAG_NAME, "h1"))
+        except WebDriverException:
+            return False
+
+    WebDriverWait(driver, 60).until(replaced)
 
 
 try:

@@ -2,6 +2,9 @@
 //! comes back; a partner turns slow and failing while another stays healthy. The crash case
 //! (kill -9 under mixed load) is `crash`.
 //!
+//! An open circuit breaker holds deliveries back without spending their attempts, for as
+//! long as their retry schedule spans.
+//!
 //! The outage is made by a TCP proxy between the gateway and PostgreSQL that the test cuts
 //! (every connection closed, new ones refused), so the server the other tests share stays up.
 
@@ -452,4 +455,181 @@ async fn a_slow_failing_partner_does_not_slow_the_others() {
     registry.stop().await;
     fx.sim.stop().await;
     fx.t.stop().await;
+}
+
+/// The partner of the circuit test: it refused the connection.
+#[derive(Debug)]
+struct Down(medgate::adapters::exchange::NoAnswer);
+
+impl From<medgate::adapters::exchange::NoAnswer> for Down {
+    fn from(e: medgate::adapters::exchange::NoAnswer) -> Down {
+        Down(e)
+    }
+}
+
+impl std::fmt::Display for Down {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl medgate::adapters::exchange::PartnerFault for Down {
+    fn is_partner_fault(&self) -> bool {
+        true
+    }
+}
+
+/// A delivery refused by an open circuit is not an attempt: the item waits for the circuit
+/// to let a probe through, its count unchanged, while it is younger than its retry
+/// schedule's span; after that, refusals count again and it ends as a dead letter.
+async fn an_open_circuit_holds_deliveries_back_uncounted(backend: Backend) {
+    use medgate::adapters::exchange::{exchange, Link, Request};
+    use medgate::exchange::delivery::{retry_or_dead, Handler, Outcome, Worker, WorkerConfig};
+    use medgate::exchange::partners::Partners;
+    use medgate::model::time::{ManualClock, SharedClock};
+    use medgate::store::outbox::NewOutboxItem;
+
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let manual = ManualClock::new();
+    let clock: SharedClock = manual.clone();
+    // One failure opens the circuit for a minute.
+    let partners = Partners::new(1, Duration::from_secs(60), clock.clone());
+    let (txlog, txlog_handle) = medgate::exchange::txlog::TxLog::start(
+        store.clone(),
+        medgate::config::Settings::default().transaction_log,
+    );
+    let link = Link::new(Duration::from_secs(2), txlog, partners.clone());
+    let schedule = [10u64, 10];
+    let handler: Handler = {
+        let clock = clock.clone();
+        Arc::new(move |item| {
+            let (link, clock) = (link.clone(), clock.clone());
+            Box::pin(async move {
+                let call = Request {
+                    adapter: "down",
+                    operation: "Ping".into(),
+                    method: reqwest::Method::POST,
+                    // Nothing listens on port 1: the connection is refused at once.
+                    url: "http://127.0.0.1:1/",
+                    correlation_id: "",
+                    headers: Vec::new(),
+                    body: String::new(),
+                };
+                match exchange(&link, call, |_, _| Ok::<(), Down>(())).await {
+                    Ok(()) => Outcome::Delivered,
+                    Err(e) => retry_or_dead(&schedule, &item, e.to_string(), clock.now_ms()),
+                }
+            })
+        })
+    };
+    let worker = Worker::new(
+        store.clone(),
+        WorkerConfig {
+            destination: "down".into(),
+            concurrency: 1,
+            lease: Duration::from_secs(60),
+            max_attempts: 3,
+            patience: Duration::from_secs(schedule.iter().sum()),
+        },
+        handler,
+        clock.clone(),
+        partners.clone(),
+    );
+    let start = clock.now_ms();
+    for i in 0..3 {
+        store
+            .enqueue(
+                &NewOutboxItem {
+                    destination: "down".into(),
+                    kind: "ping".into(),
+                    aggregate_id: format!("item-{i}"),
+                    payload: "{}".into(),
+                    due_at: start,
+                    attempts: 0,
+                    ordering_key: None,
+                },
+                start,
+            )
+            .await
+            .unwrap();
+    }
+    let items = || async {
+        let mut all = Vec::new();
+        for i in 0..3 {
+            all.extend(store.outbox_for(&format!("item-{i}")).await.unwrap());
+        }
+        all.into_iter()
+            .map(|o| {
+                (
+                    o.status,
+                    o.attempts,
+                    o.next_attempt_at - start,
+                    o.last_error,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // The first delivery fails for real and opens the circuit; the other two are held back
+    // until it lets a probe through, their attempts not spent.
+    for _ in 0..3 {
+        assert_eq!(worker.step().await.unwrap(), 1);
+    }
+    let now = items().await;
+    assert_eq!(
+        now.iter()
+            .map(|(s, a, at, _)| (s.as_str(), *a, *at))
+            .collect::<Vec<_>>(),
+        [
+            ("pending", 1, 10_000),
+            ("pending", 0, 60_000),
+            ("pending", 0, 60_000)
+        ],
+        "{now:?}"
+    );
+    assert!(
+        now[1].3.as_deref().unwrap_or("").contains("not called"),
+        "{now:?}"
+    );
+    assert_eq!(worker.step().await.unwrap(), 0, "nothing is due");
+    // Its retry comes while the circuit is still open: held back too, its one attempt kept.
+    manual.advance(Duration::from_secs(10));
+    assert_eq!(worker.step().await.unwrap(), 1);
+    assert_eq!(items().await[0].1, 1);
+    assert_eq!(items().await[0].2, 60_000);
+
+    // A minute on, the items are older than their schedule's span: the probe fails and
+    // reopens the circuit, and from now on every refusal counts, to the dead letter.
+    manual.advance(Duration::from_secs(51));
+    for _ in 0..30 {
+        while worker.step().await.unwrap() > 0 {}
+        if items().await.iter().all(|(s, ..)| s == "dead") {
+            break;
+        }
+        manual.advance(Duration::from_secs(11));
+    }
+    let end = items().await;
+    for (status, attempts, _, error) in &end {
+        assert_eq!((status.as_str(), *attempts), ("dead", 3), "{end:?}");
+        assert!(
+            error
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("gave up after 3 attempts"),
+            "{end:?}"
+        );
+    }
+    drop(worker);
+    txlog_handle.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_holds_deliveries_back_uncounted_postgres() {
+    an_open_circuit_holds_deliveries_back_uncounted(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_holds_deliveries_back_uncounted_sqlite() {
+    an_open_circuit_holds_deliveries_back_uncounted(Backend::Sqlite).await
 }

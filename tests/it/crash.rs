@@ -76,9 +76,8 @@ client_entity_id = "crash-test"
 callback_url = "http://127.0.0.1:{port}/soap/remd/callback"
 file_url = "http://127.0.0.1:{port}/soap/remd/provider"
 timeout_secs = 2
-# Quick retries, then a tail longer than the registry breaker's 30 s cool-down: while the
-# circuit is open each attempt fails at once, and a schedule shorter than the cool-down
-# would dead-letter whatever was queued then.
+# Quick retries, then a tail longer than the registry breaker's 30 s cool-down: an open
+# circuit holds deliveries back uncounted only for as long as the schedule spans.
 retry_schedule_secs = [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 5, 10, 20, 30, 30, 30]
 callback_timeout_secs = 3
 workers = 16
