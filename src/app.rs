@@ -212,11 +212,7 @@ impl Gateway {
                 clock.clone(),
             )
             .with_worker_window(Duration::from_secs(settings.jobs.worker_window_secs.max(1))),
-            time_zone: settings
-                .jobs
-                .time_zone
-                .parse()
-                .map_err(|_| AppError::Keys("jobs.time_zone: not a time zone".into()))?,
+            time_zone: settings.jobs.tz(),
             crons: settings.jobs.schedules.clone(),
             disabled: settings.jobs.disabled.clone(),
             run_scheduled: settings.jobs.run_scheduled,
@@ -525,11 +521,7 @@ fn appeals_service(
     Appeals::new(
         store.clone(),
         a,
-        settings
-            .jobs
-            .time_zone
-            .parse()
-            .map_err(|_| AppError::Keys("jobs.time_zone: not a time zone".into()))?,
+        settings.jobs.tz(),
         replies,
         operator,
         clock.clone(),
@@ -583,11 +575,7 @@ fn background_jobs(
         )),
         Arc::new(crate::jobs::stats::DailyStats::new(
             store.clone(),
-            settings
-                .jobs
-                .time_zone
-                .parse()
-                .unwrap_or(chrono_tz::Europe::Moscow),
+            settings.jobs.tz(),
             clock.clone(),
         )),
         Arc::new(HoldSweeper::new(booking.clone())),

@@ -339,6 +339,9 @@ pub struct RetentionSettings {
     /// is kept; the document itself stays.
     #[serde(default = "default_history_days")]
     pub document_history_days: u32,
+    /// Days a finished run of a job (or a worker's window) is kept in the jobs' history.
+    #[serde(default = "default_job_runs_days")]
+    pub job_runs_days: u32,
     /// Rows one statement removes at most: a pass is many short statements, never one long
     /// one holding locks.
     #[serde(default = "default_batch_rows")]
@@ -353,6 +356,10 @@ fn default_history_days() -> u32 {
     365
 }
 
+fn default_job_runs_days() -> u32 {
+    90
+}
+
 fn default_batch_rows() -> u32 {
     5000
 }
@@ -363,6 +370,7 @@ impl Default for RetentionSettings {
             transaction_bodies_days: default_bodies_days(),
             outbox_delivered_days: default_bodies_days(),
             document_history_days: default_history_days(),
+            job_runs_days: default_job_runs_days(),
             batch_rows: default_batch_rows(),
         }
     }
@@ -414,6 +422,13 @@ fn default_time_zone() -> String {
 
 fn default_job_lease() -> u64 {
     900
+}
+
+impl JobsSettings {
+    /// The region's time zone (`time_zone`, checked when the settings are loaded).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.time_zone.parse().unwrap_or(chrono_tz::Europe::Moscow)
+    }
 }
 
 impl Default for JobsSettings {

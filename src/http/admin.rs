@@ -69,12 +69,7 @@ async fn daily_stats(
             .transpose()
     };
     // Days are the jobs' time zone's, as the statistics were computed.
-    let tz: chrono_tz::Tz = state
-        .settings
-        .jobs
-        .time_zone
-        .parse()
-        .unwrap_or(chrono_tz::Europe::Moscow);
+    let tz = state.settings.jobs.tz();
     let today = from_ms(crate::model::time::now_ms())
         .with_timezone(&tz)
         .date_naive()

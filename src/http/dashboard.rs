@@ -894,12 +894,7 @@ async fn figures(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let now = now_ms();
-    let tz: chrono_tz::Tz = state
-        .settings
-        .jobs
-        .time_zone
-        .parse()
-        .unwrap_or(chrono_tz::Europe::Moscow);
+    let tz = state.settings.jobs.tz();
     let day = |ms: i64| from_ms(ms).with_timezone(&tz).date_naive().to_string();
     let stats = state
         .operations

@@ -1,6 +1,7 @@
 //! Retention: transaction records past their retention, stored bodies, delivered outbox
-//! items and finished documents' history past theirs are removed in bounded batches, oldest
-//! first, until none is left (each batch one short statement per kind).
+//! items, finished documents' history and finished job runs past theirs are removed in
+//! bounded batches, oldest first, until none is left (each batch one short statement per
+//! kind).
 
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ impl Retention {
             bodies_before: days(self.settings.transaction_bodies_days),
             outbox_before: days(self.settings.outbox_delivered_days),
             history_before: days(self.settings.document_history_days),
+            job_runs_before: days(self.settings.job_runs_days),
         }
     }
 }
@@ -60,11 +62,12 @@ impl Job for Retention {
                     bodies = p.bodies,
                     outbox = p.outbox,
                     history = p.history,
+                    job_runs = p.job_runs,
                     "retention batch pruned"
                 );
             }
             // A full batch of any kind: more of it may be waiting.
-            let full = [p.transactions, p.bodies, p.outbox, p.history]
+            let full = [p.transactions, p.bodies, p.outbox, p.history, p.job_runs]
                 .into_iter()
                 .any(|n| n >= u64::from(batch));
             Ok(Tick {

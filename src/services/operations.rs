@@ -408,10 +408,9 @@ impl Operations {
     ) -> Result<bool, StoreError> {
         let theirs = self
             .store
-            .list_outbox("dead", None, caller.scope(), None, 10_000)
+            .outbox_entry(id, "dead", caller.scope())
             .await?
-            .into_iter()
-            .any(|e| e.id == id);
+            .is_some();
         if !theirs {
             return Ok(false);
         }

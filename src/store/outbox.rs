@@ -348,12 +348,38 @@ impl Store {
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.select_outbox(status, destination, orgs, before, None, limit)
+            .await
+    }
+
+    /// Item `id` in `status`, if it is of `orgs` (all: `None`), with its organization.
+    pub async fn outbox_entry(
+        &self,
+        id: &str,
+        status: &str,
+        orgs: Option<&[crate::model::Oid]>,
+    ) -> Result<Option<OutboxEntry>, StoreError> {
+        Ok(self
+            .select_outbox(status, None, orgs, None, Some(id), 1)
+            .await?
+            .pop())
+    }
+
+    async fn select_outbox(
+        &self,
+        status: &str,
+        destination: Option<&str>,
+        orgs: Option<&[crate::model::Oid]>,
+        before: Option<&str>,
+        id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         let org_filter = match orgs {
             None => String::new(),
             Some([]) => " AND 1 = 0".into(),
             Some(list) => {
                 let placeholders = (0..list.len())
-                    .map(|i| format!("${}", i + 5))
+                    .map(|i| format!("${}", i + 6))
                     .collect::<Vec<_>>()
                     .join(",");
                 // A referral's notices belong to both of its organizations.
@@ -372,14 +398,16 @@ impl Store {
              LEFT JOIN documents d ON d.id = o.aggregate_id \
              LEFT JOIN referrals r ON r.id = o.aggregate_id \
              LEFT JOIN appeals p ON p.id = o.aggregate_id \
-             WHERE o.status = $1 AND ($2 IS NULL OR o.destination = $2) AND ($3 IS NULL OR o.id < $3){org_filter} \
+             WHERE o.status = $1 AND ($2 IS NULL OR o.destination = $2) AND ($3 IS NULL OR o.id < $3) \
+             AND ($5 IS NULL OR o.id = $5){org_filter} \
              ORDER BY o.id DESC LIMIT $4"
         );
         let mut q = sqlx::query(&sql)
             .bind(status.to_string())
             .bind(destination.map(str::to_string))
             .bind(before.map(str::to_string))
-            .bind(i64::from(limit));
+            .bind(i64::from(limit))
+            .bind(id.map(str::to_string));
         for org in orgs.unwrap_or_default() {
             q = q.bind(org.to_string());
         }

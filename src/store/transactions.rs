@@ -80,6 +80,8 @@ pub struct Retention {
     pub outbox_before: i64,
     /// History of finished documents before this goes.
     pub history_before: i64,
+    /// Job runs finished before this go.
+    pub job_runs_before: i64,
 }
 
 /// What one retention batch removed.
@@ -93,12 +95,14 @@ pub struct Pruned {
     pub outbox: u64,
     /// Document history entries.
     pub history: u64,
+    /// Finished job runs.
+    pub job_runs: u64,
 }
 
 impl Pruned {
     /// Everything removed.
     pub fn total(&self) -> u64 {
-        self.transactions + self.bodies + self.outbox + self.history
+        self.transactions + self.bodies + self.outbox + self.history + self.job_runs
     }
 }
 
@@ -269,7 +273,8 @@ impl Store {
     /// transaction records past their `expires_at`, stored bodies of records logged before
     /// `bodies_before` (the record stays, `body_policy` says `pruned`), delivered outbox
     /// items done before `outbox_before`, history of documents in a final state before
-    /// `history_before`. Nothing younger is touched.
+    /// `history_before`, job runs finished before `job_runs_before`. Nothing younger is
+    /// touched.
     pub async fn prune_batch(&self, cut: &Retention, batch: u32) -> Result<Pruned, StoreError> {
         let batch = i64::from(batch.max(1));
         let run = |sql: &'static str, before: i64| async move {
@@ -314,6 +319,13 @@ impl Store {
                  AND d.status IN ('registered', 'rejected', 'dead-lettered') \
                  ORDER BY e.at LIMIT $2)",
                 cut.history_before,
+            )
+            .await?,
+            // A run still going (no end) is never pruned.
+            job_runs: run(
+                "DELETE FROM job_runs WHERE id IN (SELECT id FROM job_runs \
+                 WHERE ended_at < $1 ORDER BY ended_at LIMIT $2)",
+                cut.job_runs_before,
             )
             .await?,
         })

@@ -598,6 +598,7 @@ async fn transaction_log_pages_through_a_thousand_records(backend: Backend) {
         bodies_before: 0,
         outbox_before: 0,
         history_before: 0,
+        job_runs_before: 0,
     };
     let mut removed = 0;
     loop {

@@ -275,6 +275,28 @@ async fn retention_prunes_what_is_old_and_nothing_younger(backend: Backend) {
         };
         item(i, status, at).execute(&pool).await.unwrap();
     }
+    // Job runs: 40 finished long ago, 10 finished yesterday, 5 started long ago and still
+    // going, their lease held (a run is never pruned while it has no end).
+    for i in 0..55i64 {
+        let (ended, at, lease) = match i {
+            0..40 => (Some(now - 100 * day), now - 100 * day, now - 100 * day),
+            40..50 => (Some(now - day), now - day, now - day),
+            _ => (None, now - 100 * day, now + day),
+        };
+        sqlx::query(
+            "INSERT INTO job_runs (id, job, tick_at, manual, replica, started_at, lease_until, \
+             ended_at, outcome) VALUES ($1, 'fill', $2, 0, 'r', $3, $4, $5, $6)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(i)
+        .bind(at)
+        .bind(lease)
+        .bind(ended)
+        .bind(if ended.is_some() { "ok" } else { "running" })
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
 
     let res = t
         .http
@@ -286,8 +308,8 @@ async fn retention_prunes_what_is_old_and_nothing_younger(backend: Backend) {
     assert_eq!(res.status(), StatusCode::OK);
     let run: Value = res.json().await.unwrap();
     assert_eq!(run["outcome"], "ok", "{run}");
-    // 700 records, 600 bodies, 300 items; at most 128 of a kind per statement.
-    assert_eq!(run["repaired"], 700 + 600 + 300, "{run}");
+    // 700 records, 600 bodies, 300 items, 40 runs; at most 128 of a kind per statement.
+    assert_eq!(run["repaired"], 700 + 600 + 300 + 40, "{run}");
     assert!(run["examined"].as_u64().unwrap() > 700 / 128, "{run}");
 
     let count = |sql: &'static str| {
@@ -323,6 +345,11 @@ async fn retention_prunes_what_is_old_and_nothing_younger(backend: Backend) {
         count("SELECT COUNT(*) FROM outbox WHERE destination = 'fill' AND status = 'pending'")
             .await,
         50
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM job_runs WHERE job = 'fill'").await,
+        15,
+        "yesterday's runs and the unfinished ones are kept"
     );
     // Nothing is left to prune: a second run removes nothing.
     let again: Value = t
