@@ -1,7 +1,8 @@
 //! The HTTP error model: one error type, rendered as the route's protocol expects.
 //!
-//! FHIR routes answer `OperationOutcome`, SOAP routes a SOAP 1.1/1.2 Fault, everything else
-//! a small JSON problem document. Every error carries a stable machine code and a human
+//! FHIR routes answer `OperationOutcome`, SOAP routes a SOAP 1.1/1.2 Fault, the dashboard's
+//! pages asked for by a browser a page saying what went wrong, everything else a small JSON
+//! problem document. Every error carries a stable machine code and a human
 //! message naming the field at fault; internal causes are logged, never returned.
 
 use actix_web::http::StatusCode;
@@ -24,6 +25,8 @@ pub enum Protocol {
     Api,
     /// Health, readiness, metrics: no authentication.
     Open,
+    /// The dashboard (`/admin`) asked for by a browser (`Accept: text/html`).
+    Page,
 }
 
 impl Protocol {
@@ -52,6 +55,7 @@ impl Protocol {
             Protocol::Soap(_) => "soap",
             Protocol::Api => "api",
             Protocol::Open => "open",
+            Protocol::Page => "page",
         }
     }
 }
@@ -323,6 +327,23 @@ impl ApiError {
                 HttpResponse::build(status)
                     .content_type(version.content_type())
                     .body(body)
+            }
+            Protocol::Page => {
+                let esc = crate::codec::xml::dom::escape_text;
+                let field = self.field.as_deref().map_or(String::new(), |f| {
+                    format!(", field <code>{}</code>", esc(f))
+                });
+                builder
+                    .content_type("text/html; charset=utf-8")
+                    .insert_header(("content-security-policy", "default-src 'self'; style-src 'self'; form-action 'self'; frame-ancestors 'none'"))
+                    .insert_header(("cache-control", "no-store"))
+                    .body(format!(
+                        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{status} · medgate</title><link rel="stylesheet" href="/admin/assets/dashboard.css"></head><body><header><b>medgate</b><nav><a href="/admin">Back to the dashboard</a></nav></header><main><h1>{status}</h1><p class="error">{message}</p><p>Code <code>{code}</code>{field}; request <code>{rid}</code>.</p></main></body></html>"#,
+                        status = esc(self.status.canonical_reason().unwrap_or("Error")),
+                        message = esc(&self.message),
+                        code = self.code,
+                        rid = esc(request_id),
+                    ))
             }
             Protocol::Api | Protocol::Open => builder.json(json!({
                 "error": self.code,

@@ -69,7 +69,20 @@ pub async fn gateway(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let protocol = Protocol::of(req.path(), content_type.as_deref());
+    let protocol = match Protocol::of(req.path(), content_type.as_deref()) {
+        // A browser on the dashboard is answered pages, errors too.
+        Protocol::Open
+            if (req.path() == "/admin" || req.path().starts_with("/admin/"))
+                && req
+                    .headers()
+                    .get("accept")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|a| a.contains("text/html")) =>
+        {
+            Protocol::Page
+        }
+        p => p,
+    };
     // A rerun of a recorded exchange, sent in process by `replay` (never from the wire).
     let replay = req.extensions().get::<super::replay::ReplayAs>().cloned();
     let soap_action_header = req
@@ -466,7 +479,10 @@ async fn finish(
         tracing::debug!(status = status.as_u16(), route = %route, "request served");
     }
 
-    if f.decision.bodies != BodyPolicy::None && f.protocol != Protocol::Open {
+    // The dashboard's requests are not exchanges (and its login form carries a password).
+    if f.decision.bodies != BodyPolicy::None
+        && !matches!(f.protocol, Protocol::Open | Protocol::Page)
+    {
         // An unknown SOAP operation is named by the client: clipped like the error, so the
         // index on it can hold the row (one row too wide loses the writer's whole batch).
         let operation = req

@@ -103,6 +103,15 @@ try:
     assert f"Reruns of {exchange}" in main, main
     assert "ok 201" in main, main
     print("exchange rerun")
+    # Its rerun succeeded: a second one is refused, on a page saying why.
+    driver.get(f"{base}/admin/transactions?status=server-error&direction=inbound")
+    form = driver.find_element(By.CSS_SELECTOR, f"form[action='/admin/transactions/{exchange}/rerun']")
+    submit(form.find_element(By.TAG_NAME, "button"))
+    assert heading() == "Conflict", heading()
+    main = driver.find_element(By.TAG_NAME, "main").text
+    assert "ALREADY_RERUN" in main and "succeeded already" in main, main
+    shot("rerun-refused")
+    print("second rerun refused")
 
     driver.get(f"{base}/admin/documents")
     assert heading() == "Documents", heading()

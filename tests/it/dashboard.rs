@@ -309,7 +309,8 @@ async fn the_dashboard_in_a_real_browser() {
     assert!(
         text.contains("dead letter rerun")
             && text.contains("overdue appeal answered")
-            && text.contains("exchange rerun"),
+            && text.contains("exchange rerun")
+            && text.contains("second rerun refused"),
         "{text}"
     );
     for page in [
@@ -319,6 +320,7 @@ async fn the_dashboard_in_a_real_browser() {
         "appeals",
         "traffic",
         "transactions",
+        "rerun-refused",
         "documents",
         "figures",
         "jobs",
