@@ -1,17 +1,18 @@
 //! The OpenAPI 3 document of the admin JSON API (`/api/admin/...`), generated from the route
 //! table with utoipa's builders: every route with its method, path parameters, the scope it
 //! needs (bearer security) and its organization rule, so the document cannot drift from what
-//! the gateway serves.
+//! the gateway serves; every refusal is the one problem document described as `Problem`.
 
 use std::collections::BTreeMap;
 
 use actix_web::HttpResponse;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::SchemaType;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, ObjectBuilder, OpenApi, OpenApiBuilder,
-    PathItem, PathsBuilder, Required, Type,
+    PathItem, PathsBuilder, Ref, Required, Type,
 };
 
 use super::access::{Access, Route};
@@ -53,6 +54,7 @@ pub fn document() -> OpenApi {
         .components(Some(
             ComponentsBuilder::new()
                 .security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)))
+                .schema("Problem", problem())
                 .build(),
         ))
         .build()
@@ -69,6 +71,34 @@ fn method(r: &Route) -> Option<HttpMethod> {
     })
 }
 
+/// The problem document every refusal and failure of the admin API is.
+fn problem() -> utoipa::openapi::Object {
+    let text = |what: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(what))
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some("What was refused or failed, and where."))
+        .property(
+            "error",
+            text("stable machine code, e.g. TRANSACTION_NOT_FOUND"),
+        )
+        .property("message", text("for a person"))
+        .property(
+            "field",
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .description(Some("the parameter or field at fault, when one is")),
+        )
+        .property("request_id", text("quote it to support"))
+        .required("error")
+        .required("message")
+        .required("request_id")
+        .build()
+}
+
 fn operation(r: &Route) -> utoipa::openapi::path::Operation {
     let pattern = r.pattern();
     let json = |what: &str| {
@@ -82,20 +112,42 @@ fn operation(r: &Route) -> utoipa::openapi::path::Operation {
             )
             .build()
     };
+    let refused = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
     let mut op = OperationBuilder::new()
         .operation_id(Some(format!("{} {pattern}", r.method)))
         .summary(Some(format!("{} {pattern}", r.method)))
         .response("200", json("the answer"))
         .response(
             "400",
-            json("a parameter or field is wrong: the problem names it"),
+            refused("a parameter or field is wrong: the problem names it"),
         )
-        .response("401", json("no or unknown credentials"))
-        .response("403", json("the client lacks the scope"))
+        .response("401", refused("no or unknown credentials"))
+        .response("403", refused("the client lacks the scope"))
         .response(
             "404",
-            json("no such record, or not the client's organization's"),
+            refused("no such record, or not the client's organization's"),
+        )
+        .response("429", refused("over the client's rate: see Retry-After"))
+        .response(
+            "503",
+            refused("overloaded or the database unavailable: nothing changed, see Retry-After"),
         );
+    if r.method == actix_web::http::Method::POST || r.method == actix_web::http::Method::DELETE {
+        op = op.response(
+            "409",
+            refused("the record is not in a state for this: the problem says why"),
+        );
+    }
     if let Access::Scope(scope, org) = r.access {
         op = op
             .description(Some(format!("Scope `{scope}`; {}.", org.describe())))

@@ -1100,5 +1100,28 @@ async fn the_admin_api_is_described_by_openapi() {
         n += 1;
     }
     assert!(n >= 15, "{n} admin routes");
+    // A refusal is the problem the document describes, its required fields present.
+    let problem = &doc["components"]["schemas"]["Problem"];
+    let op = &doc["paths"]["/api/admin/transactions/{id}/rerun"]["post"];
+    assert_eq!(
+        op["responses"]["409"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Problem",
+        "{op}"
+    );
+    let refused: Value = t
+        .http
+        .post(t.url("/api/admin/transactions/no-such-record/rerun"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for field in problem["required"].as_array().unwrap() {
+        let field = field.as_str().unwrap();
+        assert!(refused[field].is_string(), "{field} of {refused}");
+    }
+    assert_eq!(refused["error"], "TRANSACTION_NOT_FOUND");
     t.stop().await;
 }
