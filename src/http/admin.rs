@@ -358,7 +358,14 @@ pub(super) async fn rerun_one(
             RerunError::Refused { code, why } => ApiError::conflict(code, why).at("id"),
             RerunError::Store(e) => ApiError::storage(&e),
         })?;
-    super::replay::run(state.clone(), replay).await
+    let of = replay.of.clone();
+    let rerun = super::replay::run(state.clone(), replay).await;
+    state
+        .operations
+        .rerun_done(&of)
+        .await
+        .map_err(|e| ApiError::storage(&e))?;
+    rerun
 }
 
 /// Query parameters of the outbox list.

@@ -47,6 +47,11 @@ pub trait JobControl: Send + Sync {
     ) -> futures_util::future::BoxFuture<'a, Result<JobRun, JobError>>;
 }
 
+/// The owner of the keys that hold one rerun of a record at a time.
+const RERUN_KEYS: &str = "medgate:rerun";
+/// After this long a rerun's claim is taken as left by a process that died (ms).
+const RERUN_STALE_MS: i64 = 300_000;
+
 /// A failed inbound exchange to send once more through the gateway, as the client that
 /// sent it.
 #[derive(Debug, Clone)]
@@ -235,9 +240,9 @@ impl Operations {
 
     /// Prepares the rerun of a failed inbound exchange: the record must be the caller's
     /// (operators: any), inbound on the exchange protocols, a change (not a read), failed,
-    /// with its whole request stored, not yet rerun with success, and its client still
-    /// known; the rerun acts as that client. Asking is audited (the stored body carries
-    /// personal data), refusals too.
+    /// with its whole request stored, its client still known, no other rerun of it on its
+    /// way and none succeeded; the rerun acts as that client, and [`Operations::rerun_done`]
+    /// ends it. Asking is audited (the stored body carries personal data), refusals too.
     pub async fn rerun_transaction(
         &self,
         caller: Caller<'_>,
@@ -252,7 +257,10 @@ impl Operations {
             crate::model::time::now_ms(),
         );
         event.entity_id = Some(id.to_string());
-        let result = self.check_rerun(caller, id, clients).await;
+        let result = match self.check_rerun(caller, id, clients).await {
+            Ok(replay) => self.claim_rerun(replay).await,
+            refused => refused,
+        };
         match &result {
             Ok(_) => {}
             Err(RerunError::NotFound) => event = event.refused("TRANSACTION_NOT_FOUND"),
@@ -261,6 +269,45 @@ impl Operations {
         }
         self.store.insert_audit(&event).await?;
         result
+    }
+
+    /// Holds the record's one rerun at a time (across replicas: a key in the database),
+    /// then makes sure no rerun of it succeeded meanwhile; a claim left by a process that
+    /// died is taken over after [`RERUN_STALE_MS`].
+    async fn claim_rerun(&self, replay: Replay) -> Result<Replay, RerunError> {
+        let now = crate::model::time::now_ms();
+        let claim = self
+            .store
+            .claim_idempotency_key(RERUN_KEYS, &replay.of, "rerun", now, now - RERUN_STALE_MS)
+            .await?;
+        if !matches!(claim, crate::store::appointments::KeyClaim::Fresh) {
+            return Err(RerunError::Refused {
+                code: "RERUN_IN_PROGRESS",
+                why: "another rerun of it is on its way".into(),
+            });
+        }
+        let done = TransactionFilter {
+            rerun_of: Some(replay.of.clone()),
+            status: Some("ok".into()),
+            ..TransactionFilter::default()
+        };
+        if let Some(earlier) = self.store.list_transactions(&done, 1).await?.first() {
+            self.store
+                .abandon_idempotency_key(RERUN_KEYS, &replay.of)
+                .await?;
+            return Err(RerunError::Refused {
+                code: "ALREADY_RERUN",
+                why: format!("its rerun `{}` succeeded already", earlier.id),
+            });
+        }
+        Ok(replay)
+    }
+
+    /// Ends the rerun of record `of` claimed by [`Operations::rerun_transaction`], once its
+    /// own record is written: the next rerun (of a record whose rerun failed) may go.
+    pub async fn rerun_done(&self, of: &str) -> Result<(), StoreError> {
+        self.txlog.flush().await;
+        self.store.abandon_idempotency_key(RERUN_KEYS, of).await
     }
 
     async fn check_rerun(
@@ -327,17 +374,6 @@ impl Operations {
                     body.len(),
                     r.request_bytes
                 ),
-            );
-        }
-        let done = TransactionFilter {
-            rerun_of: Some(r.id.clone()),
-            status: Some("ok".into()),
-            ..TransactionFilter::default()
-        };
-        if let Some(earlier) = self.store.list_transactions(&done, 1).await?.first() {
-            return refuse(
-                "ALREADY_RERUN",
-                format!("its rerun `{}` succeeded already", earlier.id),
             );
         }
         let Some(client_id) = r.client_id else {
