@@ -496,7 +496,7 @@ struct Services<'a> {
 
 /// The appeals service: its calendar in the jobs' time zone, answers back to each channel's
 /// webhook, overdue appeals to the operator's.
-fn appeals_service(
+pub fn appeals_service(
     settings: &Settings,
     store: &Store,
     clock: &SharedClock,

@@ -315,6 +315,114 @@ pub fn appeal_routes() -> Vec<crate::config::AppealRouteSettings> {
         .collect()
 }
 
+/// Books appointments in six polyclinics of all four districts through every citizen
+/// channel and submits a few documents, as the demo client over the gateway's own API, so
+/// its traffic, transaction log and figures show a morning's work; what was booked and
+/// submitted.
+async fn activity(base: &str) -> Result<(usize, usize), String> {
+    use serde_json::{json, Value};
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        let http = http.clone();
+        async move {
+            http.post(format!("{base}{path}"))
+                .bearer_auth(DEMO_TOKEN)
+                .header("content-type", "application/fhir+json")
+                .body(body.to_string())
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let channels = ["internet", "phone", "registry", "kiosk", "doctor"];
+    // Tomorrow's slots onwards: today's may be past already.
+    let from = (chrono::Utc::now() + chrono::Duration::days(1))
+        .date_naive()
+        .to_string();
+    let mut booked = 0;
+    for (i, org) in organizations().iter().take(6).enumerate() {
+        let slots: Value = http
+            .get(format!(
+                "{base}/fhir/Slot?organization={}&status=free&_count=60&start=ge{from}",
+                org.oid
+            ))
+            .bearer_auth(DEMO_TOKEN)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        // Each slot with the channels it accepts; a booking goes through one of them.
+        let found: Vec<(String, Vec<String>)> = slots["entry"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(|x| {
+                        let id = x["resource"]["id"].as_str()?.to_string();
+                        let accepts = x["resource"]["extension"]
+                            .as_array()
+                            .map(|ext| {
+                                ext.iter()
+                                    .filter(|e| {
+                                        e["url"]
+                                            .as_str()
+                                            .is_some_and(|u| u.ends_with("/booking-channel"))
+                                    })
+                                    .filter_map(|e| e["valueCode"].as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        Some((id, accepts))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut used = vec![false; found.len()];
+        for j in 0..4 {
+            let n = i * 4 + j;
+            let wanted = channels[n % channels.len()];
+            // A slot open to the channel wanted, else any slot left through its own.
+            let pick = (0..found.len())
+                .find(|&k| !used[k] && found[k].1.iter().any(|c| c == wanted))
+                .or_else(|| (0..found.len()).find(|&k| !used[k]));
+            let Some(k) = pick else { break };
+            used[k] = true;
+            let (slot, accepts) = &found[k];
+            let channel = if accepts.iter().any(|c| c == wanted) {
+                wanted
+            } else {
+                accepts.first().map_or(wanted, String::as_str)
+            };
+            // Synthetic patients: valid-format, fake OMS policy numbers.
+            let params = json!({"resourceType": "Parameters", "parameter": [
+                {"name": "appointment", "resource": {"resourceType": "Appointment", "status": "proposed",
+                    "slot": [{"reference": format!("Slot/{slot}")}], "participant": [{"status": "needs-action"}]}},
+                {"name": "patient", "resource": {"resourceType": "Patient", "birthDate": "1980-05-17",
+                    "identifier": [{"system": "urn:oid:1.2.643.5.1.13.2.1.1.635", "value": format!("7700{:012}", 900 + n)}]}},
+                {"name": "channel", "valueCode": channel},
+            ]});
+            if post("/fhir/Appointment/$book".into(), params).await? {
+                booked += 1;
+            }
+        }
+    }
+    let sample: Value = serde_json::from_str(include_str!(
+        "../adapters/remd/samples/document-reference.json"
+    ))
+    .map_err(|e| e.to_string())?;
+    let mut documents = 0;
+    for _ in 0..3 {
+        let mut doc = sample.clone();
+        doc["masterIdentifier"]["value"] = json!(format!("urn:uuid:{}", uuid::Uuid::new_v4()));
+        if post("/fhir/DocumentReference".into(), doc).await? {
+            documents += 1;
+        }
+    }
+    Ok((booked, documents))
+}
+
 /// Seeds synthetic appeals across the districts (some answered, some overdue), so the
 /// per-district table has rows on first start; a second start adds nothing. Returns how
 /// many were new.
@@ -551,6 +659,14 @@ impl Demo {
             .upsert_organizations(&fhir_orgs)
             .await
             .map_err(|e| e.to_string())?;
+        // The appeals too, before listening: a ready demo shows its per-district table.
+        let seeding =
+            crate::app::appeals_service(&settings, &store, &crate::model::time::system_clock())
+                .map_err(|e| e.to_string())?;
+        let appeals = seed_appeals(&seeding).await?;
+        if appeals > 0 {
+            println!("  {appeals} synthetic appeals seeded across the districts");
+        }
         let listener = std::net::TcpListener::bind(&settings.http.bind)
             .map_err(|e| format!("cannot listen on {}: {e}", settings.http.bind))?;
         let gateway = crate::app::Gateway::start_on(
@@ -561,21 +677,9 @@ impl Demo {
         )
         .await
         .map_err(|e| e.to_string())?;
-        let appeals = seed_appeals(&gateway.state.appeals).await?;
-        if appeals > 0 {
-            println!("  {appeals} synthetic appeals seeded across the districts");
-        }
-        // Today's figures for the dashboard soon after start (then nightly).
-        if let Some(stats) = gateway.job("daily-stats") {
-            tokio::spawn(async move {
-                if let Err(e) = stats.step().await {
-                    tracing::warn!(error = %e, "demo figures not counted");
-                }
-            });
-        }
         // The reference books once at start (then nightly), so the demo has them at hand.
         let books = gateway.state.reference_books.clone();
-        tokio::spawn(async move {
+        let books_synced = tokio::spawn(async move {
             let report = books.sync_all().await;
             println!(
                 "  reference books synchronized from the NSI simulator: {} books, {} rows{}",
@@ -594,6 +698,7 @@ impl Demo {
             mis.url.clone(),
             fhir_mis.url.clone(),
         );
+        let (stats, base) = (gateway.job("daily-stats"), gateway.url());
         tokio::spawn(async move {
             let client_log = txlog.clone();
             let client = crate::adapters::emias::EmiasClient::new(
@@ -645,6 +750,20 @@ impl Demo {
                 tracing::warn!(error = %e, "statistics refresh failed");
             }
             println!("  schedules synchronized from the city MIS and the FHIR clinic MIS simulators: {slots} slots");
+            // A morning's traffic, so the dashboard has something to show on first start;
+            // then today's figures (nightly after that).
+            let _ = books_synced.await;
+            match activity(&base).await {
+                Ok((booked, documents)) => println!(
+                    "  demo traffic: {booked} appointments booked, {documents} documents submitted"
+                ),
+                Err(e) => tracing::warn!(error = %e, "demo traffic incomplete"),
+            }
+            if let Some(stats) = stats {
+                if let Err(e) = stats.step().await {
+                    tracing::warn!(error = %e, "demo figures not counted");
+                }
+            }
         });
         Ok(Demo {
             gateway,

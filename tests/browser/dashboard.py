@@ -6,8 +6,8 @@ URL, login, password, screenshot directory, the appeal to answer, the exchange t
 import os
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+import chromium
+
 from selenium.webdriver.common.by import By
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
@@ -15,12 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 base, login, password, shots, appeal, exchange = sys.argv[1:7]
 os.makedirs(shots, exist_ok=True)
 
-options = webdriver.ChromeOptions()
-options.binary_location = "/usr/bin/chromium"
-for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-    options.add_argument(arg)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-driver.set_page_load_timeout(60)
+driver = chromium.start()
 
 
 def shot(name):

@@ -69,6 +69,26 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     panic!("{what} did not happen");
 }
 
+/// Runs a browser script of `tests/browser` with `args`: what it printed, once it passed.
+async fn browser(script: &str, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("python3")
+        .arg(format!(
+            "{}/tests/browser/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the browser run failed:\n{text}");
+    text
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_a_real_browser() {
     let (reply, up, got, server) = flaky_receiver().await;
@@ -284,28 +304,18 @@ async fn the_dashboard_in_a_real_browser() {
             .unwrap()
             .trim_end_matches('/')
             .to_string();
-    let out = tokio::process::Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/browser/dashboard.py"
-        ))
-        .args([
+    let text = browser(
+        "dashboard.py",
+        &[
             &format!("http://localhost:{port}"),
             LOGIN,
             PASSWORD,
             &shots,
             &overdue_id,
             &failed_exchange,
-        ])
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the browser run failed:\n{text}");
+        ],
+    )
+    .await;
     assert!(
         text.contains("dead letter rerun")
             && text.contains("overdue appeal answered")
@@ -360,4 +370,71 @@ async fn the_dashboard_in_a_real_browser() {
     );
     server.stop(true).await;
     fx.t.stop().await;
+}
+
+/// The demo as a newcomer starts it (`medgate demo`): once its morning's traffic is in, its
+/// operator logs in through a real browser and finds the demo's data on every page
+/// (`tests/browser/demo.py`; screenshots `target/screenshots/demo-*.png`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_dashboard_in_a_real_browser() {
+    let demo = spawn_demo();
+    let port = demo.port;
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            match http
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .bearer_auth(medgate::demo::DEMO_TOKEN)
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == StatusCode::OK => r.text().await.unwrap_or_default(),
+                _ => String::new(),
+            }
+        }
+    };
+    // The demo's traffic ends with today's figures; its documents are registered soon after.
+    // It synchronizes a region's month of slots first: minutes allowed on a busy machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !(get("/api/admin/stats?metric=bookings")
+        .await
+        .contains("internet")
+        && get("/api/admin/documents?status=registered")
+            .await
+            .contains("\"registered\""))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo's traffic never came"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let shots = format!("{}/target/screenshots", env!("CARGO_MANIFEST_DIR"));
+    let text = browser(
+        "demo.py",
+        &[
+            &format!("http://localhost:{port}"),
+            medgate::demo::DEMO_OPERATOR,
+            medgate::demo::DEMO_OPERATOR_PASSWORD,
+            &shots,
+        ],
+    )
+    .await;
+    for page in [
+        "systems",
+        "dead-letters",
+        "documents",
+        "appeals",
+        "traffic",
+        "transactions",
+        "figures",
+        "jobs",
+    ] {
+        assert!(text.contains(&format!("page {page}")), "{text}");
+        assert!(
+            std::path::Path::new(&format!("{shots}/demo-{page}.png")).exists(),
+            "{page}"
+        );
+    }
 }

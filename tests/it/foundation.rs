@@ -848,22 +848,8 @@ fn shipped_configurations_are_valid() {
 /// `medgate demo` from the built binary serves readiness on its port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_binary_becomes_ready() {
-    let dir = tempfile::tempdir().unwrap();
-    let free = || {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let (port, second) = (free(), free());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_medgate"))
-        .args(["demo", "--port", &port.to_string(), "--second-port"])
-        .arg(second.to_string())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut demo = spawn_demo();
+    let (port, second) = (demo.port, demo.second);
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/readyz");
     let mut ready = false;
@@ -931,7 +917,7 @@ async fn demo_binary_becomes_ready() {
         refused["issue"][0]["details"]["coding"][0]["code"], "MISSING_DOCUMENTS",
         "{refused}"
     );
-    child.kill().await.unwrap();
+    demo.child.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

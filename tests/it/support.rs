@@ -282,3 +282,41 @@ impl TestGateway {
         drop(self.db);
     }
 }
+
+/// `medgate demo` from the built binary, on free ports, its data in a directory of its own;
+/// killed when dropped.
+pub struct DemoProcess {
+    /// The process.
+    pub child: tokio::process::Child,
+    /// The first region's gateway.
+    pub port: u16,
+    /// The second region's gateway.
+    pub second: u16,
+    _data: tempfile::TempDir,
+}
+
+/// Starts the demo binary (not yet ready: poll its `/readyz`).
+pub fn spawn_demo() -> DemoProcess {
+    let data = tempfile::tempdir().unwrap();
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (port, second) = (free(), free());
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_medgate"))
+        .args(["demo", "--port", &port.to_string(), "--second-port"])
+        .arg(second.to_string())
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    DemoProcess {
+        child,
+        port,
+        second,
+        _data: data,
+    }
+}
