@@ -155,7 +155,8 @@ impl Gateway {
             &settings.booking,
             clock.clone(),
             partners.clone(),
-        );
+        )
+        .with_mis_lease(mis_lease(&settings));
         let referrals = Referrals::new(
             store.clone(),
             booking.clone(),
@@ -529,6 +530,19 @@ pub fn appeals_service(
     .map_err(|(key, why)| AppError::Keys(format!("{key}: {why}")))
 }
 
+/// How long a delivery to a clinic system holds its claim: three of the slowest clinic
+/// system's timeouts and a margin, so an effect in flight in a process that died is taken
+/// over soon, never while its call may still be answered.
+fn mis_lease(settings: &Settings) -> Duration {
+    let timeout = [&settings.emias, &settings.fhir_mis]
+        .into_iter()
+        .flatten()
+        .map(|m| m.timeout_secs)
+        .max()
+        .unwrap_or(30);
+    Duration::from_secs(timeout * 3 + 5)
+}
+
 /// Every background job this configuration asks for.
 fn background_jobs(
     settings: &Settings,
@@ -628,7 +642,7 @@ fn background_jobs(
     jobs.push(deliver(
         MIS_DESTINATION,
         8,
-        Duration::from_secs(120),
+        mis_lease(settings),
         &settings.booking.mis_retry_schedule_secs,
         handler,
         booking.mis_queued(),

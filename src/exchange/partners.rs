@@ -15,6 +15,8 @@ use crate::model::time::{system_clock, SharedClock};
 pub const TRIP_AFTER: u32 = 5;
 /// How long an open circuit refuses calls before one probe goes through.
 pub const COOL_DOWN: Duration = Duration::from_secs(30);
+/// How long a call refused while a probe is on its way waits before asking again (ms).
+const PROBE_WAIT_MS: i64 = 1000;
 
 /// A breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,9 +167,9 @@ impl Partners {
                     .set(c.state.gauge());
                 Ok(())
             }
-            CircuitState::Open | CircuitState::HalfOpen => {
-                Err(c.since.saturating_add(self.cool_down_ms))
-            }
+            CircuitState::Open => Err(c.since.saturating_add(self.cool_down_ms)),
+            // The probe is on its way: its answer decides in moments, not a cool-down.
+            CircuitState::HalfOpen => Err(now.saturating_add(PROBE_WAIT_MS)),
         }
     }
 
@@ -243,7 +245,7 @@ impl Partners {
 mod tests {
     use super::*;
 
-    use crate::model::time::ManualClock;
+    use crate::model::time::{Clock, ManualClock};
 
     #[test]
     fn a_failing_partner_is_skipped_for_the_cool_down_and_probed_after() {
@@ -256,15 +258,19 @@ mod tests {
         assert_eq!(p.state("emias"), CircuitState::Closed);
         p.record("emias", true);
         assert_eq!(p.state("emias"), CircuitState::Open);
+        let opened = clock.now_ms();
         assert!(!p.allow("emias"));
+        // A refused call learns when the probe goes.
+        assert_eq!(p.gate("emias"), Err(opened + 30_000));
         // Another partner is unaffected.
         assert!(p.allow("remd"));
         clock.advance(Duration::from_secs(29));
         assert!(!p.allow("emias"));
         clock.advance(Duration::from_secs(1));
-        // One probe; others wait for its outcome.
+        // One probe; others wait a moment for its outcome.
         assert!(p.allow("emias"));
         assert!(!p.allow("emias"));
+        assert_eq!(p.gate("emias"), Err(clock.now_ms() + 1000));
         p.record("emias", true);
         assert_eq!(p.state("emias"), CircuitState::Open);
         clock.advance(Duration::from_secs(30));

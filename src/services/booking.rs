@@ -48,8 +48,6 @@ tokio::task_local! {
 }
 
 /// How long a booking waits for an earlier effect on its slot another worker is delivering.
-/// How long an inline delivery holds its claim (as long as the delivery job's).
-const MIS_LEASE_MS: i64 = 120_000;
 const SLOT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 use AppointmentStatus::{Booked, Cancelled, Expired, Failed, Held, Urgent, Withdrawn};
@@ -382,6 +380,8 @@ pub enum Rebook {
 #[derive(Clone)]
 pub struct Booking {
     store: Store,
+    /// How long an inline delivery holds its claim (as long as the delivery job's), ms.
+    mis_lease_ms: i64,
     schedules: Schedules,
     mis: MisRegistry,
     notifier: Option<Arc<dyn Notifier>>,
@@ -434,9 +434,17 @@ impl Booking {
                 partners,
                 store: store.clone(),
             }),
+            mis_lease_ms: 120_000,
             store,
             clock,
         }
+    }
+
+    /// The same service, its inline deliveries holding their claims for `lease` (the MIS
+    /// delivery job's).
+    pub fn with_mis_lease(mut self, lease: std::time::Duration) -> Booking {
+        self.mis_lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self
     }
 
     /// How long a hold lasts (ms).
@@ -1390,7 +1398,7 @@ impl Booking {
                 return Ok(true);
             };
             let now = self.now();
-            let lease = now + MIS_LEASE_MS;
+            let lease = now + self.mis_lease_ms;
             let claimed = self
                 .store
                 .claim_outbox_item(&first.id, &self.inline.worker, now, lease)
