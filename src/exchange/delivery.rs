@@ -143,12 +143,6 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Records the outcome of `item`'s attempt, every call of it made.
-    pub async fn record(&self, item: &OutboxItem, outcome: Outcome) {
-        self.record_attempt(item, outcome, crate::context::CallNote::default())
-            .await
-    }
-
     /// Records the outcome of `item`'s attempt whose calls went as `calls` says: a failure
     /// because an open circuit refused its only call waits for the circuit, uncounted,
     /// while the item is younger than the patience.

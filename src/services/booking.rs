@@ -428,8 +428,15 @@ impl Booking {
                 worker: format!("booking-inline-{}", uuid::Uuid::new_v4().simple()),
                 max_attempts: i32::try_from(settings.mis_retry_schedule_secs.len() + 1)
                     .unwrap_or(i32::MAX),
-                // Inline deliveries count every attempt (their calls are not noted).
-                patience_ms: 0,
+                // As the MIS delivery job's: the schedule's span.
+                patience_ms: i64::try_from(
+                    settings
+                        .mis_retry_schedule_secs
+                        .iter()
+                        .sum::<u64>()
+                        .saturating_mul(1000),
+                )
+                .unwrap_or(i64::MAX),
                 clock: clock.clone(),
                 partners,
                 store: store.clone(),
@@ -1405,9 +1412,10 @@ impl Booking {
                 .await?;
             match claimed {
                 Some(item) => {
-                    let outcome = self.deliver_cancel(item.clone()).await;
+                    let (outcome, calls) =
+                        crate::context::with_call_note(self.deliver_cancel(item.clone())).await;
                     let failed = !matches!(outcome, Outcome::Delivered);
-                    self.inline.record(&item, outcome).await;
+                    self.inline.record_attempt(&item, outcome, calls).await;
                     if failed {
                         return Ok(false);
                     }
