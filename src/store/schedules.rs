@@ -305,16 +305,20 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let mut n = 0;
         let mut tx = self.pool().begin().await?;
-        for id in ids {
-            n += sqlx::query(
-                "UPDATE slots SET status = $2, synced_at = $3 WHERE id = $1 AND status <> $2",
-            )
-            .bind(id.clone())
-            .bind(status.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        // A statement per chunk of ids (of a few sizes, so their plans are reused).
+        for chunk in super::power_of_two_chunks(ids, 256) {
+            let list = (0..chunk.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "UPDATE slots SET status = $1, synced_at = $2 WHERE status <> $1 AND id IN ({list})"
+            );
+            let mut q = sqlx::query(&sql).bind(status.as_str()).bind(now);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            n += q.execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
         Ok(n)
@@ -332,20 +336,23 @@ impl Store {
             return Ok(moved);
         }
         let mut tx = self.pool().begin().await?;
-        for (id, start, end) in times {
-            let n = sqlx::query(
-                "UPDATE slots SET start_at = $2, end_at = $3, synced_at = $4 \
-                 WHERE id = $1 AND (start_at <> $2 OR end_at <> $3)",
-            )
-            .bind(id.clone())
-            .bind(*start)
-            .bind(*end)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n > 0 {
-                moved.push(id.clone());
+        for chunk in super::power_of_two_chunks(times, 128) {
+            // Both backends name the columns of an unnamed VALUES list column1, column2, ...
+            let values = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "UPDATE slots SET start_at = v.column2, end_at = v.column3, synced_at = $1 \
+                 FROM (VALUES {values}) AS v WHERE slots.id = v.column1 \
+                 AND (slots.start_at <> v.column2 OR slots.end_at <> v.column3) RETURNING slots.id"
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for (id, start, end) in chunk {
+                q = q.bind(id.clone()).bind(*start).bind(*end);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                moved.push(row.try_get::<String, _>("id")?);
             }
         }
         tx.commit().await?;
