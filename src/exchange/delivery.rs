@@ -156,46 +156,36 @@ impl Recorder {
         let now = self.clock.now_ms();
         let (store, worker) = (&self.store, self.worker.as_str());
         let waited = now.saturating_sub(item.created_at);
-        if let (Some(until), false, false) = (
-            calls.refused_until,
-            calls.called,
-            matches!(outcome, Outcome::Delivered),
-        ) {
-            if waited < self.patience_ms {
-                let err = match &outcome {
-                    Outcome::RetryAt(_, e) | Outcome::Dead(e) => e.clone(),
-                    Outcome::Delivered => String::new(),
-                };
-                self.partners
-                    .delivered(&item.destination, "postponed", None);
-                match store
-                    .postpone_outbox(id, worker, &err, until.max(now + 1000), now)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(item = %id, "outbox lease lost before the postponement")
-                    }
-                    Err(e) => {
-                        tracing::error!(item = %id, error = %e, "could not postpone delivery")
-                    }
-                }
-                return;
+        // Refused by an open circuit, its only call never made: not an attempt.
+        let postpone = match (&outcome, calls.refused_until) {
+            (Outcome::RetryAt(_, err) | Outcome::Dead(err), Some(until))
+                if !calls.called && waited < self.patience_ms =>
+            {
+                Some((until.max(now + 1000), err.clone()))
             }
-        }
+            _ => None,
+        };
         let outcome = match outcome {
             Outcome::RetryAt(_, err) if attempts >= self.max_attempts => {
                 Outcome::Dead(format!("gave up after {attempts} attempts: {err}"))
             }
             o => o,
         };
-        let (label, applied) = match &outcome {
-            Outcome::Delivered => ("delivered", store.complete_outbox(id, worker, now).await),
-            Outcome::RetryAt(at, err) => (
+        let (label, applied) = match (&postpone, &outcome) {
+            (Some((at, err)), _) => (
+                "postponed",
+                store.postpone_outbox(id, worker, err, *at, now).await,
+            ),
+            (None, Outcome::Delivered) => {
+                ("delivered", store.complete_outbox(id, worker, now).await)
+            }
+            (None, Outcome::RetryAt(at, err)) => (
                 "retry",
                 store.retry_outbox(id, worker, err, Some(*at), now).await,
             ),
-            Outcome::Dead(err) => ("dead", store.retry_outbox(id, worker, err, None, now).await),
+            (None, Outcome::Dead(err)) => {
+                ("dead", store.retry_outbox(id, worker, err, None, now).await)
+            }
         };
         let queued_for = (label == "delivered")
             .then(|| Duration::from_millis(u64::try_from(now - item.created_at).unwrap_or(0)));

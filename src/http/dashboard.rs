@@ -20,7 +20,6 @@ use crate::auth::scopes::{
 use crate::model::time::{from_ms, now_ms};
 use crate::route;
 use crate::services::appeals::{AppealQuery, GroupBy};
-use crate::services::operations::TransactionRecord;
 use crate::services::Caller;
 
 /// The session cookie.
@@ -578,16 +577,6 @@ fn bar_chart(rows: &[(String, f64)], unit: &str) -> String {
     svg
 }
 
-/// A record a rerun may repeat, as far as the list shows (the rerun itself checks the rest:
-/// a whole stored request, no earlier successful rerun, its client still configured).
-fn rerunnable(r: &TransactionRecord) -> bool {
-    r.direction == "inbound"
-        && matches!(r.protocol.as_str(), "fhir" | "soap")
-        && !matches!(r.method.as_str(), "GET" | "HEAD")
-        && r.status != "ok"
-        && r.body_policy == "full"
-}
-
 /// The transaction log: a search over the caller's records (operators: all), newest first,
 /// paged, each failed inbound exchange with a rerun.
 async fn transactions(
@@ -607,7 +596,7 @@ async fn transactions(
     let may_rerun = principal.has_scope(TRANSACTIONS_RERUN);
     let mut rows = String::new();
     for r in &records {
-        let action = if may_rerun && rerunnable(r) {
+        let action = if may_rerun && crate::services::operations::rerun_refusal(r).is_none() {
             rerun_button(&format!("/admin/transactions/{}/rerun", r.id), &csrf)
         } else {
             String::new()

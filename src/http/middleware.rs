@@ -194,12 +194,7 @@ pub async fn gateway(
                 // (a script, which does not ask for HTML, gets the 401 as anywhere else).
                 Err(_)
                     if req.method() == actix_web::http::Method::GET
-                        && req.path().starts_with("/admin")
-                        && req
-                            .headers()
-                            .get("accept")
-                            .and_then(|v| v.to_str().ok())
-                            .is_some_and(|a| a.contains("text/html")) =>
+                        && protocol == Protocol::Page =>
                 {
                     let res = actix_web::HttpResponse::SeeOther()
                         .insert_header((actix_web::http::header::LOCATION, "/admin/login"))
@@ -499,14 +494,7 @@ async fn finish(
             }
             _ => (None, None, false),
         };
-        let status_text =
-            if class.is_success() || class.is_redirection() || class.is_informational() {
-                "ok"
-            } else if class.is_client_error() {
-                "client-error"
-            } else {
-                "server-error"
-            };
+        let status_text = status_class(class);
         let (id, rerun_of) = match f.rerun {
             Some((id, of)) => (id, Some(of)),
             None => (uuid::Uuid::now_v7().to_string(), None),
@@ -549,6 +537,18 @@ async fn finish(
             .await;
     }
     ServiceResponse::new(req, res)
+}
+
+/// How the transaction log classes an answer by the status it stands for: `ok`,
+/// `client-error` or `server-error`.
+pub fn status_class(class: actix_web::http::StatusCode) -> &'static str {
+    if class.is_success() || class.is_redirection() || class.is_informational() {
+        "ok"
+    } else if class.is_client_error() {
+        "client-error"
+    } else {
+        "server-error"
+    }
 }
 
 /// The business operation of a request (e.g. a SOAP method), set by handlers for the log.

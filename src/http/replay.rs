@@ -86,12 +86,6 @@ pub async fn run(state: Data<AppState>, replay: Replay) -> Result<Rerun, ApiErro
         id: record_id,
         rerun_of: replay.of,
         http_status: res.status().as_u16(),
-        status: if class.is_client_error() {
-            "client-error"
-        } else if class.is_server_error() {
-            "server-error"
-        } else {
-            "ok"
-        },
+        status: super::middleware::status_class(class),
     })
 }

@@ -47,6 +47,65 @@ pub trait JobControl: Send + Sync {
     ) -> futures_util::future::BoxFuture<'a, Result<JobRun, JobError>>;
 }
 
+/// Why record `r` itself cannot be rerun (its client and earlier reruns aside), if it
+/// cannot: not an inbound FHIR or SOAP change that failed with its whole request kept.
+pub fn rerun_refusal(r: &TransactionRecord) -> Option<(&'static str, String)> {
+    if r.direction != "inbound" {
+        return Some((
+            "NOT_INBOUND",
+            format!(
+                "an outbound call is repeated by what caused it: its outbox item (the dead \
+                 letters) or the inbound request `{}`",
+                r.request_id
+            ),
+        ));
+    }
+    if !matches!(r.protocol.as_str(), "fhir" | "soap") {
+        return Some((
+            "NOT_AN_EXCHANGE",
+            format!(
+                "only FHIR and SOAP exchanges are rerun, not `{}` requests",
+                r.protocol
+            ),
+        ));
+    }
+    if matches!(r.method.as_str(), "GET" | "HEAD") {
+        return Some((
+            "READ_ONLY",
+            "a read changes nothing: its client asks again".into(),
+        ));
+    }
+    if r.status == "ok" {
+        return Some((
+            "TRANSACTION_SUCCEEDED",
+            "it succeeded: a rerun would repeat its effect".into(),
+        ));
+    }
+    let body = match &r.request_body {
+        Some(b) if r.body_policy == "full" => b,
+        _ => {
+            return Some((
+                "NO_STORED_BODY",
+                format!(
+                    "its request was not kept (body policy `{}`): there is nothing to send again",
+                    r.body_policy
+                ),
+            ))
+        }
+    };
+    if body.len() as i64 != r.request_bytes {
+        return Some((
+            "BODY_TRUNCATED",
+            format!(
+                "its request was kept cut to {} of {} bytes",
+                body.len(),
+                r.request_bytes
+            ),
+        ));
+    }
+    None
+}
+
 /// The owner of the keys that hold one rerun of a record at a time.
 const RERUN_KEYS: &str = "medgate:rerun";
 /// After this long a rerun's claim is taken as left by a process that died (ms).
@@ -323,59 +382,11 @@ impl Operations {
             .filter(|r| caller.operator || r.client_id.as_deref() == Some(caller.client_id))
             .ok_or(RerunError::NotFound)?;
         let refuse = |code: &'static str, why: String| Err(RerunError::Refused { code, why });
-        if r.direction != "inbound" {
-            return refuse(
-                "NOT_INBOUND",
-                format!(
-                    "an outbound call is repeated by what caused it: its outbox item (the dead \
-                     letters) or the inbound request `{}`",
-                    r.request_id
-                ),
-            );
+        if let Some((code, why)) = rerun_refusal(&r) {
+            return refuse(code, why);
         }
-        if !matches!(r.protocol.as_str(), "fhir" | "soap") {
-            return refuse(
-                "NOT_AN_EXCHANGE",
-                format!(
-                    "only FHIR and SOAP exchanges are rerun, not `{}` requests",
-                    r.protocol
-                ),
-            );
-        }
-        if matches!(r.method.as_str(), "GET" | "HEAD") {
-            return refuse(
-                "READ_ONLY",
-                "a read changes nothing: its client asks again".into(),
-            );
-        }
-        if r.status == "ok" {
-            return refuse(
-                "TRANSACTION_SUCCEEDED",
-                "it succeeded: a rerun would repeat its effect".into(),
-            );
-        }
-        let body = match r.request_body {
-            Some(b) if r.body_policy == "full" => b,
-            _ => {
-                return refuse(
-                    "NO_STORED_BODY",
-                    format!(
-                    "its request was not kept (body policy `{}`): there is nothing to send again",
-                    r.body_policy
-                ),
-                )
-            }
-        };
-        if body.len() as i64 != r.request_bytes {
-            return refuse(
-                "BODY_TRUNCATED",
-                format!(
-                    "its request was kept cut to {} of {} bytes",
-                    body.len(),
-                    r.request_bytes
-                ),
-            );
-        }
+        // Checked above: a whole request is kept.
+        let body = r.request_body.unwrap_or_default();
         let Some(client_id) = r.client_id else {
             return refuse(
                 "NO_CLIENT",
