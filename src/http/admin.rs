@@ -185,7 +185,7 @@ async fn run_job(state: Data<AppState>, name: Path<String>) -> ApiResult<HttpRes
 }
 
 /// Query parameters of the transaction list (and of the dashboard's search).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     pub(super) status: Option<String>,
